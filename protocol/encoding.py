@@ -1,0 +1,225 @@
+"""Bytes in and bytes out: strict JSON, canonical JSON, base64, timestamps and PAE.
+
+Two rules run through this module:
+
+* Canonical JSON (RFC 8785) is for *producing* the bytes that get signed. A
+  verifier checks the signature over the bytes it received and only then
+  parses them; it never re-canonicalises.
+* Parsing is strict: duplicate object keys, lone surrogates, `NaN` and
+  nesting beyond a limit are refused instead of being resolved one way or
+  another, so that two parties can never read the same bytes differently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import rfc8785
+from pydantic import AfterValidator, PlainSerializer, PlainValidator, WithJsonSchema
+
+from protocol.errors import ErrorCode, LimitExceeded, MalformedInput
+
+# -- canonical JSON ---------------------------------------------------------
+
+
+def canonical_json(value: object) -> bytes:
+    """Return the RFC 8785 (JCS) encoding of `value`: the bytes to sign or hash."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise MalformedInput(f"value cannot be canonicalised: {exc}", code=ErrorCode.MALFORMED_JSON) from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    """Lower-case hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- strict JSON parsing ----------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise MalformedInput(f"duplicate object key {key[:64]!r}", code=ErrorCode.DUPLICATE_KEY)
+        obj[key] = value
+    return obj
+
+
+def _no_constants(name: str) -> object:
+    raise MalformedInput(f"{name} is not JSON", code=ErrorCode.MALFORMED_JSON)
+
+
+def _check_depth_and_text(value: object, max_depth: int) -> None:
+    """Refuse nesting deeper than `max_depth` and strings with lone surrogates."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > max_depth:
+                raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
+            for key, child in item.items():
+                _check_text(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > max_depth:
+                raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedInput("string holds a lone surrogate escape", code=ErrorCode.INVALID_UNICODE) from exc
+    if "\x00" in text:
+        raise MalformedInput("string holds a NUL character", code=ErrorCode.INVALID_UNICODE)
+
+
+def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # noqa: ANN401 - JSON is Any by nature
+    """Parse UTF-8 JSON bytes, refusing anything two parsers might read differently."""
+    if len(raw) > max_bytes:
+        raise LimitExceeded(f"JSON of {len(raw)} bytes is over the limit of {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedInput(f"not UTF-8 at byte {exc.start}", code=ErrorCode.INVALID_UNICODE) from exc
+    if text.startswith("\ufeff"):
+        raise MalformedInput("a byte order mark is not allowed", code=ErrorCode.MALFORMED_JSON)
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP) from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(
+            f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=ErrorCode.MALFORMED_JSON
+        ) from exc
+    _check_depth_and_text(value, max_depth)
+    return value
+
+
+# -- base64 -----------------------------------------------------------------
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard base64, refusing any encoding but the canonical one."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise MalformedInput("not canonical base64") from exc
+    if base64.b64encode(data).decode("ascii") != text:
+        raise MalformedInput("not canonical base64")
+    return data
+
+
+def _b64_field(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise TypeError("expected a base64 string")
+    try:
+        return b64decode(value)
+    except MalformedInput as exc:
+        raise ValueError(exc.detail) from None
+
+
+# Bytes that travel in JSON as canonical standard base64.
+Base64Bytes = Annotated[
+    bytes,
+    PlainValidator(_b64_field),
+    PlainSerializer(b64encode, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
+
+
+# -- timestamps -------------------------------------------------------------
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and `Z`: `2026-11-29T09:46:11.123Z`."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def truncate_to_millis(moment: datetime) -> datetime:
+    """`moment` in UTC with sub-millisecond digits dropped, as it will be encoded."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=(moment.microsecond // 1000) * 1000)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse a timezone-aware RFC 3339 timestamp into UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise MalformedInput(f"not an RFC 3339 timestamp: {text[:40]!r}", code=ErrorCode.CONTENT_INVALID) from exc
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise MalformedInput(f"timestamp without a time zone: {text[:40]!r}", code=ErrorCode.CONTENT_INVALID)
+    return moment.astimezone(UTC)
+
+
+def _require_aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("timestamp must carry a time zone")
+    return moment.astimezone(UTC)
+
+
+# A UTC instant, serialised as `format_timestamp` does.
+UtcTimestamp = Annotated[
+    datetime,
+    AfterValidator(_require_aware),
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+]
+
+
+def seconds(value: float) -> timedelta:
+    """A `timedelta` of `value` seconds, for readable limits."""
+    return timedelta(seconds=value)
+
+
+# -- pre-authentication encoding ---------------------------------------------
+
+PAE_PREFIX = b"ROGATORYv1"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """Pre-authentication encoding (as DSSE's PAE): what a signature covers.
+
+    `"ROGATORYv1" SP len(type) SP type SP len(payload) SP payload`, lengths in
+    ASCII decimal. The type string domain-separates every kind of signed
+    object, so a signature over one kind can never be replayed as another.
+    """
+    type_bytes = payload_type.encode("utf-8")
+    return b"%s %d %s %d %s" % (PAE_PREFIX, len(type_bytes), type_bytes, len(payload), payload)
+
+
+__all__ = [
+    "PAE_PREFIX",
+    "Base64Bytes",
+    "UtcTimestamp",
+    "b64decode",
+    "b64encode",
+    "canonical_json",
+    "format_timestamp",
+    "pae",
+    "parse_json_strict",
+    "parse_timestamp",
+    "seconds",
+    "sha256_hex",
+    "truncate_to_millis",
+]
