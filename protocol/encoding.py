@@ -27,7 +27,7 @@ from protocol.errors import ErrorCode, LimitExceeded, MalformedInput
 # -- canonical JSON ---------------------------------------------------------
 
 
-def canonical_json(value: object) -> bytes:
+def canonical_json(value: Any) -> bytes:  # noqa: ANN401 - any JSON value
     """Return the RFC 8785 (JCS) encoding of `value`: the bytes to sign or hash."""
     try:
         return rfc8785.dumps(value)
@@ -176,10 +176,10 @@ def parse_timestamp(text: str) -> datetime:
 def _require_aware(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("timestamp must carry a time zone")
-    return moment.astimezone(UTC)
+    return truncate_to_millis(moment)
 
 
-# A UTC instant, serialised as `format_timestamp` does.
+# A UTC instant at millisecond precision, serialised as `format_timestamp` does.
 UtcTimestamp = Annotated[
     datetime,
     AfterValidator(_require_aware),

@@ -3,7 +3,7 @@
 Each is a distinct type (`NewType`) over `str` or `UUID`, built only through a
 `parse_*` function or the matching pydantic annotated type, so a value of the
 type is always valid. Identifiers are ASCII only: a look-alike letter from
-another script (Cyrillic "А" for Latin "A") is refused, not normalised.
+another script (Cyrillic A, U+0410, for Latin A) is refused, not normalised.
 """
 
 from __future__ import annotations

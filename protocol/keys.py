@@ -53,9 +53,7 @@ class SigningPublicKey:
     def verify(self, message: bytes, signature: bytes, *, code: ErrorCode = ErrorCode.BAD_SIGNATURE) -> None:
         """Raise `AuthenticationFailed` with `code` unless `signature` is valid over `message`."""
         if len(signature) != SIGNATURE_BYTES:
-            raise AuthenticationFailed(
-                f"signature must be {SIGNATURE_BYTES} bytes, found {len(signature)}", code=code
-            )
+            raise AuthenticationFailed(f"signature must be {SIGNATURE_BYTES} bytes, found {len(signature)}", code=code)
         try:
             nacl.signing.VerifyKey(self.raw).verify(message, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError) as exc:

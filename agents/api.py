@@ -1,0 +1,378 @@
+"""The agent's HTTP API for agency systems (API.md, "Agent HTTP API").
+
+Every answer is JSON in UTF-8 (Arabic and Bengali travel as themselves, not
+as escapes); every error is `application/problem+json` (RFC 9457) with a
+stable `code` and, for invalid content, `errors: [{"loc", "msg"}]`. Invalid
+input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agents.errors import Conflict, TransientFailure
+from agents.openapi import OPENAPI
+from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from agents.submission import SenderKeys, prepare_submission, record_submission
+from protocol.directory import Directory
+from protocol.encoding import format_timestamp, sha256_hex
+from protocol.errors import (
+    ContentInvalid,
+    ErrorCode,
+    KeyRejected,
+    LimitExceeded,
+    MalformedInput,
+    PolicyDenied,
+    ProtocolError,
+)
+from protocol.evidence import EvidenceType, issue_evidence, new_statement
+from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
+from protocol.limits import Limits
+from protocol.mla import MessageType, document_json_schema
+
+log = structlog.get_logger("rogatory.agent.api")
+
+MAX_INBOX_PAGE = 500
+MAX_IDEMPOTENCY_KEY = 200
+_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_answer(body: object, status: int = 200) -> web.Response:
+    """A JSON answer in UTF-8."""
+    return web.json_response(body, status=status, dumps=_dumps)
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> web.Response:
+    """An RFC 9457 problem answer with a stable `code`."""
+    body: dict[str, Any] = {
+        "type": f"urn:rogatory:error:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return web.json_response(body, status=status, content_type="application/problem+json", dumps=_dumps)
+
+
+def problem_for(error: ProtocolError) -> web.Response:  # noqa: PLR0911 - one answer per kind of refusal
+    """The HTTP answer to a protocol refusal."""
+    if isinstance(error, ContentInvalid):
+        return problem(
+            422,
+            error.code,
+            "Invalid message document",
+            error.detail,
+            [{"loc": list(e.loc), "msg": e.msg} for e in error.errors],
+        )
+    if isinstance(error, LimitExceeded) and error.code == ErrorCode.TOO_LARGE:
+        return problem(413, error.code, "Too large", error.detail)
+    if isinstance(error, PolicyDenied):
+        if error.code == ErrorCode.UNKNOWN_AGENCY:
+            return problem(422, error.code, "Unknown agency", error.detail)
+        return problem(403, error.code, "Not allowed", error.detail)
+    if isinstance(error, KeyRejected):
+        return problem(422, error.code, "No usable key", error.detail)
+    if isinstance(error, MalformedInput):
+        return problem(400, error.code, "Malformed request", error.detail)
+    return problem(400, error.code, "Refused", error.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """What the handlers need: passed in, never global."""
+
+    agency: AgencyId
+    sender: SenderKeys
+    store: AgentStore
+    directory: Callable[[], Directory]
+    limits: Limits
+    message_ttl: timedelta
+    token_hashes: tuple[str, ...]
+    clock: Callable[[], datetime]
+    wake_outbox: Callable[[], None]
+    health: Callable[[], dict[str, Any]]
+
+
+class AgentApi:
+    """Builds the aiohttp application of one agent."""
+
+    def __init__(self, context: ApiContext) -> None:
+        self._ctx = context
+
+    def app(self) -> web.Application:
+        """The application, with authentication and problem+json middlewares."""
+        app = web.Application(
+            middlewares=[self._errors, self._authenticate],
+            client_max_size=self._ctx.limits.max_document_bytes + 1024,
+        )
+        router = app.router
+        router.add_get("/healthz", self.healthz)
+        router.add_get("/openapi.json", self.openapi)
+        router.add_post("/v1/messages", self.submit)
+        router.add_get("/v1/messages/{message_id}", self.message_status)
+        router.add_get("/v1/inbox", self.inbox)
+        router.add_post("/v1/inbox/{message_id}/ack", self.ack)
+        router.add_get("/v1/schema/{message_type}", self.schema)
+        return app
+
+    # -- middlewares -------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:  # noqa: PLR0911 - one answer per kind of failure
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return problem(404, ErrorCode.NOT_FOUND, "Not found", f"no resource at {request.path[:200]}")
+        except web.HTTPMethodNotAllowed:
+            return problem(
+                405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed", f"{request.method[:20]} is not allowed here"
+            )
+        except web.HTTPRequestEntityTooLarge:
+            return problem(413, ErrorCode.TOO_LARGE, "Too large", "the request body is over the limit")
+        except ProtocolError as exc:
+            return problem_for(exc)
+        except Conflict as exc:
+            return problem(409, exc.code, "Conflict", exc.detail)
+        except TransientFailure as exc:
+            log.warning("api_transient_failure", error=str(exc)[:300])
+            response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "try again shortly")
+            response.headers["Retry-After"] = "1"
+            return response
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in {"/healthz", "/openapi.json"}:
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or not self._token_ok(token):
+            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rogatory-agent"'
+            return response
+        return await handler(request)
+
+    def _token_ok(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        matched = False
+        for expected in self._ctx.token_hashes:
+            matched |= hmac.compare_digest(digest, expected)
+        return matched
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """Liveness and readiness."""
+        health = self._ctx.health()
+        return json_answer(health, status=200 if health.get("status") == "ok" else 503)
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        """The OpenAPI document of this API."""
+        return json_answer(OPENAPI)
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """`POST /v1/messages`: validate, seal and queue one message document."""
+        if request.content_type != "application/json":
+            return problem(
+                415,
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                f"expected application/json, found {request.content_type[:80]!r}",
+            )
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not _valid_idempotency_key(idempotency_key):
+            return problem(
+                400,
+                ErrorCode.INVALID_PARAMETER,
+                "Invalid Idempotency-Key",
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            )
+        body = await request.read()
+        now = self._ctx.clock()
+        prepared = prepare_submission(
+            body,
+            sender=self._ctx.sender,
+            directory=self._ctx.directory(),
+            now=now,
+            message_ttl=self._ctx.message_ttl,
+            limits=self._ctx.limits,
+        )
+        accepted = await record_submission(self._ctx.store, prepared, idempotency_key=idempotency_key, now=now)
+        if accepted.created:
+            self._ctx.wake_outbox()
+            log.info(
+                "message_submitted",
+                message_id=accepted.message_id,
+                case_id=prepared.document.case_id,
+                recipient=prepared.document.recipient.authority_id,
+                message_type=prepared.document.message_type,
+            )
+        return json_answer({"message_id": accepted.message_id, "status": accepted.status}, status=202)
+
+    async def message_status(self, request: web.Request) -> web.Response:
+        """`GET /v1/messages/{id}`: status and evidence chain of a sent message."""
+        message_id = str(_message_id(request))
+        record = await self._ctx.store.outbox(message_id)
+        if record is None:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
+        evidence = sorted(await self._ctx.store.evidence_for(message_id), key=_lifecycle_order)
+        return json_answer(
+            {
+                "message_id": message_id,
+                "status": record.status,
+                "status_reason": record.status_reason,
+                "recipient": record.recipient,
+                "message_type": record.message_type,
+                "case_id": record.case_id,
+                "message_digest": record.digest,
+                "sealed_bytes": len(record.sealed),
+                "created_at": record.created_at,
+                "expires_at": record.expires_at,
+                "evidence": [_evidence_item(item) for item in evidence],
+            }
+        )
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        """`GET /v1/inbox`: received messages after the cursor, oldest first."""
+        after = _int_query(request, "after", default=0, maximum=2**62)
+        limit = _int_query(request, "limit", default=100, maximum=MAX_INBOX_PAGE, minimum=1)
+        records = await self._ctx.store.inbox_after(after, limit)
+        next_cursor = str(records[-1].seq) if records else str(after)
+        return json_answer({"messages": [_inbox_item(record) for record in records], "next": next_cursor})
+
+    async def ack(self, request: web.Request) -> web.Response:
+        """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""
+        message_id = _message_id(request)
+        sender = request.query.get("sender")
+        candidates = await self._ctx.store.inbox_by_message_id(str(message_id))
+        if sender is not None:
+            wanted = parse_agency_id(sender)
+            candidates = [record for record in candidates if record.sender == wanted]
+        if not candidates:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id}")
+        if len(candidates) > 1:
+            return problem(
+                409,
+                ErrorCode.AMBIGUOUS_MESSAGE_ID,
+                "Ambiguous message id",
+                "several senders used this message id; add ?sender=AGENCY-ID",
+            )
+        record = candidates[0]
+        retrieved_at = await self._retrieve(record)
+        return json_answer({"message_id": str(message_id), "sender": record.sender, "retrieved_at": retrieved_at})
+
+    async def _retrieve(self, record: InboxRecord) -> str:
+        now = self._ctx.clock()
+        if record.retrieved_at is not None:
+            return record.retrieved_at
+        statement = new_statement(
+            EvidenceType.RETRIEVAL,
+            message_id=MessageId(uuid.UUID(record.message_id)),
+            message_digest=record.digest,
+            sender=AgencyId(record.sender),
+            recipient=self._ctx.agency,
+            message_type=record.message_type,
+            case_id=record.case_id,
+            issuer=self._ctx.agency,
+            at=now,
+        )
+        signed = issue_evidence(statement, self._ctx.sender.signing_key)
+        at = format_timestamp(now)
+        async with self._ctx.store.transaction() as tx:
+            current = await tx.inbox_entry(record.sender, record.message_id)
+            if current is not None and current.retrieved_at is not None:
+                return current.retrieved_at
+            await tx.mark_retrieved(record.seq, at)
+            await tx.enqueue_evidence(
+                statement.identity, record.message_id, signed.model_dump_json().encode("utf-8"), at
+            )
+        self._ctx.wake_outbox()
+        log.info("message_retrieved", message_id=record.message_id, sender=record.sender)
+        return at
+
+    async def schema(self, request: web.Request) -> web.Response:
+        """`GET /v1/schema/{message_type}`: the JSON Schema of one message type."""
+        name = request.match_info["message_type"]
+        try:
+            message_type = MessageType(name)
+        except ValueError:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown message type", f"no message type {name[:80]!r}")
+        return json_answer(document_json_schema(message_type))
+
+
+def _valid_idempotency_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()
+
+
+def _message_id(request: web.Request) -> MessageId:
+    return parse_message_id(request.match_info["message_id"])
+
+
+def _int_query(request: web.Request, name: str, *, default: int, maximum: int, minimum: int = 0) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise MalformedInput(
+            f"query parameter {name!r} must be a non-negative integer", code=ErrorCode.INVALID_PARAMETER
+        )
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise MalformedInput(
+            f"query parameter {name!r} must be between {minimum} and {maximum}", code=ErrorCode.INVALID_PARAMETER
+        )
+    return value
+
+
+_LIFECYCLE = {name: rank for rank, name in enumerate(EvidenceType)}
+
+
+def _lifecycle_order(record: EvidenceRecord) -> tuple[int, str]:
+    """Evidence in the order of the message's life (each party stamps its own clock)."""
+    return _LIFECYCLE.get(EvidenceType(record.evidence_type), len(_LIFECYCLE)), record.at
+
+
+def _evidence_item(record: EvidenceRecord) -> dict[str, Any]:
+    return {
+        "type": record.evidence_type,
+        "at": record.at,
+        "signed_by": record.issuer,
+        "recipient": record.recipient,
+        "reason": None if record.reason_code is None else {"code": record.reason_code, "detail": record.reason_detail},
+        "statement": json.loads(record.signed),
+        "received_at": record.received_at,
+        "inclusion_proof": None if record.inclusion_proof is None else json.loads(record.inclusion_proof),
+    }
+
+
+def _inbox_item(record: InboxRecord) -> dict[str, Any]:
+    return {
+        "message_id": record.message_id,
+        "sender": record.sender,
+        "message_type": record.message_type,
+        "case_id": record.case_id,
+        "in_reply_to": record.in_reply_to,
+        "received_at": record.received_at,
+        "retrieved_at": record.retrieved_at,
+        "message_digest": record.digest,
+        "document_sha256": sha256_hex(record.document),
+        "document": json.loads(record.document),
+    }
+
+
+__all__ = ["AgentApi", "ApiContext", "json_answer", "problem", "problem_for"]

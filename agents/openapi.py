@@ -1,0 +1,260 @@
+"""The OpenAPI 3.1 document of the agent's HTTP API, served at `/openapi.json`.
+
+Message documents are described per type by `GET /v1/schema/{message_type}`
+(JSON Schema generated from the content models); the enumeration of types
+here comes from the same models, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from protocol.errors import ErrorCode
+from protocol.mla import MessageType
+
+_PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM_REF}}}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_AUTH_ERRORS: Final = {"401": _problem("Missing or invalid bearer token (`UNAUTHORIZED`)")}
+_MESSAGE_ID: Final = {
+    "name": "message_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Rogatory agent",
+        "version": "1.0.0",
+        "description": (
+            "The HTTP API an agency's systems use to submit MLA messages, read their inbox and follow "
+            "each message's evidence chain. Errors are RFC 9457 problems with a stable `code`."
+        ),
+    },
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "MessageType": {"type": "string", "enum": [t.value for t in MessageType]},
+            "ErrorCode": {"type": "string", "enum": [c.value for c in ErrorCode]},
+            "Problem": {
+                "type": "object",
+                "required": ["type", "title", "status", "code"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "code": {"$ref": "#/components/schemas/ErrorCode"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                                "msg": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+            "MessageDocument": {
+                "type": "object",
+                "description": (
+                    'One MLA message document (`"schema": "mla-exchange/1.0"`); its full JSON Schema, per '
+                    "message type, is served at `/v1/schema/{message_type}`. `message_id`, `created_at` and "
+                    "`integrity` are filled in by the agent where absent."
+                ),
+                "required": ["schema", "message_type", "case_id", "sender", "recipient", "payload"],
+                "properties": {"message_type": {"$ref": "#/components/schemas/MessageType"}},
+            },
+            "Status": {
+                "type": "string",
+                "enum": ["queued", "submitted", "relayed", "delivered", "retrieved", "rejected", "failed", "expired"],
+            },
+            "Evidence": {
+                "type": "object",
+                "required": ["type", "at", "signed_by", "statement"],
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": [
+                            "SUBMISSION_ACCEPTED",
+                            "SUBMISSION_REJECTED",
+                            "RELAY_ACCEPTED",
+                            "RELAY_FAILED",
+                            "DELIVERY",
+                            "NON_DELIVERY",
+                            "RETRIEVAL",
+                            "NON_RETRIEVAL",
+                        ],
+                    },
+                    "at": {"type": "string", "format": "date-time"},
+                    "signed_by": {"type": "string"},
+                    "recipient": {"type": ["string", "null"]},
+                    "reason": {"type": ["object", "null"]},
+                    "statement": {
+                        "type": "object",
+                        "description": "The signed statement: payload_type, payload (base64), key_id, signature",
+                    },
+                    "inclusion_proof": {"type": ["object", "null"]},
+                },
+            },
+            "InboxMessage": {
+                "type": "object",
+                "required": ["message_id", "sender", "message_type", "case_id", "received_at", "document"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "sender": {"type": "string"},
+                    "message_type": {"$ref": "#/components/schemas/MessageType"},
+                    "case_id": {"type": "string"},
+                    "in_reply_to": {"type": ["string", "null"]},
+                    "received_at": {"type": "string", "format": "date-time"},
+                    "retrieved_at": {"type": ["string", "null"], "format": "date-time"},
+                    "message_digest": {"type": "string"},
+                    "document_sha256": {
+                        "type": "string",
+                        "description": "SHA-256 of the document bytes as sealed (RFC 8785 form of `document`)",
+                    },
+                    "document": {"$ref": "#/components/schemas/MessageDocument"},
+                },
+            },
+        },
+    },
+    "paths": {
+        "/v1/messages": {
+            "post": {
+                "summary": "Submit one message document",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "Same key and same document: the same answer; another document: 409",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageDocument"}}},
+                },
+                "responses": {
+                    "202": _ok(
+                        "Accepted for delivery",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "message_id": {"type": "string"},
+                                "status": {"$ref": "#/components/schemas/Status"},
+                            },
+                        },
+                    ),
+                    "400": _problem("Malformed JSON, duplicate keys, invalid Unicode"),
+                    **_AUTH_ERRORS,
+                    "403": _problem("Sender is not this agency, or no agreement allows the exchange"),
+                    "409": _problem("Message id or Idempotency-Key reused for another document"),
+                    "413": _problem("Document over the size limit"),
+                    "415": _problem("Not application/json"),
+                    "422": _problem("Invalid document: every field error in `errors`"),
+                },
+            }
+        },
+        "/v1/messages/{message_id}": {
+            "get": {
+                "summary": "Status and evidence chain of a sent message",
+                "parameters": [_MESSAGE_ID],
+                "responses": {
+                    "200": _ok(
+                        "The message's status and evidence",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "message_id": {"type": "string"},
+                                "status": {"$ref": "#/components/schemas/Status"},
+                                "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
+                            },
+                        },
+                    ),
+                    **_AUTH_ERRORS,
+                    "404": _problem("No such sent message"),
+                },
+            }
+        },
+        "/v1/inbox": {
+            "get": {
+                "summary": "Received, verified, decrypted messages, oldest first",
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "cursor"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                ],
+                "responses": {
+                    "200": _ok(
+                        "A page of the inbox",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "messages": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/InboxMessage"},
+                                },
+                                "next": {"type": "string"},
+                            },
+                        },
+                    ),
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/v1/inbox/{message_id}/ack": {
+            "post": {
+                "summary": "The agency system took the message (issues RETRIEVAL evidence)",
+                "parameters": [
+                    _MESSAGE_ID,
+                    {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _ok("Retrieved", {"type": "object"}),
+                    **_AUTH_ERRORS,
+                    "404": _problem("No such received message"),
+                    "409": _problem("Several senders used this id: add ?sender="),
+                },
+            }
+        },
+        "/v1/schema/{message_type}": {
+            "get": {
+                "summary": "The JSON Schema of one message type",
+                "parameters": [
+                    {
+                        "name": "message_type",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"$ref": "#/components/schemas/MessageType"},
+                    }
+                ],
+                "responses": {"200": _ok("JSON Schema 2020-12", {"type": "object"}), **_AUTH_ERRORS},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and readiness",
+                "security": [],
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not connected to the broker"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        },
+    },
+}
+
+__all__ = ["OPENAPI"]

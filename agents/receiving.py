@@ -1,0 +1,307 @@
+"""The receiving side: what an agent does with each delivery from its inbox queue.
+
+A recipient never trusts the gateway. For a sealed message, in order:
+
+1. the delivery was published by the gateway's broker user (RabbitMQ vouches for `user_id`);
+2. `open_sealed`: the sender's header signature, freshness, this agency listed as a
+   recipient, key commitment, decryption, the sender's content signature and binding;
+3. the document parses strictly and validates against its content model;
+4. the document says what the signed header says (id, type, case, sender, recipient);
+5. a (sender, message id) is stored once: the same envelope again only re-confirms;
+6. store the message and the `DELIVERY` evidence in one transaction, then ack.
+
+A refusal after step 2 authenticated the sender is answered with signed
+`NON_DELIVERY` evidence and its reason; one before that cannot be attributed
+to anyone and is logged and dropped.
+
+Evidence about our own messages is verified against the directory, matched
+with the outbox (same message id and digest), kept, and moves the status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from agents.status import MessageStatus, status_after
+from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from protocol.directory import Directory
+from protocol.encoding import format_timestamp, parse_json_strict
+from protocol.envelope import AuthenticatedHeader, OpenedMessage, SealedMessage, authenticate_header, open_sealed
+from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, ProtocolError
+from protocol.evidence import (
+    EvidenceType,
+    Reason,
+    VerifiedEvidence,
+    issue_evidence,
+    new_statement,
+    parse_signed_evidence,
+    verify_evidence,
+)
+from protocol.ids import AgencyId, KeyId
+from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
+from protocol.limits import Limits
+from protocol.mla import MessageDocument, validate_document
+from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+
+log = structlog.get_logger("rogatory.agent.receiving")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDelivery:
+    """What the agent takes from one broker delivery; nothing in it is trusted yet."""
+
+    body: bytes
+    kind: str | None
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverKeys:
+    """This agency's identity and private keys."""
+
+    agency: AgencyId
+    signing_key: SigningPrivateKey
+    encryption_keys: Mapping[KeyId, EncryptionPrivateKey]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What `handle` did, for the summary log line."""
+
+    kind: str
+    result: str
+    code: str | None = None
+    message_id: str | None = None
+    sender: str | None = None
+
+
+class Receiver:
+    """Handles deliveries from this agency's inbox queue."""
+
+    def __init__(
+        self,
+        *,
+        keys: ReceiverKeys,
+        directory: Callable[[], Directory],
+        store: AgentStore,
+        gateway_broker_user: str,
+        limits: Limits,
+        clock: Callable[[], datetime],
+        on_evidence_issued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._keys = keys
+        self._directory = directory
+        self._store = store
+        self._gateway_user = gateway_broker_user
+        self._limits = limits
+        self._clock = clock
+        self._on_evidence_issued = on_evidence_issued
+
+    async def handle(self, delivery: InboxDelivery) -> Received:
+        """Process one delivery to a durable end state; raise only `TransientFailure`."""
+        if delivery.user_id != self._gateway_user:
+            log.warning("inbox_delivery_not_from_gateway", user_id=str(delivery.user_id)[:80])
+            return Received(kind=str(delivery.kind), result="dropped", code=ErrorCode.BROKER_USER_MISMATCH)
+        if delivery.kind == KIND_SEALED_MESSAGE:
+            return await self.receive_message(delivery.body)
+        if delivery.kind == KIND_EVIDENCE:
+            return await self.receive_evidence(delivery.body)
+        log.warning("inbox_delivery_unknown_kind", kind=str(delivery.kind)[:80])
+        return Received(kind=str(delivery.kind), result="dropped", code=ErrorCode.MALFORMED_ENVELOPE)
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def receive_message(self, body: bytes) -> Received:
+        """Steps 2-6 of the module docstring."""
+        now = self._clock()
+        directory = self._directory()
+        try:
+            sealed = SealedMessage.from_bytes(body, self._limits)
+            authenticated = authenticate_header(sealed, directory, now=now)
+        except ProtocolError as exc:
+            log.warning("inbox_message_unattributable", code=str(exc.code), detail=exc.detail[:300])
+            return Received(kind="message", result="dropped", code=exc.code)
+        header = authenticated.header
+        try:
+            opened = open_sealed(
+                sealed,
+                directory,
+                recipient=self._keys.agency,
+                recipient_keys=self._keys.encryption_keys,
+                now=now,
+                limits=self._limits,
+            )
+            document = self._validate(opened)
+            earlier = await self._store.inbox_entry_of(header.sender, str(header.message_id))
+            if earlier is not None:
+                if earlier.digest != opened.digest:
+                    raise FreshnessViolation(
+                        f"message id {header.message_id} of {header.sender} was already used for another envelope",
+                        code=ErrorCode.REPLAYED,
+                    )
+                return Received(
+                    kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender
+                )
+        except ProtocolError as exc:
+            await self._refuse(authenticated, exc, now)
+            return Received(
+                kind="message", result="refused", code=exc.code, message_id=str(header.message_id), sender=header.sender
+            )
+        await self._store_delivered(sealed, opened, document, now)
+        return Received(kind="message", result="delivered", message_id=str(header.message_id), sender=header.sender)
+
+    def _validate(self, opened: OpenedMessage) -> MessageDocument:
+        """The document is strict JSON, valid for its type, and says what the signed header says."""
+        header = opened.header
+        parse_json_strict(
+            opened.document, max_bytes=self._limits.max_document_bytes, max_depth=self._limits.max_json_depth
+        )
+        document = validate_document(opened.document)
+        mismatches = [
+            name
+            for name, document_value, header_value in (
+                ("message_id", document.message_id, header.message_id),
+                ("message_type", document.message_type, header.message_type),
+                ("case_id", document.case_id, header.case_id),
+                ("sender", document.sender.authority_id, header.sender),
+                ("recipient", document.recipient.authority_id, self._keys.agency),
+            )
+            if str(document_value) != str(header_value)
+        ]
+        if mismatches:
+            raise AuthenticationFailed(
+                f"document and signed header disagree on {', '.join(mismatches)}",
+                code=ErrorCode.HEADER_DOCUMENT_MISMATCH,
+            )
+        return document
+
+    async def _store_delivered(
+        self, sealed: SealedMessage, opened: OpenedMessage, document: MessageDocument, now: datetime
+    ) -> None:
+        header = opened.header
+        statement = new_statement(
+            EvidenceType.DELIVERY,
+            message_id=header.message_id,
+            message_digest=opened.digest,
+            sender=header.sender,
+            recipient=self._keys.agency,
+            message_type=header.message_type,
+            case_id=header.case_id,
+            issuer=self._keys.agency,
+            at=now,
+        )
+        signed = issue_evidence(statement, self._keys.signing_key)
+        async with self._store.transaction() as tx:
+            if await tx.inbox_entry(header.sender, str(header.message_id)) is not None:
+                return
+            await tx.insert_inbox(
+                InboxRecord(
+                    seq=0,
+                    sender=header.sender,
+                    message_id=str(header.message_id),
+                    digest=opened.digest,
+                    message_type=header.message_type,
+                    case_id=header.case_id,
+                    in_reply_to=None if document.in_reply_to is None else str(document.in_reply_to),
+                    document=opened.document,
+                    sealed=sealed.to_bytes(),
+                    received_at=format_timestamp(now),
+                    retrieved_at=None,
+                )
+            )
+            await tx.enqueue_evidence(
+                statement.identity,
+                str(header.message_id),
+                signed.model_dump_json().encode("utf-8"),
+                format_timestamp(now),
+            )
+        self._on_evidence_issued()
+
+    async def _refuse(self, authenticated: AuthenticatedHeader, error: ProtocolError, now: datetime) -> None:
+        header = authenticated.header
+        statement = new_statement(
+            EvidenceType.NON_DELIVERY,
+            message_id=header.message_id,
+            message_digest=authenticated.digest,
+            sender=header.sender,
+            recipient=self._keys.agency,
+            message_type=header.message_type,
+            case_id=header.case_id,
+            issuer=self._keys.agency,
+            at=now,
+            reason=Reason(code=error.code, detail=error.detail[:1000]),
+        )
+        signed = issue_evidence(statement, self._keys.signing_key)
+        async with self._store.transaction() as tx:
+            await tx.enqueue_evidence(
+                statement.identity,
+                str(header.message_id),
+                signed.model_dump_json().encode("utf-8"),
+                format_timestamp(now),
+            )
+        log.warning(
+            "inbox_message_refused", code=str(error.code), message_id=str(header.message_id), sender=header.sender
+        )
+        self._on_evidence_issued()
+
+    # -- evidence about our messages ---------------------------------------------------------
+
+    async def receive_evidence(self, body: bytes) -> Received:
+        """Verify evidence, match it with the outbox, keep it, move the status."""
+        now = self._clock()
+        try:
+            verified = verify_evidence(parse_signed_evidence(body, self._limits), self._directory(), now=now)
+            await self._match(verified)
+        except ProtocolError as exc:
+            log.warning("evidence_refused", code=str(exc.code), detail=exc.detail[:300])
+            return Received(kind="evidence", result="refused", code=exc.code)
+        statement = verified.statement
+        reason = statement.reason
+        message_id = str(statement.message_id)
+        async with self._store.transaction() as tx:
+            added = await tx.insert_evidence(
+                EvidenceRecord(
+                    identity=statement.identity,
+                    message_id=message_id,
+                    evidence_type=statement.evidence_type,
+                    at=format_timestamp(statement.at),
+                    issuer=statement.issuer,
+                    recipient=statement.recipient,
+                    reason_code=None if reason is None else reason.code,
+                    reason_detail=None if reason is None else reason.detail,
+                    signed=verified.signed.model_dump_json().encode("utf-8"),
+                    received_at=format_timestamp(now),
+                    inclusion_proof=None,
+                )
+            )
+            record = await tx.outbox(message_id)
+            if added and record is not None:
+                current = MessageStatus(record.status)
+                new = status_after(current, statement.evidence_type, None if reason is None else reason.code)
+                if new != current:
+                    await tx.set_status(message_id, new, None if reason is None else reason.code, format_timestamp(now))
+        return Received(
+            kind="evidence",
+            result="kept" if added else "duplicate",
+            message_id=message_id,
+            sender=statement.sender,
+            code=statement.evidence_type,
+        )
+
+    async def _match(self, verified: VerifiedEvidence) -> None:
+        """The evidence is about a message this agency sent, with the digest it sealed."""
+        statement = verified.statement
+        record = None if statement.message_id is None else await self._store.outbox(str(statement.message_id))
+        if statement.sender != self._keys.agency or record is None or record.digest != statement.message_digest:
+            raise AuthenticationFailed(
+                f"evidence names message {statement.message_id} of {statement.sender} with a digest "
+                "this agency did not seal",
+                code=ErrorCode.EVIDENCE_MISMATCH,
+            )
+
+
+__all__ = ["InboxDelivery", "Received", "Receiver", "ReceiverKeys"]

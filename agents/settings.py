@@ -1,0 +1,78 @@
+"""An agent's settings: one frozen value, read from the environment in one place.
+
+| variable                            | meaning                                                    | default          |
+| ----------------------------------- | ---------------------------------------------------------- | ---------------- |
+| `ROGATORY_AGENCY`                   | the agency this agent speaks for (`BD-MOHA-PSD`)           | required         |
+| `ROGATORY_AMQP_URL`                 | the agency's own broker identity (user, password, vhost)   | required         |
+| `ROGATORY_HTTP_HOST` / `_PORT`      | where the agent API listens                                | 127.0.0.1 / 8710 |
+| `ROGATORY_DATA_DIR`                 | database directory                                         | required         |
+| `ROGATORY_DIRECTORY_FILE`           | the signed directory (JSON)                                | required         |
+| `ROGATORY_AUTHORITY_KEY`            | base64 Ed25519 public key of the directory authority       | required         |
+| `ROGATORY_KEYSTORE_FILE`            | the agency's encrypted signing and encryption keys         | required         |
+| `ROGATORY_KEYSTORE_PASSPHRASE_FILE` | file holding the keystore passphrase                       | required         |
+| `ROGATORY_API_TOKENS_SHA256`        | comma-separated SHA-256 (hex) of accepted bearer tokens    | required         |
+| `ROGATORY_GATEWAY_BROKER_USER`      | the broker user the gateway publishes as                   | required         |
+| `ROGATORY_MESSAGE_TTL_S`            | lifetime of a sealed message (at most the replay window)   | 259200 (3 days)  |
+| `ROGATORY_PREFETCH`                 | inbox deliveries held unacknowledged at once               | 32               |
+| `ROGATORY_SQLITE_SYNCHRONOUS`       | `FULL` (default) or `NORMAL`                               | FULL             |
+| `ROGATORY_LOG_FORMAT`               | `json` or `console`                                        | json             |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.errors import ConfigurationError
+from protocol.limits import DEFAULT_LIMITS, Limits
+
+_PREFIX = "ROGATORY_"
+
+
+class AgentSettings(BaseModel):
+    """Everything an agent needs to start, passed down explicitly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    agency: str = Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{2,16}){1,3}$")
+    amqp_url: str = Field(min_length=1)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8710, ge=0, le=65535)
+    data_dir: Path
+    directory_file: Path
+    authority_key: str
+    keystore_file: Path
+    keystore_passphrase_file: Path
+    api_tokens_sha256: tuple[str, ...] = Field(min_length=1)
+    gateway_broker_user: str = Field(min_length=1)
+    message_ttl_s: float = Field(default=3 * 24 * 3600, gt=0)
+    prefetch: int = Field(default=32, ge=1, le=10_000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    log_format: Literal["json", "console"] = "json"
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> AgentSettings:
+        """Read `ROGATORY_*` variables (see the module docstring)."""
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            if name == "limits":
+                continue
+            raw = environ.get(_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = tuple(v for v in raw.split(",") if v) if name == "api_tokens_sha256" else raw
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"agent settings are invalid: {problems}") from None
+        if settings.message_ttl_s > settings.limits.max_message_ttl.total_seconds():
+            raise ConfigurationError("ROGATORY_MESSAGE_TTL_S exceeds the longest lifetime the exchange accepts")
+        return settings
+
+
+__all__ = ["AgentSettings"]

@@ -1,0 +1,408 @@
+"""An agent's durable records in SQLite: outbox, inbox, evidence, idempotency keys.
+
+Nothing is kept only in the broker. One connection, one writer at a time,
+WAL journal, `synchronous=FULL` by default: a submission answered `202` and
+a delivery acknowledged to the broker are on disk first.
+
+Tables:
+
+* `outbox`       every message this agency submitted: the document as sealed, the
+                 sealed bytes (published until the broker confirms), its status;
+* `idempotency`  `Idempotency-Key` -> (request digest, message id);
+* `evidence`     signed evidence received about our messages, one row per identity;
+* `inbox`        messages received, verified and decrypted, unique on (sender, id);
+* `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from agents.errors import StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    in_reply_to TEXT,
+    document BLOB NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    published_at TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status);
+CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    idempotency_key TEXT PRIMARY KEY,
+    request_sha256 TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    identity TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    evidence_type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    recipient TEXT,
+    reason_code TEXT,
+    reason_detail TEXT,
+    signed BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    inclusion_proof TEXT
+);
+CREATE INDEX IF NOT EXISTS evidence_message ON evidence (message_id);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    in_reply_to TEXT,
+    document BLOB NOT NULL,
+    sealed BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    retrieved_at TEXT,
+    UNIQUE (sender, message_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_message ON inbox (message_id);
+CREATE INDEX IF NOT EXISTS inbox_case ON inbox (case_id);
+CREATE TABLE IF NOT EXISTS evidence_out (
+    evidence_out_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL UNIQUE,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One message this agency submitted."""
+
+    message_id: str
+    recipient: str
+    message_type: str
+    case_id: str
+    in_reply_to: str | None
+    document: bytes
+    request_sha256: str
+    sealed: bytes
+    digest: str
+    status: str
+    status_reason: str | None
+    created_at: str
+    expires_at: str
+    published_at: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRecord:
+    """One piece of evidence held about one of our messages."""
+
+    identity: str
+    message_id: str
+    evidence_type: str
+    at: str
+    issuer: str
+    recipient: str | None
+    reason_code: str | None
+    reason_detail: str | None
+    signed: bytes
+    received_at: str
+    inclusion_proof: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRecord:
+    """One message received, verified and decrypted."""
+
+    seq: int
+    sender: str
+    message_id: str
+    digest: str
+    message_type: str
+    case_id: str
+    in_reply_to: str | None
+    document: bytes
+    sealed: bytes
+    received_at: str
+    retrieved_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvidence:
+    """Evidence issued by this agency and not yet confirmed by the broker."""
+
+    evidence_out_id: int
+    identity: str
+    message_id: str
+    body: bytes
+
+
+def _outbox(row: Sequence[object]) -> OutboxRecord:
+    return OutboxRecord(*row)  # type: ignore[arg-type]
+
+
+def _evidence(row: Sequence[object]) -> EvidenceRecord:
+    return EvidenceRecord(*row)  # type: ignore[arg-type]
+
+
+def _inbox(row: Sequence[object]) -> InboxRecord:
+    return InboxRecord(*row)  # type: ignore[arg-type]
+
+
+class Transaction:
+    """Writes allowed inside one transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def outbox(self, message_id: str) -> OutboxRecord | None:
+        """The outbox row of `message_id`, if any."""
+        return await _one(self._db, "SELECT * FROM outbox WHERE message_id = ?", (message_id,), _outbox)
+
+    async def insert_outbox(self, record: OutboxRecord) -> None:
+        """Record a new submission (status `queued`)."""
+        await self._db.execute(
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.message_id,
+                record.recipient,
+                record.message_type,
+                record.case_id,
+                record.in_reply_to,
+                record.document,
+                record.request_sha256,
+                record.sealed,
+                record.digest,
+                record.status,
+                record.status_reason,
+                record.created_at,
+                record.expires_at,
+                record.published_at,
+                record.updated_at,
+            ),
+        )
+
+    async def idempotency(self, key: str) -> tuple[str, str] | None:
+        """(request digest, message id) recorded under `key`, if any."""
+        async with self._db.execute(
+            "SELECT request_sha256, message_id FROM idempotency WHERE idempotency_key = ?", (key,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    async def insert_idempotency(self, key: str, request_sha256: str, message_id: str, at: str) -> None:
+        """Remember which message an idempotency key produced."""
+        await self._db.execute("INSERT INTO idempotency VALUES (?,?,?,?)", (key, request_sha256, message_id, at))
+
+    async def set_status(self, message_id: str, status: str, reason: str | None, at: str) -> None:
+        """Move an outbox message to `status`."""
+        await self._db.execute(
+            "UPDATE outbox SET status = ?, status_reason = ?, updated_at = ? WHERE message_id = ?",
+            (status, reason, at, message_id),
+        )
+
+    async def mark_published(self, message_id: str, at: str) -> None:
+        """The broker confirmed the submission: `queued` becomes `submitted`."""
+        await self._db.execute(
+            "UPDATE outbox SET published_at = COALESCE(published_at, ?), updated_at = ?, "
+            "status = CASE WHEN status = 'queued' THEN 'submitted' ELSE status END WHERE message_id = ?",
+            (at, at, message_id),
+        )
+
+    async def insert_evidence(self, record: EvidenceRecord) -> bool:
+        """Keep evidence; False if evidence with this identity is already held."""
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.identity,
+                record.message_id,
+                record.evidence_type,
+                record.at,
+                record.issuer,
+                record.recipient,
+                record.reason_code,
+                record.reason_detail,
+                record.signed,
+                record.received_at,
+                record.inclusion_proof,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    async def evidence_types(self, message_id: str) -> list[str]:
+        """Types of evidence held about `message_id`."""
+        async with self._db.execute("SELECT evidence_type FROM evidence WHERE message_id = ?", (message_id,)) as c:
+            return [str(row[0]) for row in await c.fetchall()]
+
+    async def inbox_entry(self, sender: str, message_id: str) -> InboxRecord | None:
+        """The inbox row of (sender, message id), if any."""
+        return await _one(
+            self._db, "SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id), _inbox
+        )
+
+    async def insert_inbox(self, record: InboxRecord) -> None:
+        """Keep a received message (its `seq` is assigned here)."""
+        await self._db.execute(
+            "INSERT INTO inbox (sender, message_id, digest, message_type, case_id, in_reply_to, document, sealed, "
+            "received_at, retrieved_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.sender,
+                record.message_id,
+                record.digest,
+                record.message_type,
+                record.case_id,
+                record.in_reply_to,
+                record.document,
+                record.sealed,
+                record.received_at,
+                record.retrieved_at,
+            ),
+        )
+
+    async def mark_retrieved(self, seq: int, at: str) -> None:
+        """The agency system took the message."""
+        await self._db.execute("UPDATE inbox SET retrieved_at = COALESCE(retrieved_at, ?) WHERE seq = ?", (at, seq))
+
+    async def enqueue_evidence(self, identity: str, message_id: str, body: bytes, at: str) -> None:
+        """Commit evidence this agency issued, for publication (once per identity)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO evidence_out (identity, message_id, body, created_at) VALUES (?,?,?,?)",
+            (identity, message_id, body, at),
+        )
+
+
+async def _one(
+    db: aiosqlite.Connection, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
+) -> T | None:
+    async with db.execute(query, params) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else build(tuple(row))
+
+
+class AgentStore:
+    """The SQLite database of one agent."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
+        """Open (creating if needed) the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={synchronous}")
+            await db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
+        return cls(db)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One write transaction; commits on success, rolls back on any error."""
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
+            try:
+                yield Transaction(self._db)
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._db.execute("ROLLBACK")
+                raise StoreUnavailable(f"cannot commit: {exc}") from exc
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def outbox(self, message_id: str) -> OutboxRecord | None:
+        """The outbox row of `message_id`, if any."""
+        return await _one(self._db, "SELECT * FROM outbox WHERE message_id = ?", (message_id,), _outbox)
+
+    async def queued(self, limit: int = 100) -> list[OutboxRecord]:
+        """Submissions not yet confirmed by the broker, oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?", (limit,)
+        ) as cursor:
+            return [_outbox(tuple(row)) for row in await cursor.fetchall()]
+
+    async def evidence_for(self, message_id: str) -> list[EvidenceRecord]:
+        """Evidence held about `message_id`, in the order it was issued."""
+        async with self._db.execute(
+            "SELECT * FROM evidence WHERE message_id = ? ORDER BY at, received_at", (message_id,)
+        ) as cursor:
+            return [_evidence(tuple(row)) for row in await cursor.fetchall()]
+
+    async def inbox_after(self, after: int, limit: int) -> list[InboxRecord]:
+        """Received messages with `seq` > `after`, oldest first."""
+        async with self._db.execute("SELECT * FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)) as cursor:
+            return [_inbox(tuple(row)) for row in await cursor.fetchall()]
+
+    async def inbox_entry_of(self, sender: str, message_id: str) -> InboxRecord | None:
+        """The inbox row of (sender, message id), if any."""
+        return await _one(
+            self._db, "SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id), _inbox
+        )
+
+    async def inbox_by_message_id(self, message_id: str) -> list[InboxRecord]:
+        """Received messages with this id (from any sender)."""
+        async with self._db.execute("SELECT * FROM inbox WHERE message_id = ?", (message_id,)) as cursor:
+            return [_inbox(tuple(row)) for row in await cursor.fetchall()]
+
+    async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
+        """Evidence issued and not yet confirmed, oldest first."""
+        async with self._db.execute(
+            "SELECT evidence_out_id, identity, message_id, body FROM evidence_out ORDER BY evidence_out_id LIMIT ?",
+            (limit,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [PendingEvidence(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    async def delete_pending_evidence(self, ids: Sequence[int]) -> None:
+        """Forget evidence the broker confirmed."""
+        async with self.transaction():
+            await self._db.executemany("DELETE FROM evidence_out WHERE evidence_out_id = ?", [(i,) for i in ids])
+
+
+__all__ = [
+    "AgentStore",
+    "EvidenceRecord",
+    "InboxRecord",
+    "OutboxRecord",
+    "PendingEvidence",
+    "Transaction",
+]

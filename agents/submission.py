@@ -1,0 +1,191 @@
+"""The sending side: from a submitted document to a sealed message in the outbox.
+
+`prepare_submission` runs, in order: strict JSON parse; completion of the
+fields the agent fills in where absent (`message_id`, `created_at`,
+`integrity`); validation against the content model of the message type;
+the sender is this agency; an agreement allows the exchange; seal for the
+recipient's current encryption key (and this agency's archive). `Outbox`
+then records it, idempotently, before anything is published.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agents.errors import Conflict
+from agents.store import AgentStore, OutboxRecord
+from protocol.directory import Directory
+from protocol.encoding import canonical_json, format_timestamp, parse_json_strict, sha256_hex
+from protocol.envelope import Recipient, SealedMessage, seal
+from protocol.errors import ContentInvalid, ErrorCode, FieldError, PolicyDenied
+from protocol.ids import AgencyId, CaseId, MessageId
+from protocol.keys import EncryptionPublicKey, SigningPrivateKey
+from protocol.limits import Limits
+from protocol.mla import MessageDocument, validate_document
+
+STATUS_QUEUED = "queued"
+INTEGRITY_CANONICALIZATION = "RFC 8785 (JCS)"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderKeys:
+    """What this agency seals with."""
+
+    agency: AgencyId
+    signing_key: SigningPrivateKey
+    archive_key: EncryptionPublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSubmission:
+    """A validated, completed, sealed submission, not yet recorded."""
+
+    message_id: MessageId
+    document: MessageDocument
+    document_bytes: bytes
+    request_sha256: str
+    sealed: SealedMessage
+    created_at: datetime
+    expires_at: datetime
+
+
+def complete_document(submitted: dict[str, Any], *, now: datetime, new_message_id: Callable[[], uuid.UUID]) -> None:
+    """Fill in, where absent, the fields the agent owns: message id, creation time, payload digest."""
+    submitted.setdefault("message_id", str(new_message_id()))
+    submitted.setdefault("created_at", format_timestamp(now))
+    if "integrity" not in submitted and "payload" in submitted:
+        submitted["integrity"] = {
+            "payload_sha256": sha256_hex(canonical_json(submitted["payload"])),
+            "canonicalization": INTEGRITY_CANONICALIZATION,
+        }
+
+
+def prepare_submission(
+    body: bytes,
+    *,
+    sender: SenderKeys,
+    directory: Directory,
+    now: datetime,
+    message_ttl: timedelta,
+    limits: Limits,
+    new_message_id: Callable[[], uuid.UUID] = uuid.uuid4,
+) -> PreparedSubmission:
+    """Validate and seal one submitted document (see the module docstring)."""
+    submitted = parse_json_strict(body, max_bytes=limits.max_document_bytes, max_depth=limits.max_json_depth)
+    if not isinstance(submitted, dict):
+        raise ContentInvalid("a message document is a JSON object", (FieldError((), "expected an object"),))
+    request_sha256 = sha256_hex(canonical_json(submitted))
+    complete_document(submitted, now=now, new_message_id=new_message_id)
+    document_bytes = canonical_json(submitted)
+    document = validate_document(document_bytes)
+    if document.sender.authority_id != sender.agency:
+        raise PolicyDenied(
+            f"sender.authority_id is {document.sender.authority_id}, but this agent speaks for {sender.agency}",
+            code=ErrorCode.SENDER_NOT_OWN_AGENCY,
+        )
+    recipient = document.recipient.authority_id
+    directory.agreement_for(sender.agency, recipient, document.message_type, now)
+    recipient_key = directory.agency(recipient).current_encryption_key(now)
+    assert document.message_id is not None  # filled in by complete_document
+    message_id = MessageId(document.message_id)
+    expires_at = now + message_ttl
+    sealed = seal(
+        document_bytes,
+        message_id=message_id,
+        sender=sender.agency,
+        signing_key=sender.signing_key,
+        recipients=[Recipient(recipient, recipient_key.recipient_key)],
+        archive_key=sender.archive_key,
+        message_type=document.message_type,
+        case_id=CaseId(document.case_id),
+        created_at=now,
+        expires_at=expires_at,
+        limits=limits,
+    )
+    return PreparedSubmission(
+        message_id=message_id,
+        document=document,
+        document_bytes=document_bytes,
+        request_sha256=request_sha256,
+        sealed=sealed,
+        created_at=now,
+        expires_at=expires_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to a submission: its message id and current status."""
+
+    message_id: str
+    status: str
+    created: bool
+
+
+async def record_submission(
+    store: AgentStore, prepared: PreparedSubmission, *, idempotency_key: str | None, now: datetime
+) -> Accepted:
+    """Put `prepared` in the outbox, or return the earlier submission it repeats.
+
+    The same document under the same message id (or the same idempotency key)
+    is the same submission; a different document under either is a `Conflict`.
+    """
+    message_id = str(prepared.message_id)
+    at = format_timestamp(now)
+    async with store.transaction() as tx:
+        if idempotency_key is not None:
+            earlier = await tx.idempotency(idempotency_key)
+            if earlier is not None:
+                earlier_digest, earlier_id = earlier
+                if earlier_digest != prepared.request_sha256:
+                    raise Conflict(
+                        f"Idempotency-Key was already used for another document (message {earlier_id})",
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    )
+                record = await tx.outbox(earlier_id)
+                assert record is not None  # written in the same transaction as the key
+                return Accepted(earlier_id, record.status, created=False)
+        existing = await tx.outbox(message_id)
+        if existing is not None:
+            if existing.request_sha256 != prepared.request_sha256:
+                raise Conflict(
+                    f"message id {message_id} was already used for another document", ErrorCode.MESSAGE_ID_CONFLICT
+                )
+            return Accepted(message_id, existing.status, created=False)
+        document = prepared.document
+        await tx.insert_outbox(
+            OutboxRecord(
+                message_id=message_id,
+                recipient=document.recipient.authority_id,
+                message_type=document.message_type,
+                case_id=document.case_id,
+                in_reply_to=None if document.in_reply_to is None else str(document.in_reply_to),
+                document=prepared.document_bytes,
+                request_sha256=prepared.request_sha256,
+                sealed=prepared.sealed.to_bytes(),
+                digest=prepared.sealed.digest,
+                status=STATUS_QUEUED,
+                status_reason=None,
+                created_at=format_timestamp(prepared.created_at),
+                expires_at=format_timestamp(prepared.expires_at),
+                published_at=None,
+                updated_at=at,
+            )
+        )
+        if idempotency_key is not None:
+            await tx.insert_idempotency(idempotency_key, prepared.request_sha256, message_id, at)
+    return Accepted(message_id, STATUS_QUEUED, created=True)
+
+
+__all__ = [
+    "Accepted",
+    "PreparedSubmission",
+    "SenderKeys",
+    "complete_document",
+    "prepare_submission",
+    "record_submission",
+]

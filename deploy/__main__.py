@@ -1,0 +1,5 @@
+"""`python -m deploy`: the `rogatory` command line."""
+
+from deploy.cli import entry
+
+entry()

@@ -1,0 +1,221 @@
+"""`rogatory`: the one command line of the project (API.md, "Command line").
+
+    rogatory dev up --state-dir DIR [--detach]
+    rogatory dev down --state-dir DIR
+    rogatory demo [--state-dir DIR] [--keep]
+    rogatory audit verify (--gateway URL | --export PATH) [--token T] [--authority-key K | --state-dir DIR]
+    rogatory audit export --gateway URL --out PATH [--token T]
+    rogatory bench [--messages N] [--state-dir DIR]
+
+The broker is the one at `AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
+its management API at `RABBITMQ_MANAGEMENT_URL` (default: same host, port 15672).
+Commands that call the gateway take the token from `--token` or `ROGATORY_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deploy.auditor import (
+    EXIT_EXPORT_UNREADABLE,
+    EXIT_GATEWAY_UNREADABLE,
+    AuditSourceError,
+    describe,
+    exit_status,
+    fetch_snapshot,
+    read_export,
+    verify_snapshot,
+    write_export,
+)
+from deploy.broker import BrokerAdminError
+from deploy.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _amqp_url() -> str:
+    return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+
+
+def _management_url() -> str | None:
+    return os.environ.get("RABBITMQ_MANAGEMENT_URL")
+
+
+def _fail(message: str, status: int = EXIT_FAILED) -> int:
+    print(f"rogatory: {message}", file=sys.stderr)
+    return status
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    try:
+        stack = asyncio.run(up(state_dir, amqp_url=_amqp_url(), management_url=_management_url()))
+    except (DevStackError, BrokerAdminError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"gateway  {stack['gateway']['url']}")
+    for agency, entry in stack["agents"].items():
+        print(f"{agency:<18} {entry['url']}")
+    if args.detach:
+        print(f"running in the background; stop with: rogatory dev down --state-dir {state_dir}")
+        return 0
+    print("running; press Ctrl-C to stop")
+    stop = asyncio.Event()
+
+    async def wait() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+
+    asyncio.run(wait())
+    down(state_dir)
+    return 0
+
+
+def _cmd_dev_down(args: argparse.Namespace) -> int:
+    try:
+        down(Path(args.state_dir))
+    except DevStackError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from deploy.demo import run_demo  # noqa: PLC0415 - keeps `rogatory --help` fast
+
+    return run_demo(
+        amqp_url=_amqp_url(),
+        management_url=_management_url(),
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        keep=args.keep,
+    )
+
+
+def _audit_credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    token = args.token or os.environ.get("ROGATORY_TOKEN")
+    authority = getattr(args, "authority_key", None) or os.environ.get("ROGATORY_AUTHORITY_KEY")
+    if args.state_dir:
+        stack = read_stack(Path(args.state_dir))
+        if stack is None:
+            return token, authority
+        token = token or stack["gateway"]["auditor_token"]
+        authority = authority or stack["network"]["authority_key"]
+    return token, authority
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    token, authority = _audit_credentials(args)
+    if not authority:
+        return _fail(
+            "the directory authority's public key is needed: --authority-key, ROGATORY_AUTHORITY_KEY or --state-dir",
+            EXIT_USAGE,
+        )
+    try:
+        if args.export:
+            snapshot = read_export(Path(args.export))
+        else:
+            if not token:
+                return _fail("a token is needed: --token, ROGATORY_TOKEN or --state-dir", EXIT_USAGE)
+            snapshot = asyncio.run(fetch_snapshot(args.gateway, token))
+    except AuditSourceError as exc:
+        return _fail(str(exc), EXIT_EXPORT_UNREADABLE if args.export else EXIT_GATEWAY_UNREADABLE)
+    report = verify_snapshot(snapshot, authority)
+    for line in describe(report):
+        print(line)
+    return exit_status(report)
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    token, _ = _audit_credentials(args)
+    if not token:
+        return _fail("a token is needed: --token, ROGATORY_TOKEN or --state-dir", EXIT_USAGE)
+    try:
+        snapshot = asyncio.run(fetch_snapshot(args.gateway, token))
+    except AuditSourceError as exc:
+        return _fail(str(exc), EXIT_GATEWAY_UNREADABLE)
+    write_export(snapshot, Path(args.out))
+    print(f"wrote {len(snapshot.leaves)} entries and the checkpoint to {args.out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from deploy.bench import run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+
+    return run_bench(
+        amqp_url=_amqp_url(),
+        management_url=_management_url(),
+        messages=args.messages,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        json_out=Path(args.json) if args.json else None,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `rogatory`."""
+    parser = argparse.ArgumentParser(
+        prog="rogatory",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser("dev", help="a local network of real processes").add_subparsers(dest="dev", required=True)
+    dev_up = dev.add_parser("up", help="create or restart a local network and write DIR/stack.json")
+    dev_up.add_argument("--state-dir", required=True)
+    dev_up.add_argument("--detach", action="store_true", help="return once ready, leaving it running")
+    dev_up.set_defaults(run=_cmd_dev_up)
+    dev_down = dev.add_parser("down", help="stop what `up` started; keep the data")
+    dev_down.add_argument("--state-dir", required=True)
+    dev_down.set_defaults(run=_cmd_dev_down)
+
+    demo = commands.add_parser("demo", help="run a whole MLA exchange between Bangladesh and Libya")
+    demo.add_argument("--state-dir", help="where to create the network (default: a temporary directory)")
+    demo.add_argument("--keep", action="store_true", help="leave the network running at the end")
+    demo.set_defaults(run=_cmd_demo)
+
+    audit = commands.add_parser("audit", help="verify or export the gateway's audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    verify = audit.add_parser("verify", help="exit 0 only when the log is consistent and complete")
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--gateway", help="the gateway's URL")
+    source.add_argument("--export", help="an export written by `rogatory audit export`")
+    verify.add_argument("--token", help="auditor token (default: ROGATORY_TOKEN)")
+    verify.add_argument("--authority-key", help="base64 public key of the directory authority you trust")
+    verify.add_argument("--state-dir", help="a dev network's state directory: token and authority key from it")
+    verify.set_defaults(run=_cmd_audit_verify)
+    export = audit.add_parser("export", help="write the log to a file for offline verification")
+    export.add_argument("--gateway", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--token")
+    export.add_argument("--state-dir")
+    export.set_defaults(run=_cmd_audit_export)
+
+    bench = commands.add_parser("bench", help="measure the whole path against the raw broker")
+    bench.add_argument("--messages", type=int, default=500)
+    bench.add_argument("--state-dir")
+    bench.add_argument("--json", help="also write the figures to this file")
+    bench.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `rogatory` console script."""
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+def entry() -> None:
+    """Console-script wrapper that exits with `main`'s status."""
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "entry", "main"]

@@ -1,0 +1,313 @@
+"""`rogatory dev up / down`: a local network of real processes on a real RabbitMQ.
+
+`up` on an empty state directory creates a network (keys, directory, broker
+vhost, users, permissions and queues), starts the gateway and one agent per
+agency as separate processes, waits until each answers `/healthz`, and writes
+`stack.json` (API.md). `up` on a directory that holds a network provisions
+the broker again (idempotent), renews the directory if it is about to expire,
+and starts whatever is not running, with its data and keys. `down` stops what
+`up` started and keeps the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from deploy.broker import ManagementClient, delete_network, management_url_from_amqp, provision
+from deploy.network import (
+    NetworkDescription,
+    NetworkPaths,
+    create_network,
+    load_network,
+    renew_directory_if_due,
+    sha256_token,
+    write_private,
+)
+
+DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+READY_TIMEOUT_S: Final = 60.0
+"""How long `up` waits for every service's `/healthz` before giving up."""
+STOP_TIMEOUT_S: Final = 15.0
+"""How long `down` waits after SIGTERM before SIGKILL."""
+
+Say = Callable[[str], None]
+
+
+class DevStackError(Exception):
+    """`dev up` or `dev down` could not do what was asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLaunch:
+    """How to start one service of the network."""
+
+    name: str
+    module: str
+    port: int
+    environment: dict[str, str]
+
+
+def _service_environment(description: NetworkDescription, paths: NetworkPaths, service: str) -> dict[str, str]:
+    common = {
+        "ROGATORY_HTTP_HOST": "127.0.0.1",
+        "ROGATORY_DATA_DIR": str(paths.data(service)),
+        "ROGATORY_DIRECTORY_FILE": str(paths.directory),
+        "ROGATORY_AUTHORITY_KEY": description.authority_key,
+        "ROGATORY_KEYSTORE_FILE": str(paths.keystore(service)),
+        "ROGATORY_KEYSTORE_PASSPHRASE_FILE": str(paths.passphrase(service)),
+        "ROGATORY_LOG_FORMAT": "json",
+    }
+    if service == "gateway":
+        gateway = description.gateway
+        return common | {
+            "ROGATORY_AMQP_URL": description.amqp_url(gateway.broker_user, gateway.broker_password),
+            "ROGATORY_HTTP_PORT": str(gateway.http_port),
+            "ROGATORY_BROKER_USER_PREFIX": description.broker_user_prefix,
+            "ROGATORY_OPERATOR_TOKEN_SHA256": sha256_token(gateway.operator_token),
+            "ROGATORY_AUDITOR_TOKEN_SHA256": sha256_token(gateway.auditor_token),
+            "ROGATORY_READER_TOKENS_SHA256": sha256_token(gateway.reader_token),
+        }
+    agent = description.agents[service]
+    return common | {
+        "ROGATORY_AGENCY": service,
+        "ROGATORY_AMQP_URL": description.amqp_url(agent.broker_user, agent.broker_password),
+        "ROGATORY_HTTP_PORT": str(agent.http_port),
+        "ROGATORY_API_TOKENS_SHA256": sha256_token(agent.token),
+        "ROGATORY_GATEWAY_BROKER_USER": description.gateway.broker_user,
+    }
+
+
+def launches(description: NetworkDescription, paths: NetworkPaths) -> list[ServiceLaunch]:
+    """The gateway first, then one agent per agency."""
+    services = [
+        ServiceLaunch(
+            "gateway", "gateway", description.gateway.http_port, _service_environment(description, paths, "gateway")
+        )
+    ]
+    services += [
+        ServiceLaunch(agency, "agents", entry.http_port, _service_environment(description, paths, agency))
+        for agency, entry in description.agents.items()
+    ]
+    return services
+
+
+def _process_alive(pid: int, module: str, root: Path) -> bool:
+    """Whether `pid` is our `python -m <module>` for this state directory (not a recycled pid)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (not Linux): trust the signal probe
+    return f"-m\0{module}".encode() in cmdline and str(root).encode() in environ
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of `pid` if it is a child of this process (so it is not a zombie)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _start(launch: ServiceLaunch, paths: NetworkPaths) -> int:
+    """Start `python -m <module>` in its own session, output appended to its log; return its pid.
+
+    `posix_spawn` rather than `subprocess.Popen`: the service outlives this
+    process (`--detach`), so there is no `Popen` object to keep; `down` reaps
+    it if it is our child.
+    """
+    paths.data(launch.name).mkdir(parents=True, exist_ok=True)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROGATORY_")}
+    environment.update(launch.environment)
+    log_path = str(paths.log(launch.name))
+    return os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-m", launch.module],
+        environment,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+
+
+async def _wait_ready(launch: ServiceLaunch, pid: int, paths: NetworkPaths, deadline: float) -> None:
+    url = f"http://127.0.0.1:{launch.port}/healthz"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            if not _process_alive(pid, launch.module, paths.root):
+                raise DevStackError(
+                    f"{launch.name} exited during start-up; its log says:\n{_tail(paths.log(launch.name))}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise DevStackError(
+                    f"{launch.name} did not become ready at {url} within {READY_TIMEOUT_S:.0f} s; its log says:\n"
+                    f"{_tail(paths.log(launch.name))}"
+                )
+            await asyncio.sleep(0.2)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def read_stack(root: Path) -> dict[str, Any] | None:
+    """The `stack.json` of `root`, if any."""
+    path = NetworkPaths(root).stack
+    if not path.exists():
+        return None
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def _stack_document(
+    description: NetworkDescription, paths: NetworkPaths, pids: dict[str, int | None]
+) -> dict[str, Any]:
+    gateway = description.gateway
+    return {
+        "gateway": {
+            "url": f"http://127.0.0.1:{gateway.http_port}",
+            "operator_token": gateway.operator_token,
+            "auditor_token": gateway.auditor_token,
+            "reader_token": gateway.reader_token,
+            "pid": pids.get("gateway"),
+        },
+        "agents": {
+            agency: {
+                "url": f"http://127.0.0.1:{entry.http_port}",
+                "token": entry.token,
+                "amqp_url": description.amqp_url(entry.broker_user, entry.broker_password),
+                "pid": pids.get(agency),
+            }
+            for agency, entry in description.agents.items()
+        },
+        "network": {
+            "network_id": description.network_id,
+            "vhost": description.vhost,
+            "state_dir": str(paths.root),
+            "directory_file": str(paths.directory),
+            "authority_key": description.authority_key,
+            "amqp_admin_note": "agency and gateway identities above; the admin account is the one in AMQP_URL",
+        },
+    }
+
+
+async def up(root: Path, *, amqp_url: str, management_url: str | None = None, say: Say = print) -> dict[str, Any]:
+    """Create or restart the network in `root`; return the `stack.json` document."""
+    root = root.resolve()
+    paths = NetworkPaths(root)
+    now = datetime.now(UTC)
+    description = load_network(root)
+    if description is None:
+        say(f"creating a new network in {root}")
+        description = create_network(root, amqp_url=amqp_url, now=now)
+    else:
+        say(f"restarting network {description.network_id} from {root}")
+        renewed = renew_directory_if_due(root, description, now=now)
+        if renewed is not None:
+            say(f"signed directory version {renewed} (the previous one was about to expire)")
+    endpoint = management_url_from_amqp(amqp_url, base_url=management_url)
+    say(f"provisioning vhost {description.vhost} on {endpoint.base_url}")
+    async with ManagementClient.from_endpoint(endpoint) as admin:
+        await provision(admin, description.plan(), description.passwords())
+
+    previous = read_stack(root) or {}
+    previous_pids = {"gateway": (previous.get("gateway") or {}).get("pid")}
+    previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agents") or {}).items()})
+    pids: dict[str, int | None] = {}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    for launch in launches(description, paths):
+        pid = previous_pids.get(launch.name)
+        if isinstance(pid, int) and _process_alive(pid, launch.module, root):
+            say(f"  {launch.name:<18} already running (pid {pid})")
+        else:
+            pid = _start(launch, paths)
+            say(f"  {launch.name:<18} started (pid {pid}, port {launch.port})")
+        pids[launch.name] = pid
+        # The gateway first: agents' evidence goes through it.
+        if launch.name == "gateway":
+            await _wait_ready(launch, pid, paths, deadline)
+    for launch in launches(description, paths):
+        pid = pids[launch.name]
+        assert pid is not None
+        await _wait_ready(launch, pid, paths, deadline)
+    stack = _stack_document(description, paths, pids)
+    write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
+    say(f"ready: {paths.stack}")
+    return stack
+
+
+def down(root: Path, *, say: Say = print) -> None:
+    """Stop every process `up` started in `root` (SIGTERM, then SIGKILL); keep the data."""
+    root = root.resolve()
+    paths = NetworkPaths(root)
+    stack = read_stack(root)
+    description = load_network(root)
+    if stack is None or description is None:
+        raise DevStackError(f"no network in {root} (no stack.json)")
+    running: dict[str, tuple[int, str]] = {}
+    for launch in launches(description, paths):
+        entry = stack["gateway"] if launch.name == "gateway" else stack["agents"].get(launch.name, {})
+        pid = entry.get("pid")
+        if isinstance(pid, int) and _process_alive(pid, launch.module, root):
+            running[launch.name] = (pid, launch.module)
+    # Agents first, so their last evidence still reaches a running gateway.
+    for name in sorted(running, key=lambda n: n == "gateway"):
+        pid, _ = running[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        say(f"  {name:<18} stopping (pid {pid})")
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for name, (pid, module) in running.items():
+        while _process_alive(pid, module, root) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if _process_alive(pid, module, root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            say(f"  {name:<18} killed after {STOP_TIMEOUT_S:.0f} s")
+        _reap(pid)
+    stack["gateway"]["pid"] = None
+    for entry in stack["agents"].values():
+        entry["pid"] = None
+    write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
+    say(f"stopped; data kept in {root}")
+
+
+async def destroy(root: Path, *, amqp_url: str, management_url: str | None = None) -> None:
+    """Delete a stopped network: its vhost and broker users, then its state directory."""
+    root = root.resolve()
+    description = load_network(root)
+    if description is not None:
+        endpoint = management_url_from_amqp(amqp_url, base_url=management_url)
+        async with ManagementClient.from_endpoint(endpoint) as admin:
+            await delete_network(admin, description.plan())
+    shutil.rmtree(root, ignore_errors=True)
+
+
+__all__ = ["DEFAULT_AMQP_URL", "DevStackError", "destroy", "down", "launches", "read_stack", "up"]

@@ -1,0 +1,234 @@
+"""The gateway's HTTP API: audit log, proofs, health (API.md, "Gateway HTTP API").
+
+Roles by bearer token (compared by SHA-256, in constant time):
+
+* operator  — everything, including operations endpoints;
+* auditor   — read-only: audit entries, checkpoints, proofs;
+* reader    — agents: checkpoints and proofs only.
+
+The gateway holds no content, so no role can see any. Errors are
+`application/problem+json` with a stable `code`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auditlog import AuditLog
+from gateway.openapi import OPENAPI
+from gateway.store import GatewayStore, LeafRecord
+from protocol.auditlog import decode_leaf
+from protocol.encoding import b64encode, parse_timestamp
+from protocol.errors import ErrorCode, MalformedInput
+from protocol.ids import parse_agency_id, parse_message_id
+
+MAX_PAGE = 1000
+
+
+class Role(StrEnum):
+    """What a token may do."""
+
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    READER = "reader"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTable:
+    """SHA-256 of each accepted token, with its role."""
+
+    hashes: tuple[tuple[str, Role], ...]
+
+    def role_of(self, token: str) -> Role | None:
+        """The role of `token`, or None."""
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        found: Role | None = None
+        for expected, role in self.hashes:
+            if hmac.compare_digest(digest, expected):
+                found = role
+        return found
+
+
+def problem(status: int, code: ErrorCode, title: str, detail: str) -> web.Response:
+    """An RFC 9457 problem answer."""
+    return web.json_response(
+        {"type": f"urn:rogatory:error:{code}", "title": title, "status": status, "detail": detail, "code": code},
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ANYONE_WITH_A_TOKEN = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READER})
+AUDITORS = frozenset({Role.OPERATOR, Role.AUDITOR})
+
+
+class GatewayApi:
+    """Builds the aiohttp application over the store and the log."""
+
+    def __init__(
+        self,
+        *,
+        store: GatewayStore,
+        audit: AuditLog,
+        tokens: TokenTable,
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._tokens = tokens
+        self._health = health
+        self._roles: dict[str, frozenset[Role]] = {}
+
+    def app(self) -> web.Application:
+        """The application, with authentication and problem+json middlewares."""
+        app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024)
+        routes: list[tuple[str, Handler, frozenset[Role] | None]] = [
+            ("/healthz", self.healthz, None),
+            ("/openapi.json", self.openapi, None),
+            ("/v1/audit/checkpoint", self.checkpoint, ANYONE_WITH_A_TOKEN),
+            ("/v1/audit/entries", self.entries, AUDITORS),
+            ("/v1/audit/proof/inclusion", self.inclusion_proof, ANYONE_WITH_A_TOKEN),
+            ("/v1/audit/proof/consistency", self.consistency_proof, ANYONE_WITH_A_TOKEN),
+        ]
+        for path, handler, roles in routes:
+            app.router.add_get(path, handler)
+            if roles is not None:
+                self._roles[path] = roles
+        return app
+
+    # -- middlewares -------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return problem(404, ErrorCode.NOT_FOUND, "Not found", f"no resource at {request.path[:200]}")
+        except web.HTTPMethodNotAllowed:
+            return problem(405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed", f"{request.method} is not allowed")
+        except MalformedInput as exc:
+            return problem(400, ErrorCode.INVALID_PARAMETER, "Invalid parameter", exc.detail)
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        roles = self._roles.get(resource.canonical) if resource is not None else None
+        if roles is None:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        role = self._tokens.role_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if role is None:
+            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="rogatory-gateway"'
+            return response
+        if role not in roles:
+            return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"the {role} role may not use this endpoint")
+        return await handler(request)
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """Liveness and readiness: consumer connected, log size."""
+        health = self._health()
+        return web.json_response(health, status=200 if health.get("status") == "ok" else 503)
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        """The OpenAPI document of this API."""
+        return web.json_response(OPENAPI)
+
+    async def checkpoint(self, _request: web.Request) -> web.Response:
+        """The latest signed checkpoint."""
+        latest = await self._store.latest_checkpoint()
+        if latest is None:
+            return problem(404, ErrorCode.NOT_FOUND, "No checkpoint", "no checkpoint has been signed yet")
+        size, note = latest
+        return web.json_response({"tree_size": size, "checkpoint": note, "cosignatures": []})
+
+    async def entries(self, request: web.Request) -> web.Response:
+        """Log entries with their indexes, oldest first, filtered."""
+        query = request.query
+        start = _int_param(query, "start", default=0, minimum=0)
+        limit = _int_param(query, "limit", default=100, minimum=1, maximum=MAX_PAGE)
+        message_id = str(parse_message_id(query["message_id"])) if "message_id" in query else None
+        agency = parse_agency_id(query["agency"]) if "agency" in query else None
+        since = query.get("since")
+        if since is not None:
+            parse_timestamp(since)
+        records = await self._store.leaves(start=start, limit=limit, message_id=message_id, agency=agency, since=since)
+        next_start = records[-1].index + 1 if len(records) == limit else None
+        return web.json_response(
+            {"entries": [_entry(record) for record in records], "next_start": next_start, "tree_size": self._audit.size}
+        )
+
+    async def inclusion_proof(self, request: web.Request) -> web.Response:
+        """An inclusion proof of leaf `index` in the tree of `size`."""
+        size = _int_param(request.query, "size", minimum=1, maximum=self._audit.size)
+        index = _int_param(request.query, "index", minimum=0, maximum=size - 1)
+        proof = self._audit.tree.inclusion_proof(index, size)
+        return web.json_response(
+            {
+                "index": index,
+                "tree_size": size,
+                "leaf_hash": b64encode(self._audit.tree.leaf_hash_at(index)),
+                "proof": [b64encode(node) for node in proof],
+                "checkpoint": await self._store.checkpoint_at(size),
+            }
+        )
+
+    async def consistency_proof(self, request: web.Request) -> web.Response:
+        """A consistency proof between tree sizes `from` and `to`."""
+        new_size = _int_param(request.query, "to", minimum=0, maximum=self._audit.size)
+        old_size = _int_param(request.query, "from", minimum=0, maximum=new_size)
+        proof = self._audit.tree.consistency_proof(old_size, new_size)
+        return web.json_response({"from": old_size, "to": new_size, "proof": [b64encode(node) for node in proof]})
+
+
+def _entry(record: LeafRecord) -> dict[str, Any]:
+    return {
+        "index": record.index,
+        "identity": record.identity,
+        "kind": record.kind,
+        "message_id": record.message_id,
+        "appended_at": record.appended_at,
+        "leaf": b64encode(record.leaf),
+        "leaf_hash": b64encode(record.leaf_hash),
+        "content": decode_leaf(record.leaf).model_dump(mode="json"),
+    }
+
+
+def _int_param(
+    query: Any,  # noqa: ANN401 - aiohttp's MultiDictProxy
+    name: str,
+    *,
+    default: int | None = None,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
+    raw = query.get(name)
+    if raw is None:
+        if default is None:
+            raise MalformedInput(f"query parameter {name!r} is required", code=ErrorCode.INVALID_PARAMETER)
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise MalformedInput(
+            f"query parameter {name!r} must be a non-negative integer", code=ErrorCode.INVALID_PARAMETER
+        )
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise MalformedInput(
+            f"query parameter {name!r} must be between {minimum} and {maximum}, found {value}",
+            code=ErrorCode.INVALID_PARAMETER,
+        )
+    return value
+
+
+__all__ = ["GatewayApi", "Role", "TokenTable", "problem"]

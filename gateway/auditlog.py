@@ -1,0 +1,132 @@
+"""The gateway's audit log: leaves in the store, the Merkle tree in memory, signed checkpoints.
+
+Appends happen inside the same database transaction as the state they
+record, so a leaf exists exactly when its effect does. The in-memory tree
+(rebuilt from the stored leaf hashes at start-up) is extended only after
+the transaction commits. Appends are idempotent on the leaf's identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.store import GatewayStore, LeafRecord, Transaction
+from protocol.auditlog import AuditLeaf, encode_leaf
+from protocol.checkpoint import Checkpoint, sign_checkpoint
+from protocol.encoding import format_timestamp
+from protocol.keys import SigningPrivateKey
+from protocol.merkle import MerkleTree, leaf_hash
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedLeaf:
+    """Where a leaf landed, and whether this call added it."""
+
+    index: int
+    added: bool
+
+
+class AuditTransaction:
+    """A store transaction that can also append leaves."""
+
+    def __init__(self, tx: Transaction, base_size: int) -> None:
+        self.tx = tx
+        self._base_size = base_size
+        self.pending: list[bytes] = []
+
+    async def append(
+        self,
+        leaf: AuditLeaf,
+        *,
+        at: datetime,
+        message_id: str | None = None,
+        agencies: Sequence[str] = (),
+    ) -> AppendedLeaf:
+        """Append `leaf` unless a leaf with its identity is already in the log."""
+        existing = await self.tx.leaf_index(leaf.identity)
+        if existing is not None:
+            return AppendedLeaf(existing, added=False)
+        data = encode_leaf(leaf)
+        digest = leaf_hash(data)
+        index = self._base_size + len(self.pending)
+        await self.tx.insert_leaf(
+            LeafRecord(
+                index=index,
+                identity=leaf.identity,
+                kind=leaf.kind,
+                message_id=message_id,
+                leaf=data,
+                leaf_hash=digest,
+                appended_at=format_timestamp(at),
+            ),
+            agencies,
+        )
+        self.pending.append(digest)
+        return AppendedLeaf(index, added=True)
+
+
+class AuditLog:
+    """Append-only Merkle log with signed checkpoints (RFC 9162 hashing, C2SP notes)."""
+
+    def __init__(self, store: GatewayStore, tree: MerkleTree, *, origin: str, log_key: SigningPrivateKey) -> None:
+        self._store = store
+        self._tree = tree
+        self._origin = origin
+        self._log_key = log_key
+        self._last_checkpoint_size = -1
+        self._last_checkpoint_at: datetime | None = None
+
+    @classmethod
+    async def load(cls, store: GatewayStore, *, origin: str, log_key: SigningPrivateKey) -> AuditLog:
+        """Rebuild the tree from the stored leaves."""
+        tree = MerkleTree.from_leaf_hashes(await store.leaf_hashes())
+        log = cls(store, tree, origin=origin, log_key=log_key)
+        latest = await store.latest_checkpoint()
+        if latest is not None:
+            log._last_checkpoint_size = latest[0]
+        return log
+
+    @property
+    def size(self) -> int:
+        """Number of leaves committed."""
+        return self._tree.size
+
+    @property
+    def tree(self) -> MerkleTree:
+        """The committed tree (read-only use: roots and proofs)."""
+        return self._tree
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line in checkpoints."""
+        return self._origin
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AuditTransaction]:
+        """A write transaction; leaves appended in it join the tree once it commits."""
+        async with self._store.transaction() as tx:
+            audit_tx = AuditTransaction(tx, self._tree.size)
+            yield audit_tx
+        for digest in audit_tx.pending:
+            self._tree.append(digest)
+
+    async def checkpoint_if_due(self, now: datetime, *, idle_interval: timedelta) -> str | None:
+        """Sign and keep a checkpoint if the tree grew, or if the last one is older than `idle_interval`."""
+        size = self._tree.size
+        grew = size != self._last_checkpoint_size
+        idle_due = self._last_checkpoint_at is None or now - self._last_checkpoint_at >= idle_interval
+        if not grew and not idle_due:
+            return None
+        checkpoint = Checkpoint(origin=self._origin, size=size, root_hash=self._tree.root(size))
+        note = sign_checkpoint(checkpoint, self._origin, self._log_key).to_text()
+        async with self._store.transaction() as tx:
+            await tx.insert_checkpoint(size, note, format_timestamp(now))
+        self._last_checkpoint_size = size
+        self._last_checkpoint_at = now
+        return note
+
+
+__all__ = ["AppendedLeaf", "AuditLog", "AuditTransaction"]

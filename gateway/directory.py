@@ -1,0 +1,120 @@
+"""`DirectoryHolder`: the directory version in force at the gateway, and how it changes.
+
+A version is accepted only if the directory authority signed it, it is not
+older than the version already held (remembered in the store, so a restart
+cannot roll back) and it has not expired. Each accepted version becomes an
+audit-log leaf before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from gateway.auditlog import AuditLog
+from gateway.errors import ConfigurationError
+from gateway.store import GatewayStore
+from protocol.auditlog import directory_leaf
+from protocol.directory import Directory, verify_directory
+from protocol.encoding import sha256_hex
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.keys import SigningPublicKey
+from protocol.limits import Limits
+from protocol.signing import SignedStatement
+
+log = structlog.get_logger("rogatory.gateway.directory")
+
+_HELD_VERSION = "directory_version"
+_HELD_DIGEST = "directory_sha256"
+
+
+class DirectoryHolder:
+    """Holds the directory in force; `load` replaces it with a newer signed version."""
+
+    def __init__(self, directory: Directory, signed: SignedStatement) -> None:
+        self._directory = directory
+        self._signed = signed
+
+    @property
+    def current(self) -> Directory:
+        """The directory version in force."""
+        return self._directory
+
+    @property
+    def signed(self) -> SignedStatement:
+        """The signed form of the version in force, as the authority issued it."""
+        return self._signed
+
+    @classmethod
+    async def load(
+        cls,
+        path: Path,
+        *,
+        authority: SigningPublicKey,
+        store: GatewayStore,
+        audit: AuditLog,
+        now: datetime,
+        limits: Limits,
+    ) -> DirectoryHolder:
+        """Verify the directory at `path`, log it if it is new, and hold it."""
+        directory, signed = await _accept(path, authority=authority, store=store, audit=audit, now=now, limits=limits)
+        return cls(directory, signed)
+
+    async def reload(
+        self,
+        path: Path,
+        *,
+        authority: SigningPublicKey,
+        store: GatewayStore,
+        audit: AuditLog,
+        now: datetime,
+        limits: Limits,
+    ) -> bool:
+        """Take a newer version from `path`; False (and the old one kept) if it is refused."""
+        try:
+            self._directory, self._signed = await _accept(
+                path, authority=authority, store=store, audit=audit, now=now, limits=limits
+            )
+        except ConfigurationError as exc:
+            log.error("directory_refused", error=str(exc))
+            return False
+        return True
+
+
+async def _accept(
+    path: Path,
+    *,
+    authority: SigningPublicKey,
+    store: GatewayStore,
+    audit: AuditLog,
+    now: datetime,
+    limits: Limits,
+) -> tuple[Directory, SignedStatement]:
+    try:
+        raw = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read directory {path}: {exc}") from exc
+    held = int(await store.setting(_HELD_VERSION) or 0)
+    try:
+        signed = SignedStatement.from_json(raw, code=ErrorCode.MALFORMED_DIRECTORY)
+        directory = verify_directory(signed, authority, now=now, held_version=held, limits=limits)
+    except ProtocolError as exc:
+        raise ConfigurationError(f"directory {path} refused: {exc}") from exc
+    digest = sha256_hex(signed.payload)
+    if directory.version == held and digest != await store.setting(_HELD_DIGEST):
+        raise ConfigurationError(
+            f"directory {path} is a different document under version {held}, which is already in force"
+        )
+    async with audit.transaction() as atx:
+        appended = await atx.append(directory_leaf(signed, directory.version), at=now)
+        await atx.tx.set_setting(_HELD_VERSION, str(directory.version))
+        await atx.tx.set_setting(_HELD_DIGEST, digest)
+    if appended.added:
+        log.info("directory_accepted", version=directory.version, leaf_index=appended.index)
+    return directory, signed
+
+
+__all__ = ["DirectoryHolder"]

@@ -1,0 +1,94 @@
+"""The OpenAPI 3.1 document of the gateway's HTTP API, served at `/openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+_PROBLEM: Final[dict[str, Any]] = {
+    "description": "An RFC 9457 problem with a stable machine `code`",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
+def _get(summary: str, parameters: list[dict[str, Any]] | None = None, roles: str = "") -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "description": f"Roles: {roles}." if roles else "No authentication.",
+            "parameters": parameters or [],
+            "security": [{"bearer": []}] if roles else [],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": _PROBLEM,
+                "401": _PROBLEM,
+                "403": _PROBLEM,
+                "404": _PROBLEM,
+            },
+        }
+    }
+
+
+def _query(name: str, description: str, schema_type: str = "integer", required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": schema_type},
+    }
+
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Rogatory gateway",
+        "version": "1.0.0",
+        "description": "Audit log, proofs and operations of the Rogatory gateway. The gateway holds no content.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "required": ["type", "title", "status", "code"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "code": {"type": "string"},
+                },
+            }
+        },
+    },
+    "paths": {
+        "/healthz": _get("Liveness and readiness"),
+        "/openapi.json": _get("This document"),
+        "/v1/audit/checkpoint": _get(
+            "The latest signed checkpoint (C2SP signed note)", roles="operator, auditor, reader"
+        ),
+        "/v1/audit/entries": _get(
+            "Audit log entries with their indexes, oldest first",
+            [
+                _query("start", "first leaf index"),
+                _query("limit", "at most this many entries (1-1000)"),
+                _query("message_id", "only entries about this message", "string"),
+                _query("agency", "only entries naming this agency", "string"),
+                _query("since", "only entries appended at or after this RFC 3339 time", "string"),
+            ],
+            roles="operator, auditor",
+        ),
+        "/v1/audit/proof/inclusion": _get(
+            "Inclusion proof of one leaf (RFC 9162 2.1.3)",
+            [_query("index", "leaf index", required=True), _query("size", "tree size", required=True)],
+            roles="operator, auditor, reader",
+        ),
+        "/v1/audit/proof/consistency": _get(
+            "Consistency proof between two tree sizes (RFC 9162 2.1.4)",
+            [_query("from", "older tree size", required=True), _query("to", "newer tree size", required=True)],
+            roles="operator, auditor, reader",
+        ),
+    },
+}
+
+__all__ = ["OPENAPI"]

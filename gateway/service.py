@@ -1,0 +1,197 @@
+"""Start-up, wiring and graceful shutdown of one gateway process.
+
+Order at start: settings -> store -> keys -> directory (verified) -> audit
+log (tree rebuilt) -> directory leaf -> publisher, pipeline, relay ->
+HTTP API -> ingress consumer. At SIGTERM or SIGINT the consumer stops taking
+deliveries, finishes the one in hand (acking it or handing it back), the
+relay drains what was committed, a last checkpoint is signed, and the
+connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from aiohttp import web
+
+from gateway.api import GatewayApi, Role, TokenTable
+from gateway.auditlog import AuditLog
+from gateway.broker import ConfirmedPublisher, IngressConsumer
+from gateway.directory import DirectoryHolder
+from gateway.errors import ConfigurationError
+from gateway.logs import configure_logging
+from gateway.outgoing import OutgoingRelay
+from gateway.pipeline import GatewayIdentity, IngressPipeline
+from gateway.settings import GatewaySettings
+from gateway.store import GatewayStore
+from protocol.directory import Directory, verify_directory
+from protocol.encoding import b64decode
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.keys import SigningPrivateKey, SigningPublicKey
+from protocol.keystore import unlock_keystore
+from protocol.signing import SignedStatement
+
+log = structlog.get_logger("rogatory.gateway")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC: the only clock the gateway reads."""
+    return datetime.now(UTC)
+
+
+def broker_user_of(amqp_url: str) -> str:
+    """The user name in an AMQP URL: what RabbitMQ checks `user_id` against."""
+    user = urlsplit(amqp_url).username
+    if not user:
+        raise ConfigurationError("ROGATORY_AMQP_URL must name the gateway's broker user")
+    return unquote(user)
+
+
+def _load_keys(settings: GatewaySettings) -> tuple[SigningPrivateKey, SigningPrivateKey]:
+    try:
+        passphrase = settings.keystore_passphrase_file.read_bytes().strip()
+        keys = unlock_keystore(settings.keystore_file.read_bytes(), passphrase)
+        return SigningPrivateKey(keys["evidence"]), SigningPrivateKey(keys["log"])
+    except (OSError, KeyError, ProtocolError) as exc:
+        raise ConfigurationError(f"cannot unlock the gateway keystore {settings.keystore_file}: {exc}") from exc
+
+
+def _read_directory(settings: GatewaySettings, authority: SigningPublicKey, now: datetime) -> Directory:
+    try:
+        signed = SignedStatement.from_json(settings.directory_file.read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
+        return verify_directory(signed, authority, now=now, limits=settings.limits)
+    except (OSError, ProtocolError) as exc:
+        raise ConfigurationError(f"directory {settings.directory_file} refused: {exc}") from exc
+
+
+def _check_keys_listed(directory: Directory, evidence_key: SigningPrivateKey, log_key: SigningPrivateKey) -> None:
+    if evidence_key.key_id not in {key.key_id for key in directory.gateway.evidence_keys}:
+        raise ConfigurationError(f"evidence key {evidence_key.key_id} is not listed for the gateway in the directory")
+    if log_key.key_id not in {key.key_id for key in directory.gateway.log_keys}:
+        raise ConfigurationError(f"log key {log_key.key_id} is not listed for the gateway in the directory")
+
+
+async def run_gateway(
+    settings: GatewaySettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
+) -> None:
+    """Run one gateway until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+    stopping = stopping or asyncio.Event()
+    try:
+        authority = SigningPublicKey(b64decode(settings.authority_key))
+    except ProtocolError as exc:
+        raise ConfigurationError("ROGATORY_AUTHORITY_KEY is not a base64 Ed25519 public key") from exc
+    evidence_key, log_key = _load_keys(settings)
+    first_directory = _read_directory(settings, authority, clock())
+    _check_keys_listed(first_directory, evidence_key, log_key)
+
+    store = await GatewayStore.open(settings.data_dir / "gateway.db", synchronous=settings.sqlite_synchronous)
+    audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
+    directory = await DirectoryHolder.load(
+        settings.directory_file, authority=authority, store=store, audit=audit, now=clock(), limits=settings.limits
+    )
+    identity = GatewayIdentity(
+        gateway_id=directory.current.gateway.gateway_id,
+        evidence_key=evidence_key,
+        broker_user_prefix=settings.broker_user_prefix,
+    )
+    publisher = ConfirmedPublisher(settings.amqp_url, broker_user=broker_user_of(settings.amqp_url))
+    relay = OutgoingRelay(store, publisher)
+    pipeline = IngressPipeline(
+        identity=identity,
+        directory=directory,
+        store=store,
+        audit=audit,
+        publisher=publisher,
+        limits=settings.limits,
+        clock=clock,
+        on_outgoing=relay.wake,
+    )
+    consumer = IngressConsumer(settings.amqp_url, pipeline.handle, prefetch=settings.prefetch)
+
+    def health() -> dict[str, Any]:
+        connected = consumer.connected.is_set()
+        return {
+            "status": "ok" if connected else "degraded",
+            "service": "gateway",
+            "ingress_connected": connected,
+            "tree_size": audit.size,
+            "directory_version": directory.current.version,
+        }
+
+    tokens = TokenTable(
+        (
+            (settings.operator_token_sha256, Role.OPERATOR),
+            (settings.auditor_token_sha256, Role.AUDITOR),
+            *((digest, Role.READER) for digest in settings.reader_tokens_sha256),
+        )
+    )
+    runner = web.AppRunner(GatewayApi(store=store, audit=audit, tokens=tokens, health=health).app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info(
+        "gateway_started",
+        http=f"{settings.http_host}:{settings.http_port}",
+        directory_version=directory.current.version,
+        tree_size=audit.size,
+    )
+
+    async def checkpoints() -> None:
+        idle = timedelta(seconds=settings.idle_checkpoint_interval_s)
+        while not stopping.is_set():
+            await audit.checkpoint_if_due(clock(), idle_interval=idle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopping.set)
+    tasks = [
+        asyncio.create_task(consumer.run(stopping), name="ingress"),
+        asyncio.create_task(relay.run(stopping), name="outgoing"),
+        asyncio.create_task(checkpoints(), name="checkpoints"),
+    ]
+    try:
+        await stopping.wait()
+        log.info("gateway_stopping")
+        await asyncio.gather(*tasks)
+        await audit.checkpoint_if_due(clock(), idle_interval=timedelta(0))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        await publisher.close()
+        await store.close()
+        log.info("gateway_stopped")
+
+
+def main() -> None:
+    """Entry point of `python -m gateway`."""
+    import os  # noqa: PLC0415 - the environment is read here and nowhere else
+
+    try:
+        settings = GatewaySettings.from_environ(os.environ)
+    except ConfigurationError as exc:
+        configure_logging("console", service="gateway")
+        log.error("gateway_configuration_invalid", error=str(exc))
+        raise SystemExit(2) from exc
+    configure_logging(settings.log_format, service="gateway")
+    try:
+        asyncio.run(run_gateway(settings))
+    except ConfigurationError as exc:
+        log.error("gateway_configuration_invalid", error=str(exc))
+        raise SystemExit(2) from exc
+
+
+__all__ = ["broker_user_of", "main", "run_gateway", "utc_now"]

@@ -1,0 +1,78 @@
+"""The gateway's settings: one frozen value, read from the environment in one place.
+
+| variable                              | meaning                                                   | default          |
+| ------------------------------------- | --------------------------------------------------------- | ---------------- |
+| `ROGATORY_AMQP_URL`                   | the gateway's own broker identity (user, password, vhost) | required         |
+| `ROGATORY_HTTP_HOST` / `_PORT`        | where the audit and operator API listens                  | 127.0.0.1 / 8700 |
+| `ROGATORY_DATA_DIR`                   | database directory                                        | required         |
+| `ROGATORY_DIRECTORY_FILE`             | the signed directory (JSON)                               | required         |
+| `ROGATORY_AUTHORITY_KEY`              | base64 Ed25519 public key of the directory authority      | required         |
+| `ROGATORY_KEYSTORE_FILE`              | encrypted evidence and log keys                           | required         |
+| `ROGATORY_KEYSTORE_PASSPHRASE_FILE`   | file holding the keystore passphrase                      | required         |
+| `ROGATORY_BROKER_USER_PREFIX`         | agency broker users are `<prefix><AGENCY-ID>`             | empty            |
+| `ROGATORY_OPERATOR_TOKEN_SHA256`      | SHA-256 (hex) of the operator's bearer token              | required         |
+| `ROGATORY_AUDITOR_TOKEN_SHA256`       | SHA-256 (hex) of the auditor's bearer token               | required         |
+| `ROGATORY_READER_TOKENS_SHA256`       | comma-separated SHA-256 of tokens that may read proofs    | empty            |
+| `ROGATORY_CHECKPOINT_INTERVAL_S`      | seconds between checkpoints while the log grows           | 1.0              |
+| `ROGATORY_PREFETCH`                   | ingress deliveries held unacknowledged at once            | 32               |
+| `ROGATORY_SQLITE_SYNCHRONOUS`         | `FULL` (default) or `NORMAL`                              | FULL             |
+| `ROGATORY_LOG_FORMAT`                 | `json` or `console`                                       | json             |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import ConfigurationError
+from protocol.limits import DEFAULT_LIMITS, Limits
+
+_PREFIX = "ROGATORY_"
+
+
+class GatewaySettings(BaseModel):
+    """Everything the gateway needs to start, passed down explicitly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    amqp_url: str = Field(min_length=1)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8700, ge=0, le=65535)
+    data_dir: Path
+    directory_file: Path
+    authority_key: str
+    keystore_file: Path
+    keystore_passphrase_file: Path
+    broker_user_prefix: str = ""
+    operator_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    auditor_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reader_tokens_sha256: tuple[str, ...] = ()
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    idle_checkpoint_interval_s: float = Field(default=3600.0, gt=0)
+    prefetch: int = Field(default=32, ge=1, le=10_000)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    log_format: Literal["json", "console"] = "json"
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        """Read `ROGATORY_*` variables (see the module docstring)."""
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            if name == "limits":
+                continue
+            raw = environ.get(_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = tuple(v for v in raw.split(",") if v) if name == "reader_tokens_sha256" else raw
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"gateway settings are invalid: {problems}") from None
+
+
+__all__ = ["GatewaySettings"]

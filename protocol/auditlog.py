@@ -1,0 +1,122 @@
+"""The leaves of the audit log: what is recorded, never content.
+
+Every leaf is the RFC 8785 encoding of one of these objects, hashed into the
+Merkle tree with RFC 9162's leaf prefix (`protocol.merkle.leaf_hash`):
+
+* `evidence`: one signed evidence statement, as issued; identity: the statement's `identity`.
+* `directory`: one signed directory version, as the authority signed it; identity `directory/<version>`.
+* `rejected_input`: what the gateway refused without anyone to address evidence to (who
+  published it, its digest and length, the reason); identity `rejected/<publisher>/<digest>`.
+* `operator_action`: an operator's re-drive, discard or configuration change; identity
+  `operator/<action id>`.
+
+The identity makes appending idempotent: a broker redelivery of the same
+event finds its identity already logged and adds no second leaf.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from protocol.encoding import UtcTimestamp
+from protocol.errors import ContentInvalid, ErrorCode
+from protocol.evidence import EvidenceStatement, Reason
+from protocol.model import FrozenModel, field_errors
+from protocol.signing import SignedStatement
+
+LEAF_FORMAT: Final = "rogatory-leaf/1"
+
+
+class EvidenceLeaf(FrozenModel):
+    """A signed evidence statement, verbatim."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["evidence"] = "evidence"
+    identity: str = Field(max_length=300)
+    evidence: SignedStatement
+
+
+class DirectoryLeaf(FrozenModel):
+    """A directory version, verbatim as signed by the directory authority."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["directory"] = "directory"
+    identity: str = Field(max_length=300)
+    version: int = Field(ge=1)
+    directory: SignedStatement
+
+
+class RejectedInputLeaf(FrozenModel):
+    """Input the gateway refused where no evidence could be addressed, or that was not evidence."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["rejected_input"] = "rejected_input"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    publisher: str | None = Field(max_length=200)
+    input_kind: str = Field(max_length=100)
+    body_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    body_length: int = Field(ge=0)
+    reason: Reason
+
+
+class OperatorActionLeaf(FrozenModel):
+    """An operator's action on the exchange: who, what, on which target, why."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["operator_action"] = "operator_action"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    operator: str = Field(max_length=200)
+    action: str = Field(pattern=r"^[a-z][a-z_]{1,63}$")
+    target: str = Field(max_length=300)
+    detail: str = Field(max_length=2000)
+
+
+AuditLeaf = Annotated[
+    EvidenceLeaf | DirectoryLeaf | RejectedInputLeaf | OperatorActionLeaf,
+    Field(discriminator="kind"),
+]
+_LEAF_ADAPTER: TypeAdapter[AuditLeaf] = TypeAdapter(AuditLeaf)
+
+
+def evidence_leaf(signed: SignedStatement, statement: EvidenceStatement) -> EvidenceLeaf:
+    """The leaf recording `signed`, whose verified content is `statement`."""
+    return EvidenceLeaf(identity=statement.identity, evidence=signed)
+
+
+def directory_leaf(signed: SignedStatement, version: int) -> DirectoryLeaf:
+    """The leaf recording one directory version."""
+    return DirectoryLeaf(identity=f"directory/{version}", version=version, directory=signed)
+
+
+def encode_leaf(leaf: AuditLeaf) -> bytes:
+    """The leaf's bytes: what is hashed into the tree."""
+    return leaf.canonical_bytes()
+
+
+def decode_leaf(raw: bytes) -> AuditLeaf:
+    """Parse leaf bytes, refusing anything that is not exactly one known kind."""
+    try:
+        return _LEAF_ADAPTER.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise ContentInvalid(
+            f"audit leaf is invalid: {len(errors)} error(s)", errors, code=ErrorCode.PROOF_INVALID
+        ) from None
+
+
+__all__ = [
+    "LEAF_FORMAT",
+    "AuditLeaf",
+    "DirectoryLeaf",
+    "EvidenceLeaf",
+    "OperatorActionLeaf",
+    "RejectedInputLeaf",
+    "decode_leaf",
+    "directory_leaf",
+    "encode_leaf",
+    "evidence_leaf",
+]

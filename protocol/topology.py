@@ -1,0 +1,47 @@
+"""Names of the broker topology that agents, gateway and provisioning share.
+
+One vhost per network; isolation by permission, not by obscurity:
+
+    agent --publish--> [mla.submit] --> (mla.gateway.ingress) --> gateway
+    gateway --publish--> [mla.deliver] --routing key = agency--> (mla.inbox.<AGENCY>) --> agent
+    rejected or over the delivery limit --> [mla.dead] --> (mla.dead)
+
+Agents get no configure permission, write only `mla.submit` and read only
+their own inbox; the gateway reads the ingress and dead-letter queues and
+writes `mla.deliver`. Nobody but the provisioner declares anything.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from protocol.ids import AgencyId
+
+SUBMIT_EXCHANGE: Final = "mla.submit"
+DELIVER_EXCHANGE: Final = "mla.deliver"
+DEAD_LETTER_EXCHANGE: Final = "mla.dead"
+INGRESS_QUEUE: Final = "mla.gateway.ingress"
+DEAD_LETTER_QUEUE: Final = "mla.dead"
+INBOX_QUEUE_PREFIX: Final = "mla.inbox."
+
+# AMQP `type` property of what travels, so consumers dispatch before parsing.
+KIND_SEALED_MESSAGE: Final = "rogatory.sealed-message.v1"
+KIND_EVIDENCE: Final = "rogatory.evidence.v1"
+
+
+def inbox_queue(agency: AgencyId) -> str:
+    """The quorum queue holding what the gateway delivers to `agency`."""
+    return f"{INBOX_QUEUE_PREFIX}{agency}"
+
+
+__all__ = [
+    "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE",
+    "DELIVER_EXCHANGE",
+    "INBOX_QUEUE_PREFIX",
+    "INGRESS_QUEUE",
+    "KIND_EVIDENCE",
+    "KIND_SEALED_MESSAGE",
+    "SUBMIT_EXCHANGE",
+    "inbox_queue",
+]

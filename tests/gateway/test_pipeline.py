@@ -1,0 +1,313 @@
+"""The gateway pipeline, step by step, with a real SQLite store and an in-memory broker port."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.auditlog import AuditLog
+from gateway.errors import BrokerUnavailable, RoutingFailed
+from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline
+from gateway.store import GatewayStore
+from protocol.audit_verify import verify_audit_log
+from protocol.auditlog import directory_leaf
+from protocol.checkpoint import Checkpoint, sign_checkpoint
+from protocol.directory import Directory
+from protocol.errors import ErrorCode
+from protocol.evidence import EvidenceType, issue_evidence, new_statement, verify_evidence
+from protocol.ids import AgencyId, MessageId
+from protocol.signing import SignedStatement
+from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from tests.support.network import BD, BD_POLICE, LY, LY_AGO, NOW, LocalNetwork
+
+PREFIX = "net."
+
+
+@dataclass
+class Published:
+    routing_key: str
+    body: bytes
+    kind: str
+    message_id: str
+
+
+@dataclass
+class InMemoryBroker:
+    """The `Publisher` port: records what was confirmed; can refuse or return on demand."""
+
+    confirmed: list[Published] = field(default_factory=list)
+    unroutable: set[str] = field(default_factory=set)
+    down: bool = False
+
+    async def publish(self, *, routing_key: str, body: bytes, kind: str, message_id: str) -> None:
+        if self.down:
+            raise BrokerUnavailable("broker away (test)")
+        if routing_key in self.unroutable:
+            raise RoutingFailed(f"no queue for {routing_key}")
+        self.confirmed.append(Published(routing_key, body, kind, message_id))
+
+
+@dataclass
+class StaticDirectory:
+    current: Directory
+
+
+@dataclass
+class Harness:
+    net: LocalNetwork
+    store: GatewayStore
+    audit: AuditLog
+    broker: InMemoryBroker
+    pipeline: IngressPipeline
+    clock: list[datetime]
+
+    def delivery(
+        self, body: bytes, *, publisher: AgencyId | None, kind: str = KIND_SEALED_MESSAGE, message_id: str | None = None
+    ) -> IngressDelivery:
+        return IngressDelivery(
+            body=body, kind=kind, user_id=None if publisher is None else PREFIX + publisher, amqp_message_id=message_id
+        )
+
+    async def leaves(self) -> list[dict[str, str]]:
+        return [{"kind": record.kind, "identity": record.identity} for record in await self.store.leaves(limit=1000)]
+
+    async def evidence_types(self) -> list[str]:
+        return [leaf["identity"].split("/")[1] for leaf in await self.leaves() if leaf["kind"] == "evidence"]
+
+    async def outgoing(self) -> list[tuple[str, EvidenceType]]:
+        found = []
+        for record in await self.store.pending_outgoing():
+            signed = SignedStatement.model_validate_json(record.body)
+            statement = verify_evidence(signed, self.net.directory(), now=NOW).statement
+            found.append((record.routing_key, statement.evidence_type))
+        return found
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    net = LocalNetwork()
+    store = await GatewayStore.open(tmp_path / "gateway.db")
+    audit = await AuditLog.load(store, origin="rogatory.test/audit-log", log_key=net.log_key)
+    async with audit.transaction() as atx:
+        await atx.append(directory_leaf(net.signed_directory(), 1), at=NOW)
+    clock = [NOW]
+    broker = InMemoryBroker()
+    pipeline = IngressPipeline(
+        identity=GatewayIdentity(gateway_id="gateway.test", evidence_key=net.evidence_key, broker_user_prefix=PREFIX),
+        directory=StaticDirectory(net.directory()),
+        store=store,
+        audit=audit,
+        publisher=broker,
+        limits=net.limits,
+        clock=lambda: clock[0],
+    )
+    yield Harness(net, store, audit, broker, pipeline, clock)
+    await store.close()
+
+
+async def test_accepted_message_is_logged_then_relayed_with_evidence(harness):
+    """A valid message is logged as accepted, relayed unchanged to its recipient, and the sender told both."""
+    sealed = harness.net.seal()
+    outcome = await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    assert outcome.result == "relayed"
+    assert [(p.routing_key, p.body) for p in harness.broker.confirmed] == [(LY, sealed.to_bytes())]
+    assert await harness.evidence_types() == ["SUBMISSION_ACCEPTED", "RELAY_ACCEPTED"]
+    assert await harness.outgoing() == [(BD, EvidenceType.SUBMISSION_ACCEPTED), (BD, EvidenceType.RELAY_ACCEPTED)]
+
+
+async def test_redelivered_message_adds_no_second_leaf(harness):
+    """A broker redelivery of the same envelope is recognised: no second relay, no second leaf."""
+    wire = harness.net.seal().to_bytes()
+    await harness.pipeline.handle(harness.delivery(wire, publisher=BD))
+    leaves = await harness.leaves()
+    outcome = await harness.pipeline.handle(harness.delivery(wire, publisher=BD))
+    assert outcome.result == "duplicate"
+    assert await harness.leaves() == leaves
+    assert len(harness.broker.confirmed) == 1
+
+
+async def test_replayed_message_id_with_other_content_is_refused(harness):
+    """Another envelope under a message id already accepted is REPLAYED, logged and told to the publisher."""
+    message_id = MessageId(uuid.uuid4())
+    await harness.pipeline.handle(harness.delivery(harness.net.seal(message_id=message_id).to_bytes(), publisher=BD))
+    second = harness.net.seal(b'{"other":1}', message_id=message_id)
+    outcome = await harness.pipeline.handle(
+        harness.delivery(second.to_bytes(), publisher=BD, message_id=str(message_id))
+    )
+    assert outcome.code == ErrorCode.REPLAYED
+    assert (BD, EvidenceType.SUBMISSION_REJECTED) in await harness.outgoing()
+    assert len(harness.broker.confirmed) == 1
+
+
+async def test_publisher_other_than_the_signed_sender_is_refused(harness):
+    """LY-AGO's broker identity publishing BD's signed envelope is refused (impersonation or replay)."""
+    outcome = await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=LY_AGO))
+    assert outcome.code == ErrorCode.BROKER_USER_MISMATCH
+    assert harness.broker.confirmed == []
+    assert await harness.outgoing() == [(LY_AGO, EvidenceType.SUBMISSION_REJECTED)]
+
+
+async def test_publisher_that_is_no_agency_is_logged_as_rejected_input(harness):
+    """A delivery without an agency's user_id cannot be answered; it is logged, nothing is relayed."""
+    outcome = await harness.pipeline.handle(harness.delivery(b"garbage", publisher=None))
+    assert outcome.result == "rejected"
+    assert (await harness.leaves())[-1]["kind"] == "rejected_input"
+    assert harness.broker.confirmed == []
+
+
+async def test_exchange_without_an_agreement_is_refused(harness):
+    """BD's police unit may not write to Libya directly: POLICY_DENIED, logged, told."""
+    sealed = harness.net.seal(sender=BD_POLICE, recipients=(LY,))
+    outcome = await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD_POLICE))
+    assert outcome.code == ErrorCode.POLICY_DENIED
+    assert await harness.outgoing() == [(BD_POLICE, EvidenceType.SUBMISSION_REJECTED)]
+
+
+async def test_expired_message_is_refused(harness):
+    """A message past its expiry is refused at the gateway."""
+    sealed = harness.net.seal(ttl=timedelta(minutes=5))
+    harness.clock[0] = NOW + timedelta(minutes=6)
+    outcome = await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    assert outcome.code == ErrorCode.EXPIRED
+
+
+async def test_garbage_is_refused_and_the_next_message_flows(harness):
+    """Malformed bytes are refused with a code; the next good message is relayed as usual."""
+    bad = await harness.pipeline.handle(harness.delivery(b"RGTY\x01 not really", publisher=BD))
+    assert bad.code == ErrorCode.MALFORMED_ENVELOPE
+    good = await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=BD))
+    assert good.result == "relayed"
+
+
+async def test_unroutable_recipient_gets_relay_failed(harness):
+    """When the broker returns the copy (no inbox bound), the sender gets RELAY_FAILED with a reason."""
+    harness.broker.unroutable.add(LY)
+    await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=BD))
+    assert await harness.outgoing() == [(BD, EvidenceType.SUBMISSION_ACCEPTED), (BD, EvidenceType.RELAY_FAILED)]
+
+
+async def test_broker_away_during_relay_is_retried_without_duplicates(harness):
+    """A relay that is not confirmed raises for a retry; the retry completes without a second leaf."""
+    wire = harness.net.seal().to_bytes()
+    harness.broker.down = True
+    with pytest.raises(BrokerUnavailable):
+        await harness.pipeline.handle(harness.delivery(wire, publisher=BD))
+    assert await harness.evidence_types() == ["SUBMISSION_ACCEPTED"]
+    harness.broker.down = False
+    outcome = await harness.pipeline.handle(harness.delivery(wire, publisher=BD))
+    assert outcome.result == "duplicate"
+    assert await harness.evidence_types() == ["SUBMISSION_ACCEPTED", "RELAY_ACCEPTED"]
+    assert len(harness.broker.confirmed) == 1
+
+
+async def test_recipient_evidence_is_verified_logged_and_forwarded(harness):
+    """DELIVERY signed by the recipient about a relayed message goes to the sender, once."""
+    sealed = harness.net.seal()
+    await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    header_id = MessageId(uuid.UUID(harness.broker.confirmed[0].message_id))
+    delivery = (
+        issue_evidence(
+            new_statement(
+                EvidenceType.DELIVERY,
+                message_id=header_id,
+                message_digest=sealed.digest,
+                sender=BD,
+                recipient=LY,
+                issuer=LY,
+                at=NOW,
+            ),
+            harness.net[LY].signing,
+        )
+        .model_dump_json()
+        .encode()
+    )
+    outcome = await harness.pipeline.handle(harness.delivery(delivery, publisher=LY, kind=KIND_EVIDENCE))
+    assert outcome.result == "forwarded"
+    again = await harness.pipeline.handle(harness.delivery(delivery, publisher=LY, kind=KIND_EVIDENCE))
+    assert again.result == "duplicate"
+    assert (await harness.outgoing()).count((BD, EvidenceType.DELIVERY)) == 1
+
+
+async def test_evidence_about_a_message_never_relayed_is_refused(harness):
+    """A recipient cannot log DELIVERY of something the gateway never relayed to it."""
+    forged = (
+        issue_evidence(
+            new_statement(
+                EvidenceType.DELIVERY,
+                message_id=MessageId(uuid.uuid4()),
+                message_digest="aa" * 32,
+                sender=BD,
+                recipient=LY,
+                issuer=LY,
+                at=NOW,
+            ),
+            harness.net[LY].signing,
+        )
+        .model_dump_json()
+        .encode()
+    )
+    outcome = await harness.pipeline.handle(harness.delivery(forged, publisher=LY, kind=KIND_EVIDENCE))
+    assert outcome.code == ErrorCode.EVIDENCE_MISMATCH
+    assert (await harness.leaves())[-1]["kind"] == "rejected_input"
+
+
+async def test_evidence_published_by_another_agency_is_refused(harness):
+    """LY's signed DELIVERY republished by LY-AGO's broker identity is refused."""
+    sealed = harness.net.seal()
+    await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    delivery = (
+        issue_evidence(
+            new_statement(
+                EvidenceType.DELIVERY,
+                message_id=MessageId(uuid.UUID(harness.broker.confirmed[0].message_id)),
+                message_digest=sealed.digest,
+                sender=BD,
+                recipient=LY,
+                issuer=LY,
+                at=NOW,
+            ),
+            harness.net[LY].signing,
+        )
+        .model_dump_json()
+        .encode()
+    )
+    outcome = await harness.pipeline.handle(harness.delivery(delivery, publisher=LY_AGO, kind=KIND_EVIDENCE))
+    assert outcome.code == ErrorCode.BROKER_USER_MISMATCH
+
+
+async def test_log_of_a_busy_pipeline_verifies(harness):
+    """After accepted, refused, duplicated and forwarded traffic, the audit log verifies end to end."""
+    sealed = harness.net.seal()
+    await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    await harness.pipeline.handle(harness.delivery(b"junk", publisher=LY))
+    await harness.pipeline.handle(harness.delivery(harness.net.seal(sender=BD_POLICE).to_bytes(), publisher=BD_POLICE))
+    statement = new_statement(
+        EvidenceType.DELIVERY,
+        message_id=MessageId(uuid.UUID(harness.broker.confirmed[0].message_id)),
+        message_digest=sealed.digest,
+        sender=BD,
+        recipient=LY,
+        issuer=LY,
+        at=NOW,
+    )
+    await harness.pipeline.handle(
+        harness.delivery(
+            issue_evidence(statement, harness.net[LY].signing).model_dump_json().encode(),
+            publisher=LY,
+            kind=KIND_EVIDENCE,
+        )
+    )
+    leaves = [record.leaf for record in await harness.store.leaves(limit=1000)]
+    tree = harness.audit.tree
+    note = sign_checkpoint(
+        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+    ).to_text()
+    report = verify_audit_log(leaves, note, authority=harness.net.authority.public_key)
+    assert report.consistent, report.problem
+    assert report.evidence == 5

@@ -1,0 +1,1 @@
+"""Tests of the MLA content layer (`protocol.mla`)."""

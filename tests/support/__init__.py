@@ -1,0 +1,1 @@
+"""Builders shared by the tests: in-memory networks, running stacks, byte surgery."""
