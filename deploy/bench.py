@@ -43,7 +43,8 @@ from protocol.encoding import canonical_json
 
 CONCURRENCY: Final = 32
 """Submissions in flight at once from the benchmark's client."""
-TARGET_DOCUMENT_BYTES: Final = 2048
+TARGET_CONTENT_BYTES: Final = 2000
+"""Bytes of free text in each benchmark message: "about 2 KB of content"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,48 +63,41 @@ class BenchFigures:
     ratio: float
 
 
-def bench_document(template: dict[str, Any], index: int) -> dict[str, Any]:
-    """A request of about 2 KB built from the sample request: its own case, the sample's core."""
-    document = copy.deepcopy(template)
-    document.pop("message_id", None)
-    document.pop("integrity", None)
-    document.pop("attachments", None)
-    document["case_id"] = f"BENCH-{index:06d}"
-    payload = document["payload"]
-    keep = {
-        "requesting_state",
-        "requested_state",
-        "requesting_authority",
-        "conducting_authority",
-        "addressed_to",
-        "legal_basis",
-        "proceeding",
-        "facts_summary",
-        "assistance_requested",
-        "purpose",
-        "persons",
-        "offences",
+NOTE_TEXT: Final = (
+    "Further to our request, the investigating officer reports that the second victim has been located in "
+    "Tripoli and is willing to give evidence by video link. "
+    "أفاد ضابط التحقيق بأن الضحية الثانية موجودة في طرابلس ومستعدة للإدلاء بشهادتها عبر الفيديو. "
+    "তদন্তকারী কর্মকর্তা জানিয়েছেন যে দ্বিতীয় ভুক্তভোগীকে ত্রিপোলিতে পাওয়া গেছে। "
+)
+
+
+def bench_note(request: dict[str, Any], case_id: str, index: int) -> dict[str, Any]:
+    """A NOTE of about 2 KB of content in `case_id`, in English, Arabic and Bengali."""
+    text = NOTE_TEXT * (1 + TARGET_CONTENT_BYTES // len(NOTE_TEXT.encode()))
+    while len(text.encode()) > TARGET_CONTENT_BYTES:
+        text = text[:-1]
+    return {
+        "schema": request["schema"],
+        "test_data": True,
+        "message_type": "NOTE",
+        "case_id": case_id,
+        "sender": request["sender"],
+        "recipient": request["recipient"],
+        "channel": request["channel"],
+        "classification": request["classification"],
+        "languages": {"primary": "en", "available": ["en", "ar", "bn"]},
+        "requesting_ref": f"{request['requesting_ref']}/{index}",
+        "payload": {"text": {"lang": "en", "value": text}},
     }
-    for key in list(payload):
-        if key not in keep:
-            del payload[key]
-    _shrink(payload)
-    return document
 
 
-def _shrink(payload: dict[str, Any]) -> None:
-    """Trim lists and long texts until the payload is near the target size."""
-    for key in ("persons", "offences", "assistance_requested", "legal_basis"):
-        if isinstance(payload.get(key), list):
-            payload[key] = payload[key][:1]
-    for key in ("requesting_authority", "conducting_authority", "addressed_to"):
-        payload[key].pop("contacts", None)
-        payload[key].pop("address", None)
-    text = payload["facts_summary"]["text"]
-    text.pop("translations", None)
-    excess = len(canonical_json(payload)) - TARGET_DOCUMENT_BYTES
-    if excess > 0:
-        text["value"] = text["value"][: max(200, len(text["value"]) - excess)]
+def bench_case(request: dict[str, Any], case_id: str) -> dict[str, Any]:
+    """The request that opens the benchmark's case (its notes need a case to belong to)."""
+    opener = copy.deepcopy(request)
+    for field_name in ("message_id", "integrity"):
+        opener.pop(field_name, None)
+    opener["case_id"] = case_id
+    return opener
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -112,14 +106,15 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def _whole_path(stack: dict[str, Any], count: int, say: Callable[[str], None]) -> tuple[float, list[float], int]:
-    template = sample(REQUEST_SAMPLE)
+    request = sample(REQUEST_SAMPLE)
+    case_id = f"BENCH-{secrets.token_hex(3).upper()}"
     agents = stack["agents"]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         sender = AgentClient(session, agents[REQUESTING]["url"], agents[REQUESTING]["token"])
-        documents = [bench_document(template, i) for i in range(count)]
-        # One warm-up exchange: connections, caches, the first quorum-queue write.
-        warm = await sender.submit(bench_document(template, count + 1))
-        await sender.wait_for_status(warm["message_id"], {"delivered", "retrieved"}, within_s=60)
+        documents = [bench_note(request, case_id, i) for i in range(count)]
+        # The case's request first; it also warms connections, caches and the first quorum-queue writes.
+        opener = await sender.submit(bench_case(request, case_id))
+        await sender.wait_for_status(opener["message_id"], {"delivered", "retrieved"}, within_s=60)
         say(f"  submitting {count} messages of ~{len(canonical_json(documents[0]))} bytes, {CONCURRENCY} at a time")
         gate = asyncio.Semaphore(CONCURRENCY)
         message_ids: list[str] = []
@@ -243,7 +238,7 @@ def run_bench(
         down(root, say=lambda _: None)
         if state_dir is None:
             asyncio.run(destroy(root, amqp_url=amqp_url, management_url=management_url))
-    document_bytes = len(canonical_json(bench_document(sample(REQUEST_SAMPLE), 0)))
+    document_bytes = len(canonical_json(bench_note(sample(REQUEST_SAMPLE), "BENCH-0", 0)))
     raw = asyncio.run(_raw_broker(amqp_url, management_url, messages, sealed_bytes or document_bytes + 1500))
     figures = BenchFigures(
         messages=messages,
@@ -277,4 +272,4 @@ def run_bench(
     return 0
 
 
-__all__ = ["BenchFigures", "bench_document", "run_bench"]
+__all__ = ["BenchFigures", "bench_case", "bench_note", "run_bench"]

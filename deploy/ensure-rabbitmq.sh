@@ -7,6 +7,7 @@
 # It never restarts a running broker; plugins are enabled online.
 #
 # Settings (environment, all optional):
+#   RABBITMQ_AMQP_HOST / RABBITMQ_AMQP_PORT   where to probe AMQP                  (default 127.0.0.1:5672)
 #   RABBITMQ_STARTUP_TIMEOUT_SECONDS   how long to wait for the node      (default 120)
 #   RABBITMQ_MANAGEMENT_URL            management API base URL           (default http://127.0.0.1:15672)
 #   RABBITMQ_MANAGEMENT_TIMEOUT_SECONDS how long to wait for the API     (default 60)
@@ -18,8 +19,8 @@ MANAGEMENT_URL="${RABBITMQ_MANAGEMENT_URL:-http://127.0.0.1:15672}"
 MANAGEMENT_TIMEOUT="${RABBITMQ_MANAGEMENT_TIMEOUT_SECONDS:-60}"
 ADMIN_USER="${RABBITMQ_ADMIN_USER:-guest}"
 ADMIN_PASSWORD="${RABBITMQ_ADMIN_PASSWORD:-guest}"
-AMQP_HOST=127.0.0.1
-AMQP_PORT=5672
+AMQP_HOST="${RABBITMQ_AMQP_HOST:-127.0.0.1}"
+AMQP_PORT="${RABBITMQ_AMQP_PORT:-5672}"
 PLUGINS=(rabbitmq_management rabbitmq_prometheus)
 
 log() { printf 'ensure-rabbitmq: %s\n' "$*"; }
@@ -56,7 +57,20 @@ http_status() {
             --user="$ADMIN_USER" --password="$ADMIN_PASSWORD" "$url" 2>&1 \
             | awk '/^  HTTP\//{code=$2} END{print (code ? code : "000")}' || true
     else
-        die "neither curl nor wget is installed to check $url"
+        # A fresh Debian has neither curl nor wget, but it has the Python we run on.
+        "${PYTHON:-python3}" - "$url" "$ADMIN_USER" "$ADMIN_PASSWORD" <<'PY' || echo 000
+import base64, sys, urllib.error, urllib.request
+url, user, password = sys.argv[1:4]
+request = urllib.request.Request(url, headers={
+    "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+try:
+    with urllib.request.urlopen(request, timeout=5) as response:
+        print(response.status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except OSError:
+    print("000")
+PY
     fi
 }
 
@@ -79,7 +93,10 @@ else
         as_root systemctl start rabbitmq-server
     elif command -v service >/dev/null 2>&1 && [[ -x /etc/init.d/rabbitmq-server ]]; then
         log "  service rabbitmq-server start"
-        as_root service rabbitmq-server start
+        if ! as_root service rabbitmq-server start; then
+            log "  service start failed: trying rabbitmq-server -detached"
+            as_root rabbitmq-server -detached
+        fi
     else
         log "  no init system: rabbitmq-server -detached"
         as_root rabbitmq-server -detached

@@ -167,7 +167,9 @@ class IngressPipeline:
                 return await self._resume(authenticated, sealed)
             self.decide(authenticated, directory, now)
         except ProtocolError as exc:
-            await self._reject(delivery, publisher, sealed, authenticated, exc, now)
+            await self._reject(
+                delivery, publisher=publisher, sealed=sealed, authenticated=authenticated, error=exc, now=now
+            )
             return Outcome(kind="message", result="rejected", code=exc.code, sender=publisher)
         await self.record_acceptance(authenticated, now)
         await self._route_and_record(authenticated, sealed)
@@ -306,6 +308,7 @@ class IngressPipeline:
     async def _reject(
         self,
         delivery: IngressDelivery,
+        *,
         publisher: AgencyId,
         sealed: SealedMessage | None,
         authenticated: AuthenticatedHeader | None,

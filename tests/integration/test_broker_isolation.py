@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-    from conftest import BrokerNetworkFactory, BrokerTestNetwork
 
     from deploy.broker import ManagementClient
+    from tests.integration.conftest import BrokerNetworkFactory, BrokerTestNetwork
 
 pytestmark = pytest.mark.broker
 
@@ -395,7 +395,7 @@ async def test_rejected_delivery_is_dead_lettered_with_its_origin(
 async def test_poison_submission_is_dead_lettered_after_the_delivery_limit(
     broker_network: BrokerTestNetwork,
 ) -> None:
-    """A submission returned delivery_limit times more is dead-lettered as delivery_limit."""
+    """A submission nacked with requeue is delivered 1 + delivery_limit times, then dead-lettered."""
     limit = broker_network.plan.delivery_limit
     message_id = _message_id()
     await _submit(broker_network, A, message_id)

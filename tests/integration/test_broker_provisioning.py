@@ -41,7 +41,7 @@ from protocol.topology import (
 )
 
 if TYPE_CHECKING:
-    from conftest import BrokerNetworkFactory, BrokerSettings, BrokerTestNetwork
+    from tests.integration.conftest import BrokerNetworkFactory, BrokerSettings, BrokerTestNetwork
 
 pytestmark = pytest.mark.broker
 

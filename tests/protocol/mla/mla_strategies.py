@@ -18,7 +18,7 @@ JsonObject = dict[str, Any]
 
 ARABIC = st.characters(min_codepoint=0x0600, max_codepoint=0x06FF)
 BENGALI = st.characters(min_codepoint=0x0980, max_codepoint=0x09FF)
-ANY_TEXT_CHARACTER = st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00")
+ANY_TEXT_CHARACTER = st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00")
 JOINERS_AND_ISOLATES = st.sampled_from(["\u200c", "\u200d", "\u2066", "\u2067", "\u2068", "\u2069", " ", "\n"])
 
 texts = st.one_of(
