@@ -106,16 +106,22 @@ def launches(description: NetworkDescription, paths: NetworkPaths) -> list[Servi
 
 
 def _process_alive(pid: int, module: str, root: Path) -> bool:
-    """Whether `pid` is our `python -m <module>` for this state directory (not a recycled pid)."""
+    """Whether `pid` is our `python -m <module>` for this state directory (not a recycled pid, not a zombie)."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():
+        return True  # no procfs (not Linux): trust the signal probe
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (not Linux): trust the signal probe
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in {"Z", "X"}:
+            return False
+        cmdline = (proc / "cmdline").read_bytes()
+        environ = (proc / "environ").read_bytes()
+    except (OSError, IndexError):
+        return False
     return f"-m\0{module}".encode() in cmdline and str(root).encode() in environ
 
 
