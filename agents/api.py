@@ -21,15 +21,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.errors import Conflict, TransientFailure
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
-from agents.submission import SenderKeys, prepare_submission, record_submission
+from agents.submission import SenderKeys, prepare_submission, read_submission, record_submission
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import (
     ContentInvalid,
     ErrorCode,
+    IllegalTransition,
     KeyRejected,
     LimitExceeded,
     MalformedInput,
@@ -37,9 +39,9 @@ from protocol.errors import (
     ProtocolError,
 )
 from protocol.evidence import EvidenceType, issue_evidence, new_statement
-from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
+from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_case_id, parse_message_id
 from protocol.limits import Limits
-from protocol.mla import MessageType, document_json_schema
+from protocol.mla import Deadline, MessageType, document_json_schema
 
 log = structlog.get_logger("rogatory.agent.api")
 
@@ -88,6 +90,8 @@ def problem_for(error: ProtocolError) -> web.Response:  # noqa: PLR0911 - one an
         return problem(403, error.code, "Not allowed", error.detail)
     if isinstance(error, KeyRejected):
         return problem(422, error.code, "No usable key", error.detail)
+    if isinstance(error, IllegalTransition):
+        return problem(409, error.code, "Not allowed in the case as it stands", error.detail)
     if isinstance(error, MalformedInput):
         return problem(400, error.code, "Malformed request", error.detail)
     return problem(400, error.code, "Refused", error.detail)
@@ -107,6 +111,8 @@ class ApiContext:
     clock: Callable[[], datetime]
     wake_outbox: Callable[[], None]
     health: Callable[[], dict[str, Any]]
+    cases: CaseBook | None = None
+    """The case book shared with the receiver; the API makes one of its own if none is given."""
 
 
 class AgentApi:
@@ -114,6 +120,7 @@ class AgentApi:
 
     def __init__(self, context: ApiContext) -> None:
         self._ctx = context
+        self._cases = context.cases if context.cases is not None else CaseBook(context.agency)
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
@@ -129,6 +136,7 @@ class AgentApi:
         router.add_get("/v1/inbox", self.inbox)
         router.add_post("/v1/inbox/{message_id}/ack", self.ack)
         router.add_get("/v1/schema/{message_type}", self.schema)
+        router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
         return app
 
     # -- middlewares -------------------------------------------------------------------
@@ -202,17 +210,26 @@ class AgentApi:
                 "Invalid Idempotency-Key",
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
             )
-        body = await request.read()
-        now = self._ctx.clock()
-        prepared = prepare_submission(
-            body,
-            sender=self._ctx.sender,
-            directory=self._ctx.directory(),
-            now=now,
-            message_ttl=self._ctx.message_ttl,
-            limits=self._ctx.limits,
-        )
-        accepted = await record_submission(self._ctx.store, prepared, idempotency_key=idempotency_key, now=now)
+        submitted = read_submission(await request.read(), limits=self._ctx.limits)
+        case_id = submitted.case_id
+        async with self._cases.serialised(case_id):
+            sequence = None
+            if case_id is not None and not submitted.numbered:
+                async with self._ctx.store.transaction() as tx:
+                    sequence = await self._cases.next_sequence(tx, case_id)
+            now = self._ctx.clock()
+            prepared = prepare_submission(
+                submitted,
+                sender=self._ctx.sender,
+                directory=self._ctx.directory(),
+                now=now,
+                message_ttl=self._ctx.message_ttl,
+                limits=self._ctx.limits,
+                sequence=sequence,
+            )
+            accepted = await record_submission(
+                self._ctx.store, prepared, cases=self._cases, idempotency_key=idempotency_key, now=now
+            )
         if accepted.created:
             self._ctx.wake_outbox()
             log.info(
@@ -305,6 +322,15 @@ class AgentApi:
         log.info("message_retrieved", message_id=record.message_id, sender=record.sender)
         return at
 
+    async def case(self, request: web.Request) -> web.Response:
+        """`GET /v1/cases/{case_id}`: the case state, its messages both ways in order, deadlines, what is overdue."""
+        case_id = parse_case_id(request.match_info["case_id"])
+        async with self._ctx.store.transaction() as tx:
+            found = await self._cases.case_file(tx, case_id)
+        if found is None:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown case", f"no message of case {case_id} is held here")
+        return json_answer(_case_answer(found, self._ctx.clock()))
+
     async def schema(self, request: web.Request) -> web.Response:
         """`GET /v1/schema/{message_type}`: the JSON Schema of one message type."""
         name = request.match_info["message_type"]
@@ -357,6 +383,56 @@ def _evidence_item(record: EvidenceRecord) -> dict[str, Any]:
         "statement": json.loads(record.signed),
         "received_at": record.received_at,
         "inclusion_proof": None if record.inclusion_proof is None else json.loads(record.inclusion_proof),
+    }
+
+
+def _case_answer(case: CaseFile, now: datetime) -> dict[str, Any]:
+    view = case.view
+    return {
+        "case_id": case.case_id,
+        "state": case.state,
+        "role": case.role,
+        "requesting": None if view is None else view.requesting,
+        "requested": None if view is None else view.requested,
+        "items": {} if view is None else dict(view.items),
+        "may_send": sorted(case.may_send()),
+        "messages": [_case_message(message) for message in case.messages],
+        "deadlines": [] if view is None else [_deadline(deadline, now) for deadline in view.deadlines],
+        "overdue": [] if view is None else [_deadline(deadline, now) for deadline in view.overdue(now)],
+        "as_of": format_timestamp(now),
+    }
+
+
+def _case_message(message: CaseMessage) -> dict[str, Any]:
+    document, entry = message.document, message.entry
+    item: dict[str, Any] = {
+        "message_id": entry.message_id,
+        "direction": message.direction,
+        "message_type": entry.message_type,
+        "sender": entry.sender,
+        "recipient": entry.recipient,
+        "sequence": document.sequence,
+        "created_at": None if document.created_at is None else format_timestamp(document.created_at),
+        "in_reply_to": None if document.in_reply_to is None else str(document.in_reply_to),
+        "applied": message.not_applied is None,
+    }
+    if message.not_applied is not None:
+        item["not_applied"] = message.not_applied
+    if message.direction is Direction.SENT:
+        item |= {"status": entry.status, "status_reason": entry.status_reason}
+    else:
+        item |= {"received_at": entry.received_at, "retrieved_at": entry.retrieved_at}
+    return item
+
+
+def _deadline(deadline: Deadline, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": deadline.kind,
+        "due": deadline.due.isoformat(),
+        "owed_by": deadline.owed_by,
+        "set_by": None if deadline.set_by is None else str(deadline.set_by),
+        "item_id": deadline.item_id,
+        "overdue": deadline.is_overdue(now),
     }
 
 

@@ -1,20 +1,37 @@
-"""An agent's two broker roles: `OutboxRelay` (publishing) and `InboxConsumer`.
+"""An agent's broker roles: `SubmitPublisher` with its `OutboxRelay`, and `InboxConsumer`.
 
 The agent declares nothing and may do nothing but publish to `mla.submit`
 and read its own inbox: the broker enforces it. Every publish carries the
 agency's broker user as `user_id` (RabbitMQ refuses any other), is
-persistent, mandatory and confirmed. A submission leaves the outbox as
+persistent, mandatory and confirmed; a return (no ingress bound) or a nack
+is a failure like a lost connection. A submission leaves the outbox as
 `queued` only once the broker confirmed it; until then it is published
-again, with the same bytes and message id, which the gateway recognises.
+again, with the same bytes and message id, which the gateway recognises
+(a lost confirm costs a duplicate the gateway drops, never a loss).
+
+Connections go through a `FailoverConnector`: one broker, or the nodes of a
+cluster (`ROGATORY_AMQP_URL` lists them, comma-separated), tried in order
+from the one after the last used; AMQP heartbeats drop a connection that
+froze. Consuming the inbox (`QueueConsumer`, one delivery at a time) acks
+only after the durable write, retries a transient failure in place while
+holding the delivery (every return counts toward the queue's delivery
+limit), and consumes again on a new connection whenever the connection, the
+channel or the subscription is lost or an acknowledgement could not be sent
+(the broker redelivers; the receiver recognises the duplicate). Each
+consumer says since when it has been down (`down_for`), which
+`agents.watchdog` turns into an exit for the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aio_pika.abc
@@ -39,12 +56,106 @@ _BROKER_ERRORS = (
 )
 
 
+def _cancelled_by_the_library() -> bool:
+    """Whether a `CancelledError` came from aiormq, not from a cancellation of the running task.
+
+    aiormq cancels the futures of a connection it drops (a stuck one, say): that must count as a lost
+    connection. A cancellation of the running task (shutdown) must go on propagating.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+CLOSE_TIMEOUT_S: Final = 5.0
+"""How long closing a consumer or a connection may take before it is abandoned (a frozen peer)."""
+
+
+class _ConsumerLost(ConnectionError):
+    """The consumer's connection, channel or subscription is gone: consume again on a new connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoints:
+    """The broker nodes one identity may connect to, and how connections are kept alive.
+
+    `urls` are AMQP URLs with the same user, password and vhost (the nodes of
+    one cluster, or one broker). `heartbeat_s` is the AMQP heartbeat: a peer
+    silent for about three heartbeats is dropped (0 disables heartbeats).
+    """
+
+    urls: tuple[str, ...]
+    heartbeat_s: int = 10
+    connect_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("at least one AMQP URL is needed")
+
+    @property
+    def broker_user(self) -> str:
+        """The user name every URL logs in as: what RabbitMQ checks `user_id` against."""
+        return unquote(urlsplit(self.urls[0]).username or "")
+
+    @property
+    def vhost(self) -> str:
+        """The vhost of the URLs (`/` when they name none)."""
+        path = urlsplit(self.urls[0]).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def node_of(url: str) -> str:
+    """`host:port` of an AMQP URL, for logs (never the credentials)."""
+    parts = urlsplit(url)
+    default = 5671 if parts.scheme == "amqps" else 5672
+    return f"{parts.hostname}:{parts.port or default}"
+
+
+class FailoverConnector:
+    """Opens connections to the first node that answers, starting after the node used last."""
+
+    def __init__(self, endpoints: BrokerEndpoints) -> None:
+        self._endpoints = endpoints
+        self._next = 0
+
+    @property
+    def endpoints(self) -> BrokerEndpoints:
+        """The nodes and settings this connector uses."""
+        return self._endpoints
+
+    async def connect(self, role: str) -> aio_pika.abc.AbstractConnection:
+        """A new connection for `role`; `BrokerUnavailable` if no node answered."""
+        urls = self._endpoints.urls
+        failures: list[str] = []
+        for offset in range(len(urls)):
+            index = (self._next + offset) % len(urls)
+            try:
+                connection = await aio_pika.connect(
+                    urls[index],
+                    timeout=self._endpoints.connect_timeout_s,
+                    heartbeat=self._endpoints.heartbeat_s,
+                    client_properties={"connection_name": f"rogatory agent {role}"},
+                )
+            except _BROKER_ERRORS as exc:
+                failures.append(f"{node_of(urls[index])}: {exc!r}"[:200])
+                continue
+            except asyncio.CancelledError:
+                if not _cancelled_by_the_library():
+                    raise
+                failures.append(f"{node_of(urls[index])}: connection dropped while opening")
+                continue
+            self._next = (index + 1) % len(urls)
+            log.info("broker_connected", role=role, node=node_of(urls[index]))
+            return connection
+        self._next = (self._next + 1) % len(urls)
+        raise BrokerUnavailable(f"no broker node answered: {'; '.join(failures)}")
+
+
 class SubmitPublisher:
     """Publishes to `mla.submit` under this agency's broker user, waiting for confirms."""
 
-    def __init__(self, amqp_url: str, *, broker_user: str, routing_key: str, confirm_timeout: float = 30.0) -> None:
-        self._url = amqp_url
-        self._user = broker_user
+    def __init__(self, connector: FailoverConnector, *, routing_key: str, confirm_timeout: float = 30.0) -> None:
+        self._connector = connector
+        self._user = connector.endpoints.broker_user
         self._routing_key = routing_key
         self._timeout = confirm_timeout
         self._connection: aio_pika.abc.AbstractConnection | None = None
@@ -57,7 +168,7 @@ class SubmitPublisher:
                 return self._exchange
             await self._drop()
             try:
-                self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+                self._connection = await self._connector.connect("publisher")
                 channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._exchange = await channel.get_exchange(SUBMIT_EXCHANGE, ensure=False)
             except _BROKER_ERRORS as exc:
@@ -69,7 +180,7 @@ class SubmitPublisher:
         connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*_BROKER_ERRORS):
-                await connection.close()
+                await asyncio.wait_for(connection.close(), timeout=CLOSE_TIMEOUT_S)
 
     async def publish(self, *, body: bytes, kind: str, message_id: str) -> None:
         """Publish one persistent, mandatory message; return once the broker confirmed it."""
@@ -88,8 +199,15 @@ class SubmitPublisher:
             # A return (no ingress queue bound) or a nack: both mean "not taken", try again later.
             raise BrokerUnavailable(f"the broker did not take the message: {exc!r}") from exc
         except _BROKER_ERRORS as exc:
-            await self._drop()
+            async with self._lock:
+                await self._drop()
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
+        except asyncio.CancelledError as exc:
+            if not _cancelled_by_the_library():
+                raise
+            async with self._lock:
+                await self._drop()
+            raise BrokerUnavailable("publish not confirmed: its connection was dropped") from exc
 
     async def close(self) -> None:
         """Close the publishing connection."""
@@ -120,7 +238,7 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Publish until `stopping` is set, with a capped backoff while the broker is away."""
+        """Publish until `stopping` is set, with a capped backoff while the broker (or the disk) is away."""
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
@@ -163,102 +281,255 @@ class OutboxRelay:
                     await self._store.delete_pending_evidence(done)
 
 
-class InboxConsumer:
-    """Consumes this agency's inbox queue one delivery at a time, acking after the durable write."""
+D = TypeVar("D")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerPolicy:
+    """How a consumer paces itself: prefetch, retries in place, reconnects."""
+
+    prefetch: int
+    retry_delay_s: float = 1.0
+    max_retry_delay_s: float = 10.0
+    max_reconnect_delay_s: float = 15.0
+
+
+class QueueConsumer(Generic[D, R]):
+    """Consumes one queue, one delivery at a time, acknowledging after `handle` returned (module docstring)."""
 
     def __init__(
         self,
-        amqp_url: str,
-        queue_name: str,
-        handle: Callable[[InboxDelivery], Awaitable[Received]],
+        connector: FailoverConnector,
         *,
-        prefetch: int,
-        retry_delay: float = 1.0,
-        max_reconnect_delay: float = 15.0,
+        name: str,
+        queue: str,
+        convert: Callable[[aio_pika.abc.AbstractIncomingMessage], D],
+        handle: Callable[[D], Awaitable[R]],
+        summary: Callable[[R], Mapping[str, object]],
+        processed_event: str,
+        policy: ConsumerPolicy,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._url = amqp_url
-        self._queue_name = queue_name
+        self.name = name
+        self._processed_event = processed_event
+        self._connector = connector
+        self._queue = queue
+        self._convert = convert
         self._handle = handle
-        self._prefetch = prefetch
-        self._retry_delay = retry_delay
-        self._max_reconnect_delay = max_reconnect_delay
+        self._summary = summary
+        self._policy = policy
+        self._clock = clock
         self.connected = asyncio.Event()
+        self._down_since: float | None = clock()
+        self._consumed = False
+
+    def down_for(self) -> float:
+        """Seconds since this consumer last stopped consuming (0 while it consumes)."""
+        return 0.0 if self._down_since is None else self._clock() - self._down_since
+
+    def _mark_consuming(self) -> None:
+        self._down_since = None
+        self._consumed = True
+        self.connected.set()
+
+    def _mark_down(self) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+        self.connected.clear()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume until `stopping` is set, reconnecting with backoff whenever the broker goes away."""
+        """Consume until `stopping` is set, consuming again on a new connection whenever one is lost."""
         delay = 0.5
         while not stopping.is_set():
             try:
                 await self._consume(stopping)
                 delay = 0.5
-            except _BROKER_ERRORS as exc:
-                self.connected.clear()
-                log.warning("inbox_connection_lost", error=repr(exc)[:300], retry_in_s=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-                delay = min(delay * 2, self._max_reconnect_delay)
+            except asyncio.CancelledError:
+                if not _cancelled_by_the_library():
+                    raise
+                self._mark_down()
+                log.warning(
+                    "consumer_connection_lost", consumer=self.name, error="cancelled by aiormq", retry_in_s=delay
+                )
+                await _wait(stopping, delay)
+            except (*_BROKER_ERRORS, TransientFailure) as exc:
+                if self._consumed:
+                    delay = 0.5  # it had been consuming: a fresh failure, not the next of a series
+                self._consumed = False
+                self._mark_down()
+                log.warning("consumer_connection_lost", consumer=self.name, error=repr(exc)[:300], retry_in_s=delay)
+                await _wait(stopping, delay)
+                delay = min(delay * 2, self._policy.max_reconnect_delay_s)
 
     async def _consume(self, stopping: asyncio.Event) -> None:
-        connection = await aio_pika.connect(self._url, timeout=15)
+        connection = await self._connector.connect(self.name)
+        iterator: aio_pika.abc.AbstractQueueIterator | None = None
+        lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def lose(reason: str) -> None:
+            if not lost.done():
+                lost.set_result(reason)
+
         try:
+            connection.close_callbacks.add(lambda *_: lose("the connection closed"))
             channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._prefetch)
-            queue = await channel.get_queue(self._queue_name, ensure=False)
-            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-            def on_close(*_: object) -> None:
-                if not closed.done():
-                    closed.set_result(None)
-
-            connection.close_callbacks.add(on_close)
-            async with queue.iterator() as deliveries:
-                self.connected.set()
-                log.info("inbox_consuming", queue=self._queue_name)
-                iterator = aiter(deliveries)
-                while not stopping.is_set():
-                    next_delivery = asyncio.ensure_future(anext(iterator))
-                    stop_wait = asyncio.ensure_future(stopping.wait())
-                    waiters: set[asyncio.Future[Any]] = {next_delivery, stop_wait, closed}
-                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    stop_wait.cancel()
-                    if next_delivery not in done:
-                        next_delivery.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, *_BROKER_ERRORS):
-                            await next_delivery
-                        if closed in done:
-                            raise ConnectionError("connection to the broker closed")
-                        break
-                    await self._process(next_delivery.result())
+            channel.close_callbacks.add(lambda *_: lose("the channel closed"))
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(lambda *_: lose("the broker cancelled the consumer"))
+            await channel.set_qos(prefetch_count=self._policy.prefetch)
+            queue = await channel.get_queue(self._queue, ensure=False)
+            iterator = queue.iterator()
+            await iterator.consume()
+            self._mark_consuming()
+            log.info("consumer_consuming", consumer=self.name, queue=self._queue)
+            while not stopping.is_set():
+                message = await self._next(iterator, stopping, lost)
+                if message is None:
+                    break
+                await self._process(message, stopping, lost)
         finally:
-            self.connected.clear()
+            self._mark_down()
+            if iterator is not None:
+                # Hands the buffered deliveries back (or finds the channel gone: they come back anyway).
+                with contextlib.suppress(*_BROKER_ERRORS, ExceptionGroup):
+                    await asyncio.wait_for(iterator.close(), timeout=CLOSE_TIMEOUT_S)
             with contextlib.suppress(*_BROKER_ERRORS):
-                await connection.close()
+                await asyncio.wait_for(connection.close(), timeout=CLOSE_TIMEOUT_S)
 
-    async def _process(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        delivery = InboxDelivery(body=message.body, kind=message.type, user_id=message.user_id)
+    async def _next(
+        self, iterator: aio_pika.abc.AbstractQueueIterator, stopping: asyncio.Event, lost: asyncio.Future[str]
+    ) -> aio_pika.abc.AbstractIncomingMessage | None:
+        """The next delivery; None once `stopping` is set; `ConsumerLost` once the subscription is gone."""
+        next_delivery = asyncio.ensure_future(anext(iterator))
+        stop_wait = asyncio.ensure_future(stopping.wait())
+        waiters: set[asyncio.Future[Any]] = {next_delivery, stop_wait, lost}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if lost.done() or not next_delivery.done():
+            next_delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, *_BROKER_ERRORS):
+                await next_delivery
+            if lost.done():
+                raise _ConsumerLost(lost.result())
+            return None
         try:
-            received = await self._handle(delivery)
-        except TransientFailure as exc:
-            log.warning("inbox_retry", error=str(exc)[:300], message_id=message.message_id)
-            await asyncio.sleep(self._retry_delay)
-            await message.nack(requeue=True)
-            return
-        except Exception:
-            # A bug, not a verdict on the input: hand it back; the delivery limit
-            # dead-letters it if it keeps failing.
-            log.exception("inbox_unexpected_error", message_id=message.message_id)
-            await asyncio.sleep(self._retry_delay)
-            await message.nack(requeue=True)
-            return
-        await message.ack()
-        log.info(
-            "inbox_processed",
-            kind=received.kind,
-            result=received.result,
-            code=received.code,
-            message_id=received.message_id,
-            sender=received.sender,
+            return next_delivery.result()
+        except StopAsyncIteration:
+            raise _ConsumerLost("the queue iterator ended") from None
+
+    async def _process(
+        self, message: aio_pika.abc.AbstractIncomingMessage, stopping: asyncio.Event, lost: asyncio.Future[str]
+    ) -> None:
+        delivery = self._convert(message)
+        delay = self._policy.retry_delay_s
+        while True:
+            try:
+                result = await self._handle(delivery)
+                break
+            except TransientFailure as exc:
+                if lost.done() or stopping.is_set():
+                    log.warning(
+                        "consumer_handed_back", consumer=self.name, error=str(exc)[:300], message_id=message.message_id
+                    )
+                    await self._settle(message.nack(requeue=True), "hand back")
+                    return
+                log.warning(
+                    "consumer_retry",
+                    consumer=self.name,
+                    error=str(exc)[:300],
+                    message_id=message.message_id,
+                    retry_in_s=delay,
+                )
+                await _wait_any(stopping, lost, delay)
+                delay = min(delay * 2, self._policy.max_retry_delay_s)
+            except Exception:
+                # A bug, not a verdict on the input: hand it back; the delivery limit
+                # dead-letters it if it keeps failing, and the operator sees it there.
+                log.exception("consumer_unexpected_error", consumer=self.name, message_id=message.message_id)
+                await _wait_any(stopping, lost, self._policy.retry_delay_s)
+                await self._settle(message.nack(requeue=True), "hand back")
+                return
+        await self._settle(message.ack(), "acknowledge")
+        log.info(self._processed_event, **self._summary(result))
+
+    async def _settle(self, operation: Awaitable[None], what: str) -> None:
+        """Acknowledge or hand back; a channel gone means the broker redelivers: consume again."""
+        try:
+            await asyncio.wait_for(operation, timeout=CLOSE_TIMEOUT_S)
+        except _BROKER_ERRORS as exc:
+            log.warning("consumer_settle_lost", consumer=self.name, action=what, error=repr(exc)[:200])
+            raise _ConsumerLost(f"could not {what} a delivery: {exc!r}") from exc
+        except asyncio.CancelledError as exc:
+            if not _cancelled_by_the_library():
+                raise
+            log.warning("consumer_settle_lost", consumer=self.name, action=what, error="cancelled by aiormq")
+            raise _ConsumerLost(f"could not {what} a delivery: its connection was dropped") from exc
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+
+
+async def _wait_any(stopping: asyncio.Event, lost: asyncio.Future[str], seconds: float) -> None:
+    stop_wait = asyncio.ensure_future(stopping.wait())
+    waiters: set[asyncio.Future[Any]] = {stop_wait, lost}
+    await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    stop_wait.cancel()
+
+
+def _inbox_delivery(message: aio_pika.abc.AbstractIncomingMessage) -> InboxDelivery:
+    return InboxDelivery(body=message.body, kind=message.type, user_id=message.user_id)
+
+
+def _received_summary(received: Received) -> Mapping[str, object]:
+    return {
+        "kind": received.kind,
+        "result": received.result,
+        "code": received.code,
+        "message_id": received.message_id,
+        "sender": received.sender,
+    }
+
+
+class InboxConsumer(QueueConsumer[InboxDelivery, Received]):
+    """Consumes this agency's inbox queue; logs `inbox_processed` for each delivery acknowledged."""
+
+    def __init__(
+        self,
+        connector: FailoverConnector,
+        queue_name: str,
+        handle: Callable[[InboxDelivery], Awaitable[Received]],
+        *,
+        prefetch: int,
+    ) -> None:
+        super().__init__(
+            connector,
+            name="inbox",
+            queue=queue_name,
+            convert=_inbox_delivery,
+            handle=handle,
+            summary=_received_summary,
+            processed_event="inbox_processed",
+            policy=ConsumerPolicy(prefetch=prefetch),
         )
 
 
-__all__ = ["InboxConsumer", "OutboxRelay", "SubmitPublisher"]
+def endpoints_from_setting(amqp_url: str, *, heartbeat_s: int) -> BrokerEndpoints:
+    """The endpoints of `ROGATORY_AMQP_URL` (one URL, or several separated by commas)."""
+    urls = tuple(part.strip() for part in amqp_url.split(",") if part.strip())
+    return BrokerEndpoints(urls=urls, heartbeat_s=heartbeat_s)
+
+
+__all__ = [
+    "BrokerEndpoints",
+    "ConsumerPolicy",
+    "FailoverConnector",
+    "InboxConsumer",
+    "OutboxRelay",
+    "QueueConsumer",
+    "SubmitPublisher",
+    "endpoints_from_setting",
+    "node_of",
+]

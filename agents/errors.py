@@ -8,6 +8,7 @@ Tree::
      |    +-- StoreUnavailable     the database could not commit
      +-- Conflict                  a message id or idempotency key reused for another document
      +-- ConfigurationError        settings, keys or directory unusable at start-up
+     +-- ServiceUnhealthy          a watchdog found the process wedged: it exits for its supervisor
 """
 
 from __future__ import annotations
@@ -44,11 +45,16 @@ class ConfigurationError(AgentError):
     """Settings, keys or directory are unusable; the agent does not start."""
 
 
+class ServiceUnhealthy(AgentError):
+    """A consumer stayed down past the watchdog's limit, or a task of the service ended: exit, be restarted."""
+
+
 __all__ = [
     "AgentError",
     "BrokerUnavailable",
     "ConfigurationError",
     "Conflict",
+    "ServiceUnhealthy",
     "StoreUnavailable",
     "TransientFailure",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from protocol.errors import ErrorCode
-from protocol.mla import MessageType
+from protocol.mla import CaseState, DeadlineKind, MessageType, Role
 
 _PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
 
@@ -72,8 +72,9 @@ OPENAPI: Final[dict[str, Any]] = {
                 "type": "object",
                 "description": (
                     'One MLA message document (`"schema": "mla-exchange/1.0"`); its full JSON Schema, per '
-                    "message type, is served at `/v1/schema/{message_type}`. `message_id`, `created_at` and "
-                    "`integrity` are filled in by the agent where absent."
+                    "message type, is served at `/v1/schema/{message_type}`. `message_id`, `created_at`, "
+                    "`sequence` (the next number in the case) and `integrity` are filled in by the agent where "
+                    "absent."
                 ),
                 "required": ["schema", "message_type", "case_id", "sender", "recipient", "payload"],
                 "properties": {"message_type": {"$ref": "#/components/schemas/MessageType"}},
@@ -108,6 +109,70 @@ OPENAPI: Final[dict[str, Any]] = {
                         "description": "The signed statement: payload_type, payload (base64), key_id, signature",
                     },
                     "inclusion_proof": {"type": ["object", "null"]},
+                },
+            },
+            "CaseState": {"type": "string", "enum": [state.value for state in CaseState]},
+            "Deadline": {
+                "type": "object",
+                "required": ["kind", "due", "owed_by", "overdue"],
+                "properties": {
+                    "kind": {"type": "string", "enum": [kind.value for kind in DeadlineKind]},
+                    "due": {"type": "string", "format": "date"},
+                    "owed_by": {"type": "string", "enum": [role.value for role in Role]},
+                    "set_by": {"type": ["string", "null"], "format": "uuid"},
+                    "item_id": {"type": ["string", "null"]},
+                    "overdue": {"type": "boolean"},
+                },
+            },
+            "CaseMessage": {
+                "type": "object",
+                "required": ["message_id", "direction", "message_type", "sender", "recipient", "applied"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "direction": {"type": "string", "enum": ["sent", "received"]},
+                    "message_type": {"$ref": "#/components/schemas/MessageType"},
+                    "sender": {"type": "string"},
+                    "recipient": {"type": "string"},
+                    "sequence": {"type": ["integer", "null"]},
+                    "created_at": {"type": ["string", "null"], "format": "date-time"},
+                    "in_reply_to": {"type": ["string", "null"]},
+                    "applied": {
+                        "type": "boolean",
+                        "description": "False for a sent message the case no longer allows (see `not_applied`)",
+                    },
+                    "not_applied": {"type": "string"},
+                    "status": {"$ref": "#/components/schemas/Status"},
+                    "status_reason": {"type": ["string", "null"]},
+                    "received_at": {"type": "string", "format": "date-time"},
+                    "retrieved_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "Case": {
+                "type": "object",
+                "required": ["case_id", "state", "role", "items", "messages", "deadlines", "overdue"],
+                "properties": {
+                    "case_id": {"type": "string"},
+                    "state": {
+                        "oneOf": [{"$ref": "#/components/schemas/CaseState"}, {"type": "null"}],
+                        "description": "null only while no request of the case is in force",
+                    },
+                    "role": {"type": ["string", "null"], "enum": [*(role.value for role in Role), None]},
+                    "requesting": {"type": ["string", "null"]},
+                    "requested": {"type": ["string", "null"]},
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "Status of each assistance item by item_id",
+                    },
+                    "may_send": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/MessageType"},
+                        "description": "The message types this agency may send in the current state",
+                    },
+                    "messages": {"type": "array", "items": {"$ref": "#/components/schemas/CaseMessage"}},
+                    "deadlines": {"type": "array", "items": {"$ref": "#/components/schemas/Deadline"}},
+                    "overdue": {"type": "array", "items": {"$ref": "#/components/schemas/Deadline"}},
+                    "as_of": {"type": "string", "format": "date-time"},
                 },
             },
             "InboxMessage": {
@@ -162,7 +227,11 @@ OPENAPI: Final[dict[str, Any]] = {
                     "400": _problem("Malformed JSON, duplicate keys, invalid Unicode"),
                     **_AUTH_ERRORS,
                     "403": _problem("Sender is not this agency, or no agreement allows the exchange"),
-                    "409": _problem("Message id or Idempotency-Key reused for another document"),
+                    "409": _problem(
+                        "Message id or Idempotency-Key reused for another document (`MESSAGE_ID_CONFLICT`, "
+                        "`IDEMPOTENCY_KEY_REUSED`), or the case's state does not allow this message type from "
+                        "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type)"
+                    ),
                     "413": _problem("Document over the size limit"),
                     "415": _problem("Not application/json"),
                     "422": _problem("Invalid document: every field error in `errors`"),
@@ -227,6 +296,24 @@ OPENAPI: Final[dict[str, Any]] = {
                     **_AUTH_ERRORS,
                     "404": _problem("No such received message"),
                     "409": _problem("Several senders used this id: add ?sender="),
+                },
+            }
+        },
+        "/v1/cases/{case_id}": {
+            "get": {
+                "summary": "One MLA case: its state, its messages both ways in case order, deadlines, what is overdue",
+                "description": (
+                    "The messages are ordered by `sequence`, then `created_at`, then `message_id` and sender, "
+                    "which both agencies read from the same signed documents, so both compute the same state. "
+                    "Sent messages that were refused on the way (`rejected`, `failed`, `expired` before delivery) "
+                    "are not part of the case."
+                ),
+                "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _ok("The case as this agency knows it", {"$ref": "#/components/schemas/Case"}),
+                    "400": _problem("Not a case id (`INVALID_IDENTIFIER`)"),
+                    **_AUTH_ERRORS,
+                    "404": _problem("No message of this case is held here"),
                 },
             }
         },

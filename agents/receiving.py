@@ -8,11 +8,14 @@ A recipient never trusts the gateway. For a sealed message, in order:
 3. the document parses strictly and validates against its content model;
 4. the document says what the signed header says (id, type, case, sender, recipient);
 5. a (sender, message id) is stored once: the same envelope again only re-confirms;
-6. store the message and the `DELIVERY` evidence in one transaction, then ack.
+6. in one transaction: the case as this agency knows it allows the message
+   (`CaseBook.admit`; a message its sending agent should have refused, but
+   which slipped through, is refused here with `ILLEGAL_TRANSITION`), then
+   store the message and the `DELIVERY` evidence; then ack.
 
 A refusal after step 2 authenticated the sender is answered with signed
-`NON_DELIVERY` evidence and its reason; one before that cannot be attributed
-to anyone and is logged and dropped.
+`NON_DELIVERY` evidence and its reason, and nothing of the message is kept;
+one before that cannot be attributed to anyone and is logged and dropped.
 
 Evidence about our own messages is verified against the directory, matched
 with the outbox (same message id and digest), kept, and moves the status.
@@ -26,12 +29,13 @@ from datetime import datetime
 
 import structlog
 
+from agents.cases import CaseBook, Direction
 from agents.status import MessageStatus, status_after
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, parse_json_strict
 from protocol.envelope import AuthenticatedHeader, OpenedMessage, SealedMessage, authenticate_header, open_sealed
-from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, ProtocolError
+from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, IllegalTransition, ProtocolError
 from protocol.evidence import (
     EvidenceType,
     Reason,
@@ -92,8 +96,11 @@ class Receiver:
         limits: Limits,
         clock: Callable[[], datetime],
         on_evidence_issued: Callable[[], None] = lambda: None,
+        cases: CaseBook | None = None,
     ) -> None:
+        """`cases` is the book shared with the API (a book of its own if none is given)."""
         self._keys = keys
+        self._cases = cases if cases is not None else CaseBook(keys.agency)
         self._directory = directory
         self._store = store
         self._gateway_user = gateway_broker_user
@@ -151,7 +158,13 @@ class Receiver:
             return Received(
                 kind="message", result="refused", code=exc.code, message_id=str(header.message_id), sender=header.sender
             )
-        await self._store_delivered(sealed, opened, document, now)
+        try:
+            await self._store_delivered(sealed, opened, document, now)
+        except IllegalTransition as exc:
+            await self._refuse(authenticated, exc, now)
+            return Received(
+                kind="message", result="refused", code=exc.code, message_id=str(header.message_id), sender=header.sender
+            )
         return Received(kind="message", result="delivered", message_id=str(header.message_id), sender=header.sender)
 
     def _validate(self, opened: OpenedMessage) -> MessageDocument:
@@ -182,6 +195,7 @@ class Receiver:
     async def _store_delivered(
         self, sealed: SealedMessage, opened: OpenedMessage, document: MessageDocument, now: datetime
     ) -> None:
+        """Step 6: admit the message to its case, store it and its `DELIVERY`; or raise `IllegalTransition`."""
         header = opened.header
         statement = new_statement(
             EvidenceType.DELIVERY,
@@ -198,6 +212,7 @@ class Receiver:
         async with self._store.transaction() as tx:
             if await tx.inbox_entry(header.sender, str(header.message_id)) is not None:
                 return
+            await self._cases.admit(tx, document, Direction.RECEIVED)
             await tx.insert_inbox(
                 InboxRecord(
                     seq=0,

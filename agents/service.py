@@ -1,10 +1,15 @@
 """Start-up, wiring and graceful shutdown of one agent process.
 
 Order at start: settings -> keys -> directory (verified) -> store -> outbox
-relay -> receiver and inbox consumer -> HTTP API. At SIGTERM or SIGINT the
-API stops taking requests, the consumer finishes the delivery in hand, the
-relay makes one last attempt to publish what is queued (what it cannot
-publish stays in the outbox for the next start), and connections close.
+relay -> case book (one, shared by the receiver and the API) -> receiver and
+inbox consumer -> HTTP API -> watchdog. At SIGTERM or SIGINT the
+API stops taking requests, the consumer finishes the delivery in hand and
+hands back what it had buffered, the relay makes one last attempt to
+publish what is queued (what it cannot publish stays in the outbox for the
+next start), and connections close. If a task ends on its own, or the
+watchdog finds the inbox consumer down for too long (`agents.watchdog`),
+the same shutdown runs and the process exits with status 70 for its
+supervisor to start it again.
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import structlog
 from aiohttp import web
 
 from agents.api import AgentApi, ApiContext
-from agents.broker import InboxConsumer, OutboxRelay, SubmitPublisher
-from agents.errors import ConfigurationError, TransientFailure
+from agents.auditing import GatewayAuditClient, ProofFollower, Witness
+from agents.broker import FailoverConnector, InboxConsumer, OutboxRelay, SubmitPublisher, endpoints_from_setting
+from agents.cases import CaseBook
+from agents.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from agents.logs import configure_logging
 from agents.receiving import Receiver, ReceiverKeys
 from agents.settings import AgentSettings
 from agents.store import AgentStore
 from agents.submission import SenderKeys
+from agents.watchdog import EXIT_UNHEALTHY, ConsumerWatchdog, finish, supervise
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode, ProtocolError
@@ -47,8 +56,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+SHUTDOWN_TIMEOUT_S = 10.0
+"""How long the tasks may take to finish at shutdown before they are cancelled."""
+
+
 def _broker_user(amqp_url: str) -> str:
-    user = urlsplit(amqp_url).username
+    user = urlsplit(amqp_url.split(",", 1)[0].strip()).username
     if not user:
         raise ConfigurationError("ROGATORY_AMQP_URL must name the agency's broker user")
     return unquote(user)
@@ -71,6 +84,34 @@ def _read_directory(settings: AgentSettings, authority: SigningPublicKey, now: d
         raise ConfigurationError(f"directory {settings.directory_file} refused: {exc}") from exc
 
 
+def _auditing(
+    settings: AgentSettings,
+    *,
+    agency: AgencyId,
+    signing_key: SigningPrivateKey,
+    directory: Directory,
+    store: AgentStore,
+    clock: Clock,
+) -> tuple[aiohttp.ClientSession, Witness, ProofFollower] | None:
+    """The witness and proof follower, when the gateway's audit API is configured."""
+    if settings.gateway_url is None or settings.gateway_token_file is None:
+        log.warning("auditing_disabled", reason="ROGATORY_GATEWAY_URL or ROGATORY_GATEWAY_TOKEN_FILE is not set")
+        return None
+    try:
+        token = settings.gateway_token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the gateway token file: {exc}") from exc
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    client = GatewayAuditClient(session, settings.gateway_url, token)
+    witness = Witness(
+        agency=agency, signing_key=signing_key, directory=lambda: directory, store=store, gateway=client, clock=clock
+    )
+    proofs = ProofFollower(
+        store=store, gateway=client, clock=clock, max_merge_delay=timedelta(seconds=settings.max_merge_delay_s)
+    )
+    return session, witness, proofs
+
+
 def _check_keys_listed(
     directory: Directory, agency: AgencyId, signing: SigningPrivateKey, encryption: EncryptionPrivateKey
 ) -> None:
@@ -84,7 +125,9 @@ def _check_keys_listed(
         raise ConfigurationError(f"encryption key {encryption.key_id} is not listed for {agency} in the directory")
 
 
-async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
+async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one place
+    settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
+) -> None:
     """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
     stopping = stopping or asyncio.Event()
     agency = parse_agency_id(settings.agency)
@@ -98,9 +141,11 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
     structlog.contextvars.bind_contextvars(agency=agency)
 
     store = await AgentStore.open(settings.data_dir / "agent.db", synchronous=settings.sqlite_synchronous)
-    broker_user = _broker_user(settings.amqp_url)
-    publisher = SubmitPublisher(settings.amqp_url, broker_user=broker_user, routing_key=agency)
+    _broker_user(settings.amqp_url)
+    endpoints = endpoints_from_setting(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
+    publisher = SubmitPublisher(FailoverConnector(endpoints), routing_key=agency)
     relay = OutboxRelay(store, publisher, clock=clock)
+    cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(
             agency=agency, signing_key=signing_key, encryption_keys={encryption_key.key_id: encryption_key}
@@ -111,18 +156,40 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         limits=settings.limits,
         clock=clock,
         on_evidence_issued=relay.wake,
+        cases=cases,
     )
-    consumer = InboxConsumer(settings.amqp_url, inbox_queue(agency), receiver.handle, prefetch=settings.prefetch)
+    consumer = InboxConsumer(
+        FailoverConnector(endpoints), inbox_queue(agency), receiver.handle, prefetch=settings.prefetch
+    )
+
+    auditing = _auditing(
+        settings, agency=agency, signing_key=signing_key, directory=directory, store=store, clock=clock
+    )
 
     def health() -> dict[str, Any]:
         connected = consumer.connected.is_set()
-        return {
+        answer: dict[str, Any] = {
             "status": "ok" if connected else "degraded",
             "service": "agent",
             "agency": agency,
             "inbox_connected": connected,
             "directory_version": directory.version,
         }
+        if auditing is not None:
+            _, witness, proofs = auditing
+            answer |= {
+                "witness_last_cosigned_at": None
+                if witness.last_witnessed_at is None
+                else witness.last_witnessed_at.isoformat(),
+                "forks_detected": witness.forks_detected,
+                "inclusion_proofs_overdue": proofs.overdue,
+            }
+            if witness.forks_detected or proofs.overdue:
+                answer["alarms"] = [
+                    *(["the gateway's audit log is forked"] if witness.forks_detected else []),
+                    *([f"{proofs.overdue} evidence without an inclusion proof"] if proofs.overdue else []),
+                ]
+        return answer
 
     context = ApiContext(
         agency=agency,
@@ -135,6 +202,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         clock=clock,
         wake_outbox=relay.wake,
         health=health,
+        cases=cases,
     )
     runner = web.AppRunner(AgentApi(context).app(), access_log=None)
     await runner.setup()
@@ -149,12 +217,21 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
     tasks = [
         asyncio.create_task(consumer.run(stopping), name="inbox"),
         asyncio.create_task(relay.run(stopping), name="outbox"),
+        asyncio.create_task(ConsumerWatchdog((consumer,), limit_s=settings.watchdog_s).run(stopping), name="watchdog"),
     ]
+    audit_session: aiohttp.ClientSession | None = None
+    if auditing is not None:
+        audit_session, witness, proofs = auditing
+        tasks += [
+            asyncio.create_task(witness.run(stopping, interval=settings.witness_interval_s), name="witness"),
+            asyncio.create_task(proofs.run(stopping, interval=settings.witness_interval_s), name="proofs"),
+        ]
+    failure: ServiceUnhealthy | None = None
     try:
-        await stopping.wait()
-        log.info("agent_stopping")
+        failure = await supervise(tasks, stopping)
+        log.info("agent_stopping", reason="unhealthy" if failure is not None else "asked")
         await runner.shutdown()
-        await asyncio.gather(*tasks)
+        await finish(tasks, timeout_s=SHUTDOWN_TIMEOUT_S)
         with contextlib.suppress(TransientFailure, TimeoutError):
             await asyncio.wait_for(relay.drain(), timeout=5)
     finally:
@@ -163,8 +240,12 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         await publisher.close()
+        if audit_session is not None:
+            await audit_session.close()
         await store.close()
         log.info("agent_stopped")
+    if failure is not None:
+        raise failure
 
 
 def main() -> None:
@@ -183,6 +264,9 @@ def main() -> None:
     except ConfigurationError as exc:
         log.error("agent_configuration_invalid", error=str(exc))
         raise SystemExit(2) from exc
+    except ServiceUnhealthy as exc:
+        log.error("agent_exiting_unhealthy", error=str(exc)[:500], exit_status=EXIT_UNHEALTHY)
+        raise SystemExit(EXIT_UNHEALTHY) from exc
 
 
 __all__ = ["main", "run_agent", "utc_now"]

@@ -4,6 +4,9 @@
 | ----------------------------------- | ---------------------------------------------------------- | ---------------- |
 | `ROGATORY_AGENCY`                   | the agency this agent speaks for (`BD-MOHA-PSD`)           | required         |
 | `ROGATORY_AMQP_URL`                 | the agency's own broker identity (user, password, vhost)   | required         |
+|                                     | for a cluster: one URL per node, comma-separated           |                  |
+| `ROGATORY_AMQP_HEARTBEAT_S`         | AMQP heartbeat; a peer silent ~3 heartbeats is dropped     | 10               |
+| `ROGATORY_WATCHDOG_S`               | the inbox consumer down this long: exit for the supervisor | 300              |
 | `ROGATORY_HTTP_HOST` / `_PORT`      | where the agent API listens                                | 127.0.0.1 / 8710 |
 | `ROGATORY_DATA_DIR`                 | database directory                                         | required         |
 | `ROGATORY_DIRECTORY_FILE`           | the signed directory (JSON)                                | required         |
@@ -16,6 +19,10 @@
 | `ROGATORY_PREFETCH`                 | inbox deliveries held unacknowledged at once               | 32               |
 | `ROGATORY_SQLITE_SYNCHRONOUS`       | `FULL` (default) or `NORMAL`                               | FULL             |
 | `ROGATORY_LOG_FORMAT`               | `json` or `console`                                        | json             |
+| `ROGATORY_GATEWAY_URL`              | the gateway's audit API, for witnessing and proofs         | none (disabled)  |
+| `ROGATORY_GATEWAY_TOKEN_FILE`       | file holding this agent's reader token for that API        | none             |
+| `ROGATORY_WITNESS_INTERVAL_S`       | seconds between two looks at the gateway's checkpoint      | 2.0              |
+| `ROGATORY_MAX_MERGE_DELAY_S`        | evidence without an inclusion proof after this: alarm      | 60               |
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.errors import ConfigurationError
 from protocol.limits import DEFAULT_LIMITS, Limits
@@ -39,6 +47,8 @@ class AgentSettings(BaseModel):
 
     agency: str = Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{2,16}){1,3}$")
     amqp_url: str = Field(min_length=1)
+    amqp_heartbeat_s: int = Field(default=10, ge=0, le=600)
+    watchdog_s: float = Field(default=300.0, gt=0)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8710, ge=0, le=65535)
     data_dir: Path
@@ -52,7 +62,25 @@ class AgentSettings(BaseModel):
     prefetch: int = Field(default=32, ge=1, le=10_000)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_format: Literal["json", "console"] = "json"
+    gateway_url: str | None = None
+    gateway_token_file: Path | None = None
+    witness_interval_s: float = Field(default=2.0, gt=0)
+    max_merge_delay_s: float = Field(default=60.0, gt=0)
     limits: Limits = DEFAULT_LIMITS
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_identity_per_node(cls, value: str) -> str:
+        """Every URL of the list is an AMQP URL of the same user, password and vhost."""
+        identities = set()
+        for url in (part.strip() for part in value.split(",") if part.strip()):
+            parts = urlsplit(url)
+            if parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
+                raise ValueError("expected amqp:// or amqps:// URLs with a host, comma-separated")
+            identities.add((parts.username, parts.password, parts.path))
+        if len(identities) != 1:
+            raise ValueError("expected one or more URLs of the same user, password and vhost")
+        return value
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> AgentSettings:

@@ -12,6 +12,9 @@ Tables:
 * `evidence`     signed evidence received about our messages, one row per identity;
 * `inbox`        messages received, verified and decrypted, unique on (sender, id);
 * `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed.
+
+A case's messages are read across `outbox` and `inbox` by their `case_id`
+(`Transaction.case_entries`); the case order and state are `agents.cases`'.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiosqlite
 
@@ -90,6 +93,21 @@ CREATE TABLE IF NOT EXISTS evidence_out (
     message_id TEXT NOT NULL,
     body BLOB NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS witnessed (
+    tree_size INTEGER NOT NULL,
+    root_hash BLOB NOT NULL,
+    checkpoint_id INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    witnessed_at TEXT NOT NULL,
+    PRIMARY KEY (tree_size, root_hash)
+);
+CREATE TABLE IF NOT EXISTS forks (
+    fork_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    detail TEXT NOT NULL,
+    held_note TEXT NOT NULL,
+    offered_note TEXT NOT NULL,
+    detected_at TEXT NOT NULL
 );
 """
 
@@ -160,6 +178,36 @@ class PendingEvidence:
     identity: str
     message_id: str
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEntry:
+    """One message of a case as stored, without its bytes: one this agency sent, or one it received."""
+
+    direction: Literal["sent", "received"]
+    message_id: str
+    sender: str
+    recipient: str
+    message_type: str
+    status: str | None
+    """Sent: the outbox status."""
+    status_reason: str | None
+    delivered: bool
+    """Sent: the recipient signed `DELIVERY` (or evidence that implies it); received: always."""
+    received_at: str | None
+    retrieved_at: str | None
+
+
+_CASE_ENTRIES = """
+SELECT 'sent', message_id, ?1, recipient, message_type, status, status_reason,
+       EXISTS (SELECT 1 FROM evidence WHERE evidence.message_id = outbox.message_id
+               AND evidence_type IN ('DELIVERY', 'RETRIEVAL', 'NON_RETRIEVAL')),
+       NULL, NULL
+  FROM outbox WHERE case_id = ?2
+UNION ALL
+SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received_at, retrieved_at
+  FROM inbox WHERE case_id = ?2
+"""
 
 
 def _outbox(row: Sequence[object]) -> OutboxRecord:
@@ -288,12 +336,65 @@ class Transaction:
         """The agency system took the message."""
         await self._db.execute("UPDATE inbox SET retrieved_at = COALESCE(retrieved_at, ?) WHERE seq = ?", (at, seq))
 
+    async def set_inclusion_proof(self, identity: str, proof: str) -> None:
+        """Keep the verified inclusion proof (JSON) of one piece of evidence."""
+        await self._db.execute("UPDATE evidence SET inclusion_proof = ? WHERE identity = ?", (proof, identity))
+
+    async def insert_witnessed(self, tree_size: int, root_hash: bytes, checkpoint_id: int, note: str, at: str) -> None:
+        """Remember a checkpoint this agent verified and cosigned, as a witness."""
+        await self._db.execute(
+            "INSERT INTO witnessed VALUES (?,?,?,?,?) ON CONFLICT (tree_size, root_hash) DO NOTHING",
+            (tree_size, root_hash, checkpoint_id, note, at),
+        )
+
+    async def insert_fork(self, detail: str, held_note: str, offered_note: str, at: str) -> None:
+        """Keep the proof of a forked log: the checkpoint held and the one that contradicts it."""
+        await self._db.execute(
+            "INSERT INTO forks (detail, held_note, offered_note, detected_at) VALUES (?,?,?,?)",
+            (detail, held_note, offered_note, at),
+        )
+
     async def enqueue_evidence(self, identity: str, message_id: str, body: bytes, at: str) -> None:
         """Commit evidence this agency issued, for publication (once per identity)."""
         await self._db.execute(
             "INSERT OR IGNORE INTO evidence_out (identity, message_id, body, created_at) VALUES (?,?,?,?)",
             (identity, message_id, body, at),
         )
+
+    async def case_entries(self, case_id: str, agency: str) -> list[CaseEntry]:
+        """Every message of `case_id` this agency (`agency`) sent or received, without bytes, in no order."""
+        async with self._db.execute(_CASE_ENTRIES, (agency, case_id)) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            CaseEntry(
+                direction="sent" if row[0] == "sent" else "received",
+                message_id=str(row[1]),
+                sender=str(row[2]),
+                recipient=str(row[3]),
+                message_type=str(row[4]),
+                status=None if row[5] is None else str(row[5]),
+                status_reason=None if row[6] is None else str(row[6]),
+                delivered=bool(row[7]),
+                received_at=None if row[8] is None else str(row[8]),
+                retrieved_at=None if row[9] is None else str(row[9]),
+            )
+            for row in rows
+        ]
+
+    async def case_document(self, entry: CaseEntry) -> bytes:
+        """The document bytes of one message of a case, as sealed or as received."""
+        if entry.direction == "sent":
+            query, params = "SELECT document FROM outbox WHERE message_id = ?", [entry.message_id]
+        else:
+            query, params = (
+                "SELECT document FROM inbox WHERE sender = ? AND message_id = ?",
+                [entry.sender, entry.message_id],
+            )
+        async with self._db.execute(query, params) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise StoreUnavailable(f"the document of {entry.direction} message {entry.message_id} is missing")
+        return bytes(row[0])
 
 
 async def _one(
@@ -383,6 +484,33 @@ class AgentStore:
         async with self._db.execute("SELECT * FROM inbox WHERE message_id = ?", (message_id,)) as cursor:
             return [_inbox(tuple(row)) for row in await cursor.fetchall()]
 
+    async def evidence_without_proof(self, limit: int = 500) -> list[EvidenceRecord]:
+        """Evidence held without a verified inclusion proof yet, oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM evidence WHERE inclusion_proof IS NULL ORDER BY received_at LIMIT ?", (limit,)
+        ) as cursor:
+            return [_evidence(tuple(row)) for row in await cursor.fetchall()]
+
+    async def latest_witnessed(self) -> tuple[int, bytes, str] | None:
+        """The largest checkpoint this agent witnessed: (size, root hash, note)."""
+        async with self._db.execute(
+            "SELECT tree_size, root_hash, note FROM witnessed ORDER BY tree_size DESC, witnessed_at DESC LIMIT 1"
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+    async def witnessed_root(self, tree_size: int) -> bytes | None:
+        """The root this agent witnessed at `tree_size`, if any."""
+        async with self._db.execute("SELECT root_hash FROM witnessed WHERE tree_size = ? LIMIT 1", (tree_size,)) as c:
+            row = await c.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def fork_count(self) -> int:
+        """How many forks of the gateway's log this agent has proof of."""
+        async with self._db.execute("SELECT COUNT(*) FROM forks") as cursor:
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
         async with self._db.execute(
@@ -400,6 +528,7 @@ class AgentStore:
 
 __all__ = [
     "AgentStore",
+    "CaseEntry",
     "EvidenceRecord",
     "InboxRecord",
     "OutboxRecord",

@@ -1,28 +1,36 @@
 """The sending side: from a submitted document to a sealed message in the outbox.
 
-`prepare_submission` runs, in order: strict JSON parse; completion of the
-fields the agent fills in where absent (`message_id`, `created_at`,
-`integrity`); validation against the content model of the message type;
-the sender is this agency; an agreement allows the exchange; seal for the
-recipient's current encryption key (and this agency's archive). `Outbox`
-then records it, idempotently, before anything is published.
+`read_submission` parses the body strictly and takes the digest of the
+request as the client sent it (what idempotency compares). Then, holding the
+case's submission lock (`CaseBook.serialised`), `prepare_submission` runs, in
+order: completion of the fields the agent fills in where absent
+(`message_id`, `created_at`, `sequence` — the next number in the case,
+`integrity`); validation against the content model of the message type; the
+sender is this agency; an agreement allows the exchange; seal for the
+recipient's current encryption key (and this agency's archive).
+`record_submission` then, in one store transaction, returns the earlier
+answer to a repeated submission, or admits the message to its case (an
+illegal one raises `IllegalTransition`: 409) and records it in the outbox,
+before anything is published.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
+from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
 from agents.store import AgentStore, OutboxRecord
 from protocol.directory import Directory
 from protocol.encoding import canonical_json, format_timestamp, parse_json_strict, sha256_hex
 from protocol.envelope import Recipient, SealedMessage, seal
-from protocol.errors import ContentInvalid, ErrorCode, FieldError, PolicyDenied
-from protocol.ids import AgencyId, CaseId, MessageId
+from protocol.errors import ContentInvalid, ErrorCode, FieldError, PolicyDenied, ProtocolError
+from protocol.ids import AgencyId, CaseId, MessageId, parse_case_id
 from protocol.keys import EncryptionPublicKey, SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
@@ -53,10 +61,48 @@ class PreparedSubmission:
     expires_at: datetime
 
 
-def complete_document(submitted: dict[str, Any], *, now: datetime, new_message_id: Callable[[], uuid.UUID]) -> None:
-    """Fill in, where absent, the fields the agent owns: message id, creation time, payload digest."""
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submitted body, parsed strictly, before anything is filled in."""
+
+    fields: Mapping[str, Any]
+    request_sha256: str
+    """SHA-256 of the RFC 8785 form of the request as the client sent it."""
+
+    @property
+    def case_id(self) -> str | None:
+        """The case it names, if it names a well-formed one (validation reports the rest)."""
+        try:
+            return parse_case_id(self.fields.get("case_id"))
+        except ProtocolError:
+            return None
+
+    @property
+    def numbered(self) -> bool:
+        """Whether the client gave the message its `sequence`."""
+        return "sequence" in self.fields
+
+
+def read_submission(body: bytes, *, limits: Limits) -> Submitted:
+    """Parse a submitted body as strict JSON: one object, within the limits."""
+    submitted = parse_json_strict(body, max_bytes=limits.max_document_bytes, max_depth=limits.max_json_depth)
+    if not isinstance(submitted, dict):
+        raise ContentInvalid("a message document is a JSON object", (FieldError((), "expected an object"),))
+    return Submitted(MappingProxyType(submitted), sha256_hex(canonical_json(submitted)))
+
+
+def complete_document(
+    submitted: dict[str, Any],
+    *,
+    now: datetime,
+    new_message_id: Callable[[], uuid.UUID],
+    sequence: int | None = None,
+) -> None:
+    """Fill in, where absent, the fields the agent owns: message id, creation time, number in the case, digest."""
     submitted.setdefault("message_id", str(new_message_id()))
     submitted.setdefault("created_at", format_timestamp(now))
+    if sequence is not None:
+        submitted.setdefault("sequence", sequence)
     if "integrity" not in submitted and "payload" in submitted:
         submitted["integrity"] = {
             "payload_sha256": sha256_hex(canonical_json(submitted["payload"])),
@@ -65,22 +111,20 @@ def complete_document(submitted: dict[str, Any], *, now: datetime, new_message_i
 
 
 def prepare_submission(
-    body: bytes,
+    submitted: Submitted,
     *,
     sender: SenderKeys,
     directory: Directory,
     now: datetime,
     message_ttl: timedelta,
     limits: Limits,
+    sequence: int | None = None,
     new_message_id: Callable[[], uuid.UUID] = uuid.uuid4,
 ) -> PreparedSubmission:
-    """Validate and seal one submitted document (see the module docstring)."""
-    submitted = parse_json_strict(body, max_bytes=limits.max_document_bytes, max_depth=limits.max_json_depth)
-    if not isinstance(submitted, dict):
-        raise ContentInvalid("a message document is a JSON object", (FieldError((), "expected an object"),))
-    request_sha256 = sha256_hex(canonical_json(submitted))
-    complete_document(submitted, now=now, new_message_id=new_message_id)
-    document_bytes = canonical_json(submitted)
+    """Complete, validate and seal one submitted document (see the module docstring)."""
+    completed = dict(submitted.fields)
+    complete_document(completed, now=now, new_message_id=new_message_id, sequence=sequence)
+    document_bytes = canonical_json(completed)
     document = validate_document(document_bytes)
     if document.sender.authority_id != sender.agency:
         raise PolicyDenied(
@@ -110,7 +154,7 @@ def prepare_submission(
         message_id=message_id,
         document=document,
         document_bytes=document_bytes,
-        request_sha256=request_sha256,
+        request_sha256=submitted.request_sha256,
         sealed=sealed,
         created_at=now,
         expires_at=expires_at,
@@ -127,12 +171,20 @@ class Accepted:
 
 
 async def record_submission(
-    store: AgentStore, prepared: PreparedSubmission, *, idempotency_key: str | None, now: datetime
+    store: AgentStore,
+    prepared: PreparedSubmission,
+    *,
+    cases: CaseBook,
+    idempotency_key: str | None,
+    now: datetime,
 ) -> Accepted:
     """Put `prepared` in the outbox, or return the earlier submission it repeats.
 
     The same document under the same message id (or the same idempotency key)
     is the same submission; a different document under either is a `Conflict`.
+    A new one must be allowed by its case (`CaseBook.admit`, in the same
+    transaction as the insert, so two submissions cannot both pass against
+    the same state), or `IllegalTransition` is raised and nothing is recorded.
     """
     message_id = str(prepared.message_id)
     at = format_timestamp(now)
@@ -157,6 +209,7 @@ async def record_submission(
                 )
             return Accepted(message_id, existing.status, created=False)
         document = prepared.document
+        await cases.admit(tx, document, Direction.SENT)
         await tx.insert_outbox(
             OutboxRecord(
                 message_id=message_id,
@@ -185,7 +238,9 @@ __all__ = [
     "Accepted",
     "PreparedSubmission",
     "SenderKeys",
+    "Submitted",
     "complete_document",
     "prepare_submission",
+    "read_submission",
     "record_submission",
 ]

@@ -1,9 +1,12 @@
 """`rogatory audit verify | export`: the auditor's view of a gateway's log.
 
-`export` writes the checkpoint and every leaf, verbatim, to one JSON file.
+`export` writes every checkpoint (with its cosignatures) and every entry up
+to the latest checkpoint (leaf and receipt, verbatim) to one JSON file.
 `verify` reads the same from a gateway or from an export and runs
 `protocol.audit_verify.verify_audit_log` over it, against the directory
-authority key the auditor trusts (never one taken from the data checked).
+authority key the auditor trusts (never one taken from the data checked),
+and against the state it verified last time (kept in a small state file), so
+that a rewritten history is caught even if it is internally consistent.
 
 Exit status: 0 the log is consistent and complete; 2 usage; 3 the gateway
 could not be read; 4 the export could not be read; 10 and up, one per
@@ -13,18 +16,20 @@ could not be read; 4 the export could not be read; 10 and up, one per
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from protocol.audit_verify import AuditReport, FailureKind, verify_audit_log
+from protocol.audit_verify import AuditReport, FailureKind, LogEntry, VerifiedState, verify_audit_log
 from protocol.encoding import b64decode, b64encode
 from protocol.errors import ProtocolError
 from protocol.keys import SigningPublicKey
 
 EXPORT_FORMAT: Final = "rogatory-audit-export/1"
+STATE_FORMAT: Final = "rogatory-audit-state/1"
 PAGE: Final = 1000
 EXIT_CONSISTENT: Final = 0
 EXIT_GATEWAY_UNREADABLE: Final = 3
@@ -36,6 +41,10 @@ EXIT_STATUS: Final[dict[FailureKind, int]] = {
     FailureKind.SEQUENCE_INVALID: 13,
     FailureKind.CHECKPOINT_INVALID: 14,
     FailureKind.TREE_MISMATCH: 15,
+    FailureKind.RECEIPT_INVALID: 16,
+    FailureKind.COSIGNATURE_INVALID: 17,
+    FailureKind.FORK_DETECTED: 18,
+    FailureKind.INCONSISTENT_WITH_PREVIOUS: 19,
 }
 
 
@@ -45,32 +54,37 @@ class AuditSourceError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LogSnapshot:
-    """A checkpoint and the leaves read with it."""
+    """Checkpoints (signing order) and the entries up to the latest one's size."""
 
-    checkpoint: str
-    leaves: tuple[bytes, ...]
+    checkpoints: tuple[str, ...]
+    entries: tuple[LogEntry, ...]
 
 
 async def fetch_snapshot(gateway_url: str, token: str) -> LogSnapshot:
-    """Read the latest checkpoint, then every leaf up to at least its size."""
+    """Read every checkpoint, then every entry up to the latest checkpoint's size."""
     headers = {"Authorization": f"Bearer {token}"}
     base = gateway_url.rstrip("/")
     try:
-        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
-            checkpoint = await _get(session, f"{base}/v1/audit/checkpoint")
-            size = int(checkpoint["tree_size"])
-            leaves: list[bytes] = []
-            start: int | None = 0
-            while start is not None and (len(leaves) < size or start == 0):
-                page = await _get(session, f"{base}/v1/audit/entries?start={start}&limit={PAGE}")
+        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120)) as session:
+            checkpoints: list[dict[str, Any]] = []
+            after: int | None = 0
+            while after is not None:
+                page = await _get(session, f"{base}/v1/audit/checkpoints?after={after}&limit={PAGE}")
+                checkpoints += page["checkpoints"]
+                after = page["next_after"]
+            size = int(checkpoints[-1]["tree_size"]) if checkpoints else 0
+            entries: list[LogEntry] = []
+            while len(entries) < size:
+                page = await _get(session, f"{base}/v1/audit/entries?start={len(entries)}&limit={PAGE}")
+                if not page["entries"]:
+                    raise AuditSourceError(f"gateway stopped at entry {len(entries)} of {size}")
                 for entry in page["entries"]:
-                    if entry["index"] != len(leaves):
-                        raise AuditSourceError(f"gateway skipped entry {len(leaves)} (sent {entry['index']})")
-                    leaves.append(b64decode(entry["leaf"]))
-                start = page["next_start"]
-    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as exc:
+                    if entry["index"] != len(entries):
+                        raise AuditSourceError(f"gateway skipped entry {len(entries)} (sent {entry['index']})")
+                    entries.append(LogEntry(b64decode(entry["leaf"]), b64decode(entry["receipt"])))
+    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError, ProtocolError) as exc:
         raise AuditSourceError(f"cannot read the audit log from {base}: {exc!r}") from exc
-    return LogSnapshot(checkpoint=str(checkpoint["checkpoint"]), leaves=tuple(leaves))
+    return LogSnapshot(tuple(str(c["checkpoint"]) for c in checkpoints), tuple(entries[:size]))
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -86,8 +100,8 @@ def write_export(snapshot: LogSnapshot, path: Path) -> None:
     """Write `snapshot` as an export file."""
     document = {
         "format": EXPORT_FORMAT,
-        "checkpoint": snapshot.checkpoint,
-        "leaves": [b64encode(leaf) for leaf in snapshot.leaves],
+        "checkpoints": list(snapshot.checkpoints),
+        "entries": [{"leaf": b64encode(e.leaf), "receipt": b64encode(e.receipt)} for e in snapshot.entries],
     }
     path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
@@ -98,8 +112,8 @@ def read_export(path: Path) -> LogSnapshot:
         document = json.loads(path.read_text(encoding="utf-8"))
         export_format = document.get("format")
         snapshot = LogSnapshot(
-            checkpoint=str(document["checkpoint"]),
-            leaves=tuple(b64decode(leaf) for leaf in document["leaves"]),
+            checkpoints=tuple(str(note) for note in document["checkpoints"]),
+            entries=tuple(LogEntry(b64decode(e["leaf"]), b64decode(e["receipt"])) for e in document["entries"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ProtocolError) as exc:
         raise AuditSourceError(f"cannot read export {path}: {exc!r}") from exc
@@ -108,25 +122,78 @@ def read_export(path: Path) -> LogSnapshot:
     return snapshot
 
 
-def verify_snapshot(snapshot: LogSnapshot, authority_key: str) -> AuditReport:
-    """Verify a snapshot against the directory authority's base64 public key."""
-    return verify_audit_log(snapshot.leaves, snapshot.checkpoint, authority=SigningPublicKey(b64decode(authority_key)))
+def default_state_file() -> Path:
+    """Where `verify` remembers what it verified: `$XDG_STATE_HOME/rogatory/audit-state.json`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "rogatory" / "audit-state.json"
+
+
+def load_state(path: Path) -> dict[str, VerifiedState]:
+    """States remembered per log origin (an unreadable file is an error, not a fresh start)."""
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != STATE_FORMAT:
+            raise AuditSourceError(f"{path} is not a {STATE_FORMAT} file")
+        states = {
+            origin: VerifiedState(origin, int(item["size"]), b64decode(item["root_hash"]))
+            for origin, item in document["logs"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ProtocolError) as exc:
+        raise AuditSourceError(f"cannot read the audit state {path}: {exc!r}") from exc
+    return states
+
+
+def save_state(path: Path, states: dict[str, VerifiedState]) -> None:
+    """Remember the verified state of each log (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": STATE_FORMAT,
+        "logs": {o: {"size": s.size, "root_hash": b64encode(s.root_hash)} for o, s in sorted(states.items())},
+    }
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def verify_snapshot(snapshot: LogSnapshot, authority_key: str, *, state_file: Path | None = None) -> AuditReport:
+    """Verify a snapshot against the authority key and, with a state file, against what was verified before."""
+    authority = SigningPublicKey(b64decode(authority_key))
+    states = load_state(state_file) if state_file is not None else {}
+    first = verify_audit_log(snapshot.entries, snapshot.checkpoints, authority=authority)
+    origin = first.latest.origin if first.latest is not None else None
+    previous = states.get(origin) if origin is not None else None
+    report = (
+        first
+        if previous is None
+        else verify_audit_log(snapshot.entries, snapshot.checkpoints, authority=authority, previous=previous)
+    )
+    if state_file is not None and report.state is not None:
+        kept = states.get(report.state.origin)
+        if kept is None or report.state.size >= kept.size:
+            states[report.state.origin] = report.state
+            save_state(state_file, states)
+    return report
 
 
 def describe(report: AuditReport) -> list[str]:
     """The verdict for people, first line first."""
-    size = report.checkpoint.size if report.checkpoint is not None else "?"
+    size = report.latest.size if report.latest is not None else "?"
     if report.consistent:
         lines = [f"VERDICT: CONSISTENT - the audit log of {report.leaves} entries verifies (checkpoint size {size})"]
     else:
         problem = report.problem
         assert problem is not None
         where = f" at entry {problem.index}" if problem.index is not None else ""
-        named = f" ({problem.identity})" if problem.identity else ""
+        where += f" (checkpoint #{problem.checkpoint + 1})" if problem.checkpoint is not None else ""
+        named = f" [{problem.identity}]" if problem.identity else ""
         lines = [f"VERDICT: NOT CONSISTENT - {problem.kind}{where}{named}: {problem.detail}"]
     lines.append(
-        f"  checked: {report.leaves} leaves, {report.directories} directory versions, "
-        f"{report.evidence} evidence statements about {report.messages} messages"
+        f"  checked: {report.leaves} entries with their receipts, {report.directories} directory versions, "
+        f"{report.evidence} evidence statements about {report.messages} messages, {report.checkpoints} checkpoints "
+        f"with {report.cosignatures} cosignatures; published (cosigned by 2+ witnesses) up to size "
+        f"{report.published_size}"
     )
     return lines
 
@@ -140,10 +207,13 @@ __all__ = [
     "EXIT_STATUS",
     "AuditSourceError",
     "LogSnapshot",
+    "default_state_file",
     "describe",
     "exit_status",
     "fetch_snapshot",
+    "load_state",
     "read_export",
+    "save_state",
     "verify_snapshot",
     "write_export",
 ]

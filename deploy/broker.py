@@ -25,7 +25,11 @@ keys, count, time) and `x-first-death-reason/queue/exchange`; their properties,
 `mla.dead` itself has no delivery limit and no dead-letter exchange: a dead
 letter is never dropped by the broker, only by an operator's decision.
 Queues are quorum queues, not a choice: the delivery limit and at-least-once
-dead lettering exist only for them.
+dead lettering exist only for them. On a cluster, a plan with
+`quorum_group_size` (3 for three nodes) adds `x-quorum-initial-group-size`
+to every queue, so each is replicated on that many nodes from the start and
+survives the loss of a minority of them; without it the broker's own default
+applies (and a single node needs none).
 
 Permissions (regexes anchored, names escaped: agency ids contain "-")::
 
@@ -257,6 +261,8 @@ class NetworkPlan:
     gateway_user: str
     agency_users: Mapping[AgencyId, str] = field(hash=False)
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    quorum_group_size: int | None = None
+    """Replicas of each quorum queue at declaration (`x-quorum-initial-group-size`); None: the broker decides."""
 
     def __post_init__(self) -> None:
         if not self.vhost:
@@ -274,6 +280,9 @@ class NetworkPlan:
             raise PlanInvalid(f"users: expected one broker user per party, found shared {shared}")
         if isinstance(self.delivery_limit, bool) or not isinstance(self.delivery_limit, int) or self.delivery_limit < 1:
             raise PlanInvalid(f"delivery_limit: expected an integer >= 1, found {self.delivery_limit!r}")
+        size = self.quorum_group_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise PlanInvalid(f"quorum_group_size: expected an integer >= 1 or None, found {size!r}")
         # A private copy, read-only: the plan cannot change under a running provision.
         object.__setattr__(self, "agency_users", MappingProxyType(dict(self.agency_users)))
 
@@ -340,6 +349,10 @@ def topology_for(plan: NetworkPlan) -> Topology:
         # reject-publish; with no length limit set, nothing is ever rejected for it.
         "x-overflow": "reject-publish",
     }
+    replicas: dict[str, str | int] = (
+        {} if plan.quorum_group_size is None else {"x-quorum-initial-group-size": plan.quorum_group_size}
+    )
+    guarded |= replicas
     inboxes = sorted(plan.agency_users)
     return Topology(
         exchanges=(
@@ -348,7 +361,7 @@ def topology_for(plan: NetworkPlan) -> Topology:
             ExchangeSpec(DEAD_LETTER_EXCHANGE, "fanout"),
         ),
         queues=(
-            QueueSpec(DEAD_LETTER_QUEUE, MappingProxyType({"x-queue-type": _QUEUE_TYPE})),
+            QueueSpec(DEAD_LETTER_QUEUE, MappingProxyType({"x-queue-type": _QUEUE_TYPE} | replicas)),
             QueueSpec(INGRESS_QUEUE, MappingProxyType(dict(guarded))),
             *(QueueSpec(inbox_queue(a), MappingProxyType(dict(guarded))) for a in inboxes),
         ),

@@ -26,6 +26,7 @@ from deploy.auditor import (
     EXIT_EXPORT_UNREADABLE,
     EXIT_GATEWAY_UNREADABLE,
     AuditSourceError,
+    default_state_file,
     describe,
     exit_status,
     fetch_snapshot,
@@ -126,7 +127,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             snapshot = asyncio.run(fetch_snapshot(args.gateway, token))
     except AuditSourceError as exc:
         return _fail(str(exc), EXIT_EXPORT_UNREADABLE if args.export else EXIT_GATEWAY_UNREADABLE)
-    report = verify_snapshot(snapshot, authority)
+    state_file = None if args.no_state else Path(args.state_file) if args.state_file else default_state_file()
+    try:
+        report = verify_snapshot(snapshot, authority, state_file=state_file)
+    except AuditSourceError as exc:
+        return _fail(str(exc), EXIT_EXPORT_UNREADABLE)
     for line in describe(report):
         print(line)
     return exit_status(report)
@@ -141,7 +146,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     except AuditSourceError as exc:
         return _fail(str(exc), EXIT_GATEWAY_UNREADABLE)
     write_export(snapshot, Path(args.out))
-    print(f"wrote {len(snapshot.leaves)} entries and the checkpoint to {args.out}")
+    print(f"wrote {len(snapshot.entries)} entries and {len(snapshot.checkpoints)} checkpoints to {args.out}")
     return 0
 
 
@@ -190,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--token", help="auditor token (default: ROGATORY_TOKEN)")
     verify.add_argument("--authority-key", help="base64 public key of the directory authority you trust")
     verify.add_argument("--state-dir", help="a dev network's state directory: token and authority key from it")
+    verify.add_argument(
+        "--state-file",
+        help="where the last verified state is kept (default: $XDG_STATE_HOME/rogatory/audit-state.json)",
+    )
+    verify.add_argument("--no-state", action="store_true", help="neither read nor update the remembered state")
     verify.set_defaults(run=_cmd_audit_verify)
     export = audit.add_parser("export", help="write the log to a file for offline verification")
     export.add_argument("--gateway", required=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 
@@ -68,7 +69,13 @@ class AgentClient:
         """`POST /v1/inbox/{id}/ack`."""
         return await self._call("POST", f"/v1/inbox/{message_id}/ack")
 
-    async def wait_for_status(self, message_id: str, wanted: set[str], *, within_s: float = 30.0) -> dict[str, Any]:
+    async def case(self, case_id: str) -> dict[str, Any]:
+        """`GET /v1/cases/{case_id}`."""
+        return await self._call("GET", f"/v1/cases/{quote(case_id, safe='')}")
+
+    async def wait_for_status(
+        self, message_id: str, wanted: Collection[str], *, within_s: float = 30.0
+    ) -> dict[str, Any]:
         """Poll the message until its status is one of `wanted`."""
 
         async def probe() -> dict[str, Any] | None:

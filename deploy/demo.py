@@ -25,14 +25,17 @@ import aiohttp
 
 from deploy.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.broker import BrokerAdminError
-from deploy.client import AgentApiError, AgentClient
+from deploy.client import AgentApiError, AgentClient, poll
 from deploy.devstack import DevStackError, destroy, down, up
+from protocol.auditlog import encode_leaf, evidence_leaf
+from protocol.checkpoint import verify_checkpoint
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode, canonical_json
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.evidence import verify_evidence
 from protocol.keys import SigningPublicKey
 from protocol.limits import DEFAULT_LIMITS
+from protocol.merkle import leaf_hash, verify_inclusion
 from protocol.signing import SignedStatement
 
 REQUESTING = "BD-MOHA-PSD"
@@ -56,6 +59,7 @@ class Demo:
 
     def __init__(self, stack: dict[str, Any], session: aiohttp.ClientSession, say: Callable[[str], None]) -> None:
         self.stack = stack
+        self.session = session
         self.say = say
         agents = stack["agents"]
         self.bd = AgentClient(session, agents[REQUESTING]["url"], agents[REQUESTING]["token"])
@@ -128,19 +132,50 @@ class Demo:
         self._expect(not changed, f"fields changed in transit: {changed}")
 
     async def _evidence_chain(self, client: AgentClient, message_id: str, title: str) -> None:
-        answer = await client.message(message_id)
+        answer = await poll(
+            lambda: self._with_all_proofs(client, message_id), within_s=30, what=f"inclusion proofs of {message_id}"
+        )
         self.say(f"{title} (message {message_id}, status {answer['status']}):")
         for item in answer["evidence"]:
             signed = SignedStatement.model_validate(item["statement"])
             try:
-                verify_evidence(signed, self.directory, now=datetime.now(UTC))
-                verdict = f"signature verified against directory v{self.directory.version}"
+                verified = verify_evidence(signed, self.directory, now=datetime.now(UTC))
+                proof = item["inclusion_proof"]
+                checkpoint = verify_checkpoint(
+                    proof["checkpoint"],
+                    self.directory.gateway.log_origin,
+                    self.directory.gateway.log_keys[0].verifier,
+                    origin=self.directory.gateway.log_origin,
+                )
+                leaf = leaf_hash(encode_leaf(evidence_leaf(signed, verified.statement)))
+                verify_inclusion(
+                    leaf,
+                    proof["leaf_index"],
+                    checkpoint.size,
+                    [b64decode(node) for node in proof["proof"]],
+                    checkpoint.root_hash,
+                )
             except ProtocolError as exc:
                 raise DemoFailed(f"evidence {item['type']} does not verify: {exc}") from exc
-            self.say(f"    {item['at']}  {item['type']:<20} signed by {item['signed_by']:<38} {verdict}")
+            self.say(
+                f"    {item['at']}  {item['type']:<20} signed by {item['signed_by']:<38} signature ok, "
+                f"in the audit log at #{proof['leaf_index']} (proof to checkpoint {checkpoint.size} ok)"
+            )
         types = [item["type"] for item in answer["evidence"]]
         for wanted in ("SUBMISSION_ACCEPTED", "RELAY_ACCEPTED", "DELIVERY", "RETRIEVAL"):
             self._expect(wanted in types, f"{wanted} is missing from the chain of {message_id}")
+
+    @staticmethod
+    async def _with_all_proofs(client: AgentClient, message_id: str) -> dict[str, Any] | None:
+        """The message's status once every piece of its evidence carries an inclusion proof."""
+        answer = await client.message(message_id)
+        complete = len(answer["evidence"]) >= 4 and all(item["inclusion_proof"] for item in answer["evidence"])
+        return answer if complete else None
+
+    async def _tree_size(self) -> int:
+        gateway = self.stack["gateway"]
+        async with self.session.get(f"{gateway['url']}/healthz") as response:
+            return int((await response.json())["tree_size"])
 
     async def _audit(self) -> None:
         gateway = self.stack["gateway"]
@@ -148,8 +183,11 @@ class Demo:
         while True:
             snapshot = await fetch_snapshot(gateway["url"], gateway["auditor_token"])
             report = verify_snapshot(snapshot, self.authority_key)
-            covered = report.checkpoint is not None and report.checkpoint.size == len(snapshot.leaves)
-            if covered or not report.consistent or time.monotonic() - started > 15:
+            tree_size = await self._tree_size()
+            covered = report.latest is not None and report.latest.size == tree_size
+            if (covered and report.published_size == tree_size) or not report.consistent:
+                break
+            if time.monotonic() - started > 20:
                 break
             await asyncio.sleep(0.5)
         self.say("\nAudit log (rogatory audit verify):")

@@ -7,6 +7,12 @@ agency as separate processes, waits until each answers `/healthz`, and writes
 the broker again (idempotent), renews the directory if it is about to expire,
 and starts whatever is not running, with its data and keys. `down` stops what
 `up` started and keeps the data.
+
+`up` is also the dev network's supervisor: a service that exited (killed,
+or stopped by its own watchdog with status 70) is started again by the next
+`up`, and the data it left is all it needs. The broker may be one node or
+a cluster (`AMQP_URL` lists the nodes, comma-separated); the gateway is
+given the management API of the first node for its operator's queue view.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ from typing import Any, Final
 
 import aiohttp
 
-from deploy.broker import ManagementClient, delete_network, management_url_from_amqp, provision
+from deploy.broker import (
+    ManagementClient,
+    ManagementEndpoint,
+    delete_network,
+    management_url_from_amqp,
+    provision,
+)
 from deploy.network import (
     NetworkDescription,
     NetworkPaths,
@@ -61,8 +73,13 @@ class ServiceLaunch:
     environment: dict[str, str]
 
 
-def _service_environment(description: NetworkDescription, paths: NetworkPaths, service: str) -> dict[str, str]:
-    common = {
+def _service_environment(
+    description: NetworkDescription,
+    paths: NetworkPaths,
+    service: str,
+    management: ManagementEndpoint | None = None,
+) -> dict[str, str]:
+    common = description.service_environment | {
         "ROGATORY_HTTP_HOST": "127.0.0.1",
         "ROGATORY_DATA_DIR": str(paths.data(service)),
         "ROGATORY_DIRECTORY_FILE": str(paths.directory),
@@ -73,6 +90,16 @@ def _service_environment(description: NetworkDescription, paths: NetworkPaths, s
     }
     if service == "gateway":
         gateway = description.gateway
+        operations: dict[str, str] = {}
+        if management is not None:
+            password_file = paths.service_dir("gateway") / "management-password"
+            write_private(password_file, management.password.encode("utf-8"))
+            operations = {
+                "ROGATORY_MANAGEMENT_URL": management.base_url,
+                "ROGATORY_MANAGEMENT_USER": management.username,
+                "ROGATORY_MANAGEMENT_PASSWORD_FILE": str(password_file),
+            }
+        common |= operations
         return common | {
             "ROGATORY_AMQP_URL": description.amqp_url(gateway.broker_user, gateway.broker_password),
             "ROGATORY_HTTP_PORT": str(gateway.http_port),
@@ -82,7 +109,12 @@ def _service_environment(description: NetworkDescription, paths: NetworkPaths, s
             "ROGATORY_READER_TOKENS_SHA256": sha256_token(gateway.reader_token),
         }
     agent = description.agents[service]
+    token_file = paths.service_dir(service) / "gateway-token"
+    if not token_file.exists():
+        write_private(token_file, description.gateway.reader_token.encode("utf-8"))
     return common | {
+        "ROGATORY_GATEWAY_URL": f"http://127.0.0.1:{description.gateway.http_port}",
+        "ROGATORY_GATEWAY_TOKEN_FILE": str(token_file),
         "ROGATORY_AGENCY": service,
         "ROGATORY_AMQP_URL": description.amqp_url(agent.broker_user, agent.broker_password),
         "ROGATORY_HTTP_PORT": str(agent.http_port),
@@ -91,11 +123,16 @@ def _service_environment(description: NetworkDescription, paths: NetworkPaths, s
     }
 
 
-def launches(description: NetworkDescription, paths: NetworkPaths) -> list[ServiceLaunch]:
+def launches(
+    description: NetworkDescription, paths: NetworkPaths, management: ManagementEndpoint | None = None
+) -> list[ServiceLaunch]:
     """The gateway first, then one agent per agency."""
     services = [
         ServiceLaunch(
-            "gateway", "gateway", description.gateway.http_port, _service_environment(description, paths, "gateway")
+            "gateway",
+            "gateway",
+            description.gateway.http_port,
+            _service_environment(description, paths, "gateway", management),
         )
     ]
     services += [
@@ -155,11 +192,23 @@ def _start(launch: ServiceLaunch, paths: NetworkPaths) -> int:
     )
 
 
+def _running(pid: int, module: str, root: Path) -> bool:
+    """Whether `pid` runs: exactly, for a child of this process (one just started may not have exec'd yet)."""
+    try:
+        exited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        # Not our child (started by an earlier `up`): ask /proc.
+        return _process_alive(pid, module, root)
+    # posix_spawn can return before the child's new image shows its arguments in /proc (an empty
+    # cmdline for a few milliseconds): `_process_alive` would call a starting service dead.
+    return exited == 0
+
+
 async def _wait_ready(launch: ServiceLaunch, pid: int, paths: NetworkPaths, deadline: float) -> None:
     url = f"http://127.0.0.1:{launch.port}/healthz"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while True:
-            if not _process_alive(pid, launch.module, paths.root):
+            if not _running(pid, launch.module, paths.root):
                 raise DevStackError(
                     f"{launch.name} exited during start-up; its log says:\n{_tail(paths.log(launch.name))}"
                 )
@@ -223,21 +272,33 @@ def _stack_document(
     }
 
 
-async def up(root: Path, *, amqp_url: str, management_url: str | None = None, say: Say = print) -> dict[str, Any]:
-    """Create or restart the network in `root`; return the `stack.json` document."""
+async def up(
+    root: Path,
+    *,
+    amqp_url: str,
+    management_url: str | None = None,
+    say: Say = print,
+    service_environment: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create or restart the network in `root`; return the `stack.json` document.
+
+    `amqp_url` is one broker or the comma-separated nodes of a cluster (as the
+    administrator); `service_environment` (extra `ROGATORY_*` settings for every
+    service) is kept with a new network and ignored for an existing one.
+    """
     root = root.resolve()
     paths = NetworkPaths(root)
     now = datetime.now(UTC)
     description = load_network(root)
     if description is None:
         say(f"creating a new network in {root}")
-        description = create_network(root, amqp_url=amqp_url, now=now)
+        description = create_network(root, amqp_url=amqp_url, now=now, service_environment=service_environment)
     else:
         say(f"restarting network {description.network_id} from {root}")
         renewed = renew_directory_if_due(root, description, now=now)
         if renewed is not None:
             say(f"signed directory version {renewed} (the previous one was about to expire)")
-    endpoint = management_url_from_amqp(amqp_url, base_url=management_url)
+    endpoint = management_url_from_amqp(_first(amqp_url), base_url=management_url)
     say(f"provisioning vhost {description.vhost} on {endpoint.base_url}")
     async with ManagementClient.from_endpoint(endpoint) as admin:
         await provision(admin, description.plan(), description.passwords())
@@ -247,7 +308,7 @@ async def up(root: Path, *, amqp_url: str, management_url: str | None = None, sa
     previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agents") or {}).items()})
     pids: dict[str, int | None] = {}
     deadline = time.monotonic() + READY_TIMEOUT_S
-    for launch in launches(description, paths):
+    for launch in launches(description, paths, endpoint):
         pid = previous_pids.get(launch.name)
         if isinstance(pid, int) and _process_alive(pid, launch.module, root):
             say(f"  {launch.name:<18} already running (pid {pid})")
@@ -266,6 +327,11 @@ async def up(root: Path, *, amqp_url: str, management_url: str | None = None, sa
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
     say(f"ready: {paths.stack}")
     return stack
+
+
+def _first(amqp_url: str) -> str:
+    """The first node of a comma-separated list of AMQP URLs (the one whose management API is used)."""
+    return amqp_url.split(",", 1)[0].strip()
 
 
 def down(root: Path, *, say: Say = print) -> None:
@@ -310,7 +376,7 @@ async def destroy(root: Path, *, amqp_url: str, management_url: str | None = Non
     root = root.resolve()
     description = load_network(root)
     if description is not None:
-        endpoint = management_url_from_amqp(amqp_url, base_url=management_url)
+        endpoint = management_url_from_amqp(_first(amqp_url), base_url=management_url)
         async with ManagementClient.from_endpoint(endpoint) as admin:
             await delete_network(admin, description.plan())
     shutil.rmtree(root, ignore_errors=True)

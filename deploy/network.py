@@ -10,6 +10,14 @@ services never see this module, only the files and environment it prepares.
     DIR/agents/<AGENCY>/             keystore.json, passphrase, data/, agent.log
     DIR/stack.json                   what `dev up` started (API.md)
 
+A network lives on one broker, or on the nodes of a cluster: `create_network`
+takes one AMQP URL or several (comma-separated, same credentials); each
+service is then given every node (it connects to the first that answers and
+moves to the next when that one fails) and the queues are replicated on all
+of them. `service_environment` holds extra `ROGATORY_*` settings given to
+every service of the network (a shorter heartbeat or watchdog for a fault
+drill, say), kept with the network so that a restart gives the same.
+
 The dev agreements follow UNTOC art. 18(13): requests between states go
 from central authority to central authority (`BD-MOHA-PSD` <-> `LY-MLA-CA`),
 and each central authority exchanges with its own domestic agencies.
@@ -96,15 +104,24 @@ class NetworkDescription(BaseModel):
     broker_user_prefix: str
     amqp_host: str
     amqp_port: int
+    amqp_alternates: tuple[str, ...] = ()
+    """Further broker nodes of a cluster, as `host:port`, after `amqp_host:amqp_port`."""
+    quorum_group_size: int | None = None
+    """Replicas of each quorum queue (the number of nodes, on a cluster); None on one broker."""
+    service_environment: dict[str, str] = {}
+    """Extra `ROGATORY_*` settings for every service of this network."""
     authority_key: str
     authority_passphrase: str
     gateway: GatewayEntryFile
     agents: dict[str, AgentEntry]
 
     def amqp_url(self, user: str, password: str) -> str:
-        """The AMQP URL of one broker identity in this network's vhost."""
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{self.amqp_host}:{self.amqp_port}"
-        return urlunsplit(("amqp", netloc, "/" + quote(self.vhost, safe=""), "", ""))
+        """The AMQP URL of one broker identity in this network's vhost (one per node, comma-separated)."""
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        nodes = (f"{self.amqp_host}:{self.amqp_port}", *self.amqp_alternates)
+        return ",".join(
+            urlunsplit(("amqp", f"{credentials}@{node}", "/" + quote(self.vhost, safe=""), "", "")) for node in nodes
+        )
 
     def plan(self) -> NetworkPlan:
         """The broker plan (vhost, users, permissions) of this network."""
@@ -112,6 +129,7 @@ class NetworkDescription(BaseModel):
             vhost=self.vhost,
             gateway_user=self.gateway.broker_user,
             agency_users={AgencyId(agency): entry.broker_user for agency, entry in self.agents.items()},
+            quorum_group_size=self.quorum_group_size,
         )
 
     def passwords(self) -> dict[str, str]:
@@ -205,13 +223,19 @@ def _passphrase() -> str:
     return secrets.token_urlsafe(24)
 
 
-def create_network(root: Path, *, amqp_url: str, now: datetime) -> NetworkDescription:
-    """Generate keys, directory, secrets and files of a new dev network in `root`."""
+def create_network(
+    root: Path, *, amqp_url: str, now: datetime, service_environment: dict[str, str] | None = None
+) -> NetworkDescription:
+    """Generate keys, directory, secrets and files of a new dev network in `root`.
+
+    `amqp_url` is one broker, or the comma-separated nodes of a cluster.
+    """
     paths = NetworkPaths(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     network_id = secrets.token_hex(4)
     prefix = f"rogatory-{network_id}."
-    broker = urlsplit(amqp_url)
+    nodes = [urlsplit(part.strip()) for part in amqp_url.split(",") if part.strip()]
+    broker = nodes[0]
 
     authority = SigningPrivateKey.generate()
     authority_passphrase = _passphrase()
@@ -265,6 +289,9 @@ def create_network(root: Path, *, amqp_url: str, now: datetime) -> NetworkDescri
         broker_user_prefix=prefix,
         amqp_host=broker.hostname or "127.0.0.1",
         amqp_port=broker.port or 5672,
+        amqp_alternates=tuple(f"{node.hostname or '127.0.0.1'}:{node.port or 5672}" for node in nodes[1:]),
+        quorum_group_size=len(nodes) if len(nodes) > 1 else None,
+        service_environment=dict(service_environment or {}),
         authority_key=b64encode(authority.public_key.raw),
         authority_passphrase=authority_passphrase,
         gateway=GatewayEntryFile(

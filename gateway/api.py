@@ -16,18 +16,22 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.auditlog import AuditLog
 from gateway.openapi import OPENAPI
-from gateway.store import GatewayStore, LeafRecord
+from gateway.store import CheckpointRecord, GatewayStore, LeafRecord
+from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.auditlog import decode_leaf
+from protocol.directory import Directory
 from protocol.encoding import b64encode, parse_timestamp
-from protocol.errors import ErrorCode, MalformedInput
+from protocol.errors import ErrorCode, MalformedInput, ProofInvalid
 from protocol.ids import parse_agency_id, parse_message_id
+from protocol.keys import SigningPublicKey
 
 MAX_PAGE = 1000
 
@@ -68,6 +72,14 @@ def problem(status: int, code: ErrorCode, title: str, detail: str) -> web.Respon
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ANYONE_WITH_A_TOKEN = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READER})
 AUDITORS = frozenset({Role.OPERATOR, Role.AUDITOR})
+OPERATORS = frozenset({Role.OPERATOR})
+
+
+class OperatorRoutes(Protocol):
+    """Endpoints only the operator may use (`gateway.deadletters.OperationsApi`)."""
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of each endpoint."""
 
 
 class GatewayApi:
@@ -80,28 +92,42 @@ class GatewayApi:
         audit: AuditLog,
         tokens: TokenTable,
         health: Callable[[], dict[str, Any]],
+        directory: Callable[[], Directory],
+        clock: Callable[[], datetime],
+        authority: SigningPublicKey,
+        operations: OperatorRoutes | None = None,
     ) -> None:
+        self._operations = operations
+        self._authority = authority
         self._store = store
         self._audit = audit
         self._tokens = tokens
         self._health = health
-        self._roles: dict[str, frozenset[Role]] = {}
+        self._directory = directory
+        self._clock = clock
+        self._roles: dict[tuple[str, str], frozenset[Role]] = {}
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
         app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024)
-        routes: list[tuple[str, Handler, frozenset[Role] | None]] = [
-            ("/healthz", self.healthz, None),
-            ("/openapi.json", self.openapi, None),
-            ("/v1/audit/checkpoint", self.checkpoint, ANYONE_WITH_A_TOKEN),
-            ("/v1/audit/entries", self.entries, AUDITORS),
-            ("/v1/audit/proof/inclusion", self.inclusion_proof, ANYONE_WITH_A_TOKEN),
-            ("/v1/audit/proof/consistency", self.consistency_proof, ANYONE_WITH_A_TOKEN),
+        routes: list[tuple[str, str, Handler, frozenset[Role] | None]] = [
+            ("GET", "/healthz", self.healthz, None),
+            ("GET", "/openapi.json", self.openapi, None),
+            ("GET", "/v1/audit/checkpoint", self.checkpoint, ANYONE_WITH_A_TOKEN),
+            ("GET", "/v1/audit/checkpoints", self.checkpoints, AUDITORS),
+            ("POST", "/v1/audit/cosignatures", self.cosign, ANYONE_WITH_A_TOKEN),
+            ("GET", "/v1/audit/entries", self.entries, AUDITORS),
+            ("GET", "/v1/audit/proof/inclusion", self.inclusion_proof, ANYONE_WITH_A_TOKEN),
+            ("POST", "/v1/audit/proofs", self.inclusion_proofs, ANYONE_WITH_A_TOKEN),
+            ("GET", "/v1/audit/proof/consistency", self.consistency_proof, ANYONE_WITH_A_TOKEN),
+            ("GET", "/v1/audit/verification", self.verification, AUDITORS),
         ]
-        for path, handler, roles in routes:
-            app.router.add_get(path, handler)
+        if self._operations is not None:
+            routes += [(method, path, handler, OPERATORS) for method, path, handler in self._operations.routes()]
+        for method, path, handler, roles in routes:
+            app.router.add_route(method, path, handler)
             if roles is not None:
-                self._roles[path] = roles
+                self._roles[method, path] = roles
         return app
 
     # -- middlewares -------------------------------------------------------------------
@@ -120,7 +146,7 @@ class GatewayApi:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        roles = self._roles.get(resource.canonical) if resource is not None else None
+        roles = self._roles.get((request.method, resource.canonical)) if resource is not None else None
         if roles is None:
             return await handler(request)
         header = request.headers.get("Authorization", "")
@@ -146,12 +172,41 @@ class GatewayApi:
         return web.json_response(OPENAPI)
 
     async def checkpoint(self, _request: web.Request) -> web.Response:
-        """The latest signed checkpoint."""
+        """The latest signed checkpoint with its cosignatures (published once two witnesses cosigned)."""
         latest = await self._store.latest_checkpoint()
         if latest is None:
             return problem(404, ErrorCode.NOT_FOUND, "No checkpoint", "no checkpoint has been signed yet")
-        size, note = latest
-        return web.json_response({"tree_size": size, "checkpoint": note, "cosignatures": []})
+        return web.json_response(_checkpoint_body(latest))
+
+    async def checkpoints(self, request: web.Request) -> web.Response:
+        """Every checkpoint in signing order, with cosignatures (for exports)."""
+        after = _int_param(request.query, "after", default=0, minimum=0)
+        limit = _int_param(request.query, "limit", default=MAX_PAGE, minimum=1, maximum=MAX_PAGE)
+        records = await self._store.checkpoints(after_id=after, limit=limit)
+        return web.json_response(
+            {
+                "checkpoints": [_checkpoint_body(record) for record in records],
+                "next_after": records[-1].checkpoint_id if len(records) == limit else None,
+            }
+        )
+
+    async def cosign(self, request: web.Request) -> web.Response:
+        """A witness sends its cosignature line for one checkpoint; it is verified, then kept."""
+        try:
+            body = await request.json()
+            checkpoint_id = int(body["checkpoint_id"])
+            line = str(body["cosignature"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedInput(
+                'expected {"checkpoint_id": int, "cosignature": line}', code=ErrorCode.INVALID_PARAMETER
+            ) from exc
+        try:
+            added = await self._audit.add_cosignature(checkpoint_id, line, self._directory(), now=self._clock())
+        except ProofInvalid as exc:
+            return problem(422, exc.code, "Cosignature refused", exc.detail)
+        record = await self._store.checkpoint(checkpoint_id)
+        assert record is not None  # add_cosignature found it
+        return web.json_response(_checkpoint_body(record), status=201 if added else 200)
 
     async def entries(self, request: web.Request) -> web.Response:
         """Log entries with their indexes, oldest first, filtered."""
@@ -170,17 +225,94 @@ class GatewayApi:
         )
 
     async def inclusion_proof(self, request: web.Request) -> web.Response:
-        """An inclusion proof of leaf `index` in the tree of `size`."""
+        """An inclusion proof of leaf `index` (or the leaf with `identity`) in the tree of `size`."""
         size = _int_param(request.query, "size", minimum=1, maximum=self._audit.size)
-        index = _int_param(request.query, "index", minimum=0, maximum=size - 1)
-        proof = self._audit.tree.inclusion_proof(index, size)
+        identity = request.query.get("identity")
+        if identity is not None:
+            record = await self._store.leaf_by_identity(identity[:300])
+            if record is None or record.index >= size:
+                return problem(404, ErrorCode.NOT_FOUND, "No such entry", "no leaf with this identity in that tree")
+            index = record.index
+        else:
+            index = _int_param(request.query, "index", minimum=0, maximum=size - 1)
+        return web.json_response(await self._proof_body(index, size))
+
+    async def inclusion_proofs(self, request: web.Request) -> web.Response:
+        """Inclusion proofs of several leaves, named by identity, in the tree of `size` (at most 500)."""
+        try:
+            body = await request.json()
+            size = int(body["size"])
+            identities = [str(identity)[:300] for identity in body["identities"]][:500]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedInput(
+                'expected {"size": int, "identities": [...]}', code=ErrorCode.INVALID_PARAMETER
+            ) from exc
+        if not 1 <= size <= self._audit.size:
+            raise MalformedInput(f"size must be between 1 and {self._audit.size}", code=ErrorCode.INVALID_PARAMETER)
+        proofs: dict[str, Any] = {}
+        for identity in identities:
+            record = await self._store.leaf_by_identity(identity)
+            if record is not None and record.index < size:
+                proofs[identity] = await self._proof_body(record.index, size, with_checkpoint=False)
+        checkpoint = await self._store.checkpoint_at(size)
         return web.json_response(
             {
-                "index": index,
                 "tree_size": size,
-                "leaf_hash": b64encode(self._audit.tree.leaf_hash_at(index)),
-                "proof": [b64encode(node) for node in proof],
-                "checkpoint": await self._store.checkpoint_at(size),
+                "checkpoint": None if checkpoint is None else _checkpoint_body(checkpoint),
+                "proofs": proofs,
+            }
+        )
+
+    async def _proof_body(self, index: int, size: int, *, with_checkpoint: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": b64encode(self._audit.tree.leaf_hash_at(index)),
+            "proof": [b64encode(node) for node in self._audit.tree.inclusion_proof(index, size)],
+        }
+        if with_checkpoint:
+            checkpoint = await self._store.checkpoint_at(size)
+            body["checkpoint"] = None if checkpoint is None else _checkpoint_body(checkpoint)
+        return body
+
+    async def verification(self, _request: web.Request) -> web.Response:
+        """The auditor's checks (`protocol.audit_verify`) run over this gateway's own log, now."""
+        checkpoints: list[CheckpointRecord] = []
+        while True:
+            page = await self._store.checkpoints(after_id=checkpoints[-1].checkpoint_id if checkpoints else 0)
+            if not page:
+                break
+            checkpoints += page
+        size = checkpoints[-1].tree_size if checkpoints else 0
+        entries: list[LogEntry] = []
+        while len(entries) < size:
+            page_leaves = await self._store.leaves(start=len(entries), limit=MAX_PAGE)
+            if not page_leaves:
+                break
+            entries += [LogEntry(record.leaf, record.receipt) for record in page_leaves]
+        notes = [record.note + "".join(record.cosignatures) for record in checkpoints]
+        report = verify_audit_log(entries[:size], notes, authority=self._authority)
+        problem = report.problem
+        return web.json_response(
+            {
+                "consistent": report.consistent,
+                "entries": report.leaves,
+                "directories": report.directories,
+                "evidence": report.evidence,
+                "messages": report.messages,
+                "checkpoints": report.checkpoints,
+                "cosignatures": report.cosignatures,
+                "checkpoint_size": None if report.latest is None else report.latest.size,
+                "published_size": report.published_size,
+                "problem": None
+                if problem is None
+                else {
+                    "kind": problem.kind,
+                    "detail": problem.detail,
+                    "index": problem.index,
+                    "identity": problem.identity,
+                    "checkpoint": problem.checkpoint,
+                },
             }
         )
 
@@ -201,7 +333,24 @@ def _entry(record: LeafRecord) -> dict[str, Any]:
         "appended_at": record.appended_at,
         "leaf": b64encode(record.leaf),
         "leaf_hash": b64encode(record.leaf_hash),
+        "receipt": b64encode(record.receipt),
         "content": decode_leaf(record.leaf).model_dump(mode="json"),
+    }
+
+
+PUBLISHED_AFTER_COSIGNATURES = 2
+"""A checkpoint counts as published once this many witnesses cosigned it."""
+
+
+def _checkpoint_body(record: CheckpointRecord) -> dict[str, Any]:
+    """A checkpoint as the API gives it: the note with every cosignature line, and the lines apart."""
+    return {
+        "checkpoint_id": record.checkpoint_id,
+        "tree_size": record.tree_size,
+        "signed_at": record.signed_at,
+        "checkpoint": record.note + "".join(record.cosignatures),
+        "cosignatures": list(record.cosignatures),
+        "published": len(record.cosignatures) >= PUBLISHED_AFTER_COSIGNATURES,
     }
 
 
@@ -231,4 +380,4 @@ def _int_param(
     return value
 
 
-__all__ = ["GatewayApi", "Role", "TokenTable", "problem"]
+__all__ = ["PUBLISHED_AFTER_COSIGNATURES", "GatewayApi", "OperatorRoutes", "Role", "TokenTable", "problem"]

@@ -1,9 +1,16 @@
 """The gateway's audit log: leaves in the store, the Merkle tree in memory, signed checkpoints.
 
 Appends happen inside the same database transaction as the state they
-record, so a leaf exists exactly when its effect does. The in-memory tree
+record, so a leaf exists exactly when its effect does. Each leaf is stored
+with the log's receipt (its index and hash, signed). The in-memory tree
 (rebuilt from the stored leaf hashes at start-up) is extended only after
 the transaction commits. Appends are idempotent on the leaf's identity.
+
+Checkpoints (C2SP signed notes, with a `time <unix seconds>` extension line)
+are signed by the log key, separate from the evidence key: at every interval
+in which the log grew, and at least every idle interval otherwise, so that
+witnesses can tell a live log from a stalled or hidden one. Witnesses (the
+agencies' agents) send back cosignatures, which are verified and kept.
 """
 
 from __future__ import annotations
@@ -14,11 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.store import GatewayStore, LeafRecord, Transaction
-from protocol.auditlog import AuditLeaf, encode_leaf
-from protocol.checkpoint import Checkpoint, sign_checkpoint
+from protocol.auditlog import AuditLeaf, encode_leaf, sign_leaf_receipt
+from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, sign_checkpoint, verify_cosignature
+from protocol.directory import Directory
 from protocol.encoding import format_timestamp
+from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
+from protocol.ids import parse_agency_id
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
+
+TIME_EXTENSION = "time "
+"""Prefix of the checkpoint extension line carrying the signing time (POSIX seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +45,11 @@ class AppendedLeaf:
 class AuditTransaction:
     """A store transaction that can also append leaves."""
 
-    def __init__(self, tx: Transaction, base_size: int) -> None:
+    def __init__(self, tx: Transaction, base_size: int, *, origin: str, log_key: SigningPrivateKey) -> None:
         self.tx = tx
         self._base_size = base_size
+        self._origin = origin
+        self._log_key = log_key
         self.pending: list[bytes] = []
 
     async def append(
@@ -60,6 +75,7 @@ class AuditTransaction:
                 message_id=message_id,
                 leaf=data,
                 leaf_hash=digest,
+                receipt=sign_leaf_receipt(self._origin, index, digest, self._log_key),
                 appended_at=format_timestamp(at),
             ),
             agencies,
@@ -86,7 +102,7 @@ class AuditLog:
         log = cls(store, tree, origin=origin, log_key=log_key)
         latest = await store.latest_checkpoint()
         if latest is not None:
-            log._last_checkpoint_size = latest[0]
+            log._last_checkpoint_size = latest.tree_size
         return log
 
     @property
@@ -101,14 +117,14 @@ class AuditLog:
 
     @property
     def origin(self) -> str:
-        """The log's origin line in checkpoints."""
+        """The log's origin line in checkpoints (also the log key's name)."""
         return self._origin
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AuditTransaction]:
         """A write transaction; leaves appended in it join the tree once it commits."""
         async with self._store.transaction() as tx:
-            audit_tx = AuditTransaction(tx, self._tree.size)
+            audit_tx = AuditTransaction(tx, self._tree.size, origin=self._origin, log_key=self._log_key)
             yield audit_tx
         for digest in audit_tx.pending:
             self._tree.append(digest)
@@ -120,7 +136,12 @@ class AuditLog:
         idle_due = self._last_checkpoint_at is None or now - self._last_checkpoint_at >= idle_interval
         if not grew and not idle_due:
             return None
-        checkpoint = Checkpoint(origin=self._origin, size=size, root_hash=self._tree.root(size))
+        checkpoint = Checkpoint(
+            origin=self._origin,
+            size=size,
+            root_hash=self._tree.root(size),
+            extensions=(f"{TIME_EXTENSION}{int(now.timestamp())}",),
+        )
         note = sign_checkpoint(checkpoint, self._origin, self._log_key).to_text()
         async with self._store.transaction() as tx:
             await tx.insert_checkpoint(size, note, format_timestamp(now))
@@ -128,5 +149,43 @@ class AuditLog:
         self._last_checkpoint_at = now
         return note
 
+    async def add_cosignature(
+        self, checkpoint_id: int, signature_line: str, directory: Directory, *, now: datetime
+    ) -> bool:
+        """Verify a witness's cosignature line of checkpoint `checkpoint_id` and keep it.
 
-__all__ = ["AppendedLeaf", "AuditLog", "AuditTransaction"]
+        The witness is an agency of the directory, named by the line; its
+        cosignature key is its signing key. Returns False if it had already
+        cosigned this checkpoint.
+        """
+        record = await self._store.checkpoint(checkpoint_id)
+        if record is None:
+            raise ProofInvalid(f"no checkpoint {checkpoint_id}", code=ErrorCode.CHECKPOINT_INVALID)
+        try:
+            signature = NoteSignature.from_line(signature_line.rstrip("\n"))
+            witness = directory.agency(parse_agency_id(signature.key_name))
+        except ProtocolError as exc:
+            raise ProofInvalid(
+                f"cosignature line is not by an agency of the directory: {exc.detail}",
+                code=ErrorCode.CHECKPOINT_INVALID,
+            ) from exc
+        signed = SignedCheckpoint.parse(record.note).with_signature(signature)
+        failures = []
+        for key in witness.signing_keys:
+            try:
+                verify_cosignature(signed, witness.agency_id, key.verifier)
+                break
+            except ProtocolError as exc:
+                failures.append(exc.detail)
+        else:
+            raise ProofInvalid(
+                f"cosignature of {witness.agency_id} does not verify: {'; '.join(failures)}",
+                code=ErrorCode.CHECKPOINT_INVALID,
+            )
+        async with self._store.transaction() as tx:
+            return await tx.insert_cosignature(
+                checkpoint_id, witness.agency_id, signature.to_line(), format_timestamp(now)
+            )
+
+
+__all__ = ["TIME_EXTENSION", "AppendedLeaf", "AuditLog", "AuditTransaction"]

@@ -6,11 +6,15 @@ Tree::
      +-- TransientFailure          retry later: the broker or the disk is away
      |    +-- BrokerUnavailable    a publish was not confirmed, or the connection dropped
      |    +-- StoreUnavailable     the database could not commit
+     |    +-- ManagementUnavailable  the broker's management API did not answer (operator views only)
      +-- RoutingFailed             the broker returned a mandatory publish: no such inbox
      +-- ConfigurationError        settings, keys or directory unusable at start-up
+     +-- ServiceUnhealthy          a watchdog found the process wedged: it exits for its supervisor
+     +-- OperationConflict         an operator's action the target's state does not allow (HTTP 409)
 
-A transient failure leaves the ingress delivery unacknowledged so that it
-comes back; a permanent one is answered with negative evidence.
+A transient failure is retried while the ingress delivery is held
+unacknowledged (not handed back: every return counts toward the queue's
+delivery limit); a permanent one is answered with negative evidence.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ class StoreUnavailable(TransientFailure):
     """The database could not commit."""
 
 
+class ManagementUnavailable(TransientFailure):
+    """The broker's management API did not answer as expected (or is not configured)."""
+
+
 class RoutingFailed(GatewayError):
     """The broker returned a mandatory publish: no queue is bound for that routing key."""
 
@@ -40,11 +48,22 @@ class ConfigurationError(GatewayError):
     """Settings, keys or directory are unusable; the gateway does not start."""
 
 
+class ServiceUnhealthy(GatewayError):
+    """A consumer stayed down past the watchdog's limit, or a task of the service ended: exit, be restarted."""
+
+
+class OperationConflict(GatewayError):
+    """An operator asked for something the target's state does not allow (a dead letter decided already)."""
+
+
 __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "GatewayError",
+    "ManagementUnavailable",
+    "OperationConflict",
     "RoutingFailed",
+    "ServiceUnhealthy",
     "StoreUnavailable",
     "TransientFailure",
 ]

@@ -28,6 +28,32 @@ def _get(summary: str, parameters: list[dict[str, Any]] | None = None, roles: st
     }
 
 
+def _post(summary: str, roles: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": f"Roles: {roles}. Logged as an `operator_action` leaf before it takes effect.",
+            "parameters": [{"name": "dead_letter_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {"reason": {"type": "string"}}}}
+                },
+            },
+            "responses": {
+                "200": {"description": "The dead letter, in its new state", "content": {"application/json": {}}},
+                "400": _PROBLEM,
+                "401": _PROBLEM,
+                "403": _PROBLEM,
+                "404": _PROBLEM,
+                "409": _PROBLEM,
+                "503": _PROBLEM,
+            },
+        }
+    }
+
+
 def _query(name: str, description: str, schema_type: str = "integer", required: bool = False) -> dict[str, Any]:
     return {
         "name": name,
@@ -87,6 +113,26 @@ OPENAPI: Final[dict[str, Any]] = {
             "Consistency proof between two tree sizes (RFC 9162 2.1.4)",
             [_query("from", "older tree size", required=True), _query("to", "newer tree size", required=True)],
             roles="operator, auditor, reader",
+        ),
+        "/v1/ops/dead-letters": _get(
+            "Dead letters held by the gateway, oldest first: metadata and reason, never content",
+            [
+                _query("state", "held, redriving, redriven or discarded", "string"),
+                _query("after", "only ids above this one"),
+                _query("limit", "at most this many (1-500)"),
+            ],
+            roles="operator",
+        ),
+        "/v1/ops/dead-letters/{dead_letter_id}": _get("One dead letter", roles="operator"),
+        "/v1/ops/dead-letters/{dead_letter_id}/redrive": _post(
+            "Send a held dead letter on again (a submission through the pipeline, a delivery to its inbox)",
+            roles="operator",
+        ),
+        "/v1/ops/dead-letters/{dead_letter_id}/discard": _post("Drop a held dead letter for good", roles="operator"),
+        "/v1/ops/queues": _get(
+            "Per queue: messages ready and unacknowledged, consumers, publish and deliver rates (503 when the "
+            "broker's management API is not configured)",
+            roles="operator",
         ),
     },
 }

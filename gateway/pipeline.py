@@ -37,7 +37,7 @@ import structlog
 
 from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.errors import RoutingFailed
-from gateway.store import GatewayStore, MessageRecord
+from gateway.store import GatewayStore, MessageRecord, RelayRecord
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
@@ -62,6 +62,8 @@ log = structlog.get_logger("rogatory.gateway.pipeline")
 
 STATE_ACCEPTED = "accepted"
 STATE_RELAYED = "relayed"
+STATE_DEAD_LETTERED = "dead_lettered"
+"""A submission the broker dead-lettered and `gateway.deadletters` refused: only an operator's re-drive relays it."""
 RELAY_RELAYED = "relayed"
 RELAY_FAILED = "relay_failed"
 
@@ -284,9 +286,50 @@ class IngressPipeline:
                 recipient,
                 RELAY_RELAYED if failure is None else RELAY_FAILED,
                 format_timestamp(now),
+                expires_at=format_timestamp(header.expires_at),
             )
             await self._issue(atx, self._statement(evidence_type, authenticated, recipient, now, failure))
         self._on_outgoing()
+
+    async def time_out(self, relay: RelayRecord, evidence_type: EvidenceType, reason: Reason) -> bool:
+        """Log gateway-issued `NON_DELIVERY` or `NON_RETRIEVAL` for one copy whose deadline passed.
+
+        Invariant: only for a copy still waiting in the state the deadline is about
+        (checked again inside the transaction, so late evidence is never overtaken).
+        """
+        waiting_in = {EvidenceType.NON_DELIVERY: RELAY_RELAYED, EvidenceType.NON_RETRIEVAL: "delivery"}[evidence_type]
+        record = await self._store.message(relay.sender, relay.message_id)
+        if record is None:
+            return False
+        now = self._clock()
+        statement = new_statement(
+            evidence_type,
+            message_id=parse_message_id(record.message_id),
+            message_digest=record.digest,
+            sender=parse_agency_id(record.sender),
+            recipient=parse_agency_id(relay.recipient),
+            message_type=record.message_type,
+            case_id=record.case_id,
+            issuer=self._identity.gateway_id,
+            at=now,
+            reason=reason,
+        )
+        async with self._audit.transaction() as atx:
+            if await atx.tx.relay_state(relay.sender, relay.message_id, relay.recipient) != waiting_in:
+                return False
+            await atx.tx.set_relay_state(
+                relay.sender, relay.message_id, relay.recipient, evidence_type.lower(), format_timestamp(now)
+            )
+            await self._issue(atx, statement)
+        self._on_outgoing()
+        log.info(
+            "deadline_passed",
+            evidence=str(evidence_type),
+            message_id=relay.message_id,
+            sender=relay.sender,
+            recipient=relay.recipient,
+        )
+        return True
 
     async def _route_and_record(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> None:
         header = authenticated.header
@@ -302,6 +345,10 @@ class IngressPipeline:
     async def _resume(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> Outcome:
         """A redelivery: finish whatever the first attempt did not, add nothing twice."""
         header = authenticated.header
+        record = await self._store.message(header.sender, str(header.message_id))
+        if record is not None and record.state == STATE_DEAD_LETTERED:
+            # Another copy of a submission already refused as dead: refused once, never relayed.
+            return Outcome(kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender)
         await self._route_and_record(authenticated, sealed)
         return Outcome(kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender)
 

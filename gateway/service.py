@@ -2,10 +2,13 @@
 
 Order at start: settings -> store -> keys -> directory (verified) -> audit
 log (tree rebuilt) -> directory leaf -> publisher, pipeline, relay ->
-HTTP API -> ingress consumer. At SIGTERM or SIGINT the consumer stops taking
-deliveries, finishes the one in hand (acking it or handing it back), the
-relay drains what was committed, a last checkpoint is signed, and the
-connections close.
+HTTP API -> ingress and dead-letter consumers, watchdog. At SIGTERM or
+SIGINT the consumers stop taking deliveries, finish the one in hand (acking
+it or handing it back) and hand back what they had buffered, the relay
+drains what was committed, a last checkpoint is signed, and the connections
+close. If a task ends on its own, or the watchdog finds a consumer down for
+too long (`gateway.watchdog`), the same shutdown runs and the process exits
+with status 70 for its supervisor to start it again.
 """
 
 from __future__ import annotations
@@ -23,14 +26,24 @@ from aiohttp import web
 
 from gateway.api import GatewayApi, Role, TokenTable
 from gateway.auditlog import AuditLog
-from gateway.broker import ConfirmedPublisher, IngressConsumer
+from gateway.broker import (
+    ConfirmedPublisher,
+    DeadLetterConsumer,
+    FailoverConnector,
+    IngressConsumer,
+    ManagementAccess,
+    endpoints_from_setting,
+)
+from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
+from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from gateway.logs import configure_logging
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressPipeline
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
+from gateway.watchdog import EXIT_UNHEALTHY, ConsumerWatchdog, finish, supervise
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode, ProtocolError
@@ -48,9 +61,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+SHUTDOWN_TIMEOUT_S = 10.0
+"""How long the tasks may take to finish at shutdown before they are cancelled."""
+
+
 def broker_user_of(amqp_url: str) -> str:
-    """The user name in an AMQP URL: what RabbitMQ checks `user_id` against."""
-    user = urlsplit(amqp_url).username
+    """The user name in an AMQP URL (the first of a list): what RabbitMQ checks `user_id` against."""
+    user = urlsplit(amqp_url.split(",", 1)[0].strip()).username
     if not user:
         raise ConfigurationError("ROGATORY_AMQP_URL must name the gateway's broker user")
     return unquote(user)
@@ -80,7 +97,7 @@ def _check_keys_listed(directory: Directory, evidence_key: SigningPrivateKey, lo
         raise ConfigurationError(f"log key {log_key.key_id} is not listed for the gateway in the directory")
 
 
-async def run_gateway(
+async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one place
     settings: GatewaySettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
 ) -> None:
     """Run one gateway until `stopping` is set (or SIGTERM/SIGINT arrives)."""
@@ -93,7 +110,11 @@ async def run_gateway(
     first_directory = _read_directory(settings, authority, clock())
     _check_keys_listed(first_directory, evidence_key, log_key)
 
-    store = await GatewayStore.open(settings.data_dir / "gateway.db", synchronous=settings.sqlite_synchronous)
+    store = (
+        await GatewayStore.open_postgres(settings.database_url)
+        if settings.database_url is not None
+        else await GatewayStore.open(settings.data_dir / "gateway.db", synchronous=settings.sqlite_synchronous)
+    )
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
     directory = await DirectoryHolder.load(
         settings.directory_file, authority=authority, store=store, audit=audit, now=clock(), limits=settings.limits
@@ -103,7 +124,9 @@ async def run_gateway(
         evidence_key=evidence_key,
         broker_user_prefix=settings.broker_user_prefix,
     )
-    publisher = ConfirmedPublisher(settings.amqp_url, broker_user=broker_user_of(settings.amqp_url))
+    broker_user_of(settings.amqp_url)
+    endpoints = endpoints_from_setting(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
+    publisher = ConfirmedPublisher(FailoverConnector(endpoints))
     relay = OutgoingRelay(store, publisher)
     pipeline = IngressPipeline(
         identity=identity,
@@ -115,7 +138,19 @@ async def run_gateway(
         clock=clock,
         on_outgoing=relay.wake,
     )
-    consumer = IngressConsumer(settings.amqp_url, pipeline.handle, prefetch=settings.prefetch)
+    consumer = IngressConsumer(FailoverConnector(endpoints), pipeline.handle, prefetch=settings.prefetch)
+    dead_letters = DeadLetters(
+        identity=identity,
+        directory=lambda: directory.current,
+        store=store,
+        audit=audit,
+        pipeline=pipeline,
+        publisher=publisher,
+        limits=settings.limits,
+        clock=clock,
+        on_outgoing=relay.wake,
+    )
+    dead_letter_consumer = DeadLetterConsumer(FailoverConnector(endpoints), dead_letters.take, taken_summary)
 
     def health() -> dict[str, Any]:
         connected = consumer.connected.is_set()
@@ -123,6 +158,7 @@ async def run_gateway(
             "status": "ok" if connected else "degraded",
             "service": "gateway",
             "ingress_connected": connected,
+            "dead_letters_connected": dead_letter_consumer.connected.is_set(),
             "tree_size": audit.size,
             "directory_version": directory.current.version,
         }
@@ -134,7 +170,19 @@ async def run_gateway(
             *((digest, Role.READER) for digest in settings.reader_tokens_sha256),
         )
     )
-    runner = web.AppRunner(GatewayApi(store=store, audit=audit, tokens=tokens, health=health).app(), access_log=None)
+    api = GatewayApi(
+        store=store,
+        audit=audit,
+        tokens=tokens,
+        health=health,
+        directory=lambda: directory.current,
+        clock=clock,
+        authority=authority,
+        operations=OperationsApi(
+            dead_letters=dead_letters, store=store, management=_management_access(settings), vhost=endpoints.vhost
+        ),
+    )
+    runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
@@ -148,7 +196,10 @@ async def run_gateway(
     async def checkpoints() -> None:
         idle = timedelta(seconds=settings.idle_checkpoint_interval_s)
         while not stopping.is_set():
-            await audit.checkpoint_if_due(clock(), idle_interval=idle)
+            try:
+                await audit.checkpoint_if_due(clock(), idle_interval=idle)
+            except TransientFailure as exc:
+                log.warning("checkpoint_failed", error=str(exc)[:300])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
 
@@ -156,16 +207,31 @@ async def run_gateway(
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stopping.set)
+    deadlines = DeadlineWatcher(
+        pipeline=pipeline,
+        store=store,
+        clock=clock,
+        delivery_grace=timedelta(seconds=settings.delivery_grace_s),
+        retrieval_deadline=timedelta(seconds=settings.retrieval_deadline_s),
+    )
     tasks = [
         asyncio.create_task(consumer.run(stopping), name="ingress"),
+        asyncio.create_task(dead_letter_consumer.run(stopping), name="dead_letters"),
+        asyncio.create_task(
+            ConsumerWatchdog((consumer, dead_letter_consumer), limit_s=settings.watchdog_s).run(stopping),
+            name="watchdog",
+        ),
         asyncio.create_task(relay.run(stopping), name="outgoing"),
         asyncio.create_task(checkpoints(), name="checkpoints"),
+        asyncio.create_task(deadlines.run(stopping, interval=settings.deadline_sweep_s), name="deadlines"),
     ]
+    failure: ServiceUnhealthy | None = None
     try:
-        await stopping.wait()
-        log.info("gateway_stopping")
-        await asyncio.gather(*tasks)
-        await audit.checkpoint_if_due(clock(), idle_interval=timedelta(0))
+        failure = await supervise(tasks, stopping)
+        log.info("gateway_stopping", reason="unhealthy" if failure is not None else "asked")
+        await finish(tasks, timeout_s=SHUTDOWN_TIMEOUT_S)
+        with contextlib.suppress(TransientFailure):
+            await audit.checkpoint_if_due(clock(), idle_interval=timedelta(0))
     finally:
         for task in tasks:
             task.cancel()
@@ -174,6 +240,19 @@ async def run_gateway(
         await publisher.close()
         await store.close()
         log.info("gateway_stopped")
+    if failure is not None:
+        raise failure
+
+
+def _management_access(settings: GatewaySettings) -> ManagementAccess | None:
+    """Access to the broker's management API, when all three settings are given."""
+    if settings.management_url is None or settings.management_user is None or settings.management_password_file is None:
+        return None
+    try:
+        password = settings.management_password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read ROGATORY_MANAGEMENT_PASSWORD_FILE: {exc}") from exc
+    return ManagementAccess(base_url=settings.management_url, username=settings.management_user, password=password)
 
 
 def main() -> None:
@@ -192,6 +271,9 @@ def main() -> None:
     except ConfigurationError as exc:
         log.error("gateway_configuration_invalid", error=str(exc))
         raise SystemExit(2) from exc
+    except ServiceUnhealthy as exc:
+        log.error("gateway_exiting_unhealthy", error=str(exc)[:500], exit_status=EXIT_UNHEALTHY)
+        raise SystemExit(EXIT_UNHEALTHY) from exc
 
 
 __all__ = ["broker_user_of", "main", "run_gateway", "utc_now"]

@@ -3,6 +3,12 @@
 | variable                              | meaning                                                   | default          |
 | ------------------------------------- | --------------------------------------------------------- | ---------------- |
 | `ROGATORY_AMQP_URL`                   | the gateway's own broker identity (user, password, vhost) | required         |
+|                                       | for a cluster: one URL per node, comma-separated          |                  |
+| `ROGATORY_AMQP_HEARTBEAT_S`           | AMQP heartbeat; a peer silent ~3 heartbeats is dropped    | 10               |
+| `ROGATORY_WATCHDOG_S`                 | a consumer down this long: exit for the supervisor        | 300              |
+| `ROGATORY_MANAGEMENT_URL`             | broker management API, for `GET /v1/ops/queues`           | none (503)       |
+| `ROGATORY_MANAGEMENT_USER`            | a management user that may list the vhost's queues        | none             |
+| `ROGATORY_MANAGEMENT_PASSWORD_FILE`   | file holding that user's password                         | none             |
 | `ROGATORY_HTTP_HOST` / `_PORT`        | where the audit and operator API listens                  | 127.0.0.1 / 8700 |
 | `ROGATORY_DATA_DIR`                   | database directory                                        | required         |
 | `ROGATORY_DIRECTORY_FILE`             | the signed directory (JSON)                               | required         |
@@ -17,6 +23,10 @@
 | `ROGATORY_PREFETCH`                   | ingress deliveries held unacknowledged at once            | 32               |
 | `ROGATORY_SQLITE_SYNCHRONOUS`         | `FULL` (default) or `NORMAL`                              | FULL             |
 | `ROGATORY_LOG_FORMAT`                 | `json` or `console`                                       | json             |
+| `ROGATORY_DATABASE_URL`               | `postgresql://...` to keep records in PostgreSQL          | SQLite in data   |
+| `ROGATORY_DELIVERY_GRACE_S`           | after a message expired undelivered: `NON_DELIVERY`       | 300              |
+| `ROGATORY_RETRIEVAL_DEADLINE_S`       | after delivery without retrieval: `NON_RETRIEVAL`         | 604800 (7 days)  |
+| `ROGATORY_DEADLINE_SWEEP_S`           | seconds between two sweeps for passed deadlines           | 5.0              |
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigurationError
 from protocol.limits import DEFAULT_LIMITS, Limits
@@ -41,6 +52,11 @@ class GatewaySettings(BaseModel):
     amqp_url: str = Field(min_length=1)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8700, ge=0, le=65535)
+    amqp_heartbeat_s: int = Field(default=10, ge=0, le=600)
+    watchdog_s: float = Field(default=300.0, gt=0)
+    management_url: str | None = Field(default=None, pattern=r"^https?://")
+    management_user: str | None = None
+    management_password_file: Path | None = None
     data_dir: Path
     directory_file: Path
     authority_key: str
@@ -55,7 +71,25 @@ class GatewaySettings(BaseModel):
     prefetch: int = Field(default=32, ge=1, le=10_000)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_format: Literal["json", "console"] = "json"
+    database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    delivery_grace_s: float = Field(default=300.0, ge=0)
+    retrieval_deadline_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    deadline_sweep_s: float = Field(default=5.0, gt=0)
     limits: Limits = DEFAULT_LIMITS
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_identity_per_node(cls, value: str) -> str:
+        """Every URL of the list is an AMQP URL of the same user, password and vhost."""
+        identities = set()
+        for url in (part.strip() for part in value.split(",") if part.strip()):
+            parts = urlsplit(url)
+            if parts.scheme not in {"amqp", "amqps"} or not parts.hostname:
+                raise ValueError("expected amqp:// or amqps:// URLs with a host, comma-separated")
+            identities.add((parts.username, parts.password, parts.path))
+        if len(identities) != 1:
+            raise ValueError("expected one or more URLs of the same user, password and vhost")
+        return value
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> GatewaySettings:

@@ -1,35 +1,38 @@
-"""The gateway's durable records in SQLite: messages seen, audit leaves, checkpoints, outgoing.
+"""The gateway's durable records: messages seen, audit leaves, checkpoints, cosignatures, outgoing.
 
-Nothing is kept only in the broker. One connection, one writer at a time
-(`transaction()` holds a lock), WAL journal and `synchronous=FULL` so that a
-committed transaction survives a crash before the ingress delivery is acked.
+Nothing is kept only in the broker. The SQL is written once (`gateway.db`)
+and runs on SQLite by default (WAL, `synchronous=FULL`, so a committed
+transaction survives a crash before the ingress delivery is acked) or on
+PostgreSQL when a deployment outgrows one machine.
 
 Tables:
 
-* `messages`    one row per (sender, message id) accepted or refused: replay
-                detection and where the pipeline got to;
-* `relays`      one row per (message, recipient): relayed, delivered, retrieved;
-* `leaves`      the audit log, append-only, `identity` unique (idempotent append);
-* `checkpoints` signed tree heads;
-* `outgoing`    evidence and messages committed for publication, deleted once
-                the broker confirmed them (the gateway's outbox).
+* `messages`     one row per (sender, message id) accepted: replay detection and
+                 where the pipeline got to;
+* `relays`       one row per (message, recipient): relayed, delivered, retrieved...;
+* `leaves`       the audit log, append-only, `identity` unique (idempotent append),
+                 each with the log's signed receipt over (index, leaf hash);
+* `checkpoints`  every signed tree head, in signing order;
+* `cosignatures` witnesses' cosignatures of checkpoints;
+* `outgoing`     evidence committed for publication, deleted once the broker
+                 confirmed it (the gateway's outbox);
+* `settings`     small pieces of kept state (the directory version held);
+* `dead_letters` deliveries the broker dead-lettered, held for the operator
+                 (`gateway.deadletters`): metadata, the sealed body for a
+                 re-drive, what was done about them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiosqlite
-
+from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
 from gateway.errors import StoreUnavailable
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     sender TEXT NOT NULL,
     message_id TEXT NOT NULL,
@@ -50,8 +53,10 @@ CREATE TABLE IF NOT EXISTS relays (
     recipient TEXT NOT NULL,
     state TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (sender, message_id, recipient)
 );
+CREATE INDEX IF NOT EXISTS relays_state ON relays (state, expires_at);
 CREATE TABLE IF NOT EXISTS leaves (
     leaf_index INTEGER PRIMARY KEY,
     identity TEXT NOT NULL UNIQUE,
@@ -60,13 +65,23 @@ CREATE TABLE IF NOT EXISTS leaves (
     agencies TEXT NOT NULL,
     leaf BLOB NOT NULL,
     leaf_hash BLOB NOT NULL,
+    receipt BLOB NOT NULL,
     appended_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS leaves_message ON leaves (message_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    tree_size INTEGER PRIMARY KEY,
+    checkpoint_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tree_size INTEGER NOT NULL,
     note TEXT NOT NULL,
     signed_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_size ON checkpoints (tree_size);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    checkpoint_id INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    signature_line TEXT NOT NULL,
+    cosigned_at TEXT NOT NULL,
+    PRIMARY KEY (checkpoint_id, witness)
 );
 CREATE TABLE IF NOT EXISTS outgoing (
     outgoing_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,6 +95,28 @@ CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    dead_letter_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    death_count INTEGER NOT NULL,
+    died_at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    publisher TEXT,
+    amqp_message_id TEXT,
+    sender TEXT,
+    message_id TEXT,
+    recipient TEXT,
+    body BLOB NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    body_length INTEGER NOT NULL,
+    evidence TEXT,
+    state TEXT NOT NULL,
+    note TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)
 """
 
 
@@ -101,7 +138,7 @@ class MessageRecord:
 
 @dataclass(frozen=True, slots=True)
 class LeafRecord:
-    """One stored audit leaf."""
+    """One stored audit leaf with the log's receipt for it."""
 
     index: int
     identity: str
@@ -109,7 +146,31 @@ class LeafRecord:
     message_id: str | None
     leaf: bytes
     leaf_hash: bytes
+    receipt: bytes
     appended_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """One signed checkpoint and the cosignature lines witnesses added to it."""
+
+    checkpoint_id: int
+    tree_size: int
+    note: str
+    signed_at: str
+    cosignatures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRecord:
+    """Where one recipient's copy of a message got to."""
+
+    sender: str
+    message_id: str
+    recipient: str
+    state: str
+    updated_at: str
+    expires_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,20 +184,117 @@ class OutgoingRecord:
     body: bytes
 
 
-class Transaction:
-    """The operations allowed inside one write transaction."""
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """One dead letter held for the operator (`gateway.deadletters`)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    dead_letter_id: int
+    identity: str
+    queue: str
+    reason: str
+    death_count: int
+    died_at: str
+    kind: str
+    publisher: str | None
+    amqp_message_id: str | None
+    sender: str | None
+    message_id: str | None
+    recipient: str | None
+    body: bytes
+    body_sha256: str
+    body_length: int
+    evidence: str | None
+    state: str
+    note: str
+    recorded_at: str
+    updated_at: str
+
+
+_DEAD_LETTER_COLUMNS = (
+    "dead_letter_id, identity, queue, reason, death_count, died_at, kind, publisher, amqp_message_id, sender, "
+    "message_id, recipient, body, body_sha256, body_length, evidence, state, note, recorded_at, updated_at"
+)
+
+
+def _dead_letter(row: Row) -> DeadLetterRecord:
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return DeadLetterRecord(
+        dead_letter_id=int(row[0]),
+        identity=str(row[1]),
+        queue=str(row[2]),
+        reason=str(row[3]),
+        death_count=int(row[4]),
+        died_at=str(row[5]),
+        kind=str(row[6]),
+        publisher=text(row[7]),
+        amqp_message_id=text(row[8]),
+        sender=text(row[9]),
+        message_id=text(row[10]),
+        recipient=text(row[11]),
+        body=bytes(row[12]),
+        body_sha256=str(row[13]),
+        body_length=int(row[14]),
+        evidence=text(row[15]),
+        state=str(row[16]),
+        note=str(row[17]),
+        recorded_at=str(row[18]),
+        updated_at=str(row[19]),
+    )
+
+
+_MESSAGE_COLUMNS = (
+    "sender, message_id, digest, message_type, case_id, recipients, created_at, expires_at, state, received_at"
+)
+_LEAF_COLUMNS = "leaf_index, identity, kind, message_id, leaf, leaf_hash, receipt, appended_at"
+
+
+def _message(row: Row) -> MessageRecord:
+    return MessageRecord(
+        sender=str(row[0]),
+        message_id=str(row[1]),
+        digest=str(row[2]),
+        message_type=str(row[3]),
+        case_id=str(row[4]),
+        recipients=tuple(str(row[5]).split(",")) if row[5] else (),
+        created_at=str(row[6]),
+        expires_at=str(row[7]),
+        state=str(row[8]),
+        received_at=str(row[9]),
+    )
+
+
+def _leaf(row: Row) -> LeafRecord:
+    return LeafRecord(
+        index=int(row[0]),
+        identity=str(row[1]),
+        kind=str(row[2]),
+        message_id=None if row[3] is None else str(row[3]),
+        leaf=bytes(row[4]),
+        leaf_hash=bytes(row[5]),
+        receipt=bytes(row[6]),
+        appended_at=str(row[7]),
+    )
+
+
+class Transaction:
+    """The writes allowed inside one transaction (and the reads they depend on)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
 
     async def message(self, sender: str, message_id: str) -> MessageRecord | None:
         """The record of (sender, message id), if any."""
-        return await _fetch_message(self._db, sender, message_id)
+        row = await self._c.fetchone(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)
+        )
+        return None if row is None else _message(row)
 
     async def insert_message(self, record: MessageRecord) -> None:
         """Record a message seen for the first time."""
-        await self._db.execute(
-            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+        await self._c.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 record.sender,
                 record.message_id,
@@ -153,28 +311,39 @@ class Transaction:
 
     async def set_message_state(self, sender: str, message_id: str, state: str) -> None:
         """Move a message to `state`."""
-        await self._db.execute(
+        await self._c.execute(
             "UPDATE messages SET state = ? WHERE sender = ? AND message_id = ?", (state, sender, message_id)
         )
 
-    async def set_relay_state(self, sender: str, message_id: str, recipient: str, state: str, at: str) -> None:
-        """Record where the copy for one recipient got to."""
-        await self._db.execute(
-            "INSERT INTO relays VALUES (?,?,?,?,?) ON CONFLICT (sender, message_id, recipient) "
+    async def set_relay_state(
+        self, sender: str, message_id: str, recipient: str, state: str, at: str, *, expires_at: str | None = None
+    ) -> None:
+        """Record where the copy for one recipient got to (and, on first record, when it expires)."""
+        await self._c.execute(
+            "INSERT INTO relays (sender, message_id, recipient, state, updated_at, expires_at) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (sender, message_id, recipient) "
             "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (sender, message_id, recipient, state, at),
+            (sender, message_id, recipient, state, at, expires_at or ""),
         )
+
+    async def relay_state(self, sender: str, message_id: str, recipient: str) -> str | None:
+        """Where the copy for `recipient` got to, if it was relayed."""
+        row = await self._c.fetchone(
+            "SELECT state FROM relays WHERE sender = ? AND message_id = ? AND recipient = ?",
+            (sender, message_id, recipient),
+        )
+        return None if row is None else str(row[0])
 
     async def leaf_index(self, identity: str) -> int | None:
         """The index of the leaf with this identity, if it was already appended."""
-        async with self._db.execute("SELECT leaf_index FROM leaves WHERE identity = ?", (identity,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._c.fetchone("SELECT leaf_index FROM leaves WHERE identity = ?", (identity,))
         return None if row is None else int(row[0])
 
     async def insert_leaf(self, record: LeafRecord, agencies: Sequence[str]) -> None:
         """Append one leaf at `record.index` (the caller keeps indexes dense)."""
-        await self._db.execute(
-            "INSERT INTO leaves VALUES (?,?,?,?,?,?,?,?)",
+        await self._c.execute(
+            "INSERT INTO leaves (leaf_index, identity, kind, message_id, agencies, leaf, leaf_hash, receipt, "
+            "appended_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 record.index,
                 record.identity,
@@ -183,123 +352,158 @@ class Transaction:
                 "," + ",".join(agencies) + ",",
                 record.leaf,
                 record.leaf_hash,
+                record.receipt,
                 record.appended_at,
             ),
         )
 
     async def enqueue(self, routing_key: str, kind: str, message_id: str, body: bytes, at: str) -> None:
         """Commit a publication to be made once this transaction commits."""
-        await self._db.execute(
+        await self._c.execute(
             "INSERT INTO outgoing (routing_key, kind, message_id, body, created_at) VALUES (?,?,?,?,?)",
             (routing_key, kind, message_id, body, at),
         )
 
     async def insert_checkpoint(self, tree_size: int, note: str, at: str) -> None:
-        """Keep a signed checkpoint (one per tree size)."""
-        await self._db.execute("INSERT OR IGNORE INTO checkpoints VALUES (?,?,?)", (tree_size, note, at))
+        """Keep a signed checkpoint."""
+        await self._c.execute(
+            "INSERT INTO checkpoints (tree_size, note, signed_at) VALUES (?,?,?)", (tree_size, note, at)
+        )
+
+    async def insert_cosignature(self, checkpoint_id: int, witness: str, line: str, at: str) -> bool:
+        """Keep a witness's cosignature of a checkpoint; False if that witness already cosigned it."""
+        changed = await self._c.execute(
+            "INSERT INTO cosignatures (checkpoint_id, witness, signature_line, cosigned_at) VALUES (?,?,?,?) "
+            "ON CONFLICT (checkpoint_id, witness) DO NOTHING",
+            (checkpoint_id, witness, line, at),
+        )
+        return changed == 1
 
     async def set_setting(self, name: str, value: str) -> None:
         """Keep a small piece of state (the directory version held, for example)."""
-        await self._db.execute(
-            "INSERT INTO settings VALUES (?,?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        await self._c.execute(
+            "INSERT INTO settings (name, value) VALUES (?,?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (name, value),
         )
 
+    async def delete_outgoing(self, outgoing_ids: Sequence[int]) -> None:
+        """Forget publications the broker confirmed."""
+        await self._c.executemany("DELETE FROM outgoing WHERE outgoing_id = ?", [(i,) for i in outgoing_ids])
 
-async def _fetch_message(db: aiosqlite.Connection, sender: str, message_id: str) -> MessageRecord | None:
-    async with db.execute("SELECT * FROM messages WHERE sender = ? AND message_id = ?", (sender, message_id)) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        return None
-    return MessageRecord(
-        sender=row[0],
-        message_id=row[1],
-        digest=row[2],
-        message_type=row[3],
-        case_id=row[4],
-        recipients=tuple(row[5].split(",")) if row[5] else (),
-        created_at=row[6],
-        expires_at=row[7],
-        state=row[8],
-        received_at=row[9],
-    )
+    # -- dead letters (gateway.deadletters) -------------------------------------------
 
+    async def dead_letter_by_identity(self, identity: str) -> DeadLetterRecord | None:
+        """The dead letter recorded under `identity`, if any."""
+        row = await self._c.fetchone(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE identity = ?", (identity,))
+        return None if row is None else _dead_letter(row)
 
-def _leaf(row: Sequence[Any]) -> LeafRecord:
-    return LeafRecord(
-        index=int(row[0]),
-        identity=str(row[1]),
-        kind=str(row[2]),
-        message_id=None if row[3] is None else str(row[3]),
-        leaf=bytes(row[5]),
-        leaf_hash=bytes(row[6]),
-        appended_at=str(row[7]),
-    )
+    async def insert_dead_letter(self, record: DeadLetterRecord) -> None:
+        """Hold a dead letter (its id is assigned here)."""
+        columns = _DEAD_LETTER_COLUMNS.removeprefix("dead_letter_id, ")
+        await self._c.execute(
+            f"INSERT INTO dead_letters ({columns}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.identity,
+                record.queue,
+                record.reason,
+                record.death_count,
+                record.died_at,
+                record.kind,
+                record.publisher,
+                record.amqp_message_id,
+                record.sender,
+                record.message_id,
+                record.recipient,
+                record.body,
+                record.body_sha256,
+                record.body_length,
+                record.evidence,
+                record.state,
+                record.note,
+                record.recorded_at,
+                record.updated_at,
+            ),
+        )
+
+    async def set_dead_letter_state(self, dead_letter_id: int, state: str, note: str, at: str) -> None:
+        """Move a dead letter to `state` (an operator's re-drive or discard)."""
+        await self._c.execute(
+            "UPDATE dead_letters SET state = ?, note = ?, updated_at = ? WHERE dead_letter_id = ?",
+            (state, note, at, dead_letter_id),
+        )
+
+    async def delete_message_in_state(self, sender: str, message_id: str, state: str) -> int:
+        """Forget a message's record if it is in `state` (a dead-lettered submission being re-driven)."""
+        return await self._c.execute(
+            "DELETE FROM messages WHERE sender = ? AND message_id = ? AND state = ?", (sender, message_id, state)
+        )
 
 
 class GatewayStore:
-    """The SQLite database of one gateway."""
+    """The database of one gateway (or of several gateway processes sharing PostgreSQL)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._write_lock = asyncio.Lock()
+        self._read = db.reader()
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
-        """Open (creating if needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            db = await aiosqlite.connect(path, isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open gateway database {path}: {exc}") from exc
-        return cls(db)
+        """Open (creating if needed) the SQLite database at `path`."""
+        return cls(await SqliteDatabase.open(path, SCHEMA, synchronous=synchronous))
+
+    @classmethod
+    async def open_postgres(cls, url: str) -> GatewayStore:
+        """Open the PostgreSQL database at `url` (creating the tables if needed)."""
+        return cls(await PostgresDatabase.open(url, SCHEMA))
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._db.dialect
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         await self._db.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One write transaction; commits on success, rolls back on any error."""
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
-            try:
-                yield Transaction(self._db)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            try:
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._db.execute("ROLLBACK")
-                raise StoreUnavailable(f"cannot commit: {exc}") from exc
+        async with self._db.transaction() as connection:
+            yield Transaction(connection)
 
     # -- reads ---------------------------------------------------------------------
 
     async def message(self, sender: str, message_id: str) -> MessageRecord | None:
         """The record of (sender, message id), if any."""
-        return await _fetch_message(self._db, sender, message_id)
+        return await Transaction(self._read).message(sender, message_id)
 
     async def relay_state(self, sender: str, message_id: str, recipient: str) -> str | None:
         """Where the copy for `recipient` got to, if it was relayed."""
-        async with self._db.execute(
-            "SELECT state FROM relays WHERE sender = ? AND message_id = ? AND recipient = ?",
-            (sender, message_id, recipient),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+        return await Transaction(self._read).relay_state(sender, message_id, recipient)
+
+    async def relays_in_state(
+        self,
+        state: str,
+        *,
+        expires_before: str | None = None,
+        updated_before: str | None = None,
+        limit: int = 500,
+    ) -> list[RelayRecord]:
+        """Copies in `state`, expiring or last updated before the given times, oldest first."""
+        query = "SELECT sender, message_id, recipient, state, updated_at, expires_at FROM relays WHERE state = ?"
+        params: list[object] = [state]
+        if expires_before is not None:
+            query += " AND expires_at != '' AND expires_at < ?"
+            params.append(expires_before)
+        if updated_before is not None:
+            query += " AND updated_at < ?"
+            params.append(updated_before)
+        rows = await self._read.fetchall(query + " ORDER BY updated_at LIMIT ?", (*params, limit))
+        return [RelayRecord(*(str(value) for value in row)) for row in rows]
 
     async def leaf_hashes(self) -> list[bytes]:
         """Every leaf hash in index order (to rebuild the tree at start-up)."""
-        async with self._db.execute("SELECT leaf_index, leaf_hash FROM leaves ORDER BY leaf_index") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._read.fetchall("SELECT leaf_index, leaf_hash FROM leaves ORDER BY leaf_index")
         hashes: list[bytes] = []
         for expected, (index, leaf_hash) in enumerate(rows):
             if index != expected:
@@ -329,44 +533,111 @@ class GatewayStore:
             clauses.append("appended_at >= ?")
             params.append(since)
         params.append(limit)
-        query = f"SELECT * FROM leaves WHERE {' AND '.join(clauses)} ORDER BY leaf_index LIMIT ?"  # noqa: S608 - clauses are fixed strings
-        async with self._db.execute(query, params) as cursor:
-            rows = await cursor.fetchall()
-        return [_leaf(tuple(row)) for row in rows]
+        query = f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE {' AND '.join(clauses)} ORDER BY leaf_index LIMIT ?"
+        return [_leaf(row) for row in await self._read.fetchall(query, params)]
 
-    async def latest_checkpoint(self) -> tuple[int, str] | None:
-        """The newest checkpoint (size, note), if any."""
-        async with self._db.execute(
-            "SELECT tree_size, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
+    async def leaf_by_identity(self, identity: str) -> LeafRecord | None:
+        """The leaf with this identity, if logged."""
+        row = await self._read.fetchone(f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity = ?", (identity,))
+        return None if row is None else _leaf(row)
 
-    async def checkpoint_at(self, tree_size: int) -> str | None:
-        """The checkpoint note of one tree size, if one was signed."""
-        async with self._db.execute("SELECT note FROM checkpoints WHERE tree_size = ?", (tree_size,)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+    async def latest_checkpoint(self) -> CheckpointRecord | None:
+        """The newest checkpoint with its cosignatures, if any."""
+        row = await self._read.fetchone(
+            "SELECT checkpoint_id, tree_size, note, signed_at FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+        )
+        return None if row is None else await self._with_cosignatures(row)
+
+    async def checkpoint_at(self, tree_size: int) -> CheckpointRecord | None:
+        """The newest checkpoint of one tree size, if one was signed."""
+        row = await self._read.fetchone(
+            "SELECT checkpoint_id, tree_size, note, signed_at FROM checkpoints WHERE tree_size = ? "
+            "ORDER BY checkpoint_id DESC LIMIT 1",
+            (tree_size,),
+        )
+        return None if row is None else await self._with_cosignatures(row)
+
+    async def checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
+        """One checkpoint by id."""
+        row = await self._read.fetchone(
+            "SELECT checkpoint_id, tree_size, note, signed_at FROM checkpoints WHERE checkpoint_id = ?",
+            (checkpoint_id,),
+        )
+        return None if row is None else await self._with_cosignatures(row)
+
+    async def checkpoints(self, *, after_id: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
+        """Checkpoints in signing order, with their cosignatures."""
+        rows = await self._read.fetchall(
+            "SELECT checkpoint_id, tree_size, note, signed_at FROM checkpoints WHERE checkpoint_id > ? "
+            "ORDER BY checkpoint_id LIMIT ?",
+            (after_id, limit),
+        )
+        return [await self._with_cosignatures(row) for row in rows]
+
+    async def _with_cosignatures(self, row: Row) -> CheckpointRecord:
+        lines = await self._read.fetchall(
+            "SELECT signature_line FROM cosignatures WHERE checkpoint_id = ? ORDER BY witness", (int(row[0]),)
+        )
+        return CheckpointRecord(
+            checkpoint_id=int(row[0]),
+            tree_size=int(row[1]),
+            note=str(row[2]),
+            signed_at=str(row[3]),
+            cosignatures=tuple(str(line[0]) for line in lines),
+        )
 
     async def pending_outgoing(self, limit: int = 256) -> list[OutgoingRecord]:
         """Publications committed and not yet confirmed, oldest first."""
-        async with self._db.execute(
+        rows = await self._read.fetchall(
             "SELECT outgoing_id, routing_key, kind, message_id, body FROM outgoing ORDER BY outgoing_id LIMIT ?",
             (limit,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [OutgoingRecord(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
 
     async def delete_outgoing(self, outgoing_ids: Sequence[int]) -> None:
         """Forget publications the broker confirmed."""
-        async with self.transaction():
-            await self._db.executemany("DELETE FROM outgoing WHERE outgoing_id = ?", [(i,) for i in outgoing_ids])
+        async with self.transaction() as tx:
+            await tx.delete_outgoing(outgoing_ids)
 
     async def setting(self, name: str) -> str | None:
         """A small piece of kept state."""
-        async with self._db.execute("SELECT value FROM settings WHERE name = ?", (name,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._read.fetchone("SELECT value FROM settings WHERE name = ?", (name,))
         return None if row is None else str(row[0])
 
+    # -- dead letters (gateway.deadletters) -------------------------------------------
 
-__all__ = ["GatewayStore", "LeafRecord", "MessageRecord", "OutgoingRecord", "Transaction"]
+    async def dead_letter(self, dead_letter_id: int) -> DeadLetterRecord | None:
+        """One dead letter by id."""
+        row = await self._read.fetchone(
+            f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE dead_letter_id = ?", (dead_letter_id,)
+        )
+        return None if row is None else _dead_letter(row)
+
+    async def dead_letter_by_identity(self, identity: str) -> DeadLetterRecord | None:
+        """The dead letter recorded under `identity`, if any."""
+        return await Transaction(self._read).dead_letter_by_identity(identity)
+
+    async def dead_letters(
+        self, *, state: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[DeadLetterRecord]:
+        """Dead letters with an id above `after`, oldest first, in `state` if given."""
+        query = f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE dead_letter_id > ?"
+        params: list[object] = [after]
+        if state is not None:
+            query += " AND state = ?"
+            params.append(state)
+        rows = await self._read.fetchall(query + " ORDER BY dead_letter_id LIMIT ?", (*params, limit))
+        return [_dead_letter(row) for row in rows]
+
+
+__all__ = [
+    "SCHEMA",
+    "CheckpointRecord",
+    "DeadLetterRecord",
+    "GatewayStore",
+    "LeafRecord",
+    "MessageRecord",
+    "OutgoingRecord",
+    "RelayRecord",
+    "Transaction",
+]

@@ -9,9 +9,18 @@ Merkle tree with RFC 9162's leaf prefix (`protocol.merkle.leaf_hash`):
   published it, its digest and length, the reason); identity `rejected/<publisher>/<digest>`.
 * `operator_action`: an operator's re-drive, discard or configuration change; identity
   `operator/<action id>`.
+* `dead_letter`: a delivery the broker dead-lettered (over the delivery limit, rejected),
+  as the gateway took it into its hold (queue, reason, publisher, digest and length, never
+  content); identity `dead/<queue>/<time of death>/<digest>`.
 
 The identity makes appending idempotent: a broker redelivery of the same
 event finds its identity already logged and adds no second leaf.
+
+Each leaf also gets a *receipt*: the log key's signature over the log's
+origin, the leaf's index and its hash (domain-separated). Checkpoints prove
+the whole; receipts let an auditor name the first entry that was changed,
+deleted, inserted or moved in a stored copy of the log, which a root alone
+cannot locate.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from protocol.encoding import UtcTimestamp
-from protocol.errors import ContentInvalid, ErrorCode
+from protocol.encoding import UtcTimestamp, b64encode, canonical_json, pae
+from protocol.errors import ContentInvalid, ErrorCode, ProofInvalid, ProtocolError
 from protocol.evidence import EvidenceStatement, Reason
+from protocol.keys import SigningPrivateKey, SigningPublicKey
 from protocol.model import FrozenModel, field_errors
 from protocol.signing import SignedStatement
 
 LEAF_FORMAT: Final = "rogatory-leaf/1"
+PAYLOAD_TYPE_LEAF_RECEIPT: Final = "application/vnd.rogatory.leaf-receipt+json; version=1"
 
 
 class EvidenceLeaf(FrozenModel):
@@ -55,7 +66,7 @@ class RejectedInputLeaf(FrozenModel):
     kind: Literal["rejected_input"] = "rejected_input"
     identity: str = Field(max_length=300)
     at: UtcTimestamp
-    publisher: str | None = Field(max_length=200)
+    publisher: str | None = Field(default=None, max_length=200)
     input_kind: str = Field(max_length=100)
     body_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     body_length: int = Field(ge=0)
@@ -75,8 +86,31 @@ class OperatorActionLeaf(FrozenModel):
     detail: str = Field(max_length=2000)
 
 
+class DeadLetterLeaf(FrozenModel):
+    """A delivery the broker dead-lettered, taken into the gateway's hold for the operator."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["dead_letter"] = "dead_letter"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    queue: str = Field(max_length=255)
+    reason: str = Field(pattern=r"^[a-z][a-z_]{1,63}$")
+    died_at: str = Field(max_length=40)
+    death_count: int = Field(ge=0)
+    publisher: str | None = Field(default=None, max_length=200)
+    input_kind: str = Field(max_length=100)
+    message_id: str | None = Field(default=None, max_length=100)
+    body_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    body_length: int = Field(ge=0)
+
+
+def dead_letter_identity(queue: str, died_at: str, body_sha256: str) -> str:
+    """The identity of the dead-letter leaf for one death of one delivery."""
+    return f"dead/{queue}/{died_at}/{body_sha256}"
+
+
 AuditLeaf = Annotated[
-    EvidenceLeaf | DirectoryLeaf | RejectedInputLeaf | OperatorActionLeaf,
+    EvidenceLeaf | DirectoryLeaf | RejectedInputLeaf | OperatorActionLeaf | DeadLetterLeaf,
     Field(discriminator="kind"),
 ]
 _LEAF_ADAPTER: TypeAdapter[AuditLeaf] = TypeAdapter(AuditLeaf)
@@ -108,15 +142,38 @@ def decode_leaf(raw: bytes) -> AuditLeaf:
         ) from None
 
 
+def _receipt_message(origin: str, index: int, leaf_hash: bytes) -> bytes:
+    statement = canonical_json({"origin": origin, "index": index, "leaf_hash": b64encode(leaf_hash)})
+    return pae(PAYLOAD_TYPE_LEAF_RECEIPT, statement)
+
+
+def sign_leaf_receipt(origin: str, index: int, leaf_hash: bytes, log_key: SigningPrivateKey) -> bytes:
+    """The log's signature that the leaf with `leaf_hash` sits at `index` of the log `origin`."""
+    return log_key.sign(_receipt_message(origin, index, leaf_hash))
+
+
+def verify_leaf_receipt(origin: str, index: int, leaf_hash: bytes, receipt: bytes, log_key: SigningPublicKey) -> None:
+    """Raise `ProofInvalid` unless `receipt` is the log's signature for this leaf at this index."""
+    try:
+        log_key.verify(_receipt_message(origin, index, leaf_hash), receipt, code=ErrorCode.PROOF_INVALID)
+    except ProtocolError as exc:
+        raise ProofInvalid(f"the log's receipt does not match a leaf with this hash at index {index}") from exc
+
+
 __all__ = [
     "LEAF_FORMAT",
+    "PAYLOAD_TYPE_LEAF_RECEIPT",
     "AuditLeaf",
+    "DeadLetterLeaf",
     "DirectoryLeaf",
     "EvidenceLeaf",
     "OperatorActionLeaf",
     "RejectedInputLeaf",
+    "dead_letter_identity",
     "decode_leaf",
     "directory_leaf",
     "encode_leaf",
     "evidence_leaf",
+    "sign_leaf_receipt",
+    "verify_leaf_receipt",
 ]

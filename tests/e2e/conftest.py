@@ -27,9 +27,8 @@ MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`rogatory dev up` in a fresh state directory; `down` and removal of its vhost afterwards."""
     root = tmp_path_factory.mktemp("stack")
-    started = asyncio.run(up(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL, say=lambda _: None))
     try:
-        yield started
+        yield asyncio.run(up(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL, say=lambda _: None))
     finally:
         down(root, say=lambda _: None)
         asyncio.run(destroy(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL))

@@ -30,7 +30,8 @@ def rogatory(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[st
 
 
 def test_demo_succeeds_and_prints_evidence_and_verdict():
-    """`rogatory demo` exits 0 and shows both evidence chains and a consistent audit log."""
+    """`rogatory demo` exits 0 and shows both evidence chains, each evidence with a verified inclusion proof,
+    and a consistent, witnessed audit log."""
     result = rogatory("demo")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
@@ -38,7 +39,8 @@ def test_demo_succeeds_and_prints_evidence_and_verdict():
     assert "VERDICT: CONSISTENT" in out
     for evidence in ("SUBMISSION_ACCEPTED", "RELAY_ACCEPTED", "DELIVERY", "RETRIEVAL"):
         assert out.count(evidence) >= 2, evidence
-    assert "signature verified against directory" in out
+    assert out.count("signature ok, in the audit log at #") == 8
+    assert "published (cosigned by 2+ witnesses) up to size" in out
 
 
 def test_bench_prints_whole_path_and_raw_broker_figures(tmp_path):

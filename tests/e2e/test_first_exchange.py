@@ -25,11 +25,11 @@ BD, LY, BD_POLICE = "BD-MOHA-PSD", "LY-MLA-CA", "BD-POLICE-CID-HTU"
 
 
 def fresh(document: dict[str, Any], case_id: str | None = None) -> dict[str, Any]:
-    """A sample under a new message id (and case), so tests sharing one network do not collide."""
+    """A sample under a new message id and case, so tests sharing one network do not collide (a case has
+    one request: a second MLA_REQUEST in a case is refused as an illegal transition)."""
     copied = copy.deepcopy(document)
     copied["message_id"] = str(uuid.uuid4())
-    if case_id is not None:
-        copied["case_id"] = case_id
+    copied["case_id"] = case_id or f"BD-LY-E2E-{uuid.uuid4().hex[:12].upper()}"
     return copied
 
 

@@ -1,113 +1,20 @@
-"""The gateway pipeline, step by step, with a real SQLite store and an in-memory broker port."""
+"""The gateway pipeline, step by step, on a real store (SQLite and PostgreSQL) and an in-memory broker port."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
-from gateway.auditlog import AuditLog
-from gateway.errors import BrokerUnavailable, RoutingFailed
-from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline
-from gateway.store import GatewayStore
-from protocol.audit_verify import verify_audit_log
-from protocol.auditlog import directory_leaf
+from gateway.errors import BrokerUnavailable
+from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.checkpoint import Checkpoint, sign_checkpoint
-from protocol.directory import Directory
 from protocol.errors import ErrorCode
-from protocol.evidence import EvidenceType, issue_evidence, new_statement, verify_evidence
-from protocol.ids import AgencyId, MessageId
-from protocol.signing import SignedStatement
-from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
-from tests.support.network import BD, BD_POLICE, LY, LY_AGO, NOW, LocalNetwork
-
-PREFIX = "net."
-
-
-@dataclass
-class Published:
-    routing_key: str
-    body: bytes
-    kind: str
-    message_id: str
-
-
-@dataclass
-class InMemoryBroker:
-    """The `Publisher` port: records what was confirmed; can refuse or return on demand."""
-
-    confirmed: list[Published] = field(default_factory=list)
-    unroutable: set[str] = field(default_factory=set)
-    down: bool = False
-
-    async def publish(self, *, routing_key: str, body: bytes, kind: str, message_id: str) -> None:
-        if self.down:
-            raise BrokerUnavailable("broker away (test)")
-        if routing_key in self.unroutable:
-            raise RoutingFailed(f"no queue for {routing_key}")
-        self.confirmed.append(Published(routing_key, body, kind, message_id))
-
-
-@dataclass
-class StaticDirectory:
-    current: Directory
-
-
-@dataclass
-class Harness:
-    net: LocalNetwork
-    store: GatewayStore
-    audit: AuditLog
-    broker: InMemoryBroker
-    pipeline: IngressPipeline
-    clock: list[datetime]
-
-    def delivery(
-        self, body: bytes, *, publisher: AgencyId | None, kind: str = KIND_SEALED_MESSAGE, message_id: str | None = None
-    ) -> IngressDelivery:
-        return IngressDelivery(
-            body=body, kind=kind, user_id=None if publisher is None else PREFIX + publisher, amqp_message_id=message_id
-        )
-
-    async def leaves(self) -> list[dict[str, str]]:
-        return [{"kind": record.kind, "identity": record.identity} for record in await self.store.leaves(limit=1000)]
-
-    async def evidence_types(self) -> list[str]:
-        return [leaf["identity"].split("/")[1] for leaf in await self.leaves() if leaf["kind"] == "evidence"]
-
-    async def outgoing(self) -> list[tuple[str, EvidenceType]]:
-        found = []
-        for record in await self.store.pending_outgoing():
-            signed = SignedStatement.model_validate_json(record.body)
-            statement = verify_evidence(signed, self.net.directory(), now=NOW).statement
-            found.append((record.routing_key, statement.evidence_type))
-        return found
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    net = LocalNetwork()
-    store = await GatewayStore.open(tmp_path / "gateway.db")
-    audit = await AuditLog.load(store, origin="rogatory.test/audit-log", log_key=net.log_key)
-    async with audit.transaction() as atx:
-        await atx.append(directory_leaf(net.signed_directory(), 1), at=NOW)
-    clock = [NOW]
-    broker = InMemoryBroker()
-    pipeline = IngressPipeline(
-        identity=GatewayIdentity(gateway_id="gateway.test", evidence_key=net.evidence_key, broker_user_prefix=PREFIX),
-        directory=StaticDirectory(net.directory()),
-        store=store,
-        audit=audit,
-        publisher=broker,
-        limits=net.limits,
-        clock=lambda: clock[0],
-    )
-    yield Harness(net, store, audit, broker, pipeline, clock)
-    await store.close()
+from protocol.evidence import EvidenceType, issue_evidence, new_statement
+from protocol.ids import MessageId
+from protocol.topology import KIND_EVIDENCE
+from tests.support.network import BD, BD_POLICE, LY, LY_AGO, NOW
 
 
 async def test_accepted_message_is_logged_then_relayed_with_evidence(harness):
@@ -303,11 +210,11 @@ async def test_log_of_a_busy_pipeline_verifies(harness):
             kind=KIND_EVIDENCE,
         )
     )
-    leaves = [record.leaf for record in await harness.store.leaves(limit=1000)]
+    entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
     tree = harness.audit.tree
     note = sign_checkpoint(
         Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
     ).to_text()
-    report = verify_audit_log(leaves, note, authority=harness.net.authority.public_key)
+    report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
     assert report.consistent, report.problem
     assert report.evidence == 5

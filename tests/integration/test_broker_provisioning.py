@@ -203,7 +203,8 @@ async def test_queue_stats_reports_every_queue_with_its_depth(
     async with asyncio.timeout(STATS_WAIT_SECONDS):
         while True:
             stats = {s.name: s for s in await queue_stats(broker_admin, broker_network.plan.vhost)}
-            if stats[idle_inbox].messages_ready == 1:
+            # Depth and consumer count come from two different emissions of the broker's statistics.
+            if stats[idle_inbox].messages_ready == 1 and stats[idle_inbox].consumers is not None:
                 break
             await asyncio.sleep(0.2)
 

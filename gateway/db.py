@@ -1,0 +1,285 @@
+"""One small SQL interface over SQLite (the embedded default) and PostgreSQL (scale-out).
+
+The gateway's store writes its SQL once, in a portable subset: `?`
+placeholders, `ON CONFLICT ... DO NOTHING / DO UPDATE`, `BLOB` and
+`INTEGER PRIMARY KEY AUTOINCREMENT` in the schema. `PostgresDatabase`
+translates placeholders to `$n` and those two types to `BYTEA` and
+`BIGSERIAL`; nothing else differs.
+
+Both run one writer at a time (`transaction()`), which is what keeps audit
+leaf indexes dense; PostgreSQL additionally takes an advisory lock so that
+two gateway processes sharing one database serialise their appends.
+
+Database errors become `StoreUnavailable` (a transient failure: the work is
+retried), whatever the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import aiosqlite
+import asyncpg
+
+from gateway.errors import StoreUnavailable
+
+Row = Sequence[Any]
+_PLACEHOLDER = re.compile(r"\?")
+_WRITER_LOCK_KEY = 0x526F6761  # "Roga": the advisory lock every gateway writer takes
+
+
+class Connection(Protocol):
+    """What the store needs of a connection, inside or outside a transaction."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row of parameters."""
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, if any."""
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query."""
+
+
+class Database(Protocol):
+    """A database the gateway's store can run on."""
+
+    dialect: Literal["sqlite", "postgresql"]
+
+    def transaction(self) -> Any:  # noqa: ANN401 - an async context manager yielding a Connection
+        """One write transaction, one writer at a time; commits on success, rolls back on error."""
+
+    def reader(self) -> Connection:
+        """A connection for reads outside any transaction."""
+
+    async def close(self) -> None:
+        """Release the connections."""
+
+
+# -- SQLite -------------------------------------------------------------------------------
+
+
+class _SqliteConnection:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            cursor = await self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                row = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        return [tuple(row) for row in rows]
+
+
+class SqliteDatabase:
+    """One aiosqlite connection in WAL mode; `synchronous=FULL` unless told otherwise."""
+
+    dialect: Literal["sqlite", "postgresql"] = "sqlite"
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._db = writer
+        self._reader_db = reader
+        self._connection = _SqliteConnection(writer)
+        self._reader = _SqliteConnection(reader)
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, schema: str, *, synchronous: str = "FULL") -> SqliteDatabase:
+        """Open (creating if needed) the database at `path` and apply `schema`.
+
+        Two connections: one writer, one reader. In WAL mode the reader sees only
+        committed transactions, so nothing a rollback undoes is ever served.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = await aiosqlite.connect(path, isolation_level=None)
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute(f"PRAGMA synchronous={synchronous}")
+            await writer.executescript(schema)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot open database {path}: {exc}") from exc
+        return cls(writer, reader)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT)."""
+        async with self._write_lock:
+            await self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+            except BaseException:
+                await self._rollback()
+                raise
+            try:
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise StoreUnavailable(f"cannot commit: {exc}") from exc
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            # No transaction left to roll back (SQLite ends it by itself on some I/O errors).
+            return
+
+    def reader(self) -> Connection:
+        """The reading connection: committed data only."""
+        return self._reader
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await self._reader_db.close()
+        await self._db.close()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+
+def to_postgres(sql: str) -> str:
+    """`?` placeholders to `$1, $2, ...`; SQLite-only type names to PostgreSQL's."""
+    counter = iter(range(1, 10_000))
+    sql = _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+    return sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace("BLOB", "BYTEA")
+
+
+def _rowcount(status: str) -> int:
+    """Asyncpg answers 'INSERT 0 1', 'UPDATE 3', 'DELETE 0': the last number."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+_PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+class _PostgresConnection:
+    def __init__(self, connection: asyncpg.Connection | asyncpg.Pool) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return _rowcount(await self._connection.execute(to_postgres(sql), *params))
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._connection.executemany(to_postgres(sql), rows)
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            row = await self._connection.fetchrow(to_postgres(sql), *params)
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            rows = await self._connection.fetch(to_postgres(sql), *params)
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        return [tuple(row) for row in rows]
+
+
+class PostgresDatabase:
+    """An asyncpg pool; writers serialised by an advisory lock held for each transaction."""
+
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, schema: str, *, pool_size: int = 4) -> PostgresDatabase:
+        """Connect to `url` and apply `schema` (idempotent DDL)."""
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=15)
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK_KEY)
+                for statement in (part.strip() for part in schema.split(";")):
+                    if statement:
+                        await connection.execute(to_postgres(statement))
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"cannot open PostgreSQL database: {exc}") from exc
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One write transaction holding the writers' advisory lock."""
+        async with self._write_lock:
+            try:
+                connection = await self._pool.acquire()
+            except _PG_ERRORS as exc:
+                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+            try:
+                transaction = connection.transaction()
+                try:
+                    await transaction.start()
+                    await connection.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK_KEY)
+                except _PG_ERRORS as exc:
+                    raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+                try:
+                    yield _PostgresConnection(connection)
+                except BaseException:
+                    await _quietly(transaction.rollback())
+                    raise
+                try:
+                    await transaction.commit()
+                except _PG_ERRORS as exc:
+                    await _quietly(transaction.rollback())
+                    raise StoreUnavailable(f"cannot commit: {exc}") from exc
+            finally:
+                await self._pool.release(connection)
+
+    def reader(self) -> Connection:
+        """Reads go to any pooled connection."""
+        return _PostgresConnection(self._pool)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+
+async def _quietly(operation: Any) -> None:  # noqa: ANN401 - an awaitable of asyncpg
+    try:
+        await operation
+    except _PG_ERRORS:
+        return
+
+
+__all__ = ["Connection", "Database", "PostgresDatabase", "Row", "SqliteDatabase", "to_postgres"]

@@ -1,0 +1,731 @@
+"""Dead letters: what the broker gave up on, held by the gateway for its operator.
+
+A quorum queue dead-letters a delivery into `mla.dead` once it was handed
+back more often than the queue's delivery limit (reason `delivery_limit`),
+or when a consumer rejects it without requeue (`rejected`). The broker keeps
+its properties (`user_id`, `type`, `message_id`) and adds `x-death` and
+`x-first-death-*` headers; only the broker can write to `mla.dead`, so a
+dead letter's `user_id` is still the one the broker checked at publication.
+
+`DeadLetters.take` records each one, once, in a single transaction:
+
+1. a row in `dead_letters` (metadata, the sealed body for a re-drive, what
+   was done) under an identity made of its queue, time of death and digest,
+   so a redelivery from `mla.dead` adds nothing;
+2. a `dead_letter` audit leaf (never content);
+3. negative evidence where a sender can be named and nothing was promised yet:
+   * a submission from `mla.gateway.ingress` the gateway had not accepted:
+     `SUBMISSION_REJECTED` (`DELIVERY_LIMIT_EXCEEDED`) to its publisher, and the
+     message is remembered as `dead_lettered` so that another copy of it is
+     never relayed behind the sender's back (`IngressPipeline._resume`);
+     one the gateway had accepted already is not refused: if it was not yet
+     relayed to every recipient, the gateway finishes it through the pipeline
+     (idempotent: relayed once, `RELAY_ACCEPTED` or `RELAY_FAILED`), so an
+     acceptance is never left without an end, and the dead letter is marked
+     `resumed`;
+   * evidence from a recipient that died at the ingress: none is owed, but the
+     gateway finishes it through the pipeline too (verify, log once, forward),
+     or a delivered message would stay `relayed` at its sender;
+   * a message the gateway relayed that died in `mla.inbox.<AGENCY>`:
+     `NON_DELIVERY` (`DELIVERY_LIMIT_EXCEEDED`) issued by the gateway, unless
+     the recipient's evidence about it is already in;
+   * evidence that died in an inbox (a sender's agent failing on it): none,
+     held for the operator.
+
+Finishing through the pipeline is tried once per dead letter; if it fails
+with anything but a transient failure, the dead letter stays held (a poison
+message must not loop through `mla.dead`, which has no delivery limit).
+
+The operator (`GET /v1/ops/dead-letters`) sees metadata and reasons, never
+content, and decides: `redrive` (a dead submission is processed again
+through the pipeline; a dead inbox delivery is published again through
+`mla.deliver` to its recipient) or `discard`. Each decision is an
+`operator_action` leaf written before it takes effect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import structlog
+from aiohttp import web
+
+from gateway.api import problem
+from gateway.auditlog import AuditLog, AuditTransaction
+from gateway.broker import DeadDelivery, ManagementAccess, queue_figures
+from gateway.errors import ManagementUnavailable, OperationConflict, RoutingFailed, TransientFailure
+from gateway.pipeline import (
+    STATE_DEAD_LETTERED,
+    GatewayIdentity,
+    IngressDelivery,
+    IngressPipeline,
+    Publisher,
+)
+from gateway.store import DeadLetterRecord, GatewayStore, MessageRecord
+from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity, evidence_leaf
+from protocol.directory import Directory
+from protocol.encoding import format_timestamp, sha256_hex
+from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header
+from protocol.errors import ErrorCode, MalformedInput, ProtocolError
+from protocol.evidence import EvidenceStatement, EvidenceType, Reason, issue_evidence, new_statement
+from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
+from protocol.limits import Limits
+from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
+
+log = structlog.get_logger("rogatory.gateway.deadletters")
+
+HELD: Final = "held"
+REDRIVING: Final = "redriving"
+REDRIVEN: Final = "redriven"
+DISCARDED: Final = "discarded"
+RESUMED: Final = "resumed"
+"""An accepted submission the gateway finished by itself; nothing for the operator to decide."""
+STATES: Final = frozenset({HELD, REDRIVING, REDRIVEN, DISCARDED, RESUMED})
+OPERATOR: Final = "operator"
+"""Who an operator action is logged as: the gateway knows its operator by role, not by name."""
+MAX_PAGE: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """What the broker's headers say about one dead letter."""
+
+    queue: str
+    reason: str
+    died_at: str
+    count: int
+
+
+def read_death(headers: Mapping[str, object]) -> Death:
+    """The first death of a dead letter, from `x-first-death-*` and the matching `x-death` entry."""
+    deaths = [entry for entry in _as_list(headers.get("x-death")) if isinstance(entry, Mapping)]
+    queue = _text(headers.get("x-first-death-queue")) or (_text(deaths[-1].get("queue")) if deaths else None) or "-"
+    reason = _text(headers.get("x-first-death-reason")) or (_text(deaths[-1].get("reason")) if deaths else None)
+    entry = next((d for d in deaths if _text(d.get("queue")) == queue), deaths[-1] if deaths else {})
+    died = entry.get("time")
+    died_at = format_timestamp(died.astimezone(UTC)) if isinstance(died, datetime) else "-"
+    count = entry.get("count")
+    return Death(
+        queue=queue[:255],
+        reason=(reason or "unknown")[:64],
+        died_at=died_at,
+        count=count if isinstance(count, int) and not isinstance(count, bool) else 0,
+    )
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What `take` did with one dead letter, for the summary log line."""
+
+    dead_letter_id: int
+    queue: str
+    reason: str
+    result: str
+    evidence: str | None
+    message_id: str | None
+    sender: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attribution:
+    """Who and what a dead letter is about, as far as it can be known."""
+
+    publisher: AgencyId | None
+    sender: str | None
+    message_id: str | None
+    recipient: str | None
+    authenticated: AuthenticatedHeader | None
+    digest: str
+
+
+class DeadLetters:
+    """Takes dead letters into the hold, and carries out the operator's decisions on them."""
+
+    def __init__(
+        self,
+        *,
+        identity: GatewayIdentity,
+        directory: Callable[[], Directory],
+        store: GatewayStore,
+        audit: AuditLog,
+        pipeline: IngressPipeline,
+        publisher: Publisher,
+        limits: Limits,
+        clock: Callable[[], datetime],
+        on_outgoing: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._identity = identity
+        self._directory = directory
+        self._store = store
+        self._audit = audit
+        self._pipeline = pipeline
+        self._publisher = publisher
+        self._limits = limits
+        self._clock = clock
+        self._on_outgoing = on_outgoing
+
+    # -- taking dead letters in -------------------------------------------------------------
+
+    async def take(self, delivery: DeadDelivery) -> Taken:
+        """Record one dead letter (once), with its leaf and negative evidence; raise only `TransientFailure`."""
+        now = self._clock()
+        death = read_death(delivery.headers)
+        digest = sha256_hex(delivery.body)
+        identity = dead_letter_identity(death.queue, death.died_at, digest)
+        known = await self._store.dead_letter_by_identity(identity)
+        if known is not None:
+            if known.state == HELD and await self._resumable(known):
+                known = await self._resume(known, delivery)
+            return _taken(known, "duplicate")
+        attribution = self._attribute(delivery, death, now)
+        async with self._audit.transaction() as atx:
+            if await atx.tx.dead_letter_by_identity(identity) is None:
+                await atx.append(
+                    DeadLetterLeaf(
+                        identity=identity,
+                        at=now,
+                        queue=death.queue,
+                        reason=death.reason,
+                        died_at=death.died_at,
+                        death_count=death.count,
+                        publisher=(delivery.user_id or "")[:200] or None,
+                        input_kind=(delivery.kind or "-")[:100],
+                        message_id=(delivery.amqp_message_id or "")[:100] or None,
+                        body_sha256=digest,
+                        body_length=len(delivery.body),
+                    ),
+                    at=now,
+                    message_id=attribution.message_id,
+                    agencies=tuple(a for a in (attribution.sender, attribution.recipient) if a),
+                )
+                evidence, note = await self._negative_evidence(atx, delivery, death, attribution, now)
+                at = format_timestamp(now)
+                await atx.tx.insert_dead_letter(
+                    DeadLetterRecord(
+                        dead_letter_id=0,
+                        identity=identity,
+                        queue=death.queue,
+                        reason=death.reason,
+                        death_count=death.count,
+                        died_at=death.died_at,
+                        kind=(delivery.kind or "-")[:100],
+                        publisher=(delivery.user_id or "")[:200] or None,
+                        amqp_message_id=(delivery.amqp_message_id or "")[:100] or None,
+                        sender=attribution.sender,
+                        message_id=attribution.message_id,
+                        recipient=attribution.recipient,
+                        body=delivery.body,
+                        body_sha256=digest,
+                        body_length=len(delivery.body),
+                        evidence=evidence,
+                        state=HELD,
+                        note=note,
+                        recorded_at=at,
+                        updated_at=at,
+                    )
+                )
+        self._on_outgoing()
+        recorded = await self._store.dead_letter_by_identity(identity)
+        assert recorded is not None  # committed above, or by an earlier attempt
+        if recorded.state == HELD and await self._resumable(recorded):
+            recorded = await self._resume(recorded, delivery)
+        log.warning(
+            "dead_letter_held",
+            dead_letter_id=recorded.dead_letter_id,
+            queue=recorded.queue,
+            reason=recorded.reason,
+            evidence=recorded.evidence,
+            message_id=recorded.message_id,
+            sender=recorded.sender,
+        )
+        return _taken(recorded, "held")
+
+    async def _resumable(self, record: DeadLetterRecord) -> bool:
+        """Evidence that died at the ingress, or a submission the gateway had accepted and not relayed to all."""
+        if record.queue != INGRESS_QUEUE:
+            return False
+        return record.kind == KIND_EVIDENCE or await self._accepted_unrelayed(record)
+
+    async def _accepted_unrelayed(self, record: DeadLetterRecord) -> bool:
+        if record.kind != KIND_SEALED_MESSAGE or record.sender is None or record.message_id is None:
+            return False
+        try:
+            digest = SealedMessage.from_bytes(record.body, self._limits).digest
+        except ProtocolError:
+            return False
+        message = await self._store.message(record.sender, record.message_id)
+        if message is None or message.state == STATE_DEAD_LETTERED or message.digest != digest:
+            return False
+        for recipient in message.recipients:
+            if await self._store.relay_state(message.sender, message.message_id, recipient) is None:
+                return True
+        return False
+
+    async def _resume(self, record: DeadLetterRecord, delivery: DeadDelivery) -> DeadLetterRecord:
+        """Finish it through the pipeline (idempotent), as its redelivery would have; hold it if that fails."""
+        try:
+            outcome = await self._pipeline.handle(_as_ingress(delivery))
+        except TransientFailure:
+            raise
+        except Exception:
+            # A bug that also made it die: leave it to the operator rather than loop on it.
+            log.exception("dead_letter_resume_failed", dead_letter_id=record.dead_letter_id)
+            return record
+        note = f"finished through the pipeline: {outcome.kind} {outcome.result}" + (
+            f" ({outcome.code})" if outcome.code else ""
+        )
+        async with self._store.transaction() as tx:
+            await tx.set_dead_letter_state(record.dead_letter_id, RESUMED, note, format_timestamp(self._clock()))
+        return await self._reread(record.dead_letter_id)
+
+    def _attribute(self, delivery: DeadDelivery, death: Death, now: datetime) -> _Attribution:
+        """Name the publisher, the message and its recipient, as far as the broker and the header vouch."""
+        digest = sha256_hex(delivery.body)
+        directory = self._directory()
+        claimed = _claimed_message_id(delivery.amqp_message_id)
+        recipient = (
+            death.queue.removeprefix(INBOX_QUEUE_PREFIX)[:100] if death.queue.startswith(INBOX_QUEUE_PREFIX) else None
+        )
+        publisher: AgencyId | None = None
+        if death.queue == INGRESS_QUEUE:
+            try:
+                publisher = self._pipeline.identify_publisher(_as_ingress(delivery), directory)
+            except ProtocolError:
+                publisher = None
+        authenticated: AuthenticatedHeader | None = None
+        if delivery.kind == KIND_SEALED_MESSAGE:
+            try:
+                sealed = SealedMessage.from_bytes(delivery.body, self._limits)
+                digest = sealed.digest
+                if publisher is not None:
+                    authenticated = self._pipeline.authenticate_sender(sealed, publisher, directory, now)
+                elif recipient is not None:
+                    authenticated = authenticate_header(sealed, directory, now=now)
+            except ProtocolError:
+                authenticated = None
+        if authenticated is not None:
+            header = authenticated.header
+            return _Attribution(
+                publisher=publisher,
+                sender=header.sender,
+                message_id=str(header.message_id),
+                recipient=recipient,
+                authenticated=authenticated,
+                digest=authenticated.digest,
+            )
+        return _Attribution(
+            publisher=publisher,
+            sender=publisher,
+            message_id=None if claimed is None else str(claimed),
+            recipient=recipient,
+            authenticated=None,
+            digest=digest,
+        )
+
+    async def _negative_evidence(
+        self, atx: AuditTransaction, delivery: DeadDelivery, death: Death, who: _Attribution, now: datetime
+    ) -> tuple[str | None, str]:
+        """Issue what the sender is owed (module docstring); return its type and a note for the operator."""
+        reason = Reason(
+            code=ErrorCode.EXPIRED if death.reason == "expired" else ErrorCode.DELIVERY_LIMIT_EXCEEDED,
+            detail=f"dead-lettered from {death.queue} ({death.reason}) after {death.count} death(s)",
+        )
+        if delivery.kind != KIND_SEALED_MESSAGE:
+            return None, f"{delivery.kind or 'unknown kind'} from {delivery.user_id or 'unknown'}: no evidence is owed"
+        if death.queue == INGRESS_QUEUE:
+            return await self._refuse_submission(atx, delivery, who, reason, now)
+        if who.recipient is not None:
+            return await self._report_non_delivery(atx, who, reason, now)
+        return None, f"died in {death.queue}, which is neither the ingress nor an inbox"
+
+    async def _refuse_submission(
+        self, atx: AuditTransaction, delivery: DeadDelivery, who: _Attribution, reason: Reason, now: datetime
+    ) -> tuple[str | None, str]:
+        if who.publisher is None:
+            return None, f"published by {delivery.user_id!r}, not an agency: no sender to tell"
+        if who.message_id is not None:
+            record = await atx.tx.message(who.publisher, who.message_id)
+            if record is not None:
+                if record.digest == who.digest:
+                    return (
+                        None,
+                        f"the gateway had accepted it already (state {record.state}): it is finished, not refused",
+                    )
+                return None, "another envelope under a message id already used: nothing to refuse twice"
+        statement = new_statement(
+            EvidenceType.SUBMISSION_REJECTED,
+            message_id=_claimed_message_id(who.message_id),
+            message_digest=who.digest,
+            sender=who.publisher,
+            recipient=None,
+            issuer=self._identity.gateway_id,
+            at=now,
+            reason=reason,
+        )
+        if who.authenticated is not None:
+            header = who.authenticated.header
+            await atx.tx.insert_message(
+                MessageRecord(
+                    sender=header.sender,
+                    message_id=str(header.message_id),
+                    digest=who.authenticated.digest,
+                    message_type=header.message_type,
+                    case_id=header.case_id,
+                    recipients=header.recipient_agencies,
+                    created_at=format_timestamp(header.created_at),
+                    expires_at=format_timestamp(header.expires_at),
+                    state=STATE_DEAD_LETTERED,
+                    received_at=format_timestamp(now),
+                )
+            )
+        await self._issue(atx, statement)
+        return EvidenceType.SUBMISSION_REJECTED, "refused to its publisher: no copy of it will be relayed"
+
+    async def _report_non_delivery(
+        self, atx: AuditTransaction, who: _Attribution, reason: Reason, now: datetime
+    ) -> tuple[str | None, str]:
+        if who.authenticated is None or who.sender is None or who.message_id is None or who.recipient is None:
+            return None, "a message the gateway cannot attribute: no evidence"
+        record = await atx.tx.message(who.sender, who.message_id)
+        if record is None or record.digest != who.digest or who.recipient not in record.recipients:
+            return None, "not a message the gateway relayed to this recipient: no evidence"
+        state = await atx.tx.relay_state(who.sender, who.message_id, who.recipient)
+        if state != "relayed":
+            return None, f"the copy for {who.recipient} is already {state}: no evidence"
+        header = who.authenticated.header
+        statement = new_statement(
+            EvidenceType.NON_DELIVERY,
+            message_id=header.message_id,
+            message_digest=record.digest,
+            sender=parse_agency_id(record.sender),
+            recipient=parse_agency_id(who.recipient),
+            message_type=record.message_type,
+            case_id=record.case_id,
+            issuer=self._identity.gateway_id,
+            at=now,
+            reason=reason,
+        )
+        await atx.tx.set_relay_state(
+            who.sender, who.message_id, who.recipient, EvidenceType.NON_DELIVERY.lower(), format_timestamp(now)
+        )
+        await self._issue(atx, statement)
+        return EvidenceType.NON_DELIVERY, f"not delivered to {who.recipient}: the sender is told"
+
+    async def _issue(self, atx: AuditTransaction, statement: EvidenceStatement) -> None:
+        """Sign, log and commit for publication to the sender (once per evidence identity)."""
+        signed = issue_evidence(statement, self._identity.evidence_key)
+        appended = await atx.append(
+            evidence_leaf(signed, statement),
+            at=statement.at,
+            message_id=None if statement.message_id is None else str(statement.message_id),
+            agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
+        )
+        if appended.added:
+            await atx.tx.enqueue(
+                statement.sender,
+                KIND_EVIDENCE,
+                str(statement.message_id),
+                signed.model_dump_json().encode("utf-8"),
+                format_timestamp(statement.at),
+            )
+
+    # -- the operator's decisions ---------------------------------------------------------
+
+    async def redrive(self, dead_letter_id: int, *, detail: str) -> DeadLetterRecord:
+        """Send a held dead letter on again (module docstring); the action is logged first."""
+        record = await self._held(dead_letter_id, "redrive")
+        now = self._clock()
+        async with self._audit.transaction() as atx:
+            await atx.append(
+                _operator_leaf("redrive_dead_letter", record, detail, now),
+                at=now,
+                message_id=record.message_id,
+                agencies=tuple(a for a in (record.sender, record.recipient) if a),
+            )
+            if record.queue == INGRESS_QUEUE and record.sender is not None and record.message_id is not None:
+                await atx.tx.delete_message_in_state(record.sender, record.message_id, STATE_DEAD_LETTERED)
+            await atx.tx.set_dead_letter_state(
+                dead_letter_id, REDRIVING, f"re-drive ordered: {detail}"[:500], format_timestamp(now)
+            )
+        if record.queue == INGRESS_QUEUE:
+            outcome = await self._pipeline.handle(
+                IngressDelivery(
+                    body=record.body, kind=record.kind, user_id=record.publisher, amqp_message_id=record.amqp_message_id
+                )
+            )
+            note = f"re-driven through the pipeline: {outcome.result}" + (f" ({outcome.code})" if outcome.code else "")
+        elif record.recipient is not None:
+            await self._publisher.publish(
+                routing_key=record.recipient,
+                body=record.body,
+                kind=record.kind,
+                message_id=record.amqp_message_id or record.message_id or "-",
+            )
+            note = f"published again to {record.recipient}'s inbox"
+        else:
+            raise OperationConflict(f"dead letter {dead_letter_id} came from {record.queue}: nowhere to re-drive it")
+        async with self._store.transaction() as tx:
+            await tx.set_dead_letter_state(dead_letter_id, REDRIVEN, note, format_timestamp(self._clock()))
+        log.info("dead_letter_redriven", dead_letter_id=dead_letter_id, note=note)
+        return await self._reread(dead_letter_id)
+
+    async def discard(self, dead_letter_id: int, *, detail: str) -> DeadLetterRecord:
+        """Drop a held dead letter for good; the action is logged."""
+        record = await self._held(dead_letter_id, "discard")
+        now = self._clock()
+        async with self._audit.transaction() as atx:
+            await atx.append(
+                _operator_leaf("discard_dead_letter", record, detail, now),
+                at=now,
+                message_id=record.message_id,
+                agencies=tuple(a for a in (record.sender, record.recipient) if a),
+            )
+            await atx.tx.set_dead_letter_state(
+                dead_letter_id, DISCARDED, f"discarded: {detail}"[:500], format_timestamp(now)
+            )
+        log.info("dead_letter_discarded", dead_letter_id=dead_letter_id)
+        return await self._reread(dead_letter_id)
+
+    async def _held(self, dead_letter_id: int, action: str) -> DeadLetterRecord:
+        record = await self._store.dead_letter(dead_letter_id)
+        if record is None:
+            raise KeyError(dead_letter_id)
+        if record.state not in {HELD, REDRIVING}:
+            raise OperationConflict(f"dead letter {dead_letter_id} is {record.state}: it cannot be {action}d")
+        return record
+
+    async def _reread(self, dead_letter_id: int) -> DeadLetterRecord:
+        record = await self._store.dead_letter(dead_letter_id)
+        assert record is not None  # it was read a moment ago, and rows are never deleted
+        return record
+
+
+def _operator_leaf(action: str, record: DeadLetterRecord, detail: str, now: datetime) -> OperatorActionLeaf:
+    verb = action.removesuffix("_dead_letter")
+    return OperatorActionLeaf(
+        identity=f"operator/{verb}/dead-letter/{record.dead_letter_id}",
+        at=now,
+        operator=OPERATOR,
+        action=action,
+        target=f"dead-letter/{record.dead_letter_id} ({record.identity})"[:300],
+        detail=detail[:2000],
+    )
+
+
+def _taken(record: DeadLetterRecord, result: str) -> Taken:
+    return Taken(
+        dead_letter_id=record.dead_letter_id,
+        queue=record.queue,
+        reason=record.reason,
+        result=result,
+        evidence=record.evidence,
+        message_id=record.message_id,
+        sender=record.sender,
+    )
+
+
+def taken_summary(taken: Taken) -> Mapping[str, object]:
+    """The fields of the `dead_letter_processed` log line."""
+    return {
+        "dead_letter_id": taken.dead_letter_id,
+        "queue": taken.queue,
+        "reason": taken.reason,
+        "result": taken.result,
+        "evidence": taken.evidence,
+        "message_id": taken.message_id,
+        "sender": taken.sender,
+    }
+
+
+def _as_ingress(delivery: DeadDelivery) -> IngressDelivery:
+    return IngressDelivery(
+        body=delivery.body, kind=delivery.kind, user_id=delivery.user_id, amqp_message_id=delivery.amqp_message_id
+    )
+
+
+def _claimed_message_id(raw: str | None) -> MessageId | None:
+    try:
+        return parse_message_id(raw)
+    except MalformedInput:
+        return None
+
+
+def dead_letter_item(record: DeadLetterRecord) -> dict[str, Any]:
+    """What the operator sees of a dead letter: metadata and reason, never content."""
+    return {
+        "id": record.dead_letter_id,
+        "queue": record.queue,
+        "reason": record.reason,
+        "death_count": record.death_count,
+        "died_at": record.died_at,
+        "kind": record.kind,
+        "publisher": record.publisher,
+        "amqp_message_id": record.amqp_message_id,
+        "sender": record.sender,
+        "message_id": record.message_id,
+        "recipient": record.recipient,
+        "body_sha256": record.body_sha256,
+        "body_length": record.body_length,
+        "evidence": record.evidence,
+        "state": record.state,
+        "note": record.note,
+        "recorded_at": record.recorded_at,
+        "updated_at": record.updated_at,
+    }
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class OperationsApi:
+    """The operator's endpoints: dead letters and queues (mounted by `gateway.api` for the operator role)."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: DeadLetters,
+        store: GatewayStore,
+        management: ManagementAccess | None,
+        vhost: str,
+    ) -> None:
+        self._dead_letters = dead_letters
+        self._store = store
+        self._management = management
+        self._vhost = vhost
+
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """(method, path, handler) of each endpoint."""
+        return [
+            ("GET", "/v1/ops/dead-letters", self.list_dead_letters),
+            ("GET", "/v1/ops/dead-letters/{dead_letter_id}", self.show_dead_letter),
+            ("POST", "/v1/ops/dead-letters/{dead_letter_id}/redrive", self.redrive),
+            ("POST", "/v1/ops/dead-letters/{dead_letter_id}/discard", self.discard),
+            ("GET", "/v1/ops/queues", self.queues),
+        ]
+
+    async def list_dead_letters(self, request: web.Request) -> web.Response:
+        """`GET /v1/ops/dead-letters?state=&after=&limit=`: oldest first."""
+        state = request.query.get("state")
+        if state is not None and state not in STATES:
+            raise MalformedInput(f"state must be one of {sorted(STATES)}", code=ErrorCode.INVALID_PARAMETER)
+        after = _int_query(request, "after", default=0)
+        limit = min(max(_int_query(request, "limit", default=100), 1), MAX_PAGE)
+        records = await self._store.dead_letters(state=state, after=after, limit=limit)
+        return web.json_response(
+            {
+                "dead_letters": [dead_letter_item(record) for record in records],
+                "next": records[-1].dead_letter_id if len(records) == limit else None,
+            }
+        )
+
+    async def show_dead_letter(self, request: web.Request) -> web.Response:
+        """`GET /v1/ops/dead-letters/{id}`."""
+        dead_letter_id = _id_of(request)
+        record = await self._store.dead_letter(dead_letter_id)
+        if record is None:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown dead letter", f"no dead letter {dead_letter_id}")
+        return web.json_response(dead_letter_item(record))
+
+    async def redrive(self, request: web.Request) -> web.Response:
+        """`POST /v1/ops/dead-letters/{id}/redrive`, body `{"reason": "..."}` (optional)."""
+        return await self._decide(request, self._dead_letters.redrive)
+
+    async def discard(self, request: web.Request) -> web.Response:
+        """`POST /v1/ops/dead-letters/{id}/discard`, body `{"reason": "..."}` (optional)."""
+        return await self._decide(request, self._dead_letters.discard)
+
+    async def _decide(self, request: web.Request, decision: Callable[..., Awaitable[DeadLetterRecord]]) -> web.Response:
+        dead_letter_id = _id_of(request)
+        detail = await _reason_of(request)
+        try:
+            record = await decision(dead_letter_id, detail=detail)
+        except KeyError:
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown dead letter", f"no dead letter {dead_letter_id}")
+        except OperationConflict as exc:
+            return problem(409, ErrorCode.INVALID_PARAMETER, "Not possible in this state", str(exc))
+        except RoutingFailed as exc:
+            return problem(409, ErrorCode.ROUTING_FAILED, "No inbox for the recipient", str(exc))
+        except TransientFailure as exc:
+            response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", f"try again shortly: {exc}"[:300])
+            response.headers["Retry-After"] = "5"
+            return response
+        return web.json_response(dead_letter_item(record))
+
+    async def queues(self, _request: web.Request) -> web.Response:
+        """`GET /v1/ops/queues`: per queue, messages ready and unacked, consumers, rates."""
+        if self._management is None:
+            return problem(
+                503,
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "Queue figures are not configured",
+                "the gateway has no access to the broker's management API: set ROGATORY_MANAGEMENT_URL, "
+                "ROGATORY_MANAGEMENT_USER and ROGATORY_MANAGEMENT_PASSWORD_FILE",
+            )
+        try:
+            figures = await queue_figures(self._management, self._vhost)
+        except ManagementUnavailable as exc:
+            return problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Broker management API unavailable", str(exc)[:300])
+        return web.json_response({"vhost": self._vhost, "queues": figures})
+
+
+def _id_of(request: web.Request) -> int:
+    raw = request.match_info["dead_letter_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise MalformedInput("a dead letter id is a positive integer", code=ErrorCode.INVALID_PARAMETER)
+    return int(raw)
+
+
+def _int_query(request: web.Request, name: str, *, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise MalformedInput(
+            f"query parameter {name!r} must be a non-negative integer", code=ErrorCode.INVALID_PARAMETER
+        )
+    return int(raw)
+
+
+async def _reason_of(request: web.Request) -> str:
+    """The operator's reason from an optional JSON body `{"reason": "..."}`."""
+    body = await request.read()
+    if not body:
+        return "no reason given"
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise MalformedInput('the body must be JSON: {"reason": "..."}', code=ErrorCode.MALFORMED_JSON) from exc
+    reason = document.get("reason") if isinstance(document, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        raise MalformedInput('the body must be JSON: {"reason": "..."}', code=ErrorCode.INVALID_PARAMETER)
+    return reason.strip()[:1000]
+
+
+__all__ = [
+    "DISCARDED",
+    "HELD",
+    "REDRIVEN",
+    "REDRIVING",
+    "RESUMED",
+    "DeadLetters",
+    "Death",
+    "OperationsApi",
+    "Taken",
+    "dead_letter_item",
+    "read_death",
+    "taken_summary",
+]

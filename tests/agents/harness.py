@@ -1,0 +1,135 @@
+"""Two agents in this process, each on a real SQLite store, joined by an in-memory wire instead of broker and gateway.
+
+The wire does what the broker and the gateway would for these tests: it takes
+what one agent queued to the other agent's receiver, marks it published, and
+carries the evidence the receiver issued back to the sender. Nothing of the
+agents is faked: their API, store, case book and receiver are the real ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import test_utils
+
+from agents.api import AgentApi, ApiContext
+from agents.cases import CaseBook
+from agents.receiving import Received, Receiver, ReceiverKeys
+from agents.store import AgentStore
+from agents.submission import SenderKeys
+from protocol.directory import Directory
+from protocol.encoding import format_timestamp
+from protocol.ids import AgencyId
+from protocol.limits import DEFAULT_LIMITS
+from tests.support.network import NOW, AgencyKeys, LocalNetwork
+
+TOKEN = "agent-test-token"
+GATEWAY_USER = "gateway"
+
+
+@dataclass
+class InProcessAgent:
+    """One agency's agent: API (over a test HTTP server), store, case book, receiver."""
+
+    agency: AgencyId
+    keys: AgencyKeys
+    directory: Directory
+    store: AgentStore
+    cases: CaseBook
+    receiver: Receiver
+    http: test_utils.TestClient[Any, Any]
+
+    async def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        """One API call: (status, JSON answer)."""
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        sent_headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"} | (headers or {})
+        async with self.http.request(method, path, data=data, headers=sent_headers) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def submit(self, document: Any, *, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
+        """`POST /v1/messages`."""
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        status, answer = await self.call("POST", "/v1/messages", document, headers)
+        return status, answer
+
+    async def case(self, case_id: str) -> dict[str, Any]:
+        """`GET /v1/cases/{case_id}`, which must answer 200."""
+        status, answer = await self.call("GET", f"/v1/cases/{case_id}")
+        assert status == 200, answer
+        found: dict[str, Any] = answer
+        return found
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        """`GET /v1/messages/{id}`, which must answer 200."""
+        status, answer = await self.call("GET", f"/v1/messages/{message_id}")
+        assert status == 200, answer
+        found: dict[str, Any] = answer
+        return found
+
+    async def ack(self, message_id: str) -> None:
+        """`POST /v1/inbox/{id}/ack`, which must answer 200."""
+        status, answer = await self.call("POST", f"/v1/inbox/{message_id}/ack")
+        assert status == 200, answer
+
+    async def close(self) -> None:
+        """Stop the HTTP server, close the store."""
+        await self.http.close()
+        await self.store.close()
+
+
+async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId, data_dir: Path) -> InProcessAgent:
+    """An agent for `agency` of `net`, its clock stopped at `NOW`."""
+    keys = net[agency]
+    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
+    cases = CaseBook(agency)
+    receiver = Receiver(
+        keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),
+        directory=lambda: directory,
+        store=store,
+        gateway_broker_user=GATEWAY_USER,
+        limits=DEFAULT_LIMITS,
+        clock=lambda: NOW,
+        cases=cases,
+    )
+    context = ApiContext(
+        agency=agency,
+        sender=SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key),
+        store=store,
+        directory=lambda: directory,
+        limits=DEFAULT_LIMITS,
+        message_ttl=timedelta(days=1),
+        token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
+        clock=lambda: NOW,
+        wake_outbox=lambda: None,
+        health=lambda: {"status": "ok"},
+        cases=cases,
+    )
+    http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))
+    await http.start_server()
+    return InProcessAgent(
+        agency=agency, keys=keys, directory=directory, store=store, cases=cases, receiver=receiver, http=http
+    )
+
+
+async def carry(sender: InProcessAgent, recipient: InProcessAgent) -> list[Received]:
+    """Deliver what `sender` queued to `recipient`, then bring `recipient`'s evidence back to `sender`."""
+    received = []
+    for record in await sender.store.queued():
+        received.append(await recipient.receiver.receive_message(record.sealed))
+        async with sender.store.transaction() as tx:
+            await tx.mark_published(record.message_id, format_timestamp(NOW))
+    await return_evidence(recipient, sender)
+    return received
+
+
+async def return_evidence(issuer: InProcessAgent, to: InProcessAgent) -> None:
+    """Bring the evidence `issuer` signed (DELIVERY, NON_DELIVERY, RETRIEVAL) to the sender it concerns."""
+    pending = await issuer.store.pending_evidence()
+    for item in pending:
+        await to.receiver.receive_evidence(item.body)
+    await issuer.store.delete_pending_evidence([item.evidence_out_id for item in pending])

@@ -1,0 +1,251 @@
+"""Every sample case, message by message, through a live local network: both agents agree on every state.
+
+The network is this module's own (`rogatory dev up` on the real RabbitMQ,
+removed afterwards): the samples carry fixed message ids, so a network can
+replay each sample case once, and no other test may have used their case ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aiohttp
+import pytest
+
+from deploy.client import AgentApiError, AgentClient, poll
+from deploy.devstack import DevStackError, destroy, down, up
+from deploy.network import NetworkPaths
+from protocol.auditlog import EvidenceLeaf, decode_leaf
+from protocol.directory import Directory, verify_directory
+from protocol.encoding import b64decode, canonical_json
+from protocol.envelope import Recipient, seal
+from protocol.errors import ErrorCode
+from protocol.evidence import EvidenceStatement, EvidenceType, verify_evidence
+from protocol.ids import AgencyId, CaseId, MessageId
+from protocol.keys import SigningPrivateKey, SigningPublicKey
+from protocol.keystore import unlock_keystore
+from protocol.limits import DEFAULT_LIMITS
+from protocol.mla import replay_case, validate_document
+from protocol.signing import SignedStatement
+from protocol.topology import KIND_SEALED_MESSAGE, SUBMIT_EXCHANGE
+from tests.e2e.conftest import AMQP_URL, MANAGEMENT_URL
+from tests.protocol.mla.mla_samples import FINAL_STATES, SAMPLES_DIR, read_json, sample_paths
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+BD, LY = AgencyId("BD-MOHA-PSD"), AgencyId("LY-MLA-CA")
+NEGATIVE_DIR = SAMPLES_DIR / "negative"
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A fresh `rogatory dev up` network for this module; stopped and its vhost removed afterwards (also when
+    `up` fails half-way)."""
+    root = tmp_path_factory.mktemp("sample-cases")
+    try:
+        yield asyncio.run(up(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL, say=lambda _: None))
+    finally:
+        with contextlib.suppress(DevStackError):
+            down(root, say=lambda _: None)
+        asyncio.run(destroy(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL))
+
+
+@pytest.fixture(scope="module")
+def directory(network: dict[str, Any]) -> Directory:
+    """The network's directory, verified against its authority key."""
+    signed = SignedStatement.from_json(
+        Path(network["network"]["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY
+    )
+    authority = SigningPublicKey(b64decode(network["network"]["authority_key"]))
+    return verify_directory(signed, authority, now=datetime.now(UTC), limits=DEFAULT_LIMITS)
+
+
+@pytest.fixture
+async def agents(network: dict[str, Any]) -> AsyncIterator[dict[str, AgentClient]]:
+    """An API client of each central authority's agent."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield {
+            agency: AgentClient(session, network["agents"][agency]["url"], network["agents"][agency]["token"])
+            for agency in (BD, LY)
+        }
+
+
+def sample_cases() -> dict[str, list[Path]]:
+    """The positive samples by case, in file order."""
+    grouped: dict[str, list[Path]] = defaultdict(list)
+    for path in sample_paths():
+        grouped[json.loads(path.read_bytes())["case_id"]].append(path)
+    return dict(grouped)
+
+
+async def case_of(agent: AgentClient, case_id: str) -> dict[str, Any]:
+    """`GET /v1/cases/{case_id}`."""
+    return await agent.case(case_id)
+
+
+def moved(document: dict[str, Any], case_id: str) -> dict[str, Any]:
+    """A sample in another case under a new message id, so it can travel on a network that has the original."""
+    return copy.deepcopy(document) | {"case_id": case_id, "message_id": str(uuid.uuid4())}
+
+
+def new_case() -> str:
+    return f"BD-LY-E2E-{uuid.uuid4().hex[:8].upper()}"
+
+
+@pytest.mark.parametrize("case_id", sorted(FINAL_STATES))
+async def test_sample_case_replayed_through_the_broker_leaves_both_agents_agreeing(agents, case_id):
+    """Each message of the case, submitted by its sender's agent and taken by the recipient, leaves both agents
+    with the same state and messages as the pure fold; the case ends in the state NOTES.md §5 gives it."""
+    replayed = []
+    for path in sample_cases()[case_id]:
+        document = json.loads(path.read_bytes())
+        sender, recipient = agents[document["sender"]["authority_id"]], agents[document["recipient"]["authority_id"]]
+        accepted = await sender.submit(path.read_bytes())
+        assert accepted["message_id"] == document["message_id"]
+        await recipient.wait_for_inbox(document["message_id"])
+        await recipient.ack(document["message_id"])
+        replayed.append(validate_document(path.read_bytes()))
+        expected = replay_case(replayed)
+        mine, theirs = await case_of(sender, case_id), await case_of(recipient, case_id)
+        assert mine["state"] == theirs["state"] == expected.state, path.name
+        assert [m["message_id"] for m in mine["messages"]] == [m["message_id"] for m in theirs["messages"]]
+        assert [m["message_id"] for m in mine["messages"]] == [str(d.message_id) for d in expected.messages]
+        assert mine["items"] == theirs["items"] == dict(expected.items)
+        assert mine["deadlines"] == theirs["deadlines"]
+    assert mine["state"] == theirs["state"] == FINAL_STATES[case_id]
+    assert {mine["role"], theirs["role"]} == {"requesting", "requested"}
+
+
+@pytest.mark.parametrize(
+    ("name", "locations"),
+    [
+        ("N1_missing_facts_summary.json", {("payload", "facts_summary")}),
+        (
+            "N2_refusal_without_reasons_or_consultation.json",
+            {("payload", "grounds", 0, "reasons"), ("payload", "consultation_ref")},
+        ),
+        ("N3_bank_secrecy_refusal_under_UNTOC.json", {("payload", "grounds", 0, "code")}),
+        ("N4_deadline_without_reason.json", {("payload", "urgency", "deadline_reason")}),
+    ],
+)
+async def test_negative_sample_is_refused_with_errors_at_the_offending_fields(agents, name, locations):
+    """N1-N4, submitted to their sender's agent, are 422 with an error located at each offending field."""
+    raw = (NEGATIVE_DIR / name).read_bytes()
+    with pytest.raises(AgentApiError) as refused:
+        await agents[json.loads(raw)["sender"]["authority_id"]].submit(raw)
+    assert refused.value.status == 422
+    assert refused.value.problem["code"] == "CONTENT_INVALID"
+    found = {tuple(error["loc"]) for error in refused.value.problem["errors"]}
+    assert locations <= found
+    assert all(error["msg"] for error in refused.value.problem["errors"])
+
+
+async def test_final_execution_before_acknowledgement_is_refused_by_the_sending_agent(agents):
+    """N5: Libya's agent answers 409 ILLEGAL_TRANSITION naming the state (SUBMITTED) and the type (FINAL_EXECUTION)."""
+    request, final = read_json(NEGATIVE_DIR / "N5_final_before_ack.json")
+    case_id = new_case()
+    request = moved(request, case_id)
+    await agents[BD].submit(request)
+    await agents[LY].wait_for_inbox(request["message_id"])
+    with pytest.raises(AgentApiError) as refused:
+        await agents[LY].submit(moved(final, case_id))
+    assert (refused.value.status, refused.value.problem["code"]) == (409, "ILLEGAL_TRANSITION")
+    assert "FINAL_EXECUTION" in refused.value.problem["detail"]
+    assert "SUBMITTED" in refused.value.problem["detail"]
+    assert (await case_of(agents[LY], case_id))["state"] == "SUBMITTED"
+
+
+async def publish_as(network: dict[str, Any], agency: str, body: bytes, message_id: str) -> None:
+    """Publish a sealed message to `mla.submit` with `agency`'s own broker identity, as its agent would."""
+    amqp_url = network["agents"][agency]["amqp_url"]
+    connection = await aio_pika.connect(amqp_url, timeout=15)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(SUBMIT_EXCHANGE, ensure=False)
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            type=KIND_SEALED_MESSAGE,
+            message_id=message_id,
+            user_id=unquote(urlsplit(amqp_url).username or ""),
+            content_type="application/octet-stream",
+        )
+        await exchange.publish(message, routing_key=agency, mandatory=True, timeout=15)
+    finally:
+        await connection.close()
+
+
+async def audited_evidence(network: dict[str, Any], directory: Directory, message_id: str) -> list[EvidenceStatement]:
+    """The evidence about `message_id` in the gateway's audit log, each verified against the directory."""
+    gateway = network["gateway"]
+    headers = {"Authorization": f"Bearer {gateway['auditor_token']}"}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
+        session.get(f"{gateway['url']}/v1/audit/entries", params={"message_id": message_id}, headers=headers) as got,
+    ):
+        assert got.status == 200, await got.text()
+        entries = (await got.json())["entries"]
+    leaves = [decode_leaf(b64decode(entry["leaf"])) for entry in entries]
+    return [
+        verify_evidence(leaf.evidence, directory, now=datetime.now(UTC)).statement
+        for leaf in leaves
+        if isinstance(leaf, EvidenceLeaf)
+    ]
+
+
+async def test_message_that_slipped_past_its_sending_agent_is_refused_by_the_recipient(network, directory, agents):
+    """A FINAL_EXECUTION sealed with Libya's keys and published with its broker identity, bypassing its agent's
+    check, is refused by Bangladesh's agent: signed NON_DELIVERY (ILLEGAL_TRANSITION) in the audit log, and
+    nothing in Bangladesh's inbox or case."""
+    request, final = read_json(NEGATIVE_DIR / "N5_final_before_ack.json")
+    case_id = new_case()
+    request = moved(request, case_id)
+    await agents[BD].submit(request)
+    await agents[LY].wait_for_inbox(request["message_id"])
+
+    final = moved(final, case_id)
+    paths = NetworkPaths(Path(network["network"]["state_dir"]))
+    keys = unlock_keystore(paths.keystore(LY).read_bytes(), paths.passphrase(LY).read_bytes().strip())
+    now = datetime.now(UTC)
+    sealed = seal(
+        canonical_json(final),
+        message_id=MessageId(uuid.UUID(final["message_id"])),
+        sender=LY,
+        signing_key=SigningPrivateKey(keys["signing"]),
+        recipients=[Recipient(BD, directory.agency(BD).current_encryption_key(now).recipient_key)],
+        archive_key=None,
+        message_type=final["message_type"],
+        case_id=CaseId(case_id),
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+        limits=DEFAULT_LIMITS,
+    )
+    await publish_as(network, LY, sealed.to_bytes(), final["message_id"])
+
+    async def refusal() -> EvidenceStatement | None:
+        statements = await audited_evidence(network, directory, final["message_id"])
+        return next((s for s in statements if s.evidence_type is EvidenceType.NON_DELIVERY), None)
+
+    refused = await poll(refusal, within_s=30, what="NON_DELIVERY of the slipped-through message in the audit log")
+    assert (refused.issuer, refused.sender, refused.recipient) == (BD, LY, BD)
+    assert refused.reason is not None
+    assert refused.reason.code == "ILLEGAL_TRANSITION"
+    assert "FINAL_EXECUTION" in refused.reason.detail
+    assert "SUBMITTED" in refused.reason.detail
+    audited = await audited_evidence(network, directory, final["message_id"])
+    assert EvidenceType.DELIVERY not in {statement.evidence_type for statement in audited}
+    inbox = (await agents[BD].inbox(limit=500))["messages"]
+    assert final["message_id"] not in {item["message_id"] for item in inbox}
+    case = await case_of(agents[BD], case_id)
+    assert [(m["message_type"], m["direction"]) for m in case["messages"]] == [("MLA_REQUEST", "sent")]
+    assert case["state"] == "SUBMITTED"
