@@ -9,9 +9,8 @@ input is a 4xx, never a 5xx.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,8 +20,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.errors import Conflict, TransientFailure
+from agents.guard import ApiGuard, parse_token_specs, refusal_code, required_scope
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from agents.submission import SenderKeys, prepare_submission, read_submission, record_submission
@@ -113,6 +114,12 @@ class ApiContext:
     health: Callable[[], dict[str, Any]]
     cases: CaseBook | None = None
     """The case book shared with the receiver; the API makes one of its own if none is given."""
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+    """Prometheus exposition and its content type (`agents.metrics`), served at `/metrics` to token holders."""
+    attachments: Attachments | None = None
+    """Attachment bodies (`agents.attachments`); without it, every attachment travels as a description only."""
+    guard: ApiGuard | None = None
+    """Tokens, scopes, revocations, rate limits (`agents.guard`); by default: `token_hashes`, default rates."""
 
 
 class AgentApi:
@@ -121,11 +128,12 @@ class AgentApi:
     def __init__(self, context: ApiContext) -> None:
         self._ctx = context
         self._cases = context.cases if context.cases is not None else CaseBook(context.agency)
+        self._guard = context.guard or ApiGuard(parse_token_specs(context.token_hashes), clock=time.monotonic)
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
         app = web.Application(
-            middlewares=[self._errors, self._authenticate],
+            middlewares=[self._record_refusals, self._errors, self._authenticate],
             client_max_size=self._ctx.limits.max_document_bytes + 1024,
         )
         router = app.router
@@ -137,6 +145,11 @@ class AgentApi:
         router.add_post("/v1/inbox/{message_id}/ack", self.ack)
         router.add_get("/v1/schema/{message_type}", self.schema)
         router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
+        if self._ctx.metrics is not None:
+            router.add_get("/metrics", self.metrics)
+        if self._ctx.attachments is not None:
+            for method, path, handler in self._ctx.attachments.routes():
+                router.add_route(method, path, handler)
         return app
 
     # -- middlewares -------------------------------------------------------------------
@@ -164,23 +177,39 @@ class AgentApi:
             return response
 
     @web.middleware
+    async def _record_refusals(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every refused request leaves one log line with its status and stable code (never the body or token)."""
+        response = await handler(request)
+        if response.status >= 400:
+            log.warning(
+                "api_request_refused",
+                status=response.status,
+                code=refusal_code(response),
+                method=request.method[:10],
+                path=request.path[:120],
+            )
+        return response
+
+    @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in {"/healthz", "/openapi.json"}:
-            return await handler(request)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or not self._token_ok(token):
+        verdict = self._guard.check(
+            authorization=request.headers.get("Authorization", ""),
+            method=request.method,
+            path=request.path,
+            peer=request.remote or "-",
+        )
+        if verdict.status == 429:
+            response = problem(429, ErrorCode.RATE_LIMITED, "Too many requests", "this client is over its rate limit")
+            response.headers["Retry-After"] = str(verdict.retry_after_s)
+            return response
+        if verdict.status == 401:
             response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
             response.headers["WWW-Authenticate"] = 'Bearer realm="rogatory-agent"'
             return response
+        if verdict.status == 403:
+            scope = required_scope(request.method, request.path)
+            return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"this token does not have the {scope} scope")
         return await handler(request)
-
-    def _token_ok(self, token: str) -> bool:
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
-        matched = False
-        for expected in self._ctx.token_hashes:
-            matched |= hmac.compare_digest(digest, expected)
-        return matched
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -192,6 +221,14 @@ class AgentApi:
     async def openapi(self, _request: web.Request) -> web.Response:
         """The OpenAPI document of this API."""
         return json_answer(OPENAPI)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """Prometheus exposition of this agent's metrics."""
+        assert self._ctx.metrics is not None  # the route exists only then
+        body, content_type = await self._ctx.metrics()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
 
     async def submit(self, request: web.Request) -> web.Response:
         """`POST /v1/messages`: validate, seal and queue one message document."""
@@ -211,6 +248,7 @@ class AgentApi:
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
             )
         submitted = read_submission(await request.read(), limits=self._ctx.limits)
+        bodies = () if self._ctx.attachments is None else await self._ctx.attachments.keys_for(submitted.fields)
         case_id = submitted.case_id
         async with self._cases.serialised(case_id):
             sequence = None
@@ -226,6 +264,7 @@ class AgentApi:
                 message_ttl=self._ctx.message_ttl,
                 limits=self._ctx.limits,
                 sequence=sequence,
+                attachments=bodies,
             )
             accepted = await record_submission(
                 self._ctx.store, prepared, cases=self._cases, idempotency_key=idempotency_key, now=now
@@ -270,7 +309,13 @@ class AgentApi:
         limit = _int_query(request, "limit", default=100, maximum=MAX_INBOX_PAGE, minimum=1)
         records = await self._ctx.store.inbox_after(after, limit)
         next_cursor = str(records[-1].seq) if records else str(after)
-        return json_answer({"messages": [_inbox_item(record) for record in records], "next": next_cursor})
+        items = [_inbox_item(record) for record in records]
+        if self._ctx.attachments is not None:
+            for record, item in zip(records, items, strict=True):
+                item["attachments"] = await self._ctx.attachments.describe(
+                    record.sender, record.message_id, item["document"]
+                )
+        return json_answer({"messages": items, "next": next_cursor})
 
     async def ack(self, request: web.Request) -> web.Response:
         """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""

@@ -12,7 +12,8 @@ again, with the same bytes and message id, which the gateway recognises
 Connections go through a `FailoverConnector`: one broker, or the nodes of a
 cluster (`ROGATORY_AMQP_URL` lists them, comma-separated), tried in order
 from the one after the last used; AMQP heartbeats drop a connection that
-froze. Consuming the inbox (`QueueConsumer`, one delivery at a time) acks
+froze. Consuming the inbox (`QueueConsumer`, up to `prefetch` deliveries at
+once, in the broker's order for each message id) acks
 only after the durable write, retries a transient failure in place while
 holding the delivery (every return counts toward the queue's delivery
 limit), and consumes again on a new connection whenever the connection, the
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
@@ -41,7 +42,7 @@ import structlog
 from agents.errors import BrokerUnavailable, TransientFailure
 from agents.receiving import InboxDelivery, Received
 from agents.status import MessageStatus
-from agents.store import AgentStore
+from agents.store import AgentStore, OutboxRecord
 from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE, SUBMIT_EXCHANGE
 
@@ -72,6 +73,31 @@ CLOSE_TIMEOUT_S: Final = 5.0
 
 class _ConsumerLost(ConnectionError):
     """The consumer's connection, channel or subscription is gone: consume again on a new connection."""
+
+
+class _Turns:
+    """One lock per key while anyone holds or waits for it: deliveries of one message id are handled in order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str | None) -> AsyncIterator[None]:
+        """Hold `key`'s turn (no turn to wait for without a key)."""
+        if key is None:
+            yield
+            return
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,32 +279,62 @@ class OutboxRelay:
                 self._retry_delay = min(self._retry_delay * 2, 10.0)
 
     async def drain(self) -> None:
-        """Publish everything pending; raise `TransientFailure` if the broker is away."""
+        """Publish everything pending; raise `TransientFailure` if the broker is away.
+
+        Each batch is one confirm window: every publish in flight at once, each
+        awaited for its own confirm; what was confirmed is then marked (or
+        deleted) in one transaction. A submission is marked published only
+        after its own confirm.
+        """
         while True:
             queued = await self._store.queued()
             evidence = await self._store.pending_evidence()
             if not queued and not evidence:
                 return
-            for record in queued:
-                now = self._clock()
-                if now >= parse_timestamp(record.expires_at):
-                    async with self._store.transaction() as tx:
-                        await tx.set_status(record.message_id, MessageStatus.EXPIRED, "EXPIRED", format_timestamp(now))
-                    log.warning("outbox_expired_unsent", message_id=record.message_id)
-                    continue
-                await self._publisher.publish(
-                    body=record.sealed, kind=KIND_SEALED_MESSAGE, message_id=record.message_id
-                )
-                async with self._store.transaction() as tx:
-                    await tx.mark_published(record.message_id, format_timestamp(self._clock()))
-            done: list[int] = []
-            try:
-                for item in evidence:
-                    await self._publisher.publish(body=item.body, kind=KIND_EVIDENCE, message_id=item.message_id)
-                    done.append(item.evidence_out_id)
-            finally:
-                if done:
-                    await self._store.delete_pending_evidence(done)
+            sendable = await self._expire(queued)
+            outcomes = await asyncio.gather(
+                *(
+                    self._publisher.publish(body=record.sealed, kind=KIND_SEALED_MESSAGE, message_id=record.message_id)
+                    for record in sendable
+                ),
+                *(
+                    self._publisher.publish(body=item.body, kind=KIND_EVIDENCE, message_id=item.message_id)
+                    for item in evidence
+                ),
+                return_exceptions=True,
+            )
+            await self._mark_published(
+                [record for record, outcome in zip(sendable, outcomes, strict=False) if outcome is None]
+            )
+            sent = [
+                item.evidence_out_id
+                for item, outcome in zip(evidence, outcomes[len(sendable) :], strict=True)
+                if outcome is None
+            ]
+            if sent:
+                await self._store.delete_pending_evidence(sent)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    async def _expire(self, queued: list[OutboxRecord]) -> list[OutboxRecord]:
+        """Mark the submissions that expired unsent; the others, still to be published."""
+        now = self._clock()
+        expired = [record for record in queued if now >= parse_timestamp(record.expires_at)]
+        if expired:
+            async with self._store.transaction() as tx:
+                for record in expired:
+                    await tx.set_status(record.message_id, MessageStatus.EXPIRED, "EXPIRED", format_timestamp(now))
+            for record in expired:
+                log.warning("outbox_expired_unsent", message_id=record.message_id)
+        return [record for record in queued if now < parse_timestamp(record.expires_at)]
+
+    async def _mark_published(self, published: list[OutboxRecord]) -> None:
+        if published:
+            async with self._store.transaction() as tx:
+                at = format_timestamp(self._clock())
+                for record in published:
+                    await tx.mark_published(record.message_id, at)
 
 
 D = TypeVar("D")
@@ -290,13 +346,15 @@ class ConsumerPolicy:
     """How a consumer paces itself: prefetch, retries in place, reconnects."""
 
     prefetch: int
+    concurrency: int | None = None
+    """Deliveries handled at once (None: as many as `prefetch` lets the broker send)."""
     retry_delay_s: float = 1.0
     max_retry_delay_s: float = 10.0
     max_reconnect_delay_s: float = 15.0
 
 
 class QueueConsumer(Generic[D, R]):
-    """Consumes one queue, one delivery at a time, acknowledging after `handle` returned (module docstring)."""
+    """Consumes one queue, up to `prefetch` deliveries at once, acknowledging each after its `handle` returned."""
 
     def __init__(
         self,
@@ -323,6 +381,7 @@ class QueueConsumer(Generic[D, R]):
         self.connected = asyncio.Event()
         self._down_since: float | None = clock()
         self._consumed = False
+        self._turns = _Turns()
 
     def down_for(self) -> float:
         """Seconds since this consumer last stopped consuming (0 while it consumes)."""
@@ -383,11 +442,7 @@ class QueueConsumer(Generic[D, R]):
             await iterator.consume()
             self._mark_consuming()
             log.info("consumer_consuming", consumer=self.name, queue=self._queue)
-            while not stopping.is_set():
-                message = await self._next(iterator, stopping, lost)
-                if message is None:
-                    break
-                await self._process(message, stopping, lost)
+            await self._dispatch(iterator, stopping, lost, lose)
         finally:
             self._mark_down()
             if iterator is not None:
@@ -396,6 +451,58 @@ class QueueConsumer(Generic[D, R]):
                     await asyncio.wait_for(iterator.close(), timeout=CLOSE_TIMEOUT_S)
             with contextlib.suppress(*_BROKER_ERRORS):
                 await asyncio.wait_for(connection.close(), timeout=CLOSE_TIMEOUT_S)
+
+    async def _dispatch(
+        self,
+        iterator: aio_pika.abc.AbstractQueueIterator,
+        stopping: asyncio.Event,
+        lost: asyncio.Future[str],
+        lose: Callable[[str], None],
+    ) -> None:
+        """Hand each delivery to a task of its own: at most `prefetch` in hand, one at a time per message id."""
+        in_flight: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self._policy.concurrency or self._policy.prefetch)
+        try:
+            while not stopping.is_set():
+                await slots.acquire()
+                message = await self._next(iterator, stopping, lost)
+                if message is None:
+                    slots.release()
+                    break
+                task = asyncio.get_running_loop().create_task(self._process_in_turn(message, stopping, lost, lose))
+                task.add_done_callback(lambda _: slots.release())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        except asyncio.CancelledError:
+            if not _cancelled_by_the_library():
+                # Shutdown by cancellation: the deliveries in hand stop too (unacknowledged, they come back).
+                for task in in_flight:
+                    task.cancel()
+            raise
+        finally:
+            # Every delivery in hand is finished (acknowledged) or handed back before the connection goes.
+            if in_flight:
+                await asyncio.wait(set(in_flight))
+
+    async def _process_in_turn(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        stopping: asyncio.Event,
+        lost: asyncio.Future[str],
+        lose: Callable[[str], None],
+    ) -> None:
+        """`_process` after the deliveries of the same message id that came before (the broker's order)."""
+        try:
+            async with self._turns.turn(message.message_id):
+                if lost.done():
+                    return  # its channel is gone: the broker delivers it again
+                await self._process(message, stopping, lost)
+        except _ConsumerLost as exc:
+            lose(str(exc))
+        except Exception:
+            # Not a verdict on the input (`_process` handles the handler's errors): consume again afresh.
+            log.exception("consumer_unexpected_error", consumer=self.name, message_id=message.message_id)
+            lose("unexpected error while processing a delivery")
 
     async def _next(
         self, iterator: aio_pika.abc.AbstractQueueIterator, stopping: asyncio.Event, lost: asyncio.Future[str]

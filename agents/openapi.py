@@ -192,11 +192,124 @@ OPENAPI: Final[dict[str, Any]] = {
                         "description": "SHA-256 of the document bytes as sealed (RFC 8785 form of `document`)",
                     },
                     "document": {"$ref": "#/components/schemas/MessageDocument"},
+                    "attachments": {
+                        "type": "array",
+                        "description": "Each `attachments` entry of the document and the state of its body",
+                        "items": {"$ref": "#/components/schemas/AttachmentState"},
+                    },
+                },
+            },
+            "AttachmentState": {
+                "type": "object",
+                "required": ["attachment_id", "sha256", "state"],
+                "properties": {
+                    "attachment_id": {"type": "string"},
+                    "sha256": {"type": "string", "description": "SHA-256 of the file, as the document lists it"},
+                    "size_bytes": {"type": ["integer", "null"]},
+                    "state": {
+                        "type": "string",
+                        "enum": ["description_only", "pending", "available", "failed", "orphaned"],
+                        "description": (
+                            "`description_only`: no body travelled (an original sent by another channel); "
+                            "`pending`: being downloaded from the gateway and verified; `available`: verified, "
+                            "download it; `failed`: the body did not verify (see `detail`)"
+                        ),
+                    },
+                    "detail": {"type": "string"},
+                },
+            },
+            "Uploaded": {
+                "type": "object",
+                "required": ["sha256", "size_bytes"],
+                "properties": {
+                    "sha256": {"type": "string", "description": "SHA-256 (hex) of the file: list it in `attachments`"},
+                    "size_bytes": {"type": "integer"},
+                    "upload_id": {"type": "string"},
                 },
             },
         },
     },
     "paths": {
+        "/v1/attachments": {
+            "post": {
+                "summary": "Upload one attachment body as a stream (resumable)",
+                "description": (
+                    "The request body is the file's bytes, streamed (never base64 in JSON). A message document "
+                    "listing an attachment with this `sha256` then carries the body, encrypted under its own key; "
+                    "one listed without an uploaded body travels as a description only. To resume after an "
+                    "interruption, name the upload with `Upload-Id`, give the file's `Upload-Length`, ask "
+                    "`HEAD /v1/attachments/uploads/{upload_id}` how much arrived, and send the rest with "
+                    "`Upload-Offset`."
+                ),
+                "parameters": [
+                    {
+                        "name": "Upload-Id",
+                        "in": "header",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    },
+                    {"name": "Upload-Offset", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "Upload-Length", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    "201": _ok("The body is whole and encrypted", {"$ref": "#/components/schemas/Uploaded"}),
+                    "200": _ok(
+                        "Part of the body arrived (fewer bytes than `Upload-Length`); send the rest",
+                        {
+                            "type": "object",
+                            "properties": {"upload_id": {"type": "string"}, "offset": {"type": "integer"}},
+                        },
+                    ),
+                    **_AUTH_ERRORS,
+                    "409": _problem("`Upload-Offset` is not what is held (`UPLOAD_OFFSET_MISMATCH`)"),
+                    "413": _problem("Over the largest body accepted (`TOO_LARGE`)"),
+                    "415": _problem("Not `application/octet-stream`"),
+                },
+            }
+        },
+        "/v1/attachments/uploads/{upload_id}": {
+            "head": {
+                "summary": "How much of an upload arrived",
+                "parameters": [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "`Upload-Offset`: bytes held; `Upload-Complete: ?1` once whole",
+                        "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
+                    },
+                    "404": {"description": "Nothing of this upload is held"},
+                },
+            }
+        },
+        "/v1/inbox/{message_id}/attachments/{attachment_id}": {
+            "get": {
+                "summary": "Download a received attachment body as a stream",
+                "description": (
+                    "The verified plaintext (ciphertext digest checked against the sender's signed header, stream "
+                    "authenticated chunk by chunk, plaintext digest checked against the signed content). `Range` "
+                    "is honoured, so an interrupted download resumes. `Repr-Digest` gives its SHA-256."
+                ),
+                "parameters": [
+                    _MESSAGE_ID,
+                    {"name": "attachment_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "sender", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Range", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The whole body",
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "206": {"description": "The range asked for"},
+                    **_AUTH_ERRORS,
+                    "404": _problem("No such message, or the attachment travelled as a description only"),
+                    "409": _problem("The body did not verify (`ATTACHMENT_MISMATCH`)"),
+                    "503": _problem("Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"),
+                },
+            }
+        },
         "/v1/messages": {
             "post": {
                 "summary": "Submit one message document",
@@ -340,6 +453,12 @@ OPENAPI: Final[dict[str, Any]] = {
         },
         "/openapi.json": {
             "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format); needs a token with the `read` scope",
+                "responses": {"200": {"description": "the metrics"}, "401": _problem("no valid token")},
+            }
         },
     },
 }

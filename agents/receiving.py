@@ -23,7 +23,7 @@ with the outbox (same message id and digest), kept, and moves the status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,8 +97,9 @@ class Receiver:
         clock: Callable[[], datetime],
         on_evidence_issued: Callable[[], None] = lambda: None,
         cases: CaseBook | None = None,
+        on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None = None,
     ) -> None:
-        """`cases` is the book shared with the API (a book of its own if none is given)."""
+        """`cases` is the book shared with the API (a book of its own if none is given); `on_opened` may refuse."""
         self._keys = keys
         self._cases = cases if cases is not None else CaseBook(keys.agency)
         self._directory = directory
@@ -107,6 +108,7 @@ class Receiver:
         self._limits = limits
         self._clock = clock
         self._on_evidence_issued = on_evidence_issued
+        self._on_opened = on_opened
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -143,6 +145,8 @@ class Receiver:
                 limits=self._limits,
             )
             document = self._validate(opened)
+            if self._on_opened is not None:  # attachment bodies: checked against the document, then recorded
+                await self._on_opened(opened, document)
             earlier = await self._store.inbox_entry_of(header.sender, str(header.message_id))
             if earlier is not None:
                 if earlier.digest != opened.digest:

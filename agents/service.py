@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,11 +28,16 @@ import structlog
 from aiohttp import web
 
 from agents.api import AgentApi, ApiContext
+from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import GatewayAuditClient, ProofFollower, Witness
 from agents.broker import FailoverConnector, InboxConsumer, OutboxRelay, SubmitPublisher, endpoints_from_setting
 from agents.cases import CaseBook
 from agents.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
+from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
+from agents.held_directory import remember_directory
 from agents.logs import configure_logging
+from agents.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agents.metrics import AgentMetrics
 from agents.receiving import Receiver, ReceiverKeys
 from agents.settings import AgentSettings
 from agents.store import AgentStore
@@ -42,7 +48,7 @@ from protocol.encoding import b64decode
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey, SigningPublicKey
-from protocol.keystore import unlock_keystore
+from protocol.keystore import previous_keys, unlock_keystore
 from protocol.signing import SignedStatement
 from protocol.topology import inbox_queue
 
@@ -67,11 +73,13 @@ def _broker_user(amqp_url: str) -> str:
     return unquote(user)
 
 
-def _load_keys(settings: AgentSettings) -> tuple[SigningPrivateKey, EncryptionPrivateKey]:
+def _load_keys(settings: AgentSettings) -> tuple[SigningPrivateKey, EncryptionPrivateKey, list[EncryptionPrivateKey]]:
+    """The signing key, the current encryption key, and the encryption keys rotated out (for mail in flight)."""
     try:
         passphrase = settings.keystore_passphrase_file.read_bytes().strip()
         keys = unlock_keystore(settings.keystore_file.read_bytes(), passphrase)
-        return SigningPrivateKey(keys["signing"]), EncryptionPrivateKey(keys["encryption"])
+        previous = [EncryptionPrivateKey(secret) for secret in previous_keys(keys, "encryption")]
+        return SigningPrivateKey(keys["signing"]), EncryptionPrivateKey(keys["encryption"]), previous
     except (OSError, KeyError, ProtocolError) as exc:
         raise ConfigurationError(f"cannot unlock the keystore {settings.keystore_file}: {exc}") from exc
 
@@ -125,7 +133,7 @@ def _check_keys_listed(
         raise ConfigurationError(f"encryption key {encryption.key_id} is not listed for {agency} in the directory")
 
 
-async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one place
+async def run_agent(  # noqa: PLR0915, C901 - the wiring reads top to bottom, in one place
     settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
 ) -> None:
     """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
@@ -135,20 +143,40 @@ async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one p
         authority = SigningPublicKey(b64decode(settings.authority_key))
     except ProtocolError as exc:
         raise ConfigurationError("ROGATORY_AUTHORITY_KEY is not a base64 Ed25519 public key") from exc
-    signing_key, encryption_key = _load_keys(settings)
+    signing_key, encryption_key, previous_encryption_keys = _load_keys(settings)
     directory = _read_directory(settings, authority, clock())
+    remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
     structlog.contextvars.bind_contextvars(agency=agency)
 
     store = await AgentStore.open(settings.data_dir / "agent.db", synchronous=settings.sqlite_synchronous)
     _broker_user(settings.amqp_url)
     endpoints = endpoints_from_setting(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
-    publisher = SubmitPublisher(FailoverConnector(endpoints), routing_key=agency)
+    attachments = (  # bodies travel through the gateway's blob store, so they need its URL
+        None
+        if settings.gateway_url is None
+        else await Attachments.open(
+            data_dir=settings.data_dir,
+            gateway_url=settings.gateway_url,
+            agency=agency,
+            signing_key=signing_key,
+            agent_store=store,
+            limits=settings.limits,
+            clock=clock,
+        )
+    )
+    publisher = (
+        SubmitPublisher(FailoverConnector(endpoints), routing_key=agency)
+        if attachments is None
+        else BlobPushingPublisher(FailoverConnector(endpoints), routing_key=agency, push=attachments.push_for)
+    )
     relay = OutboxRelay(store, publisher, clock=clock)
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(
-            agency=agency, signing_key=signing_key, encryption_keys={encryption_key.key_id: encryption_key}
+            agency=agency,
+            signing_key=signing_key,
+            encryption_keys={key.key_id: key for key in (*previous_encryption_keys, encryption_key)},
         ),
         directory=lambda: directory,
         store=store,
@@ -157,9 +185,14 @@ async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one p
         clock=clock,
         on_evidence_issued=relay.wake,
         cases=cases,
+        on_opened=None if attachments is None else attachments.accept_opened,
     )
+    metrics = AgentMetrics()
     consumer = InboxConsumer(
-        FailoverConnector(endpoints), inbox_queue(agency), receiver.handle, prefetch=settings.prefetch
+        FailoverConnector(endpoints),
+        inbox_queue(agency),
+        metrics.measured_handler(receiver.handle, store, clock, agency=agency),
+        prefetch=settings.prefetch,
     )
 
     auditing = _auditing(
@@ -203,6 +236,14 @@ async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one p
         wake_outbox=relay.wake,
         health=health,
         cases=cases,
+        metrics=lambda: _exposition(metrics, store, health, clock),
+        attachments=attachments,
+        guard=ApiGuard(
+            parse_token_specs(settings.api_tokens_sha256),
+            revocations=RevocationList(settings.api_tokens_revoked_file),
+            rate=RateLimit(settings.api_rate_per_s, settings.api_rate_burst),
+            clock=time.monotonic,
+        ),
     )
     runner = web.AppRunner(AgentApi(context).app(), access_log=None)
     await runner.setup()
@@ -219,6 +260,8 @@ async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one p
         asyncio.create_task(relay.run(stopping), name="outbox"),
         asyncio.create_task(ConsumerWatchdog((consumer,), limit_s=settings.watchdog_s).run(stopping), name="watchdog"),
     ]
+    if attachments is not None:
+        tasks.append(asyncio.create_task(attachments.run(stopping), name="attachments"))
     audit_session: aiohttp.ClientSession | None = None
     if auditing is not None:
         audit_session, witness, proofs = auditing
@@ -240,12 +283,21 @@ async def run_agent(  # noqa: PLR0915 - the wiring reads top to bottom, in one p
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         await publisher.close()
+        if attachments is not None:
+            await attachments.close()
         if audit_session is not None:
             await audit_session.close()
         await store.close()
         log.info("agent_stopped")
     if failure is not None:
         raise failure
+
+
+async def _exposition(
+    metrics: AgentMetrics, store: AgentStore, health: Callable[[], dict[str, Any]], clock: Clock
+) -> tuple[bytes, str]:
+    await metrics.refresh(store, health(), clock())
+    return metrics.render(), METRICS_CONTENT_TYPE
 
 
 def main() -> None:

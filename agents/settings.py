@@ -13,7 +13,10 @@
 | `ROGATORY_AUTHORITY_KEY`            | base64 Ed25519 public key of the directory authority       | required         |
 | `ROGATORY_KEYSTORE_FILE`            | the agency's encrypted signing and encryption keys         | required         |
 | `ROGATORY_KEYSTORE_PASSPHRASE_FILE` | file holding the keystore passphrase                       | required         |
-| `ROGATORY_API_TOKENS_SHA256`        | comma-separated SHA-256 (hex) of accepted bearer tokens    | required         |
+| `ROGATORY_API_TOKENS_SHA256`        | comma-separated SHA-256 (hex) of accepted bearer tokens,   | required         |
+|                                     | each `HEX` (every scope) or `HEX:submit+read+ack`          |                  |
+| `ROGATORY_API_TOKENS_REVOKED_FILE`  | SHA-256 of revoked tokens, one a line, read on each change | none             |
+| `ROGATORY_API_RATE_PER_S` / `_BURST`| each API client's token bucket: 429 past it                | 500 / 5000       |
 | `ROGATORY_GATEWAY_BROKER_USER`      | the broker user the gateway publishes as                   | required         |
 | `ROGATORY_MESSAGE_TTL_S`            | lifetime of a sealed message (at most the replay window)   | 259200 (3 days)  |
 | `ROGATORY_PREFETCH`                 | inbox deliveries held unacknowledged at once               | 32               |
@@ -35,6 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.errors import ConfigurationError
+from agents.guard import parse_token_specs
 from protocol.limits import DEFAULT_LIMITS, Limits
 
 _PREFIX = "ROGATORY_"
@@ -57,6 +61,9 @@ class AgentSettings(BaseModel):
     keystore_file: Path
     keystore_passphrase_file: Path
     api_tokens_sha256: tuple[str, ...] = Field(min_length=1)
+    api_tokens_revoked_file: Path | None = None
+    api_rate_per_s: float = Field(default=500.0, gt=0)
+    api_rate_burst: int = Field(default=5000, ge=1)
     gateway_broker_user: str = Field(min_length=1)
     message_ttl_s: float = Field(default=3 * 24 * 3600, gt=0)
     prefetch: int = Field(default=32, ge=1, le=10_000)
@@ -67,6 +74,13 @@ class AgentSettings(BaseModel):
     witness_interval_s: float = Field(default=2.0, gt=0)
     max_merge_delay_s: float = Field(default=60.0, gt=0)
     limits: Limits = DEFAULT_LIMITS
+
+    @field_validator("api_tokens_sha256")
+    @classmethod
+    def _token_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each entry is `HEX` or `HEX:scope+scope` (`agents.guard`)."""
+        parse_token_specs(value)
+        return value
 
     @field_validator("amqp_url")
     @classmethod

@@ -19,7 +19,6 @@ A case's messages are read across `outbox` and `inbox` by their `case_id`
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from typing import Literal, TypeVar
 import aiosqlite
 
 from agents.errors import StoreUnavailable
+from agents.groupcommit import GroupCommitter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -408,9 +408,12 @@ async def _one(
 class AgentStore:
     """The SQLite database of one agent."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, relay_reader: aiosqlite.Connection | None = None) -> None:
         self._db = db
-        self._write_lock = asyncio.Lock()
+        # Writes share COMMITs under load (`agents.groupcommit`); what the outbox relay publishes is read
+        # on a connection of its own, which sees committed rows only (WAL), never a series still open.
+        self._committer = GroupCommitter(db)
+        self._relay_db = relay_reader or db
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
@@ -421,32 +424,22 @@ class AgentStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
+            relay_reader = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
-        return cls(db)
+        return cls(db, relay_reader)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
+        if self._relay_db is not self._db:
+            await self._relay_db.close()
         await self._db.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """One write transaction; commits on success, rolls back on any error."""
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
-            try:
-                yield Transaction(self._db)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            try:
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._db.execute("ROLLBACK")
-                raise StoreUnavailable(f"cannot commit: {exc}") from exc
+        """One write transaction; durable once the block is left (its COMMIT possibly shared), undone alone on error."""
+        async with self._committer.transaction():
+            yield Transaction(self._db)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -456,7 +449,7 @@ class AgentStore:
 
     async def queued(self, limit: int = 100) -> list[OutboxRecord]:
         """Submissions not yet confirmed by the broker, oldest first."""
-        async with self._db.execute(
+        async with self._relay_db.execute(
             "SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?", (limit,)
         ) as cursor:
             return [_outbox(tuple(row)) for row in await cursor.fetchall()]
@@ -513,7 +506,7 @@ class AgentStore:
 
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
-        async with self._db.execute(
+        async with self._relay_db.execute(
             "SELECT evidence_out_id, identity, message_id, body FROM evidence_out ORDER BY evidence_out_id LIMIT ?",
             (limit,),
         ) as cursor:

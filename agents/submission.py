@@ -17,7 +17,7 @@ before anything is published.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from typing import Any
 from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
 from agents.store import AgentStore, OutboxRecord
+from protocol.attachments import AttachmentKey
 from protocol.directory import Directory
 from protocol.encoding import canonical_json, format_timestamp, parse_json_strict, sha256_hex
 from protocol.envelope import Recipient, SealedMessage, seal
@@ -120,8 +121,13 @@ def prepare_submission(
     limits: Limits,
     sequence: int | None = None,
     new_message_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    attachments: Sequence[AttachmentKey] = (),
 ) -> PreparedSubmission:
-    """Complete, validate and seal one submitted document (see the module docstring)."""
+    """Complete, validate and seal one submitted document (see the module docstring).
+
+    `attachments` are the keys of the listed attachments whose bodies were
+    uploaded (`agents.attachments`); the envelope commits to them.
+    """
     completed = dict(submitted.fields)
     complete_document(completed, now=now, new_message_id=new_message_id, sequence=sequence)
     document_bytes = canonical_json(completed)
@@ -149,6 +155,7 @@ def prepare_submission(
         created_at=now,
         expires_at=expires_at,
         limits=limits,
+        attachments=attachments,
     )
     return PreparedSubmission(
         message_id=message_id,

@@ -6,6 +6,20 @@ processes; `deploy.demo`, `deploy.auditor` and `deploy.bench` are commands
 of `deploy.cli`. Services never import this package.
 """
 
-from deploy.cli import main
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `rogatory` command line (`deploy.cli.main`), imported only when called.
+
+    Importing the package loads nothing else, so `python -m deploy.tls` (run
+    as root by `deploy/ensure-rabbitmq.sh`) loads only what it needs.
+    """
+    from deploy.cli import main as run_cli  # noqa: PLC0415 - deferred on purpose, see above
+
+    return run_cli(argv)
+
 
 __all__ = ["main"]

@@ -5,7 +5,11 @@
     rogatory demo [--state-dir DIR] [--keep]
     rogatory audit verify (--gateway URL | --export PATH) [--token T] [--authority-key K | --state-dir DIR]
     rogatory audit export --gateway URL --out PATH [--token T]
-    rogatory bench [--messages N] [--state-dir DIR]
+    rogatory bench [--messages N] [--pairs P] [--no-large] [--soak-messages N] [--state-dir DIR] [--json PATH]
+    rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
+    rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
+    rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
+    rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
 
 The broker is the one at `AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `RABBITMQ_MANAGEMENT_URL` (default: same host, port 15672).
@@ -36,6 +40,7 @@ from deploy.auditor import (
 )
 from deploy.broker import BrokerAdminError
 from deploy.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
+from deploy.files import add_commands as add_attachment_commands
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -151,7 +156,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from deploy.bench import run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.bench import BenchOptions, run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
 
     return run_bench(
         amqp_url=_amqp_url(),
@@ -159,6 +164,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         messages=args.messages,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         json_out=Path(args.json) if args.json else None,
+        options=BenchOptions(
+            messages=args.messages, pairs=args.pairs, large=not args.no_large, soak_messages=args.soak_messages
+        ),
     )
 
 
@@ -209,10 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_cmd_audit_export)
 
     bench = commands.add_parser("bench", help="measure the whole path against the raw broker")
-    bench.add_argument("--messages", type=int, default=500)
+    bench.add_argument("--messages", type=int, default=500, help="messages in each scenario")
+    bench.add_argument(
+        "--pairs", type=int, default=10, help="pairs of agencies of the many-agencies scenario (0: skip it)"
+    )
+    bench.add_argument("--no-large", action="store_true", help="skip the 64 KB scenario")
+    bench.add_argument(
+        "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
+    )
     bench.add_argument("--state-dir")
-    bench.add_argument("--json", help="also write the figures to this file")
+    bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
+    add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.files)
     return parser
 
 

@@ -13,6 +13,11 @@ or stopped by its own watchdog with status 70) is started again by the next
 `up`, and the data it left is all it needs. The broker may be one node or
 a cluster (`AMQP_URL` lists the nodes, comma-separated); the gateway is
 given the management API of the first node for its operator's queue view.
+
+Services reach the machine's broker over TLS: `amqps://…@localhost:5671`,
+verifying the broker's certificate and host name against the CA that
+`deploy/ensure-rabbitmq.sh` made (`deploy.tls`); `stack.json` gives the same
+URLs. Other nodes (private test nodes, proxies) keep the URL they were given.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,10 +54,16 @@ from deploy.network import (
     sha256_token,
     write_private,
 )
+from deploy.tls import BrokerTlsFiles, TlsError, machine_broker_tls, service_amqp_url
+from protocol.directory import Directory, KeyExpiryWarning, key_expiry_warnings
+from protocol.errors import ErrorCode
+from protocol.signing import SignedStatement
 
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 READY_TIMEOUT_S: Final = 60.0
 """How long `up` waits for every service's `/healthz` before giving up."""
+KEY_WARNING_WINDOW: Final = timedelta(days=30)
+"""`up` warns about keys expiring sooner than this with no successor: time to rotate."""
 STOP_TIMEOUT_S: Final = 15.0
 """How long `down` waits after SIGTERM before SIGKILL."""
 
@@ -71,6 +82,20 @@ class ServiceLaunch:
     module: str
     port: int
     environment: dict[str, str]
+
+
+def _amqp_url(description: NetworkDescription, user: str, password: str) -> str:
+    """A service's broker URL: over TLS to the machine's broker (`deploy.tls.service_amqp_url`)."""
+    return service_amqp_url(description.amqp_url(user, password), machine_broker_tls(os.environ))
+
+
+def _watched_certificates() -> dict[str, str]:
+    """The gateway's console watches the broker's CA and server certificate (`deploy.tls`), when over TLS."""
+    tls_dir = machine_broker_tls(os.environ)
+    if tls_dir is None:
+        return {}
+    files = BrokerTlsFiles(tls_dir)
+    return {"ROGATORY_WATCHED_CERTIFICATES": f"{files.ca_cert},{files.server_cert}"}
 
 
 def _service_environment(
@@ -99,9 +124,9 @@ def _service_environment(
                 "ROGATORY_MANAGEMENT_USER": management.username,
                 "ROGATORY_MANAGEMENT_PASSWORD_FILE": str(password_file),
             }
-        common |= operations
+        common = _watched_certificates() | common | operations  # a network's own setting wins
         return common | {
-            "ROGATORY_AMQP_URL": description.amqp_url(gateway.broker_user, gateway.broker_password),
+            "ROGATORY_AMQP_URL": _amqp_url(description, gateway.broker_user, gateway.broker_password),
             "ROGATORY_HTTP_PORT": str(gateway.http_port),
             "ROGATORY_BROKER_USER_PREFIX": description.broker_user_prefix,
             "ROGATORY_OPERATOR_TOKEN_SHA256": sha256_token(gateway.operator_token),
@@ -116,7 +141,7 @@ def _service_environment(
         "ROGATORY_GATEWAY_URL": f"http://127.0.0.1:{description.gateway.http_port}",
         "ROGATORY_GATEWAY_TOKEN_FILE": str(token_file),
         "ROGATORY_AGENCY": service,
-        "ROGATORY_AMQP_URL": description.amqp_url(agent.broker_user, agent.broker_password),
+        "ROGATORY_AMQP_URL": _amqp_url(description, agent.broker_user, agent.broker_password),
         "ROGATORY_HTTP_PORT": str(agent.http_port),
         "ROGATORY_API_TOKENS_SHA256": sha256_token(agent.token),
         "ROGATORY_GATEWAY_BROKER_USER": description.gateway.broker_user,
@@ -256,7 +281,7 @@ def _stack_document(
             agency: {
                 "url": f"http://127.0.0.1:{entry.http_port}",
                 "token": entry.token,
-                "amqp_url": description.amqp_url(entry.broker_user, entry.broker_password),
+                "amqp_url": _amqp_url(description, entry.broker_user, entry.broker_password),
                 "pid": pids.get(agency),
             }
             for agency, entry in description.agents.items()
@@ -279,25 +304,39 @@ async def up(
     management_url: str | None = None,
     say: Say = print,
     service_environment: dict[str, str] | None = None,
+    bench_pairs: int = 0,
 ) -> dict[str, Any]:
     """Create or restart the network in `root`; return the `stack.json` document.
 
     `amqp_url` is one broker or the comma-separated nodes of a cluster (as the
     administrator); `service_environment` (extra `ROGATORY_*` settings for every
-    service) is kept with a new network and ignored for an existing one.
+    service) is kept with a new network and ignored for an existing one, as is
+    `bench_pairs` (pairs of agencies added for `rogatory bench`).
     """
     root = root.resolve()
     paths = NetworkPaths(root)
     now = datetime.now(UTC)
+    try:
+        if machine_broker_tls(os.environ) is None:
+            say("WARNING: ROGATORY_UNSAFE_PLAIN_AMQP=1: services talk to the broker without TLS")
+    except TlsError as exc:
+        raise DevStackError(str(exc)) from exc
     description = load_network(root)
     if description is None:
         say(f"creating a new network in {root}")
-        description = create_network(root, amqp_url=amqp_url, now=now, service_environment=service_environment)
+        description = create_network(
+            root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
+        )
     else:
         say(f"restarting network {description.network_id} from {root}")
         renewed = renew_directory_if_due(root, description, now=now)
         if renewed is not None:
             say(f"signed directory version {renewed} (the previous one was about to expire)")
+    for warning in key_warnings(root, now=now):
+        say(
+            f"WARNING: {warning.purpose} key {warning.key_id} of {warning.owner} expires at "
+            f"{warning.valid_until.isoformat()} and no successor is listed: rotate it"
+        )
     endpoint = management_url_from_amqp(_first(amqp_url), base_url=management_url)
     say(f"provisioning vhost {description.vhost} on {endpoint.base_url}")
     async with ManagementClient.from_endpoint(endpoint) as admin:
@@ -327,6 +366,13 @@ async def up(
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
     say(f"ready: {paths.stack}")
     return stack
+
+
+def key_warnings(root: Path, *, now: datetime) -> tuple[KeyExpiryWarning, ...]:
+    """Keys of the network's directory that expire within `KEY_WARNING_WINDOW` without a successor."""
+    signed = SignedStatement.from_json(NetworkPaths(root).directory.read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
+    directory = Directory.model_validate_json(signed.payload)
+    return key_expiry_warnings(directory, now=now, within=KEY_WARNING_WINDOW)
 
 
 def _first(amqp_url: str) -> str:

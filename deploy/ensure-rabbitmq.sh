@@ -12,6 +12,16 @@
 #   RABBITMQ_MANAGEMENT_URL            management API base URL           (default http://127.0.0.1:15672)
 #   RABBITMQ_MANAGEMENT_TIMEOUT_SECONDS how long to wait for the API     (default 60)
 #   RABBITMQ_ADMIN_USER / RABBITMQ_ADMIN_PASSWORD  credentials for the API check (default guest/guest)
+#   RABBITMQ_CONFIG_FILE               the broker's config file             (default /etc/rabbitmq/rabbitmq.conf)
+#   ROGATORY_BROKER_TLS_DIR            CA and broker certificate            (default /etc/rabbitmq/tls)
+#   ROGATORY_BROKER_TLS_PORT           the AMQPS listener on 127.0.0.1      (default 5671)
+#   ROGATORY_PYTHON                    a Python with this project and `cryptography` (default .venv/bin/python)
+#
+# TLS: deploy/tls.py makes a CA and a certificate for `localhost` (once; again
+# only when missing or near expiry) and writes the AMQPS listener into the
+# config file between marker lines, keeping every other line. A broker that
+# is already running gets the listener started online (no restart, port 5672
+# untouched); one started by this script reads it from the config.
 set -euo pipefail
 
 STARTUP_TIMEOUT="${RABBITMQ_STARTUP_TIMEOUT_SECONDS:-120}"
@@ -22,6 +32,11 @@ ADMIN_PASSWORD="${RABBITMQ_ADMIN_PASSWORD:-guest}"
 AMQP_HOST="${RABBITMQ_AMQP_HOST:-127.0.0.1}"
 AMQP_PORT="${RABBITMQ_AMQP_PORT:-5672}"
 PLUGINS=(rabbitmq_management rabbitmq_prometheus)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONFIG_FILE="${RABBITMQ_CONFIG_FILE:-/etc/rabbitmq/rabbitmq.conf}"
+TLS_DIR="${ROGATORY_BROKER_TLS_DIR:-/etc/rabbitmq/tls}"
+TLS_PORT="${ROGATORY_BROKER_TLS_PORT:-5671}"
+TLS_PYTHON="${ROGATORY_PYTHON:-$ROOT/.venv/bin/python}"
 
 log() { printf 'ensure-rabbitmq: %s\n' "$*"; }
 die() { printf 'ensure-rabbitmq: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -82,6 +97,14 @@ else
     as_root apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server
 fi
+
+# 1b. TLS material and config (idempotent; see the header).
+[[ -x "$TLS_PYTHON" ]] || die "no Python at $TLS_PYTHON for deploy/tls.py (run deploy/run, or set ROGATORY_PYTHON)"
+tls_owner=rabbitmq
+id -u "$tls_owner" >/dev/null 2>&1 || tls_owner=""
+tls_state="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.tls broker --dir "$TLS_DIR" --config "$CONFIG_FILE" \
+    --port "$TLS_PORT" ${tls_owner:+--owner "$tls_owner"})" || die "deploy/tls.py could not set up TLS in $TLS_DIR"
+log "TLS material in $TLS_DIR and listener config in $CONFIG_FILE: $tls_state"
 
 # 2. Running? Never restart a node that runs.
 if node_answers || port_open "$AMQP_HOST" "$AMQP_PORT"; then
@@ -151,4 +174,16 @@ while :; do
     sleep 1
 done
 
-log "done: broker running, plugins ${PLUGINS[*]} enabled, management API up"
+# 6. The AMQPS listener: a running node that predates the config gets it online.
+if port_open "$AMQP_HOST" "$TLS_PORT"; then
+    log "AMQPS listener answers on port $TLS_PORT"
+else
+    log "starting the AMQPS listener on 127.0.0.1:$TLS_PORT online (the running node predates its config)"
+    tls_options="$(cd "$ROOT" && "$TLS_PYTHON" -m deploy.tls listener-opts --dir "$TLS_DIR")"
+    result="$(as_root timeout 60 rabbitmqctl -q eval \
+        "rabbit_networking:start_ssl_listener({\"127.0.0.1\", $TLS_PORT}, $tls_options, 10)." 2>&1 || true)"
+    port_open "$AMQP_HOST" "$TLS_PORT" || die "AMQPS listener did not start on port $TLS_PORT: $result"
+    log "AMQPS listener answers on port $TLS_PORT"
+fi
+
+log "done: broker running, plugins ${PLUGINS[*]} enabled, management API up, AMQPS on $TLS_PORT"

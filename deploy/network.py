@@ -224,11 +224,17 @@ def _passphrase() -> str:
 
 
 def create_network(
-    root: Path, *, amqp_url: str, now: datetime, service_environment: dict[str, str] | None = None
+    root: Path,
+    *,
+    amqp_url: str,
+    now: datetime,
+    service_environment: dict[str, str] | None = None,
+    bench_pairs: int = 0,
 ) -> NetworkDescription:
     """Generate keys, directory, secrets and files of a new dev network in `root`.
 
     `amqp_url` is one broker, or the comma-separated nodes of a cluster.
+    `bench_pairs` adds that many pairs of agencies (`bench_pair`) for `rogatory bench`.
     """
     paths = NetworkPaths(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -243,7 +249,7 @@ def create_network(
 
     agent_entries: dict[str, AgentEntry] = {}
     agency_entries: list[AgencyEntry] = []
-    for agency, (name, country) in DEV_AGENCIES.items():
+    for agency, (name, country) in (DEV_AGENCIES | bench_agencies(bench_pairs)).items():
         signing, encryption = SigningPrivateKey.generate(), EncryptionPrivateKey.generate()
         passphrase = _passphrase()
         write_private(
@@ -313,7 +319,7 @@ def create_network(
         authority_key=authority.key_id,
         agencies=tuple(agency_entries),
         gateway=gateway_entry,
-        agreements=dev_agreements(now),
+        agreements=dev_agreements(now) + bench_agreements(bench_pairs, now),
     )
     write_private(paths.directory, sign_directory(directory, authority).model_dump_json().encode("utf-8"))
     write_private(paths.description, description.model_dump_json(indent=2).encode("utf-8"))
@@ -357,6 +363,41 @@ def dev_agreements(now: datetime) -> tuple[Agreement, ...]:
     )
 
 
+def bench_pair(index: int) -> tuple[AgencyId, AgencyId]:
+    """The `index`-th pair of benchmark agencies: a sender in BD and a recipient in LY."""
+    return AgencyId(f"BD-BENCH-{index:02d}"), AgencyId(f"LY-BENCH-{index:02d}")
+
+
+def bench_agencies(pairs: int) -> dict[str, tuple[str, str]]:
+    """The agencies of `pairs` benchmark pairs, as `DEV_AGENCIES` lists them."""
+    agencies: dict[str, tuple[str, str]] = {}
+    for index in range(1, pairs + 1):
+        sender, recipient = bench_pair(index)
+        agencies[sender] = (f"Benchmark sender {index}", "BD")
+        agencies[recipient] = (f"Benchmark recipient {index}", "LY")
+    return agencies
+
+
+def bench_agreements(pairs: int, now: datetime) -> tuple[Agreement, ...]:
+    """One agreement per benchmark pair, both ways, every message type."""
+    valid = {"valid_from": now - timedelta(days=1), "valid_until": now + timedelta(days=3650)}
+    agreements = []
+    for index in range(1, pairs + 1):
+        sender, recipient = bench_pair(index)
+        agreements.append(
+            Agreement(
+                agreement_id=f"BENCH-{index:02d}",
+                title=f"Benchmark pair {index}",
+                rules=(
+                    AgreementRule(senders=(sender,), recipients=(recipient,), message_types=("*",)),
+                    AgreementRule(senders=(recipient,), recipients=(sender,), message_types=("*",)),
+                ),
+                **valid,
+            )
+        )
+    return tuple(agreements)
+
+
 def load_network(root: Path) -> NetworkDescription | None:
     """The network in `root`, or None if there is none."""
     paths = NetworkPaths(root)
@@ -389,6 +430,9 @@ __all__ = [
     "GatewayEntryFile",
     "NetworkDescription",
     "NetworkPaths",
+    "bench_agencies",
+    "bench_agreements",
+    "bench_pair",
     "create_network",
     "dev_agreements",
     "load_network",

@@ -96,6 +96,10 @@ class RabbitNode:
     cookie: str = field(repr=False)
     peers: tuple[str, ...] = ()
     """Node names to form a cluster with at first boot (classic peer discovery); empty for a lone node."""
+    extra_config: tuple[str, ...] = ()
+    """More `rabbitmq.conf` lines (a TLS listener, auth mechanisms: `tests/security/test_client_certificates.py`)."""
+    extra_plugins: tuple[str, ...] = ()
+    """Plugins beside the management plugin (`rabbitmq_auth_mechanism_ssl` for EXTERNAL)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -142,11 +146,12 @@ class RabbitNode:
                     "log.console = false",
                     *(("cluster_formation.peer_discovery_backend = classic_config",) if self.peers else ()),
                     *(f"cluster_formation.classic_config.nodes.{i} = {peer}" for i, peer in enumerate(self.peers, 1)),
+                    *self.extra_config,
                     "",
                 )
             )
         )
-        (base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (base / "enabled_plugins").write_text(f"[{','.join(('rabbitmq_management', *self.extra_plugins))}].\n")
         (base / "env.conf").write_text("")  # the machine's rabbitmq-env.conf names its own node: not ours
         cookie = base / ".erlang.cookie"
         if not cookie.exists():

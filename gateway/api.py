@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -96,8 +96,10 @@ class GatewayApi:
         clock: Callable[[], datetime],
         authority: SigningPublicKey,
         operations: OperatorRoutes | None = None,
+        extra_routes: Sequence[tuple[str, str, Handler, frozenset[Role] | None]] = (),
     ) -> None:
         self._operations = operations
+        self._extra_routes = tuple(extra_routes)  # the consoles and /metrics (gateway.console_api)
         self._authority = authority
         self._store = store
         self._audit = audit
@@ -124,6 +126,7 @@ class GatewayApi:
         ]
         if self._operations is not None:
             routes += [(method, path, handler, OPERATORS) for method, path, handler in self._operations.routes()]
+        routes += self._extra_routes
         for method, path, handler, roles in routes:
             app.router.add_route(method, path, handler)
             if roles is not None:

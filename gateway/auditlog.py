@@ -15,10 +15,16 @@ agencies' agents) send back cosignatures, which are verified and kept.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Final
+
+import structlog
 
 from gateway.store import GatewayStore, LeafRecord, Transaction
 from protocol.auditlog import AuditLeaf, encode_leaf, sign_leaf_receipt
@@ -30,6 +36,10 @@ from protocol.ids import parse_agency_id
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
 
+log = structlog.get_logger("rogatory.gateway.auditlog")
+
+APPEND_SAMPLES: Final = 20_000
+"""Append latencies kept for `append_latency` (the most recent ones: a bounded window, not a growing list)."""
 TIME_EXTENSION = "time "
 """Prefix of the checkpoint extension line carrying the signing time (POSIX seconds)."""
 
@@ -47,7 +57,7 @@ class AuditTransaction:
 
     def __init__(self, tx: Transaction, base_size: int, *, origin: str, log_key: SigningPrivateKey) -> None:
         self.tx = tx
-        self._base_size = base_size
+        self.base_size = base_size
         self._origin = origin
         self._log_key = log_key
         self.pending: list[bytes] = []
@@ -66,7 +76,7 @@ class AuditTransaction:
             return AppendedLeaf(existing, added=False)
         data = encode_leaf(leaf)
         digest = leaf_hash(data)
-        index = self._base_size + len(self.pending)
+        index = self.base_size + len(self.pending)
         await self.tx.insert_leaf(
             LeafRecord(
                 index=index,
@@ -94,6 +104,7 @@ class AuditLog:
         self._log_key = log_key
         self._last_checkpoint_size = -1
         self._last_checkpoint_at: datetime | None = None
+        self._append_seconds: deque[float] = deque(maxlen=APPEND_SAMPLES)
 
     @classmethod
     async def load(cls, store: GatewayStore, *, origin: str, log_key: SigningPrivateKey) -> AuditLog:
@@ -122,11 +133,41 @@ class AuditLog:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AuditTransaction]:
-        """A write transaction; leaves appended in it join the tree once it commits."""
+        """A write transaction; leaves appended in it join the tree once it commits.
+
+        Indexes come from the leaves already in the database as this
+        transaction sees them (one writer at a time), so transactions that
+        share a COMMIT (`gateway.groupcommit`) take consecutive indexes; the
+        tree is extended by the commit callbacks, which run in that same order.
+        """
+        started = time.perf_counter()
         async with self._store.transaction() as tx:
-            audit_tx = AuditTransaction(tx, self._tree.size, origin=self._origin, log_key=self._log_key)
+            audit_tx = AuditTransaction(tx, await tx.next_leaf_index(), origin=self._origin, log_key=self._log_key)
             yield audit_tx
-        for digest in audit_tx.pending:
+            if audit_tx.pending:
+                tx.after_commit(partial(self._extend, audit_tx.base_size, tuple(audit_tx.pending)))
+        if audit_tx.pending:
+            self._append_seconds.append(time.perf_counter() - started)
+
+    def append_latency(self) -> dict[str, float | int]:
+        """Milliseconds from asking for an append to its durable commit (p50, p95, p99, max) over the last appends."""
+        ordered = sorted(self._append_seconds)
+        if not ordered:
+            return {"appends": 0}
+
+        def at(fraction: float) -> float:
+            return round(1000 * ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))], 2)
+
+        return {"appends": len(ordered), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)}
+
+    def _extend(self, first_index: int, digests: tuple[bytes, ...]) -> None:
+        """Add committed leaves to the in-memory tree, which must end where they begin."""
+        if self._tree.size != first_index:
+            # Another process appended to a shared database: checkpoints go on signing the prefix this
+            # tree holds (consistent, only stale) and the tree is rebuilt from the database at the next start.
+            log.error("audit_tree_behind", tree_size=self._tree.size, first_index=first_index)
+            return
+        for digest in digests:
             self._tree.append(digest)
 
     async def checkpoint_if_due(self, now: datetime, *, idle_interval: timedelta) -> str | None:

@@ -15,7 +15,8 @@ Every publish is persistent, mandatory and confirmed: a return means the
 recipient has no inbox (`RoutingFailed`), a nack or a lost connection means
 "try again" (`BrokerUnavailable`).
 
-Consuming (`QueueConsumer`, one delivery at a time) handles what plain
+Consuming (`QueueConsumer`, up to `prefetch` deliveries at
+once, in the broker's order for each message id) handles what plain
 aio-pika connections leave to their user:
 
 * a delivery is acknowledged only after its handler returned, i.e. after its
@@ -46,7 +47,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import quote, unquote, urlsplit
@@ -90,6 +91,31 @@ DEAD_LETTER_PREFETCH: Final = 4
 
 class _ConsumerLost(ConnectionError):
     """The consumer's connection, channel or subscription is gone: consume again on a new connection."""
+
+
+class _Turns:
+    """One lock per key while anyone holds or waits for it: deliveries of one message id are handled in order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str | None) -> AsyncIterator[None]:
+        """Hold `key`'s turn (no turn to wait for without a key)."""
+        if key is None:
+            yield
+            return
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +268,15 @@ class ConsumerPolicy:
     """How a consumer paces itself: prefetch, retries in place, reconnects."""
 
     prefetch: int
+    concurrency: int | None = None
+    """Deliveries handled at once (None: as many as `prefetch` lets the broker send)."""
     retry_delay_s: float = 1.0
     max_retry_delay_s: float = 10.0
     max_reconnect_delay_s: float = 15.0
 
 
 class QueueConsumer(Generic[D, R]):
-    """Consumes one queue, one delivery at a time, acknowledging after `handle` returned (module docstring)."""
+    """Consumes one queue, up to `prefetch` deliveries at once, acknowledging each after its `handle` returned."""
 
     def __init__(
         self,
@@ -275,6 +303,7 @@ class QueueConsumer(Generic[D, R]):
         self.connected = asyncio.Event()
         self._down_since: float | None = clock()
         self._consumed = False
+        self._turns = _Turns()
 
     def down_for(self) -> float:
         """Seconds since this consumer last stopped consuming (0 while it consumes)."""
@@ -335,11 +364,7 @@ class QueueConsumer(Generic[D, R]):
             await iterator.consume()
             self._mark_consuming()
             log.info("consumer_consuming", consumer=self.name, queue=self._queue)
-            while not stopping.is_set():
-                message = await self._next(iterator, stopping, lost)
-                if message is None:
-                    break
-                await self._process(message, stopping, lost)
+            await self._dispatch(iterator, stopping, lost, lose)
         finally:
             self._mark_down()
             if iterator is not None:
@@ -348,6 +373,58 @@ class QueueConsumer(Generic[D, R]):
                     await asyncio.wait_for(iterator.close(), timeout=CLOSE_TIMEOUT_S)
             with contextlib.suppress(*_BROKER_ERRORS):
                 await asyncio.wait_for(connection.close(), timeout=CLOSE_TIMEOUT_S)
+
+    async def _dispatch(
+        self,
+        iterator: aio_pika.abc.AbstractQueueIterator,
+        stopping: asyncio.Event,
+        lost: asyncio.Future[str],
+        lose: Callable[[str], None],
+    ) -> None:
+        """Hand each delivery to a task of its own: at most `prefetch` in hand, one at a time per message id."""
+        in_flight: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(self._policy.concurrency or self._policy.prefetch)
+        try:
+            while not stopping.is_set():
+                await slots.acquire()
+                message = await self._next(iterator, stopping, lost)
+                if message is None:
+                    slots.release()
+                    break
+                task = asyncio.get_running_loop().create_task(self._process_in_turn(message, stopping, lost, lose))
+                task.add_done_callback(lambda _: slots.release())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        except asyncio.CancelledError:
+            if not _cancelled_by_the_library():
+                # Shutdown by cancellation: the deliveries in hand stop too (unacknowledged, they come back).
+                for task in in_flight:
+                    task.cancel()
+            raise
+        finally:
+            # Every delivery in hand is finished (acknowledged) or handed back before the connection goes.
+            if in_flight:
+                await asyncio.wait(set(in_flight))
+
+    async def _process_in_turn(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        stopping: asyncio.Event,
+        lost: asyncio.Future[str],
+        lose: Callable[[str], None],
+    ) -> None:
+        """`_process` after the deliveries of the same message id that came before (the broker's order)."""
+        try:
+            async with self._turns.turn(message.message_id):
+                if lost.done():
+                    return  # its channel is gone: the broker delivers it again
+                await self._process(message, stopping, lost)
+        except _ConsumerLost as exc:
+            lose(str(exc))
+        except Exception:
+            # Not a verdict on the input (`_process` handles the handler's errors): consume again afresh.
+            log.exception("consumer_unexpected_error", consumer=self.name, message_id=message.message_id)
+            lose("unexpected error while processing a delivery")
 
     async def _next(
         self, iterator: aio_pika.abc.AbstractQueueIterator, stopping: asyncio.Event, lost: asyncio.Future[str]
@@ -503,7 +580,7 @@ class DeadLetterConsumer(QueueConsumer[DeadDelivery, R]):
             handle=handle,
             summary=summary,
             processed_event="dead_letter_processed",
-            policy=ConsumerPolicy(prefetch=DEAD_LETTER_PREFETCH),
+            policy=ConsumerPolicy(prefetch=DEAD_LETTER_PREFETCH, concurrency=1),
         )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -28,6 +28,7 @@ import aiosqlite
 import asyncpg
 
 from gateway.errors import StoreUnavailable
+from gateway.groupcommit import GroupCommitter, Member
 
 Row = Sequence[Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -49,6 +50,9 @@ class Connection(Protocol):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Every row of a query."""
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction committed, in order with other transactions' callbacks."""
+
 
 class Database(Protocol):
     """A database the gateway's store can run on."""
@@ -69,8 +73,14 @@ class Database(Protocol):
 
 
 class _SqliteConnection:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, member: Member | None = None) -> None:
         self._db = db
+        self._member = member
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._member is None:
+            raise RuntimeError("after_commit outside a write transaction")
+        self._member.after_commit(callback)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -103,16 +113,19 @@ class _SqliteConnection:
 
 
 class SqliteDatabase:
-    """One aiosqlite connection in WAL mode; `synchronous=FULL` unless told otherwise."""
+    """One aiosqlite connection in WAL mode; `synchronous=FULL` unless told otherwise.
+
+    Write transactions go through a `GroupCommitter`: one writer at a time,
+    each durable when its block is left, several sharing one COMMIT under load.
+    """
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = writer
         self._reader_db = reader
-        self._connection = _SqliteConnection(writer)
         self._reader = _SqliteConnection(reader)
-        self._write_lock = asyncio.Lock()
+        self.committer = GroupCommitter(writer)
 
     @classmethod
     async def open(cls, path: Path, schema: str, *, synchronous: str = "FULL") -> SqliteDatabase:
@@ -134,26 +147,9 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT)."""
-        async with self._write_lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._connection
-            except BaseException:
-                await self._rollback()
-                raise
-            try:
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await self._rollback()
-                raise StoreUnavailable(f"cannot commit: {exc}") from exc
-
-    async def _rollback(self) -> None:
-        try:
-            await self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            # No transaction left to roll back (SQLite ends it by itself on some I/O errors).
-            return
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, the COMMIT possibly shared: `gateway.groupcommit`)."""
+        async with self.committer.transaction() as member:
+            yield _SqliteConnection(self._db, member)
 
     def reader(self) -> Connection:
         """The reading connection: committed data only."""
@@ -185,8 +181,18 @@ _PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Ti
 
 
 class _PostgresConnection:
-    def __init__(self, connection: asyncpg.Connection | asyncpg.Pool) -> None:
+    def __init__(self, connection: asyncpg.Connection | asyncpg.Pool, *, in_transaction: bool = False) -> None:
         self._connection = connection
+        self._hooks: list[Callable[[], None]] | None = [] if in_transaction else None
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._hooks is None:
+            raise RuntimeError("after_commit outside a write transaction")
+        self._hooks.append(callback)
+
+    def run_hooks(self) -> None:
+        for hook in self._hooks or ():
+            hook()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -253,8 +259,9 @@ class PostgresDatabase:
                     await connection.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK_KEY)
                 except _PG_ERRORS as exc:
                     raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+                member = _PostgresConnection(connection, in_transaction=True)
                 try:
-                    yield _PostgresConnection(connection)
+                    yield member
                 except BaseException:
                     await _quietly(transaction.rollback())
                     raise
@@ -263,6 +270,7 @@ class PostgresDatabase:
                 except _PG_ERRORS as exc:
                     await _quietly(transaction.rollback())
                     raise StoreUnavailable(f"cannot commit: {exc}") from exc
+                member.run_hooks()
             finally:
                 await self._pool.release(connection)
 

@@ -11,6 +11,7 @@ Tree::
      +-- ConfigurationError        settings, keys or directory unusable at start-up
      +-- ServiceUnhealthy          a watchdog found the process wedged: it exits for its supervisor
      +-- OperationConflict         an operator's action the target's state does not allow (HTTP 409)
+     +-- UnreadableCertificate     a watched TLS certificate file does not parse (an operator alert)
 
 A transient failure is retried while the ingress delivery is held
 unacknowledged (not handed back: every return counts toward the queue's
@@ -56,6 +57,10 @@ class OperationConflict(GatewayError):
     """An operator asked for something the target's state does not allow (a dead letter decided already)."""
 
 
+class UnreadableCertificate(GatewayError):
+    """A file the console watches holds no PEM certificate that parses."""
+
+
 __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
@@ -66,4 +71,5 @@ __all__ = [
     "ServiceUnhealthy",
     "StoreUnavailable",
     "TransientFailure",
+    "UnreadableCertificate",
 ]

@@ -129,6 +129,75 @@ OPENAPI: Final[dict[str, Any]] = {
             roles="operator",
         ),
         "/v1/ops/dead-letters/{dead_letter_id}/discard": _post("Drop a held dead letter for good", roles="operator"),
+        "/v1/audit/checkpoints": _get(
+            "Every checkpoint the log published, oldest first, with the witnesses' cosignatures",
+            roles="operator, auditor",
+        ),
+        "/v1/audit/cosignatures": {
+            "post": {
+                "summary": "A witness (an agency's agent) cosigns a checkpoint it verified as consistent",
+                "description": "Roles: operator, auditor, reader. Body: {checkpoint_id, cosignature}, "
+                "the witness's C2SP cosignature line over that checkpoint.",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "Recorded"}, "400": _PROBLEM, "401": _PROBLEM, "409": _PROBLEM},
+            }
+        },
+        "/v1/audit/proofs": {
+            "post": {
+                "summary": "Inclusion proofs of many leaves, by index or identity, against one tree size",
+                "description": "Roles: operator, auditor, reader.",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "The proofs"}, "400": _PROBLEM, "401": _PROBLEM},
+            }
+        },
+        "/v1/audit/verification": _get(
+            "The gateway's own verification of its whole log (an auditor verifies offline too)",
+            roles="operator, auditor",
+        ),
+        "/v1/blobs/{sha256}": {
+            "parameters": [
+                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "put": {
+                "summary": "Upload an attachment's ciphertext (resumable: Upload-Offset, Upload-Length)",
+                "description": "Signed by the uploading agency (`Rogatory-Signed`); content-addressed.",
+                "responses": {"201": {"description": "Stored"}, "400": _PROBLEM, "401": _PROBLEM, "409": _PROBLEM},
+            },
+            "head": {
+                "summary": "How much of a blob is stored (Upload-Offset)",
+                "description": "Signed by the uploader or an agency the blob is addressed to.",
+                "responses": {"200": {"description": "Stored"}, "401": _PROBLEM, "404": _PROBLEM},
+            },
+            "get": {
+                "summary": "Download a blob's ciphertext (Range supported)",
+                "description": "Signed by the uploader or an agency an accepted message addressed it to.",
+                "responses": {
+                    "200": {"description": "The ciphertext", "content": {"application/octet-stream": {}}},
+                    "206": {"description": "A range of it"},
+                    "401": _PROBLEM,
+                    "404": _PROBLEM,
+                    "416": _PROBLEM,
+                },
+            },
+        },
+        "/v1/blobs/{sha256}/retrieved": {
+            "post": {
+                "summary": "A recipient verified its copy: the retention period before deletion starts",
+                "description": "Signed by an agency the blob is addressed to.",
+                "responses": {"200": {"description": "Recorded"}, "401": _PROBLEM, "404": _PROBLEM},
+            }
+        },
+        "/": _get("The operator and auditor console (static page; it asks for a token)"),
+        "/console/{asset}": _get("One static file of the console (HTML, JavaScript, CSS)"),
+        "/metrics": _get("Prometheus metrics (text exposition format)"),
+        "/v1/console/whoami": _get("The role of the token presented", roles="operator, auditor, reader"),
+        "/v1/console/overview": _get("Agencies, queues, log, dead letters and alerts", roles="operator"),
+        "/v1/console/track": _get(
+            "Messages by id or case, each with its evidence chain as a timeline",
+            [_query("message_id", "a message id", "string"), _query("case_id", "a case id", "string")],
+            roles="operator, auditor",
+        ),
+        "/v1/console/keys": _get("The log's origin and public keys, from the directory", roles="operator, auditor"),
         "/v1/ops/queues": _get(
             "Per queue: messages ready and unacknowledged, consumers, publish and deliver rates (503 when the "
             "broker's management API is not configured)",

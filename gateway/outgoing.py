@@ -18,7 +18,7 @@ import structlog
 
 from gateway.errors import RoutingFailed, TransientFailure
 from gateway.pipeline import Publisher
-from gateway.store import GatewayStore
+from gateway.store import GatewayStore, OutgoingRecord
 
 log = structlog.get_logger("rogatory.gateway.outgoing")
 
@@ -61,30 +61,38 @@ class OutgoingRelay:
             await asyncio.wait_for(self.drain(), timeout=LAST_DRAIN_S)
 
     async def drain(self) -> None:
-        """Publish everything pending; raise `TransientFailure` if the broker or the disk is away."""
+        """Publish everything pending; raise `TransientFailure` if the broker or the disk is away.
+
+        A batch is published as one confirm window (every publish in flight at
+        once, each awaited for its own confirm), then the confirmed ones are
+        deleted together: the broker's round trip and the delete are paid once
+        per batch, not once per evidence.
+        """
         while True:
             pending = await self._store.pending_outgoing()
             if not pending:
                 return
-            done: list[int] = []
-            try:
-                for record in pending:
-                    try:
-                        await self._publisher.publish(
-                            routing_key=record.routing_key,
-                            body=record.body,
-                            kind=record.kind,
-                            message_id=record.message_id,
-                        )
-                    except RoutingFailed:
-                        # The agency's inbox is gone (agency removed from the network): the
-                        # evidence stays in the audit log, where the agency can still prove it.
-                        log.warning("outgoing_unroutable", routing_key=record.routing_key, message_id=record.message_id)
-                    done.append(record.outgoing_id)
-            finally:
-                if done:
-                    # Published and confirmed: forget them (if this fails, they are published again: harmless).
-                    await self._store.delete_outgoing(done)
+            outcomes = await asyncio.gather(*(self._publish(record) for record in pending), return_exceptions=True)
+            done = [record.outgoing_id for record, outcome in zip(pending, outcomes, strict=True) if outcome is None]
+            if done:
+                # Published and confirmed: forget them (if this fails, they are published again: harmless).
+                await self._store.delete_outgoing(done)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    async def _publish(self, record: OutgoingRecord) -> None:
+        try:
+            await self._publisher.publish(
+                routing_key=record.routing_key,
+                body=record.body,
+                kind=record.kind,
+                message_id=record.message_id,
+            )
+        except RoutingFailed:
+            # The agency's inbox is gone (agency removed from the network): the
+            # evidence stays in the audit log, where the agency can still prove it.
+            log.warning("outgoing_unroutable", routing_key=record.routing_key, message_id=record.message_id)
 
 
 __all__ = ["OutgoingRelay"]

@@ -10,6 +10,9 @@ below whose docstring states its invariant:
 4. `check_replay`        a (sender, message id) is accepted once;
 5. `decide`              an agreement in force allows sender -> each recipient for this
                          type, and each wrapped key is a valid key of that recipient;
+5a. `check_attachments`  every attachment body the header commits to is in the blob store,
+                         as long as committed, uploaded by the sender (`gateway.blobs`),
+                         and is logged (`attachments` leaf) before acceptance;
 6. `record_acceptance`   nothing is routed that is not first in the audit log;
 7. `route`               a copy counts as relayed only once the broker confirmed it;
 8. `record_relay`        each recipient's outcome is logged and told to the sender.
@@ -36,13 +39,21 @@ from typing import Protocol
 import structlog
 
 from gateway.auditlog import AuditLog, AuditTransaction
+from gateway.blobs import AttachmentGate
 from gateway.errors import RoutingFailed
 from gateway.store import GatewayStore, MessageRecord, RelayRecord
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header, check_freshness
-from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, MalformedInput, ProtocolError
+from protocol.errors import (
+    AuthenticationFailed,
+    ErrorCode,
+    FreshnessViolation,
+    MalformedInput,
+    PolicyDenied,
+    ProtocolError,
+)
 from protocol.evidence import (
     EvidenceStatement,
     EvidenceType,
@@ -127,7 +138,9 @@ class IngressPipeline:
         limits: Limits,
         clock: Callable[[], datetime],
         on_outgoing: Callable[[], None] = lambda: None,
+        attachments: AttachmentGate | None = None,
     ) -> None:
+        self._attachments = attachments
         self._identity = identity
         self._directory = directory
         self._store = store
@@ -168,11 +181,14 @@ class IngressPipeline:
             if await self.check_replay(authenticated):
                 return await self._resume(authenticated, sealed)
             self.decide(authenticated, directory, now)
+            await self.check_attachments(authenticated)
         except ProtocolError as exc:
             await self._reject(
                 delivery, publisher=publisher, sealed=sealed, authenticated=authenticated, error=exc, now=now
             )
             return Outcome(kind="message", result="rejected", code=exc.code, sender=publisher)
+        if self._attachments is not None:
+            await self._attachments.record(self._audit, authenticated, sealed, now)
         await self.record_acceptance(authenticated, now)
         await self._route_and_record(authenticated, sealed)
         header = authenticated.header
@@ -235,6 +251,13 @@ class IngressPipeline:
         if header.archive is not None:
             directory.encryption_key(header.sender, header.archive.key_id)
 
+    async def check_attachments(self, authenticated: AuthenticatedHeader) -> None:
+        """Every body the header commits to is stored as committed; without a blob store, none may be."""
+        if self._attachments is not None:
+            await self._attachments.check(authenticated)
+        elif authenticated.header.attachments:
+            raise PolicyDenied("this gateway keeps no attachment bodies", code=ErrorCode.ATTACHMENT_MISSING)
+
     async def record_acceptance(self, authenticated: AuthenticatedHeader, now: datetime) -> None:
         """Log `SUBMISSION_ACCEPTED` and remember the message before anything is routed."""
         header = authenticated.header
@@ -273,22 +296,29 @@ class IngressPipeline:
         return None
 
     async def record_relay(
-        self, authenticated: AuthenticatedHeader, recipient: AgencyId, failure: Reason | None
+        self, authenticated: AuthenticatedHeader, recipient: AgencyId, failure: Reason | None, *, last: bool = False
     ) -> None:
-        """Log `RELAY_ACCEPTED` or `RELAY_FAILED` for one recipient and tell the sender."""
+        """Log `RELAY_ACCEPTED` or `RELAY_FAILED` for one recipient and tell the sender.
+
+        A state the recipient's evidence already recorded is never moved back;
+        with `last`, the message is marked relayed in the same transaction.
+        """
         now = self._clock()
         header = authenticated.header
         evidence_type = EvidenceType.RELAY_ACCEPTED if failure is None else EvidenceType.RELAY_FAILED
         async with self._audit.transaction() as atx:
-            await atx.tx.set_relay_state(
-                header.sender,
-                str(header.message_id),
-                recipient,
-                RELAY_RELAYED if failure is None else RELAY_FAILED,
-                format_timestamp(now),
-                expires_at=format_timestamp(header.expires_at),
-            )
+            if await atx.tx.relay_state(header.sender, str(header.message_id), recipient) is None:
+                await atx.tx.set_relay_state(
+                    header.sender,
+                    str(header.message_id),
+                    recipient,
+                    RELAY_RELAYED if failure is None else RELAY_FAILED,
+                    format_timestamp(now),
+                    expires_at=format_timestamp(header.expires_at),
+                )
             await self._issue(atx, self._statement(evidence_type, authenticated, recipient, now, failure))
+            if last:
+                await atx.tx.set_message_state(header.sender, str(header.message_id), STATE_RELAYED)
         self._on_outgoing()
 
     async def time_out(self, relay: RelayRecord, evidence_type: EvidenceType, reason: Reason) -> bool:
@@ -333,14 +363,18 @@ class IngressPipeline:
 
     async def _route_and_record(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> None:
         header = authenticated.header
-        for recipient in header.recipient_agencies:
-            state = await self._store.relay_state(header.sender, str(header.message_id), recipient)
-            if state is not None:
-                continue
+        pending = [
+            recipient
+            for recipient in header.recipient_agencies
+            if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
+        ]
+        for index, recipient in enumerate(pending):
             failure = await self.route(authenticated, sealed, recipient)
-            await self.record_relay(authenticated, recipient, failure)
-        async with self._store.transaction() as tx:
-            await tx.set_message_state(header.sender, str(header.message_id), STATE_RELAYED)
+            await self.record_relay(authenticated, recipient, failure, last=index == len(pending) - 1)
+        if not pending:
+            # A redelivery after every copy was recorded: only the message's own state may be missing.
+            async with self._store.transaction() as tx:
+                await tx.set_message_state(header.sender, str(header.message_id), STATE_RELAYED)
 
     async def _resume(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> Outcome:
         """A redelivery: finish whatever the first attempt did not, add nothing twice."""

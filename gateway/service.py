@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gateway.api import GatewayApi, Role, TokenTable
 from gateway.auditlog import AuditLog
+from gateway.blobs import AttachmentGate, BlobApi, BlobStore, BlobSweeper
 from gateway.broker import (
     ConfirmedPublisher,
     DeadLetterConsumer,
@@ -34,11 +35,13 @@ from gateway.broker import (
     ManagementAccess,
     endpoints_from_setting,
 )
+from gateway.console_api import AlertThresholds, ConsoleApi
 from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
 from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
 from gateway.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from gateway.logs import configure_logging
+from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressPipeline
 from gateway.settings import GatewaySettings
@@ -127,18 +130,22 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
     broker_user_of(settings.amqp_url)
     endpoints = endpoints_from_setting(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     publisher = ConfirmedPublisher(FailoverConnector(endpoints))
+    metrics = GatewayMetrics()
     relay = OutgoingRelay(store, publisher)
+    blob_store = await BlobStore.open(settings.data_dir)
     pipeline = IngressPipeline(
         identity=identity,
         directory=directory,
         store=store,
         audit=audit,
-        publisher=publisher,
+        publisher=MeasuredPublisher(publisher, metrics),
         limits=settings.limits,
         clock=clock,
         on_outgoing=relay.wake,
+        attachments=AttachmentGate(blob_store),
     )
-    consumer = IngressConsumer(FailoverConnector(endpoints), pipeline.handle, prefetch=settings.prefetch)
+    measured = metrics.measured_handler(pipeline.handle, store, clock)
+    consumer = IngressConsumer(FailoverConnector(endpoints), measured, prefetch=settings.prefetch)
     dead_letters = DeadLetters(
         identity=identity,
         directory=lambda: directory.current,
@@ -150,7 +157,9 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
         clock=clock,
         on_outgoing=relay.wake,
     )
-    dead_letter_consumer = DeadLetterConsumer(FailoverConnector(endpoints), dead_letters.take, taken_summary)
+    dead_letter_consumer = DeadLetterConsumer(
+        FailoverConnector(endpoints), metrics.measured_dead_letters(dead_letters.take), taken_summary
+    )
 
     def health() -> dict[str, Any]:
         connected = consumer.connected.is_set()
@@ -181,6 +190,25 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
         operations=OperationsApi(
             dead_letters=dead_letters, store=store, management=_management_access(settings), vhost=endpoints.vhost
         ),
+        extra_routes=ConsoleApi(
+            store=store,
+            tree_size=lambda: audit.size,
+            directory=lambda: directory.current,
+            health=health,
+            tokens=tokens,
+            metrics=metrics,
+            management=_management_access(settings),
+            vhost=endpoints.vhost,
+            clock=clock,
+            thresholds=AlertThresholds(idle_checkpoint_s=settings.idle_checkpoint_interval_s),
+            certificates=settings.watched_certificates,
+        ).routes()
+        + [  # attachment bodies: each request is signed by an agency (gateway.blobs), no token role
+            (method, path, handler, None)
+            for method, path, handler in BlobApi(
+                blob_store, directory=lambda: directory.current, clock=clock, max_blob_bytes=settings.max_blob_bytes
+            ).routes()
+        ],
     )
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
@@ -224,6 +252,16 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
         asyncio.create_task(relay.run(stopping), name="outgoing"),
         asyncio.create_task(checkpoints(), name="checkpoints"),
         asyncio.create_task(deadlines.run(stopping, interval=settings.deadline_sweep_s), name="deadlines"),
+        asyncio.create_task(
+            BlobSweeper(
+                blob_store,
+                audit,
+                clock=clock,
+                retention=timedelta(seconds=settings.blob_retention_s),
+                unreferenced=timedelta(seconds=settings.blob_unreferenced_s),
+            ).run(stopping, interval=settings.blob_sweep_s),
+            name="blobs",
+        ),
     ]
     failure: ServiceUnhealthy | None = None
     try:
@@ -238,7 +276,9 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         await publisher.close()
+        await blob_store.close()
         await store.close()
+        log.info("audit_append_latency", **audit.append_latency())  # read by `rogatory bench`
         log.info("gateway_stopped")
     if failure is not None:
         raise failure

@@ -27,21 +27,34 @@
 | `ROGATORY_DELIVERY_GRACE_S`           | after a message expired undelivered: `NON_DELIVERY`       | 300              |
 | `ROGATORY_RETRIEVAL_DEADLINE_S`       | after delivery without retrieval: `NON_RETRIEVAL`         | 604800 (7 days)  |
 | `ROGATORY_DEADLINE_SWEEP_S`           | seconds between two sweeps for passed deadlines           | 5.0              |
+| `ROGATORY_BLOB_RETENTION_S`           | attachment bodies kept after retrieval (or expiry)        | 604800 (7 days)  |
+| `ROGATORY_BLOB_UNREFERENCED_S`        | a body no accepted message commits to: deleted after      | 86400 (1 day)    |
+| `ROGATORY_BLOB_SWEEP_S`               | seconds between two sweeps for bodies to delete           | 60               |
+| `ROGATORY_MAX_BLOB_BYTES`             | the largest attachment body accepted                      | 68719476736      |
+| `ROGATORY_WATCHED_CERTIFICATES`       | comma-separated PEM files whose expiry the console shows  | see below        |
+
+`ROGATORY_WATCHED_CERTIFICATES` unset watches the `cafile` (and `certfile`) of
+each `amqps://` URL, and the broker's `server.pem` where it lies beside that
+CA (the layout of `deploy/tls.py`); set to an empty value, it watches nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Any, Final, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigurationError
 from protocol.limits import DEFAULT_LIMITS, Limits
 
 _PREFIX = "ROGATORY_"
+_LISTS: Final = frozenset({"reader_tokens_sha256", "watched_certificates"})
+"""Settings given as comma-separated values."""
+BROKER_CERTIFICATE_NAME: Final = "server.pem"
+"""The broker's certificate beside its CA, as `deploy.tls.BrokerTlsFiles` lays them out."""
 
 
 class GatewaySettings(BaseModel):
@@ -75,7 +88,20 @@ class GatewaySettings(BaseModel):
     delivery_grace_s: float = Field(default=300.0, ge=0)
     retrieval_deadline_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     deadline_sweep_s: float = Field(default=5.0, gt=0)
+    blob_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    blob_unreferenced_s: float = Field(default=24 * 3600.0, ge=0)
+    blob_sweep_s: float = Field(default=60.0, gt=0)
+    max_blob_bytes: int = Field(default=64 * 1024**3, ge=0)
+    watched_certificates: tuple[Path, ...] = ()
     limits: Limits = DEFAULT_LIMITS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _watch_the_broker_certificates_by_default(cls, values: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        """Unset `watched_certificates`: the TLS files the AMQP URLs name, and the broker's beside the CA."""
+        if not isinstance(values, dict) or "watched_certificates" in values:
+            return values
+        return values | {"watched_certificates": tls_files_of(str(values.get("amqp_url", "")))}
 
     @field_validator("amqp_url")
     @classmethod
@@ -101,7 +127,7 @@ class GatewaySettings(BaseModel):
             raw = environ.get(_PREFIX + name.upper())
             if raw is None:
                 continue
-            values[name] = tuple(v for v in raw.split(",") if v) if name == "reader_tokens_sha256" else raw
+            values[name] = tuple(v.strip() for v in raw.split(",") if v.strip()) if name in _LISTS else raw
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -109,4 +135,21 @@ class GatewaySettings(BaseModel):
             raise ConfigurationError(f"gateway settings are invalid: {problems}") from None
 
 
-__all__ = ["GatewaySettings"]
+def tls_files_of(amqp_urls: str) -> tuple[Path, ...]:
+    """The `cafile` and `certfile` of each `amqps://` URL, and an existing `server.pem` beside each CA."""
+    files: list[Path] = []
+    for url in (part.strip() for part in amqp_urls.split(",") if part.strip()):
+        parts = urlsplit(url)
+        if parts.scheme != "amqps":
+            continue
+        query = parse_qs(parts.query)
+        for ca in query.get("cafile", []):
+            files.append(Path(ca))
+            broker = Path(ca).parent / BROKER_CERTIFICATE_NAME
+            if broker.is_file():  # a CA from elsewhere has no broker certificate beside it: nothing to watch
+                files.append(broker)
+        files.extend(Path(certificate) for certificate in query.get("certfile", []))
+    return tuple(dict.fromkeys(files))
+
+
+__all__ = ["GatewaySettings", "tls_files_of"]

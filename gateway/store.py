@@ -24,7 +24,7 @@ Tables:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +333,15 @@ class Transaction:
             (sender, message_id, recipient),
         )
         return None if row is None else str(row[0])
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction committed (in commit order; never if it did not)."""
+        self._c.after_commit(callback)
+
+    async def next_leaf_index(self) -> int:
+        """The index the next leaf appended in this transaction takes (leaves are dense from 0)."""
+        row = await self._c.fetchone("SELECT MAX(leaf_index) FROM leaves")
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     async def leaf_index(self, identity: str) -> int | None:
         """The index of the leaf with this identity, if it was already appended."""

@@ -17,21 +17,41 @@ ciphertext's SHA-256 and length are committed in the signed envelope header,
 so the gateway and auditors can prove which file travelled without seeing it.
 Memory stays bounded by one chunk whatever the file's size: nothing here
 holds a whole stream.
+
+The stream is made when the body is uploaded to the sending agent, before
+any message names it, so its associated data binds it to its sender and a
+random *stream id*; the sender's signed content statement then binds stream
+id, key, plaintext digest, message and attachment id together
+(`AttachmentKey`), and the signed header commits to the ciphertext
+(`AttachmentCommitment`).
+
+Agencies authenticate to the gateway's blob store with *signed requests*
+(`sign_blob_request`, `verify_blob_request`): an Ed25519 signature, by the
+key the directory lists for the agency, over the method, the path and the
+time. No new secret is provisioned, and the gateway checks them with the
+directory it already trusts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Final
 
 import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.utils
+from pydantic import Field, model_validator
 
-from protocol.encoding import canonical_json, pae
-from protocol.errors import AuthenticationFailed, ErrorCode, MalformedInput
+from protocol.directory import Directory
+from protocol.encoding import Base64Bytes, UtcTimestamp, b64decode, b64encode, canonical_json, pae
+from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, MalformedInput
+from protocol.ids import AgencyId, AgencyIdField, KeyIdField, parse_key_id
+from protocol.keys import SigningPrivateKey
+from protocol.model import FrozenModel, parse_model
 
 CHUNK_BYTES: Final = 64 * 1024
 """Plaintext bytes per chunk: large enough to stream fast, small enough to bound memory."""
@@ -44,9 +64,64 @@ _TAG_FINAL: Final = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 _AD_TYPE: Final = "application/vnd.rogatory.attachment-ad+json; version=1"
 
 
-def attachment_ad(message_id: str, attachment_id: str) -> bytes:
-    """The associated data of every chunk: binds the stream to its message and attachment."""
-    return pae(_AD_TYPE, canonical_json({"message_id": message_id, "attachment_id": attachment_id}))
+MAX_ATTACHMENTS: Final = 64
+"""Attachment bodies one message may carry: keeps the signed header small."""
+_ATTACHMENT_ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"
+_SHA256 = r"^[0-9a-f]{64}$"
+_STREAM_ID = r"^[0-9a-f]{32}$"
+
+
+def attachment_ad(sender: str, stream_id: str) -> bytes:
+    """The associated data of every chunk: binds the stream to its sender and stream id."""
+    return pae(_AD_TYPE, canonical_json({"sender": sender, "stream_id": stream_id}))
+
+
+class AttachmentCommitment(FrozenModel):
+    """What the signed header says about one attachment body: its ciphertext, never its content."""
+
+    attachment_id: str = Field(pattern=_ATTACHMENT_ID)
+    ciphertext_sha256: str = Field(pattern=_SHA256)
+    ciphertext_length: int = Field(ge=0)
+
+
+class AttachmentKey(FrozenModel):
+    """What only the recipients see about one attachment body, inside the signed content statement."""
+
+    attachment_id: str = Field(pattern=_ATTACHMENT_ID)
+    stream_id: str = Field(pattern=_STREAM_ID)
+    key: Base64Bytes
+    plaintext_sha256: str = Field(pattern=_SHA256)
+    plaintext_length: int = Field(ge=0)
+    ciphertext_sha256: str = Field(pattern=_SHA256)
+    ciphertext_length: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttachmentKey:
+        if len(self.key) != KEY_BYTES:
+            raise ValueError(f"an attachment key is {KEY_BYTES} bytes")
+        if self.ciphertext_length != ciphertext_length(self.plaintext_length):
+            raise ValueError("ciphertext_length does not follow from plaintext_length")
+        return self
+
+    def commitment(self) -> AttachmentCommitment:
+        """The part of this key that the header commits to."""
+        return AttachmentCommitment(
+            attachment_id=self.attachment_id,
+            ciphertext_sha256=self.ciphertext_sha256,
+            ciphertext_length=self.ciphertext_length,
+        )
+
+    def decryptor(self, sender: str) -> StreamDecryptor:
+        """A decryptor of this body as `sender` encrypted it."""
+        return StreamDecryptor(self.key, attachment_ad(sender, self.stream_id))
+
+
+def check_attachment_ids(ids: list[str]) -> None:
+    """At most `MAX_ATTACHMENTS`, each id once."""
+    if len(ids) > MAX_ATTACHMENTS:
+        raise ValueError(f"at most {MAX_ATTACHMENTS} attachment bodies per message")
+    if len(set(ids)) != len(ids):
+        raise ValueError("an attachment is listed twice")
 
 
 def ciphertext_length(plaintext_length: int) -> int:
@@ -190,13 +265,79 @@ class StreamDecryptor:
         return bytes(plaintext), final
 
 
+# -- signed requests to the gateway's blob store ------------------------------------------
+
+BLOB_AUTH_SCHEME: Final = "Rogatory-Signed"
+PAYLOAD_TYPE_BLOB_REQUEST: Final = "application/vnd.rogatory.blob-request+json; version=1"
+BLOB_REQUEST_WINDOW: Final = timedelta(minutes=5)
+"""How far a signed request's time may be from the gateway's clock: bounds a replay."""
+
+
+class BlobRequest(FrozenModel):
+    """What an agency signs to use the gateway's blob store: who, which method on which path, when."""
+
+    agency: AgencyIdField
+    key_id: KeyIdField
+    method: str = Field(pattern=r"^[A-Z]{3,7}$")
+    path: str = Field(min_length=1, max_length=300)
+    at: UtcTimestamp
+
+
+def sign_blob_request(*, agency: AgencyId, key: SigningPrivateKey, method: str, path: str, now: datetime) -> str:
+    """The `Authorization` header value of one request to the blob store."""
+    statement = BlobRequest(agency=agency, key_id=key.key_id, method=method, path=path, at=now).canonical_bytes()
+    signature = key.sign(pae(PAYLOAD_TYPE_BLOB_REQUEST, statement))
+    return f"{BLOB_AUTH_SCHEME} {key.key_id}.{b64encode(statement)}.{b64encode(signature)}"
+
+
+def verify_blob_request(authorization: str, *, method: str, path: str, directory: Directory, now: datetime) -> AgencyId:
+    """The agency that signed this request for exactly `method` on `path`, recently; or raise.
+
+    Verify first (the key id names a signing key of the directory, the
+    signature holds over the statement's exact bytes), then parse and check
+    that the statement names the key's owner, this method and path, and a time
+    within `BLOB_REQUEST_WINDOW` of `now`.
+    """
+    scheme, _, credentials = authorization.partition(" ")
+    parts = credentials.strip().split(".")
+    if scheme != BLOB_AUTH_SCHEME or len(parts) != 3:
+        raise AuthenticationFailed(f"expected a {BLOB_AUTH_SCHEME} authorization", code=ErrorCode.UNAUTHORIZED)
+    try:
+        key_id = parse_key_id(parts[0])
+        statement, signature = b64decode(parts[1]), b64decode(parts[2])
+    except MalformedInput as exc:
+        raise AuthenticationFailed("malformed signed request", code=ErrorCode.UNAUTHORIZED) from exc
+    owner, key = directory.agency_signing_key(key_id)
+    key.verifier.verify(pae(PAYLOAD_TYPE_BLOB_REQUEST, statement), signature, code=ErrorCode.UNAUTHORIZED)
+    request = parse_model(BlobRequest, statement, what="signed blob request", code=ErrorCode.UNAUTHORIZED)
+    if request.agency != owner.agency_id or request.key_id != key_id:
+        raise AuthenticationFailed("the request names another agency than the key's owner", code=ErrorCode.UNAUTHORIZED)
+    if request.method != method or not hmac.compare_digest(request.path.encode(), path.encode()):
+        raise AuthenticationFailed("the request was signed for another method or path", code=ErrorCode.UNAUTHORIZED)
+    if abs(now - request.at) > BLOB_REQUEST_WINDOW:
+        raise FreshnessViolation(
+            f"signed at {request.at.isoformat()}, more than {BLOB_REQUEST_WINDOW} from now", code=ErrorCode.STALE
+        )
+    key.check_usable(created_at=request.at, now=now, what="signing")
+    return request.agency
+
+
 __all__ = [
+    "BLOB_AUTH_SCHEME",
+    "BLOB_REQUEST_WINDOW",
     "CHUNK_BYTES",
     "CIPHERTEXT_CHUNK_BYTES",
     "HEADER_BYTES",
     "KEY_BYTES",
+    "MAX_ATTACHMENTS",
+    "AttachmentCommitment",
+    "AttachmentKey",
+    "BlobRequest",
     "StreamDecryptor",
     "StreamEncryptor",
     "attachment_ad",
+    "check_attachment_ids",
     "ciphertext_length",
+    "sign_blob_request",
+    "verify_blob_request",
 ]

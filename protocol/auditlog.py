@@ -12,6 +12,13 @@ Merkle tree with RFC 9162's leaf prefix (`protocol.merkle.leaf_hash`):
 * `dead_letter`: a delivery the broker dead-lettered (over the delivery limit, rejected),
   as the gateway took it into its hold (queue, reason, publisher, digest and length, never
   content); identity `dead/<queue>/<time of death>/<digest>`.
+* `attachments`: the attachment bodies an accepted message carries: the signed header
+  (exact bytes and the sender's signature) and the digest and length of each body's
+  ciphertext it commits to; identity `attachments/<sender>/<message id>`. An auditor
+  checks it with `verify_attachments_leaf`: which files travelled, without seeing them.
+* `blob_deleted`: the gateway deleted an attachment body it held (after its recipients
+  retrieved it and the retention period passed, or when nobody could retrieve it any
+  more); identity `blob_deleted/<ciphertext digest>/<stored at>`.
 
 The identity makes appending idempotent: a broker redelivery of the same
 event finds its identity already logged and adds no second leaf.
@@ -25,16 +32,22 @@ cannot locate.
 
 from __future__ import annotations
 
+import hmac
+from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from protocol.encoding import UtcTimestamp, b64encode, canonical_json, pae
+from protocol.attachments import AttachmentCommitment
+from protocol.directory import Directory
+from protocol.encoding import Base64Bytes, UtcTimestamp, b64encode, canonical_json, pae, sha256_hex
+from protocol.envelope import EnvelopeHeader
 from protocol.errors import ContentInvalid, ErrorCode, ProofInvalid, ProtocolError
 from protocol.evidence import EvidenceStatement, Reason
+from protocol.ids import AgencyIdField, KeyIdField
 from protocol.keys import SigningPrivateKey, SigningPublicKey
-from protocol.model import FrozenModel, field_errors
-from protocol.signing import SignedStatement
+from protocol.model import FrozenModel, field_errors, parse_model
+from protocol.signing import PAYLOAD_TYPE_HEADER, SignedStatement
 
 LEAF_FORMAT: Final = "rogatory-leaf/1"
 PAYLOAD_TYPE_LEAF_RECEIPT: Final = "application/vnd.rogatory.leaf-receipt+json; version=1"
@@ -104,13 +117,72 @@ class DeadLetterLeaf(FrozenModel):
     body_length: int = Field(ge=0)
 
 
+class AttachmentsLeaf(FrozenModel):
+    """The attachment bodies of one accepted message, proven by the sender's signed header."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["attachments"] = "attachments"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    sender: AgencyIdField
+    message_id: str = Field(max_length=100)
+    message_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signer_key_id: KeyIdField
+    header: Base64Bytes
+    header_signature: Base64Bytes
+    attachments: tuple[AttachmentCommitment, ...] = Field(min_length=1)
+
+
+class BlobDeletedLeaf(FrozenModel):
+    """The gateway deleted an attachment body: which, why, and who had retrieved it."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["blob_deleted"] = "blob_deleted"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    ciphertext_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    ciphertext_length: int = Field(ge=0)
+    uploader: AgencyIdField
+    stored_at: UtcTimestamp
+    reason: Literal["retrieved", "expired", "unreferenced"]
+    messages: tuple[str, ...] = ()
+    retrieved_by: tuple[AgencyIdField, ...] = ()
+
+
+def verify_attachments_leaf(leaf: AttachmentsLeaf, directory: Directory, *, now: datetime) -> EnvelopeHeader:
+    """The header in `leaf` is signed by its sender, has the digest evidence names, and commits to the bodies listed.
+
+    Returns the verified header. What an auditor runs to prove which files
+    travelled with a message: the ciphertext digests in the leaf are the ones
+    the sender signed, and every evidence statement naming `message_digest`
+    covers them.
+    """
+    owner, key = directory.agency_signing_key(leaf.signer_key_id)
+    key.verifier.verify(pae(PAYLOAD_TYPE_HEADER, leaf.header), leaf.header_signature)
+    header = parse_model(EnvelopeHeader, leaf.header, what="envelope header", code=ErrorCode.MALFORMED_ENVELOPE)
+    if not hmac.compare_digest(sha256_hex(leaf.header), leaf.message_digest):
+        raise ProofInvalid("the leaf's message digest is not the digest of its header")
+    if header.sender != owner.agency_id or header.sender != leaf.sender or str(header.message_id) != leaf.message_id:
+        raise ProofInvalid("the leaf names another sender or message than its signed header")
+    if (header.attachments or ()) != leaf.attachments:
+        raise ProofInvalid("the leaf lists other attachment bodies than its signed header commits to")
+    key.check_usable(created_at=header.created_at, now=now, what="signing")
+    return header
+
+
 def dead_letter_identity(queue: str, died_at: str, body_sha256: str) -> str:
     """The identity of the dead-letter leaf for one death of one delivery."""
     return f"dead/{queue}/{died_at}/{body_sha256}"
 
 
 AuditLeaf = Annotated[
-    EvidenceLeaf | DirectoryLeaf | RejectedInputLeaf | OperatorActionLeaf | DeadLetterLeaf,
+    EvidenceLeaf
+    | DirectoryLeaf
+    | RejectedInputLeaf
+    | OperatorActionLeaf
+    | DeadLetterLeaf
+    | AttachmentsLeaf
+    | BlobDeletedLeaf,
     Field(discriminator="kind"),
 ]
 _LEAF_ADAPTER: TypeAdapter[AuditLeaf] = TypeAdapter(AuditLeaf)
@@ -163,7 +235,9 @@ def verify_leaf_receipt(origin: str, index: int, leaf_hash: bytes, receipt: byte
 __all__ = [
     "LEAF_FORMAT",
     "PAYLOAD_TYPE_LEAF_RECEIPT",
+    "AttachmentsLeaf",
     "AuditLeaf",
+    "BlobDeletedLeaf",
     "DeadLetterLeaf",
     "DirectoryLeaf",
     "EvidenceLeaf",
@@ -175,5 +249,6 @@ __all__ = [
     "encode_leaf",
     "evidence_leaf",
     "sign_leaf_receipt",
+    "verify_attachments_leaf",
     "verify_leaf_receipt",
 ]

@@ -17,7 +17,8 @@ key is rotated out still verify), and nothing at all once revoked.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import Field, model_validator
@@ -242,6 +243,43 @@ class Directory(FrozenModel):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class KeyExpiryWarning:
+    """A key that expires (or expired) soon and has no successor valid after it."""
+
+    owner: str
+    purpose: str
+    key_id: KeyId
+    valid_until: datetime
+
+
+def key_expiry_warnings(directory: Directory, *, now: datetime, within: timedelta) -> tuple[KeyExpiryWarning, ...]:
+    """Unrevoked keys ending before `now + within`, where no key of the same owner and purpose outlasts that.
+
+    A rotated key (its successor already listed) is not a warning: messages
+    simply move to the successor. Operators run this on every directory
+    version and well ahead of expiry (`rogatory dev up` says it).
+    """
+    horizon = now + within
+    groups: list[tuple[str, str, tuple[PublishedKey, ...]]] = []
+    for entry in directory.agencies:
+        groups.append((entry.agency_id, "signing", entry.signing_keys))
+        groups.append((entry.agency_id, "encryption", entry.encryption_keys))
+    groups.append((directory.gateway.gateway_id, "evidence", directory.gateway.evidence_keys))
+    groups.append((directory.gateway.gateway_id, "log", directory.gateway.log_keys))
+    warnings = []
+    for owner, purpose, keys in groups:
+        live = [key for key in keys if key.revoked_at is None or key.revoked_at > now]
+        if any(key.valid_until > horizon for key in live):
+            continue
+        warnings += [
+            KeyExpiryWarning(owner=owner, purpose=purpose, key_id=key.key_id, valid_until=key.valid_until)
+            for key in live
+            if key.valid_until <= horizon
+        ]
+    return tuple(sorted(warnings, key=lambda warning: (warning.valid_until, warning.owner)))
+
+
 def sign_directory(directory: Directory, authority: SigningPrivateKey) -> SignedStatement:
     """Sign `directory` with the directory authority's key."""
     if directory.authority_key != authority.key_id:
@@ -285,9 +323,11 @@ __all__ = [
     "AgreementRule",
     "Directory",
     "GatewayEntry",
+    "KeyExpiryWarning",
     "PublishedEncryptionKey",
     "PublishedKey",
     "PublishedSigningKey",
+    "key_expiry_warnings",
     "sign_directory",
     "verify_directory",
 ]

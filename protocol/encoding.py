@@ -52,6 +52,17 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def refuse_duplicate_keys(raw: bytes | str) -> None:
+    """Raise `MalformedInput` (`DUPLICATE_KEY`) if any JSON object in `raw` repeats a key.
+
+    Text that is not JSON at all passes: the caller's own parser reports it.
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError):  # not JSON: MalformedInput is no ValueError, so it goes through
+        return
+
+
 def _no_constants(name: str) -> object:
     raise MalformedInput(f"{name} is not JSON", code=ErrorCode.MALFORMED_JSON)
 
@@ -129,7 +140,9 @@ def _b64_field(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     if not isinstance(value, str):
-        raise TypeError("expected a base64 string")
+        # ValueError, not TypeError: pydantic turns only ValueError into a ValidationError
+        # (and so into our refusal); a TypeError would escape every parser as a crash.
+        raise ValueError("expected a base64 string")  # noqa: TRY004
     try:
         return b64decode(value)
     except MalformedInput as exc:
@@ -219,6 +232,7 @@ __all__ = [
     "pae",
     "parse_json_strict",
     "parse_timestamp",
+    "refuse_duplicate_keys",
     "seconds",
     "sha256_hex",
     "truncate_to_millis",

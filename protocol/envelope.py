@@ -42,6 +42,13 @@ Plaintext inside the ciphertext::
 
 `SealedMessage.digest` (SHA-256 of the header bytes) is "the digest of exactly
 what the sender signed" that every evidence statement names.
+
+Attachment bodies travel out of band, each encrypted as its own stream
+(`protocol.attachments`): the header commits to each body's ciphertext digest
+and length (`attachments`, absent when there are none, so that envelopes
+without attachments keep their exact bytes), and the signed content statement
+carries each body's key and plaintext digest; a recipient checks that both
+lists agree. Evidence names the header digest, so it covers the attachments.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ import nacl.hash
 import nacl.utils
 from pydantic import Field, model_validator
 
+from protocol.attachments import AttachmentCommitment, AttachmentKey, check_attachment_ids
 from protocol.directory import AgencyEntry, Directory, PublishedSigningKey
 from protocol.encoding import Base64Bytes, UtcTimestamp, pae, sha256_hex, truncate_to_millis
 from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, LimitExceeded, MalformedInput
@@ -136,9 +144,11 @@ class EnvelopeHeader(FrozenModel):
     ciphertext_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     ciphertext_length: int = Field(ge=0)
     key_commitment: str = Field(pattern=r"^[0-9a-f]{64}$")
+    attachments: tuple[AttachmentCommitment, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _well_formed(self) -> EnvelopeHeader:
+        check_attachment_ids([attachment.attachment_id for attachment in self.attachments or ()])
         agencies = [wrapped.agency for wrapped in self.recipients]
         if len(set(agencies)) != len(agencies):
             raise ValueError("a recipient is listed twice")
@@ -174,6 +184,7 @@ class ContentStatement(FrozenModel):
     format: Literal["rogatory-content/1"]
     binding: ContentBinding
     document_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    attachments: tuple[AttachmentKey, ...] | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +255,8 @@ class OpenedMessage:
     document: bytes
     content_statement: bytes
     content_signature: bytes
+    attachments: tuple[AttachmentKey, ...] = ()
+    """The key and digests of each attachment body the sender committed to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +299,13 @@ def seal(
     expires_at: datetime,
     limits: Limits,
     random_bytes: RandomBytes = nacl.utils.random,
+    attachments: Sequence[AttachmentKey] = (),
 ) -> SealedMessage:
     """Encrypt and sign `document` for `recipients` (see the module docstring)."""
+    try:
+        check_attachment_ids([attachment.attachment_id for attachment in attachments])
+    except ValueError as exc:
+        raise LimitExceeded(str(exc), code=ErrorCode.TOO_MANY_ITEMS) from exc
     if not recipients or len(recipients) > limits.max_recipients:
         raise LimitExceeded(
             f"between 1 and {limits.max_recipients} recipients are allowed, found {len(recipients)}",
@@ -312,7 +330,12 @@ def seal(
         created_at=truncate_to_millis(created_at),
         expires_at=truncate_to_millis(expires_at),
     )
-    statement = ContentStatement(format=CONTENT_FORMAT, binding=binding, document_sha256=sha256_hex(document))
+    statement = ContentStatement(
+        format=CONTENT_FORMAT,
+        binding=binding,
+        document_sha256=sha256_hex(document),
+        attachments=tuple(attachments) or None,
+    )
     statement_bytes = statement.canonical_bytes()
     plaintext = b"".join(
         (
@@ -344,6 +367,7 @@ def seal(
         ciphertext_sha256=sha256_hex(ciphertext),
         ciphertext_length=len(ciphertext),
         key_commitment=key_commitment(content_key),
+        attachments=tuple(attachment.commitment() for attachment in attachments) or None,
     )
     header_bytes = header.canonical_bytes()
     if len(header_bytes) > limits.max_header_bytes:
@@ -458,12 +482,19 @@ def open_sealed(
         raise AuthenticationFailed(
             "document does not match the digest the sender signed", code=ErrorCode.DOCUMENT_DIGEST_MISMATCH
         )
+    keys = statement.attachments or ()
+    if tuple(key.commitment() for key in keys) != (header.attachments or ()):
+        raise AuthenticationFailed(
+            "the attachment bodies in the content statement are not the ones the header commits to",
+            code=ErrorCode.ATTACHMENT_MISMATCH,
+        )
     return OpenedMessage(
         header=header,
         digest=authenticated.digest,
         document=document,
         content_statement=statement_bytes,
         content_signature=signature,
+        attachments=keys,
     )
 
 

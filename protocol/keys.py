@@ -65,10 +65,13 @@ class SigningPrivateKey:
     """An Ed25519 signing key, held as its 32-byte seed."""
 
     seed: bytes = field(repr=False)
+    _signer: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    """Expanded once: deriving it from the seed costs as much as a signature."""
 
     def __post_init__(self) -> None:
         if len(self.seed) != PUBLIC_KEY_BYTES:
             raise MalformedInput("Ed25519 seed must be 32 bytes")
+        object.__setattr__(self, "_signer", nacl.signing.SigningKey(self.seed))
 
     @classmethod
     def generate(cls) -> SigningPrivateKey:
@@ -78,7 +81,7 @@ class SigningPrivateKey:
     @property
     def public_key(self) -> SigningPublicKey:
         """The matching verification key."""
-        return SigningPublicKey(bytes(nacl.signing.SigningKey(self.seed).verify_key))
+        return SigningPublicKey(bytes(self._signer.verify_key))
 
     @property
     def key_id(self) -> KeyId:
@@ -87,7 +90,7 @@ class SigningPrivateKey:
 
     def sign(self, message: bytes) -> bytes:
         """The detached 64-byte signature over `message`."""
-        return nacl.signing.SigningKey(self.seed).sign(message).signature
+        return self._signer.sign(message).signature
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,4 +88,38 @@ def unlock_keystore(raw: bytes, passphrase: bytes) -> dict[str, bytes]:
     return dict(parse_model(_KeystoreContent, content, what="keystore content").keys)
 
 
-__all__ = ["KEYSTORE_FORMAT", "KdfParameters", "KeystoreFile", "lock_keystore", "unlock_keystore"]
+PREVIOUS_SEPARATOR: Final = ".previous."
+
+
+def rotate_key(keys: Mapping[str, bytes], name: str, new_secret: bytes) -> dict[str, bytes]:
+    """The keystore content with `new_secret` under `name` and the key it replaces kept as `name.previous.N`.
+
+    Rotation without downtime: a recipient keeps its previous encryption
+    keys until every message wrapped to them has expired, so messages in
+    flight when the directory starts listing the new key still open.
+    """
+    if name not in keys:
+        raise ValueError(f"no key {name!r} to rotate")
+    rotated = dict(keys)
+    taken = {key for key in keys if key.startswith(name + PREVIOUS_SEPARATOR)}
+    rotated[f"{name}{PREVIOUS_SEPARATOR}{len(taken) + 1}"] = keys[name]
+    rotated[name] = new_secret
+    return rotated
+
+
+def previous_keys(keys: Mapping[str, bytes], name: str) -> tuple[bytes, ...]:
+    """The keys `rotate_key` retired from `name`, oldest first."""
+    prefix = name + PREVIOUS_SEPARATOR
+    retired = [(int(key.removeprefix(prefix)), secret) for key, secret in keys.items() if key.startswith(prefix)]
+    return tuple(secret for _, secret in sorted(retired))
+
+
+__all__ = [
+    "KEYSTORE_FORMAT",
+    "KdfParameters",
+    "KeystoreFile",
+    "lock_keystore",
+    "previous_keys",
+    "rotate_key",
+    "unlock_keystore",
+]

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from protocol.encoding import canonical_json
+from protocol.encoding import canonical_json, refuse_duplicate_keys
 from protocol.errors import ContentInvalid, ErrorCode, FieldError
 
 
@@ -46,7 +46,13 @@ def parse_model(
     what: str,
     code: ErrorCode = ErrorCode.CONTENT_INVALID,
 ) -> ModelT:
-    """Build `model` from JSON bytes, or raise `ContentInvalid` naming every bad field."""
+    """Build `model` from JSON bytes, or raise `ContentInvalid` naming every bad field.
+
+    A duplicate object key is refused first (`DUPLICATE_KEY`): pydantic would
+    keep the last value where another reader of the same signed bytes (an
+    auditor's tool, another language) may keep the first.
+    """
+    refuse_duplicate_keys(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -46,7 +46,7 @@ def test_demo_succeeds_and_prints_evidence_and_verdict():
 def test_bench_prints_whole_path_and_raw_broker_figures(tmp_path):
     """`rogatory bench` runs the whole path and the raw baseline in one run and writes its figures."""
     figures_file = tmp_path / "bench.json"
-    result = rogatory("bench", "--messages", "10", "--json", str(figures_file))
+    result = rogatory("bench", "--messages", "10", "--pairs", "1", "--no-large", "--json", str(figures_file))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(figures_file.read_text())
     assert figures["messages"] == 10

@@ -217,6 +217,18 @@ def test_header_signature_cannot_be_reused_as_another_kind_of_signature(net):
         authenticate_header(dataclasses.replace(sealed, header_signature=wrong_domain), net.directory(), now=NOW)
 
 
+def test_signed_header_with_a_duplicate_key_is_refused(net):
+    """Property 3: signed bytes that two readers could read differently (first or last key wins) are refused."""
+    sealed = net.seal()
+    ambiguous = sealed.header_bytes[:-1] + b',"recipients":["' + str(LY_AGO).encode() + b'"]}'
+    forged = dataclasses.replace(
+        sealed, header_bytes=ambiguous, header_signature=net[BD].signing.sign(pae(PAYLOAD_TYPE_HEADER, ambiguous))
+    )
+    with pytest.raises(ProtocolError) as refused:
+        authenticate_header(forged, net.directory(), now=NOW)
+    assert refused.value.code == ErrorCode.DUPLICATE_KEY
+
+
 def test_unknown_signing_key_is_refused(net):
     """Property 6: a key the directory does not list is refused before anything is parsed."""
     outsider = SigningPrivateKey.generate()

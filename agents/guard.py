@@ -1,0 +1,275 @@
+"""Who may call the agent API, for what, and how often: tokens, scopes, revocation, rate limits.
+
+A token is never stored: the agent holds the SHA-256 of each token it
+accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
+`HEX` for every scope, or `HEX:submit+read` for some):
+
+| scope    | allows                                                               |
+| -------- | -------------------------------------------------------------------- |
+| `submit` | `POST /v1/messages`, `POST /v1/attachments`                          |
+| `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
+| `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
+
+A token is revoked by adding its SHA-256 to the revocation file
+(`ROGATORY_API_TOKENS_REVOKED_FILE`, one hash a line): the file is read
+again whenever it changes, so a revocation holds from the next request on,
+without a restart. Each client (a token, or an address before it is
+authenticated) has a token bucket: past it, `429` with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+log = structlog.get_logger("rogatory.agent.guard")
+
+_HEX_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
+MAX_CLIENTS: Final = 10_000
+"""Buckets kept at once; beyond, the fullest (idle) ones are forgotten, so a flood of addresses cannot grow memory."""
+
+
+class Scope(StrEnum):
+    """What a token may do."""
+
+    SUBMIT = "submit"
+    READ = "read"
+    ACK = "ack"
+
+
+ALL_SCOPES: Final = frozenset(Scope)
+
+
+class TokenSpecInvalid(ValueError):
+    """A token entry that is not `HEX` or `HEX:scope+scope` (the message never quotes the entry)."""
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 (hex) under which a token is held."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An accepted token: its hash and scopes. `label` (a hash prefix) names it in logs."""
+
+    sha256: str
+    scopes: frozenset[Scope]
+
+    @property
+    def label(self) -> str:
+        """A short, non-secret name for logs and rate-limit buckets."""
+        return self.sha256[:12]
+
+
+def parse_token_specs(specs: Sequence[str]) -> tuple[ApiToken, ...]:
+    """`HEX` (every scope) or `HEX:submit+read+ack` entries, as settings give them."""
+    tokens = []
+    for index, spec in enumerate(specs):
+        digest, _, scopes = spec.strip().partition(":")
+        digest = digest.lower()
+        if not _HEX_SHA256.match(digest):
+            raise TokenSpecInvalid(f"token entry {index + 1} is not the SHA-256 (64 hex digits) of a token")
+        if not scopes:
+            tokens.append(ApiToken(digest, ALL_SCOPES))
+            continue
+        try:
+            chosen = frozenset(Scope(name) for name in scopes.split("+"))
+        except ValueError:
+            raise TokenSpecInvalid(
+                f"token entry {index + 1} names a scope other than {', '.join(sorted(ALL_SCOPES))}"
+            ) from None
+        tokens.append(ApiToken(digest, chosen))
+    return tuple(tokens)
+
+
+OPEN_PATHS: Final = frozenset({"/healthz", "/openapi.json"})
+
+
+def required_scope(method: str, path: str) -> Scope | None:
+    """The scope a request needs; None for the open endpoints (`OPEN_PATHS`); anything else needs a token."""
+    if path in OPEN_PATHS:
+        return None
+    if method in {"GET", "HEAD"}:
+        return Scope.READ
+    if method == "POST" and path.startswith("/v1/inbox/") and path.endswith("/ack"):
+        return Scope.ACK
+    return Scope.SUBMIT
+
+
+@dataclass
+class RevocationList:
+    """Hashes of revoked tokens, from a file read again whenever its size or time changes."""
+
+    path: Path | None
+    _seen: tuple[float, int] | None = field(default=None, init=False)
+    _revoked: frozenset[str] = field(default=frozenset(), init=False)
+
+    def revoked(self) -> frozenset[str]:
+        """The revoked hashes now. An unreadable file revokes nothing new but keeps what it revoked."""
+        if self.path is None:
+            return self._revoked
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self._revoked
+        except OSError as exc:
+            log.warning("revocation_file_unreadable", error=type(exc).__name__)
+            return self._revoked
+        seen = (stat.st_mtime, stat.st_size)
+        if seen != self._seen:
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("revocation_file_unreadable", error=type(exc).__name__)
+                return self._revoked
+            self._revoked = self._revoked | frozenset(
+                line.strip().lower() for line in lines if _HEX_SHA256.match(line.strip().lower())
+            )
+            self._seen = seen
+            log.info("revocations_loaded", revoked=len(self._revoked))
+        return self._revoked
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `per_second` sustained, `burst` at once."""
+
+    per_second: float = 500.0
+    """Sustained requests per second of one client: an agency system submits a few messages a minute, but
+    reads statuses in bursts (hundreds at once after an outage); a flood runs into this."""
+    burst: int = 5000
+    """Requests at once: room for a system re-reading the status of thousands of messages after a restart."""
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimiter:
+    """One token bucket per client; `admit` says how long to wait, or 0."""
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def admit(self, client: str) -> float:
+        """0 if `client` may go on now (one token taken), else the seconds until it may."""
+        now = self._clock()
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= MAX_CLIENTS:
+                self._forget_idle(now)
+            bucket = self._buckets[client] = _Bucket(float(self._limit.burst), now)
+        bucket.tokens = min(float(self._limit.burst), bucket.tokens + (now - bucket.at) * self._limit.per_second)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self._limit.per_second
+
+    def _forget_idle(self, now: float) -> None:
+        full = [
+            client
+            for client, bucket in self._buckets.items()
+            if bucket.tokens + (now - bucket.at) * self._limit.per_second >= self._limit.burst
+        ]
+        for client in full or list(self._buckets)[: len(self._buckets) // 2]:
+            del self._buckets[client]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the guard decided about one request."""
+
+    status: int
+    """200 to go on; 401, 403 or 429 to refuse."""
+    token: ApiToken | None = None
+    retry_after_s: int = 0
+
+
+class ApiGuard:
+    """Authenticates a request's bearer token, checks its scope and its client's rate."""
+
+    def __init__(
+        self,
+        tokens: Sequence[ApiToken],
+        *,
+        revocations: RevocationList | None = None,
+        rate: RateLimit | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._tokens = tuple(tokens)
+        self._revocations = revocations or RevocationList(None)
+        self._limiter = RateLimiter(rate or RateLimit(), clock)
+
+    def authenticate(self, token: str) -> ApiToken | None:
+        """The accepted, unrevoked token whose hash matches (compared in constant time against every one)."""
+        digest = hash_token(token)
+        found = None
+        for candidate in self._tokens:
+            if hmac.compare_digest(digest, candidate.sha256):
+                found = candidate
+        if found is None or found.sha256 in self._revocations.revoked():
+            return None
+        return found
+
+    def check(self, *, authorization: str, method: str, path: str, peer: str) -> Verdict:
+        """Rate first (so that guessing tokens is slow too), then token, then scope."""
+        scope = required_scope(method, path)
+        if scope is None:
+            return Verdict(200)
+        scheme, _, presented = authorization.partition(" ")
+        presented = presented.strip()
+        token = self.authenticate(presented) if scheme.lower() == "bearer" and presented else None
+        wait = self._limiter.admit(f"token:{token.label}" if token is not None else f"peer:{peer}")
+        if wait > 0:
+            return Verdict(429, token, retry_after_s=max(1, math.ceil(wait)))
+        if token is None:
+            return Verdict(401)
+        if scope not in token.scopes:
+            return Verdict(403, token)
+        return Verdict(200, token)
+
+
+def refusal_code(response: object) -> str:
+    """The stable `code` of a problem+json answer, for the refusal log line ("-" if it has none)."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes) or len(body) > 64 * 1024:
+        return "-"
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return "-"
+    return str(code)[:60] if code else "-"
+
+
+__all__ = [
+    "ALL_SCOPES",
+    "OPEN_PATHS",
+    "ApiGuard",
+    "ApiToken",
+    "RateLimit",
+    "RateLimiter",
+    "RevocationList",
+    "Scope",
+    "TokenSpecInvalid",
+    "Verdict",
+    "hash_token",
+    "parse_token_specs",
+    "refusal_code",
+    "required_scope",
+]

@@ -1,0 +1,208 @@
+"""Prometheus metrics of an agent, served at `GET /metrics` (with the agent's bearer token).
+
+Events are counted where they happen: `AgentMetrics.measured_handler` wraps
+the receiver (deliveries by kind and outcome, errors by code, latency of the
+receive step, and for each piece of evidence about a message this agency
+sent, the delay since it was submitted). State is read when scraped
+(`AgentMetrics.refresh`): the outbox by message type and status, evidence
+still waiting for its inclusion proof and the age of the oldest such (the
+proof delay), and the witness's figures from the health answer.
+
+One registry per agent, never the process-wide default. Labels hold kinds,
+types, statuses and codes only, never content.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import aiosqlite
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from agents.logs import log_message
+from agents.receiving import InboxDelivery, Received
+from agents.store import AgentStore
+from protocol.encoding import parse_timestamp
+from protocol.errors import MalformedInput
+
+log = structlog.get_logger("rogatory.agent.messages")
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: opening and storing one message takes milliseconds; seconds means the disk is struggling."""
+DELAY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
+"""Seconds: evidence returns in under a second with everyone up, hours or days for retrieval."""
+EVIDENCE_TYPES: Final = frozenset(
+    {
+        "SUBMISSION_ACCEPTED",
+        "SUBMISSION_REJECTED",
+        "RELAY_ACCEPTED",
+        "RELAY_FAILED",
+        "DELIVERY",
+        "NON_DELIVERY",
+        "RETRIEVAL",
+        "NON_RETRIEVAL",
+    }
+)
+
+METRIC_NAMES: Final = frozenset(
+    {
+        "rogatory_agent_deliveries_total",
+        "rogatory_agent_errors_total",
+        "rogatory_agent_stage_seconds",
+        "rogatory_agent_evidence_delay_seconds",
+        "rogatory_agent_outbox_messages",
+        "rogatory_agent_evidence_awaiting_proof",
+        "rogatory_agent_oldest_unproven_evidence_age_seconds",
+        "rogatory_agent_inclusion_proofs_overdue",
+        "rogatory_agent_forks_detected",
+        "rogatory_agent_inbox_connected",
+    }
+)
+"""Every series family this module exports (histograms add `_bucket`, `_sum`, `_count`)."""
+
+
+class AgentMetrics:
+    """An agent's metrics in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deliveries = Counter(
+            "rogatory_agent_deliveries",
+            "Inbox deliveries processed, by kind (message, evidence) and outcome.",
+            ("kind", "result"),
+            registry=r,
+        )
+        self.errors = Counter("rogatory_agent_errors", "Refusals by stable error code.", ("code",), registry=r)
+        self.stage_seconds = Histogram(
+            "rogatory_agent_stage_seconds",
+            "Time spent in one stage: receive (verify, open, store one delivery).",
+            ("stage",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.evidence_delay = Histogram(
+            "rogatory_agent_evidence_delay_seconds",
+            "From this agency's submission of a message to each piece of evidence about it, by evidence type.",
+            ("type",),
+            buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "rogatory_agent_outbox_messages",
+            "Messages this agency sent, by message type and status.",
+            ("type", "status"),
+            registry=r,
+        )
+        self.awaiting_proof = Gauge(
+            "rogatory_agent_evidence_awaiting_proof", "Evidence held without an inclusion proof yet.", registry=r
+        )
+        self.oldest_unproven = Gauge(
+            "rogatory_agent_oldest_unproven_evidence_age_seconds",
+            "Age of the oldest evidence still waiting for its inclusion proof (the proof delay).",
+            registry=r,
+        )
+        self.proofs_overdue = Gauge(
+            "rogatory_agent_inclusion_proofs_overdue",
+            "Evidence whose inclusion proof is later than the log promises.",
+            registry=r,
+        )
+        self.forks = Gauge(
+            "rogatory_agent_forks_detected", "Forks of the gateway's log this witness detected.", registry=r
+        )
+        self.inbox_connected = Gauge(
+            "rogatory_agent_inbox_connected", "1 while the agent consumes its inbox.", registry=r
+        )
+
+    def measured_handler(
+        self,
+        handle: Callable[[InboxDelivery], Awaitable[Received]],
+        store: AgentStore,
+        clock: Callable[[], datetime],
+        *,
+        agency: str,
+    ) -> Callable[[InboxDelivery], Awaitable[Received]]:
+        """`handle`, counting each outcome and timing it; evidence kept is measured against its submission."""
+
+        async def measured(delivery: InboxDelivery) -> Received:
+            started = time.perf_counter()
+            received = await handle(delivery)
+            elapsed = time.perf_counter() - started
+            self.stage_seconds.labels("receive").observe(elapsed)
+            self.deliveries.labels(received.kind, received.result).inc()
+            case_id = recipient = None
+            if received.kind == "evidence" and received.message_id:
+                sent = await store.outbox(received.message_id)
+                if sent is not None:
+                    case_id, recipient = sent.case_id, sent.recipient
+                    if received.result == "kept":  # for kept evidence, `code` is its type (`agents.receiving`)
+                        self._observe_delay(sent.created_at, str(received.code), clock())
+            elif received.message_id and received.sender:
+                entry = await store.inbox_entry_of(received.sender, received.message_id)
+                case_id, recipient = (None, None) if entry is None else (entry.case_id, agency)
+            if received.code is not None and received.result in {"refused", "dropped"}:
+                self.errors.labels(str(received.code)).inc()
+            log_message(
+                log,
+                message_id=received.message_id,
+                case_id=case_id,
+                sender=received.sender,
+                recipient=recipient,
+                kind=received.kind,
+                result=received.result,
+                code=received.code,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            return received
+
+        return measured
+
+    def _observe_delay(self, submitted_at: str, evidence_type: str, now: datetime) -> None:
+        if evidence_type not in EVIDENCE_TYPES:
+            return
+        try:
+            submitted = parse_timestamp(submitted_at)
+        except MalformedInput:
+            return
+        self.evidence_delay.labels(evidence_type).observe(max((now - submitted).total_seconds(), 0.0))
+
+    async def refresh(self, store: AgentStore, health: dict[str, Any], now: datetime) -> None:
+        """Read the gauges' values from the store and the health answer."""
+        self.outbox.clear()
+        for row in await _rows(
+            store, "SELECT message_type, status, COUNT(*) FROM outbox GROUP BY message_type, status"
+        ):
+            self.outbox.labels(str(row[0]), str(row[1])).set(int(row[2]))
+        rows = await _rows(store, "SELECT COUNT(*), MIN(received_at) FROM evidence WHERE inclusion_proof IS NULL")
+        count, oldest = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
+        self.awaiting_proof.set(count)
+        self.oldest_unproven.set(_age(str(oldest), now) if oldest is not None else 0.0)
+        self.proofs_overdue.set(int(health.get("inclusion_proofs_overdue") or 0))
+        self.forks.set(int(health.get("forks_detected") or 0))
+        self.inbox_connected.set(1 if health.get("inbox_connected") else 0)
+
+    def render(self) -> bytes:
+        """The exposition text of every metric."""
+        return generate_latest(self.registry)
+
+
+def _age(at: str, now: datetime) -> float:
+    try:
+        return max((now - parse_timestamp(at)).total_seconds(), 0.0)
+    except MalformedInput:
+        return 0.0
+
+
+async def _rows(store: AgentStore, query: str) -> Sequence[Sequence[Any]]:
+    """Read-only aggregates on the store's reading connection, which sees committed rows only."""
+    reader: aiosqlite.Connection = store._relay_db  # noqa: SLF001 - read-only aggregates, kept out of the store's API
+    async with reader.execute(query) as cursor:
+        return [tuple(row) for row in await cursor.fetchall()]
+
+
+__all__ = ["CONTENT_TYPE", "METRIC_NAMES", "AgentMetrics"]

@@ -1,0 +1,103 @@
+"""`rogatory bench` runs every scenario at a tiny size and writes complete, well-formed figures.
+
+Nothing here asserts a speed: the figures of a shared machine are not a test
+verdict. What is checked is that the benchmark measures what it claims (every
+stage, every process, the baseline beside it, the targets) and that every
+benchmark message got all its evidence and audit entries.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.bench import STAGES, Baseline, Latency, _baseline_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+
+
+def test_latency_figures_are_the_percentiles_of_the_samples():
+    """p50/p95/p99/max are read off the sorted samples; no samples give zeros, not an error."""
+    figures = Latency.of([float(n) for n in range(100, 0, -1)])
+    assert (figures.count, figures.p50_ms, figures.p99_ms, figures.max_ms) == (100, 51.0, 99.0, 100.0)
+    assert Latency.of([]).count == 0
+
+
+def test_each_scenario_is_compared_with_the_baseline_of_its_size():
+    """A 64 KB scenario is never divided by the 2 KB baseline, nor the reverse."""
+    small, large = Baseline(4830, 2000, 900.0, "amqp"), Baseline(66832, 2000, 400.0, "amqp")
+    assert _baseline_for([small, large], 4836) is small
+    assert _baseline_for([small, large], 66830) is large
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "figures.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", "bench", "--messages", "8", "--pairs", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "raw broker" in result.stdout
+    assert "target throughput_ratio" in result.stdout
+    loaded: dict[str, Any] = json.loads(Path(out).read_text())
+    return loaded
+
+
+def test_bench_covers_pair_fixed_load_large_messages_and_many_agencies(figures: dict[str, Any]):
+    """Four scenarios: 2 KB at saturation and at half its load, 64 KB, and several pairs of agencies."""
+    names = [scenario["name"] for scenario in figures["scenarios"]]
+    assert names == [
+        "pair-2KB-saturation",
+        "pair-2KB-fixed-half-load",
+        "pair-64KB-saturation",
+        "many-2-agencies-2KB-saturation",
+    ]
+    sizes = {scenario["name"]: scenario["content_bytes"] for scenario in figures["scenarios"]}
+    assert sizes["pair-64KB-saturation"] == 64_000
+    fixed = figures["scenarios"][1]
+    assert fixed["offered_per_s"] is not None
+    assert fixed["offered_per_s"] > 0
+
+
+def test_every_message_has_its_evidence_and_audit_entries_and_every_stage_is_measured(figures: dict[str, Any]):
+    """Each scenario is complete (3 evidence at the sender, 3 audit entries) with figures for each stage."""
+    for scenario in figures["scenarios"]:
+        assert scenario["complete"], scenario["incomplete"]
+        assert scenario["latency"]["count"] == scenario["messages"] > 0
+        latency = scenario["latency"]
+        assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert set(scenario["stages"]) == set(STAGES)
+        assert all(stage["count"] == scenario["messages"] for stage in scenario["stages"].values())
+        assert scenario["audit_append"]["appends"] > 0
+        assert scenario["sealed_bytes"] > scenario["content_bytes"]
+
+
+def test_cpu_and_memory_are_read_for_every_process_of_the_path(figures: dict[str, Any]):
+    """The gateway and each agent of the scenario report CPU time and peak resident memory."""
+    for scenario in figures["scenarios"]:
+        names = {process["name"] for process in scenario["processes"]}
+        assert "gateway" in names
+        assert len(names) == scenario["agencies"] + 1
+        for process in scenario["processes"]:
+            assert process["cpu_s"] > 0
+            assert process["peak_rss_mb"] >= process["rss_mb"] > 0
+
+
+def test_baseline_ratio_and_targets_are_reported(figures: dict[str, Any]):
+    """The raw baseline of each size is in the same run, the ratio is derived from it, the targets are judged."""
+    assert {baseline["sealed_bytes"] > 60_000 for baseline in figures["baselines"]} == {True, False}
+    assert figures["raw_broker_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["whole_path_per_s"] / figures["raw_broker_per_s"], abs=0.001)
+    targets = figures["targets"]
+    assert isinstance(targets["throughput_ratio"]["met"], bool)
+    assert isinstance(targets["p99_ms_at_half_load"]["met"], bool)
+    assert targets["memory_growth_mb"]["met"] is None  # no soak asked for

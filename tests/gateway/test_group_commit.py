@@ -1,0 +1,115 @@
+"""Group commit: bodies share COMMITs under load, yet each is durable when released, undone alone,
+and never reported committed on a transaction SQLite ended; audit indexes stay dense under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from gateway.errors import StoreUnavailable
+from gateway.groupcommit import GroupCommitter
+from protocol.merkle import MerkleTree
+from tests.gateway.conftest import Harness
+from tests.support.network import BD
+
+BODIES = 40
+
+
+@pytest.fixture
+async def connections(tmp_path: Path) -> AsyncIterator[tuple[aiosqlite.Connection, aiosqlite.Connection]]:
+    """A writer in WAL mode with `synchronous=FULL`, and a reader that sees committed rows only."""
+    path = tmp_path / "group.db"
+    writer = await aiosqlite.connect(path, isolation_level=None)
+    await writer.execute("PRAGMA journal_mode=WAL")
+    await writer.execute("PRAGMA synchronous=FULL")
+    await writer.execute("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
+    reader = await aiosqlite.connect(path, isolation_level=None)
+    yield writer, reader
+    await reader.close()
+    await writer.close()
+
+
+async def _committed(reader: aiosqlite.Connection) -> set[int]:
+    async with reader.execute("SELECT n FROM rows") as cursor:
+        return {int(row[0]) for row in await cursor.fetchall()}
+
+
+async def test_concurrent_bodies_share_commits_and_each_is_committed_when_released(
+    connections: tuple[aiosqlite.Connection, aiosqlite.Connection],
+):
+    """Forty concurrent writers need fewer COMMITs than writers, and each row is committed when its block ends."""
+    writer, reader = connections
+    committer = GroupCommitter(writer)
+    seen_at_release: dict[int, bool] = {}
+
+    async def body(n: int) -> None:
+        async with committer.transaction():
+            await writer.execute("INSERT INTO rows (n) VALUES (?)", (n,))
+        seen_at_release[n] = n in await _committed(reader)
+
+    await asyncio.gather(*(body(n) for n in range(BODIES)))
+    assert seen_at_release == dict.fromkeys(range(BODIES), True)
+    assert 1 <= committer.commits < BODIES
+
+
+async def test_a_failing_body_is_undone_alone(connections: tuple[aiosqlite.Connection, aiosqlite.Connection]):
+    """A body that raises leaves nothing behind, and the bodies sharing its COMMIT are kept."""
+    writer, reader = connections
+    committer = GroupCommitter(writer)
+
+    async def body(n: int) -> None:
+        async with committer.transaction():
+            await writer.execute("INSERT INTO rows (n) VALUES (?)", (n,))
+            if n % 3 == 0:
+                raise ValueError(f"body {n} fails")
+
+    outcomes = await asyncio.gather(*(body(n) for n in range(BODIES)), return_exceptions=True)
+    failed = {n for n, outcome in enumerate(outcomes) if isinstance(outcome, ValueError)}
+    assert failed == {n for n in range(BODIES) if n % 3 == 0}
+    assert await _committed(reader) == set(range(BODIES)) - failed
+    assert committer.commits < BODIES
+
+
+async def test_no_member_is_released_as_committed_when_sqlite_ended_the_transaction(
+    connections: tuple[aiosqlite.Connection, aiosqlite.Connection],
+):
+    """If the transaction ends under a series (as SQLite does on a full disk), every member fails, none is kept."""
+    writer, reader = connections
+    committer = GroupCommitter(writer)
+    second_waiting = asyncio.Event()
+
+    async def first() -> None:
+        async with committer.transaction():
+            await writer.execute("INSERT INTO rows (n) VALUES (1)")
+            await second_waiting.wait()  # the second writer now waits: this one leaves the series open
+
+    async def second() -> None:
+        second_waiting.set()
+        async with committer.transaction():
+            await writer.execute("INSERT INTO rows (n) VALUES (2)")
+            await writer.execute("ROLLBACK")  # what SQLite does by itself on some I/O errors
+
+    outcomes = await asyncio.gather(first(), second(), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [StoreUnavailable, StoreUnavailable]
+    assert await _committed(reader) == set()
+    async with committer.transaction():  # the committer goes on working afterwards
+        await writer.execute("INSERT INTO rows (n) VALUES (3)")
+    assert await _committed(reader) == {3}
+
+
+async def test_concurrent_pipeline_keeps_audit_indexes_dense_and_the_tree_equal_to_the_store(harness: Harness):
+    """Messages handled concurrently get dense leaf indexes, and the in-memory tree is the stored leaves' tree."""
+    bodies = [harness.net.seal().to_bytes() for _ in range(BODIES)]
+    outcomes = await asyncio.gather(*(harness.pipeline.handle(harness.delivery(b, publisher=BD)) for b in bodies))
+    assert {outcome.result for outcome in outcomes} == {"relayed"}
+    records = await harness.store.leaves(limit=10_000)
+    assert [record.index for record in records] == list(
+        range(1 + 2 * BODIES)
+    )  # the directory, then accepted and relayed
+    stored = MerkleTree.from_leaf_hashes(await harness.store.leaf_hashes())
+    assert harness.audit.size == stored.size
+    assert harness.audit.tree.root(stored.size) == stored.root(stored.size)

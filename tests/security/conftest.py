@@ -1,0 +1,81 @@
+"""One `rogatory dev up` network of real processes on the real RabbitMQ (over TLS), for the security tests."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from deploy.client import AgentClient
+from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from protocol.directory import Directory, verify_directory
+from protocol.encoding import b64decode
+from protocol.errors import ErrorCode
+from protocol.keys import SigningPublicKey
+from protocol.limits import DEFAULT_LIMITS
+from protocol.signing import SignedStatement
+
+AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+BD, LY = "BD-MOHA-PSD", "LY-MLA-CA"
+
+
+@pytest.fixture(scope="session")
+def security_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`rogatory dev up` in a fresh state directory; `down` and removal of its vhost afterwards."""
+    root = tmp_path_factory.mktemp("security-stack")
+    try:
+        yield asyncio.run(up(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL, say=lambda _: None))
+    finally:
+        down(root, say=lambda _: None)
+        asyncio.run(destroy(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL))
+
+
+@pytest.fixture(scope="session")
+def security_directory(security_stack: dict[str, Any]) -> Directory:
+    """The network's directory, verified against its authority key."""
+    network = security_stack["network"]
+    signed = SignedStatement.from_json(Path(network["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
+    return verify_directory(
+        signed, SigningPublicKey(b64decode(network["authority_key"])), now=datetime.now(UTC), limits=DEFAULT_LIMITS
+    )
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client_session:
+        yield client_session
+
+
+def agent(stack: dict[str, Any], session: aiohttp.ClientSession, agency: str) -> AgentClient:
+    """A client of `agency`'s agent API with its token."""
+    entry = stack["agents"][agency]
+    return AgentClient(session, entry["url"], entry["token"])
+
+
+def fresh_request(marker: str | None = None) -> dict[str, Any]:
+    """The sample MLA request from BD to LY under a new message id and case (with `marker` as its reference)."""
+    document = copy.deepcopy(sample(REQUEST_SAMPLE))
+    document["message_id"] = str(uuid.uuid4())
+    document["case_id"] = f"BD-LY-SEC-{uuid.uuid4().hex[:12].upper()}"
+    if marker is not None:
+        document["requesting_ref"] = marker
+    return document
+
+
+async def good_message_flows(stack: dict[str, Any], session: aiohttp.ClientSession) -> None:
+    """A valid request from BD reaches LY's inbox and comes back `delivered`: the service is up and flowing."""
+    bd, ly = agent(stack, session, BD), agent(stack, session, LY)
+    request = fresh_request()
+    await bd.submit(request)
+    await ly.wait_for_inbox(request["message_id"], within_s=60)
+    await bd.wait_for_status(request["message_id"], {"delivered", "retrieved"}, within_s=60)
