@@ -14,6 +14,19 @@ import aiohttp
 T = TypeVar("T")
 
 
+HTTP_TOO_MANY_REQUESTS = 429
+MAX_RATE_LIMITED_WAIT_S = 60.0
+"""How long a call keeps waiting out `429 RATE_LIMITED` answers before it gives up with the last one."""
+
+
+def _retry_after_s(response: aiohttp.ClientResponse) -> float:
+    """The pause a `429` asks for (`Retry-After` in seconds; 1 s when absent or unreadable)."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", "1")), 0.1), MAX_RATE_LIMITED_WAIT_S)
+    except ValueError:
+        return 1.0
+
+
 class AgentApiError(Exception):
     """The agent answered with an error; `status` and `problem` say which."""
 
@@ -24,7 +37,12 @@ class AgentApiError(Exception):
 
 
 class AgentClient:
-    """Calls one agent's API with its bearer token."""
+    """Calls one agent's API with its bearer token.
+
+    A `429` is the agent asking the client to slow down (its request was
+    refused before anything was done): the call waits `Retry-After` seconds
+    and asks again, for up to `MAX_RATE_LIMITED_WAIT_S` in all.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str) -> None:
         self._session = session
@@ -40,14 +58,20 @@ class AgentClient:
         headers: dict[str, str] | None = None,
         expect: int = 200,
     ) -> dict[str, Any]:
-        async with self._session.request(
-            method, self._base + path, data=body, headers=self._headers | (headers or {})
-        ) as response:
-            text = await response.text()
-            answer: dict[str, Any] = json.loads(text) if text else {}
-            if response.status != expect:
-                raise AgentApiError(response.status, answer)
-            return answer
+        waited = 0.0
+        while True:
+            async with self._session.request(
+                method, self._base + path, data=body, headers=self._headers | (headers or {})
+            ) as response:
+                text = await response.text()
+                answer: dict[str, Any] = json.loads(text) if text else {}
+                if response.status == expect:
+                    return answer
+                pause = _retry_after_s(response) if response.status == HTTP_TOO_MANY_REQUESTS else None
+                if pause is None or waited + pause > MAX_RATE_LIMITED_WAIT_S:
+                    raise AgentApiError(response.status, answer)
+            await asyncio.sleep(pause)
+            waited += pause
 
     async def submit(self, document: dict[str, Any] | bytes, *, idempotency_key: str | None = None) -> dict[str, Any]:
         """`POST /v1/messages`."""
