@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
-from protocol.directory import Directory, verify_directory
-from protocol.encoding import b64decode
-from protocol.errors import ErrorCode
-from protocol.keys import SigningPublicKey
-from protocol.limits import DEFAULT_LIMITS
-from protocol.signing import SignedStatement
-
-AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+from protocol.directory import Directory
+from tests.support.devstack import AMQP_URL, MANAGEMENT_URL, running_stack, verified_directory
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`rogatory dev up` in a fresh state directory; `down` and removal of its vhost afterwards."""
-    root = tmp_path_factory.mktemp("stack")
-    try:
-        yield asyncio.run(up(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL, say=lambda _: None))
-    finally:
-        down(root, say=lambda _: None)
-        asyncio.run(destroy(root, amqp_url=AMQP_URL, management_url=MANAGEMENT_URL))
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
 def directory(stack: dict[str, Any]) -> Directory:
     """The network's directory, verified against its authority key."""
-    network = stack["network"]
-    signed = SignedStatement.from_json(Path(network["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
-    return verify_directory(
-        signed, SigningPublicKey(b64decode(network["authority_key"])), now=datetime.now(UTC), limits=DEFAULT_LIMITS
-    )
+    return verified_directory(stack)
+
+
+__all__ = ["AMQP_URL", "MANAGEMENT_URL"]
