@@ -19,18 +19,26 @@ and the gateway share no code but `protocol`, which does no I/O.)
 If SQLite ended the transaction by itself (it does on some I/O errors, a
 full disk), every member of the series fails and nothing more joins it: a
 member never finishes "committed" on a transaction that is gone.
+
+The connection is a `SqliteWriter`: its statements run on the event loop
+itself, and only what waits on the disk (BEGIN IMMEDIATE, which may wait for
+the write lock; COMMIT, which is the fsync; closing) runs in a thread of its
+own. A statement against pages already in memory costs microseconds; handing
+each one to a thread and back, as aiosqlite does, cost more than the
+statement and was the largest single cost of the whole path in the profile
+(docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final
-
-import aiosqlite
+from pathlib import Path
+from typing import Any, Final
 
 from agents.errors import StoreUnavailable
 
@@ -38,6 +46,94 @@ MAX_BATCH: Final = 256
 """Bodies that may share one COMMIT: bounds the latency a long series adds to its first member."""
 
 _SAVEPOINT: Final = "rogatory_member"
+
+Row = tuple[Any, ...]
+
+
+class SqliteWriter:
+    """The one writing connection of a SQLite database, driven from the event loop.
+
+    `execute`, `fetchone`, `fetchall`, `executemany` and `executescript` run
+    inline. `execute_off_loop` runs a statement in the writer's own thread;
+    until it returns, every other call waits for it (nothing touches the
+    connection meanwhile). Errors are SQLite's own (`sqlite3.Error`).
+    """
+
+    def __init__(self, connection: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self._connection = connection
+        self._thread = thread
+        self._off_loop: asyncio.Future[sqlite3.Cursor] | None = None
+
+    @classmethod
+    async def connect(cls, path: Path | str) -> SqliteWriter:
+        """Open `path` in autocommit mode (transactions are explicit); the opening itself runs off the loop."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(
+                thread, lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            )
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(connection, thread)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the connection."""
+        return self._connection.in_transaction
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        await self._settled()
+        return self._connection.execute(sql, params).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row of parameters."""
+        await self._settled()
+        self._connection.executemany(sql, rows)
+
+    async def executescript(self, script: str) -> None:
+        """Run a script of statements (a schema)."""
+        await self._settled()
+        self._connection.executescript(script)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a query, if any."""
+        await self._settled()
+        row = self._connection.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a query."""
+        await self._settled()
+        return [tuple(row) for row in self._connection.execute(sql, params).fetchall()]
+
+    async def execute_off_loop(self, sql: str) -> None:
+        """Run a statement that waits on the disk or on a lock in the writer's thread, alone on the connection."""
+        await self._settled()
+        running = asyncio.get_running_loop().run_in_executor(self._thread, self._connection.execute, sql)
+        self._off_loop = running
+        running.add_done_callback(self._returned)
+        await asyncio.shield(running)  # if the caller is cancelled, the statement still ends before anything else runs
+
+    async def close(self) -> None:
+        """Close the connection (in its thread: the last close checkpoints the WAL) and end the thread."""
+        await self._settled()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._connection.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+    def _returned(self, running: asyncio.Future[sqlite3.Cursor]) -> None:
+        if self._off_loop is running:
+            self._off_loop = None
+        if not running.cancelled():
+            running.exception()  # retrieved here too: a cancelled caller never awaits it
+
+    async def _settled(self) -> None:
+        while self._off_loop is not None:
+            await asyncio.wait({self._off_loop})
 
 
 @dataclass(slots=True)
@@ -65,7 +161,7 @@ class Member:
 class GroupCommitter:
     """Serialises the write transactions of one connection and shares COMMITs between them."""
 
-    def __init__(self, db: aiosqlite.Connection, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: SqliteWriter, *, max_batch: int = MAX_BATCH) -> None:
         self._db = db
         self._max_batch = max_batch
         self._lock = asyncio.Lock()
@@ -110,7 +206,7 @@ class GroupCommitter:
             batch = None
         if batch is None:
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute_off_loop("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
             batch = _Batch(asyncio.get_running_loop().create_future())
@@ -180,7 +276,7 @@ class GroupCommitter:
             failure = ""  # nothing to keep: every body was undone
         if failure is None:
             try:
-                await self._db.execute("COMMIT")
+                await self._db.execute_off_loop("COMMIT")
                 self.commits += 1
             except sqlite3.Error as exc:
                 failure = f"cannot commit: {exc}"
@@ -207,4 +303,4 @@ class GroupCommitter:
             return
 
 
-__all__ = ["MAX_BATCH", "GroupCommitter", "Member"]
+__all__ = ["MAX_BATCH", "GroupCommitter", "Member", "Row", "SqliteWriter"]

@@ -29,7 +29,7 @@ from typing import Literal, TypeVar
 import aiosqlite
 
 from agents.errors import StoreUnavailable
-from agents.groupcommit import GroupCommitter
+from agents.groupcommit import GroupCommitter, SqliteWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -225,7 +225,7 @@ def _inbox(row: Sequence[object]) -> InboxRecord:
 class Transaction:
     """Writes allowed inside one transaction."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: SqliteWriter) -> None:
         self._db = db
 
     async def outbox(self, message_id: str) -> OutboxRecord | None:
@@ -257,10 +257,9 @@ class Transaction:
 
     async def idempotency(self, key: str) -> tuple[str, str] | None:
         """(request digest, message id) recorded under `key`, if any."""
-        async with self._db.execute(
+        row = await self._db.fetchone(
             "SELECT request_sha256, message_id FROM idempotency WHERE idempotency_key = ?", (key,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return None if row is None else (str(row[0]), str(row[1]))
 
     async def insert_idempotency(self, key: str, request_sha256: str, message_id: str, at: str) -> None:
@@ -284,7 +283,7 @@ class Transaction:
 
     async def insert_evidence(self, record: EvidenceRecord) -> bool:
         """Keep evidence; False if evidence with this identity is already held."""
-        cursor = await self._db.execute(
+        inserted = await self._db.execute(
             "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.identity,
@@ -300,12 +299,12 @@ class Transaction:
                 record.inclusion_proof,
             ),
         )
-        return cursor.rowcount == 1
+        return inserted == 1
 
     async def evidence_types(self, message_id: str) -> list[str]:
         """Types of evidence held about `message_id`."""
-        async with self._db.execute("SELECT evidence_type FROM evidence WHERE message_id = ?", (message_id,)) as c:
-            return [str(row[0]) for row in await c.fetchall()]
+        rows = await self._db.fetchall("SELECT evidence_type FROM evidence WHERE message_id = ?", (message_id,))
+        return [str(row[0]) for row in rows]
 
     async def inbox_entry(self, sender: str, message_id: str) -> InboxRecord | None:
         """The inbox row of (sender, message id), if any."""
@@ -363,8 +362,7 @@ class Transaction:
 
     async def case_entries(self, case_id: str, agency: str) -> list[CaseEntry]:
         """Every message of `case_id` this agency (`agency`) sent or received, without bytes, in no order."""
-        async with self._db.execute(_CASE_ENTRIES, (agency, case_id)) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._db.fetchall(_CASE_ENTRIES, (agency, case_id))
         return [
             CaseEntry(
                 direction="sent" if row[0] == "sent" else "received",
@@ -390,37 +388,36 @@ class Transaction:
                 "SELECT document FROM inbox WHERE sender = ? AND message_id = ?",
                 [entry.sender, entry.message_id],
             )
-        async with self._db.execute(query, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone(query, params)
         if row is None:
             raise StoreUnavailable(f"the document of {entry.direction} message {entry.message_id} is missing")
         return bytes(row[0])
 
 
 async def _one(
-    db: aiosqlite.Connection, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
+    db: SqliteWriter, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
 ) -> T | None:
-    async with db.execute(query, params) as cursor:
-        row = await cursor.fetchone()
-    return None if row is None else build(tuple(row))
+    row = await db.fetchone(query, params)
+    return None if row is None else build(row)
 
 
 class AgentStore:
     """The SQLite database of one agent."""
 
-    def __init__(self, db: aiosqlite.Connection, relay_reader: aiosqlite.Connection | None = None) -> None:
+    def __init__(self, db: SqliteWriter, relay_reader: aiosqlite.Connection) -> None:
         self._db = db
-        # Writes share COMMITs under load (`agents.groupcommit`); what the outbox relay publishes is read
-        # on a connection of its own, which sees committed rows only (WAL), never a series still open.
+        # Writes share COMMITs under load (`agents.groupcommit`); their statements run on the event loop,
+        # each COMMIT in a thread. What the outbox relay publishes is read on a connection of its own, which
+        # sees committed rows only (WAL), never a series still open.
         self._committer = GroupCommitter(db)
-        self._relay_db = relay_reader or db
+        self._relay_db = relay_reader
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
         """Open (creating if needed) the database at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            db = await SqliteWriter.connect(path)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
@@ -431,8 +428,7 @@ class AgentStore:
 
     async def close(self) -> None:
         """Close the connections."""
-        if self._relay_db is not self._db:
-            await self._relay_db.close()
+        await self._relay_db.close()
         await self._db.close()
 
     @asynccontextmanager
@@ -456,15 +452,15 @@ class AgentStore:
 
     async def evidence_for(self, message_id: str) -> list[EvidenceRecord]:
         """Evidence held about `message_id`, in the order it was issued."""
-        async with self._db.execute(
+        rows = await self._db.fetchall(
             "SELECT * FROM evidence WHERE message_id = ? ORDER BY at, received_at", (message_id,)
-        ) as cursor:
-            return [_evidence(tuple(row)) for row in await cursor.fetchall()]
+        )
+        return [_evidence(row) for row in rows]
 
     async def inbox_after(self, after: int, limit: int) -> list[InboxRecord]:
         """Received messages with `seq` > `after`, oldest first."""
-        async with self._db.execute("SELECT * FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)) as cursor:
-            return [_inbox(tuple(row)) for row in await cursor.fetchall()]
+        rows = await self._db.fetchall("SELECT * FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [_inbox(row) for row in rows]
 
     async def inbox_entry_of(self, sender: str, message_id: str) -> InboxRecord | None:
         """The inbox row of (sender, message id), if any."""
@@ -474,34 +470,31 @@ class AgentStore:
 
     async def inbox_by_message_id(self, message_id: str) -> list[InboxRecord]:
         """Received messages with this id (from any sender)."""
-        async with self._db.execute("SELECT * FROM inbox WHERE message_id = ?", (message_id,)) as cursor:
-            return [_inbox(tuple(row)) for row in await cursor.fetchall()]
+        rows = await self._db.fetchall("SELECT * FROM inbox WHERE message_id = ?", (message_id,))
+        return [_inbox(row) for row in rows]
 
     async def evidence_without_proof(self, limit: int = 500) -> list[EvidenceRecord]:
         """Evidence held without a verified inclusion proof yet, oldest first."""
-        async with self._db.execute(
+        rows = await self._db.fetchall(
             "SELECT * FROM evidence WHERE inclusion_proof IS NULL ORDER BY received_at LIMIT ?", (limit,)
-        ) as cursor:
-            return [_evidence(tuple(row)) for row in await cursor.fetchall()]
+        )
+        return [_evidence(row) for row in rows]
 
     async def latest_witnessed(self) -> tuple[int, bytes, str] | None:
         """The largest checkpoint this agent witnessed: (size, root hash, note)."""
-        async with self._db.execute(
+        row = await self._db.fetchone(
             "SELECT tree_size, root_hash, note FROM witnessed ORDER BY tree_size DESC, witnessed_at DESC LIMIT 1"
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
 
     async def witnessed_root(self, tree_size: int) -> bytes | None:
         """The root this agent witnessed at `tree_size`, if any."""
-        async with self._db.execute("SELECT root_hash FROM witnessed WHERE tree_size = ? LIMIT 1", (tree_size,)) as c:
-            row = await c.fetchone()
+        row = await self._db.fetchone("SELECT root_hash FROM witnessed WHERE tree_size = ? LIMIT 1", (tree_size,))
         return None if row is None else bytes(row[0])
 
     async def fork_count(self) -> int:
         """How many forks of the gateway's log this agent has proof of."""
-        async with self._db.execute("SELECT COUNT(*) FROM forks") as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT COUNT(*) FROM forks")
         return 0 if row is None else int(row[0])
 
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:

@@ -28,7 +28,7 @@ import aiosqlite
 import asyncpg
 
 from gateway.errors import StoreUnavailable
-from gateway.groupcommit import GroupCommitter, Member
+from gateway.groupcommit import GroupCommitter, Member, SqliteWriter
 
 Row = Sequence[Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -72,15 +72,49 @@ class Database(Protocol):
 # -- SQLite -------------------------------------------------------------------------------
 
 
-class _SqliteConnection:
-    def __init__(self, db: aiosqlite.Connection, member: Member | None = None) -> None:
+class _SqliteWriting:
+    """The writer inside one transaction: statements run on the loop (`gateway.groupcommit.SqliteWriter`)."""
+
+    def __init__(self, db: SqliteWriter, member: Member) -> None:
         self._db = db
         self._member = member
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        if self._member is None:
-            raise RuntimeError("after_commit outside a write transaction")
         self._member.after_commit(callback)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return await self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            return await self._db.fetchone(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return list(await self._db.fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+
+class _SqliteReading:
+    """The reading connection: its queries run in aiosqlite's thread (a long console query never holds the loop)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    def after_commit(self, callback: Callable[[], None]) -> None:  # noqa: ARG002 - the Connection protocol's
+        raise RuntimeError("after_commit outside a write transaction")
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -113,18 +147,20 @@ class _SqliteConnection:
 
 
 class SqliteDatabase:
-    """One aiosqlite connection in WAL mode; `synchronous=FULL` unless told otherwise.
+    """Two connections in WAL mode, `synchronous=FULL` unless told otherwise: a writer and a reader.
 
     Write transactions go through a `GroupCommitter`: one writer at a time,
     each durable when its block is left, several sharing one COMMIT under load.
+    The writer's statements run on the event loop, its COMMITs in a thread of
+    its own (`SqliteWriter`); the reader is an aiosqlite connection.
     """
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: SqliteWriter, reader: aiosqlite.Connection) -> None:
         self._db = writer
         self._reader_db = reader
-        self._reader = _SqliteConnection(reader)
+        self._reader = _SqliteReading(reader)
         self.committer = GroupCommitter(writer)
 
     @classmethod
@@ -136,7 +172,7 @@ class SqliteDatabase:
         """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = await aiosqlite.connect(path, isolation_level=None)
+            writer = await SqliteWriter.connect(path)
             await writer.execute("PRAGMA journal_mode=WAL")
             await writer.execute(f"PRAGMA synchronous={synchronous}")
             await writer.executescript(schema)
@@ -149,7 +185,7 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, the COMMIT possibly shared: `gateway.groupcommit`)."""
         async with self.committer.transaction() as member:
-            yield _SqliteConnection(self._db, member)
+            yield _SqliteWriting(self._db, member)
 
     def reader(self) -> Connection:
         """The reading connection: committed data only."""

@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.groupcommit import GroupCommitter
+from gateway.groupcommit import GroupCommitter, SqliteWriter
 from protocol.merkle import MerkleTree
 from tests.gateway.conftest import Harness
 from tests.support.network import BD
@@ -20,10 +20,10 @@ BODIES = 40
 
 
 @pytest.fixture
-async def connections(tmp_path: Path) -> AsyncIterator[tuple[aiosqlite.Connection, aiosqlite.Connection]]:
+async def connections(tmp_path: Path) -> AsyncIterator[tuple[SqliteWriter, aiosqlite.Connection]]:
     """A writer in WAL mode with `synchronous=FULL`, and a reader that sees committed rows only."""
     path = tmp_path / "group.db"
-    writer = await aiosqlite.connect(path, isolation_level=None)
+    writer = await SqliteWriter.connect(path)
     await writer.execute("PRAGMA journal_mode=WAL")
     await writer.execute("PRAGMA synchronous=FULL")
     await writer.execute("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
@@ -39,7 +39,7 @@ async def _committed(reader: aiosqlite.Connection) -> set[int]:
 
 
 async def test_concurrent_bodies_share_commits_and_each_is_committed_when_released(
-    connections: tuple[aiosqlite.Connection, aiosqlite.Connection],
+    connections: tuple[SqliteWriter, aiosqlite.Connection],
 ):
     """Forty concurrent writers need fewer COMMITs than writers, and each row is committed when its block ends."""
     writer, reader = connections
@@ -56,7 +56,7 @@ async def test_concurrent_bodies_share_commits_and_each_is_committed_when_releas
     assert 1 <= committer.commits < BODIES
 
 
-async def test_a_failing_body_is_undone_alone(connections: tuple[aiosqlite.Connection, aiosqlite.Connection]):
+async def test_a_failing_body_is_undone_alone(connections: tuple[SqliteWriter, aiosqlite.Connection]):
     """A body that raises leaves nothing behind, and the bodies sharing its COMMIT are kept."""
     writer, reader = connections
     committer = GroupCommitter(writer)
@@ -75,7 +75,7 @@ async def test_a_failing_body_is_undone_alone(connections: tuple[aiosqlite.Conne
 
 
 async def test_no_member_is_released_as_committed_when_sqlite_ended_the_transaction(
-    connections: tuple[aiosqlite.Connection, aiosqlite.Connection],
+    connections: tuple[SqliteWriter, aiosqlite.Connection],
 ):
     """If the transaction ends under a series (as SQLite does on a full disk), every member fails, none is kept."""
     writer, reader = connections
@@ -113,3 +113,32 @@ async def test_concurrent_pipeline_keeps_audit_indexes_dense_and_the_tree_equal_
     stored = MerkleTree.from_leaf_hashes(await harness.store.leaf_hashes())
     assert harness.audit.size == stored.size
     assert harness.audit.tree.root(stored.size) == stored.root(stored.size)
+
+
+async def test_the_writer_waits_on_the_disk_off_the_loop_and_alone_on_its_connection(
+    connections: tuple[SqliteWriter, aiosqlite.Connection],
+):
+    """While a statement runs in the writer's thread the loop goes on, and no other statement enters the connection."""
+    writer, _ = connections
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c"
+    order: list[str] = []
+    ticks = 0
+
+    async def off_loop() -> None:
+        await writer.execute_off_loop(slow)
+        order.append("off-loop statement returned")
+
+    async def inline() -> None:
+        await asyncio.sleep(0)  # issued once the slow statement is under way
+        await writer.fetchone("SELECT 1")
+        order.append("inline statement ran")
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while "inline statement ran" not in order:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(off_loop(), inline(), ticker())
+    assert order == ["off-loop statement returned", "inline statement ran"]
+    assert ticks > 5, "the event loop was held while the statement ran in the writer's thread"
