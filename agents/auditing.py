@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from agents.store import AgentStore
+from agents.store import AgentStore, EvidenceRecord
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import Checkpoint, SignedCheckpoint, cosign_checkpoint, verify_checkpoint
 from protocol.directory import Directory
@@ -227,7 +227,7 @@ class ProofFollower:
         """Verify and keep every proof now available; count what is overdue. Returns proofs kept."""
         held = await self._store.latest_witnessed()
         pending = await self._store.evidence_without_proof()
-        kept = 0
+        kept: dict[str, str] = {}
         if held is not None and pending:
             size, root, note = held
             proofs = await self._gateway.inclusion_proofs([record.identity for record in pending], size)
@@ -242,11 +242,13 @@ class ProofFollower:
                 except (ProofInvalid, ValueError, KeyError, TypeError) as exc:
                     log.error("inclusion_proof_invalid", identity=record.identity, error=str(exc)[:300])
                     continue
-                async with self._store.transaction() as tx:
-                    await tx.set_inclusion_proof(record.identity, json.dumps(proof))
-                kept += 1
-        await self._count_overdue()
-        return kept
+                kept[record.identity] = json.dumps(proof)
+            if kept:
+                async with self._store.transaction() as tx:  # one transaction for the round: one COMMIT
+                    for identity, proof_json in kept.items():
+                        await tx.set_inclusion_proof(identity, proof_json)
+        self._count_overdue([record for record in pending if record.identity not in kept])
+        return len(kept)
 
     @staticmethod
     def verified_proof(
@@ -270,10 +272,11 @@ class ProofFollower:
             "checkpoint": note,
         }
 
-    async def _count_overdue(self) -> None:
+    def _count_overdue(self, still_pending: list[EvidenceRecord]) -> None:
+        """Count (and raise once each) the evidence still without a proof after the merge delay, oldest first."""
         now = self._clock()
         overdue = 0
-        for record in await self._store.evidence_without_proof():
+        for record in still_pending:
             if now - parse_timestamp(record.received_at) > self._max_merge_delay:
                 overdue += 1
                 if record.identity not in self._alarmed:

@@ -60,9 +60,10 @@ Caching
 -------
 Folding is a pure function of the ordered documents, so the book keeps the
 fold of recently used cases (documents parsed once, the tracker after them).
-Each call re-reads the case's rows without their bytes; if the fold's
-messages are a prefix of the stored ones it folds the rest, else it folds
-again from the start. The store is the truth; the cache is trusted no
+Each call re-reads the case's rows without their bytes; if they are the
+fold's messages, the fold stands as it is; if the fold's messages are a
+prefix of the stored ones it folds the rest, else it folds again from the
+start. The store is the truth; the cache is trusted no
 further than that check. Every call runs inside a store transaction, which
 also serialises them.
 """
@@ -325,6 +326,10 @@ class CaseBook:
             if counts_in_case(entry)
         }
         fold = self._folds.get(case_id)
+        if fold is not None and entries.keys() == fold.documents.keys():
+            # The same messages as folded: the fold is the store's (positions come from the documents alone).
+            self._remember(case_id, fold)
+            return fold, MappingProxyType(entries)
         known = {} if fold is None else fold.documents
         documents: dict[Identity, MessageDocument] = {}
         for identity, entry in entries.items():

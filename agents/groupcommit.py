@@ -20,7 +20,7 @@ If SQLite ended the transaction by itself (it does on some I/O errors, a
 full disk), every member of the series fails and nothing more joins it: a
 member never finishes "committed" on a transaction that is gone.
 
-The connection is a `SqliteWriter`: its statements run on the event loop
+The connection is a `LoopSqlite`: its statements run on the event loop
 itself, and only what waits on the disk (BEGIN IMMEDIATE, which may wait for
 the write lock; COMMIT, which is the fsync; closing) runs in a thread of its
 own. A statement against pages already in memory costs microseconds; handing
@@ -50,8 +50,8 @@ _SAVEPOINT: Final = "rogatory_member"
 Row = tuple[Any, ...]
 
 
-class SqliteWriter:
-    """The one writing connection of a SQLite database, driven from the event loop.
+class LoopSqlite:
+    """One SQLite connection driven from the event loop (the writer of a database, or a reader of point lookups).
 
     `execute`, `fetchone`, `fetchall`, `executemany` and `executescript` run
     inline. `execute_off_loop` runs a statement in the writer's own thread;
@@ -65,9 +65,9 @@ class SqliteWriter:
         self._off_loop: asyncio.Future[sqlite3.Cursor] | None = None
 
     @classmethod
-    async def connect(cls, path: Path | str) -> SqliteWriter:
+    async def connect(cls, path: Path | str) -> LoopSqlite:
         """Open `path` in autocommit mode (transactions are explicit); the opening itself runs off the loop."""
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         loop = asyncio.get_running_loop()
         try:
             connection = await loop.run_in_executor(
@@ -110,7 +110,7 @@ class SqliteWriter:
         return [tuple(row) for row in self._connection.execute(sql, params).fetchall()]
 
     async def execute_off_loop(self, sql: str) -> None:
-        """Run a statement that waits on the disk or on a lock in the writer's thread, alone on the connection."""
+        """Run a statement that waits on the disk or on a lock in the connection's thread, alone on the connection."""
         await self._settled()
         running = asyncio.get_running_loop().run_in_executor(self._thread, self._connection.execute, sql)
         self._off_loop = running
@@ -161,7 +161,7 @@ class Member:
 class GroupCommitter:
     """Serialises the write transactions of one connection and shares COMMITs between them."""
 
-    def __init__(self, db: SqliteWriter, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: LoopSqlite, *, max_batch: int = MAX_BATCH) -> None:
         self._db = db
         self._max_batch = max_batch
         self._lock = asyncio.Lock()
@@ -303,4 +303,4 @@ class GroupCommitter:
             return
 
 
-__all__ = ["MAX_BATCH", "GroupCommitter", "Member", "Row", "SqliteWriter"]
+__all__ = ["MAX_BATCH", "GroupCommitter", "LoopSqlite", "Member", "Row"]

@@ -29,7 +29,7 @@ from typing import Literal, TypeVar
 import aiosqlite
 
 from agents.errors import StoreUnavailable
-from agents.groupcommit import GroupCommitter, SqliteWriter
+from agents.groupcommit import GroupCommitter, LoopSqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -225,7 +225,7 @@ def _inbox(row: Sequence[object]) -> InboxRecord:
 class Transaction:
     """Writes allowed inside one transaction."""
 
-    def __init__(self, db: SqliteWriter) -> None:
+    def __init__(self, db: LoopSqlite) -> None:
         self._db = db
 
     async def outbox(self, message_id: str) -> OutboxRecord | None:
@@ -395,7 +395,7 @@ class Transaction:
 
 
 async def _one(
-    db: SqliteWriter, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
+    db: LoopSqlite, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
 ) -> T | None:
     row = await db.fetchone(query, params)
     return None if row is None else build(row)
@@ -404,7 +404,7 @@ async def _one(
 class AgentStore:
     """The SQLite database of one agent."""
 
-    def __init__(self, db: SqliteWriter, relay_reader: aiosqlite.Connection) -> None:
+    def __init__(self, db: LoopSqlite, relay_reader: aiosqlite.Connection) -> None:
         self._db = db
         # Writes share COMMITs under load (`agents.groupcommit`); their statements run on the event loop,
         # each COMMIT in a thread. What the outbox relay publishes is read on a connection of its own, which
@@ -417,7 +417,7 @@ class AgentStore:
         """Open (creating if needed) the database at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = await SqliteWriter.connect(path)
+            db = await LoopSqlite.connect(path)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)

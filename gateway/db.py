@@ -28,7 +28,7 @@ import aiosqlite
 import asyncpg
 
 from gateway.errors import StoreUnavailable
-from gateway.groupcommit import GroupCommitter, Member, SqliteWriter
+from gateway.groupcommit import GroupCommitter, LoopSqlite, Member
 
 Row = Sequence[Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -65,6 +65,9 @@ class Database(Protocol):
     def reader(self) -> Connection:
         """A connection for reads outside any transaction."""
 
+    def lookup(self) -> Connection:
+        """A connection for reads of a few rows by key outside any transaction (the hot path's reads)."""
+
     async def close(self) -> None:
         """Release the connections."""
 
@@ -72,14 +75,16 @@ class Database(Protocol):
 # -- SQLite -------------------------------------------------------------------------------
 
 
-class _SqliteWriting:
-    """The writer inside one transaction: statements run on the loop (`gateway.groupcommit.SqliteWriter`)."""
+class _SqliteInline:
+    """The writer inside one transaction, or the lookup reader: statements run on the loop (`LoopSqlite`)."""
 
-    def __init__(self, db: SqliteWriter, member: Member) -> None:
+    def __init__(self, db: LoopSqlite, member: Member | None = None) -> None:
         self._db = db
         self._member = member
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        if self._member is None:
+            raise RuntimeError("after_commit outside a write transaction")
         self._member.after_commit(callback)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -152,15 +157,20 @@ class SqliteDatabase:
     Write transactions go through a `GroupCommitter`: one writer at a time,
     each durable when its block is left, several sharing one COMMIT under load.
     The writer's statements run on the event loop, its COMMITs in a thread of
-    its own (`SqliteWriter`); the reader is an aiosqlite connection.
+    its own (`LoopSqlite`). Reads have two connections of their own, which see
+    committed rows only: lookups of a few rows by key run on the loop too;
+    everything else (lists, scans, exports) runs in aiosqlite's thread, so a
+    long query never holds the loop.
     """
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
 
-    def __init__(self, writer: SqliteWriter, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: LoopSqlite, reader: aiosqlite.Connection, lookup: LoopSqlite) -> None:
         self._db = writer
         self._reader_db = reader
         self._reader = _SqliteReading(reader)
+        self._lookup_db = lookup
+        self._lookup = _SqliteInline(lookup)
         self.committer = GroupCommitter(writer)
 
     @classmethod
@@ -172,27 +182,33 @@ class SqliteDatabase:
         """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = await SqliteWriter.connect(path)
+            writer = await LoopSqlite.connect(path)
             await writer.execute("PRAGMA journal_mode=WAL")
             await writer.execute(f"PRAGMA synchronous={synchronous}")
             await writer.executescript(schema)
             reader = await aiosqlite.connect(path, isolation_level=None)
+            lookup = await LoopSqlite.connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open database {path}: {exc}") from exc
-        return cls(writer, reader)
+        return cls(writer, reader, lookup)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, the COMMIT possibly shared: `gateway.groupcommit`)."""
         async with self.committer.transaction() as member:
-            yield _SqliteWriting(self._db, member)
+            yield _SqliteInline(self._db, member)
 
     def reader(self) -> Connection:
         """The reading connection: committed data only."""
         return self._reader
 
+    def lookup(self) -> Connection:
+        """The lookup connection: committed data only, read on the loop."""
+        return self._lookup
+
     async def close(self) -> None:
-        """Close both connections."""
+        """Close the three connections."""
+        await self._lookup_db.close()
         await self._reader_db.close()
         await self._db.close()
 
@@ -312,6 +328,10 @@ class PostgresDatabase:
 
     def reader(self) -> Connection:
         """Reads go to any pooled connection."""
+        return _PostgresConnection(self._pool)
+
+    def lookup(self) -> Connection:
+        """Lookups too."""
         return _PostgresConnection(self._pool)
 
     async def close(self) -> None:

@@ -454,6 +454,7 @@ class GatewayStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._read = db.reader()
+        self._lookup = db.lookup()  # the pipeline's reads by key: on the loop, where that is cheaper
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
@@ -484,11 +485,11 @@ class GatewayStore:
 
     async def message(self, sender: str, message_id: str) -> MessageRecord | None:
         """The record of (sender, message id), if any."""
-        return await Transaction(self._read).message(sender, message_id)
+        return await Transaction(self._lookup).message(sender, message_id)
 
     async def relay_state(self, sender: str, message_id: str, recipient: str) -> str | None:
         """Where the copy for `recipient` got to, if it was relayed."""
-        return await Transaction(self._read).relay_state(sender, message_id, recipient)
+        return await Transaction(self._lookup).relay_state(sender, message_id, recipient)
 
     async def relays_in_state(
         self,
@@ -547,7 +548,7 @@ class GatewayStore:
 
     async def leaf_by_identity(self, identity: str) -> LeafRecord | None:
         """The leaf with this identity, if logged."""
-        row = await self._read.fetchone(f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity = ?", (identity,))
+        row = await self._lookup.fetchone(f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity = ?", (identity,))
         return None if row is None else _leaf(row)
 
     async def latest_checkpoint(self) -> CheckpointRecord | None:

@@ -11,7 +11,7 @@ import aiosqlite
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.groupcommit import GroupCommitter, SqliteWriter
+from gateway.groupcommit import GroupCommitter, LoopSqlite
 from protocol.merkle import MerkleTree
 from tests.gateway.conftest import Harness
 from tests.support.network import BD
@@ -20,10 +20,10 @@ BODIES = 40
 
 
 @pytest.fixture
-async def connections(tmp_path: Path) -> AsyncIterator[tuple[SqliteWriter, aiosqlite.Connection]]:
+async def connections(tmp_path: Path) -> AsyncIterator[tuple[LoopSqlite, aiosqlite.Connection]]:
     """A writer in WAL mode with `synchronous=FULL`, and a reader that sees committed rows only."""
     path = tmp_path / "group.db"
-    writer = await SqliteWriter.connect(path)
+    writer = await LoopSqlite.connect(path)
     await writer.execute("PRAGMA journal_mode=WAL")
     await writer.execute("PRAGMA synchronous=FULL")
     await writer.execute("CREATE TABLE rows (n INTEGER PRIMARY KEY)")
@@ -39,7 +39,7 @@ async def _committed(reader: aiosqlite.Connection) -> set[int]:
 
 
 async def test_concurrent_bodies_share_commits_and_each_is_committed_when_released(
-    connections: tuple[SqliteWriter, aiosqlite.Connection],
+    connections: tuple[LoopSqlite, aiosqlite.Connection],
 ):
     """Forty concurrent writers need fewer COMMITs than writers, and each row is committed when its block ends."""
     writer, reader = connections
@@ -56,7 +56,7 @@ async def test_concurrent_bodies_share_commits_and_each_is_committed_when_releas
     assert 1 <= committer.commits < BODIES
 
 
-async def test_a_failing_body_is_undone_alone(connections: tuple[SqliteWriter, aiosqlite.Connection]):
+async def test_a_failing_body_is_undone_alone(connections: tuple[LoopSqlite, aiosqlite.Connection]):
     """A body that raises leaves nothing behind, and the bodies sharing its COMMIT are kept."""
     writer, reader = connections
     committer = GroupCommitter(writer)
@@ -75,7 +75,7 @@ async def test_a_failing_body_is_undone_alone(connections: tuple[SqliteWriter, a
 
 
 async def test_no_member_is_released_as_committed_when_sqlite_ended_the_transaction(
-    connections: tuple[SqliteWriter, aiosqlite.Connection],
+    connections: tuple[LoopSqlite, aiosqlite.Connection],
 ):
     """If the transaction ends under a series (as SQLite does on a full disk), every member fails, none is kept."""
     writer, reader = connections
@@ -116,7 +116,7 @@ async def test_concurrent_pipeline_keeps_audit_indexes_dense_and_the_tree_equal_
 
 
 async def test_the_writer_waits_on_the_disk_off_the_loop_and_alone_on_its_connection(
-    connections: tuple[SqliteWriter, aiosqlite.Connection],
+    connections: tuple[LoopSqlite, aiosqlite.Connection],
 ):
     """While a statement runs in the writer's thread the loop goes on, and no other statement enters the connection."""
     writer, _ = connections
