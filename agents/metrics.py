@@ -200,7 +200,7 @@ def _age(at: str, now: datetime) -> float:
 
 async def _rows(store: AgentStore, query: str) -> Sequence[Sequence[Any]]:
     """Read-only aggregates on the store's reading connection, which sees committed rows only."""
-    reader: aiosqlite.Connection = store._relay_db  # noqa: SLF001 - read-only aggregates, kept out of the store's API
+    reader: aiosqlite.Connection = store._scan_db  # noqa: SLF001 - read-only aggregates, kept out of the store's API
     async with reader.execute(query) as cursor:
         return [tuple(row) for row in await cursor.fetchall()]
 

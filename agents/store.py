@@ -404,13 +404,15 @@ async def _one(
 class AgentStore:
     """The SQLite database of one agent."""
 
-    def __init__(self, db: LoopSqlite, relay_reader: aiosqlite.Connection) -> None:
+    def __init__(self, db: LoopSqlite, relay_reader: LoopSqlite, scan_reader: aiosqlite.Connection) -> None:
         self._db = db
         # Writes share COMMITs under load (`agents.groupcommit`); their statements run on the event loop,
-        # each COMMIT in a thread. What the outbox relay publishes is read on a connection of its own, which
-        # sees committed rows only (WAL), never a series still open.
+        # each COMMIT in a thread. What the relays publish is read on a connection of its own, which sees
+        # committed rows only (WAL), never a series still open: one bounded batch at a time, on the loop too.
+        # Aggregates over whole tables (`agents.metrics`) run in aiosqlite's thread, off the loop.
         self._committer = GroupCommitter(db)
         self._relay_db = relay_reader
+        self._scan_db = scan_reader
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
@@ -421,13 +423,15 @@ class AgentStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
-            relay_reader = await aiosqlite.connect(path, isolation_level=None)
+            relay_reader = await LoopSqlite.connect(path)
+            scan_reader = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
-        return cls(db, relay_reader)
+        return cls(db, relay_reader, scan_reader)
 
     async def close(self) -> None:
         """Close the connections."""
+        await self._scan_db.close()
         await self._relay_db.close()
         await self._db.close()
 
@@ -445,10 +449,10 @@ class AgentStore:
 
     async def queued(self, limit: int = 100) -> list[OutboxRecord]:
         """Submissions not yet confirmed by the broker, oldest first."""
-        async with self._relay_db.execute(
+        rows = await self._relay_db.fetchall(
             "SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?", (limit,)
-        ) as cursor:
-            return [_outbox(tuple(row)) for row in await cursor.fetchall()]
+        )
+        return [_outbox(row) for row in rows]
 
     async def evidence_for(self, message_id: str) -> list[EvidenceRecord]:
         """Evidence held about `message_id`, in the order it was issued."""
@@ -499,11 +503,10 @@ class AgentStore:
 
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
-        async with self._relay_db.execute(
+        rows = await self._relay_db.fetchall(
             "SELECT evidence_out_id, identity, message_id, body FROM evidence_out ORDER BY evidence_out_id LIMIT ?",
             (limit,),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [PendingEvidence(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
     async def delete_pending_evidence(self, ids: Sequence[int]) -> None:

@@ -66,7 +66,7 @@ class Database(Protocol):
         """A connection for reads outside any transaction."""
 
     def lookup(self) -> Connection:
-        """A connection for reads of a few rows by key outside any transaction (the hot path's reads)."""
+        """A connection for the hot path's short reads (a few rows by key, one bounded batch), outside transactions."""
 
     async def close(self) -> None:
         """Release the connections."""
@@ -158,9 +158,10 @@ class SqliteDatabase:
     each durable when its block is left, several sharing one COMMIT under load.
     The writer's statements run on the event loop, its COMMITs in a thread of
     its own (`LoopSqlite`). Reads have two connections of their own, which see
-    committed rows only: lookups of a few rows by key run on the loop too;
-    everything else (lists, scans, exports) runs in aiosqlite's thread, so a
-    long query never holds the loop.
+    committed rows only: the hot path's short reads (a few rows by key, one
+    bounded batch of publications) run on the loop too; everything else
+    (lists, scans, exports) runs in aiosqlite's thread, so a long query never
+    holds the loop.
     """
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"

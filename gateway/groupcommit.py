@@ -21,9 +21,10 @@ full disk), every member of the series fails and nothing more joins it: a
 member never finishes "committed" on a transaction that is gone.
 
 The connection is a `LoopSqlite`: its statements run on the event loop
-itself, and only what waits on the disk (BEGIN IMMEDIATE, which may wait for
-the write lock; COMMIT, which is the fsync; closing) runs in a thread of its
-own. A statement against pages already in memory costs microseconds; handing
+itself, and only what waits on the disk or on another process runs in a
+thread of its own (COMMIT, which is the fsync; closing; BEGIN IMMEDIATE
+when another connection holds the write lock, which it tries inline first).
+A statement against pages already in memory costs microseconds; handing
 each one to a thread and back, as aiosqlite does, cost more than the
 statement and was the largest single cost of the whole path in the profile
 (docs/PERFORMANCE.md).
@@ -46,6 +47,8 @@ MAX_BATCH: Final = 256
 """Bodies that may share one COMMIT: bounds the latency a long series adds to its first member."""
 
 _SAVEPOINT: Final = "rogatory_member"
+_BUSY_TIMEOUT_MS: Final = 5000
+"""How long a statement waits for a lock another connection holds (sqlite3's default)."""
 
 Row = tuple[Any, ...]
 
@@ -108,6 +111,21 @@ class LoopSqlite:
         """Every row of a query."""
         await self._settled()
         return [tuple(row) for row in self._connection.execute(sql, params).fetchall()]
+
+    async def begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE: inline if the write lock is free (no other connection writing), else in the thread."""
+        await self._settled()
+        self._connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        else:
+            return
+        finally:
+            self._connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        await self.execute_off_loop("BEGIN IMMEDIATE")
 
     async def execute_off_loop(self, sql: str) -> None:
         """Run a statement that waits on the disk or on a lock in the connection's thread, alone on the connection."""
@@ -206,7 +224,7 @@ class GroupCommitter:
             batch = None
         if batch is None:
             try:
-                await self._db.execute_off_loop("BEGIN IMMEDIATE")
+                await self._db.begin_immediate()
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot begin a transaction: {exc}") from exc
             batch = _Batch(asyncio.get_running_loop().create_future())

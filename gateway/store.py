@@ -454,7 +454,7 @@ class GatewayStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._read = db.reader()
-        self._lookup = db.lookup()  # the pipeline's reads by key: on the loop, where that is cheaper
+        self._lookup = db.lookup()  # the hot path's short reads (by key, or one bounded batch): on the loop
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
@@ -598,7 +598,7 @@ class GatewayStore:
 
     async def pending_outgoing(self, limit: int = 256) -> list[OutgoingRecord]:
         """Publications committed and not yet confirmed, oldest first."""
-        rows = await self._read.fetchall(
+        rows = await self._lookup.fetchall(
             "SELECT outgoing_id, routing_key, kind, message_id, body FROM outgoing ORDER BY outgoing_id LIMIT ?",
             (limit,),
         )

@@ -4,6 +4,8 @@ and never reported committed on a transaction SQLite ended; audit indexes stay d
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -142,3 +144,28 @@ async def test_the_writer_waits_on_the_disk_off_the_loop_and_alone_on_its_connec
     await asyncio.gather(off_loop(), inline(), ticker())
     assert order == ["off-loop statement returned", "inline statement ran"]
     assert ticks > 5, "the event loop was held while the statement ran in the writer's thread"
+
+
+async def test_a_write_lock_held_by_another_connection_is_waited_for_off_the_loop(
+    connections: tuple[LoopSqlite, aiosqlite.Connection], tmp_path: Path
+):
+    """Another process writing: the transaction waits for its lock in the thread, and the loop goes on meanwhile."""
+    writer, reader = connections
+    committer = GroupCommitter(writer)
+    other = sqlite3.connect(tmp_path / "group.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def body() -> None:
+        async with committer.transaction():
+            await writer.execute("INSERT INTO rows (n) VALUES (7)")
+
+    waiting = asyncio.create_task(body())
+    started = time.monotonic()
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - started < 1.0, "the event loop was held while the write lock was waited for"
+    assert not waiting.done()
+    other.execute("ROLLBACK")
+    other.close()
+    await asyncio.wait_for(waiting, timeout=10)
+    assert await _committed(reader) == {7}
