@@ -224,6 +224,8 @@ class ScenarioFigures:
     """Resident growth per process from the end of the soak's first tenth to its end."""
     memory_growth_second_half_mb: dict[str, float] | None = None
     """The same over the soak's second half: caches filled by then, a leak still shows."""
+    broker_cpu_ms_per_message: float | None = None
+    """CPU of the local RabbitMQ node (`beam.smp`) per whole-path message; None when the broker is not local."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,8 @@ class Baseline:
     messages: int
     per_s: float
     transport: str
+    broker_cpu_ms_per_message: float | None = None
+    """CPU of the local RabbitMQ node per message of the baseline (one hop); None when the broker is not local."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +298,35 @@ def _memory_mb(pid: int) -> tuple[float, float]:
         if name in ("VmHWM", "VmRSS"):
             values[name] = int(rest.split()[0]) / 1024
     return round(values.get("VmHWM", 0.0), 1), round(values.get("VmRSS", 0.0), 1)
+
+
+def _broker_pids() -> list[int]:
+    """The RabbitMQ node(s) running on this machine (`beam.smp`); none when the broker is elsewhere.
+
+    Its CPU is part of what a message costs: every hop of the whole path is
+    work for the broker, and the raw baseline is one such hop. (Other vhosts'
+    traffic on the same node counts too: another reason the figures are a
+    shared machine's.)
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # a process that ended meanwhile
+    return sorted(found)
+
+
+def _broker_cpu_seconds(pids: Sequence[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
 
 
 def _stack_pids(stack: dict[str, Any], names: Sequence[str]) -> dict[str, int]:
@@ -544,6 +577,23 @@ def _sealed_size(network: _Network, sent: list[_Sent]) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _process_figures(
+    pids: dict[str, int], cpu_before: dict[str, float], waiting_before: dict[str, float], wall: float
+) -> list[ProcessFigures]:
+    """CPU over the scenario's `wall` seconds and memory now, of each process."""
+    processes = []
+    for name, pid in pids.items():
+        cpu = _cpu_seconds(pid) - cpu_before[name]
+        waiting = _runqueue_seconds(pid) - waiting_before[name]
+        peak, current = _memory_mb(pid)
+        processes.append(
+            ProcessFigures(
+                name, pid, round(cpu, 2), round(100 * cpu / wall, 1), round(100 * waiting / wall, 1), peak, current
+            )
+        )
+    return processes
+
+
 async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[str], None]) -> ScenarioFigures:
     stack = await network.start()
     try:
@@ -573,6 +623,8 @@ async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[st
                 return pair[0], bench_note(requests[pair], case_id, index, content_bytes=scenario.content_bytes)
 
             pids = _stack_pids(stack, agencies)
+            broker_pids = _broker_pids()
+            broker_cpu_before = _broker_cpu_seconds(broker_pids)
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             waiting_before = {name: _runqueue_seconds(pid) for name, pid in pids.items()}
             first_leaf = _max_leaf(network)
@@ -596,22 +648,8 @@ async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[st
             sent, submit_s = await submitter
             await _wait_delivered(network, sent, since, max(120.0, scenario.messages / 5), sample)
             wall = time.perf_counter() - started
-            processes = []
-            for name, pid in pids.items():
-                cpu = _cpu_seconds(pid) - cpu_before[name]
-                waiting = _runqueue_seconds(pid) - waiting_before[name]
-                peak, current = _memory_mb(pid)
-                processes.append(
-                    ProcessFigures(
-                        name,
-                        pid,
-                        round(cpu, 2),
-                        round(100 * cpu / wall, 1),
-                        round(100 * waiting / wall, 1),
-                        peak,
-                        current,
-                    )
-                )
+            broker_cpu = _broker_cpu_seconds(broker_pids) - broker_cpu_before
+            processes = _process_figures(pids, cpu_before, waiting_before, wall)
     finally:
         network.stop()
     totals, stages, span, missing = _message_stages(network, sent, first_leaf)
@@ -641,6 +679,7 @@ async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[st
         incomplete=missing[:20],
         memory_growth_mb=growth,
         memory_growth_second_half_mb=second_half,
+        broker_cpu_ms_per_message=round(1000 * broker_cpu / len(sent), 3) if broker_pids and sent else None,
     )
 
 
@@ -680,14 +719,23 @@ async def _raw_broker(amqp_url: str, management_url: str | None, count: int, siz
             # One connection to publish and one to consume, as the services do.
             publisher_connection = await aio_pika.connect(_with_vhost(url, vhost))
             consumer_connection = await aio_pika.connect(_with_vhost(url, vhost))
+            broker_pids = _broker_pids()
+            broker_cpu_before = _broker_cpu_seconds(broker_pids)
             try:
                 rate = await _raw_rate(publisher_connection, consumer_connection, count, size)
+                broker_cpu = _broker_cpu_seconds(broker_pids) - broker_cpu_before
             finally:
                 await publisher_connection.close()
                 await consumer_connection.close()
         finally:
             await admin.delete(("vhosts", vhost), action="delete the baseline vhost", missing_ok=True)
-    return Baseline(sealed_bytes=size, messages=count, per_s=round(rate, 1), transport=transport)
+    return Baseline(
+        sealed_bytes=size,
+        messages=count,
+        per_s=round(rate, 1),
+        transport=transport,
+        broker_cpu_ms_per_message=round(1000 * broker_cpu / count, 3) if broker_pids else None,
+    )
 
 
 def _with_vhost(amqp_url: str, vhost: str) -> str:
@@ -913,6 +961,10 @@ def _print(figures: BenchFigures, say: Callable[[str], None]) -> None:
                 f"core, waiting for a cpu {process.waiting_for_cpu_percent:>5.1f}%), "
                 f"peak {process.peak_rss_mb:>6.1f} MB, now {process.rss_mb:>6.1f} MB"
             )
+        if scenario.broker_cpu_ms_per_message is not None:
+            hop = raw.broker_cpu_ms_per_message if raw else None
+            hops = f", as much as {scenario.broker_cpu_ms_per_message / hop:.1f} raw hops" if hop else ""
+            say(f"    {'rabbitmq (beam.smp)':<20} cpu {scenario.broker_cpu_ms_per_message:.2f} ms a message{hops}")
         if scenario.memory_growth_mb is not None:
             say(f"    resident growth after the first tenth (MB): {scenario.memory_growth_mb}")
             say(f"    resident growth over the second half (MB): {scenario.memory_growth_second_half_mb}")
@@ -922,6 +974,8 @@ def _print(figures: BenchFigures, say: Callable[[str], None]) -> None:
             f"(aio-pika over {baseline.transport}, persistent, confirmed, acked, one quorum queue, same broker, "
             "same run)"
         )
+        if baseline.broker_cpu_ms_per_message is not None:
+            say(f"               rabbitmq (beam.smp) cpu {baseline.broker_cpu_ms_per_message:.2f} ms a message")
     say(f"  ratio:       {figures.ratio:.3f} of the raw single-hop rate (2 KB pair at saturation)")
     for name, target in figures.targets.items():
         met = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]

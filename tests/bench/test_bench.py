@@ -101,3 +101,11 @@ def test_baseline_ratio_and_targets_are_reported(figures: dict[str, Any]):
     assert isinstance(targets["throughput_ratio"]["met"], bool)
     assert isinstance(targets["p99_ms_at_half_load"]["met"], bool)
     assert targets["memory_growth_mb"]["met"] is None  # no soak asked for
+
+
+def test_the_brokers_cpu_per_message_is_measured_beside_its_cpu_per_raw_hop(figures: dict[str, Any]):
+    """With the broker on this machine (as in CI), its CPU per whole-path message and per raw hop are both read."""
+    for scenario in figures["scenarios"]:
+        assert scenario["broker_cpu_ms_per_message"] > 0
+    for baseline in figures["baselines"]:
+        assert baseline["broker_cpu_ms_per_message"] > 0
