@@ -303,16 +303,14 @@ class OutboxRelay:
                 ),
                 return_exceptions=True,
             )
-            await self._mark_published(
-                [record for record, outcome in zip(sendable, outcomes, strict=False) if outcome is None]
+            await self._settle(
+                [record for record, outcome in zip(sendable, outcomes, strict=False) if outcome is None],
+                [
+                    item.evidence_out_id
+                    for item, outcome in zip(evidence, outcomes[len(sendable) :], strict=True)
+                    if outcome is None
+                ],
             )
-            sent = [
-                item.evidence_out_id
-                for item, outcome in zip(evidence, outcomes[len(sendable) :], strict=True)
-                if outcome is None
-            ]
-            if sent:
-                await self._store.delete_pending_evidence(sent)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -329,12 +327,14 @@ class OutboxRelay:
                 log.warning("outbox_expired_unsent", message_id=record.message_id)
         return [record for record in queued if now < parse_timestamp(record.expires_at)]
 
-    async def _mark_published(self, published: list[OutboxRecord]) -> None:
-        if published:
+    async def _settle(self, published: list[OutboxRecord], sent_evidence: list[int]) -> None:
+        """Mark the confirmed submissions published and forget the confirmed evidence, in one transaction."""
+        if published or sent_evidence:
             async with self._store.transaction() as tx:
                 at = format_timestamp(self._clock())
                 for record in published:
                     await tx.mark_published(record.message_id, at)
+                await tx.delete_pending_evidence(sent_evidence)
 
 
 D = TypeVar("D")

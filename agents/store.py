@@ -353,6 +353,10 @@ class Transaction:
             (detail, held_note, offered_note, at),
         )
 
+    async def delete_pending_evidence(self, ids: Sequence[int]) -> None:
+        """Forget issued evidence the broker confirmed."""
+        await self._db.executemany("DELETE FROM evidence_out WHERE evidence_out_id = ?", [(i,) for i in ids])
+
     async def enqueue_evidence(self, identity: str, message_id: str, body: bytes, at: str) -> None:
         """Commit evidence this agency issued, for publication (once per identity)."""
         await self._db.execute(
@@ -511,8 +515,8 @@ class AgentStore:
 
     async def delete_pending_evidence(self, ids: Sequence[int]) -> None:
         """Forget evidence the broker confirmed."""
-        async with self.transaction():
-            await self._db.executemany("DELETE FROM evidence_out WHERE evidence_out_id = ?", [(i,) for i in ids])
+        async with self.transaction() as tx:
+            await tx.delete_pending_evidence(ids)
 
 
 __all__ = [
