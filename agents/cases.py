@@ -59,7 +59,8 @@ way. The other side refuses them when they arrive, so both sides still agree.
 Caching
 -------
 Folding is a pure function of the ordered documents, so the book keeps the
-fold of recently used cases (documents parsed once, the tracker after them).
+fold of recently used cases (documents parsed once, the tracker after them),
+as many as `CACHED_CASES` holding at most `CACHED_DOCUMENTS` together.
 Each call re-reads the case's rows without their bytes; if they are the
 fold's messages, the fold stands as it is; if the fold's messages are a
 prefix of the stored ones it folds the rest, else it folds again from the
@@ -99,6 +100,9 @@ from protocol.mla.lifecycle import DEFAULT_CLOCKS
 
 CACHED_CASES: Final = 256
 """Cases whose fold is kept in memory; a case not among them is folded again from the store."""
+CACHED_DOCUMENTS: Final = 8192
+"""Parsed documents the kept folds may hold together (about 9 KB each for a note of 2 KB, 70 MB in all): the
+cache is bounded by what it holds, not only by how many cases, so long cases cannot grow it without end."""
 
 _EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 
@@ -219,11 +223,17 @@ class CaseBook:
     """Folds each case this agency takes part in, and admits new messages only where the lifecycle allows."""
 
     def __init__(
-        self, agency: AgencyId, *, clocks: CaseClocks = DEFAULT_CLOCKS, cached_cases: int = CACHED_CASES
+        self,
+        agency: AgencyId,
+        *,
+        clocks: CaseClocks = DEFAULT_CLOCKS,
+        cached_cases: int = CACHED_CASES,
+        cached_documents: int = CACHED_DOCUMENTS,
     ) -> None:
         self._agency = agency
         self._clocks = clocks
         self._cached_cases = cached_cases
+        self._cached_documents = cached_documents
         self._folds: OrderedDict[str, _Fold] = OrderedDict()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -353,10 +363,18 @@ class CaseBook:
         return trial
 
     def _remember(self, case_id: str, fold: _Fold) -> None:
+        """Keep `fold` as the case used last; forget the least recently used beyond both bounds (never this one)."""
         self._folds[case_id] = fold
         self._folds.move_to_end(case_id)
-        while len(self._folds) > self._cached_cases:
-            self._folds.popitem(last=False)
+        held = sum(len(kept.documents) for kept in self._folds.values())
+        while len(self._folds) > 1 and (len(self._folds) > self._cached_cases or held > self._cached_documents):
+            _, forgotten = self._folds.popitem(last=False)
+            held -= len(forgotten.documents)
+
+    @property
+    def cached_documents(self) -> int:
+        """Documents the kept folds hold now."""
+        return sum(len(kept.documents) for kept in self._folds.values())
 
 
 def _may_yield(entry: CaseEntry, arriving: Direction) -> bool:
@@ -366,6 +384,7 @@ def _may_yield(entry: CaseEntry, arriving: Direction) -> bool:
 
 __all__ = [
     "CACHED_CASES",
+    "CACHED_DOCUMENTS",
     "CaseBook",
     "CaseFile",
     "CaseMessage",

@@ -388,3 +388,24 @@ async def test_another_document_under_a_message_id_of_the_case_is_a_conflict(age
         with pytest.raises(IllegalTransition) as caught:
             await bd.cases.admit(tx, changed, Direction.SENT)
     assert caught.value.code is ErrorCode.MESSAGE_ID_CONFLICT
+
+
+async def test_the_case_cache_is_bounded_by_the_documents_it_holds_and_stays_exact(agents: Agents) -> None:
+    """Long cases cannot grow the cache past its document bound, and a case folded again is the same case."""
+    bd, _ = agents
+    book = CaseBook(BD, cached_documents=3)
+    cases = [new_case() for _ in range(3)]
+    for case_id in cases:
+        request = await open_case(agents, case_id)
+        await answer(agents, case_id, request, "BD-LY-2025-0011_02_ACKNOWLEDGEMENT.json")
+    files = {}
+    for case_id in cases:
+        async with bd.store.transaction() as tx:
+            files[case_id] = await book.case_file(tx, case_id)
+        assert book.cached_documents <= 3
+    for case_id in cases:  # each folded again from the store after being forgotten
+        async with bd.store.transaction() as tx:
+            again = await book.case_file(tx, case_id)
+        assert again is not None
+        assert again.state is CaseState.ACKNOWLEDGED
+        assert [m.position for m in again.messages] == [m.position for m in files[case_id].messages]  # type: ignore[union-attr]
