@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import aiohttp
 import structlog
@@ -42,6 +42,10 @@ from protocol.ids import AgencyId
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.signing import SignedStatement
+
+PROOFS_PER_REQUEST: Final = 100
+"""Identities asked for in one `POST /v1/audit/proofs`: a round's backlog (up to 500) goes in several requests,
+each well inside the gateway's request size limit whatever the identities' length."""
 
 log = structlog.get_logger("rogatory.agent.auditing")
 
@@ -77,9 +81,10 @@ class GatewayAuditClient:
     async def _call(self, method: str, path: str, body: object | None = None) -> dict[str, Any]:
         try:
             async with self._session.request(method, self._base + path, json=body, headers=self._headers) as answer:
-                payload: dict[str, Any] = await answer.json(content_type=None)
                 if answer.status not in {200, 201}:
-                    raise GatewayUnreachable(f"{method} {path} answered {answer.status}: {payload.get('code')}")
+                    text = await answer.text()
+                    raise GatewayUnreachable(f"{method} {path} answered {answer.status}: {text[:200]}")
+                payload: dict[str, Any] = await answer.json(content_type=None)
                 return payload
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise GatewayUnreachable(f"{method} {path}: {exc!r}") from exc
@@ -230,7 +235,10 @@ class ProofFollower:
         kept: dict[str, str] = {}
         if held is not None and pending:
             size, root, note = held
-            proofs = await self._gateway.inclusion_proofs([record.identity for record in pending], size)
+            proofs: dict[str, Any] = {}
+            for start in range(0, len(pending), PROOFS_PER_REQUEST):
+                chunk = pending[start : start + PROOFS_PER_REQUEST]
+                proofs.update(await self._gateway.inclusion_proofs([record.identity for record in chunk], size))
             for record in pending:
                 offered = proofs.get(record.identity)
                 if offered is None:

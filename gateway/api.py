@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -69,6 +69,11 @@ def problem(status: int, code: ErrorCode, title: str, detail: str) -> web.Respon
     )
 
 
+MAX_REQUEST_BYTES: Final = 256 * 1024
+"""The largest request body: a proofs request of `MAX_PROOFS_PER_REQUEST` identities of the longest length fits."""
+MAX_PROOFS_PER_REQUEST: Final = 500
+MAX_IDENTITY_CHARS: Final = 300
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ANYONE_WITH_A_TOKEN = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READER})
 AUDITORS = frozenset({Role.OPERATOR, Role.AUDITOR})
@@ -111,7 +116,7 @@ class GatewayApi:
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
-        app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=MAX_REQUEST_BYTES)
         routes: list[tuple[str, str, Handler, frozenset[Role] | None]] = [
             ("GET", "/healthz", self.healthz, None),
             ("GET", "/openapi.json", self.openapi, None),
@@ -245,7 +250,9 @@ class GatewayApi:
         try:
             body = await request.json()
             size = int(body["size"])
-            identities = [str(identity)[:300] for identity in body["identities"]][:500]
+            identities = [str(identity)[:MAX_IDENTITY_CHARS] for identity in body["identities"]][
+                :MAX_PROOFS_PER_REQUEST
+            ]
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedInput(
                 'expected {"size": int, "identities": [...]}', code=ErrorCode.INVALID_PARAMETER

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agents.auditing import ProofFollower, Witness
+from agents.auditing import PROOFS_PER_REQUEST, GatewayUnreachable, ProofFollower, Witness
 from agents.store import AgentStore, EvidenceRecord
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, sign_checkpoint, verify_cosignature
@@ -36,6 +36,8 @@ class InMemoryGateway:
     cosignatures: list[tuple[int, str]] = field(default_factory=list)
     checkpoint_id: int = 0
     signing_key: SigningPrivateKey | None = None
+    max_identities: int | None = None
+    """Refuse larger proofs requests, as a gateway refuses a body over its size limit."""
 
     def add(self, leaf: bytes, identity: str | None = None) -> None:
         if identity is not None:
@@ -55,6 +57,8 @@ class InMemoryGateway:
         self.cosignatures.append((checkpoint_id, line))
 
     async def inclusion_proofs(self, identities: list[str], size: int) -> dict[str, Any]:
+        if self.max_identities is not None and len(identities) > self.max_identities:
+            raise GatewayUnreachable(f"POST /v1/audit/proofs answered 413: {len(identities)} identities")
         return {
             identity: {"index": index, "proof": [b64encode(n) for n in self.tree.inclusion_proof(index, size)]}
             for identity in identities
@@ -226,3 +230,16 @@ async def test_evidence_without_a_proof_after_the_merge_delay_raises_an_alarm(ne
     follower = ProofFollower(store=store, gateway=gateway, clock=lambda: NOW, max_merge_delay=timedelta(minutes=1))
     await follower.follow()
     assert follower.overdue == 1
+
+
+async def test_a_backlog_larger_than_one_request_is_followed_in_full(net, store):
+    """Hundreds of pieces of evidence waiting for proofs all get them, in requests the gateway accepts."""
+    gateway = InMemoryGateway(net, max_identities=PROOFS_PER_REQUEST)
+    backlog = 2 * PROOFS_PER_REQUEST + 50
+    for _ in range(backlog):
+        identity, leaf = await keep_evidence(store, net)
+        gateway.add(leaf, identity)
+    await witness_of(net, store, gateway).observe()
+    follower = ProofFollower(store=store, gateway=gateway, clock=lambda: NOW, max_merge_delay=timedelta(minutes=1))
+    assert await follower.follow() == backlog
+    assert await store.evidence_without_proof() == []
