@@ -296,6 +296,8 @@ class ProofFollower:
                         max_merge_delay_s=self._max_merge_delay.total_seconds(),
                     )
         self.overdue = overdue
+        # Forget alarms of evidence that got its proof since: the set holds what is still overdue, not history.
+        self._alarmed.intersection_update(record.identity for record in still_pending)
 
     async def run(self, stopping: asyncio.Event, *, interval: float) -> None:
         """Follow every `interval` seconds until `stopping` is set."""

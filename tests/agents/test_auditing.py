@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from agents.auditing import PROOFS_PER_REQUEST, GatewayUnreachable, ProofFollower, Witness
 from agents.store import AgentStore, EvidenceRecord
@@ -243,3 +244,21 @@ async def test_a_backlog_larger_than_one_request_is_followed_in_full(net, store)
     follower = ProofFollower(store=store, gateway=gateway, clock=lambda: NOW, max_merge_delay=timedelta(minutes=1))
     assert await follower.follow() == backlog
     assert await store.evidence_without_proof() == []
+
+
+async def test_an_overdue_proof_alarms_once_and_is_forgotten_once_it_arrives(net, store):
+    """The alarm is raised once per piece of evidence, and what got its proof is no longer held in memory."""
+    gateway = InMemoryGateway(net)
+    filler(gateway, 2)
+    identity, leaf = await keep_evidence(store, net, received_minutes_ago=5)
+    await witness_of(net, store, gateway).observe()
+    follower = ProofFollower(store=store, gateway=gateway, clock=lambda: NOW, max_merge_delay=timedelta(minutes=1))
+    with structlog.testing.capture_logs() as logs:
+        await follower.follow()
+        await follower.follow()
+    assert [entry["identity"] for entry in logs if entry["event"] == "inclusion_proof_overdue"] == [identity]
+    gateway.add(leaf, identity)
+    await witness_of(net, store, gateway).observe()
+    assert await follower.follow() == 1
+    assert follower.overdue == 0
+    assert follower._alarmed == set()  # the memory the guarantee is about
