@@ -16,6 +16,7 @@ from aiormq.exceptions import AMQPConnectionError
 
 from deploy.rabbitnode import RabbitNode, free_port
 from deploy.tls import BrokerTlsFiles, ensure_broker_tls, issue_client_certificate, rabbitmq_conf_block
+from tests.support.amqp import refused_connection
 
 pytestmark = [pytest.mark.broker]
 USER = "net.BD-MOHA-PSD"
@@ -76,8 +77,8 @@ async def test_a_certificate_of_another_ca_is_refused(
     other = BrokerTlsFiles(tmp_path / "other")
     ensure_broker_tls(other.directory)
     cert, key = issue_client_certificate(other.directory, USER, tmp_path / "client")
-    with pytest.raises((AMQPConnectionError, ConnectionError)):
-        await aio_pika.connect(external_url(files, port, cert, key), timeout=20)
+    refusal = await refused_connection(external_url(files, port, cert, key), timeout=20)
+    assert isinstance(refusal, AMQPConnectionError | ConnectionError), repr(refusal)
 
 
 async def test_external_login_without_a_certificate_is_refused(
@@ -85,5 +86,5 @@ async def test_external_login_without_a_certificate_is_refused(
 ) -> None:
     """No certificate, no EXTERNAL login."""
     _, files, port = external_node
-    with pytest.raises((AMQPConnectionError, ConnectionError)):
-        await aio_pika.connect(external_url(files, port), timeout=20)
+    refusal = await refused_connection(external_url(files, port), timeout=20)
+    assert isinstance(refusal, AMQPConnectionError | ConnectionError), repr(refusal)
