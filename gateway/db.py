@@ -107,7 +107,7 @@ class _SqliteInline:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            return list(await self._db.fetchall(sql, params))
+            return list(await self._db.fetchall(sql, params))  # list[Row] of the protocol: list is invariant
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite: {exc}") from exc
 

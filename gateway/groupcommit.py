@@ -57,7 +57,7 @@ class LoopSqlite:
     """One SQLite connection driven from the event loop (the writer of a database, or a reader of point lookups).
 
     `execute`, `fetchone`, `fetchall`, `executemany` and `executescript` run
-    inline. `execute_off_loop` runs a statement in the writer's own thread;
+    inline. `execute_off_loop` runs a statement in the connection's own thread;
     until it returns, every other call waits for it (nothing touches the
     connection meanwhile). Errors are SQLite's own (`sqlite3.Error`).
     """
