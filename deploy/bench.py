@@ -932,6 +932,21 @@ def _figures(options: BenchOptions, scenarios: list[ScenarioFigures], baselines:
     )
 
 
+def _print_broker(scenario: ScenarioFigures, raw: Baseline | None, say: Callable[[str], None]) -> None:
+    """The broker's CPU per message in raw hops and, at saturation, the rate it alone would allow."""
+    if not scenario.broker_cpu_ms_per_message:
+        return
+    hop = raw.broker_cpu_ms_per_message if raw else None
+    hops = f", as much as {scenario.broker_cpu_ms_per_message / hop:.1f} raw hops" if hop else ""
+    say(f"    {'rabbitmq (beam.smp)':<20} cpu {scenario.broker_cpu_ms_per_message:.2f} ms a message{hops}")
+    if scenario.offered_per_s is None and raw and raw.per_s:
+        ceiling = 1000 / scenario.broker_cpu_ms_per_message
+        say(
+            f"    {'':<20} the broker alone, on a core of its own, would carry at most {ceiling:.0f} msg/s "
+            f"of this path ({ceiling / raw.per_s:.3f} of raw)"
+        )
+
+
 def _print(figures: BenchFigures, say: Callable[[str], None]) -> None:
     for scenario in figures.scenarios:
         raw = _baseline_for(figures.baselines, scenario.sealed_bytes)
@@ -961,10 +976,7 @@ def _print(figures: BenchFigures, say: Callable[[str], None]) -> None:
                 f"core, waiting for a cpu {process.waiting_for_cpu_percent:>5.1f}%), "
                 f"peak {process.peak_rss_mb:>6.1f} MB, now {process.rss_mb:>6.1f} MB"
             )
-        if scenario.broker_cpu_ms_per_message is not None:
-            hop = raw.broker_cpu_ms_per_message if raw else None
-            hops = f", as much as {scenario.broker_cpu_ms_per_message / hop:.1f} raw hops" if hop else ""
-            say(f"    {'rabbitmq (beam.smp)':<20} cpu {scenario.broker_cpu_ms_per_message:.2f} ms a message{hops}")
+        _print_broker(scenario, raw, say)
         if scenario.memory_growth_mb is not None:
             say(f"    resident growth after the first tenth (MB): {scenario.memory_growth_mb}")
             say(f"    resident growth over the second half (MB): {scenario.memory_growth_second_half_mb}")
