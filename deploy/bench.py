@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aio_pika
 import aio_pika.abc
@@ -300,33 +301,61 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return round(values.get("VmHWM", 0.0), 1), round(values.get("VmRSS", 0.0), 1)
 
 
-def _broker_pids() -> list[int]:
-    """The RabbitMQ node(s) running on this machine (`beam.smp`); none when the broker is elsewhere.
+def _broker_pids(amqp_url: str) -> list[int]:
+    """The RabbitMQ node on this machine that listens on `amqp_url`'s port (`beam.smp`); none if it is elsewhere.
 
     Its CPU is part of what a message costs: every hop of the whole path is
-    work for the broker, and the raw baseline is one such hop. (Other vhosts'
-    traffic on the same node counts too: another reason the figures are a
-    shared machine's.)
+    work for the broker, and the raw baseline is one such hop. Only the node
+    serving the benchmark counts (not other nodes a test suite may be
+    stopping); other vhosts' traffic on it counts too, another reason the
+    figures are a shared machine's.
     """
+    url = urlsplit(amqp_url.split(",", maxsplit=1)[0])
+    port = url.port or (5671 if url.scheme == "amqps" else 5672)
+    sockets = {f"socket:[{inode}]" for inode in _listening_socket_inodes(port)}
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "beam.smp":
-                    found.append(int(entry.name))
-            except OSError:
-                continue  # a process that ended meanwhile
-    return sorted(found)
-
-
-def _broker_cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0.0
-    for pid in pids:
+        if not entry.name.isdigit():
+            continue
         try:
-            total += _cpu_seconds(pid)
+            if (entry / "comm").read_text().strip() != "beam.smp":
+                continue
+            if any(str(fd.readlink()) in sockets for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # a process that ended meanwhile, or one this user may not look into
+    return found
+
+
+def _listening_socket_inodes(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on `port` (/proc/net/tcp and tcp6: state 0A is LISTEN)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-    return total
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _broker_cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = _cpu_seconds(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _broker_cpu_spent(before: dict[int, float]) -> float:
+    """CPU seconds the broker node(s) spent since `before` (a node that went away meanwhile is left out)."""
+    after = _broker_cpu_seconds(list(before))
+    return sum(after[pid] - before[pid] for pid in before if pid in after)
 
 
 def _stack_pids(stack: dict[str, Any], names: Sequence[str]) -> dict[str, int]:
@@ -364,7 +393,7 @@ class _Network:
     ) -> None:
         self.root = root
         self.paths = NetworkPaths(root)
-        self._amqp_url = amqp_url
+        self.amqp_url = amqp_url
         self._management_url = management_url
         self._bench_pairs = bench_pairs
         self._say = say
@@ -373,7 +402,7 @@ class _Network:
     async def start(self) -> dict[str, Any]:
         return await up(
             self.root,
-            amqp_url=self._amqp_url,
+            amqp_url=self.amqp_url,
             management_url=self._management_url,
             say=lambda _: None,
             service_environment=BENCH_ENVIRONMENT,
@@ -384,7 +413,7 @@ class _Network:
         down(self.root, say=lambda _: None)
 
     async def destroy(self) -> None:
-        await destroy(self.root, amqp_url=self._amqp_url, management_url=self._management_url)
+        await destroy(self.root, amqp_url=self.amqp_url, management_url=self._management_url)
 
     def agent_db(self, agency: str) -> Path:
         return self.paths.data(agency) / "agent.db"
@@ -623,7 +652,7 @@ async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[st
                 return pair[0], bench_note(requests[pair], case_id, index, content_bytes=scenario.content_bytes)
 
             pids = _stack_pids(stack, agencies)
-            broker_pids = _broker_pids()
+            broker_pids = _broker_pids(network.amqp_url)
             broker_cpu_before = _broker_cpu_seconds(broker_pids)
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             waiting_before = {name: _runqueue_seconds(pid) for name, pid in pids.items()}
@@ -648,7 +677,7 @@ async def _run_scenario(network: _Network, scenario: Scenario, say: Callable[[st
             sent, submit_s = await submitter
             await _wait_delivered(network, sent, since, max(120.0, scenario.messages / 5), sample)
             wall = time.perf_counter() - started
-            broker_cpu = _broker_cpu_seconds(broker_pids) - broker_cpu_before
+            broker_cpu = _broker_cpu_spent(broker_cpu_before)
             processes = _process_figures(pids, cpu_before, waiting_before, wall)
     finally:
         network.stop()
@@ -719,11 +748,11 @@ async def _raw_broker(amqp_url: str, management_url: str | None, count: int, siz
             # One connection to publish and one to consume, as the services do.
             publisher_connection = await aio_pika.connect(_with_vhost(url, vhost))
             consumer_connection = await aio_pika.connect(_with_vhost(url, vhost))
-            broker_pids = _broker_pids()
+            broker_pids = _broker_pids(amqp_url)
             broker_cpu_before = _broker_cpu_seconds(broker_pids)
             try:
                 rate = await _raw_rate(publisher_connection, consumer_connection, count, size)
-                broker_cpu = _broker_cpu_seconds(broker_pids) - broker_cpu_before
+                broker_cpu = _broker_cpu_spent(broker_cpu_before)
             finally:
                 await publisher_connection.close()
                 await consumer_connection.close()
