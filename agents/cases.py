@@ -366,7 +366,7 @@ class CaseBook:
         """Keep `fold` as the case used last; forget the least recently used beyond both bounds (never this one)."""
         self._folds[case_id] = fold
         self._folds.move_to_end(case_id)
-        held = sum(len(kept.documents) for kept in self._folds.values())
+        held = self.cached_documents
         while len(self._folds) > 1 and (len(self._folds) > self._cached_cases or held > self._cached_documents):
             _, forgotten = self._folds.popitem(last=False)
             held -= len(forgotten.documents)

@@ -513,11 +513,6 @@ class AgentStore:
         )
         return [PendingEvidence(int(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
-    async def delete_pending_evidence(self, ids: Sequence[int]) -> None:
-        """Forget evidence the broker confirmed."""
-        async with self.transaction() as tx:
-            await tx.delete_pending_evidence(ids)
-
 
 __all__ = [
     "AgentStore",

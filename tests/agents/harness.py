@@ -132,4 +132,5 @@ async def return_evidence(issuer: InProcessAgent, to: InProcessAgent) -> None:
     pending = await issuer.store.pending_evidence()
     for item in pending:
         await to.receiver.receive_evidence(item.body)
-    await issuer.store.delete_pending_evidence([item.evidence_out_id for item in pending])
+    async with issuer.store.transaction() as tx:
+        await tx.delete_pending_evidence([item.evidence_out_id for item in pending])
