@@ -22,7 +22,7 @@ from aiohttp import web
 
 from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
-from agents.errors import Conflict, TransientFailure
+from agents.errors import Conflict
 from agents.guard import ApiGuard, parse_token_specs, refusal_code, required_scope
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
@@ -43,6 +43,7 @@ from protocol.evidence import EvidenceType, issue_evidence, new_statement
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_case_id, parse_message_id
 from protocol.limits import Limits
 from protocol.mla import Deadline, MessageType, document_json_schema
+from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.agent.api")
 

@@ -58,7 +58,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agents.broker import FailoverConnector, SubmitPublisher
-from agents.errors import Conflict, StoreUnavailable, TransientFailure
+from agents.errors import Conflict
 from agents.store import AgentStore
 from protocol.attachments import (
     AttachmentKey,
@@ -75,6 +75,7 @@ from protocol.limits import Limits
 from protocol.mla import MessageDocument
 from protocol.model import parse_model
 from protocol.topology import KIND_SEALED_MESSAGE
+from runtime.errors import StoreUnavailable, TransientFailure
 
 log = structlog.get_logger("rogatory.agent.attachments")
 

@@ -39,12 +39,12 @@ import aio_pika.abc
 import aio_pika.exceptions
 import structlog
 
-from agents.errors import BrokerUnavailable, TransientFailure
 from agents.receiving import InboxDelivery, Received
 from agents.status import MessageStatus
 from agents.store import AgentStore, OutboxRecord
 from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE, SUBMIT_EXCHANGE
+from runtime.errors import BrokerUnavailable, TransientFailure
 
 log = structlog.get_logger("rogatory.agent.broker")
 

@@ -1,35 +1,20 @@
-"""Errors of the agent's own machinery (the protocol's refusals live in `protocol.errors`).
+"""Errors of the agent's own machinery, beyond those of the shared shell (`runtime.errors`).
 
 Tree::
 
-    AgentError
-     +-- TransientFailure          retry later: the broker or the disk is away
-     |    +-- BrokerUnavailable    a publish was not confirmed, or the connection dropped
-     |    +-- StoreUnavailable     the database could not commit
-     +-- Conflict                  a message id or idempotency key reused for another document
-     +-- ConfigurationError        settings, keys or directory unusable at start-up
-     +-- ServiceUnhealthy          a watchdog found the process wedged: it exits for its supervisor
+    ServiceError                   (runtime.errors: transient, configuration, unhealthy)
+     +-- AgentError
+          +-- Conflict             a message id or idempotency key reused for another document
 """
 
 from __future__ import annotations
 
 from protocol.errors import ErrorCode
+from runtime.errors import ServiceError
 
 
-class AgentError(Exception):
-    """Root of the agent's own errors."""
-
-
-class TransientFailure(AgentError):
-    """Something the agent depends on is away; the work must be retried."""
-
-
-class BrokerUnavailable(TransientFailure):
-    """The broker did not confirm a publish, or the connection is gone."""
-
-
-class StoreUnavailable(TransientFailure):
-    """The database could not commit."""
+class AgentError(ServiceError):
+    """Root of the errors only the agent raises."""
 
 
 class Conflict(AgentError):
@@ -41,20 +26,4 @@ class Conflict(AgentError):
         self.code = code
 
 
-class ConfigurationError(AgentError):
-    """Settings, keys or directory are unusable; the agent does not start."""
-
-
-class ServiceUnhealthy(AgentError):
-    """A consumer stayed down past the watchdog's limit, or a task of the service ended: exit, be restarted."""
-
-
-__all__ = [
-    "AgentError",
-    "BrokerUnavailable",
-    "ConfigurationError",
-    "Conflict",
-    "ServiceUnhealthy",
-    "StoreUnavailable",
-    "TransientFailure",
-]
+__all__ = ["AgentError", "Conflict"]

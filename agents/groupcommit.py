@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from agents.errors import StoreUnavailable
+from runtime.errors import StoreUnavailable
 
 MAX_BATCH: Final = 256
 """Bodies that may share one COMMIT: bounds the latency a long series adds to its first member."""

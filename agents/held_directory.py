@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from agents.errors import ConfigurationError
 from protocol.directory import Directory
 from protocol.encoding import sha256_hex
 from protocol.errors import ErrorCode
+from runtime.errors import ConfigurationError
 
 HELD_FILE: Final = "directory-held"
 """In the data directory: `<version> <sha256 of the directory's canonical bytes>`."""

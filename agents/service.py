@@ -32,7 +32,6 @@ from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import GatewayAuditClient, ProofFollower, Witness
 from agents.broker import FailoverConnector, InboxConsumer, OutboxRelay, SubmitPublisher, endpoints_from_setting
 from agents.cases import CaseBook
-from agents.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
 from agents.held_directory import remember_directory
 from agents.logs import configure_logging
@@ -51,6 +50,7 @@ from protocol.keys import EncryptionPrivateKey, SigningPrivateKey, SigningPublic
 from protocol.keystore import previous_keys, unlock_keystore
 from protocol.signing import SignedStatement
 from protocol.topology import inbox_queue
+from runtime.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 
 log = structlog.get_logger("rogatory.agent")
 

@@ -37,9 +37,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agents.errors import ConfigurationError
 from agents.guard import parse_token_specs
 from protocol.limits import DEFAULT_LIMITS, Limits
+from runtime.errors import ConfigurationError
 
 _PREFIX = "ROGATORY_"
 

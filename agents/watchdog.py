@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from agents.errors import ServiceUnhealthy
+from runtime.errors import ServiceUnhealthy
 
 log = structlog.get_logger("rogatory.agent.watchdog")
 

@@ -48,7 +48,6 @@ import structlog
 from aiohttp import web
 
 from gateway.auditlog import AuditLog
-from gateway.errors import StoreUnavailable, TransientFailure
 from protocol.attachments import verify_blob_request
 from protocol.auditlog import AttachmentsLeaf, BlobDeletedLeaf
 from protocol.directory import Directory
@@ -56,6 +55,7 @@ from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.envelope import AuthenticatedHeader, SealedMessage
 from protocol.errors import ErrorCode, PolicyDenied, ProtocolError
 from protocol.ids import AgencyId
+from runtime.errors import StoreUnavailable, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.blobs")
 

@@ -58,9 +58,9 @@ import aio_pika.exceptions
 import aiohttp
 import structlog
 
-from gateway.errors import BrokerUnavailable, ManagementUnavailable, RoutingFailed, TransientFailure
 from gateway.pipeline import IngressDelivery, Outcome
 from protocol.topology import DEAD_LETTER_QUEUE, DELIVER_EXCHANGE, INGRESS_QUEUE
+from runtime.errors import BrokerUnavailable, ManagementUnavailable, RoutingFailed, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.broker")
 

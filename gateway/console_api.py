@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from gateway.api import Role, TokenTable, problem
 from gateway.broker import ManagementAccess, queue_figures
 from gateway.certificates import read_watched
-from gateway.errors import ManagementUnavailable
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
 from protocol.auditlog import decode_leaf
@@ -48,6 +47,7 @@ from protocol.errors import ErrorCode, MalformedInput, ProtocolError
 from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_message_id
 from protocol.topology import INBOX_QUEUE_PREFIX
+from runtime.errors import ManagementUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, frozenset[Role] | None]

@@ -57,7 +57,7 @@ from aiohttp import web
 from gateway.api import problem
 from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.broker import DeadDelivery, ManagementAccess, queue_figures
-from gateway.errors import ManagementUnavailable, OperationConflict, RoutingFailed, TransientFailure
+from gateway.errors import OperationConflict
 from gateway.pipeline import (
     STATE_DEAD_LETTERED,
     GatewayIdentity,
@@ -75,6 +75,7 @@ from protocol.evidence import EvidenceStatement, EvidenceType, Reason, issue_evi
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.errors import ManagementUnavailable, RoutingFailed, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.deadletters")
 

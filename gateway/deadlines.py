@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from gateway.errors import TransientFailure
 from gateway.pipeline import RELAY_RELAYED, IngressPipeline
 from gateway.store import GatewayStore
 from protocol.encoding import format_timestamp
 from protocol.errors import ErrorCode
 from protocol.evidence import EvidenceType, Reason
+from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.deadlines")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import structlog
 
 from gateway.auditlog import AuditLog
-from gateway.errors import ConfigurationError
 from gateway.store import GatewayStore
 from protocol.auditlog import directory_leaf
 from protocol.directory import Directory, verify_directory
@@ -24,6 +23,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.keys import SigningPublicKey
 from protocol.limits import Limits
 from protocol.signing import SignedStatement
+from runtime.errors import ConfigurationError
 
 log = structlog.get_logger("rogatory.gateway.directory")
 

@@ -29,13 +29,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from gateway.broker import ManagementAccess, queue_figures
 from gateway.certificates import WatchedCertificate
-from gateway.errors import ManagementUnavailable
 from gateway.logs import log_message
 from gateway.pipeline import IngressDelivery, Outcome
 from gateway.store import GatewayStore
 from protocol.directory import Directory
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
+from runtime.errors import ManagementUnavailable
 
 log = structlog.get_logger("rogatory.gateway.messages")
 

@@ -16,9 +16,9 @@ from typing import Final
 
 import structlog
 
-from gateway.errors import RoutingFailed, TransientFailure
 from gateway.pipeline import Publisher
 from gateway.store import GatewayStore, OutgoingRecord
+from runtime.errors import RoutingFailed, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.outgoing")
 

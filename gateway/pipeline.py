@@ -40,7 +40,6 @@ import structlog
 
 from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.blobs import AttachmentGate
-from gateway.errors import RoutingFailed
 from gateway.store import GatewayStore, MessageRecord, RelayRecord
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
@@ -68,6 +67,7 @@ from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.keys import SigningPrivateKey
 from protocol.limits import Limits
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.errors import RoutingFailed
 
 log = structlog.get_logger("rogatory.gateway.pipeline")
 

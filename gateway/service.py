@@ -39,7 +39,6 @@ from gateway.console_api import AlertThresholds, ConsoleApi
 from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
 from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
-from gateway.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
@@ -53,6 +52,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.keys import SigningPrivateKey, SigningPublicKey
 from protocol.keystore import unlock_keystore
 from protocol.signing import SignedStatement
+from runtime.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway")
 

@@ -47,8 +47,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.errors import ConfigurationError
 from protocol.limits import DEFAULT_LIMITS, Limits
+from runtime.errors import ConfigurationError
 
 _PREFIX = "ROGATORY_"
 _LISTS: Final = frozenset({"reader_tokens_sha256", "watched_certificates"})

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
-from gateway.errors import StoreUnavailable
+from runtime.errors import StoreUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

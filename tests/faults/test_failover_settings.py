@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 import pytest
 
 from agents.broker import endpoints_from_setting as agent_endpoints
-from agents.errors import ConfigurationError as AgentConfigurationError
 from agents.settings import AgentSettings
 from gateway.broker import BrokerEndpoints, endpoints_from_setting, node_of
 from gateway.deadletters import read_death
-from gateway.errors import ConfigurationError
 from gateway.settings import GatewaySettings
 from protocol.auditlog import DeadLetterLeaf, RejectedInputLeaf, dead_letter_identity, decode_leaf, encode_leaf
 from protocol.evidence import Reason
+from runtime.errors import ConfigurationError
 
 TOKEN = "0" * 64
 CLUSTER = "amqp://gw:pw@127.0.0.1:5701/net,amqp://gw:pw@127.0.0.1:5702/net, amqp://gw:pw@127.0.0.1:5703/net"
@@ -66,7 +65,7 @@ def test_nodes_of_different_identities_are_refused(amqp_url):
         "ROGATORY_API_TOKENS_SHA256": TOKEN,
         "ROGATORY_GATEWAY_BROKER_USER": "gw",
     }
-    with pytest.raises(AgentConfigurationError, match="AMQP_URL"):
+    with pytest.raises(ConfigurationError, match="AMQP_URL"):
         AgentSettings.from_environ(environ)
 
 

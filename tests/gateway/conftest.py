@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 
 from gateway.auditlog import AuditLog
-from gateway.errors import BrokerUnavailable, RoutingFailed
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline
 from gateway.store import GatewayStore
 from protocol.auditlog import directory_leaf
@@ -24,6 +23,7 @@ from protocol.evidence import EvidenceType, verify_evidence
 from protocol.ids import AgencyId
 from protocol.signing import SignedStatement
 from protocol.topology import KIND_SEALED_MESSAGE
+from runtime.errors import BrokerUnavailable, RoutingFailed
 from tests.support.network import NOW, LocalNetwork
 
 POSTGRES_URL = os.environ.get("ROGATORY_TEST_POSTGRES_URL", "postgresql://rogatory:rogatory@127.0.0.1:5432/postgres")

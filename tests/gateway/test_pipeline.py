@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.errors import BrokerUnavailable
 from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.checkpoint import Checkpoint, sign_checkpoint
 from protocol.errors import ErrorCode
 from protocol.evidence import EvidenceType, issue_evidence, new_statement
 from protocol.ids import MessageId
 from protocol.topology import KIND_EVIDENCE
+from runtime.errors import BrokerUnavailable
 from tests.support.network import BD, BD_POLICE, LY, LY_AGO, NOW
 
 

@@ -13,7 +13,6 @@ import pytest
 from aiohttp import test_utils
 
 from agents.api import AgentApi
-from agents.errors import ConfigurationError
 from agents.guard import (
     ALL_SCOPES,
     ApiGuard,
@@ -27,6 +26,7 @@ from agents.guard import (
     required_scope,
 )
 from agents.settings import AgentSettings
+from runtime.errors import ConfigurationError
 from tests.agents.harness import start_agent
 from tests.security.test_adversarial_http import body_of, request_document
 from tests.support.network import BD, LocalNetwork

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.errors import ConfigurationError as AgentConfigurationError
 from agents.held_directory import HELD_FILE, remember_directory
 from agents.service import _read_directory
 from agents.settings import AgentSettings
 from gateway.auditlog import AuditLog
 from gateway.directory import DirectoryHolder
-from gateway.errors import ConfigurationError
 from gateway.store import GatewayStore
 from protocol.keys import SigningPrivateKey
 from protocol.signing import SignedStatement
+from runtime.errors import ConfigurationError
 from tests.support.network import LY, NOW, LocalNetwork
 
 
@@ -81,11 +80,11 @@ def test_agent_refuses_an_unsigned_or_expired_directory_at_start(tmp_path: Path)
         }
     )
     (tmp_path / "directory.json").write_bytes(unsigned(net))
-    with pytest.raises(AgentConfigurationError, match="DIRECTORY_SIGNATURE_INVALID"):
+    with pytest.raises(ConfigurationError, match="DIRECTORY_SIGNATURE_INVALID"):
         _read_directory(settings, net.authority.public_key, NOW)
     write(tmp_path / "directory.json", net.signed_directory())
     assert _read_directory(settings, net.authority.public_key, NOW).version == 1
-    with pytest.raises(AgentConfigurationError, match="DIRECTORY_EXPIRED"):
+    with pytest.raises(ConfigurationError, match="DIRECTORY_EXPIRED"):
         _read_directory(settings, net.authority.public_key, NOW.replace(year=NOW.year + 1))
 
 
@@ -96,10 +95,10 @@ def test_agent_refuses_a_directory_older_than_one_it_accepted_before(tmp_path: P
     remember_directory(tmp_path, net.directory())
     remember_directory(tmp_path, net.directory())  # the same version again is fine (a restart)
     net.version = 1
-    with pytest.raises(AgentConfigurationError, match="DIRECTORY_ROLLBACK"):
+    with pytest.raises(ConfigurationError, match="DIRECTORY_ROLLBACK"):
         remember_directory(tmp_path, net.directory())
     net.version = 2
-    with pytest.raises(AgentConfigurationError, match="DIRECTORY_ROLLBACK"):
+    with pytest.raises(ConfigurationError, match="DIRECTORY_ROLLBACK"):
         remember_directory(tmp_path, net.directory(network="another"))
     net.version = 3
     remember_directory(tmp_path, net.directory())

@@ -1,0 +1,65 @@
+"""Errors of the I/O shell both services share (the protocol's refusals live in `protocol.errors`).
+
+Tree::
+
+    ServiceError
+     +-- TransientFailure            retry later: the broker or the disk is away
+     |    +-- BrokerUnavailable      a publish was not confirmed, or the connection dropped
+     |    +-- StoreUnavailable       the database could not commit
+     |    +-- ManagementUnavailable  the broker's management API did not answer (operator views only)
+     +-- RoutingFailed               the broker returned a mandatory publish: no queue bound for it
+     +-- ConfigurationError          settings, keys or directory unusable at start-up
+     +-- ServiceUnhealthy            a watchdog found the process wedged: it exits for its supervisor
+
+Each service roots its own errors under this one (`agents.errors.AgentError`,
+`gateway.errors.GatewayError`). A transient failure is retried while the
+delivery is held unacknowledged (not handed back: every return counts toward
+the queue's delivery limit); a permanent one is answered with negative
+evidence.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Root of the errors of a Rogatory service's own machinery."""
+
+
+class TransientFailure(ServiceError):
+    """Something the service depends on is away; the work must be retried."""
+
+
+class BrokerUnavailable(TransientFailure):
+    """The broker did not confirm a publish, or the connection is gone."""
+
+
+class StoreUnavailable(TransientFailure):
+    """The database could not commit."""
+
+
+class ManagementUnavailable(TransientFailure):
+    """The broker's management API did not answer as expected (or is not configured)."""
+
+
+class RoutingFailed(ServiceError):
+    """The broker returned a mandatory publish: no queue is bound for that routing key."""
+
+
+class ConfigurationError(ServiceError):
+    """Settings, keys or directory are unusable; the service does not start."""
+
+
+class ServiceUnhealthy(ServiceError):
+    """A consumer stayed down past the watchdog's limit, or a task of the service ended: exit, be restarted."""
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ManagementUnavailable",
+    "RoutingFailed",
+    "ServiceError",
+    "ServiceUnhealthy",
+    "StoreUnavailable",
+    "TransientFailure",
+]
