@@ -8,7 +8,6 @@ input is a 4xx, never a 5xx.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
@@ -30,73 +29,28 @@ from agents.submission import SenderKeys, prepare_submission, read_submission, r
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import (
-    ContentInvalid,
     ErrorCode,
-    IllegalTransition,
-    KeyRejected,
-    LimitExceeded,
     MalformedInput,
-    PolicyDenied,
-    ProtocolError,
 )
 from protocol.evidence import EvidenceType, issue_evidence, new_statement
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_case_id, parse_message_id
 from protocol.limits import Limits
 from protocol.mla import Deadline, MessageType, document_json_schema
-from runtime.errors import TransientFailure
+from runtime.http import (
+    Handler,
+    error_middleware,
+    health_handler,
+    json_answer,
+    metrics_handler,
+    openapi_handler,
+    problem,
+    unauthorized,
+)
 
 log = structlog.get_logger("rogatory.agent.api")
 
 MAX_INBOX_PAGE = 500
 MAX_IDEMPOTENCY_KEY = 200
-_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_answer(body: object, status: int = 200) -> web.Response:
-    """A JSON answer in UTF-8."""
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
-def problem(
-    status: int, code: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
-) -> web.Response:
-    """An RFC 9457 problem answer with a stable `code`."""
-    body: dict[str, Any] = {
-        "type": f"urn:rogatory:error:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    return web.json_response(body, status=status, content_type="application/problem+json", dumps=_dumps)
-
-
-def problem_for(error: ProtocolError) -> web.Response:  # noqa: PLR0911 - one answer per kind of refusal
-    """The HTTP answer to a protocol refusal."""
-    if isinstance(error, ContentInvalid):
-        return problem(
-            422,
-            error.code,
-            "Invalid message document",
-            error.detail,
-            [{"loc": list(e.loc), "msg": e.msg} for e in error.errors],
-        )
-    if isinstance(error, LimitExceeded) and error.code == ErrorCode.TOO_LARGE:
-        return problem(413, error.code, "Too large", error.detail)
-    if isinstance(error, PolicyDenied):
-        if error.code == ErrorCode.UNKNOWN_AGENCY:
-            return problem(422, error.code, "Unknown agency", error.detail)
-        return problem(403, error.code, "Not allowed", error.detail)
-    if isinstance(error, KeyRejected):
-        return problem(422, error.code, "No usable key", error.detail)
-    if isinstance(error, IllegalTransition):
-        return problem(409, error.code, "Not allowed in the case as it stands", error.detail)
-    if isinstance(error, MalformedInput):
-        return problem(400, error.code, "Malformed request", error.detail)
-    return problem(400, error.code, "Refused", error.detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +77,11 @@ class ApiContext:
     """Tokens, scopes, revocations, rate limits (`agents.guard`); by default: `token_hashes`, default rates."""
 
 
+def _agent_errors(error: Exception) -> web.Response | None:
+    """The agent's own refusals: an id or idempotency key reused for another document is a 409."""
+    return problem(409, error.code, "Conflict", error.detail) if isinstance(error, Conflict) else None
+
+
 class AgentApi:
     """Builds the aiohttp application of one agent."""
 
@@ -134,12 +93,12 @@ class AgentApi:
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
         app = web.Application(
-            middlewares=[self._record_refusals, self._errors, self._authenticate],
+            middlewares=[self._record_refusals, error_middleware(_agent_errors), self._authenticate],
             client_max_size=self._ctx.limits.max_document_bytes + 1024,
         )
         router = app.router
-        router.add_get("/healthz", self.healthz)
-        router.add_get("/openapi.json", self.openapi)
+        router.add_get("/healthz", health_handler(self._ctx.health))
+        router.add_get("/openapi.json", openapi_handler(OPENAPI))
         router.add_post("/v1/messages", self.submit)
         router.add_get("/v1/messages/{message_id}", self.message_status)
         router.add_get("/v1/inbox", self.inbox)
@@ -147,35 +106,13 @@ class AgentApi:
         router.add_get("/v1/schema/{message_type}", self.schema)
         router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
         if self._ctx.metrics is not None:
-            router.add_get("/metrics", self.metrics)
+            router.add_get("/metrics", metrics_handler(self._ctx.metrics))
         if self._ctx.attachments is not None:
             for method, path, handler in self._ctx.attachments.routes():
                 router.add_route(method, path, handler)
         return app
 
     # -- middlewares -------------------------------------------------------------------
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:  # noqa: PLR0911 - one answer per kind of failure
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return problem(404, ErrorCode.NOT_FOUND, "Not found", f"no resource at {request.path[:200]}")
-        except web.HTTPMethodNotAllowed:
-            return problem(
-                405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed", f"{request.method[:20]} is not allowed here"
-            )
-        except web.HTTPRequestEntityTooLarge:
-            return problem(413, ErrorCode.TOO_LARGE, "Too large", "the request body is over the limit")
-        except ProtocolError as exc:
-            return problem_for(exc)
-        except Conflict as exc:
-            return problem(409, exc.code, "Conflict", exc.detail)
-        except TransientFailure as exc:
-            log.warning("api_transient_failure", error=str(exc)[:300])
-            response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "try again shortly")
-            response.headers["Retry-After"] = "1"
-            return response
 
     @web.middleware
     async def _record_refusals(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -204,32 +141,13 @@ class AgentApi:
             response.headers["Retry-After"] = str(verdict.retry_after_s)
             return response
         if verdict.status == 401:
-            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="rogatory-agent"'
-            return response
+            return unauthorized("rogatory-agent")
         if verdict.status == 403:
             scope = required_scope(request.method, request.path)
             return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"this token does not have the {scope} scope")
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------
-
-    async def healthz(self, _request: web.Request) -> web.Response:
-        """Liveness and readiness."""
-        health = self._ctx.health()
-        return json_answer(health, status=200 if health.get("status") == "ok" else 503)
-
-    async def openapi(self, _request: web.Request) -> web.Response:
-        """The OpenAPI document of this API."""
-        return json_answer(OPENAPI)
-
-    async def metrics(self, _request: web.Request) -> web.Response:
-        """Prometheus exposition of this agent's metrics."""
-        assert self._ctx.metrics is not None  # the route exists only then
-        body, content_type = await self._ctx.metrics()
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
 
     async def submit(self, request: web.Request) -> web.Response:
         """`POST /v1/messages`: validate, seal and queue one message document."""
@@ -497,4 +415,4 @@ def _inbox_item(record: InboxRecord) -> dict[str, Any]:
     }
 
 
-__all__ = ["AgentApi", "ApiContext", "json_answer", "problem", "problem_for"]
+__all__ = ["AgentApi", "ApiContext"]

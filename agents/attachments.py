@@ -57,9 +57,9 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from agents.broker import FailoverConnector, SubmitPublisher
 from agents.errors import Conflict
 from agents.store import AgentStore
+from agents.transport import SubmitPublisher
 from protocol.attachments import (
     AttachmentKey,
     StreamEncryptor,
@@ -75,7 +75,9 @@ from protocol.limits import Limits
 from protocol.mla import MessageDocument
 from protocol.model import parse_model
 from protocol.topology import KIND_SEALED_MESSAGE
+from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
+from runtime.http import problem
 
 log = structlog.get_logger("rogatory.agent.attachments")
 
@@ -509,14 +511,6 @@ class BlobPushingPublisher(SubmitPublisher):
 # -- the service ---------------------------------------------------------------------------------
 
 
-def _problem(status: int, code: str, title: str, detail: str) -> web.Response:
-    return web.json_response(
-        {"type": f"urn:rogatory:error:{code}", "title": title, "status": status, "detail": detail, "code": code},
-        status=status,
-        content_type="application/problem+json",
-    )
-
-
 def _header_int(request: web.Request, name: str) -> int | None:
     raw = request.headers.get(name)
     if raw is None:
@@ -591,7 +585,7 @@ class Attachments:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/attachments`: stream a body in (resumable); `201 {"sha256", "size_bytes"}` once whole."""
         if request.content_type != "application/octet-stream":
-            return _problem(
+            return problem(
                 415,
                 ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported media type",
@@ -603,7 +597,7 @@ class Attachments:
         offset = _header_int(request, "Upload-Offset") or 0
         length = _header_int(request, "Upload-Length")
         if length is not None and length > self._max_bytes:
-            return _problem(413, ErrorCode.TOO_LARGE, "Too large", f"a body is at most {self._max_bytes} bytes")
+            return problem(413, ErrorCode.TOO_LARGE, "Too large", f"a body is at most {self._max_bytes} bytes")
         done = await self._store.upload(upload_id)
         if done is not None:
             return self._uploaded(done)
@@ -614,7 +608,7 @@ class Attachments:
             part = self._store.part_path(upload_id)
             have = part.stat().st_size if part.exists() else 0
             if offset != have:
-                response = _problem(
+                response = problem(
                     409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Wrong offset", f"{have} bytes are held, not {offset}"
                 )
                 response.headers["Upload-Offset"] = str(have)
@@ -841,31 +835,27 @@ class Attachments:
         if sender is not None:
             records = [record for record in records if record.sender == sender]
         if not records:
-            return _problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id[:64]}")
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id[:64]}")
         if len(records) > 1:
-            return _problem(
+            return problem(
                 409, ErrorCode.AMBIGUOUS_MESSAGE_ID, "Ambiguous message id", "add ?sender=AGENCY-ID to choose one"
             )
         record = records[0]
         bodies = await self._store.received_for(record.sender, record.message_id)
         body = next((body for body in bodies if body.attachment_id == attachment_id), None)
         if body is None:
-            return _problem(
+            return problem(
                 404,
                 ErrorCode.NOT_FOUND,
                 "No body",
                 f"attachment {attachment_id[:64]!r} travelled as a description only, or is not listed",
             )
         if body.state == PENDING:
-            response = _problem(
-                503, ErrorCode.ATTACHMENT_NOT_READY, "Not yet", "the body is being fetched and verified"
-            )
+            response = problem(503, ErrorCode.ATTACHMENT_NOT_READY, "Not yet", "the body is being fetched and verified")
             response.headers["Retry-After"] = "2"
             return response
         if body.state != AVAILABLE:
-            return _problem(
-                409, ErrorCode.ATTACHMENT_MISMATCH, "Body refused", body.detail or "the body did not verify"
-            )
+            return problem(409, ErrorCode.ATTACHMENT_MISMATCH, "Body refused", body.detail or "the body did not verify")
         _, plaintext = self._store.received_paths(body)
         served = web.FileResponse(plaintext, chunk_size=256 * 1024)
         served.headers["Content-Type"] = "application/octet-stream"

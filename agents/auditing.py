@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -310,7 +311,46 @@ class ProofFollower:
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 
 
+@dataclass(frozen=True, slots=True)
+class Auditing:
+    """The agent's part in the audit log: its witness and its proof follower, over one client session."""
+
+    session: aiohttp.ClientSession
+    witness: Witness
+    proofs: ProofFollower
+
+    def health(self) -> dict[str, Any]:
+        """What `/healthz` says of the audit log: the last cosignature, forks, late proofs (and alarms for both)."""
+        witness, proofs = self.witness, self.proofs
+        answer: dict[str, Any] = {
+            "witness_last_cosigned_at": None
+            if witness.last_witnessed_at is None
+            else witness.last_witnessed_at.isoformat(),
+            "forks_detected": witness.forks_detected,
+            "inclusion_proofs_overdue": proofs.overdue,
+        }
+        alarms = [
+            *(["the gateway's audit log is forked"] if witness.forks_detected else []),
+            *([f"{proofs.overdue} evidence without an inclusion proof"] if proofs.overdue else []),
+        ]
+        if alarms:
+            answer["alarms"] = alarms
+        return answer
+
+    def tasks(self, *, interval: float) -> dict[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+        """The witness's and the follower's rounds, every `interval` seconds."""
+        return {
+            "witness": functools.partial(self.witness.run, interval=interval),
+            "proofs": functools.partial(self.proofs.run, interval=interval),
+        }
+
+    async def close(self) -> None:
+        """Close the client session."""
+        await self.session.close()
+
+
 __all__ = [
+    "Auditing",
     "GatewayAuditApi",
     "GatewayAuditClient",
     "GatewayUnreachable",

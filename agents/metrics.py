@@ -21,21 +21,17 @@ from typing import Any, Final
 
 import aiosqlite
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
-from agents.logs import log_message
 from agents.receiving import InboxDelivery, Received
 from agents.store import AgentStore
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
+from runtime.logs import log_message
+from runtime.metrics import DELAY_BUCKETS, ServiceMetrics, age_seconds
 
 log = structlog.get_logger("rogatory.agent.messages")
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Seconds: opening and storing one message takes milliseconds; seconds means the disk is struggling."""
-DELAY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
-"""Seconds: evidence returns in under a second with everyone up, hours or days for retrieval."""
 EVIDENCE_TYPES: Final = frozenset(
     {
         "SUBMISSION_ACCEPTED",
@@ -66,24 +62,16 @@ METRIC_NAMES: Final = frozenset(
 """Every series family this module exports (histograms add `_bucket`, `_sum`, `_count`)."""
 
 
-class AgentMetrics:
+class AgentMetrics(ServiceMetrics):
     """An agent's metrics in a registry of their own."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__("agent", stages="receive (verify, open, store one delivery)")
         r = self.registry
         self.deliveries = Counter(
             "rogatory_agent_deliveries",
             "Inbox deliveries processed, by kind (message, evidence) and outcome.",
             ("kind", "result"),
-            registry=r,
-        )
-        self.errors = Counter("rogatory_agent_errors", "Refusals by stable error code.", ("code",), registry=r)
-        self.stage_seconds = Histogram(
-            "rogatory_agent_stage_seconds",
-            "Time spent in one stage: receive (verify, open, store one delivery).",
-            ("stage",),
-            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.evidence_delay = Histogram(
@@ -181,21 +169,10 @@ class AgentMetrics:
         rows = await _rows(store, "SELECT COUNT(*), MIN(received_at) FROM evidence WHERE inclusion_proof IS NULL")
         count, oldest = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
         self.awaiting_proof.set(count)
-        self.oldest_unproven.set(_age(str(oldest), now) if oldest is not None else 0.0)
+        self.oldest_unproven.set(age_seconds(str(oldest), now) if oldest is not None else 0.0)
         self.proofs_overdue.set(int(health.get("inclusion_proofs_overdue") or 0))
         self.forks.set(int(health.get("forks_detected") or 0))
         self.inbox_connected.set(1 if health.get("inbox_connected") else 0)
-
-    def render(self) -> bytes:
-        """The exposition text of every metric."""
-        return generate_latest(self.registry)
-
-
-def _age(at: str, now: datetime) -> float:
-    try:
-        return max((now - parse_timestamp(at)).total_seconds(), 0.0)
-    except MalformedInput:
-        return 0.0
 
 
 async def _rows(store: AgentStore, query: str) -> Sequence[Sequence[Any]]:
@@ -205,4 +182,4 @@ async def _rows(store: AgentStore, query: str) -> Sequence[Sequence[Any]]:
         return [tuple(row) for row in await cursor.fetchall()]
 
 
-__all__ = ["CONTENT_TYPE", "METRIC_NAMES", "AgentMetrics"]
+__all__ = ["METRIC_NAMES", "AgentMetrics"]

@@ -28,8 +28,8 @@ from typing import Literal, TypeVar
 
 import aiosqlite
 
-from agents.groupcommit import GroupCommitter, LoopSqlite
 from runtime.errors import StoreUnavailable
+from runtime.sqlite import GroupCommitter, LoopSqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

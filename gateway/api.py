@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +32,7 @@ from protocol.encoding import b64encode, parse_timestamp
 from protocol.errors import ErrorCode, MalformedInput, ProofInvalid
 from protocol.ids import parse_agency_id, parse_message_id
 from protocol.keys import SigningPublicKey
+from runtime.http import Handler, error_middleware, health_handler, openapi_handler, problem, unauthorized
 
 MAX_PAGE = 1000
 
@@ -60,21 +61,11 @@ class TokenTable:
         return found
 
 
-def problem(status: int, code: ErrorCode, title: str, detail: str) -> web.Response:
-    """An RFC 9457 problem answer."""
-    return web.json_response(
-        {"type": f"urn:rogatory:error:{code}", "title": title, "status": status, "detail": detail, "code": code},
-        status=status,
-        content_type="application/problem+json",
-    )
-
-
 MAX_REQUEST_BYTES: Final = 256 * 1024
 """The largest request body: a proofs request of `MAX_PROOFS_PER_REQUEST` identities of the longest length fits."""
 MAX_PROOFS_PER_REQUEST: Final = 500
 MAX_IDENTITY_CHARS: Final = 300
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ANYONE_WITH_A_TOKEN = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READER})
 AUDITORS = frozenset({Role.OPERATOR, Role.AUDITOR})
 OPERATORS = frozenset({Role.OPERATOR})
@@ -116,10 +107,10 @@ class GatewayApi:
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
-        app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=MAX_REQUEST_BYTES)
+        app = web.Application(middlewares=[error_middleware(), self._authenticate], client_max_size=MAX_REQUEST_BYTES)
         routes: list[tuple[str, str, Handler, frozenset[Role] | None]] = [
-            ("GET", "/healthz", self.healthz, None),
-            ("GET", "/openapi.json", self.openapi, None),
+            ("GET", "/healthz", health_handler(self._health), None),
+            ("GET", "/openapi.json", openapi_handler(OPENAPI), None),
             ("GET", "/v1/audit/checkpoint", self.checkpoint, ANYONE_WITH_A_TOKEN),
             ("GET", "/v1/audit/checkpoints", self.checkpoints, AUDITORS),
             ("POST", "/v1/audit/cosignatures", self.cosign, ANYONE_WITH_A_TOKEN),
@@ -141,17 +132,6 @@ class GatewayApi:
     # -- middlewares -------------------------------------------------------------------
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return problem(404, ErrorCode.NOT_FOUND, "Not found", f"no resource at {request.path[:200]}")
-        except web.HTTPMethodNotAllowed:
-            return problem(405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed", f"{request.method} is not allowed")
-        except MalformedInput as exc:
-            return problem(400, ErrorCode.INVALID_PARAMETER, "Invalid parameter", exc.detail)
-
-    @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         roles = self._roles.get((request.method, resource.canonical)) if resource is not None else None
@@ -161,23 +141,12 @@ class GatewayApi:
         scheme, _, token = header.partition(" ")
         role = self._tokens.role_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if role is None:
-            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="rogatory-gateway"'
-            return response
+            return unauthorized("rogatory-gateway")
         if role not in roles:
             return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"the {role} role may not use this endpoint")
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------
-
-    async def healthz(self, _request: web.Request) -> web.Response:
-        """Liveness and readiness: consumer connected, log size."""
-        health = self._health()
-        return web.json_response(health, status=200 if health.get("status") == "ok" else 503)
-
-    async def openapi(self, _request: web.Request) -> web.Response:
-        """The OpenAPI document of this API."""
-        return web.json_response(OPENAPI)
 
     async def checkpoint(self, _request: web.Request) -> web.Response:
         """The latest signed checkpoint with its cosignatures (published once two witnesses cosigned)."""
@@ -390,4 +359,4 @@ def _int_param(
     return value
 
 
-__all__ = ["PUBLISHED_AFTER_COSIGNATURES", "GatewayApi", "OperatorRoutes", "Role", "TokenTable", "problem"]
+__all__ = ["PUBLISHED_AFTER_COSIGNATURES", "GatewayApi", "OperatorRoutes", "Role", "TokenTable"]

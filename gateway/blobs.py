@@ -36,7 +36,7 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,6 +56,7 @@ from protocol.envelope import AuthenticatedHeader, SealedMessage
 from protocol.errors import ErrorCode, PolicyDenied, ProtocolError
 from protocol.ids import AgencyId
 from runtime.errors import StoreUnavailable, TransientFailure
+from runtime.http import Handler, problem
 
 log = structlog.get_logger("rogatory.gateway.blobs")
 
@@ -403,14 +404,6 @@ class BlobSweeper:
 # -- HTTP --------------------------------------------------------------------------------------
 
 
-def _problem(status: int, code: str, title: str, detail: str) -> web.Response:
-    return web.json_response(
-        {"type": f"urn:rogatory:error:{code}", "title": title, "status": status, "detail": detail, "code": code},
-        status=status,
-        content_type="application/problem+json",
-    )
-
-
 class _Refused(Exception):
     """A request refused before its handler did anything: the answer to give."""
 
@@ -424,11 +417,8 @@ def _header_int(request: web.Request, name: str, default: int | None = None) -> 
     if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise _Refused(_problem(400, ErrorCode.INVALID_PARAMETER, "Invalid header", f"{name} must be an integer"))
+        raise _Refused(problem(400, ErrorCode.INVALID_PARAMETER, "Invalid header", f"{name} must be an integer"))
     return int(raw)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _answering(handler: Handler) -> Handler:
@@ -471,9 +461,7 @@ class BlobApi:
         sha256 = request.match_info["sha256"]
         if not _SHA256.match(sha256):
             raise _Refused(
-                _problem(
-                    400, ErrorCode.INVALID_PARAMETER, "Invalid address", "expected the hex SHA-256 of a ciphertext"
-                )
+                problem(400, ErrorCode.INVALID_PARAMETER, "Invalid address", "expected the hex SHA-256 of a ciphertext")
             )
         try:
             agency = verify_blob_request(
@@ -484,7 +472,7 @@ class BlobApi:
                 now=self._clock(),
             )
         except ProtocolError as exc:
-            response = _problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", f"a signed request is required: {exc}")
+            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", f"a signed request is required: {exc}")
             response.headers["WWW-Authenticate"] = "Rogatory-Signed"
             raise _Refused(response) from exc
         return agency, sha256
@@ -505,7 +493,7 @@ class BlobApi:
         offset = _header_int(request, "Upload-Offset", 0)
         assert offset is not None
         if length is None or length > self._max_bytes:
-            return _problem(
+            return problem(
                 413 if length is not None else 400,
                 ErrorCode.TOO_LARGE if length is not None else ErrorCode.INVALID_PARAMETER,
                 "Upload-Length",
@@ -514,15 +502,15 @@ class BlobApi:
         existing = await self._store.blob(sha256)
         if existing is not None:
             if existing.uploader != agency:
-                return _problem(409, ErrorCode.FORBIDDEN, "Stored", "another agency stored this body")
+                return problem(409, ErrorCode.FORBIDDEN, "Stored", "another agency stored this body")
             return web.json_response({"sha256": sha256, "size_bytes": existing.length}, status=200)
         lock = self._store.upload_lock(agency, sha256)
         if lock.locked():
-            return _problem(409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Busy", "this body is being uploaded already")
+            return problem(409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Busy", "this body is being uploaded already")
         async with lock:
             have = self._store.received_bytes(agency, sha256)
             if offset != have:
-                response = _problem(
+                response = problem(
                     409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Wrong offset", f"{have} bytes are held, not {offset}"
                 )
                 response.headers["Upload-Offset"] = str(have)
@@ -537,13 +525,13 @@ class BlobApi:
                     now=self._clock(),
                 )
             except PolicyDenied as exc:
-                return _problem(422, exc.code, "Refused", exc.detail)
+                return problem(422, exc.code, "Refused", exc.detail)
             except (aiohttp.ClientError, ConnectionError) as exc:
                 log.info("blob_upload_interrupted", sha256=sha256, uploader=agency, error=str(exc)[:200])
                 raise
             except OSError as exc:
                 log.warning("blob_store_unwritable", sha256=sha256, error=str(exc)[:200])
-                response = _problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "the blob store cannot write")
+                response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "the blob store cannot write")
                 response.headers["Retry-After"] = "5"
                 return response
         if received < length:
@@ -558,14 +546,14 @@ class BlobApi:
         """The body, streamed from disk (with `Range`), to its uploader or an agency it was addressed to."""
         agency, sha256 = self._caller(request)
         if not await self._store.may_read(agency, sha256):
-            return _problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
+            return problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
         return web.FileResponse(self._store.object_path(sha256), chunk_size=256 * 1024)
 
     async def retrieved(self, request: web.Request) -> web.StreamResponse:
         """The caller verified its copy: start the retention period before deletion."""
         agency, sha256 = self._caller(request)
         if not await self._store.may_read(agency, sha256):
-            return _problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
+            return problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
         marked = await self._store.mark_retrieved(sha256, agency, self._clock())
         return web.json_response({"sha256": sha256, "retrieved": marked > 0})
 

@@ -26,7 +26,7 @@ import itertools
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,21 +35,22 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.api import Role, TokenTable, problem
-from gateway.broker import ManagementAccess, queue_figures
+from gateway.api import Role, TokenTable
 from gateway.certificates import read_watched
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics, store_witness_times
+from gateway.metrics import GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
 from protocol.auditlog import decode_leaf
 from protocol.directory import Directory
-from protocol.encoding import b64encode, format_timestamp, parse_timestamp
+from protocol.encoding import b64encode, format_timestamp
 from protocol.errors import ErrorCode, MalformedInput, ProtocolError
 from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_message_id
 from protocol.topology import INBOX_QUEUE_PREFIX
+from runtime.broker import ManagementAccess, queue_figures
 from runtime.errors import ManagementUnavailable
+from runtime.http import Handler, problem
+from runtime.metrics import CONTENT_TYPE, age_seconds
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler, frozenset[Role] | None]
 
 OPERATORS: Final = frozenset({Role.OPERATOR})
@@ -257,7 +258,7 @@ class ConsoleApi:
                 "checkpoint_id": latest.checkpoint_id,
                 "tree_size": latest.tree_size,
                 "signed_at": latest.signed_at,
-                "age_s": _age(latest.signed_at, now),
+                "age_s": age_seconds(latest.signed_at, now),
                 "cosignatures": len(latest.cosignatures),
             }
         )
@@ -601,19 +602,14 @@ def _witness_failing(last: str | None, latest_signed_at: str | None, *, now: dat
     if latest_signed_at is None:
         return None
     if last is None:
-        if _age(latest_signed_at, now) < grace_s:
+        if age_seconds(latest_signed_at, now) < grace_s:
             return None
-        return f"it has never cosigned a checkpoint; the latest was signed {_age(latest_signed_at, now):.0f} s ago"
-    if last >= latest_signed_at or _age(last, now) < grace_s:
+        return (
+            f"it has never cosigned a checkpoint; the latest was signed {age_seconds(latest_signed_at, now):.0f} s ago"
+        )
+    if last >= latest_signed_at or age_seconds(last, now) < grace_s:
         return None
-    return f"its last cosignature is {_age(last, now):.0f} s old; newer checkpoints wait"
-
-
-def _age(at: str, now: datetime) -> float:
-    try:
-        return max((now - parse_timestamp(at)).total_seconds(), 0.0)
-    except MalformedInput:
-        return 0.0
+    return f"its last cosignature is {age_seconds(last, now):.0f} s old; newer checkpoints wait"
 
 
 def _at(record: Any) -> str | None:  # noqa: ANN401 - a CheckpointRecord or None

@@ -27,8 +27,8 @@ from typing import Any, Literal, Protocol
 import aiosqlite
 import asyncpg
 
-from gateway.groupcommit import GroupCommitter, LoopSqlite, Member
 from runtime.errors import StoreUnavailable
+from runtime.sqlite import GroupCommitter, LoopSqlite, Member
 
 Row = Sequence[Any]
 _PLACEHOLDER = re.compile(r"\?")

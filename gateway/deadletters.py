@@ -54,9 +54,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from gateway.api import problem
 from gateway.auditlog import AuditLog, AuditTransaction
-from gateway.broker import DeadDelivery, ManagementAccess, queue_figures
 from gateway.errors import OperationConflict
 from gateway.pipeline import (
     STATE_DEAD_LETTERED,
@@ -66,6 +64,7 @@ from gateway.pipeline import (
     Publisher,
 )
 from gateway.store import DeadLetterRecord, GatewayStore, MessageRecord
+from gateway.transport import DeadDelivery
 from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity, evidence_leaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
@@ -75,7 +74,9 @@ from protocol.evidence import EvidenceStatement, EvidenceType, Reason, issue_evi
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.broker import ManagementAccess, queue_figures
 from runtime.errors import ManagementUnavailable, RoutingFailed, TransientFailure
+from runtime.http import Handler, problem
 
 log = structlog.get_logger("rogatory.gateway.deadletters")
 
@@ -587,9 +588,6 @@ def dead_letter_item(record: DeadLetterRecord) -> dict[str, Any]:
         "recorded_at": record.recorded_at,
         "updated_at": record.updated_at,
     }
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OperationsApi:

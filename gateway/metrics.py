@@ -25,25 +25,21 @@ from datetime import datetime
 from typing import Final, Protocol, TypeVar
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.broker import ManagementAccess, queue_figures
 from gateway.certificates import WatchedCertificate
-from gateway.logs import log_message
 from gateway.pipeline import IngressDelivery, Outcome
 from gateway.store import GatewayStore
 from protocol.directory import Directory
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
+from runtime.broker import ManagementAccess, queue_figures
 from runtime.errors import ManagementUnavailable
+from runtime.logs import log_message
+from runtime.metrics import DELAY_BUCKETS, ServiceMetrics, age_seconds
 
 log = structlog.get_logger("rogatory.gateway.messages")
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Seconds: one step of the pipeline takes milliseconds; tens of seconds means the broker or disk is away."""
-DELAY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
-"""Seconds: evidence comes back in under a second when the recipient is up, in hours when it was away."""
 
 METRIC_NAMES: Final = frozenset(
     {
@@ -87,26 +83,16 @@ class _Publisher(Protocol):
     async def publish(self, *, routing_key: str, body: bytes, kind: str, message_id: str) -> None: ...
 
 
-class GatewayMetrics:
+class GatewayMetrics(ServiceMetrics):
     """The gateway's metrics in a registry of their own."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__("gateway", stages="ingress (a whole delivery), route (publish and confirm), dead_letter")
         r = self.registry
         self.messages = Counter(
             "rogatory_gateway_messages",
             "Ingress deliveries processed, by kind (message, evidence) and outcome.",
             ("kind", "result"),
-            registry=r,
-        )
-        self.errors = Counter(
-            "rogatory_gateway_errors", "Refusals and failures by stable error code.", ("code",), registry=r
-        )
-        self.stage_seconds = Histogram(
-            "rogatory_gateway_stage_seconds",
-            "Time spent in one stage: ingress (a whole delivery), route (publish and confirm), dead_letter.",
-            ("stage",),
-            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.evidence_delay = Histogram(
@@ -267,10 +253,10 @@ class GatewayMetrics:
         latest = await store.latest_checkpoint()
         self.awaiting_checkpoint.set(tree_size - (latest.tree_size if latest is not None else 0))
         if latest is not None:
-            self.checkpoint_age.set(_age(latest.signed_at, now))
+            self.checkpoint_age.set(age_seconds(latest.signed_at, now))
             self.checkpoint_cosignatures.set(len(latest.cosignatures))
         for witness, at in (await store_witness_times(store)).items():
-            self.witness_age.labels(witness).set(_age(at, now))
+            self.witness_age.labels(witness).set(age_seconds(at, now))
         self.dead_letters.clear()
         for state, count in await _grouped(store, "SELECT state, COUNT(*) FROM dead_letters GROUP BY state"):
             self.dead_letters.labels(state).set(count)
@@ -332,10 +318,6 @@ class GatewayMetrics:
             self.queue_publish_rate.labels(name).set(queue["publish_rate"] or 0.0)
             self.queue_deliver_rate.labels(name).set(queue["deliver_rate"] or 0.0)
 
-    def render(self) -> bytes:
-        """The exposition text of every metric."""
-        return generate_latest(self.registry)
-
 
 class MeasuredPublisher:
     """A publisher whose publishes are timed as the `route` stage."""
@@ -349,13 +331,6 @@ class MeasuredPublisher:
         started = time.perf_counter()
         await self._inner.publish(routing_key=routing_key, body=body, kind=kind, message_id=message_id)
         self._metrics.stage_seconds.labels("route").observe(time.perf_counter() - started)
-
-
-def _age(at: str, now: datetime) -> float:
-    try:
-        return max((now - parse_timestamp(at)).total_seconds(), 0.0)
-    except MalformedInput:
-        return 0.0
 
 
 async def _rows(store: GatewayStore, query: str) -> Sequence[Sequence[object]]:
@@ -373,4 +348,4 @@ async def store_witness_times(store: GatewayStore) -> dict[str, str]:
     return {str(witness): str(at) for witness, at in rows if at is not None}
 
 
-__all__ = ["CONTENT_TYPE", "METRIC_NAMES", "GatewayMetrics", "MeasuredPublisher", "store_witness_times"]
+__all__ = ["METRIC_NAMES", "GatewayMetrics", "MeasuredPublisher", "store_witness_times"]

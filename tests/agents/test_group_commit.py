@@ -3,7 +3,6 @@ one is undone alone, and the outbox relay never reads what is not committed."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from pathlib import Path
 
@@ -35,18 +34,3 @@ async def test_concurrent_transactions_are_each_committed_when_released_and_a_fa
         assert kept == {f"evidence/{n}" for n in range(WRITERS) if n not in failed}
     finally:
         await store.close()
-
-
-def _code_of(path: Path, package: str) -> str:
-    """The module's code without its docstring, with its own package's name made neutral."""
-    module = ast.parse(path.read_text().replace(f"{package}.errors", "PACKAGE.errors"))
-    body = module.body[1:] if module.body and isinstance(module.body[0], ast.Expr) else module.body
-    return ast.dump(ast.Module(body=body, type_ignores=[]))
-
-
-def test_the_agents_group_commit_is_the_gateways():
-    """Agents and gateway share no code, so the mechanism is copied: the copies must not drift apart."""
-    root = Path(__file__).resolve().parents[2]
-    assert _code_of(root / "agents" / "groupcommit.py", "agents") == _code_of(
-        root / "gateway" / "groupcommit.py", "gateway"
-    )

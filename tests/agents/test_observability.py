@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 import structlog
 
-from agents.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from agents.metrics import AgentMetrics
 from agents.receiving import InboxDelivery, Received
 from agents.store import AgentStore, EvidenceRecord
 from protocol.encoding import format_timestamp
+from runtime.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from tests.support.network import NOW
 
 AGENCY = "LY-MLA-CA"

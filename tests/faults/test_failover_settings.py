@@ -6,13 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.broker import endpoints_from_setting as agent_endpoints
 from agents.settings import AgentSettings
-from gateway.broker import BrokerEndpoints, endpoints_from_setting, node_of
 from gateway.deadletters import read_death
 from gateway.settings import GatewaySettings
 from protocol.auditlog import DeadLetterLeaf, RejectedInputLeaf, dead_letter_identity, decode_leaf, encode_leaf
 from protocol.evidence import Reason
+from runtime.broker import BrokerEndpoints, endpoints_from_setting, node_of
 from runtime.errors import ConfigurationError
 
 TOKEN = "0" * 64
@@ -39,7 +38,7 @@ def test_a_cluster_is_one_identity_on_several_nodes_tried_in_order():
     endpoints = endpoints_from_setting(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     assert [node_of(url) for url in endpoints.urls] == ["127.0.0.1:5701", "127.0.0.1:5702", "127.0.0.1:5703"]
     assert (endpoints.broker_user, endpoints.vhost, endpoints.heartbeat_s) == ("gw", "net", 10)
-    assert agent_endpoints(CLUSTER, heartbeat_s=5).urls == endpoints.urls
+    assert endpoints_from_setting(CLUSTER, heartbeat_s=5).urls == endpoints.urls
 
 
 def test_one_url_behaves_as_before():

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from gateway.groupcommit import GroupCommitter, LoopSqlite
 from protocol.merkle import MerkleTree
 from runtime.errors import StoreUnavailable
+from runtime.sqlite import GroupCommitter, LoopSqlite
 from tests.gateway.conftest import Harness
 from tests.support.network import BD
 

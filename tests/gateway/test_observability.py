@@ -25,11 +25,11 @@ from gateway.console_api import (
     _queue_alerts,
     _witness_failing,
 )
-from gateway.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from gateway.metrics import METRIC_NAMES, GatewayMetrics
 from gateway.pipeline import IngressDelivery, Outcome
 from gateway.store import GatewayStore, MessageRecord
 from protocol.encoding import format_timestamp
+from runtime.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from tests.support.network import NOW, LocalNetwork
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rogatory-alerts.yml"

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import aio_pika
 import pytest
 
-from agents.broker import BrokerEndpoints, ConsumerPolicy, FailoverConnector, QueueConsumer
 from protocol.ids import AgencyId
 from protocol.topology import DELIVER_EXCHANGE, KIND_EVIDENCE, inbox_queue
+from runtime.broker import BrokerEndpoints, ConsumerPolicy, ConsumerRole, FailoverConnector, QueueConsumer
 from tests.integration.conftest import BrokerTestNetwork
 
 pytestmark = pytest.mark.broker
@@ -66,13 +66,15 @@ async def test_deliveries_of_one_message_id_are_handled_in_order_and_others_conc
         return body
 
     consumer: QueueConsumer[tuple[str, str], str] = QueueConsumer(
-        FailoverConnector(BrokerEndpoints(urls=(_url(broker_network, broker_network.user(AGENCY)),))),
-        name="test",
-        queue=inbox_queue(AGENCY),
-        convert=lambda message: (str(message.message_id), message.body.decode()),
-        handle=handle,
-        summary=lambda body: {"body": body},
-        processed_event="test_processed",
+        FailoverConnector(BrokerEndpoints(urls=(_url(broker_network, broker_network.user(AGENCY)),)), service="test"),
+        ConsumerRole(
+            name="test",
+            queue=inbox_queue(AGENCY),
+            convert=lambda message: (str(message.message_id), message.body.decode()),
+            summary=lambda body: {"body": body},
+            processed_event="test_processed",
+        ),
+        handle,
         policy=ConsumerPolicy(prefetch=16),
     )
     running = asyncio.create_task(consumer.run(stopping))

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from agents.held_directory import HELD_FILE, remember_directory
-from agents.service import _read_directory
 from agents.settings import AgentSettings
 from gateway.auditlog import AuditLog
 from gateway.directory import DirectoryHolder
@@ -16,6 +15,7 @@ from gateway.store import GatewayStore
 from protocol.keys import SigningPrivateKey
 from protocol.signing import SignedStatement
 from runtime.errors import ConfigurationError
+from runtime.runner import read_directory
 from tests.support.network import LY, NOW, LocalNetwork
 
 
@@ -81,11 +81,18 @@ def test_agent_refuses_an_unsigned_or_expired_directory_at_start(tmp_path: Path)
     )
     (tmp_path / "directory.json").write_bytes(unsigned(net))
     with pytest.raises(ConfigurationError, match="DIRECTORY_SIGNATURE_INVALID"):
-        _read_directory(settings, net.authority.public_key, NOW)
+        read_directory(settings.directory_file, net.authority.public_key, now=NOW, limits=settings.limits)
     write(tmp_path / "directory.json", net.signed_directory())
-    assert _read_directory(settings, net.authority.public_key, NOW).version == 1
+    assert (
+        read_directory(settings.directory_file, net.authority.public_key, now=NOW, limits=settings.limits).version == 1
+    )
     with pytest.raises(ConfigurationError, match="DIRECTORY_EXPIRED"):
-        _read_directory(settings, net.authority.public_key, NOW.replace(year=NOW.year + 1))
+        read_directory(
+            settings.directory_file,
+            net.authority.public_key,
+            now=NOW.replace(year=NOW.year + 1),
+            limits=settings.limits,
+        )
 
 
 def test_agent_refuses_a_directory_older_than_one_it_accepted_before(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ did not. `synchronous=FULL` is untouched: the durability of each COMMIT is
 what it was, there are just fewer of them under load.
 
 Callbacks registered with `after_commit` run right after the COMMIT, in the
-order of the bodies (the audit log extends its in-memory tree there, so the
+order of the bodies (the gateway's audit log extends its in-memory tree there, so the
 tree's order is the leaf indexes' order).
 
 If SQLite ended the transaction by itself (it does on some I/O errors, a

@@ -1,6 +1,6 @@
-"""The agent's watchdog: a process that is up but no longer consumes exits for its supervisor.
+"""Supervision: a process that is up but no longer consumes exits for its supervisor; keyed turns.
 
-Consumers reconnect by themselves (`agents.broker`), and every background
+Consumers reconnect by themselves (`runtime.broker`), and every background
 task handles the failures it expects. What neither can handle is a loop that
 wedges or a task that ends by a bug: the process would stay up, answer
 `/healthz` as degraded forever, and hold nothing back. So:
@@ -14,20 +14,24 @@ wedges or a task that ends by a bug: the process would stay up, answer
 
 A restart is safe at any moment: every delivery not yet acknowledged comes
 back and every handler is idempotent.
+
+`KeyedLocks` serialises work per key (deliveries of one message id, the
+submissions of one case) and forgets a key's lock once nobody holds or waits
+for it, so the map stays as small as the work in hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Final, Protocol
 
 import structlog
 
 from runtime.errors import ServiceUnhealthy
 
-log = structlog.get_logger("rogatory.agent.watchdog")
+log = structlog.get_logger("rogatory.supervision")
 
 EXIT_UNHEALTHY: Final = 70
 """Exit status of a process its watchdog stopped (EX_SOFTWARE): restart it."""
@@ -87,6 +91,35 @@ async def supervise(tasks: Sequence[asyncio.Task[None]], stopping: asyncio.Event
     return failure
 
 
+class KeyedLocks:
+    """One lock per key while anyone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        """How many keys are held or waited for now."""
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str | None) -> AsyncIterator[None]:
+        """Hold `key`'s lock, after those who came before (no lock to wait for without a key)."""
+        if key is None:
+            yield
+            return
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 async def finish(tasks: Sequence[asyncio.Task[None]], *, timeout_s: float) -> None:
     """Let the tasks end by themselves for up to `timeout_s` (graceful shutdown), then leave the rest."""
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)
@@ -94,4 +127,4 @@ async def finish(tasks: Sequence[asyncio.Task[None]], *, timeout_s: float) -> No
         log.warning("task_not_finished_at_shutdown", task=task.get_name(), waited_s=timeout_s)
 
 
-__all__ = ["EXIT_UNHEALTHY", "ConsumerWatchdog", "Watched", "finish", "supervise"]
+__all__ = ["EXIT_UNHEALTHY", "ConsumerWatchdog", "KeyedLocks", "Watched", "finish", "supervise"]

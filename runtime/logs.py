@@ -1,4 +1,4 @@
-"""structlog for the gateway, configured once at start-up.
+"""structlog for a Rogatory service, configured once at start-up.
 
 JSON lines by default (one object per event, stable snake_case event names);
 a readable rendering for a terminal (`ROGATORY_LOG_FORMAT=console`, in
@@ -6,7 +6,7 @@ colour when stderr is a terminal). Context such as `message_id` is bound
 with contextvars at the edges. Logs are diagnostics, never the audit log:
 no keys, no tokens, no content.
 
-Each ingress delivery ends in one canonical line, `message_processed`
+Each delivery (the gateway's ingress, an agent's inbox) ends in one canonical line, `message_processed`
 (`log_message`), which always carries `message_id`, `case_id`, `sender` and
 `recipient` (null where the input did not let them be known), with the
 outcome, the error code and the time taken: the line to search for when

@@ -1,0 +1,105 @@
+"""`OutboxRelay`: publishes queued submissions and issued evidence until the broker confirms them.
+
+A submission leaves the outbox as `queued` only once the broker confirmed
+it; until then it is published again, with the same bytes and message id,
+which the gateway recognises (a lost confirm costs a duplicate the gateway
+drops, never a loss). A submission whose lifetime ended before it could be
+published is marked `EXPIRED` and never sent. Evidence this agency issued
+as a recipient (`DELIVERY`, `RETRIEVAL`) travels the same way and is
+forgotten once confirmed. The loop itself, its backoff and its last drain at
+shutdown are `runtime.broker.Relay`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from agents.status import MessageStatus
+from agents.store import AgentStore, OutboxRecord, PendingEvidence
+from protocol.encoding import format_timestamp, parse_timestamp
+from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.broker import Relay, publish_window
+
+log = structlog.get_logger("rogatory.agent.outbox")
+
+
+class OutboxPublisher(Protocol):
+    """Where the outbox goes: `agents.transport.SubmitPublisher`, or one that pushes attachment bodies first."""
+
+    async def publish(self, *, body: bytes, kind: str, message_id: str) -> None:
+        """Publish one message and return once the broker confirmed it (`TransientFailure` otherwise)."""
+
+
+class OutboxRelay(Relay):
+    """Publishes queued submissions and issued evidence until the broker confirms them."""
+
+    name = "outbox"
+
+    def __init__(
+        self,
+        store: AgentStore,
+        publisher: OutboxPublisher,
+        *,
+        clock: Callable[[], datetime],
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval)
+        self._store = store
+        self._publisher = publisher
+        self._clock = clock
+
+    async def drain(self) -> None:
+        """Publish everything pending; raise `TransientFailure` if the broker is away.
+
+        Each batch is one confirm window: every publish in flight at once, each
+        awaited for its own confirm; what was confirmed is then marked (or
+        deleted) in one transaction. A submission is marked published only
+        after its own confirm.
+        """
+        while True:
+            queued = await self._store.queued()
+            evidence = await self._store.pending_evidence()
+            if not queued and not evidence:
+                return
+            sendable = await self._expire(queued)
+            window: list[OutboxRecord | PendingEvidence] = [*sendable, *evidence]
+            confirmed, failure = await publish_window(window, self._publish)
+            await self._settle(
+                [item for item in confirmed if isinstance(item, OutboxRecord)],
+                [item.evidence_out_id for item in confirmed if isinstance(item, PendingEvidence)],
+            )
+            if failure is not None:
+                raise failure
+
+    def _publish(self, item: OutboxRecord | PendingEvidence) -> Awaitable[None]:
+        if isinstance(item, OutboxRecord):
+            return self._publisher.publish(body=item.sealed, kind=KIND_SEALED_MESSAGE, message_id=item.message_id)
+        return self._publisher.publish(body=item.body, kind=KIND_EVIDENCE, message_id=item.message_id)
+
+    async def _expire(self, queued: list[OutboxRecord]) -> list[OutboxRecord]:
+        """Mark the submissions that expired unsent; the others, still to be published."""
+        now = self._clock()
+        expired = [record for record in queued if now >= parse_timestamp(record.expires_at)]
+        if expired:
+            async with self._store.transaction() as tx:
+                for record in expired:
+                    await tx.set_status(record.message_id, MessageStatus.EXPIRED, "EXPIRED", format_timestamp(now))
+            for record in expired:
+                log.warning("outbox_expired_unsent", message_id=record.message_id)
+        return [record for record in queued if now < parse_timestamp(record.expires_at)]
+
+    async def _settle(self, published: list[OutboxRecord], sent_evidence: list[int]) -> None:
+        """Mark the confirmed submissions published and forget the confirmed evidence, in one transaction."""
+        if published or sent_evidence:
+            async with self._store.transaction() as tx:
+                at = format_timestamp(self._clock())
+                for record in published:
+                    await tx.mark_published(record.message_id, at)
+                await tx.delete_pending_evidence(sent_evidence)
+
+
+__all__ = ["OutboxPublisher", "OutboxRelay"]
