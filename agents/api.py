@@ -25,7 +25,7 @@ from agents.errors import Conflict
 from agents.guard import ApiGuard, parse_token_specs, refusal_code, required_scope
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
-from agents.submission import SenderKeys, prepare_submission, read_submission, record_submission
+from agents.submission import SenderKeys, Submission, no_attachment_bodies
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import (
@@ -65,7 +65,7 @@ class ApiContext:
     message_ttl: timedelta
     token_hashes: tuple[str, ...]
     clock: Callable[[], datetime]
-    wake_outbox: Callable[[], None]
+    wake_relay: Callable[[], None]
     health: Callable[[], dict[str, Any]]
     cases: CaseBook | None = None
     """The case book shared with the receiver; the API makes one of its own if none is given."""
@@ -89,6 +89,17 @@ class AgentApi:
         self._ctx = context
         self._cases = context.cases if context.cases is not None else CaseBook(context.agency)
         self._guard = context.guard or ApiGuard(parse_token_specs(context.token_hashes), clock=time.monotonic)
+        self._submission = Submission(
+            sender=context.sender,
+            store=context.store,
+            cases=self._cases,
+            directory=context.directory,
+            limits=context.limits,
+            message_ttl=context.message_ttl,
+            clock=context.clock,
+            wake_relay=context.wake_relay,
+            attachment_bodies=no_attachment_bodies if context.attachments is None else context.attachments.keys_for,
+        )
 
     def app(self) -> web.Application:
         """The application, with authentication and problem+json middlewares."""
@@ -166,37 +177,7 @@ class AgentApi:
                 "Invalid Idempotency-Key",
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters",
             )
-        submitted = read_submission(await request.read(), limits=self._ctx.limits)
-        bodies = () if self._ctx.attachments is None else await self._ctx.attachments.keys_for(submitted.fields)
-        case_id = submitted.case_id
-        async with self._cases.serialised(case_id):
-            sequence = None
-            if case_id is not None and not submitted.numbered:
-                async with self._ctx.store.transaction() as tx:
-                    sequence = await self._cases.next_sequence(tx, case_id)
-            now = self._ctx.clock()
-            prepared = prepare_submission(
-                submitted,
-                sender=self._ctx.sender,
-                directory=self._ctx.directory(),
-                now=now,
-                message_ttl=self._ctx.message_ttl,
-                limits=self._ctx.limits,
-                sequence=sequence,
-                attachments=bodies,
-            )
-            accepted = await record_submission(
-                self._ctx.store, prepared, cases=self._cases, idempotency_key=idempotency_key, now=now
-            )
-        if accepted.created:
-            self._ctx.wake_outbox()
-            log.info(
-                "message_submitted",
-                message_id=accepted.message_id,
-                case_id=prepared.document.case_id,
-                recipient=prepared.document.recipient.authority_id,
-                message_type=prepared.document.message_type,
-            )
+        accepted = await self._submission.submit(await request.read(), idempotency_key=idempotency_key)
         return json_answer({"message_id": accepted.message_id, "status": accepted.status}, status=202)
 
     async def message_status(self, request: web.Request) -> web.Response:
@@ -282,7 +263,7 @@ class AgentApi:
             await tx.enqueue_evidence(
                 statement.identity, record.message_id, signed.model_dump_json().encode("utf-8"), at
             )
-        self._ctx.wake_outbox()
+        self._ctx.wake_relay()
         log.info("message_retrieved", message_id=record.message_id, sender=record.sender)
         return at
 

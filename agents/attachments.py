@@ -78,6 +78,7 @@ from protocol.topology import KIND_SEALED_MESSAGE
 from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
+from runtime.sqlite import open_index
 
 log = structlog.get_logger("rogatory.agent.attachments")
 
@@ -195,12 +196,7 @@ class AttachmentStore:
         root = data_dir / "attachments"
         for sub in ("uploads", "blobs", "received"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        try:
-            db = await aiosqlite.connect(data_dir / "attachments.db", isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the attachment index: {exc}") from exc
+        db = await open_index(data_dir / "attachments.db", _SCHEMA, what="attachment index")
         return cls(root, db)
 
     async def close(self) -> None:

@@ -71,7 +71,6 @@ also serialises them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -97,6 +96,7 @@ from protocol.mla import (
     validate_document,
 )
 from protocol.mla.lifecycle import DEFAULT_CLOCKS
+from runtime.supervision import KeyedLocks
 
 CACHED_CASES: Final = 256
 """Cases whose fold is kept in memory; a case not among them is folded again from the store."""
@@ -235,25 +235,13 @@ class CaseBook:
         self._cached_cases = cached_cases
         self._cached_documents = cached_documents
         self._folds: OrderedDict[str, _Fold] = OrderedDict()
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks = KeyedLocks()
 
     @contextlib.asynccontextmanager
     async def serialised(self, case_id: str | None) -> AsyncIterator[None]:
         """Hold the case's submission lock, so this agency numbers its own messages one after another."""
-        if case_id is None:
+        async with self._locks.hold(case_id):
             yield
-            return
-        lock, holders = self._locks.get(case_id, (asyncio.Lock(), 0))
-        self._locks[case_id] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._locks[case_id]
-            if holders == 1:
-                del self._locks[case_id]
-            else:
-                self._locks[case_id] = (lock, holders - 1)
 
     async def next_sequence(self, tx: Transaction, case_id: str) -> int:
         """The number the next message of the case gets: one more than the highest held."""

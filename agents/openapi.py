@@ -9,21 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from protocol.errors import ErrorCode
 from protocol.mla import CaseState, DeadlineKind, MessageType, Role
+from runtime.openapi import BEARER_SCHEME, json_response, problem_response, shared_schemas
 
-_PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM_REF}}}
-
-
-def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_AUTH_ERRORS: Final = {"401": _problem("Missing or invalid bearer token (`UNAUTHORIZED`)")}
+_AUTH_ERRORS: Final = {"401": problem_response("Missing or invalid bearer token (`UNAUTHORIZED`)")}
 _MESSAGE_ID: Final = {
     "name": "message_id",
     "in": "path",
@@ -43,31 +32,10 @@ OPENAPI: Final[dict[str, Any]] = {
     },
     "security": [{"bearer": []}],
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": BEARER_SCHEME,
         "schemas": {
             "MessageType": {"type": "string", "enum": [t.value for t in MessageType]},
-            "ErrorCode": {"type": "string", "enum": [c.value for c in ErrorCode]},
-            "Problem": {
-                "type": "object",
-                "required": ["type", "title", "status", "code"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                    "code": {"$ref": "#/components/schemas/ErrorCode"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-                                "msg": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
+            **shared_schemas(),
             "MessageDocument": {
                 "type": "object",
                 "description": (
@@ -255,8 +223,8 @@ OPENAPI: Final[dict[str, Any]] = {
                     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "responses": {
-                    "201": _ok("The body is whole and encrypted", {"$ref": "#/components/schemas/Uploaded"}),
-                    "200": _ok(
+                    "201": json_response("The body is whole and encrypted", {"$ref": "#/components/schemas/Uploaded"}),
+                    "200": json_response(
                         "Part of the body arrived (fewer bytes than `Upload-Length`); send the rest",
                         {
                             "type": "object",
@@ -264,9 +232,9 @@ OPENAPI: Final[dict[str, Any]] = {
                         },
                     ),
                     **_AUTH_ERRORS,
-                    "409": _problem("`Upload-Offset` is not what is held (`UPLOAD_OFFSET_MISMATCH`)"),
-                    "413": _problem("Over the largest body accepted (`TOO_LARGE`)"),
-                    "415": _problem("Not `application/octet-stream`"),
+                    "409": problem_response("`Upload-Offset` is not what is held (`UPLOAD_OFFSET_MISMATCH`)"),
+                    "413": problem_response("Over the largest body accepted (`TOO_LARGE`)"),
+                    "415": problem_response("Not `application/octet-stream`"),
                 },
             }
         },
@@ -304,9 +272,11 @@ OPENAPI: Final[dict[str, Any]] = {
                     },
                     "206": {"description": "The range asked for"},
                     **_AUTH_ERRORS,
-                    "404": _problem("No such message, or the attachment travelled as a description only"),
-                    "409": _problem("The body did not verify (`ATTACHMENT_MISMATCH`)"),
-                    "503": _problem("Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"),
+                    "404": problem_response("No such message, or the attachment travelled as a description only"),
+                    "409": problem_response("The body did not verify (`ATTACHMENT_MISMATCH`)"),
+                    "503": problem_response(
+                        "Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"
+                    ),
                 },
             }
         },
@@ -327,7 +297,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageDocument"}}},
                 },
                 "responses": {
-                    "202": _ok(
+                    "202": json_response(
                         "Accepted for delivery",
                         {
                             "type": "object",
@@ -337,17 +307,17 @@ OPENAPI: Final[dict[str, Any]] = {
                             },
                         },
                     ),
-                    "400": _problem("Malformed JSON, duplicate keys, invalid Unicode"),
+                    "400": problem_response("Malformed JSON, duplicate keys, invalid Unicode"),
                     **_AUTH_ERRORS,
-                    "403": _problem("Sender is not this agency, or no agreement allows the exchange"),
-                    "409": _problem(
+                    "403": problem_response("Sender is not this agency, or no agreement allows the exchange"),
+                    "409": problem_response(
                         "Message id or Idempotency-Key reused for another document (`MESSAGE_ID_CONFLICT`, "
                         "`IDEMPOTENCY_KEY_REUSED`), or the case's state does not allow this message type from "
                         "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type)"
                     ),
-                    "413": _problem("Document over the size limit"),
-                    "415": _problem("Not application/json"),
-                    "422": _problem("Invalid document: every field error in `errors`"),
+                    "413": problem_response("Document over the size limit"),
+                    "415": problem_response("Not application/json"),
+                    "422": problem_response("Invalid document: every field error in `errors`"),
                 },
             }
         },
@@ -356,7 +326,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "summary": "Status and evidence chain of a sent message",
                 "parameters": [_MESSAGE_ID],
                 "responses": {
-                    "200": _ok(
+                    "200": json_response(
                         "The message's status and evidence",
                         {
                             "type": "object",
@@ -368,7 +338,7 @@ OPENAPI: Final[dict[str, Any]] = {
                         },
                     ),
                     **_AUTH_ERRORS,
-                    "404": _problem("No such sent message"),
+                    "404": problem_response("No such sent message"),
                 },
             }
         },
@@ -380,7 +350,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 ],
                 "responses": {
-                    "200": _ok(
+                    "200": json_response(
                         "A page of the inbox",
                         {
                             "type": "object",
@@ -405,10 +375,10 @@ OPENAPI: Final[dict[str, Any]] = {
                     {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
                 "responses": {
-                    "200": _ok("Retrieved", {"type": "object"}),
+                    "200": json_response("Retrieved", {"type": "object"}),
                     **_AUTH_ERRORS,
-                    "404": _problem("No such received message"),
-                    "409": _problem("Several senders used this id: add ?sender="),
+                    "404": problem_response("No such received message"),
+                    "409": problem_response("Several senders used this id: add ?sender="),
                 },
             }
         },
@@ -423,10 +393,10 @@ OPENAPI: Final[dict[str, Any]] = {
                 ),
                 "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
-                    "200": _ok("The case as this agency knows it", {"$ref": "#/components/schemas/Case"}),
-                    "400": _problem("Not a case id (`INVALID_IDENTIFIER`)"),
+                    "200": json_response("The case as this agency knows it", {"$ref": "#/components/schemas/Case"}),
+                    "400": problem_response("Not a case id (`INVALID_IDENTIFIER`)"),
                     **_AUTH_ERRORS,
-                    "404": _problem("No message of this case is held here"),
+                    "404": problem_response("No message of this case is held here"),
                 },
             }
         },
@@ -441,7 +411,7 @@ OPENAPI: Final[dict[str, Any]] = {
                         "schema": {"$ref": "#/components/schemas/MessageType"},
                     }
                 ],
-                "responses": {"200": _ok("JSON Schema 2020-12", {"type": "object"}), **_AUTH_ERRORS},
+                "responses": {"200": json_response("JSON Schema 2020-12", {"type": "object"}), **_AUTH_ERRORS},
             }
         },
         "/healthz": {
@@ -457,7 +427,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (text exposition format); needs a token with the `read` scope",
-                "responses": {"200": {"description": "the metrics"}, "401": _problem("no valid token")},
+                "responses": {"200": {"description": "the metrics"}, "401": problem_response("no valid token")},
             }
         },
     },

@@ -200,7 +200,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
             message_ttl=timedelta(seconds=settings.message_ttl_s),
             token_hashes=settings.api_tokens_sha256,
             clock=clock,
-            wake_outbox=relay.wake,
+            wake_relay=relay.wake,
             health=health,
             cases=cases,
             metrics=exposition,

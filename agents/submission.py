@@ -11,17 +11,20 @@ recipient's current encryption key (and this agency's archive).
 `record_submission` then, in one store transaction, returns the earlier
 answer to a repeated submission, or admits the message to its case (an
 illegal one raises `IllegalTransition`: 409) and records it in the outbox,
-before anything is published.
+before anything is published, and wakes the outbox relay. `Submission`
+holds the whole use case; the HTTP handler only checks what is HTTP's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
+
+import structlog
 
 from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
@@ -35,6 +38,8 @@ from protocol.ids import AgencyId, CaseId, MessageId, parse_case_id
 from protocol.keys import EncryptionPublicKey, SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
+
+log = structlog.get_logger("rogatory.agent.submission")
 
 STATUS_QUEUED = "queued"
 INTEGRITY_CANONICALIZATION = "RFC 8785 (JCS)"
@@ -241,12 +246,78 @@ async def record_submission(
     return Accepted(message_id, STATUS_QUEUED, created=True)
 
 
+AttachmentBodies = Callable[[Mapping[str, Any]], Awaitable[Sequence[AttachmentKey]]]
+"""The key of each listed attachment whose body was uploaded to this agent (`Attachments.keys_for`)."""
+
+
+async def no_attachment_bodies(_fields: Mapping[str, Any]) -> Sequence[AttachmentKey]:
+    """An agent without the gateway's blob store: every attachment travels as a description only."""
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The sending use case, whole: read, number in the case, prepare, record, wake the relay.
+
+    The HTTP handler checks only what is HTTP's (media type, the
+    `Idempotency-Key` header) and answers with what `submit` returns.
+    """
+
+    sender: SenderKeys
+    store: AgentStore
+    cases: CaseBook
+    directory: Callable[[], Directory]
+    limits: Limits
+    message_ttl: timedelta
+    clock: Callable[[], datetime]
+    wake_relay: Callable[[], None]
+    attachment_bodies: AttachmentBodies = no_attachment_bodies
+
+    async def submit(self, body: bytes, *, idempotency_key: str | None) -> Accepted:
+        """Queue the document of `body` for its recipient, or return the earlier submission it repeats."""
+        submitted = read_submission(body, limits=self.limits)
+        bodies = await self.attachment_bodies(submitted.fields)
+        case_id = submitted.case_id
+        async with self.cases.serialised(case_id):
+            sequence = None
+            if case_id is not None and not submitted.numbered:
+                async with self.store.transaction() as tx:
+                    sequence = await self.cases.next_sequence(tx, case_id)
+            now = self.clock()
+            prepared = prepare_submission(
+                submitted,
+                sender=self.sender,
+                directory=self.directory(),
+                now=now,
+                message_ttl=self.message_ttl,
+                limits=self.limits,
+                sequence=sequence,
+                attachments=tuple(bodies),
+            )
+            accepted = await record_submission(
+                self.store, prepared, cases=self.cases, idempotency_key=idempotency_key, now=now
+            )
+        if accepted.created:
+            self.wake_relay()
+            log.info(
+                "message_submitted",
+                message_id=accepted.message_id,
+                case_id=prepared.document.case_id,
+                recipient=prepared.document.recipient.authority_id,
+                message_type=prepared.document.message_type,
+            )
+        return accepted
+
+
 __all__ = [
     "Accepted",
+    "AttachmentBodies",
     "PreparedSubmission",
     "SenderKeys",
+    "Submission",
     "Submitted",
     "complete_document",
+    "no_attachment_bodies",
     "prepare_submission",
     "read_submission",
     "record_submission",

@@ -57,6 +57,7 @@ from protocol.errors import ErrorCode, PolicyDenied, ProtocolError
 from protocol.ids import AgencyId
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import Handler, problem
+from runtime.sqlite import open_index
 
 log = structlog.get_logger("rogatory.gateway.blobs")
 
@@ -120,12 +121,7 @@ class BlobStore:
         root = data_dir / "blobs"
         (root / "objects").mkdir(parents=True, exist_ok=True)
         (root / "partial").mkdir(parents=True, exist_ok=True)
-        try:
-            db = await aiosqlite.connect(data_dir / "blobs.db", isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open the blob index: {exc}") from exc
+        db = await open_index(data_dir / "blobs.db", _SCHEMA, what="blob index")
         return cls(root, db)
 
     async def close(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from runtime.openapi import BEARER_SCHEME, shared_schemas
+
 _PROBLEM: Final[dict[str, Any]] = {
     "description": "An RFC 9457 problem with a stable machine `code`",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -72,20 +74,8 @@ OPENAPI: Final[dict[str, Any]] = {
         "description": "Audit log, proofs and operations of the Rogatory gateway. The gateway holds no content.",
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Problem": {
-                "type": "object",
-                "required": ["type", "title", "status", "code"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                    "code": {"type": "string"},
-                },
-            }
-        },
+        "securitySchemes": BEARER_SCHEME,
+        "schemas": shared_schemas(),
     },
     "paths": {
         "/healthz": _get("Liveness and readiness"),

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiosqlite
+
 from runtime.errors import StoreUnavailable
 
 MAX_BATCH: Final = 256
@@ -321,4 +323,18 @@ class GroupCommitter:
             return
 
 
-__all__ = ["MAX_BATCH", "GroupCommitter", "LoopSqlite", "Member", "Row"]
+async def open_index(path: Path, schema: str, *, what: str) -> aiosqlite.Connection:
+    """A side index (attachments, blobs): one autocommit connection in WAL mode with `schema` applied.
+
+    `StoreUnavailable` names `what` when it cannot be opened.
+    """
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.executescript(schema)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open the {what}: {exc}") from exc
+    return db
+
+
+__all__ = ["MAX_BATCH", "GroupCommitter", "LoopSqlite", "Member", "Row", "open_index"]

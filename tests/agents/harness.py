@@ -105,7 +105,7 @@ async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId,
         message_ttl=timedelta(days=1),
         token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
         clock=lambda: NOW,
-        wake_outbox=lambda: None,
+        wake_relay=lambda: None,
         health=lambda: {"status": "ok"},
         cases=cases,
     )
