@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +30,7 @@ from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
 from agents.held_directory import remember_directory
 from agents.metrics import AgentMetrics
 from agents.outbox import OutboxRelay
-from agents.receiving import Receiver, ReceiverKeys
+from agents.receiving import InboxDelivery, Received, Receiver, ReceiverKeys
 from agents.settings import AgentSettings
 from agents.store import AgentStore
 from agents.submission import SenderKeys
@@ -39,8 +41,9 @@ from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
 from protocol.keystore import previous_keys
 from protocol.topology import inbox_queue
-from runtime.broker import FailoverConnector, service_endpoints
+from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
 from runtime.errors import ConfigurationError
+from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.runner import (
     Clock,
@@ -127,8 +130,27 @@ async def _attachments(
     )
 
 
-async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
-    """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """What every part of the agent stands on: the agency, its keys, the directory in force, the store."""
+
+    settings: AgentSettings
+    clock: Clock
+    agency: AgencyId
+    signing_key: SigningPrivateKey
+    encryption_keys: tuple[EncryptionPrivateKey, ...]
+    """Every encryption key this agency can open with: the rotated-out ones first, the current one last."""
+    directory: Directory
+    endpoints: BrokerEndpoints
+    store: AgentStore
+
+    def current_directory(self) -> Directory:
+        """The directory in force now."""
+        return self.directory
+
+
+async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
+    """Keys and directory verified (and held against rollback), then the store."""
     agency = parse_agency_id(settings.agency)
     authority = authority_key(settings.authority_key)
     signing_key, encryption_key, previous_encryption_keys = _load_keys(settings)
@@ -137,25 +159,42 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
     _check_keys_listed(directory, agency, signing_key, encryption_key)
     structlog.contextvars.bind_contextvars(agency=agency)
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
-
     store = await AgentStore.open(settings.data_dir / "agent.db", synchronous=settings.sqlite_synchronous)
-    attachments = await _attachments(settings, agency=agency, signing_key=signing_key, store=store, clock=clock)
+    keys = (*previous_encryption_keys, encryption_key)
+    return _Core(settings, clock, agency, signing_key, keys, directory, endpoints, store)
+
+
+@dataclass(frozen=True, slots=True)
+class _MessagePath:
+    """Everything a message meets in the agent: the outbox and its relay, the case book, the receiver's inbox."""
+
+    attachments: Attachments | None
+    publisher: SubmitPublisher
+    relay: OutboxRelay
+    cases: CaseBook
+    metrics: AgentMetrics
+    inbox: QueueConsumer[InboxDelivery, Received]
+
+
+async def _message_path(core: _Core) -> _MessagePath:
+    """The outbox (publisher, relay), the case book the API and the receiver share, the inbox consumer."""
+    settings, agency, store, clock = core.settings, core.agency, core.store, core.clock
+    attachments = await _attachments(settings, agency=agency, signing_key=core.signing_key, store=store, clock=clock)
+    connector = FailoverConnector(core.endpoints, service="agent")
     publisher = (
-        SubmitPublisher(FailoverConnector(endpoints, service="agent"), routing_key=agency)
+        SubmitPublisher(connector, routing_key=agency)
         if attachments is None
-        else BlobPushingPublisher(
-            FailoverConnector(endpoints, service="agent"), routing_key=agency, push=attachments.push_for
-        )
+        else BlobPushingPublisher(connector, routing_key=agency, push=attachments.push_for)
     )
     relay = OutboxRelay(store, publisher, clock=clock)
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(
             agency=agency,
-            signing_key=signing_key,
-            encryption_keys={key.key_id: key for key in (*previous_encryption_keys, encryption_key)},
+            signing_key=core.signing_key,
+            encryption_keys={key.key_id: key for key in core.encryption_keys},
         ),
-        directory=lambda: directory,
+        directory=core.current_directory,
         store=store,
         gateway_broker_user=settings.gateway_broker_user,
         limits=settings.limits,
@@ -165,46 +204,35 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         on_opened=None if attachments is None else attachments.accept_opened,
     )
     metrics = AgentMetrics()
-    consumer = inbox_consumer(
-        FailoverConnector(endpoints, service="agent"),
+    inbox = inbox_consumer(
+        FailoverConnector(core.endpoints, service="agent"),
         inbox_queue(agency),
         metrics.measured_handler(receiver.handle, store, clock, agency=agency),
         prefetch=settings.prefetch,
     )
-    auditing = _auditing(
-        settings, agency=agency, signing_key=signing_key, directory=directory, store=store, clock=clock
-    )
+    return _MessagePath(attachments, publisher, relay, cases, metrics, inbox)
 
-    def health() -> dict[str, Any]:
-        connected = consumer.connected.is_set()
-        return {
-            "status": "ok" if connected else "degraded",
-            "service": "agent",
-            "agency": agency,
-            "inbox_connected": connected,
-            "directory_version": directory.version,
-            **({} if auditing is None else auditing.health()),
-        }
 
-    async def exposition() -> tuple[bytes, str]:
-        await metrics.refresh(store, health(), clock())
-        return metrics.render(), METRICS_CONTENT_TYPE
-
-    api = AgentApi(
+def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], exposition: Exposition) -> AgentApi:
+    """The HTTP API the agency's systems use, behind its tokens, scopes and rate limits."""
+    settings = core.settings
+    return AgentApi(
         ApiContext(
-            agency=agency,
-            sender=SenderKeys(agency=agency, signing_key=signing_key, archive_key=encryption_key.public_key),
-            store=store,
-            directory=lambda: directory,
+            agency=core.agency,
+            sender=SenderKeys(
+                agency=core.agency, signing_key=core.signing_key, archive_key=core.encryption_keys[-1].public_key
+            ),
+            store=core.store,
+            directory=core.current_directory,
             limits=settings.limits,
             message_ttl=timedelta(seconds=settings.message_ttl_s),
             token_hashes=settings.api_tokens_sha256,
-            clock=clock,
-            wake_relay=relay.wake,
+            clock=core.clock,
+            wake_relay=path.relay.wake,
             health=health,
-            cases=cases,
+            cases=path.cases,
             metrics=exposition,
-            attachments=attachments,
+            attachments=path.attachments,
             guard=ApiGuard(
                 parse_token_specs(settings.api_tokens_sha256),
                 revocations=RevocationList(settings.api_tokens_revoked_file),
@@ -213,28 +241,57 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
             ),
         )
     )
-    tasks = {
-        "inbox": consumer.run,
-        "outbox": relay.run,
-        "watchdog": ConsumerWatchdog((consumer,), limit_s=settings.watchdog_s).run,
-        **({} if attachments is None else {"attachments": attachments.run}),
-        **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
-    }
-    closers = [
-        publisher.close,
-        *([] if attachments is None else [attachments.close]),
-        *([] if auditing is None else [auditing.close]),
-        store.close,
-    ]
+
+
+async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
+    """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+    core = await _open_core(settings, clock)
+    path = await _message_path(core)
+    attachments, store = path.attachments, core.store
+    auditing = _auditing(
+        settings,
+        agency=core.agency,
+        signing_key=core.signing_key,
+        directory=core.directory,
+        store=store,
+        clock=clock,
+    )
+
+    def health() -> dict[str, Any]:
+        connected = path.inbox.connected.is_set()
+        return {
+            "status": "ok" if connected else "degraded",
+            "service": "agent",
+            "agency": core.agency,
+            "inbox_connected": connected,
+            "directory_version": core.directory.version,
+            **({} if auditing is None else auditing.health()),
+        }
+
+    async def exposition() -> tuple[bytes, str]:
+        await path.metrics.refresh(store, health(), clock())
+        return path.metrics.render(), METRICS_CONTENT_TYPE
+
     await run_service(
         Service(
             name="agent",
-            app=api.app(),
+            app=_api(core, path, health, exposition).app(),
             host=settings.http_host,
             port=settings.http_port,
-            tasks=tasks,
-            closers=closers,
-            started={"directory_version": directory.version},
+            tasks={
+                "inbox": path.inbox.run,
+                "outbox": path.relay.run,
+                "watchdog": ConsumerWatchdog((path.inbox,), limit_s=settings.watchdog_s).run,
+                **({} if attachments is None else {"attachments": attachments.run}),
+                **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
+            },
+            closers=[
+                path.publisher.close,
+                *([] if attachments is None else [attachments.close]),
+                *([] if auditing is None else [auditing.close]),
+                store.close,
+            ],
+            started={"directory_version": core.directory.version},
         ),
         stopping or asyncio.Event(),
     )

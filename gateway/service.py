@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -27,13 +29,20 @@ from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
-from gateway.pipeline import GatewayIdentity, IngressPipeline
+from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
-from gateway.transport import dead_letter_consumer, deliver_publisher, ingress_consumer
+from gateway.transport import DeadDelivery, dead_letter_consumer, deliver_publisher, ingress_consumer
 from protocol.directory import Directory
-from protocol.keys import SigningPrivateKey
-from runtime.broker import FailoverConnector, ManagementAccess, service_endpoints
+from protocol.keys import SigningPrivateKey, SigningPublicKey
+from runtime.broker import (
+    BrokerEndpoints,
+    ConfirmedPublisher,
+    FailoverConnector,
+    ManagementAccess,
+    QueueConsumer,
+    service_endpoints,
+)
 from runtime.errors import ConfigurationError, TransientFailure
 from runtime.runner import (
     Clock,
@@ -102,16 +111,31 @@ def _checkpoints(audit: AuditLog, settings: GatewaySettings, clock: Clock) -> Ta
     return checkpoints
 
 
-async def run_gateway(
-    settings: GatewaySettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
-) -> None:
-    """Run one gateway until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """What every part of the gateway stands on: its identity, the log, the directory in force, the store."""
+
+    settings: GatewaySettings
+    clock: Clock
+    authority: SigningPublicKey
+    endpoints: BrokerEndpoints
+    store: GatewayStore
+    audit: AuditLog
+    directory: DirectoryHolder
+    identity: GatewayIdentity
+
+    def current_directory(self) -> Directory:
+        """The directory in force now."""
+        return self.directory.current
+
+
+async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
+    """Keys and directory verified, then the store and the audit log (tree rebuilt, directory leaf appended)."""
     authority = authority_key(settings.authority_key)
     evidence_key, log_key = _load_keys(settings)
     first_directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     _check_keys_listed(first_directory, evidence_key, log_key)
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
-
     store = await _open_store(settings)
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
     directory = await DirectoryHolder.load(
@@ -122,13 +146,35 @@ async def run_gateway(
         evidence_key=evidence_key,
         broker_user_prefix=settings.broker_user_prefix,
     )
-    publisher = deliver_publisher(FailoverConnector(endpoints, service="gateway"))
+    return _Core(settings, clock, authority, endpoints, store, audit, directory, identity)
+
+
+@dataclass(frozen=True, slots=True)
+class _MessagePath:
+    """Everything a message meets in the gateway: the pipeline, its relay, dead letters, deadlines, blobs."""
+
+    publisher: ConfirmedPublisher
+    metrics: GatewayMetrics
+    relay: OutgoingRelay
+    blob_store: BlobStore
+    pipeline: IngressPipeline
+    ingress: QueueConsumer[IngressDelivery, Outcome]
+    dead_letters: DeadLetters
+    dead_letter_intake: QueueConsumer[DeadDelivery, Any]
+    deadlines: DeadlineWatcher
+    sweeper: BlobSweeper
+
+
+async def _message_path(core: _Core) -> _MessagePath:
+    """The ingress pipeline with its publisher and relay, the dead-letter desk, the deadline and blob sweepers."""
+    settings, clock, store, audit = core.settings, core.clock, core.store, core.audit
+    publisher = deliver_publisher(FailoverConnector(core.endpoints, service="gateway"))
     metrics = GatewayMetrics()
     relay = OutgoingRelay(store, publisher)
     blob_store = await BlobStore.open(settings.data_dir)
     pipeline = IngressPipeline(
-        identity=identity,
-        directory=directory,
+        identity=core.identity,
+        directory=core.directory,
         store=store,
         audit=audit,
         publisher=MeasuredPublisher(publisher, metrics),
@@ -137,14 +183,9 @@ async def run_gateway(
         on_outgoing=relay.wake,
         attachments=AttachmentGate(blob_store),
     )
-    consumer = ingress_consumer(
-        FailoverConnector(endpoints, service="gateway"),
-        metrics.measured_handler(pipeline.handle, store, clock),
-        prefetch=settings.prefetch,
-    )
     dead_letters = DeadLetters(
-        identity=identity,
-        directory=lambda: directory.current,
+        identity=core.identity,
+        directory=core.current_directory,
         store=store,
         audit=audit,
         pipeline=pipeline,
@@ -153,35 +194,60 @@ async def run_gateway(
         clock=clock,
         on_outgoing=relay.wake,
     )
-    dead_letter_intake = dead_letter_consumer(
-        FailoverConnector(endpoints, service="gateway"), metrics.measured_dead_letters(dead_letters.take), taken_summary
-    )
-    deadlines = DeadlineWatcher(
+    return _MessagePath(
+        publisher=publisher,
+        metrics=metrics,
+        relay=relay,
+        blob_store=blob_store,
         pipeline=pipeline,
-        store=store,
-        clock=clock,
-        delivery_grace=timedelta(seconds=settings.delivery_grace_s),
-        retrieval_deadline=timedelta(seconds=settings.retrieval_deadline_s),
-    )
-    sweeper = BlobSweeper(
-        blob_store,
-        audit,
-        clock=clock,
-        retention=timedelta(seconds=settings.blob_retention_s),
-        unreferenced=timedelta(seconds=settings.blob_unreferenced_s),
+        ingress=ingress_consumer(
+            FailoverConnector(core.endpoints, service="gateway"),
+            metrics.measured_handler(pipeline.handle, store, clock),
+            prefetch=settings.prefetch,
+        ),
+        dead_letters=dead_letters,
+        dead_letter_intake=dead_letter_consumer(
+            FailoverConnector(core.endpoints, service="gateway"),
+            metrics.measured_dead_letters(dead_letters.take),
+            taken_summary,
+        ),
+        deadlines=DeadlineWatcher(
+            pipeline=pipeline,
+            store=store,
+            clock=clock,
+            delivery_grace=timedelta(seconds=settings.delivery_grace_s),
+            retrieval_deadline=timedelta(seconds=settings.retrieval_deadline_s),
+        ),
+        sweeper=BlobSweeper(
+            blob_store,
+            audit,
+            clock=clock,
+            retention=timedelta(seconds=settings.blob_retention_s),
+            unreferenced=timedelta(seconds=settings.blob_unreferenced_s),
+        ),
     )
 
+
+def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
+    """`/healthz`: ok while the ingress is consumed; the dead letters' consumer, the log's size, the directory."""
+
     def health() -> dict[str, Any]:
-        connected = consumer.connected.is_set()
+        connected = path.ingress.connected.is_set()
         return {
             "status": "ok" if connected else "degraded",
             "service": "gateway",
             "ingress_connected": connected,
-            "dead_letters_connected": dead_letter_intake.connected.is_set(),
-            "tree_size": audit.size,
-            "directory_version": directory.current.version,
+            "dead_letters_connected": path.dead_letter_intake.connected.is_set(),
+            "tree_size": core.audit.size,
+            "directory_version": core.directory.current.version,
         }
 
+    return health
+
+
+def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) -> GatewayApi:
+    """The HTTP API: audit and proofs, the operator's operations, the consoles and `/metrics`, the blob store."""
+    settings = core.settings
     tokens = TokenTable(
         (
             (settings.operator_token_sha256, Role.OPERATOR),
@@ -190,35 +256,45 @@ async def run_gateway(
         )
     )
     management = _management_access(settings)
-    api = GatewayApi(
-        store=store,
-        audit=audit,
+    consoles = ConsoleApi(
+        store=core.store,
+        tree_size=lambda: core.audit.size,
+        directory=core.current_directory,
+        health=health,
+        tokens=tokens,
+        metrics=path.metrics,
+        management=management,
+        vhost=core.endpoints.vhost,
+        clock=core.clock,
+        thresholds=AlertThresholds(idle_checkpoint_s=settings.idle_checkpoint_interval_s),
+        certificates=settings.watched_certificates,
+    )
+    blobs = BlobApi(
+        path.blob_store, directory=core.current_directory, clock=core.clock, max_blob_bytes=settings.max_blob_bytes
+    )
+    return GatewayApi(
+        store=core.store,
+        audit=core.audit,
         tokens=tokens,
         health=health,
-        directory=lambda: directory.current,
-        clock=clock,
-        authority=authority,
-        operations=OperationsApi(dead_letters=dead_letters, store=store, management=management, vhost=endpoints.vhost),
-        extra_routes=ConsoleApi(
-            store=store,
-            tree_size=lambda: audit.size,
-            directory=lambda: directory.current,
-            health=health,
-            tokens=tokens,
-            metrics=metrics,
-            management=management,
-            vhost=endpoints.vhost,
-            clock=clock,
-            thresholds=AlertThresholds(idle_checkpoint_s=settings.idle_checkpoint_interval_s),
-            certificates=settings.watched_certificates,
-        ).routes()
-        + [  # attachment bodies: each request is signed by an agency (gateway.blobs), no token role
-            (method, path, handler, None)
-            for method, path, handler in BlobApi(
-                blob_store, directory=lambda: directory.current, clock=clock, max_blob_bytes=settings.max_blob_bytes
-            ).routes()
-        ],
+        directory=core.current_directory,
+        clock=core.clock,
+        authority=core.authority,
+        operations=OperationsApi(
+            dead_letters=path.dead_letters, store=core.store, management=management, vhost=core.endpoints.vhost
+        ),
+        # Attachment bodies: each request is signed by an agency (gateway.blobs), no token role.
+        extra_routes=consoles.routes() + [(method, route, handler, None) for method, route, handler in blobs.routes()],
     )
+
+
+async def run_gateway(
+    settings: GatewaySettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now
+) -> None:
+    """Run one gateway until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+    core = await _open_core(settings, clock)
+    path = await _message_path(core)
+    audit = core.audit
 
     async def last_checkpoint() -> None:
         with contextlib.suppress(TransientFailure):
@@ -227,24 +303,25 @@ async def run_gateway(
     async def report_append_latency() -> None:
         log.info("audit_append_latency", **audit.append_latency())  # read by `rogatory bench`
 
+    consumers = (path.ingress, path.dead_letter_intake)
     await run_service(
         Service(
             name="gateway",
-            app=api.app(),
+            app=_api(core, path, _health(core, path)).app(),
             host=settings.http_host,
             port=settings.http_port,
             tasks={
-                "ingress": consumer.run,
-                "dead_letters": dead_letter_intake.run,
-                "watchdog": ConsumerWatchdog((consumer, dead_letter_intake), limit_s=settings.watchdog_s).run,
-                "outgoing": relay.run,
+                "ingress": path.ingress.run,
+                "dead_letters": path.dead_letter_intake.run,
+                "watchdog": ConsumerWatchdog(consumers, limit_s=settings.watchdog_s).run,
+                "outgoing": path.relay.run,
                 "checkpoints": _checkpoints(audit, settings, clock),
-                "deadlines": lambda stopping: deadlines.run(stopping, interval=settings.deadline_sweep_s),
-                "blobs": lambda stopping: sweeper.run(stopping, interval=settings.blob_sweep_s),
+                "deadlines": lambda stopping: path.deadlines.run(stopping, interval=settings.deadline_sweep_s),
+                "blobs": lambda stopping: path.sweeper.run(stopping, interval=settings.blob_sweep_s),
             },
-            closers=[publisher.close, blob_store.close, store.close, report_append_latency],
+            closers=[path.publisher.close, path.blob_store.close, core.store.close, report_append_latency],
             last_words=last_checkpoint,
-            started={"directory_version": directory.current.version, "tree_size": audit.size},
+            started={"directory_version": core.directory.current.version, "tree_size": audit.size},
         ),
         stopping or asyncio.Event(),
     )
