@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import aiosqlite
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Gauge, Histogram
 
 from agents.receiving import InboxDelivery, Received
 from agents.store import AgentStore
@@ -66,14 +66,8 @@ class AgentMetrics(ServiceMetrics):
     """An agent's metrics in a registry of their own."""
 
     def __init__(self) -> None:
-        super().__init__("agent", stages="receive (verify, open, store one delivery)")
+        super().__init__("agent", deliveries="deliveries", stages="receive (verify, open, store one delivery)")
         r = self.registry
-        self.deliveries = Counter(
-            "rogatory_agent_deliveries",
-            "Inbox deliveries processed, by kind (message, evidence) and outcome.",
-            ("kind", "result"),
-            registry=r,
-        )
         self.evidence_delay = Histogram(
             "rogatory_agent_evidence_delay_seconds",
             "From this agency's submission of a message to each piece of evidence about it, by evidence type.",

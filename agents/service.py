@@ -275,9 +275,8 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
     await run_service(
         Service(
             name="agent",
+            settings=settings,
             app=_api(core, path, health, exposition).app(),
-            host=settings.http_host,
-            port=settings.http_port,
             tasks={
                 "inbox": path.inbox.run,
                 "outbox": path.relay.run,
@@ -302,7 +301,6 @@ def main() -> None:
     service_main(
         "agent",
         read_settings=AgentSettings.from_environ,
-        log_format=lambda settings: settings.log_format,
         run=run_agent,
     )
 

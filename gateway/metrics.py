@@ -87,14 +87,12 @@ class GatewayMetrics(ServiceMetrics):
     """The gateway's metrics in a registry of their own."""
 
     def __init__(self) -> None:
-        super().__init__("gateway", stages="ingress (a whole delivery), route (publish and confirm), dead_letter")
-        r = self.registry
-        self.messages = Counter(
-            "rogatory_gateway_messages",
-            "Ingress deliveries processed, by kind (message, evidence) and outcome.",
-            ("kind", "result"),
-            registry=r,
+        super().__init__(
+            "gateway",
+            deliveries="messages",
+            stages="ingress (a whole delivery), route (publish and confirm), dead_letter",
         )
+        r = self.registry
         self.evidence_delay = Histogram(
             "rogatory_gateway_evidence_delay_seconds",
             "From the gateway's acceptance of a message to a recipient's evidence about it.",
@@ -189,7 +187,7 @@ class GatewayMetrics(ServiceMetrics):
             outcome = await handle(delivery)
             elapsed = time.perf_counter() - started
             self.stage_seconds.labels("ingress").observe(elapsed)
-            self.messages.labels(outcome.kind, outcome.result).inc()
+            self.deliveries.labels(outcome.kind, outcome.result).inc()
             if outcome.code is not None:
                 self.errors.labels(str(outcome.code)).inc()
             record = (

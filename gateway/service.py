@@ -307,9 +307,8 @@ async def run_gateway(
     await run_service(
         Service(
             name="gateway",
+            settings=settings,
             app=_api(core, path, _health(core, path)).app(),
-            host=settings.http_host,
-            port=settings.http_port,
             tasks={
                 "ingress": path.ingress.run,
                 "dead_letters": path.dead_letter_intake.run,
@@ -332,7 +331,6 @@ def main() -> None:
     service_main(
         "gateway",
         read_settings=GatewaySettings.from_environ,
-        log_format=lambda settings: settings.log_format,
         run=run_gateway,
     )
 

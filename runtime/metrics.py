@@ -27,10 +27,16 @@ DELAY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 3
 
 
 class ServiceMetrics:
-    """A registry of its own, with the series every service has: errors by code and time per stage."""
+    """A registry of its own, with the series every service has: deliveries, errors by code, time per stage."""
 
-    def __init__(self, service: str, *, stages: str) -> None:
+    def __init__(self, service: str, *, deliveries: str, stages: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.deliveries = Counter(
+            f"rogatory_{service}_{deliveries}",
+            "Deliveries processed, by kind (message, evidence) and outcome.",
+            ("kind", "result"),
+            registry=self.registry,
+        )
         self.errors = Counter(
             f"rogatory_{service}_errors",
             "Refusals and failures by stable error code.",

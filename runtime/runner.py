@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
@@ -99,14 +99,29 @@ async def _nothing() -> None:
     return None
 
 
+class ServedSettings(Protocol):
+    """What the runner reads of a service's settings."""
+
+    @property
+    def http_host(self) -> str:
+        """Where the service's HTTP API listens."""
+
+    @property
+    def http_port(self) -> int:
+        """Its port (0: any free one)."""
+
+    @property
+    def log_format(self) -> Literal["json", "console"]:
+        """JSON lines, or a rendering for a terminal."""
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """One service process as the runner sees it: what it serves, what runs beside, what closes after."""
 
     name: Literal["agent", "gateway"]
+    settings: ServedSettings
     app: web.Application
-    host: str
-    port: int
     tasks: Mapping[str, Task]
     """Background tasks by name (the name is what the logs and the supervisor's verdict call it)."""
     closers: Sequence[Callable[[], Awaitable[None]]]
@@ -127,8 +142,9 @@ async def run_service(service: Service, stopping: asyncio.Event) -> None:
     tasks: list[asyncio.Task[None]] = []
     failure: ServiceUnhealthy | None = None
     try:
-        await web.TCPSite(runner, service.host, service.port).start()
-        log.info(_event(service.name, "started"), http=f"{service.host}:{service.port}", **service.started)
+        host, port = service.settings.http_host, service.settings.http_port
+        await web.TCPSite(runner, host, port).start()
+        log.info(_event(service.name, "started"), http=f"{host}:{port}", **service.started)
         _stop_on_signals(stopping)
         tasks = [asyncio.create_task(run(stopping), name=name) for name, run in service.tasks.items()]
         failure = await supervise(tasks, stopping)
@@ -160,14 +176,13 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
             loop.add_signal_handler(signum, stopping.set)
 
 
-S = TypeVar("S")
+S = TypeVar("S", bound=ServedSettings)
 
 
 def service_main(
     name: Literal["agent", "gateway"],
     *,
     read_settings: Callable[[Mapping[str, str]], S],
-    log_format: Callable[[S], Literal["json", "console"]],
     run: Callable[[S], Coroutine[Any, Any, None]],
 ) -> None:
     """The entry point of `python -m agents` / `python -m gateway`: settings, logs, run, exit status."""
@@ -179,7 +194,7 @@ def service_main(
         configure_logging("console", service=name)
         log.error(_event(name, "configuration_invalid"), error=str(exc))
         raise SystemExit(EXIT_CONFIGURATION) from exc
-    configure_logging(log_format(settings), service=name)
+    configure_logging(settings.log_format, service=name)
     try:
         asyncio.run(run(settings))
     except ConfigurationError as exc:
@@ -194,6 +209,7 @@ __all__ = [
     "EXIT_CONFIGURATION",
     "SHUTDOWN_TIMEOUT_S",
     "Clock",
+    "ServedSettings",
     "Service",
     "Task",
     "authority_key",

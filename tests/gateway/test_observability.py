@@ -186,7 +186,7 @@ async def test_scrape_reads_log_keys_dead_letters_and_states(store):
 def test_two_gateways_in_one_process_do_not_share_counters():
     """Each gateway has a registry of its own (no process-wide default)."""
     first, second = GatewayMetrics(), GatewayMetrics()
-    first.messages.labels("message", "relayed").inc()
+    first.deliveries.labels("message", "relayed").inc()
     assert (
         second.registry.get_sample_value("rogatory_gateway_messages_total", {"kind": "message", "result": "relayed"})
         is None
