@@ -1,16 +1,22 @@
-"""Both services' settings: one shared base, every variable named `ROGATORY_*`, names and defaults kept."""
+"""Both services' settings: one shared base, every variable named `ROGATORY_*`, names and defaults kept, documented."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from agents.settings import AgentSettings
+from deploy.configuration import COMMAND_LINE, REGENERATE, reference_document
 from gateway.settings import GatewaySettings
 from runtime.errors import ConfigurationError
 from runtime.settings import PREFIX, ServiceSettings, variables_of
 
+ROOT = Path(__file__).resolve().parents[1]
+_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()["']([A-Z0-9_]+)["']""")
+NOT_OURS = frozenset({"PATH", "XDG_STATE_HOME"})
+"""Variables of the system, read by their standard meaning (child processes' `PATH`, the XDG state directory)."""
 TOKEN = "0" * 64
 COMMON = {
     "ROGATORY_AMQP_URL": "amqp://u:p@127.0.0.1:5672/net",
@@ -118,3 +124,22 @@ def test_list_variables_drop_blank_items():
     assert read.reader_tokens_sha256 == (TOKEN, TOKEN[:-1] + "1")
     agent = AgentSettings.from_environ(AGENT | {"ROGATORY_API_TOKENS_SHA256": f"{TOKEN}, {TOKEN[:-1]}1:read"})
     assert agent.api_tokens_sha256 == (TOKEN, TOKEN[:-1] + "1:read")
+
+
+def test_the_configuration_reference_is_up_to_date():
+    """`docs/CONFIGURATION.md` is what the settings classes and the command line's variables generate."""
+    written = (ROOT / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
+    assert written == reference_document(), f"docs/CONFIGURATION.md is out of date: run `{REGENERATE}`"
+
+
+def test_everything_rogatory_reads_from_the_environment_is_named_and_documented():
+    """Each variable the code reads by name is `ROGATORY_*` and has a row in the reference."""
+    documented = {variable.name for variable in COMMAND_LINE}
+    for settings in (AgentSettings, GatewaySettings):
+        documented |= {variable.name for variable in variables_of(settings)}
+    read = set()
+    for package in ("protocol", "runtime", "agents", "gateway", "deploy"):
+        for path in (ROOT / package).rglob("*.py"):
+            read |= set(_READ.findall(path.read_text(encoding="utf-8")))
+    assert read - NOT_OURS <= documented, sorted(read - NOT_OURS - documented)
+    assert all(name.startswith(PREFIX) for name in read - NOT_OURS)
