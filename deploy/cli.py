@@ -1,4 +1,4 @@
-"""`rogatory`: the one command line of the project (API.md, "Command line").
+"""`rogatory`: the one command line of the project (docs/API.md, "Command line").
 
     rogatory dev up --state-dir DIR [--detach]
     rogatory dev down --state-dir DIR

@@ -3,7 +3,7 @@
 `up` on an empty state directory creates a network (keys, directory, broker
 vhost, users, permissions and queues), starts the gateway and one agent per
 agency as separate processes, waits until each answers `/healthz`, and writes
-`stack.json` (API.md). `up` on a directory that holds a network provisions
+`stack.json` (docs/API.md). `up` on a directory that holds a network provisions
 the broker again (idempotent), renews the directory if it is about to expire,
 and starts whatever is not running, with its data and keys. `down` stops what
 `up` started and keeps the data.
