@@ -1,4 +1,4 @@
-"""The agent's HTTP API for agency systems (API.md, "Agent HTTP API").
+"""The agent's HTTP API for agency systems (docs/API.md, "Agent HTTP API").
 
 Every answer is JSON in UTF-8 (Arabic and Bengali travel as themselves, not
 as escapes); every error is `application/problem+json` (RFC 9457) with a

@@ -15,7 +15,7 @@ from protocol.evidence import EvidenceType
 
 
 class MessageStatus(StrEnum):
-    """Status names of API.md."""
+    """Status names of docs/API.md."""
 
     QUEUED = "queued"
     SUBMITTED = "submitted"

@@ -1,4 +1,4 @@
-"""`rogatory`: the one command line of the project (API.md, "Command line").
+"""`rogatory`: the one command line of the project (docs/API.md, "Command line").
 
     rogatory dev up --state-dir DIR [--detach]
     rogatory dev down --state-dir DIR
@@ -10,9 +10,10 @@
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
+    rogatory config-reference [--out PATH]
 
-The broker is the one at `AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
-its management API at `RABBITMQ_MANAGEMENT_URL` (default: same host, port 15672).
+The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
+its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
 Commands that call the gateway take the token from `--token` or `ROGATORY_TOKEN`.
 """
 
@@ -39,7 +40,8 @@ from deploy.auditor import (
     write_export,
 )
 from deploy.broker import BrokerAdminError
-from deploy.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
+from deploy.configuration import system_amqp_url, system_management_url, write_reference
+from deploy.devstack import DevStackError, down, read_stack, up
 from deploy.files import add_commands as add_attachment_commands
 
 EXIT_USAGE = 2
@@ -47,11 +49,11 @@ EXIT_FAILED = 1
 
 
 def _amqp_url() -> str:
-    return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+    return system_amqp_url(os.environ)
 
 
 def _management_url() -> str | None:
-    return os.environ.get("RABBITMQ_MANAGEMENT_URL")
+    return system_management_url(os.environ)
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:
@@ -170,6 +172,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    write_reference(Path(args.out) if args.out else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `rogatory`."""
     parser = argparse.ArgumentParser(
@@ -229,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
     add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.files)
+
+    reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
+    reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")
+    reference.set_defaults(run=_cmd_config_reference)
     return parser
 
 

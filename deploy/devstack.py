@@ -3,7 +3,7 @@
 `up` on an empty state directory creates a network (keys, directory, broker
 vhost, users, permissions and queues), starts the gateway and one agent per
 agency as separate processes, waits until each answers `/healthz`, and writes
-`stack.json` (API.md). `up` on a directory that holds a network provisions
+`stack.json` (docs/API.md). `up` on a directory that holds a network provisions
 the broker again (idempotent), renews the directory if it is about to expire,
 and starts whatever is not running, with its data and keys. `down` stops what
 `up` started and keeps the data.
@@ -11,8 +11,9 @@ and starts whatever is not running, with its data and keys. `down` stops what
 `up` is also the dev network's supervisor: a service that exited (killed,
 or stopped by its own watchdog with status 70) is started again by the next
 `up`, and the data it left is all it needs. The broker may be one node or
-a cluster (`AMQP_URL` lists the nodes, comma-separated); the gateway is
-given the management API of the first node for its operator's queue view.
+a cluster (`ROGATORY_SYSTEM_AMQP_URL` lists the nodes, comma-separated); the
+gateway is given the management API of the first node for its operator's
+queue view.
 
 Services reach the machine's broker over TLS: `amqps://…@localhost:5671`,
 verifying the broker's certificate and host name against the CA that
@@ -292,7 +293,7 @@ def _stack_document(
             "state_dir": str(paths.root),
             "directory_file": str(paths.directory),
             "authority_key": description.authority_key,
-            "amqp_admin_note": "agency and gateway identities above; the admin account is the one in AMQP_URL",
+            "amqp_admin_note": "agency and gateway identities above; the admin account is ROGATORY_SYSTEM_AMQP_URL's",
         },
     }
 

@@ -9,7 +9,7 @@
 # Settings (environment, all optional):
 #   RABBITMQ_AMQP_HOST / RABBITMQ_AMQP_PORT   where to probe AMQP                  (default 127.0.0.1:5672)
 #   RABBITMQ_STARTUP_TIMEOUT_SECONDS   how long to wait for the node      (default 120)
-#   RABBITMQ_MANAGEMENT_URL            management API base URL           (default http://127.0.0.1:15672)
+#   ROGATORY_SYSTEM_MANAGEMENT_URL     management API base URL           (default http://127.0.0.1:15672)
 #   RABBITMQ_MANAGEMENT_TIMEOUT_SECONDS how long to wait for the API     (default 60)
 #   RABBITMQ_ADMIN_USER / RABBITMQ_ADMIN_PASSWORD  credentials for the API check (default guest/guest)
 #   RABBITMQ_CONFIG_FILE               the broker's config file             (default /etc/rabbitmq/rabbitmq.conf)
@@ -25,7 +25,7 @@
 set -euo pipefail
 
 STARTUP_TIMEOUT="${RABBITMQ_STARTUP_TIMEOUT_SECONDS:-120}"
-MANAGEMENT_URL="${RABBITMQ_MANAGEMENT_URL:-http://127.0.0.1:15672}"
+MANAGEMENT_URL="${ROGATORY_SYSTEM_MANAGEMENT_URL:-http://127.0.0.1:15672}"
 MANAGEMENT_TIMEOUT="${RABBITMQ_MANAGEMENT_TIMEOUT_SECONDS:-60}"
 ADMIN_USER="${RABBITMQ_ADMIN_USER:-guest}"
 ADMIN_PASSWORD="${RABBITMQ_ADMIN_PASSWORD:-guest}"

@@ -344,11 +344,11 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_bench_attachments(args: argparse.Namespace) -> int:
     from deploy.attachment_bench import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
-    from deploy.devstack import DEFAULT_AMQP_URL  # noqa: PLC0415
+    from deploy.configuration import system_amqp_url, system_management_url  # noqa: PLC0415
 
     return run_attachment_bench(
-        amqp_url=os.environ.get("AMQP_URL", DEFAULT_AMQP_URL),
-        management_url=os.environ.get("RABBITMQ_MANAGEMENT_URL"),
+        amqp_url=system_amqp_url(os.environ),
+        management_url=system_management_url(os.environ),
         mib=args.mib,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         json_out=Path(args.json) if args.json else None,

@@ -8,7 +8,7 @@ services never see this module, only the files and environment it prepares.
     DIR/directory.json               the signed directory
     DIR/gateway/                     keystore.json, passphrase, data/, gateway.log
     DIR/agents/<AGENCY>/             keystore.json, passphrase, data/, agent.log
-    DIR/stack.json                   what `dev up` started (API.md)
+    DIR/stack.json                   what `dev up` started (docs/API.md)
 
 A network lives on one broker, or on the nodes of a cluster: `create_network`
 takes one AMQP URL or several (comma-separated, same credentials); each

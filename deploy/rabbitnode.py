@@ -14,7 +14,7 @@ replicated on all of them. A killed node that is started again with its data
 rejoins by itself.
 
 It lives in `deploy/` rather than in the tests because operators rehearse
-failover with it too (`rogatory dev up` takes a comma-separated `AMQP_URL`
+failover with it too (`rogatory dev up` takes a comma-separated `ROGATORY_SYSTEM_AMQP_URL`
 of these nodes), and because the soak runs it outside pytest. It needs the
 RabbitMQ server scripts of the machine (Debian: `/usr/lib/rabbitmq/bin`,
 else found on `PATH`, or `ROGATORY_RABBITMQ_SCRIPTS`) and calls them

@@ -1,4 +1,4 @@
-"""The gateway's HTTP API: audit log, proofs, health (API.md, "Gateway HTTP API").
+"""The gateway's HTTP API: audit log, proofs, health (docs/API.md, "Gateway HTTP API").
 
 Roles by bearer token (compared by SHA-256, in constant time):
 

@@ -11,7 +11,7 @@ SHA-256 of the RFC 8785 canonical form of the payload *as sent*.
 
 Departures from the draft envelope: `message_id`, `created_at`, `sequence`
 and `integrity` are optional (an agent fills them in when a client omits
-them, see API.md); `created_at` is normalised to UTC (`UtcTimestamp`), the
+them, see docs/API.md); `created_at` is normalised to UTC (`UtcTimestamp`), the
 author's offset being business detail carried by the payload's own dates;
 a party's `authority_id` must belong to its `state`; sender and recipient
 differ; a request's `requesting_state`/`requested_state` match its sender

@@ -74,7 +74,7 @@ from protocol.mla.request import MlaRequest, SupplementaryRequest
 
 
 class CaseState(StrEnum):
-    """The states of a case (NOTES.md §3.2; API.md)."""
+    """The states of a case (docs/mla/NOTES.md §3.2; docs/API.md)."""
 
     SUBMITTED = "SUBMITTED"
     ACKNOWLEDGED = "ACKNOWLEDGED"

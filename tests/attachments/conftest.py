@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from deploy.configuration import system_amqp_url, system_management_url
 from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.devstack import destroy, down, up
 from deploy.network import NetworkPaths
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
@@ -26,8 +27,8 @@ from protocol.keystore import unlock_keystore
 from protocol.limits import DEFAULT_LIMITS
 from protocol.signing import SignedStatement
 
-AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+AMQP_URL = system_amqp_url(os.environ)
+MANAGEMENT_URL = system_management_url(os.environ)
 BD, LY, LY_AGO, BD_POLICE = "BD-MOHA-PSD", "LY-MLA-CA", "LY-AGO", "BD-POLICE-CID-HTU"
 RETENTION_S = 2.0
 """How long the gateway keeps a body after its recipient retrieved it, in this network."""

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.configuration import system_amqp_url, system_management_url
+from deploy.devstack import destroy, down, up
 
 CHROMIUM = Path(os.environ.get("ROGATORY_CHROMIUM", "/usr/bin/chromium"))
-AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+AMQP_URL = system_amqp_url(os.environ)
+MANAGEMENT_URL = system_management_url(os.environ)
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("ROGATORY_SCREENSHOTS", REPOSITORY / "test-artifacts" / "browser"))
 

@@ -5,7 +5,7 @@ are printed again together at the end of the run, in a "fault-injection
 figures" section of the terminal summary, so CI output shows them without
 `-s`. They also go to the JUnit XML as the test's `figures` property.
 
-Brokers: the machine's RabbitMQ (`AMQP_URL`; never stopped here); `own_broker`,
+Brokers: the machine's RabbitMQ (`ROGATORY_SYSTEM_AMQP_URL`; never stopped here); `own_broker`,
 a private node this suite may kill and restart; `own_cluster`, three private
 nodes in one cluster (`deploy.rabbitnode`). The private nodes live as long as
 this package's tests, so they do not slow down the rest of the suite.
@@ -21,12 +21,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.devstack import DEFAULT_AMQP_URL
+from deploy.configuration import system_amqp_url, system_management_url
 from deploy.rabbitnode import RabbitCluster, RabbitNode
 from tests.faults.figures import Figures
 
-SYSTEM_AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-SYSTEM_MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+SYSTEM_AMQP_URL = system_amqp_url(os.environ)
+SYSTEM_MANAGEMENT_URL = system_management_url(os.environ)
 _FIGURES = pytest.StashKey[list[str]]()
 
 

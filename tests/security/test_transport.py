@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiormq.exceptions import AMQPConnectionError, ChannelAccessRefused
 
+from deploy.configuration import system_management_url
 from deploy.tls import (
     CONF_BEGIN,
     DEFAULT_TLS_DIR,
@@ -173,7 +174,7 @@ async def test_every_service_of_the_dev_stack_talks_to_the_broker_over_tls(secur
     """stack.json gives amqps URLs, and the broker sees every connection of the network's vhost as TLS."""
     vhost = security_stack["network"]["vhost"]
     assert all(entry["amqp_url"].startswith("amqps://") for entry in security_stack["agents"].values())
-    management = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
+    management = system_management_url(os.environ) or "http://127.0.0.1:15672"
     headers = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode("ascii")}
     async with aiohttp.ClientSession(headers=headers) as session:
         for _ in range(100):

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.configuration import system_amqp_url, system_management_url
+from deploy.devstack import destroy, down, up
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode
@@ -18,8 +19,8 @@ from protocol.keys import SigningPublicKey
 from protocol.limits import DEFAULT_LIMITS
 from protocol.signing import SignedStatement
 
-AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
-MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+AMQP_URL = system_amqp_url(os.environ)
+MANAGEMENT_URL = system_management_url(os.environ)
 
 
 @contextlib.contextmanager
