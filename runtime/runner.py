@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import structlog
 from aiohttp import web
@@ -36,6 +36,7 @@ from protocol.limits import Limits
 from protocol.signing import SignedStatement
 from runtime.errors import ConfigurationError, ServiceUnhealthy
 from runtime.logs import configure_logging
+from runtime.settings import ServiceSettings
 from runtime.supervision import EXIT_UNHEALTHY, finish, supervise
 
 log = structlog.get_logger("rogatory.runner")
@@ -99,28 +100,12 @@ async def _nothing() -> None:
     return None
 
 
-class ServedSettings(Protocol):
-    """What the runner reads of a service's settings."""
-
-    @property
-    def http_host(self) -> str:
-        """Where the service's HTTP API listens."""
-
-    @property
-    def http_port(self) -> int:
-        """Its port (0: any free one)."""
-
-    @property
-    def log_format(self) -> Literal["json", "console"]:
-        """JSON lines, or a rendering for a terminal."""
-
-
 @dataclass(frozen=True, slots=True)
 class Service:
     """One service process as the runner sees it: what it serves, what runs beside, what closes after."""
 
     name: Literal["agent", "gateway"]
-    settings: ServedSettings
+    settings: ServiceSettings
     app: web.Application
     tasks: Mapping[str, Task]
     """Background tasks by name (the name is what the logs and the supervisor's verdict call it)."""
@@ -176,7 +161,7 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
             loop.add_signal_handler(signum, stopping.set)
 
 
-S = TypeVar("S", bound=ServedSettings)
+S = TypeVar("S", bound=ServiceSettings)
 
 
 def service_main(
@@ -209,7 +194,6 @@ __all__ = [
     "EXIT_CONFIGURATION",
     "SHUTDOWN_TIMEOUT_S",
     "Clock",
-    "ServedSettings",
     "Service",
     "Task",
     "authority_key",
