@@ -40,7 +40,7 @@ from deploy.auditor import (
     write_export,
 )
 from deploy.broker import BrokerAdminError
-from deploy.configuration import system_amqp_url, system_management_url, write_reference
+from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.devstack import DevStackError, down, read_stack, up
 from deploy.files import add_commands as add_attachment_commands
 
@@ -252,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script wrapper that exits with `main`'s status."""
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RenamedVariable as exc:
+        sys.exit(_fail(str(exc)))
 
 
 __all__ = ["build_parser", "entry", "main"]

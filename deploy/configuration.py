@@ -79,13 +79,32 @@ COMMAND_LINE: Final = (
 """What the command line and the dev stack read, in the order the reference lists them."""
 
 
+RENAMED: Final = {
+    "AMQP_URL": SYSTEM_AMQP_URL.name,
+    "RABBITMQ_MANAGEMENT_URL": SYSTEM_MANAGEMENT_URL.name,
+}
+"""Variables earlier releases read, and their names now: one still set is refused, never silently ignored."""
+
+
+class RenamedVariable(ValueError):
+    """A variable an earlier release read is set under its old name."""
+
+
+def _refuse_old_names(environ: Mapping[str, str]) -> None:
+    for old, new in RENAMED.items():
+        if environ.get(old) and not environ.get(new):
+            raise RenamedVariable(f"{old} is no longer read: set {new} instead (docs/CONFIGURATION.md)")
+
+
 def system_amqp_url(environ: Mapping[str, str]) -> str:
     """The machine's broker the dev stack provisions on (`ROGATORY_SYSTEM_AMQP_URL`)."""
+    _refuse_old_names(environ)
     return environ.get(SYSTEM_AMQP_URL.name) or DEFAULT_AMQP_URL
 
 
 def system_management_url(environ: Mapping[str, str]) -> str | None:
     """Its management API (`ROGATORY_SYSTEM_MANAGEMENT_URL`), or None to derive it from the AMQP URL."""
+    _refuse_old_names(environ)
     return environ.get(SYSTEM_MANAGEMENT_URL.name) or None
 
 
@@ -129,8 +148,10 @@ def write_reference(path: Path | None) -> None:
 __all__ = [
     "COMMAND_LINE",
     "REGENERATE",
+    "RENAMED",
     "SYSTEM_AMQP_URL",
     "SYSTEM_MANAGEMENT_URL",
+    "RenamedVariable",
     "reference_document",
     "system_amqp_url",
     "system_management_url",

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from agents.settings import AgentSettings
-from deploy.configuration import COMMAND_LINE, REGENERATE, reference_document
+from deploy.configuration import (
+    COMMAND_LINE,
+    REGENERATE,
+    RENAMED,
+    RenamedVariable,
+    reference_document,
+    system_amqp_url,
+    system_management_url,
+)
 from gateway.settings import GatewaySettings
 from runtime.errors import ConfigurationError
 from runtime.settings import PREFIX, ServiceSettings, variables_of
@@ -143,3 +151,13 @@ def test_everything_rogatory_reads_from_the_environment_is_named_and_documented(
             read |= set(_READ.findall(path.read_text(encoding="utf-8")))
     assert read - NOT_OURS <= documented, sorted(read - NOT_OURS - documented)
     assert all(name.startswith(PREFIX) for name in read - NOT_OURS)
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(RENAMED.items()))
+def test_a_variable_set_under_its_old_name_is_refused_not_ignored(old, new):
+    """An old name set alone would silently point the dev stack elsewhere: refused, naming the new one."""
+    with pytest.raises(RenamedVariable, match=new):
+        system_amqp_url({old: "amqp://admin:secret@broker.example:5672/"})
+    both = {old: "amqp://old@127.0.0.1:5672/", new: "amqp://new@127.0.0.1:5672/"}
+    read = system_amqp_url if new == "ROGATORY_SYSTEM_AMQP_URL" else system_management_url
+    assert read(both) == "amqp://new@127.0.0.1:5672/"
