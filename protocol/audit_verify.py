@@ -3,26 +3,53 @@
 `verify_audit_log` checks, in this order, and stops at the first problem,
 naming the entry (or checkpoint) where it is:
 
-1. every leaf parses as exactly one known kind, and its identity is the one
-   its content implies (so no event can be logged twice under two names);
+1. every leaf parses as exactly one known kind;
 2. every leaf carries the log's receipt for its own index and hash: an entry
    changed, deleted, inserted or moved in a stored copy is named exactly;
-3. directory leaves are signed by the directory authority, versions only grow,
-   and nothing but a directory comes first;
-4. evidence leaves verify under a key the directory in force gives their
-   issuer, who is allowed to issue that type;
+3. no identity is logged twice (one event, one leaf): the second is named,
+   with the index of the first;
+4. each leaf holds as far as it can be checked offline. Directory leaves are
+   signed by the directory authority, versions only grow, and nothing but a
+   directory comes first. Evidence verifies under a key the directory in force
+   gives its issuer, who may issue that type. An `attachments` leaf holds a
+   header its sender signed (under a key of the directory in force, unrevoked
+   when the gateway logged it) that commits to exactly the bodies listed. A
+   `blob_deleted` leaf names a body that logged attachments of the messages it
+   names carried, from its uploader, at its length, read only by their
+   recipients (none for `unreferenced`). Every leaf's identity is the one its
+   content implies (`operator_action`: under `operator/`), so no leaf can take
+   another event's name;
 5. each message's evidence is a legal sequence: a relay follows an accepted
    submission, delivery follows a relay to that recipient, retrieval follows
    delivery; recipient evidence names the digest the gateway accepted, i.e.
-   the recipient signed over the very header the sender signed;
-6. every checkpoint is signed by a log key of the gateway for the log's
-   origin, sizes never shrink, two checkpoints of one size never disagree (a
-   fork), and the Merkle tree rebuilt from the leaves has each checkpoint's
-   root at its size;
-7. every cosignature a checkpoint carries verifies under the witnessing
-   agency's key; a checkpoint with two or more is *published*;
-8. the log is consistent with the state the auditor verified last time (the
+   the recipient signed over the very header the sender signed, as does the
+   message's attachments leaf;
+6. the log key that signed each receipt was not revoked at that point of the
+   log (see *Revocation* below);
+7. every checkpoint is signed by a log key of the gateway for the log's
+   origin, unrevoked when it was signed; sizes never shrink, two checkpoints
+   of one size never disagree (a fork), and the Merkle tree rebuilt from the
+   leaves has each checkpoint's root at its size;
+8. every cosignature names an agency of the directory in force at the
+   checkpoint's size, under a key that directory gives it, and verifies. A
+   checkpoint is *published* once two distinct agencies cosigned it under
+   keys unrevoked when they cosigned (lines are not witnesses: one agency's
+   two lines count once; a revoked key's line verifies but counts for none);
+9. the log is consistent with the state the auditor verified last time (the
    same root at that size): nobody rewrote what was already seen.
+
+Revocation. `protocol.directory` records a revocation as `revoked_at` on a
+key: the key vouches for what was made before that time and nothing from it
+on. The verifier takes, for every key, the earliest `revoked_at` that any
+authority-signed directory version in the log gives it: the version in force
+at that point and any later one alike, since a later version may say the key
+was compromised before anyone knew, and no version can lift a revocation.
+The log's own clock is the latest time the authority (a directory's
+`issued_at`) or the gateway (its evidence, the `at` of its other leaves)
+stated in any leaf so far; agencies' evidence times do not move it. A
+receipt is refused once the log's clock at its entry reached its key's
+revocation; a checkpoint once the clock at its size, or the time it states,
+did; a cosignature once that time, or the witness's own timestamp, did.
 
 Each kind of failure has its own `FailureKind`, which the command line turns
 into a distinct exit status.
