@@ -3,26 +3,53 @@
 `verify_audit_log` checks, in this order, and stops at the first problem,
 naming the entry (or checkpoint) where it is:
 
-1. every leaf parses as exactly one known kind, and its identity is the one
-   its content implies (so no event can be logged twice under two names);
+1. every leaf parses as exactly one known kind;
 2. every leaf carries the log's receipt for its own index and hash: an entry
    changed, deleted, inserted or moved in a stored copy is named exactly;
-3. directory leaves are signed by the directory authority, versions only grow,
-   and nothing but a directory comes first;
-4. evidence leaves verify under a key the directory in force gives their
-   issuer, who is allowed to issue that type;
+3. no identity is logged twice (one event, one leaf): the second is named,
+   with the index of the first;
+4. each leaf holds as far as it can be checked offline. Directory leaves are
+   signed by the directory authority, versions only grow, and nothing but a
+   directory comes first. Evidence verifies under a key the directory in force
+   gives its issuer, who may issue that type. An `attachments` leaf holds a
+   header its sender signed (under a key of the directory in force, unrevoked
+   when the gateway logged it) that commits to exactly the bodies listed. A
+   `blob_deleted` leaf names a body that logged attachments of the messages it
+   names carried, from its uploader, at its length, read only by their
+   recipients (none for `unreferenced`). Every leaf's identity is the one its
+   content implies (`operator_action`: under `operator/`), so no leaf can take
+   another event's name;
 5. each message's evidence is a legal sequence: a relay follows an accepted
    submission, delivery follows a relay to that recipient, retrieval follows
    delivery; recipient evidence names the digest the gateway accepted, i.e.
-   the recipient signed over the very header the sender signed;
-6. every checkpoint is signed by a log key of the gateway for the log's
-   origin, sizes never shrink, two checkpoints of one size never disagree (a
-   fork), and the Merkle tree rebuilt from the leaves has each checkpoint's
-   root at its size;
-7. every cosignature a checkpoint carries verifies under the witnessing
-   agency's key; a checkpoint with two or more is *published*;
-8. the log is consistent with the state the auditor verified last time (the
+   the recipient signed over the very header the sender signed, as does the
+   message's attachments leaf;
+6. the log key that signed each receipt was not revoked at that point of the
+   log (see *Revocation* below);
+7. every checkpoint is signed by a log key of the gateway for the log's
+   origin, unrevoked when it was signed; sizes never shrink, two checkpoints
+   of one size never disagree (a fork), and the Merkle tree rebuilt from the
+   leaves has each checkpoint's root at its size;
+8. every cosignature names an agency of the directory in force at the
+   checkpoint's size, under a key that directory gives it, and verifies. A
+   checkpoint is *published* once two distinct agencies cosigned it under
+   keys unrevoked when they cosigned (lines are not witnesses: one agency's
+   two lines count once; a revoked key's line verifies but counts for none);
+9. the log is consistent with the state the auditor verified last time (the
    same root at that size): nobody rewrote what was already seen.
+
+Revocation. `protocol.directory` records a revocation as `revoked_at` on a
+key: the key vouches for what was made before that time and nothing from it
+on. The verifier takes, for every key, the earliest `revoked_at` that any
+authority-signed directory version in the log gives it: the version in force
+at that point and any later one alike, since a later version may say the key
+was compromised before anyone knew, and no version can lift a revocation.
+The log's own clock is the latest time the authority (a directory's
+`issued_at`) or the gateway (its evidence, the `at` of its other leaves)
+stated in any leaf so far; agencies' evidence times do not move it. A
+receipt is refused once the log's clock at its entry reached its key's
+revocation; a checkpoint once the clock at its size, or the time it states,
+did; a cosignature once that time, or the witness's own timestamp, did.
 
 Each kind of failure has its own `FailureKind`, which the command line turns
 into a distinct exit status.
@@ -32,15 +59,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from protocol.auditlog import DirectoryLeaf, EvidenceLeaf, decode_leaf, verify_leaf_receipt
-from protocol.checkpoint import Checkpoint, SignedCheckpoint, verify_checkpoint, verify_cosignature
+from protocol.auditlog import (
+    AttachmentsLeaf,
+    AuditLeaf,
+    BlobDeletedLeaf,
+    DeadLetterLeaf,
+    DirectoryLeaf,
+    EvidenceLeaf,
+    OperatorActionLeaf,
+    RejectedInputLeaf,
+    dead_letter_identity,
+    decode_leaf,
+    verify_attachments_leaf,
+    verify_leaf_receipt,
+)
+from protocol.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    cosignature_key_hash,
+    verify_checkpoint,
+    verify_cosignature,
+)
 from protocol.directory import Directory, PublishedSigningKey
+from protocol.encoding import parse_timestamp
 from protocol.errors import ProtocolError
 from protocol.evidence import EvidenceStatement, EvidenceType, verify_evidence
-from protocol.ids import parse_agency_id
+from protocol.ids import AgencyId, KeyId, parse_agency_id
 from protocol.keys import SigningPublicKey
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.model import parse_model
@@ -116,10 +164,28 @@ class AuditReport:
 
 @dataclass
 class _MessageTrail:
-    """The evidence of one message seen so far, by recipient."""
+    """The evidence of one message seen so far, by recipient, and the header digest its attachments name."""
 
     accepted_digest: str | None = None
+    attachments_digest: str | None = None
     seen: dict[str | None, set[EvidenceType]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Revocation:
+    """From when a key vouches for nothing, and the directory version that says so first."""
+
+    at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _CarriedBody:
+    """An attachment body one logged message committed to: who sent it, to whom, and its length."""
+
+    sender: AgencyId
+    recipients: frozenset[AgencyId]
+    length: int
 
 
 _REQUIRES: dict[EvidenceType, tuple[EvidenceType, ...]] = {
@@ -131,38 +197,181 @@ _REQUIRES: dict[EvidenceType, tuple[EvidenceType, ...]] = {
     EvidenceType.NON_RETRIEVAL: (EvidenceType.DELIVERY,),
 }
 
+_Decoded = AuditLeaf | ProtocolError
+
+
+def _decode_all(entries: Sequence[LogEntry]) -> list[_Decoded]:
+    decoded: list[_Decoded] = []
+    for entry in entries:
+        try:
+            decoded.append(decode_leaf(entry.leaf))
+        except ProtocolError as exc:
+            decoded.append(exc)
+    return decoded
+
+
+def _signed_directory(leaf: DirectoryLeaf, authority: SigningPublicKey) -> Directory:
+    payload = verify_statement(leaf.directory, PAYLOAD_TYPE_DIRECTORY, authority)
+    return parse_model(Directory, payload, what="directory")
+
+
+def _revocations(leaves: Sequence[_Decoded], authority: SigningPublicKey) -> dict[KeyId, _Revocation]:
+    """Every signing key a directory in the log revokes, from the earliest time any authority-signed version gives.
+
+    A later version can move a revocation earlier (the key was compromised
+    before anyone knew), never lift it.
+    """
+    found: dict[KeyId, _Revocation] = {}
+    for leaf in leaves:
+        if not isinstance(leaf, DirectoryLeaf):
+            continue
+        try:
+            directory = _signed_directory(leaf, authority)
+        except ProtocolError:
+            continue  # the walk names it where it stands
+        keys = [key for entry in directory.agencies for key in entry.signing_keys]
+        keys += [*directory.gateway.evidence_keys, *directory.gateway.log_keys]
+        for key in keys:
+            held = found.get(key.key_id)
+            if key.revoked_at is not None and (held is None or key.revoked_at < held.at):
+                found[key.key_id] = _Revocation(key.revoked_at, directory.version)
+    return found
+
+
+def _posix(seconds: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return datetime.max.replace(tzinfo=UTC)
+
 
 class _Walk:
-    """Checks 1-5 over the leaves, in order."""
+    """Checks 1-6 over the leaves, in order."""
 
-    def __init__(self, authority: SigningPublicKey) -> None:
+    def __init__(self, authority: SigningPublicKey, revoked: dict[KeyId, _Revocation]) -> None:
         self.authority = authority
+        self.revoked = revoked
         self.directory: Directory | None = None
+        self.in_force: list[tuple[int, Directory]] = []
         self.log_keys: list[PublishedSigningKey] = []
         self.directories = 0
         self.evidence = 0
         self.trails: dict[tuple[str, str], _MessageTrail] = {}
+        self.identities: dict[str, int] = {}
+        self.bodies: dict[str, dict[str, _CarriedBody]] = {}
+        self.clock = datetime.min.replace(tzinfo=UTC)
+        self.clocks: list[datetime] = []
 
-    def entry(self, index: int, entry: LogEntry) -> AuditProblem | None:
-        try:
-            leaf = decode_leaf(entry.leaf)
-        except ProtocolError as exc:
-            return AuditProblem(FailureKind.LEAF_INVALID, f"leaf does not parse: {exc.detail}", index)
+    # -- what the walk learnt, for the checkpoints --------------------------------------------
+
+    def directory_at(self, size: int) -> Directory:
+        """The directory in force over the first `size` leaves: the last one among them (the first for size 0)."""
+        in_force = self.in_force[0][1]
+        for index, directory in self.in_force:
+            if index >= size:
+                break
+            in_force = directory
+        return in_force
+
+    def time_of(self, checkpoint: Checkpoint) -> datetime:
+        """The earliest a checkpoint can have been signed: after its leaves, and not before the time it states."""
+        leaves = min(checkpoint.size, len(self.clocks))
+        when = self.clocks[leaves - 1] if leaves else self.clock
+        for line in checkpoint.extensions:
+            stated = line.removeprefix("time ")
+            if stated != line and stated.isascii() and stated.isdigit():
+                when = max(when, _posix(int(stated)))
+        return when
+
+    def revoked_at(self, key: PublishedSigningKey, when: datetime) -> _Revocation | None:
+        """The revocation of `key` in force at `when`, if any."""
+        revocation = self.revoked.get(key.key_id)
+        return revocation if revocation is not None and revocation.at <= when else None
+
+    # -- one entry ------------------------------------------------------------------------------
+
+    def entry(self, index: int, entry: LogEntry, leaf: _Decoded) -> AuditProblem | None:
+        """Checks 1-6 for one entry: it parses, the log vouches for it, it is new, its content holds."""
+        if isinstance(leaf, ProtocolError):
+            return AuditProblem(FailureKind.LEAF_INVALID, f"leaf does not parse: {leaf.detail}", index)
         if index == 0 and not isinstance(leaf, DirectoryLeaf):
             return AuditProblem(
                 FailureKind.DIRECTORY_INVALID, "the log does not begin with a directory", index, leaf.identity
             )
-        if isinstance(leaf, DirectoryLeaf):
-            problem = self._directory(index, leaf)
-            if problem is not None:
-                return problem
-        problem = self._receipt(index, entry, leaf.identity)
-        if problem is not None or not isinstance(leaf, EvidenceLeaf):
-            return problem
-        return self._evidence(index, leaf)
+        problem = self._directory(index, leaf) if isinstance(leaf, DirectoryLeaf) else None
+        receipt_key = problem or self._receipt(index, entry, leaf.identity)
+        if isinstance(receipt_key, AuditProblem):
+            return receipt_key
+        return (
+            self._unique(index, leaf.identity)
+            or self._content(index, leaf)
+            or self._receipt_in_force(index, receipt_key, leaf.identity)
+        )
 
-    def _receipt(self, index: int, entry: LogEntry, identity: str) -> AuditProblem | None:
+    def _unique(self, index: int, identity: str) -> AuditProblem | None:
+        """No identity twice: one event is one leaf (a redelivery adds none)."""
+        first = self.identities.setdefault(identity, index)
+        if first == index:
+            return None
+        return AuditProblem(
+            FailureKind.LEAF_INVALID,
+            f"identity already logged at index {first}: one event is one leaf",
+            index,
+            identity,
+        )
+
+    def _receipt_in_force(self, index: int, key: PublishedSigningKey, identity: str) -> AuditProblem | None:
+        """The log key that signed the receipt was not revoked when the log reached this entry."""
+        self.clocks.append(self.clock)
+        revocation = self.revoked_at(key, self.clock)
+        if revocation is None:
+            return None
+        return AuditProblem(
+            FailureKind.RECEIPT_INVALID,
+            f"the receipt is by log key {key.key_id}, revoked from {revocation.at.isoformat()} by directory "
+            f"version {revocation.version}; the log is at {self.clock.isoformat()} here",
+            index,
+            identity,
+        )
+
+    def _tick(self, at: datetime) -> None:
+        """The log's clock: the latest time the gateway or the authority stated in any leaf so far."""
+        self.clock = max(self.clock, at)
+
+    def _content(self, index: int, leaf: AuditLeaf) -> AuditProblem | None:
+        """Each kind of leaf verified as far as it can be offline: signatures, identity, references."""
         assert self.directory is not None  # the first leaf is a directory (checked above)
+        if isinstance(leaf, DirectoryLeaf):
+            self._tick(self.directory.issued_at)
+            return None
+        if isinstance(leaf, EvidenceLeaf):
+            return self._evidence(index, leaf)
+        if isinstance(leaf, AttachmentsLeaf):
+            return self._attachments(index, leaf)
+        if isinstance(leaf, BlobDeletedLeaf):
+            return self._blob_deleted(index, leaf)
+        self._tick(leaf.at)
+        if isinstance(leaf, RejectedInputLeaf):
+            implied = f"rejected/{leaf.publisher or '-'}/{leaf.body_sha256}"
+        elif isinstance(leaf, DeadLetterLeaf):
+            implied = dead_letter_identity(leaf.queue, leaf.died_at, leaf.body_sha256)
+        else:
+            assert isinstance(leaf, OperatorActionLeaf)
+            implied = (
+                leaf.identity if leaf.identity.startswith("operator/") and len(leaf.identity) > 9 else "operator/…"
+            )
+        return self._named(index, leaf.identity, implied)
+
+    @staticmethod
+    def _named(index: int, identity: str, implied: str) -> AuditProblem | None:
+        if identity == implied:
+            return None
+        return AuditProblem(
+            FailureKind.LEAF_INVALID, f"leaf is logged as {identity[:120]!r}, its content is {implied[:120]!r}", index
+        )
+
+    def _receipt(self, index: int, entry: LogEntry, identity: str) -> PublishedSigningKey | AuditProblem:
+        assert self.directory is not None
         digest = leaf_hash(entry.leaf)
         origin = self.directory.gateway.log_origin
         for key in self.log_keys:
@@ -170,7 +379,7 @@ class _Walk:
                 verify_leaf_receipt(origin, index, digest, entry.receipt, key.verifier)
             except ProtocolError:
                 continue
-            return None
+            return key
         return AuditProblem(
             FailureKind.RECEIPT_INVALID,
             "the log's receipt does not vouch for this leaf at this index: the entry was changed, or entries "
@@ -181,8 +390,7 @@ class _Walk:
 
     def _directory(self, index: int, leaf: DirectoryLeaf) -> AuditProblem | None:
         try:
-            payload = verify_statement(leaf.directory, PAYLOAD_TYPE_DIRECTORY, self.authority)
-            directory = parse_model(Directory, payload, what="directory")
+            directory = _signed_directory(leaf, self.authority)
         except ProtocolError as exc:
             return AuditProblem(FailureKind.DIRECTORY_INVALID, exc.detail, index, leaf.identity)
         previous = 0 if self.directory is None else self.directory.version
@@ -198,6 +406,7 @@ class _Walk:
                 leaf.identity,
             )
         self.directory = directory
+        self.in_force.append((index, directory))
         known = {key.key_id for key in self.log_keys}
         self.log_keys += [key for key in directory.gateway.log_keys if key.key_id not in known]
         self.directories += 1
@@ -214,8 +423,72 @@ class _Walk:
             return AuditProblem(
                 FailureKind.EVIDENCE_INVALID, "leaf identity does not match its evidence", index, leaf.identity
             )
+        if statement.issuer == self.directory.gateway.gateway_id:
+            self._tick(statement.at)  # an agency's clock does not move the log's
         self.evidence += 1
         return self._sequence(index, statement, leaf.identity)
+
+    def _attachments(self, index: int, leaf: AttachmentsLeaf) -> AuditProblem | None:
+        """The sender signed the header, which commits to exactly these bodies, and names this message."""
+        assert self.directory is not None
+        self._tick(leaf.at)
+        try:
+            header = verify_attachments_leaf(leaf, self.directory, now=leaf.at)
+        except ProtocolError as exc:
+            return AuditProblem(FailureKind.LEAF_INVALID, exc.detail, index, leaf.identity)
+        problem = self._named(index, leaf.identity, f"attachments/{leaf.sender}/{leaf.message_id}")
+        if problem is not None:
+            return problem
+        trail = self.trails.setdefault((leaf.sender, leaf.message_id), _MessageTrail())
+        if trail.accepted_digest not in (None, leaf.message_digest):
+            return AuditProblem(
+                FailureKind.SEQUENCE_INVALID,
+                "attachments of another header than the one the gateway accepted for this message",
+                index,
+                leaf.identity,
+            )
+        trail.attachments_digest = leaf.message_digest
+        recipients = frozenset(header.recipient_agencies)
+        for body in leaf.attachments:
+            carried = _CarriedBody(header.sender, recipients, body.ciphertext_length)
+            self.bodies.setdefault(body.ciphertext_sha256, {})[leaf.message_id] = carried
+        return None
+
+    def _blob_deleted(self, index: int, leaf: BlobDeletedLeaf) -> AuditProblem | None:
+        """The deleted body is one the messages it names carried, uploaded by their sender, read by their recipients."""
+        self._tick(leaf.at)
+        prefix = f"blob_deleted/{leaf.ciphertext_sha256}/"
+        try:
+            stored_at = parse_timestamp(leaf.identity.removeprefix(prefix))
+        except ProtocolError:
+            stored_at = None
+        if not leaf.identity.startswith(prefix) or stored_at != leaf.stored_at:
+            return self._named(index, leaf.identity, f"{prefix}{leaf.stored_at.isoformat()}")
+        carried = self.bodies.get(leaf.ciphertext_sha256, {})
+        problem: str | None = None
+        if leaf.reason == "unreferenced":
+            if leaf.messages or leaf.retrieved_by:
+                problem = "a body deleted as unreferenced names messages or readers"
+        elif not leaf.messages:
+            problem = f"a body deleted as {leaf.reason} names no message that carried it"
+        else:
+            readers: set[AgencyId] = set()
+            for message in leaf.messages:
+                body = carried.get(message)
+                if body is None or body.sender != leaf.uploader or body.length != leaf.ciphertext_length:
+                    problem = (
+                        f"no attachments leaf before it shows message {message[:100]} carrying this body "
+                        f"({leaf.ciphertext_length} bytes from {leaf.uploader})"
+                    )
+                    break
+                readers |= body.recipients
+            else:
+                strangers = sorted(set(leaf.retrieved_by) - readers)
+                if strangers:
+                    problem = f"read by {', '.join(strangers)}, not a recipient of the messages that carried it"
+        if problem is None:
+            return None
+        return AuditProblem(FailureKind.LEAF_INVALID, problem, index, leaf.identity)
 
     def _sequence(self, index: int, statement: EvidenceStatement, identity: str) -> AuditProblem | None:
         if statement.message_id is None or statement.evidence_type == EvidenceType.SUBMISSION_REJECTED:
@@ -225,6 +498,13 @@ class _Walk:
             if trail.accepted_digest not in (None, statement.message_digest):
                 return AuditProblem(
                     FailureKind.SEQUENCE_INVALID, "one message accepted with two digests", index, identity
+                )
+            if trail.attachments_digest not in (None, statement.message_digest):
+                return AuditProblem(
+                    FailureKind.SEQUENCE_INVALID,
+                    "message accepted with another digest than the header its attachments leaf holds",
+                    index,
+                    identity,
                 )
             trail.accepted_digest = statement.message_digest
         else:
@@ -259,18 +539,27 @@ class _CheckpointTally:
 
 
 def _signed_checkpoint(note: str, walk: _Walk, position: int) -> Checkpoint | AuditProblem:
-    """The checkpoint, if a log key of any directory seen signed it for the log's origin."""
+    """The checkpoint, if a log key of a directory seen signed it for the log's origin, unrevoked when it signed."""
     assert walk.directory is not None
     origin = walk.directory.gateway.log_origin
     failures: list[str] = []
     for key in walk.log_keys:
         try:
-            return verify_checkpoint(note, origin, key.verifier, origin=origin)
+            checkpoint = verify_checkpoint(note, origin, key.verifier, origin=origin)
         except ProtocolError as exc:
             failures.append(exc.detail)
+            continue
+        when = walk.time_of(checkpoint)
+        revocation = walk.revoked_at(key, when)
+        if revocation is None:
+            return checkpoint
+        failures.append(
+            f"signed by log key {key.key_id}, revoked from {revocation.at.isoformat()} by directory version "
+            f"{revocation.version}, at {when.isoformat()} or later"
+        )
     return AuditProblem(
         FailureKind.CHECKPOINT_INVALID,
-        "not signed by a log key of the gateway: " + "; ".join(failures),
+        "not signed by an unrevoked log key of the gateway: " + "; ".join(failures),
         checkpoint=position,
     )
 
@@ -314,20 +603,19 @@ def _against_tree(
 def _check_checkpoints(
     notes: Sequence[str], walk: _Walk, tree: MerkleTree, tally: _CheckpointTally
 ) -> AuditProblem | None:
-    """Checks 6 and 7 over every checkpoint, in signing order."""
-    assert walk.directory is not None
+    """Checks 7 and 8 over every checkpoint, in signing order."""
     for position, note in enumerate(notes):
         checkpoint = _signed_checkpoint(note, walk, position)
         if isinstance(checkpoint, AuditProblem):
             return checkpoint
-        problem = _against_tree(checkpoint, tree, tally, position) or _check_cosignatures(
-            note, walk.directory, position
-        )
+        problem = _against_tree(checkpoint, tree, tally, position)
         if problem is not None:
             return problem
-        witnesses = len(SignedCheckpoint.parse(note).signatures) - 1
-        tally.cosignatures += witnesses
-        if witnesses >= PUBLISHED_AFTER:
+        witnesses = _witnesses(SignedCheckpoint.parse(note), walk, position)
+        if isinstance(witnesses, AuditProblem):
+            return witnesses
+        tally.cosignatures += len(witnesses)
+        if len(witnesses) >= PUBLISHED_AFTER:
             tally.published_size = max(tally.published_size, checkpoint.size)
         tally.roots_by_size[checkpoint.size] = checkpoint.root_hash
         tally.latest = checkpoint
@@ -335,34 +623,56 @@ def _check_checkpoints(
     return None
 
 
-def _check_cosignatures(note: str, directory: Directory, position: int) -> AuditProblem | None:
-    signed = SignedCheckpoint.parse(note)
-    for signature in signed.signatures[1:]:
+def _witnesses(signed: SignedCheckpoint, walk: _Walk, position: int) -> set[AgencyId] | AuditProblem:
+    """The distinct agencies whose cosignatures verify under a key unrevoked when they cosigned.
+
+    Witnesses and their keys are those of the directory in force at the
+    checkpoint's size; a line that names no agency of it, or a key it does not
+    give that agency, or that does not verify, is refused. A line under a
+    revoked key verifies but does not count: its holder may be anyone.
+    """
+    checkpoint = signed.checkpoint
+    directory = walk.directory_at(checkpoint.size)
+    when = walk.time_of(checkpoint)
+    counted: set[AgencyId] = set()
+    for signature in signed.signatures:
+        if signature.key_name == checkpoint.origin:
+            continue  # the log's own lines: `_signed_checkpoint` verified them
         try:
             witness = directory.agency(parse_agency_id(signature.key_name))
         except ProtocolError:
             return AuditProblem(
                 FailureKind.COSIGNATURE_INVALID,
-                f"cosignature by {signature.key_name[:64]!r}, not an agency of the directory",
+                f"cosignature by {signature.key_name[:64]!r}, not an agency of directory version {directory.version}",
                 checkpoint=position,
             )
-        for key in witness.signing_keys:
-            try:
-                verify_cosignature(signed, witness.agency_id, key.verifier)
-                break
-            except ProtocolError:
-                continue
-        else:
+        keys = [
+            key
+            for key in witness.signing_keys
+            if cosignature_key_hash(witness.agency_id, key.verifier) == signature.key_hash
+        ]
+        if not keys:
+            return AuditProblem(
+                FailureKind.COSIGNATURE_INVALID,
+                f"cosignature by {witness.agency_id} under a key directory version {directory.version} does not "
+                "give it",
+                checkpoint=position,
+            )
+        try:
+            cosigned_at = _posix(verify_cosignature(signed, witness.agency_id, keys[0].verifier))
+        except ProtocolError:
             return AuditProblem(
                 FailureKind.COSIGNATURE_INVALID,
                 f"cosignature by {witness.agency_id} does not verify",
                 checkpoint=position,
             )
-    return None
+        if walk.revoked_at(keys[0], max(when, cosigned_at)) is None:
+            counted.add(witness.agency_id)
+    return counted
 
 
 def _check_previous(previous: VerifiedState, origin: str, tree: MerkleTree) -> AuditProblem | None:
-    """Check 8: the first `previous.size` entries still have the root verified last time."""
+    """Check 9: the first `previous.size` entries still have the root verified last time."""
     if previous.origin != origin:
         return AuditProblem(
             FailureKind.INCONSISTENT_WITH_PREVIOUS, f"the remembered state is of log {previous.origin!r}, not this one"
@@ -383,7 +693,8 @@ def verify_audit_log(
     previous: VerifiedState | None = None,
 ) -> AuditReport:
     """Verify a log's entries (in index order) and its checkpoints (in signing order)."""
-    walk = _Walk(authority)
+    leaves = _decode_all(entries)
+    walk = _Walk(authority, _revocations(leaves, authority))
     tree = MerkleTree()
     tally = _CheckpointTally()
 
@@ -405,7 +716,7 @@ def verify_audit_log(
         )
 
     for index, entry in enumerate(entries):
-        problem = walk.entry(index, entry)
+        problem = walk.entry(index, entry, leaves[index])
         if problem is not None:
             return report(problem)
         tree.append(leaf_hash(entry.leaf))

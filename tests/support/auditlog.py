@@ -11,6 +11,7 @@ from protocol.auditlog import directory_leaf, encode_leaf, evidence_leaf, sign_l
 from protocol.checkpoint import Checkpoint, SignedCheckpoint, cosign_checkpoint, sign_checkpoint
 from protocol.evidence import EvidenceType, issue_evidence, new_statement
 from protocol.ids import AgencyId, MessageId
+from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
 from tests.support.network import BD, LY, NOW, LocalNetwork
 
@@ -26,15 +27,24 @@ class BuiltLog:
     checkpoints: list[str] = field(default_factory=list)
     tree: MerkleTree = field(default_factory=MerkleTree)
 
-    def append(self, leaf_bytes: bytes) -> None:
+    def append(self, leaf_bytes: bytes, *, log_key: SigningPrivateKey | None = None) -> None:
+        """Append a leaf with its receipt, signed by the network's log key unless `log_key` is given."""
         index = self.tree.size
         digest = leaf_hash(leaf_bytes)
-        self.entries.append(LogEntry(leaf_bytes, sign_leaf_receipt(ORIGIN, index, digest, self.net.log_key)))
+        receipt = sign_leaf_receipt(ORIGIN, index, digest, log_key or self.net.log_key)
+        self.entries.append(LogEntry(leaf_bytes, receipt))
         self.tree.append(digest)
 
-    def checkpoint(self, *, cosigners: tuple[AgencyId, ...] = (BD, LY), time: int = 1_800_000_000) -> str:
+    def checkpoint(
+        self,
+        *,
+        cosigners: tuple[AgencyId, ...] = (BD, LY),
+        time: int = 1_800_000_000,
+        log_key: SigningPrivateKey | None = None,
+    ) -> str:
+        """Sign a checkpoint of the whole tree (by `log_key` if given), cosigned by `cosigners` at `time`."""
         body = Checkpoint(ORIGIN, self.tree.size, self.tree.root(), extensions=(f"time {time}",))
-        signed = sign_checkpoint(body, ORIGIN, self.net.log_key)
+        signed = sign_checkpoint(body, ORIGIN, log_key or self.net.log_key)
         for witness in cosigners:
             signed = signed.with_signature(cosign_checkpoint(signed, witness, self.net[witness].signing, time))
         note = signed.to_text()
@@ -42,10 +52,12 @@ class BuiltLog:
         return note
 
 
-def message_evidence(net: LocalNetwork, at_minutes: int) -> list[bytes]:
-    """The four leaves of one message's life, BD to LY."""
-    message_id = MessageId(uuid.uuid4())
-    digest = uuid.uuid4().hex * 2
+def message_evidence(
+    net: LocalNetwork, at_minutes: int, *, message_id: MessageId | None = None, digest: str | None = None
+) -> list[bytes]:
+    """The four leaves of one message's life, BD to LY (of `message_id` and `digest` when given)."""
+    message_id = message_id or MessageId(uuid.uuid4())
+    digest = digest or uuid.uuid4().hex * 2
     leaves = []
     for evidence_type, issuer, key in (
         (EvidenceType.SUBMISSION_ACCEPTED, "gateway.test", net.evidence_key),
