@@ -426,8 +426,8 @@ def every_kind_of_leaf() -> tuple[BuiltLog, SealedMessage]:
     built.append(encode_leaf(attachments_leaf(sealed)))
     for leaf in message_evidence(built.net, 10, message_id=message_id, digest=sealed.digest):
         built.append(leaf)
-    for leaf in other_leaves().values():
-        built.append(encode_leaf(leaf))
+    for other in other_leaves().values():
+        built.append(encode_leaf(other))
     return built, sealed
 
 
