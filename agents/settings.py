@@ -26,6 +26,7 @@
 | `ROGATORY_GATEWAY_TOKEN_FILE`       | file holding this agent's reader token for that API        | none             |
 | `ROGATORY_WITNESS_INTERVAL_S`       | seconds between two looks at the gateway's checkpoint      | 2.0              |
 | `ROGATORY_MAX_MERGE_DELAY_S`        | evidence without an inclusion proof after this: alarm      | 60               |
+| `ROGATORY_MAX_RECEIVED_BODY_BYTES`  | largest attachment body downloaded for a received message  | 17179869184      |
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class AgentSettings(BaseModel):
     gateway_token_file: Path | None = None
     witness_interval_s: float = Field(default=2.0, gt=0)
     max_merge_delay_s: float = Field(default=60.0, gt=0)
+    max_received_body_bytes: int = Field(default=16 * 1024**3, ge=0)
     limits: Limits = DEFAULT_LIMITS
 
     @field_validator("api_tokens_sha256")

@@ -31,6 +31,8 @@
 | `ROGATORY_BLOB_UNREFERENCED_S`        | a body no accepted message commits to: deleted after      | 86400 (1 day)    |
 | `ROGATORY_BLOB_SWEEP_S`               | seconds between two sweeps for bodies to delete           | 60               |
 | `ROGATORY_MAX_BLOB_BYTES`             | the largest attachment body accepted                      | 68719476736      |
+| `ROGATORY_BLOB_QUOTA_BYTES`           | stored + partial body bytes one agency may hold           | 137438953472     |
+| `ROGATORY_BLOB_PARTIAL_EXPIRY_S`      | a partial upload nobody continued: removed after          | 86400 (1 day)    |
 | `ROGATORY_WATCHED_CERTIFICATES`       | comma-separated PEM files whose expiry the console shows  | see below        |
 
 `ROGATORY_WATCHED_CERTIFICATES` unset watches the `cafile` (and `certfile`) of
@@ -92,6 +94,8 @@ class GatewaySettings(BaseModel):
     blob_unreferenced_s: float = Field(default=24 * 3600.0, ge=0)
     blob_sweep_s: float = Field(default=60.0, gt=0)
     max_blob_bytes: int = Field(default=64 * 1024**3, ge=0)
+    blob_quota_bytes: int = Field(default=128 * 1024**3, ge=0)
+    blob_partial_expiry_s: float = Field(default=24 * 3600.0, gt=0)
     watched_certificates: tuple[Path, ...] = ()
     limits: Limits = DEFAULT_LIMITS
 
