@@ -299,15 +299,19 @@ def rabbitmq_conf_block(files: BrokerTlsFiles, *, port: int = TLS_PORT) -> list[
 
 
 def merge_rabbitmq_conf(existing: str, block: Sequence[str]) -> str:
-    """`existing` with our block replaced (or appended); every other line kept as it was."""
+    """`existing` with our block replaced (or appended); every other line kept as it was.
+
+    The block is known by its first and last lines (markers), so several blocks live side by side.
+    """
+    begin, end = block[0], block[-1]
     kept: list[str] = []
     inside = False
     for line in existing.splitlines():
-        if line.strip() == CONF_BEGIN:
+        if line.strip() == begin:
             inside = True
             continue
         if inside:
-            inside = line.strip() != CONF_END
+            inside = line.strip() != end
             continue
         kept.append(line)
     while kept and not kept[-1].strip():
