@@ -43,6 +43,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -61,6 +62,7 @@ from agents.errors import Conflict
 from agents.store import AgentStore
 from agents.transport import SubmitPublisher
 from protocol.attachments import (
+    EMPTY_BODY_SHA256,
     AttachmentKey,
     StreamEncryptor,
     attachment_ad,
@@ -68,7 +70,15 @@ from protocol.attachments import (
 )
 from protocol.encoding import b64encode, format_timestamp, parse_timestamp
 from protocol.envelope import EnvelopeHeader, OpenedMessage, SealedMessage
-from protocol.errors import AuthenticationFailed, ContentInvalid, ErrorCode, FieldError, MalformedInput, ProtocolError
+from protocol.errors import (
+    AuthenticationFailed,
+    ContentInvalid,
+    ErrorCode,
+    FieldError,
+    LimitExceeded,
+    MalformedInput,
+    ProtocolError,
+)
 from protocol.ids import AgencyId
 from protocol.keys import SigningPrivateKey
 from protocol.limits import Limits
@@ -79,11 +89,17 @@ from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
 from runtime.sqlite import open_index
+from runtime.supervision import TryLocks
 
 log = structlog.get_logger("rogatory.agent.attachments")
 
 IO_CHUNK_BYTES: Final = 1024 * 1024
 """Bytes read or written at once: memory stays at a few of these whatever the body's size."""
+UPLOAD_CHUNK_BYTES: Final = 64 * 1024 * 1024
+"""Bytes one `PUT` to the gateway carries, each signed over its digest: what an interruption costs."""
+DEFAULT_MAX_RECEIVED_BODY_BYTES: Final = 16 * 1024**3
+"""The largest body this agent downloads for a received message (`ROGATORY_MAX_RECEIVED_BODY_BYTES`);
+a larger one is refused unread, whatever its sender committed to."""
 ORPHAN_AFTER: Final = timedelta(minutes=5)
 """A body recorded for a message that never reached the inbox (refused after opening) is dropped after this."""
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -363,11 +379,23 @@ def _decrypt_file(ciphertext: Path, plaintext: Path, key: AttachmentKey, sender:
     ciphertext.unlink()
 
 
-async def _file_chunks(path: Path, offset: int) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path, offset: int, end: int) -> AsyncIterator[bytes]:
     with path.open("rb") as source:
         source.seek(offset)
-        while chunk := await asyncio.to_thread(source.read, IO_CHUNK_BYTES):
+        while offset < end and (chunk := await asyncio.to_thread(source.read, min(IO_CHUNK_BYTES, end - offset))):
+            offset += len(chunk)
             yield chunk
+
+
+def _range_sha256(path: Path, offset: int, end: int) -> str:
+    """SHA-256 (hex) of the bytes `offset` to `end` of the file at `path`: what one `PUT` sends."""
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        source.seek(offset)
+        while offset < end and (chunk := source.read(min(IO_CHUNK_BYTES, end - offset))):
+            offset += len(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _size_within(path: Path, length: int) -> int:
@@ -377,6 +405,15 @@ def _size_within(path: Path, length: int) -> int:
         path.unlink()
         return 0
     return have
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """`target` holds `source`'s bytes: a hard link (no second copy on disk) where the filesystem allows it."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _flush(sink: Any) -> None:  # noqa: ANN401 - a binary file
@@ -405,12 +442,33 @@ class GatewayBlobClient:
         self._key = signing_key
         self._clock = clock
 
-    def _headers(self, method: str, path: str) -> dict[str, str]:
-        return {
+    def _headers(
+        self,
+        method: str,
+        path: str,
+        *,
+        body_sha256: str = EMPTY_BODY_SHA256,
+        upload_offset: int | None = None,
+        upload_length: int | None = None,
+    ) -> dict[str, str]:
+        """A fresh signature for exactly this request (and its offset headers, when given)."""
+        headers = {
             "Authorization": sign_blob_request(
-                agency=self._agency, key=self._key, method=method, path=path, now=self._clock()
+                agency=self._agency,
+                key=self._key,
+                method=method,
+                path=path,
+                now=self._clock(),
+                body_sha256=body_sha256,
+                upload_offset=upload_offset,
+                upload_length=upload_length,
             )
         }
+        if upload_offset is not None:
+            headers["Upload-Offset"] = str(upload_offset)
+        if upload_length is not None:
+            headers["Upload-Length"] = str(upload_length)
+        return headers
 
     async def offset(self, sha256: str) -> tuple[bool, int]:
         """(stored and readable, bytes held): what `HEAD` says."""
@@ -424,29 +482,39 @@ class GatewayBlobClient:
             raise GatewayUnavailable(f"HEAD {path}: {exc!r}") from exc
 
     async def push(self, sha256: str, path: Path, length: int) -> bool:
-        """Upload the body at `path` unless stored, resuming a partial upload; False if the gateway refuses it."""
+        """Upload the body at `path` unless stored, resuming a partial upload; False if the gateway refuses it.
+
+        One `PUT` per `UPLOAD_CHUNK_BYTES`, each signed over the digest of
+        exactly the bytes it sends and its offsets.
+        """
         stored, offset = await self.offset(sha256)
         if stored:
             return True
         url_path = f"/v1/blobs/{sha256}"
-        headers = self._headers("PUT", url_path) | {
-            "Upload-Offset": str(offset),
-            "Upload-Length": str(length),
-            "Content-Type": "application/octet-stream",
-        }
-        try:
-            async with self._session.put(
-                self._base + url_path, data=_file_chunks(path, offset), headers=headers
-            ) as response:
-                body = await response.text()
-                if response.status in (200, 201):
-                    return True
-                if response.status == 409 or response.status >= 500:
-                    raise GatewayUnavailable(f"PUT {url_path}: HTTP {response.status}: {body[:200]}")
-                log.warning("blob_push_refused", sha256=sha256, status=response.status, answer=body[:300])
-                return False
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise GatewayUnavailable(f"PUT {url_path}: {exc!r}") from exc
+        while True:
+            end = min(length, offset + UPLOAD_CHUNK_BYTES)
+            chunk_sha256 = await asyncio.to_thread(_range_sha256, path, offset, end)
+            headers = self._headers(
+                "PUT", url_path, body_sha256=chunk_sha256, upload_offset=offset, upload_length=length
+            ) | {"Content-Type": "application/octet-stream"}
+            try:
+                async with self._session.put(
+                    self._base + url_path, data=_file_chunks(path, offset, end), headers=headers
+                ) as response:
+                    body = await response.text()
+                    if response.status == 201 or (response.status == 200 and end >= length):
+                        return True
+                    if response.status == 200:
+                        if "Upload-Offset" not in response.headers:
+                            return True  # stored meanwhile
+                        offset = int(response.headers["Upload-Offset"])
+                        continue
+                    if response.status in (409, 429) or response.status >= 500:
+                        raise GatewayUnavailable(f"PUT {url_path}: HTTP {response.status}: {body[:200]}")
+                    log.warning("blob_push_refused", sha256=sha256, status=response.status, answer=body[:300])
+                    return False
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                raise GatewayUnavailable(f"PUT {url_path}: {exc!r}") from exc
 
     async def download(self, sha256: str, sink_path: Path, length: int) -> None:
         """Download into `sink_path`, continuing from what it holds (`Range`), until `length` bytes are there."""
@@ -470,6 +538,14 @@ class GatewayBlobClient:
                     sink.seek(have)
                     try:
                         async for chunk in response.content.iter_chunked(IO_CHUNK_BYTES):
+                            have += len(chunk)
+                            if have > length:
+                                # Never more than the sender committed to, whatever the gateway sends.
+                                sink.truncate(0)
+                                raise AuthenticationFailed(
+                                    f"the gateway sends more than the {length} bytes of body {sha256}",
+                                    code=ErrorCode.ATTACHMENT_MISMATCH,
+                                )
                             await asyncio.to_thread(sink.write, chunk)
                     finally:
                         await asyncio.to_thread(_flush, sink)
@@ -529,6 +605,7 @@ class Attachments:
         limits: Limits,
         clock: Callable[[], datetime],
         max_body_bytes: int = 64 * 1024**3,
+        max_received_body_bytes: int = DEFAULT_MAX_RECEIVED_BODY_BYTES,
     ) -> None:
         self._agency = agency
         self._store = store
@@ -537,7 +614,9 @@ class Attachments:
         self._limits = limits
         self._clock = clock
         self._max_bytes = max_body_bytes
-        self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._max_received_bytes = max_received_body_bytes
+        self._uploads = TryLocks()
+        """Uploads in progress, by upload id: one at a time, forgotten once over."""
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
@@ -552,13 +631,22 @@ class Attachments:
         agent_store: AgentStore,
         limits: Limits,
         clock: Callable[[], datetime],
+        max_received_body_bytes: int = DEFAULT_MAX_RECEIVED_BODY_BYTES,
     ) -> Attachments:
         """The attachment service of one agent, with its own store and HTTP session to the gateway."""
         store = await AttachmentStore.open(data_dir)
         # No total timeout: a body of gigabytes takes its time; a stalled socket does not.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
         client = GatewayBlobClient(session, gateway_url, agency=agency, signing_key=signing_key, clock=clock)
-        service = cls(agency=agency, store=store, agent_store=agent_store, gateway=client, limits=limits, clock=clock)
+        service = cls(
+            agency=agency,
+            store=store,
+            agent_store=agent_store,
+            gateway=client,
+            limits=limits,
+            clock=clock,
+            max_received_body_bytes=max_received_body_bytes,
+        )
         service._session = session
         return service
 
@@ -597,10 +685,9 @@ class Attachments:
         done = await self._store.upload(upload_id)
         if done is not None:
             return self._uploaded(done)
-        lock = self._upload_locks.setdefault(upload_id, asyncio.Lock())
-        if lock.locked():
-            raise Conflict(f"upload {upload_id} is in progress", ErrorCode.UPLOAD_OFFSET_MISMATCH)
-        async with lock:
+        with self._uploads.try_hold(upload_id) as held:
+            if not held:
+                raise Conflict(f"upload {upload_id} is in progress", ErrorCode.UPLOAD_OFFSET_MISMATCH)
             part = self._store.part_path(upload_id)
             have = part.stat().st_size if part.exists() else 0
             if offset != have:
@@ -627,7 +714,6 @@ class Attachments:
                 at=format_timestamp(self._clock()),
             )
             await self._store.insert_upload(upload)
-        self._upload_locks.pop(upload_id, None)
         log.info("attachment_uploaded", upload_id=upload_id, size_bytes=upload.plaintext_length)
         return self._uploaded(upload)
 
@@ -783,6 +869,17 @@ class Attachments:
                 continue
             ciphertext, plaintext = self._store.received_paths(body)
             try:
+                if await self._copied_from_sibling(body, plaintext):
+                    await self._store.set_state(body.received_id, AVAILABLE, None, format_timestamp(self._clock()))
+                    await self._store.mark_confirmed(body.received_id)
+                    made += 1
+                    continue
+                if body.key.ciphertext_length > self._max_received_bytes:
+                    raise LimitExceeded(
+                        f"the body is {body.key.ciphertext_length} bytes, this agent downloads at most "
+                        f"{self._max_received_bytes}",
+                        code=ErrorCode.TOO_LARGE,
+                    )
                 await self._gateway.download(body.key.ciphertext_sha256, ciphertext, body.key.ciphertext_length)
                 await asyncio.to_thread(_decrypt_file, ciphertext, plaintext, body.key, body.sender)
             except ProtocolError as exc:
@@ -800,6 +897,38 @@ class Attachments:
             await self._gateway.confirm(body.key.ciphertext_sha256)
             await self._store.mark_confirmed(body.received_id)
         return made
+
+    async def _copied_from_sibling(self, body: ReceivedBody, plaintext: Path) -> bool:
+        """Whether an earlier body of the same message with the same ciphertext gave this one its plaintext.
+
+        A message may name one body under several attachment ids; it is
+        downloaded once. The same ciphertext under another key is refused
+        (`ATTACHMENT_MISMATCH`), as it is refused again when it would not
+        decrypt; one that failed fails its siblings without a second download.
+        """
+        siblings = [
+            other
+            for other in await self._store.received_for(body.sender, body.message_id)
+            if other.received_id < body.received_id and other.key.ciphertext_sha256 == body.key.ciphertext_sha256
+        ]
+        if not siblings:
+            return False
+        first = siblings[0]
+        if first.key.model_copy(update={"attachment_id": body.key.attachment_id}) != body.key:
+            raise AuthenticationFailed(
+                f"attachment {body.attachment_id} names the body of {first.attachment_id} under another key",
+                code=ErrorCode.ATTACHMENT_MISMATCH,
+            )
+        if first.state == FAILED:
+            raise AuthenticationFailed(
+                f"the same body as attachment {first.attachment_id}, refused: {first.detail}",
+                code=ErrorCode.ATTACHMENT_MISMATCH,
+            )
+        if first.state != AVAILABLE:
+            raise GatewayUnavailable(f"attachment {first.attachment_id}, the same body, is not fetched yet")
+        _, source = self._store.received_paths(first)
+        await asyncio.to_thread(_link_or_copy, source, plaintext)
+        return True
 
     # -- 6. the inbox and downloads -------------------------------------------------------------------
 

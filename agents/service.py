@@ -127,6 +127,7 @@ async def _attachments(
         agent_store=store,
         limits=settings.limits,
         clock=clock,
+        max_received_body_bytes=settings.max_received_body_bytes,
     )
 
 

@@ -59,6 +59,12 @@ class AgentSettings(ServiceSettings):
     max_merge_delay_s: float = Field(
         default=60.0, gt=0, description="seconds evidence may wait for its inclusion proof before an alarm"
     )
+    max_received_body_bytes: int = Field(
+        default=16 * 1024**3,
+        ge=0,
+        description="the largest attachment body this agent downloads for a received message (bytes); "
+        "a larger one is refused unread",
+    )
 
     @field_validator("api_tokens_sha256")
     @classmethod

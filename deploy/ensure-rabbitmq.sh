@@ -106,6 +106,11 @@ tls_state="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.tls broker --dir "$TL
     --port "$TLS_PORT" ${tls_owner:+--owner "$tls_owner"})" || die "deploy/tls.py could not set up TLS in $TLS_DIR"
 log "TLS material in $TLS_DIR and listener config in $CONFIG_FILE: $tls_state"
 
+# 1c. The broker's own message size limit (protocol.topology.BROKER_MAX_MESSAGE_BYTES) in the config.
+max_message_size="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.broker_limits --config "$CONFIG_FILE")" \
+    || die "deploy/broker_limits.py could not write max_message_size into $CONFIG_FILE"
+log "max_message_size = $max_message_size in $CONFIG_FILE"
+
 # 2. Running? Never restart a node that runs.
 if node_answers || port_open "$AMQP_HOST" "$AMQP_PORT"; then
     log "broker is running (rabbitmqctl status or port $AMQP_PORT answers): not touching it"
@@ -184,6 +189,14 @@ else
         "rabbit_networking:start_ssl_listener({\"127.0.0.1\", $TLS_PORT}, $tls_options, 10)." 2>&1 || true)"
     port_open "$AMQP_HOST" "$TLS_PORT" || die "AMQPS listener did not start on port $TLS_PORT: $result"
     log "AMQPS listener answers on port $TLS_PORT"
+fi
+
+# 7. The size limit on a running node that predates its config (new channels take it at once).
+if [[ "$(as_root rabbitmqctl -q eval 'application:get_env(rabbit, max_message_size).' 2>/dev/null)" \
+    != "{ok,$max_message_size}" ]]; then
+    as_root rabbitmqctl -q eval "application:set_env(rabbit, max_message_size, $max_message_size)." >/dev/null \
+        || die "could not set max_message_size online"
+    log "max_message_size set to $max_message_size on the running node"
 fi
 
 log "done: broker running, plugins ${PLUGINS[*]} enabled, management API up, AMQPS on $TLS_PORT"

@@ -299,20 +299,30 @@ def rabbitmq_conf_block(files: BrokerTlsFiles, *, port: int = TLS_PORT) -> list[
 
 
 def merge_rabbitmq_conf(existing: str, block: Sequence[str]) -> str:
-    """`existing` with our block replaced (or appended); every other line kept as it was."""
+    """`existing` with our block replaced where it stands (or appended); every other line kept as it was.
+
+    The block is known by its first and last lines (markers), so several blocks live side by side,
+    each staying in its place.
+    """
+    begin, end = block[0], block[-1]
     kept: list[str] = []
-    inside = False
+    inside = placed = False
     for line in existing.splitlines():
-        if line.strip() == CONF_BEGIN:
+        if line.strip() == begin:
             inside = True
+            if not placed:
+                kept.extend(block)
+                placed = True
             continue
         if inside:
-            inside = line.strip() != CONF_END
+            inside = line.strip() != end
             continue
         kept.append(line)
-    while kept and not kept[-1].strip():
-        kept.pop()
-    return "\n".join([*kept, *block]) + "\n"
+    if not placed:
+        while kept and not kept[-1].strip():
+            kept.pop()
+        kept.extend(block)
+    return "\n".join(kept) + "\n"
 
 
 def update_rabbitmq_conf(config: Path, block: Sequence[str]) -> bool:

@@ -16,8 +16,17 @@ commits to its SHA-256 and length, logged in an `attachments` leaf).
   upload, resume and read back its own uploads, and read a body only once the
   gateway accepted a message addressed to it that commits to that body (a
   *grant*, recorded at acceptance).
+* **Signed for what they carry, once.** The signature covers method, path,
+  `Upload-Offset`, `Upload-Length`, the SHA-256 of the body sent and a
+  nonce: a body other than the signed one is refused (`BODY_DIGEST_MISMATCH`,
+  and an upload's partial file goes back to where the request started), and
+  so is a nonce seen within the signature window (`REPLAYED`, `ReplayCache`).
 * **Resumable.** `HEAD` answers `Upload-Offset` (bytes of a partial upload
   durably received); `PUT` continues from that offset. `GET` honours `Range`.
+* **Bounded per agency.** The bytes an agency holds here, stored and partial
+  (a partial upload counts for its whole `Upload-Length` from its first
+  byte), stay under its quota (`QUOTA_EXCEEDED`, 413); a partial upload left
+  alone for the partial expiry is removed by the sweeper.
 * **Deleted after retrieval.** A recipient confirms retrieval after it has
   verified the body; once every recipient did and the retention period has
   passed (or the message expired unretrieved, plus the retention period), the
@@ -48,21 +57,32 @@ import structlog
 from aiohttp import web
 
 from gateway.auditlog import AuditLog
-from protocol.attachments import verify_blob_request
+from protocol.attachments import BLOB_REQUEST_WINDOW, BlobRequest, check_body_digest, verify_blob_request
 from protocol.auditlog import AttachmentsLeaf, BlobDeletedLeaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.envelope import AuthenticatedHeader, SealedMessage
-from protocol.errors import ErrorCode, PolicyDenied, ProtocolError
+from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, PolicyDenied, ProtocolError
 from protocol.ids import AgencyId
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import Handler, problem
 from runtime.sqlite import open_index
+from runtime.supervision import TryLocks
 
 log = structlog.get_logger("rogatory.gateway.blobs")
 
 IO_CHUNK_BYTES: Final = 1024 * 1024
 """Bytes read or written at once: memory stays at a few of these whatever the body's size."""
+DEFAULT_QUOTA_BYTES: Final = 128 * 1024**3
+"""Stored and partial bytes one agency may hold here (`ROGATORY_BLOB_QUOTA_BYTES`): two bodies of the
+largest size by default, so one agency cannot fill the gateway's disk for all."""
+DEFAULT_PARTIAL_EXPIRY: Final = timedelta(days=1)
+"""A partial upload nobody continued for this long is removed (`ROGATORY_BLOB_PARTIAL_EXPIRY_S`)."""
+REPLAY_CACHE_PER_AGENCY: Final = 20_000
+"""Nonces remembered per agency at once: ~30 signed requests a second across the window of two
+`BLOB_REQUEST_WINDOW`s a nonce may stay valid in. Past it, the agency is told to slow down (429)."""
+MAX_EMPTY_REQUEST_BYTES: Final = 4096
+"""What a request that should have no body may carry before it is refused unread."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 _SCHEMA = """
@@ -83,6 +103,13 @@ CREATE TABLE IF NOT EXISTS grants (
     PRIMARY KEY (sha256, sender, message_id, recipient)
 );
 CREATE INDEX IF NOT EXISTS grants_recipient ON grants (recipient, sha256);
+CREATE TABLE IF NOT EXISTS partials (
+    uploader TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (uploader, sha256)
+);
 """
 
 
@@ -113,7 +140,8 @@ class BlobStore:
         self._root = root
         self._db = db
         self._write_lock = asyncio.Lock()
-        self._upload_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.uploads = TryLocks()
+        """Uploads in progress, by `<agency>/<sha256>`: one at a time, forgotten once over."""
 
     @classmethod
     async def open(cls, data_dir: Path) -> BlobStore:
@@ -171,25 +199,86 @@ class BlobStore:
         except FileNotFoundError:
             return 0
 
-    def upload_lock(self, agency: str, sha256: str) -> asyncio.Lock:
-        """One upload of one body by one agency at a time."""
-        return self._upload_locks.setdefault((agency, sha256), asyncio.Lock())
+    @staticmethod
+    def upload_key(agency: str, sha256: str) -> str:
+        """The key of one agency's upload of one body in `uploads`."""
+        return f"{agency}/{sha256}"
+
+    async def usage(self, agency: str, *, besides: str | None = None) -> int:
+        """Bytes `agency` holds here: its stored bodies, and its partial uploads at their announced length.
+
+        `besides` leaves out the partial upload of that body (the one being asked for).
+        """
+        async with self._db.execute(
+            "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE uploader = ? AND deleted_at IS NULL", (agency,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        stored = int(row[0]) if row is not None else 0
+        async with self._db.execute(
+            "SELECT COALESCE(SUM(length), 0) FROM partials WHERE uploader = ? AND sha256 IS NOT ?", (agency, besides)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return stored + (int(row[0]) if row is not None else 0)
+
+    async def reserve(self, agency: str, sha256: str, *, length: int, quota: int, now: datetime) -> None:
+        """Count `length` bytes of a partial upload against `agency`'s quota; raise `QUOTA_EXCEEDED` past it."""
+        used = await self.usage(agency, besides=sha256)
+        if used + length > quota:
+            raise PolicyDenied(
+                f"{agency} holds {used} bytes here; {length} more would pass its quota of {quota} bytes",
+                code=ErrorCode.QUOTA_EXCEEDED,
+            )
+        await self._write(
+            "INSERT INTO partials (uploader, sha256, length, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT (uploader, sha256) DO UPDATE SET length = excluded.length, updated_at = excluded.updated_at",
+            (agency, sha256, length, format_timestamp(now)),
+        )
+
+    async def _drop_partial(self, agency: str, sha256: str) -> None:
+        self.partial_path(agency, sha256).unlink(missing_ok=True)
+        await self._write("DELETE FROM partials WHERE uploader = ? AND sha256 = ?", (agency, sha256))
+
+    async def expire_partials(self, now: datetime, *, older_than: timedelta) -> int:
+        """Remove partial uploads nobody continued for `older_than` (not one in progress); return how many."""
+        async with self._db.execute("SELECT uploader, sha256, updated_at FROM partials") as cursor:
+            rows = [(str(r[0]), str(r[1]), str(r[2])) for r in await cursor.fetchall()]
+        expired = 0
+        for agency, sha256, updated_at in rows:
+            if now < parse_timestamp(updated_at) + older_than or self.upload_key(agency, sha256) in self.uploads:
+                continue
+            await self._drop_partial(agency, sha256)
+            log.info("blob_partial_expired", sha256=sha256, uploader=agency, updated_at=updated_at)
+            expired += 1
+        return expired
 
     async def receive(
-        self, agency: str, sha256: str, *, offset: int, length: int, chunks: AsyncIterator[bytes], now: datetime
+        self,
+        agency: str,
+        sha256: str,
+        *,
+        offset: int,
+        length: int,
+        chunks: AsyncIterator[bytes],
+        signed: BlobRequest,
+        now: datetime,
     ) -> int:
         """Append `chunks` to the partial upload at `offset`; store the body once complete and verified.
 
-        Returns the bytes received so far (`length` once stored). A body whose
-        digest is not its address is discarded and refused.
+        Returns the bytes received so far (`length` once stored). What this
+        request sent is kept only if its digest is the one `signed` covers:
+        otherwise, or if the request breaks off, the partial upload goes back
+        to `offset` (`BODY_DIGEST_MISMATCH`). A body whose digest is not its
+        address is discarded and refused.
         """
         partial = self.partial_path(agency, sha256)
         partial.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256() if offset == 0 else None
+        sent = hashlib.sha256()
         received = offset
         with open(partial, "r+b" if offset else "wb") as sink:  # noqa: PTH123, ASYNC230 - large sequential I/O, chunked
             sink.truncate(offset)
             sink.seek(offset)
+            kept = False
             try:
                 async for chunk in chunks:
                     if received + len(chunk) > length:
@@ -199,14 +288,20 @@ class BlobStore:
                     await asyncio.to_thread(sink.write, chunk)
                     if digest is not None:
                         digest.update(chunk)
+                    sent.update(chunk)
                     received += len(chunk)
+                check_body_digest(signed, sent.hexdigest())
+                kept = True
             finally:
+                if not kept:
+                    # Nothing unauthenticated stays: the partial upload is as it was before this request.
+                    sink.truncate(offset)
                 await asyncio.to_thread(_flush, sink)
         if received < length:
             return received
         actual = digest.hexdigest() if digest is not None else await asyncio.to_thread(_file_sha256, partial)
         if actual != sha256:
-            partial.unlink(missing_ok=True)
+            await self._drop_partial(agency, sha256)
             raise PolicyDenied(
                 f"the body uploaded has digest {actual}, not the {sha256} it is addressed by",
                 code=ErrorCode.ATTACHMENT_MISMATCH,
@@ -214,6 +309,7 @@ class BlobStore:
         target = self.object_path(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial.replace(target)
+        await self._write("DELETE FROM partials WHERE uploader = ? AND sha256 = ?", (agency, sha256))
         await self._write(
             "INSERT INTO blobs (sha256, length, uploader, stored_at) VALUES (?,?,?,?) "
             "ON CONFLICT (sha256) DO UPDATE SET deleted_at = NULL, uploader = excluded.uploader, "
@@ -356,16 +452,19 @@ class BlobSweeper:
         clock: Callable[[], datetime],
         retention: timedelta,
         unreferenced: timedelta,
+        partial_expiry: timedelta = DEFAULT_PARTIAL_EXPIRY,
     ) -> None:
         self._store = store
         self._audit = audit
         self._clock = clock
         self._retention = retention
         self._unreferenced = unreferenced
+        self._partial_expiry = partial_expiry
 
     async def sweep(self) -> int:
-        """Delete what is due; return how many bodies were deleted."""
+        """Delete what is due, and partial uploads left alone too long; return how many bodies were deleted."""
         now = self._clock()
+        await self._store.expire_partials(now, older_than=self._partial_expiry)
         due = await self._store.due_for_deletion(now, retention=self._retention, unreferenced=self._unreferenced)
         for deletion in due:
             blob = deletion.blob
@@ -398,6 +497,41 @@ class BlobSweeper:
 
 
 # -- HTTP --------------------------------------------------------------------------------------
+
+
+class ReplayCache:
+    """The nonces of signed blob requests seen while they could still verify: bounded, expiring, in memory.
+
+    A nonce is remembered until its request's time plus `BLOB_REQUEST_WINDOW`,
+    after which the request is refused as stale anyway; each agency has at most
+    `per_agency` nonces at once, so one agency cannot grow it for all. Not
+    persisted: after a restart, a request captured in the window before it
+    could be replayed once, and every blob request is idempotent by then (its
+    body and offsets are bound: SECURITY.md, finding 9).
+    """
+
+    def __init__(self, *, per_agency: int = REPLAY_CACHE_PER_AGENCY) -> None:
+        self._per_agency = per_agency
+        self._seen: dict[str, dict[str, datetime]] = {}
+
+    def __len__(self) -> int:
+        """Nonces remembered now, over every agency."""
+        return sum(len(nonces) for nonces in self._seen.values())
+
+    def admit(self, request: BlobRequest, now: datetime) -> None:
+        """Remember this request's nonce; raise `REPLAYED` if it was seen, `RATE_LIMITED` past the bound."""
+        nonces = self._seen.setdefault(str(request.agency), {})
+        if len(nonces) >= self._per_agency:
+            for nonce, until in list(nonces.items()):
+                if until < now:
+                    del nonces[nonce]
+        if request.nonce in nonces:
+            raise FreshnessViolation(f"nonce {request.nonce} was used already", code=ErrorCode.REPLAYED)
+        if len(nonces) >= self._per_agency:
+            raise FreshnessViolation(
+                f"{len(nonces)} signed requests of {request.agency} are within the window", code=ErrorCode.RATE_LIMITED
+            )
+        nonces[request.nonce] = request.at + BLOB_REQUEST_WINDOW
 
 
 class _Refused(Exception):
@@ -437,11 +571,15 @@ class BlobApi:
         directory: Callable[[], Directory],
         clock: Callable[[], datetime],
         max_blob_bytes: int,
+        quota_bytes: int = DEFAULT_QUOTA_BYTES,
+        replay_cache: ReplayCache | None = None,
     ) -> None:
         self._store = store
         self._directory = directory
         self._clock = clock
         self._max_bytes = max_blob_bytes
+        self._quota = quota_bytes
+        self._replays = replay_cache or ReplayCache()
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """(method, path, handler) of each endpoint; each authenticates its own signed requests."""
@@ -452,30 +590,54 @@ class BlobApi:
             ("POST", "/v1/blobs/{sha256}/retrieved", _answering(self.retrieved)),
         ]
 
-    def _caller(self, request: web.Request) -> tuple[str, str]:
-        """(agency, sha256) of a signed request; raise a 401 or 400 answer otherwise."""
+    def _signed(self, request: web.Request) -> tuple[BlobRequest, str]:
+        """(signed statement, sha256) of a request signed for its method, path and offsets, with a fresh nonce.
+
+        Raise a 401 (400, 429) answer otherwise. The handler checks the body.
+        """
         sha256 = request.match_info["sha256"]
         if not _SHA256.match(sha256):
             raise _Refused(
                 problem(400, ErrorCode.INVALID_PARAMETER, "Invalid address", "expected the hex SHA-256 of a ciphertext")
             )
+        now = self._clock()
         try:
-            agency = verify_blob_request(
+            signed = verify_blob_request(
                 request.headers.get("Authorization", ""),
                 method=request.method,
                 path=request.path,
+                upload_offset=_header_int(request, "Upload-Offset"),
+                upload_length=_header_int(request, "Upload-Length"),
                 directory=self._directory(),
-                now=self._clock(),
+                now=now,
             )
+            self._replays.admit(signed, now)
         except ProtocolError as exc:
-            response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", f"a signed request is required: {exc}")
+            if exc.code == ErrorCode.RATE_LIMITED:
+                response = problem(429, exc.code, "Too many requests", exc.detail)
+                response.headers["Retry-After"] = "5"
+                raise _Refused(response) from exc
+            code = ErrorCode.REPLAYED if exc.code == ErrorCode.REPLAYED else ErrorCode.UNAUTHORIZED
+            response = problem(401, code, "Unauthorized", f"a signed request is required: {exc}")
             response.headers["WWW-Authenticate"] = "Rogatory-Signed"
             raise _Refused(response) from exc
-        return agency, sha256
+        return signed, sha256
+
+    async def _caller(self, request: web.Request) -> tuple[str, str]:
+        """(agency, sha256) of a signed request without a body (or an empty one); raise its answer otherwise."""
+        signed, sha256 = self._signed(request)
+        body = await request.content.read(MAX_EMPTY_REQUEST_BYTES + 1)
+        if len(body) > MAX_EMPTY_REQUEST_BYTES:
+            raise _Refused(problem(413, ErrorCode.TOO_LARGE, "Too large", "this request takes no body"))
+        try:
+            check_body_digest(signed, hashlib.sha256(body).hexdigest())
+        except ProtocolError as exc:
+            raise _Refused(problem(400, exc.code, "Body not signed", exc.detail)) from exc
+        return str(signed.agency), sha256
 
     async def head(self, request: web.Request) -> web.StreamResponse:
         """200 with `Upload-Offset` = length if the caller may read it; else 404 with its partial offset."""
-        agency, sha256 = self._caller(request)
+        agency, sha256 = await self._caller(request)
         blob = await self._store.blob(sha256)
         if blob is not None and await self._store.may_read(agency, sha256):
             return web.Response(status=200, headers={"Upload-Offset": str(blob.length), "Upload-Complete": "?1"})
@@ -484,7 +646,8 @@ class BlobApi:
 
     async def put(self, request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one answer per outcome
         """Receive the body from `Upload-Offset` (default 0) towards `Upload-Length`; 201 once stored."""
-        agency, sha256 = self._caller(request)
+        signed, sha256 = self._signed(request)
+        agency = str(signed.agency)
         length = _header_int(request, "Upload-Length")
         offset = _header_int(request, "Upload-Offset", 0)
         assert offset is not None
@@ -500,10 +663,9 @@ class BlobApi:
             if existing.uploader != agency:
                 return problem(409, ErrorCode.FORBIDDEN, "Stored", "another agency stored this body")
             return web.json_response({"sha256": sha256, "size_bytes": existing.length}, status=200)
-        lock = self._store.upload_lock(agency, sha256)
-        if lock.locked():
-            return problem(409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Busy", "this body is being uploaded already")
-        async with lock:
+        with self._store.uploads.try_hold(self._store.upload_key(agency, sha256)) as held:
+            if not held:
+                return problem(409, ErrorCode.UPLOAD_OFFSET_MISMATCH, "Busy", "this body is being uploaded already")
             have = self._store.received_bytes(agency, sha256)
             if offset != have:
                 response = problem(
@@ -511,25 +673,9 @@ class BlobApi:
                 )
                 response.headers["Upload-Offset"] = str(have)
                 return response
-            try:
-                received = await self._store.receive(
-                    agency,
-                    sha256,
-                    offset=offset,
-                    length=length,
-                    chunks=request.content.iter_chunked(IO_CHUNK_BYTES),
-                    now=self._clock(),
-                )
-            except PolicyDenied as exc:
-                return problem(422, exc.code, "Refused", exc.detail)
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                log.info("blob_upload_interrupted", sha256=sha256, uploader=agency, error=str(exc)[:200])
-                raise
-            except OSError as exc:
-                log.warning("blob_store_unwritable", sha256=sha256, error=str(exc)[:200])
-                response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "the blob store cannot write")
-                response.headers["Retry-After"] = "5"
-                return response
+            received = await self._receive(request, signed, sha256, offset=offset, length=length)
+            if isinstance(received, web.StreamResponse):
+                return received
         if received < length:
             return web.json_response(
                 {"sha256": sha256, "offset": received, "complete": False},
@@ -538,20 +684,50 @@ class BlobApi:
             )
         return web.json_response({"sha256": sha256, "size_bytes": length, "complete": True}, status=201)
 
+    async def _receive(
+        self, request: web.Request, signed: BlobRequest, sha256: str, *, offset: int, length: int
+    ) -> int | web.StreamResponse:
+        """Within the agency's quota, the bytes held once this request's body is in; or the answer refusing it."""
+        agency = str(signed.agency)
+        try:
+            await self._store.reserve(agency, sha256, length=length, quota=self._quota, now=self._clock())
+            return await self._store.receive(
+                agency,
+                sha256,
+                offset=offset,
+                length=length,
+                chunks=request.content.iter_chunked(IO_CHUNK_BYTES),
+                signed=signed,
+                now=self._clock(),
+            )
+        except PolicyDenied as exc:
+            status = 413 if exc.code == ErrorCode.QUOTA_EXCEEDED else 422
+            return problem(status, exc.code, "Refused", exc.detail)
+        except AuthenticationFailed as exc:
+            return problem(400, exc.code, "Body not signed", exc.detail)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.info("blob_upload_interrupted", sha256=sha256, uploader=agency, error=str(exc)[:200])
+            raise
+        except OSError as exc:
+            log.warning("blob_store_unwritable", sha256=sha256, error=str(exc)[:200])
+            response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Unavailable", "the blob store cannot write")
+            response.headers["Retry-After"] = "5"
+            return response
+
     async def get(self, request: web.Request) -> web.StreamResponse:
         """The body, streamed from disk (with `Range`), to its uploader or an agency it was addressed to."""
-        agency, sha256 = self._caller(request)
+        agency, sha256 = await self._caller(request)
         if not await self._store.may_read(agency, sha256):
             return problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
         return web.FileResponse(self._store.object_path(sha256), chunk_size=256 * 1024)
 
     async def retrieved(self, request: web.Request) -> web.StreamResponse:
         """The caller verified its copy: start the retention period before deletion."""
-        agency, sha256 = self._caller(request)
+        agency, sha256 = await self._caller(request)
         if not await self._store.may_read(agency, sha256):
             return problem(404, ErrorCode.NOT_FOUND, "Not found", "no body with this digest is addressed to you")
         marked = await self._store.mark_retrieved(sha256, agency, self._clock())
         return web.json_response({"sha256": sha256, "retrieved": marked > 0})
 
 
-__all__ = ["AttachmentGate", "BlobApi", "BlobRecord", "BlobStore", "BlobSweeper", "Deletion"]
+__all__ = ["AttachmentGate", "BlobApi", "BlobRecord", "BlobStore", "BlobSweeper", "Deletion", "ReplayCache"]

@@ -224,6 +224,7 @@ async def _message_path(core: _Core) -> _MessagePath:
             clock=clock,
             retention=timedelta(seconds=settings.blob_retention_s),
             unreferenced=timedelta(seconds=settings.blob_unreferenced_s),
+            partial_expiry=timedelta(seconds=settings.blob_partial_expiry_s),
         ),
     )
 
@@ -270,7 +271,11 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
         certificates=settings.watched_certificates,
     )
     blobs = BlobApi(
-        path.blob_store, directory=core.current_directory, clock=core.clock, max_blob_bytes=settings.max_blob_bytes
+        path.blob_store,
+        directory=core.current_directory,
+        clock=core.clock,
+        max_blob_bytes=settings.max_blob_bytes,
+        quota_bytes=settings.blob_quota_bytes,
     )
     return GatewayApi(
         store=core.store,

@@ -70,6 +70,12 @@ class GatewaySettings(ServiceSettings):
     )
     blob_sweep_s: float = Field(default=60.0, gt=0, description="seconds between two sweeps for bodies to delete")
     max_blob_bytes: int = Field(default=64 * 1024**3, ge=0, description="the largest attachment body accepted (bytes)")
+    blob_quota_bytes: int = Field(
+        default=128 * 1024**3, ge=0, description="stored and partial body bytes one agency may hold (bytes)"
+    )
+    blob_partial_expiry_s: float = Field(
+        default=24 * 3600.0, gt=0, description="seconds before a partial upload nobody continued is removed"
+    )
     watched_certificates: tuple[Path, ...] = Field(
         default=(),
         description="PEM files whose expiry the operator console shows. Unset: the `cafile` (and `certfile`) "

@@ -27,9 +27,12 @@ id, key, plaintext digest, message and attachment id together
 
 Agencies authenticate to the gateway's blob store with *signed requests*
 (`sign_blob_request`, `verify_blob_request`): an Ed25519 signature, by the
-key the directory lists for the agency, over the method, the path and the
-time. No new secret is provisioned, and the gateway checks them with the
-directory it already trusts.
+key the directory lists for the agency, over the method, the path, the
+`Upload-Offset` and `Upload-Length` headers, the SHA-256 of the request body
+(for an upload, of the chunk sent), a random nonce and the time. No new
+secret is provisioned, and the gateway checks them with the directory it
+already trusts; it refuses a nonce it has seen (`REPLAYED`) and a body whose
+digest is not the signed one (`check_body_digest`, `BODY_DIGEST_MISMATCH`).
 """
 
 from __future__ import annotations
@@ -268,35 +271,86 @@ class StreamDecryptor:
 # -- signed requests to the gateway's blob store ------------------------------------------
 
 BLOB_AUTH_SCHEME: Final = "Rogatory-Signed"
-PAYLOAD_TYPE_BLOB_REQUEST: Final = "application/vnd.rogatory.blob-request+json; version=1"
+PAYLOAD_TYPE_BLOB_REQUEST: Final = "application/vnd.rogatory.blob-request+json; version=2"
+"""Version 2 binds the offsets, the body digest and a nonce; a version-1 statement does not verify."""
 BLOB_REQUEST_WINDOW: Final = timedelta(minutes=5)
-"""How far a signed request's time may be from the gateway's clock: bounds a replay."""
+"""How far a signed request's time may be from the gateway's clock: bounds how long a nonce is remembered."""
+NONCE_BYTES: Final = 16
+"""Random bytes of a request's nonce: 128 bits never collide by chance within a window."""
+EMPTY_BODY_SHA256: Final = hashlib.sha256(b"").hexdigest()
+"""The body digest of a request without a body (`HEAD`, `GET`, `POST .../retrieved`)."""
 
 
 class BlobRequest(FrozenModel):
-    """What an agency signs to use the gateway's blob store: who, which method on which path, when."""
+    """What an agency signs to use the gateway's blob store: who, what request and body, once, when.
+
+    The request is the method, the path and the `Upload-Offset` and
+    `Upload-Length` headers (absent: None); the body is its SHA-256; the nonce
+    makes each signature good for one request.
+    """
 
     agency: AgencyIdField
     key_id: KeyIdField
     method: str = Field(pattern=r"^[A-Z]{3,7}$")
     path: str = Field(min_length=1, max_length=300)
+    upload_offset: int | None = Field(default=None, ge=0)
+    upload_length: int | None = Field(default=None, ge=0)
+    body_sha256: str = Field(pattern=_SHA256)
+    nonce: str = Field(pattern=rf"^[0-9a-f]{{{2 * NONCE_BYTES}}}$")
     at: UtcTimestamp
 
 
-def sign_blob_request(*, agency: AgencyId, key: SigningPrivateKey, method: str, path: str, now: datetime) -> str:
-    """The `Authorization` header value of one request to the blob store."""
-    statement = BlobRequest(agency=agency, key_id=key.key_id, method=method, path=path, at=now).canonical_bytes()
+def sign_blob_request(
+    *,
+    agency: AgencyId,
+    key: SigningPrivateKey,
+    method: str,
+    path: str,
+    now: datetime,
+    body_sha256: str = EMPTY_BODY_SHA256,
+    upload_offset: int | None = None,
+    upload_length: int | None = None,
+    random_bytes: Callable[[int], bytes] = nacl.utils.random,
+) -> str:
+    """The `Authorization` header value of one request to the blob store, under a fresh nonce.
+
+    `upload_offset` and `upload_length` are the values of the `Upload-Offset` and
+    `Upload-Length` headers the request carries (None: the header is absent);
+    `body_sha256` is the SHA-256 (hex) of exactly the body it sends.
+    """
+    statement = BlobRequest(
+        agency=agency,
+        key_id=key.key_id,
+        method=method,
+        path=path,
+        upload_offset=upload_offset,
+        upload_length=upload_length,
+        body_sha256=body_sha256,
+        nonce=random_bytes(NONCE_BYTES).hex(),
+        at=now,
+    ).canonical_bytes()
     signature = key.sign(pae(PAYLOAD_TYPE_BLOB_REQUEST, statement))
     return f"{BLOB_AUTH_SCHEME} {key.key_id}.{b64encode(statement)}.{b64encode(signature)}"
 
 
-def verify_blob_request(authorization: str, *, method: str, path: str, directory: Directory, now: datetime) -> AgencyId:
-    """The agency that signed this request for exactly `method` on `path`, recently; or raise.
+def verify_blob_request(
+    authorization: str,
+    *,
+    method: str,
+    path: str,
+    upload_offset: int | None = None,
+    upload_length: int | None = None,
+    directory: Directory,
+    now: datetime,
+) -> BlobRequest:
+    """The statement an agency signed for exactly this request, recently; or raise.
 
     Verify first (the key id names a signing key of the directory, the
     signature holds over the statement's exact bytes), then parse and check
-    that the statement names the key's owner, this method and path, and a time
-    within `BLOB_REQUEST_WINDOW` of `now`.
+    that the statement names the key's owner, this method, path and offsets,
+    and a time within `BLOB_REQUEST_WINDOW` of `now`. The caller then checks
+    the body against `body_sha256` (`check_body_digest`) and the nonce against
+    the ones it has seen within the window.
     """
     scheme, _, credentials = authorization.partition(" ")
     parts = credentials.strip().split(".")
@@ -314,12 +368,27 @@ def verify_blob_request(authorization: str, *, method: str, path: str, directory
         raise AuthenticationFailed("the request names another agency than the key's owner", code=ErrorCode.UNAUTHORIZED)
     if request.method != method or not hmac.compare_digest(request.path.encode(), path.encode()):
         raise AuthenticationFailed("the request was signed for another method or path", code=ErrorCode.UNAUTHORIZED)
+    if (request.upload_offset, request.upload_length) != (upload_offset, upload_length):
+        raise AuthenticationFailed(
+            f"the request was signed for Upload-Offset {request.upload_offset} and Upload-Length "
+            f"{request.upload_length}, it carries {upload_offset} and {upload_length}",
+            code=ErrorCode.UNAUTHORIZED,
+        )
     if abs(now - request.at) > BLOB_REQUEST_WINDOW:
         raise FreshnessViolation(
             f"signed at {request.at.isoformat()}, more than {BLOB_REQUEST_WINDOW} from now", code=ErrorCode.STALE
         )
     key.check_usable(created_at=request.at, now=now, what="signing")
-    return request.agency
+    return request
+
+
+def check_body_digest(request: BlobRequest, body_sha256: str) -> None:
+    """The body received is the one signed for; raise `BODY_DIGEST_MISMATCH` otherwise."""
+    if not hmac.compare_digest(request.body_sha256.encode(), body_sha256.encode()):
+        raise AuthenticationFailed(
+            f"the request body has SHA-256 {body_sha256}, the signature covers {request.body_sha256}",
+            code=ErrorCode.BODY_DIGEST_MISMATCH,
+        )
 
 
 __all__ = [
@@ -327,9 +396,11 @@ __all__ = [
     "BLOB_REQUEST_WINDOW",
     "CHUNK_BYTES",
     "CIPHERTEXT_CHUNK_BYTES",
+    "EMPTY_BODY_SHA256",
     "HEADER_BYTES",
     "KEY_BYTES",
     "MAX_ATTACHMENTS",
+    "NONCE_BYTES",
     "AttachmentCommitment",
     "AttachmentKey",
     "BlobRequest",
@@ -337,6 +408,7 @@ __all__ = [
     "StreamEncryptor",
     "attachment_ad",
     "check_attachment_ids",
+    "check_body_digest",
     "ciphertext_length",
     "sign_blob_request",
     "verify_blob_request",

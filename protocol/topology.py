@@ -16,6 +16,13 @@ from __future__ import annotations
 from typing import Final
 
 from protocol.ids import AgencyId
+from protocol.limits import DEFAULT_LIMITS
+
+BROKER_MAX_MESSAGE_BYTES: Final = DEFAULT_LIMITS.max_sealed_bytes + 2 * 1024 * 1024
+"""The broker's own `max_message_size` (8 MiB): the largest message of the protocol (a sealed message,
+`Limits.max_sealed_bytes`) with 2 MiB of headroom, so a message just over the protocol's limit still
+reaches the gateway, which refuses and audits it, while anything larger is refused by the broker before
+any consumer buffers it. It also bounds what a consumer holds: prefetch x this."""
 
 SUBMIT_EXCHANGE: Final = "mla.submit"
 DELIVER_EXCHANGE: Final = "mla.deliver"
@@ -35,6 +42,7 @@ def inbox_queue(agency: AgencyId) -> str:
 
 
 __all__ = [
+    "BROKER_MAX_MESSAGE_BYTES",
     "DEAD_LETTER_EXCHANGE",
     "DEAD_LETTER_QUEUE",
     "DELIVER_EXCHANGE",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Final, Protocol
 
 import structlog
@@ -120,6 +120,38 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+class TryLocks:
+    """Keys in use now: a second user of a key is turned away at once, never queued; a released key is forgotten.
+
+    For work that must not run twice at once and whose caller can answer
+    "busy" instead of waiting (a resumable upload): the map holds only keys in
+    use, so it cannot grow with the keys ever seen.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+
+    def __len__(self) -> int:
+        """How many keys are held now."""
+        return len(self._held)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` is held now."""
+        return key in self._held
+
+    @contextlib.contextmanager
+    def try_hold(self, key: str) -> Iterator[bool]:
+        """Hold `key` and yield True, or yield False (holding nothing) if someone holds it already."""
+        if key in self._held:
+            yield False
+            return
+        self._held.add(key)
+        try:
+            yield True
+        finally:
+            self._held.discard(key)
+
+
 async def finish(tasks: Sequence[asyncio.Task[None]], *, timeout_s: float) -> None:
     """Let the tasks end by themselves for up to `timeout_s` (graceful shutdown), then leave the rest."""
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)
@@ -127,4 +159,4 @@ async def finish(tasks: Sequence[asyncio.Task[None]], *, timeout_s: float) -> No
         log.warning("task_not_finished_at_shutdown", task=task.get_name(), waited_s=timeout_s)
 
 
-__all__ = ["EXIT_UNHEALTHY", "ConsumerWatchdog", "KeyedLocks", "Watched", "finish", "supervise"]
+__all__ = ["EXIT_UNHEALTHY", "ConsumerWatchdog", "KeyedLocks", "TryLocks", "Watched", "finish", "supervise"]

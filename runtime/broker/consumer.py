@@ -33,11 +33,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import aio_pika.abc
 import structlog
 
+from protocol.topology import BROKER_MAX_MESSAGE_BYTES
 from runtime.broker.connection import BROKER_ERRORS, CLOSE_TIMEOUT_S, FailoverConnector, cancelled_by_the_library
 from runtime.errors import TransientFailure
 from runtime.supervision import KeyedLocks
@@ -52,6 +53,12 @@ class _ConsumerLost(ConnectionError):
     """The consumer's connection, channel or subscription is gone: consume again on a new connection."""
 
 
+MAX_CONSUMER_BUFFER_BYTES: Final = 1024**3
+"""The most a consumer may hold in deliveries received and not yet acknowledged: `prefetch` times
+the broker's own message limit (`BROKER_MAX_MESSAGE_BYTES`, which the broker enforces before any
+consumer sees a message). The default prefetch of 32 holds at most 256 MiB."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerPolicy:
     """How a consumer paces itself: prefetch, retries in place, reconnects."""
@@ -62,6 +69,18 @@ class ConsumerPolicy:
     retry_delay_s: float = 1.0
     max_retry_delay_s: float = 10.0
     max_reconnect_delay_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.max_buffered_bytes > MAX_CONSUMER_BUFFER_BYTES:
+            raise ValueError(
+                f"prefetch {self.prefetch} could buffer {self.max_buffered_bytes} bytes of deliveries, "
+                f"more than {MAX_CONSUMER_BUFFER_BYTES}"
+            )
+
+    @property
+    def max_buffered_bytes(self) -> int:
+        """The most this consumer holds at once: `prefetch` deliveries of the broker's largest message."""
+        return self.prefetch * BROKER_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,7 @@ def test_a_signed_blob_request_names_its_agency_and_nothing_else():
     directory = net.directory()
     path = "/v1/blobs/" + "a" * 64
     good = sign_blob_request(agency=BD, key=net[BD].signing, method="GET", path=path, now=NOW)
-    assert verify_blob_request(good, method="GET", path=path, directory=directory, now=NOW) == BD
+    assert verify_blob_request(good, method="GET", path=path, directory=directory, now=NOW).agency == BD
     refusals = [
         (good, "GET", "/v1/blobs/" + "b" * 64, NOW),
         (good, "PUT", path, NOW),

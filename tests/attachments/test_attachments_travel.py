@@ -297,10 +297,17 @@ async def test_an_interrupted_upload_to_the_gateway_resumes(network, session, tm
     url_path = f"/v1/blobs/{sha256}"
     key = network.signing_key(BD)
 
-    def headers(method: str, offset: int) -> dict[str, str]:
+    def headers(method: str, offset: int, sent: bytes) -> dict[str, str]:
         return {
             "Authorization": sign_blob_request(
-                agency=AgencyId(BD), key=key, method=method, path=url_path, now=datetime.now(UTC)
+                agency=AgencyId(BD),
+                key=key,
+                method=method,
+                path=url_path,
+                now=datetime.now(UTC),
+                body_sha256=hashlib.sha256(sent).hexdigest(),
+                upload_offset=offset,
+                upload_length=len(body),
             ),
             "Upload-Offset": str(offset),
             "Upload-Length": str(len(body)),
@@ -308,19 +315,19 @@ async def test_an_interrupted_upload_to_the_gateway_resumes(network, session, tm
 
     half = len(body) // 2
     async with session.put(
-        network.gateway_url + url_path, data=io.BytesIO(body[:half]), headers=headers("PUT", 0)
+        network.gateway_url + url_path, data=io.BytesIO(body[:half]), headers=headers("PUT", 0, body[:half])
     ) as response:
         assert response.status == 200
         assert (await response.json())["complete"] is False
     status, answer = await _signed(session, network, "HEAD", sha256, agency=BD)
     assert (status, answer["Upload-Offset"]) == (404, str(half))
     async with session.put(
-        network.gateway_url + url_path, data=io.BytesIO(body[10:]), headers=headers("PUT", 10)
+        network.gateway_url + url_path, data=io.BytesIO(body[10:]), headers=headers("PUT", 10, body[10:])
     ) as response:
         assert response.status == 409
         assert response.headers["Upload-Offset"] == str(half)
     async with session.put(
-        network.gateway_url + url_path, data=io.BytesIO(body[half:]), headers=headers("PUT", half)
+        network.gateway_url + url_path, data=io.BytesIO(body[half:]), headers=headers("PUT", half, body[half:])
     ) as response:
         assert response.status == 201
     status, answer = await _signed(session, network, "HEAD", sha256, agency=BD)
@@ -342,7 +349,13 @@ async def test_an_interrupted_upload_to_the_gateway_resumes(network, session, tm
         data=wrong,
         headers={
             "Authorization": sign_blob_request(
-                agency=AgencyId(BD), key=key, method="PUT", path=wrong_path, now=datetime.now(UTC)
+                agency=AgencyId(BD),
+                key=key,
+                method="PUT",
+                path=wrong_path,
+                now=datetime.now(UTC),
+                body_sha256=hashlib.sha256(wrong).hexdigest(),
+                upload_length=len(wrong),
             ),
             "Upload-Length": str(len(wrong)),
         },
@@ -367,7 +380,15 @@ async def test_an_envelope_whose_body_is_missing_is_refused_with_negative_eviden
         network.gateway_url + url_path,
         data=stored_cipher,
         headers={
-            "Authorization": sign_blob_request(agency=AgencyId(BD), key=key, method="PUT", path=url_path, now=now),
+            "Authorization": sign_blob_request(
+                agency=AgencyId(BD),
+                key=key,
+                method="PUT",
+                path=url_path,
+                now=now,
+                body_sha256=stored_sha,
+                upload_length=len(stored_cipher),
+            ),
             "Upload-Length": str(len(stored_cipher)),
         },
     ) as response:
