@@ -301,18 +301,13 @@ def seal(
     random_bytes: RandomBytes = nacl.utils.random,
     attachments: Sequence[AttachmentKey] = (),
 ) -> SealedMessage:
-    """Encrypt and sign `document` for `recipients` (see the module docstring)."""
-    try:
-        check_attachment_ids([attachment.attachment_id for attachment in attachments])
-    except ValueError as exc:
-        raise LimitExceeded(str(exc), code=ErrorCode.TOO_MANY_ITEMS) from exc
-    if not recipients or len(recipients) > limits.max_recipients:
-        raise LimitExceeded(
-            f"between 1 and {limits.max_recipients} recipients are allowed, found {len(recipients)}",
-            code=ErrorCode.TOO_MANY_ITEMS,
-        )
-    if len(document) > limits.max_document_bytes:
-        raise LimitExceeded(f"document of {len(document)} bytes is over the limit of {limits.max_document_bytes}")
+    """Encrypt and sign `document` for `recipients` (see the module docstring).
+
+    In order: `_check_seal_inputs`, wrap a fresh content key for each
+    recipient, `_encrypt_content` under the binding, `_sealed_header` over the
+    result, and sign its exact bytes.
+    """
+    _check_seal_inputs(document, recipients, attachments, limits)
     content_key = random_bytes(CONTENT_KEY_BYTES)
     nonce = random_bytes(NONCE_BYTES)
     wrapped = tuple(
@@ -330,6 +325,52 @@ def seal(
         created_at=truncate_to_millis(created_at),
         expires_at=truncate_to_millis(expires_at),
     )
+    ciphertext = _encrypt_content(document, binding, attachments, signing_key, nonce=nonce, content_key=content_key)
+    archive = (
+        None
+        if archive_key is None
+        else WrappedKey(agency=sender, key_id=archive_key.key_id, wrapped=archive_key.wrap(content_key))
+    )
+    header_bytes = _sealed_header(
+        binding, wrapped, archive, attachments, nonce=nonce, ciphertext=ciphertext, content_key=content_key
+    ).canonical_bytes()
+    if len(header_bytes) > limits.max_header_bytes:
+        raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
+    return SealedMessage(
+        signer_key_id=signing_key.key_id,
+        header_bytes=header_bytes,
+        header_signature=signing_key.sign(pae(PAYLOAD_TYPE_HEADER, header_bytes)),
+        ciphertext=ciphertext,
+    )
+
+
+def _check_seal_inputs(
+    document: bytes, recipients: Sequence[Recipient], attachments: Sequence[AttachmentKey], limits: Limits
+) -> None:
+    """Refuse to seal what no recipient would accept: duplicate attachment ids, too many recipients, too big."""
+    try:
+        check_attachment_ids([attachment.attachment_id for attachment in attachments])
+    except ValueError as exc:
+        raise LimitExceeded(str(exc), code=ErrorCode.TOO_MANY_ITEMS) from exc
+    if not recipients or len(recipients) > limits.max_recipients:
+        raise LimitExceeded(
+            f"between 1 and {limits.max_recipients} recipients are allowed, found {len(recipients)}",
+            code=ErrorCode.TOO_MANY_ITEMS,
+        )
+    if len(document) > limits.max_document_bytes:
+        raise LimitExceeded(f"document of {len(document)} bytes is over the limit of {limits.max_document_bytes}")
+
+
+def _encrypt_content(
+    document: bytes,
+    binding: ContentBinding,
+    attachments: Sequence[AttachmentKey],
+    signing_key: SigningPrivateKey,
+    *,
+    nonce: bytes,
+    content_key: bytes,
+) -> bytes:
+    """Sign the content statement (binding, document digest, attachment keys) and encrypt it with the document."""
     statement = ContentStatement(
         format=CONTENT_FORMAT,
         binding=binding,
@@ -345,22 +386,31 @@ def seal(
             document,
         )
     )
-    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+    return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, _associated_data(binding), nonce, content_key
     )
-    header = EnvelopeHeader(
+
+
+def _sealed_header(
+    binding: ContentBinding,
+    wrapped: tuple[WrappedKey, ...],
+    archive: WrappedKey | None,
+    attachments: Sequence[AttachmentKey],
+    *,
+    nonce: bytes,
+    ciphertext: bytes,
+    content_key: bytes,
+) -> EnvelopeHeader:
+    """The header that commits to the ciphertext, the content key and each attachment body."""
+    return EnvelopeHeader(
         format=ENVELOPE_FORMAT,
-        message_id=message_id,
-        sender=sender,
-        sender_key=signing_key.key_id,
+        message_id=binding.message_id,
+        sender=binding.sender,
+        sender_key=binding.sender_key,
         recipients=wrapped,
-        archive=(
-            WrappedKey(agency=sender, key_id=archive_key.key_id, wrapped=archive_key.wrap(content_key))
-            if archive_key is not None
-            else None
-        ),
-        message_type=message_type,
-        case_id=case_id,
+        archive=archive,
+        message_type=binding.message_type,
+        case_id=binding.case_id,
         created_at=binding.created_at,
         expires_at=binding.expires_at,
         nonce=nonce,
@@ -368,15 +418,6 @@ def seal(
         ciphertext_length=len(ciphertext),
         key_commitment=key_commitment(content_key),
         attachments=tuple(attachment.commitment() for attachment in attachments) or None,
-    )
-    header_bytes = header.canonical_bytes()
-    if len(header_bytes) > limits.max_header_bytes:
-        raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
-    return SealedMessage(
-        signer_key_id=signing_key.key_id,
-        header_bytes=header_bytes,
-        header_signature=signing_key.sign(pae(PAYLOAD_TYPE_HEADER, header_bytes)),
-        ciphertext=ciphertext,
     )
 
 
