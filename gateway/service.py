@@ -236,8 +236,10 @@ async def run_gateway(  # noqa: PLR0915 - the wiring reads top to bottom, in one
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stopping.set)
     deadlines = DeadlineWatcher(
-        pipeline=pipeline,
+        identity=identity,
         store=store,
+        audit=audit,
+        on_outgoing=relay.wake,
         clock=clock,
         delivery_grace=timedelta(seconds=settings.delivery_grace_s),
         retrieval_deadline=timedelta(seconds=settings.retrieval_deadline_s),
