@@ -1,17 +1,30 @@
 """The receiving side: what an agent does with each delivery from its inbox queue.
 
-A recipient never trusts the gateway. For a sealed message, in order:
+A recipient never trusts the gateway. For a sealed message, in order, each
+check returning a value only it can make, which is all the next one takes:
 
 1. the delivery was published by the gateway's broker user (RabbitMQ vouches for `user_id`);
-2. `open_sealed`: the sender's header signature, freshness, this agency listed as a
-   recipient, key commitment, decryption, the sender's content signature and binding;
-3. the document parses strictly and validates against its content model;
-4. the document says what the signed header says (id, type, case, sender, recipient);
-5. a (sender, message id) is stored once: the same envelope again only re-confirms;
-6. in one transaction: the case as this agency knows it allows the message
-   (`CaseBook.admit`; a message its sending agent should have refused, but
-   which slipped through, is refused here with `ILLEGAL_TRANSITION`), then
-   store the message and the `DELIVERY` evidence; then ack.
+2. `authenticate_header`  -> AuthenticatedHeader  the sender's header signature under a key
+                                                  the directory gives it (verify, then parse);
+3. `check_freshness`      -> FreshHeader          not expired, not from the future, inside
+                                                  the replay window;
+4. `open_authenticated`   -> OpenedMessage        this agency listed as a recipient, key
+                                                  commitment, decryption, the sender's content
+                                                  signature and binding (the header is not
+                                                  verified twice);
+5. `validate`             -> ValidMessage         the document parses strictly, validates
+                                                  against its content model, and says what the
+                                                  signed header says (id, type, case, sender,
+                                                  recipient); then `on_opened` checks the
+                                                  attachment bodies;
+6. `check_replay`         -> UnseenMessage        a (sender, message id) is stored once: the same
+                                                  envelope again only re-confirms;
+7. `store_delivered`      UnseenMessage           in one transaction: the case as this agency
+                                                  knows it allows the message (`CaseBook.admit`;
+                                                  a message its sending agent should have
+                                                  refused, but which slipped through, is refused
+                                                  here with `ILLEGAL_TRANSITION`), then store the
+                                                  message and the `DELIVERY` evidence; then ack.
 
 A refusal after step 2 authenticated the sender is answered with signed
 `NON_DELIVERY` evidence and its reason, and nothing of the message is kept;
@@ -24,8 +37,10 @@ with the outbox (same message id and digest), kept, and moves the status.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from typing import Final
 
 import structlog
 
@@ -34,7 +49,14 @@ from agents.status import MessageStatus, status_after
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, parse_json_strict
-from protocol.envelope import AuthenticatedHeader, OpenedMessage, SealedMessage, authenticate_header, open_sealed
+from protocol.envelope import (
+    AuthenticatedHeader,
+    OpenedMessage,
+    SealedMessage,
+    authenticate_header,
+    check_freshness,
+    open_authenticated,
+)
 from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, IllegalTransition, ProtocolError
 from protocol.evidence import (
     EvidenceType,
@@ -49,9 +71,13 @@ from protocol.ids import AgencyId, KeyId
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
+from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 
 log = structlog.get_logger("rogatory.agent.receiving")
+
+_STEP: Final = StepToken("agents.receiving")
+"""Only this module's checks hold it: `ValidMessage` and `UnseenMessage` are theirs alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +98,49 @@ class ReceiverKeys:
     encryption_keys: Mapping[KeyId, EncryptionPrivateKey]
 
 
+class ReceivedResult(StrEnum):
+    """Where `handle` left a delivery; the values are the metrics' and log lines' labels."""
+
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    REFUSED = "refused"
+    DROPPED = "dropped"
+    KEPT = "kept"
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """What `handle` did, for the summary log line."""
 
     kind: str
-    result: str
+    result: ReceivedResult
     code: str | None = None
     message_id: str | None = None
     sender: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidMessage:
+    """Step 5: an opened message whose document is valid and says what the signed header says."""
+
+    opened: OpenedMessage
+    document: MessageDocument
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, ValidMessage)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnseenMessage:
+    """Step 6: a valid message whose (sender, message id) this agency has not stored."""
+
+    valid: ValidMessage
+    sealed: SealedMessage
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, UnseenMessage)
 
 
 class Receiver:
@@ -95,83 +155,92 @@ class Receiver:
         gateway_broker_user: str,
         limits: Limits,
         clock: Callable[[], datetime],
-        on_evidence_issued: Callable[[], None] = lambda: None,
-        cases: CaseBook | None = None,
-        on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None = None,
+        cases: CaseBook,
+        on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None,
+        wake_relay: Callable[[], None] = lambda: None,
     ) -> None:
-        """`cases` is the book shared with the API (a book of its own if none is given); `on_opened` may refuse."""
+        """`cases` is the book shared with the API; `on_opened` checks attachment bodies and may refuse.
+
+        `on_opened` is None only for an agent that keeps no attachment bodies
+        (its message is stored without them); it is never left out by default.
+        """
         self._keys = keys
-        self._cases = cases if cases is not None else CaseBook(keys.agency)
+        self._cases = cases
         self._directory = directory
         self._store = store
         self._gateway_user = gateway_broker_user
         self._limits = limits
         self._clock = clock
-        self._on_evidence_issued = on_evidence_issued
+        self._wake_relay = wake_relay
         self._on_opened = on_opened
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
         if delivery.user_id != self._gateway_user:
             log.warning("inbox_delivery_not_from_gateway", user_id=str(delivery.user_id)[:80])
-            return Received(kind=str(delivery.kind), result="dropped", code=ErrorCode.BROKER_USER_MISMATCH)
+            return Received(kind=str(delivery.kind), result=ReceivedResult.DROPPED, code=ErrorCode.BROKER_USER_MISMATCH)
         if delivery.kind == KIND_SEALED_MESSAGE:
             return await self.receive_message(delivery.body)
         if delivery.kind == KIND_EVIDENCE:
             return await self.receive_evidence(delivery.body)
         log.warning("inbox_delivery_unknown_kind", kind=str(delivery.kind)[:80])
-        return Received(kind=str(delivery.kind), result="dropped", code=ErrorCode.MALFORMED_ENVELOPE)
+        return Received(kind=str(delivery.kind), result=ReceivedResult.DROPPED, code=ErrorCode.MALFORMED_ENVELOPE)
 
     # -- messages -----------------------------------------------------------------------
 
     async def receive_message(self, body: bytes) -> Received:
-        """Steps 2-6 of the module docstring."""
+        """Steps 2-7 of the module docstring."""
         now = self._clock()
-        directory = self._directory()
         try:
-            sealed = SealedMessage.from_bytes(body, self._limits)
-            authenticated = authenticate_header(sealed, directory, now=now)
+            authenticated = authenticate_header(
+                SealedMessage.from_bytes(body, self._limits), self._directory(), now=now
+            )
         except ProtocolError as exc:
             log.warning("inbox_message_unattributable", code=str(exc.code), detail=exc.detail[:300])
-            return Received(kind="message", result="dropped", code=exc.code)
+            return Received(kind="message", result=ReceivedResult.DROPPED, code=exc.code)
         header = authenticated.header
         try:
-            opened = open_sealed(
-                sealed,
-                directory,
+            opened = open_authenticated(
+                check_freshness(authenticated, now=now, limits=self._limits),
                 recipient=self._keys.agency,
                 recipient_keys=self._keys.encryption_keys,
-                now=now,
-                limits=self._limits,
             )
-            document = self._validate(opened)
+            valid = self.validate(opened)
             if self._on_opened is not None:  # attachment bodies: checked against the document, then recorded
-                await self._on_opened(opened, document)
-            earlier = await self._store.inbox_entry_of(header.sender, str(header.message_id))
-            if earlier is not None:
-                if earlier.digest != opened.digest:
-                    raise FreshnessViolation(
-                        f"message id {header.message_id} of {header.sender} was already used for another envelope",
-                        code=ErrorCode.REPLAYED,
-                    )
+                await self._on_opened(valid.opened, valid.document)
+            unseen = await self.check_replay(valid, authenticated.sealed)
+            if unseen is None:
                 return Received(
-                    kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender
+                    kind="message",
+                    result=ReceivedResult.DUPLICATE,
+                    message_id=str(header.message_id),
+                    sender=header.sender,
                 )
         except ProtocolError as exc:
             await self._refuse(authenticated, exc, now)
             return Received(
-                kind="message", result="refused", code=exc.code, message_id=str(header.message_id), sender=header.sender
+                kind="message",
+                result=ReceivedResult.REFUSED,
+                code=exc.code,
+                message_id=str(header.message_id),
+                sender=header.sender,
             )
         try:
-            await self._store_delivered(sealed, opened, document, now)
+            await self.store_delivered(unseen, now)
         except IllegalTransition as exc:
             await self._refuse(authenticated, exc, now)
             return Received(
-                kind="message", result="refused", code=exc.code, message_id=str(header.message_id), sender=header.sender
+                kind="message",
+                result=ReceivedResult.REFUSED,
+                code=exc.code,
+                message_id=str(header.message_id),
+                sender=header.sender,
             )
-        return Received(kind="message", result="delivered", message_id=str(header.message_id), sender=header.sender)
+        return Received(
+            kind="message", result=ReceivedResult.DELIVERED, message_id=str(header.message_id), sender=header.sender
+        )
 
-    def _validate(self, opened: OpenedMessage) -> MessageDocument:
+    def validate(self, opened: OpenedMessage) -> ValidMessage:
         """The document is strict JSON, valid for its type, and says what the signed header says."""
         header = opened.header
         parse_json_strict(
@@ -194,12 +263,25 @@ class Receiver:
                 f"document and signed header disagree on {', '.join(mismatches)}",
                 code=ErrorCode.HEADER_DOCUMENT_MISMATCH,
             )
-        return document
+        return ValidMessage(opened=opened, document=document, step=_STEP)
 
-    async def _store_delivered(
-        self, sealed: SealedMessage, opened: OpenedMessage, document: MessageDocument, now: datetime
-    ) -> None:
-        """Step 6: admit the message to its case, store it and its `DELIVERY`; or raise `IllegalTransition`."""
+    async def check_replay(self, valid: ValidMessage, sealed: SealedMessage) -> UnseenMessage | None:
+        """A stored (sender, message id) is a redelivery (None) if the envelope is the same, refused if it is not."""
+        header = valid.opened.header
+        earlier = await self._store.inbox_entry_of(header.sender, str(header.message_id))
+        if earlier is None:
+            return UnseenMessage(valid=valid, sealed=sealed, step=_STEP)
+        if earlier.digest != valid.opened.digest:
+            raise FreshnessViolation(
+                f"message id {header.message_id} of {header.sender} was already used for another envelope",
+                code=ErrorCode.REPLAYED,
+            )
+        return None
+
+    async def store_delivered(self, unseen: UnseenMessage, now: datetime) -> None:
+        """Admit the message to its case, store it and its `DELIVERY` in one transaction; or `IllegalTransition`."""
+        opened = unseen.valid.opened
+        document = unseen.valid.document
         header = opened.header
         statement = new_statement(
             EvidenceType.DELIVERY,
@@ -227,7 +309,7 @@ class Receiver:
                     case_id=header.case_id,
                     in_reply_to=None if document.in_reply_to is None else str(document.in_reply_to),
                     document=opened.document,
-                    sealed=sealed.to_bytes(),
+                    sealed=unseen.sealed.to_bytes(),
                     received_at=format_timestamp(now),
                     retrieved_at=None,
                 )
@@ -238,7 +320,7 @@ class Receiver:
                 signed.model_dump_json().encode("utf-8"),
                 format_timestamp(now),
             )
-        self._on_evidence_issued()
+        self._wake_relay()
 
     async def _refuse(self, authenticated: AuthenticatedHeader, error: ProtocolError, now: datetime) -> None:
         header = authenticated.header
@@ -265,7 +347,7 @@ class Receiver:
         log.warning(
             "inbox_message_refused", code=str(error.code), message_id=str(header.message_id), sender=header.sender
         )
-        self._on_evidence_issued()
+        self._wake_relay()
 
     # -- evidence about our messages ---------------------------------------------------------
 
@@ -277,7 +359,7 @@ class Receiver:
             await self._match(verified)
         except ProtocolError as exc:
             log.warning("evidence_refused", code=str(exc.code), detail=exc.detail[:300])
-            return Received(kind="evidence", result="refused", code=exc.code)
+            return Received(kind="evidence", result=ReceivedResult.REFUSED, code=exc.code)
         statement = verified.statement
         reason = statement.reason
         message_id = str(statement.message_id)
@@ -305,7 +387,7 @@ class Receiver:
                     await tx.set_status(message_id, new, None if reason is None else reason.code, format_timestamp(now))
         return Received(
             kind="evidence",
-            result="kept" if added else "duplicate",
+            result=ReceivedResult.KEPT if added else ReceivedResult.DUPLICATE,
             message_id=message_id,
             sender=statement.sender,
             code=statement.evidence_type,
@@ -323,4 +405,4 @@ class Receiver:
             )
 
 
-__all__ = ["InboxDelivery", "Received", "Receiver", "ReceiverKeys"]
+__all__ = ["InboxDelivery", "Received", "ReceivedResult", "Receiver", "ReceiverKeys", "UnseenMessage", "ValidMessage"]

@@ -200,7 +200,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         gateway_broker_user=settings.gateway_broker_user,
         limits=settings.limits,
         clock=clock,
-        on_evidence_issued=relay.wake,
+        wake_relay=relay.wake,
         cases=cases,
         on_opened=None if attachments is None else attachments.accept_opened,
     )

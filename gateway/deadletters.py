@@ -56,21 +56,16 @@ from aiohttp import web
 
 from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.errors import OperationConflict
-from gateway.pipeline import (
-    STATE_DEAD_LETTERED,
-    GatewayIdentity,
-    IngressDelivery,
-    IngressPipeline,
-    Publisher,
-)
-from gateway.store import DeadLetterRecord, GatewayStore, MessageRecord
+from gateway.issuing import GatewayIdentity, issue_gateway_evidence
+from gateway.pipeline import IdentifiedPublisher, IngressDelivery, IngressPipeline, Publisher
+from gateway.store import DeadLetterRecord, GatewayStore, MessageRecord, MessageState, RelayState
 from gateway.transport import DeadDelivery
-from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity, evidence_leaf
+from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header
 from protocol.errors import ErrorCode, MalformedInput, ProtocolError
-from protocol.evidence import EvidenceStatement, EvidenceType, Reason, issue_evidence, new_statement
+from protocol.evidence import EvidenceType, Reason, new_statement
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
@@ -168,7 +163,7 @@ class DeadLetters:
         publisher: Publisher,
         limits: Limits,
         clock: Callable[[], datetime],
-        on_outgoing: Callable[[], None] = lambda: None,
+        wake_relay: Callable[[], None] = lambda: None,
     ) -> None:
         self._identity = identity
         self._directory = directory
@@ -178,7 +173,7 @@ class DeadLetters:
         self._publisher = publisher
         self._limits = limits
         self._clock = clock
-        self._on_outgoing = on_outgoing
+        self._wake_relay = wake_relay
 
     # -- taking dead letters in -------------------------------------------------------------
 
@@ -240,7 +235,7 @@ class DeadLetters:
                         updated_at=at,
                     )
                 )
-        self._on_outgoing()
+        self._wake_relay()
         recorded = await self._store.dead_letter_by_identity(identity)
         assert recorded is not None  # committed above, or by an earlier attempt
         if recorded.state == HELD and await self._resumable(recorded):
@@ -270,7 +265,7 @@ class DeadLetters:
         except ProtocolError:
             return False
         message = await self._store.message(record.sender, record.message_id)
-        if message is None or message.state == STATE_DEAD_LETTERED or message.digest != digest:
+        if message is None or message.state == MessageState.DEAD_LETTERED or message.digest != digest:
             return False
         for recipient in message.recipients:
             if await self._store.relay_state(message.sender, message.message_id, recipient) is None:
@@ -302,19 +297,20 @@ class DeadLetters:
         recipient = (
             death.queue.removeprefix(INBOX_QUEUE_PREFIX)[:100] if death.queue.startswith(INBOX_QUEUE_PREFIX) else None
         )
-        publisher: AgencyId | None = None
+        identified: IdentifiedPublisher | None = None
         if death.queue == INGRESS_QUEUE:
             try:
-                publisher = self._pipeline.identify_publisher(_as_ingress(delivery), directory)
+                identified = self._pipeline.identify_publisher(_as_ingress(delivery), directory)
             except ProtocolError:
-                publisher = None
+                identified = None
+        publisher = None if identified is None else identified.agency
         authenticated: AuthenticatedHeader | None = None
         if delivery.kind == KIND_SEALED_MESSAGE:
             try:
                 sealed = SealedMessage.from_bytes(delivery.body, self._limits)
                 digest = sealed.digest
-                if publisher is not None:
-                    authenticated = self._pipeline.authenticate_sender(sealed, publisher, directory, now)
+                if identified is not None:
+                    authenticated = self._pipeline.authenticate_sender(sealed, identified, directory, now).authenticated
                 elif recipient is not None:
                     authenticated = authenticate_header(sealed, directory, now=now)
             except ProtocolError:
@@ -390,11 +386,11 @@ class DeadLetters:
                     recipients=header.recipient_agencies,
                     created_at=format_timestamp(header.created_at),
                     expires_at=format_timestamp(header.expires_at),
-                    state=STATE_DEAD_LETTERED,
+                    state=MessageState.DEAD_LETTERED,
                     received_at=format_timestamp(now),
                 )
             )
-        await self._issue(atx, statement)
+        await issue_gateway_evidence(atx, self._identity, statement)
         return EvidenceType.SUBMISSION_REJECTED, "refused to its publisher: no copy of it will be relayed"
 
     async def _report_non_delivery(
@@ -406,7 +402,7 @@ class DeadLetters:
         if record is None or record.digest != who.digest or who.recipient not in record.recipients:
             return None, "not a message the gateway relayed to this recipient: no evidence"
         state = await atx.tx.relay_state(who.sender, who.message_id, who.recipient)
-        if state != "relayed":
+        if state != RelayState.RELAYED:
             return None, f"the copy for {who.recipient} is already {state}: no evidence"
         header = who.authenticated.header
         statement = new_statement(
@@ -422,28 +418,10 @@ class DeadLetters:
             reason=reason,
         )
         await atx.tx.set_relay_state(
-            who.sender, who.message_id, who.recipient, EvidenceType.NON_DELIVERY.lower(), format_timestamp(now)
+            who.sender, who.message_id, who.recipient, RelayState.NON_DELIVERY, format_timestamp(now)
         )
-        await self._issue(atx, statement)
+        await issue_gateway_evidence(atx, self._identity, statement)
         return EvidenceType.NON_DELIVERY, f"not delivered to {who.recipient}: the sender is told"
-
-    async def _issue(self, atx: AuditTransaction, statement: EvidenceStatement) -> None:
-        """Sign, log and commit for publication to the sender (once per evidence identity)."""
-        signed = issue_evidence(statement, self._identity.evidence_key)
-        appended = await atx.append(
-            evidence_leaf(signed, statement),
-            at=statement.at,
-            message_id=None if statement.message_id is None else str(statement.message_id),
-            agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
-        )
-        if appended.added:
-            await atx.tx.enqueue(
-                statement.sender,
-                KIND_EVIDENCE,
-                str(statement.message_id),
-                signed.model_dump_json().encode("utf-8"),
-                format_timestamp(statement.at),
-            )
 
     # -- the operator's decisions ---------------------------------------------------------
 
@@ -459,7 +437,7 @@ class DeadLetters:
                 agencies=tuple(a for a in (record.sender, record.recipient) if a),
             )
             if record.queue == INGRESS_QUEUE and record.sender is not None and record.message_id is not None:
-                await atx.tx.delete_message_in_state(record.sender, record.message_id, STATE_DEAD_LETTERED)
+                await atx.tx.delete_message_in_state(record.sender, record.message_id, MessageState.DEAD_LETTERED)
             await atx.tx.set_dead_letter_state(
                 dead_letter_id, REDRIVING, f"re-drive ordered: {detail}"[:500], format_timestamp(now)
             )

@@ -1,21 +1,34 @@
 """The gateway's security argument: what happens to each input, in order.
 
 A sealed message from an agency passes these steps; each is a function
-below whose docstring states its invariant:
+below whose docstring states its invariant, and each returns a value that
+only this module can make (`_STEP`), which is all the next step accepts:
 
-1. `identify_publisher`  the broker authenticated the connection and vouches for `user_id`;
-2. `authenticate_sender` the header verifies under a key the directory gives the signed
-                         sender, and that sender is the publisher (verify, then parse);
-3. `check_fresh`         not expired, not from the future, inside the replay window;
-4. `check_replay`        a (sender, message id) is accepted once;
-5. `decide`              an agreement in force allows sender -> each recipient for this
-                         type, and each wrapped key is a valid key of that recipient;
-5a. `check_attachments`  every attachment body the header commits to is in the blob store,
-                         as long as committed, uploaded by the sender (`gateway.blobs`),
-                         and is logged (`attachments` leaf) before acceptance;
-6. `record_acceptance`   nothing is routed that is not first in the audit log;
-7. `route`               a copy counts as relayed only once the broker confirmed it;
-8. `record_relay`        each recipient's outcome is logged and told to the sender.
+1. `identify_publisher`  -> IdentifiedPublisher     the broker authenticated the connection and
+                                                    vouches for `user_id`, a listed agency;
+2. `authenticate_sender` -> AuthenticatedSubmission the header verifies under a key the directory
+                                                    gives the signed sender, and that sender is
+                                                    the publisher (verify, then parse);
+3. `check_fresh`         -> FreshSubmission         not expired, not from the future, inside the
+                                                    replay window;
+4. `check_replay`        -> NewSubmission           a (sender, message id) is accepted once; the same
+                            | Redelivery            envelope again is a `Redelivery`, other bytes
+                                                    under a used id are refused;
+5. `decide`              -> AllowedSubmission       an agreement in force allows sender -> each
+                                                    recipient for this type, and each wrapped key
+                                                    is a valid key of that recipient;
+5a. `check_attachments`  -> CompleteSubmission      every attachment body the header commits to is
+                                                    in the blob store, as long as committed,
+                                                    uploaded by the sender (`gateway.blobs`);
+6. `record_acceptance`   -> AcceptedSubmission      nothing is routed that is not first in the
+                                                    audit log (the `attachments` leaf, then
+                                                    `SUBMISSION_ACCEPTED`);
+   `recall_acceptance`   Redelivery -> AcceptedSubmission | None: a redelivery routes only
+                                                    under the acceptance on record;
+7. `route`               AcceptedSubmission         a copy counts as relayed only once the broker
+                                                    confirmed it;
+8. `record_relay`        AcceptedSubmission         each recipient's outcome is logged and told
+                                                    to the sender.
 
 The delivery is acknowledged by the caller only after `handle` returns, that
 is after every durable write. A refusal at steps 1-5 is permanent: it is
@@ -24,27 +37,32 @@ addressed, a `rejected_input` leaf) and told to the publisher. A transient
 failure (`TransientFailure`) leaves the delivery unacknowledged so that it
 comes back; every step is idempotent, so coming back is safe.
 
-Evidence published by a recipient agent (`DELIVERY`, `RETRIEVAL`, ...) is
-verified against the directory, matched with the message it names, logged
-and forwarded to the message's sender.
+Evidence published by a recipient agent (`DELIVERY`, `RETRIEVAL`, ...) takes
+steps of its own: `identify_publisher`, `authenticate_evidence` ->
+AuthenticatedEvidence (verified against the directory, issued by the
+publisher), `match_evidence` -> MatchedEvidence (about a message relayed to
+its issuer), then `forward_evidence` logs it and forwards it to the message's
+sender. Deadlines are not the pipeline's: `gateway.deadlines`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from enum import StrEnum
+from typing import Final, Protocol
 
 import structlog
 
-from gateway.auditlog import AuditLog, AuditTransaction
+from gateway.auditlog import AuditLog
 from gateway.blobs import AttachmentGate
-from gateway.store import GatewayStore, MessageRecord, RelayRecord
+from gateway.issuing import GatewayIdentity, issue_gateway_evidence
+from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
-from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header, check_freshness
+from protocol.envelope import AuthenticatedHeader, EnvelopeHeader, SealedMessage, authenticate_header, check_freshness
 from protocol.errors import (
     AuthenticationFailed,
     ErrorCode,
@@ -58,25 +76,20 @@ from protocol.evidence import (
     EvidenceType,
     Reason,
     VerifiedEvidence,
-    issue_evidence,
     new_statement,
     parse_signed_evidence,
     verify_evidence,
 )
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
-from protocol.keys import SigningPrivateKey
 from protocol.limits import Limits
+from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.errors import RoutingFailed
 
 log = structlog.get_logger("rogatory.gateway.pipeline")
 
-STATE_ACCEPTED = "accepted"
-STATE_RELAYED = "relayed"
-STATE_DEAD_LETTERED = "dead_lettered"
-"""A submission the broker dead-lettered and `gateway.deadletters` refused: only an operator's re-drive relays it."""
-RELAY_RELAYED = "relayed"
-RELAY_FAILED = "relay_failed"
+_STEP: Final = StepToken("gateway.pipeline")
+"""Only this module's steps hold it: every verified value below is made by its step and nowhere else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +117,119 @@ class DirectorySource(Protocol):
         """The directory version in force."""
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayIdentity:
-    """Who the gateway is and the key it signs evidence with."""
+class OutcomeKind(StrEnum):
+    """What a delivery turned out to carry."""
 
-    gateway_id: str
-    evidence_key: SigningPrivateKey
-    broker_user_prefix: str
+    MESSAGE = "message"
+    EVIDENCE = "evidence"
+    UNKNOWN = "unknown"
+
+
+class OutcomeResult(StrEnum):
+    """Where `handle` left a delivery; the values are the metrics' and log lines' labels."""
+
+    RELAYED = "relayed"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    FORWARDED = "forwarded"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What `handle` did, for the caller's summary log line and metrics."""
 
-    kind: str
-    result: str
+    kind: OutcomeKind
+    result: OutcomeResult
     code: str | None = None
     message_id: str | None = None
     sender: str | None = None
+
+
+# -- what each step proves -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Verified:
+    """A value only a step of this module makes (`_STEP`); anything else building one is refused."""
+
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, type(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentifiedPublisher(_Verified):
+    """Step 1: the listed agency whose broker user published the delivery."""
+
+    agency: AgencyId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Submission(_Verified):
+    authenticated: AuthenticatedHeader
+
+    @property
+    def header(self) -> EnvelopeHeader:
+        """The authenticated header."""
+        return self.authenticated.header
+
+    @property
+    def sealed(self) -> SealedMessage:
+        """The sealed message, as the sender signed it."""
+        return self.authenticated.sealed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticatedSubmission(_Submission):
+    """Step 2: signed by a key the directory gives its sender, and published by that sender."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreshSubmission(_Submission):
+    """Step 3: an authenticated submission inside its lifetime and the replay window."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewSubmission(_Submission):
+    """Step 4: a fresh submission whose (sender, message id) the gateway has never accepted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redelivery(_Submission):
+    """Step 4: a fresh submission whose exact envelope is on record (`record`): the broker delivered it again."""
+
+    record: MessageRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedSubmission(_Submission):
+    """Step 5: a new submission an agreement in force allows for every recipient."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteSubmission(_Submission):
+    """Step 5a: an allowed submission whose every committed attachment body the gateway holds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptedSubmission(_Submission):
+    """Step 6: a submission in the audit log as `SUBMISSION_ACCEPTED`: the only kind that is routed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticatedEvidence(_Verified):
+    """Evidence verified under a key of its issuer, and published by that issuer."""
+
+    verified: VerifiedEvidence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatchedEvidence(_Verified):
+    """Authenticated evidence about a message the gateway relayed to its issuer (`record`), with that digest."""
+
+    verified: VerifiedEvidence
+    record: MessageRecord
 
 
 class IngressPipeline:
@@ -137,9 +245,10 @@ class IngressPipeline:
         publisher: Publisher,
         limits: Limits,
         clock: Callable[[], datetime],
-        on_outgoing: Callable[[], None] = lambda: None,
-        attachments: AttachmentGate | None = None,
+        attachments: AttachmentGate | None,
+        wake_relay: Callable[[], None] = lambda: None,
     ) -> None:
+        """`attachments` is the blob store's gate; None: a gateway that keeps no bodies refuses every attachment."""
         self._attachments = attachments
         self._identity = identity
         self._directory = directory
@@ -148,7 +257,7 @@ class IngressPipeline:
         self._publisher = publisher
         self._limits = limits
         self._clock = clock
-        self._on_outgoing = on_outgoing
+        self._wake_relay = wake_relay
 
     async def handle(self, delivery: IngressDelivery) -> Outcome:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -160,7 +269,7 @@ class IngressPipeline:
             delivery,
             Reason(code=ErrorCode.MALFORMED_ENVELOPE, detail=f"unknown message kind {str(delivery.kind)[:60]!r}"),
         )
-        return Outcome(kind="unknown", result="rejected", code=ErrorCode.MALFORMED_ENVELOPE)
+        return Outcome(kind=OutcomeKind.UNKNOWN, result=OutcomeResult.REJECTED, code=ErrorCode.MALFORMED_ENVELOPE)
 
     # -- sealed messages ---------------------------------------------------------------
 
@@ -171,30 +280,34 @@ class IngressPipeline:
             publisher = self.identify_publisher(delivery, directory)
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail))
-            return Outcome(kind="message", result="rejected", code=exc.code)
+            return Outcome(kind=OutcomeKind.MESSAGE, result=OutcomeResult.REJECTED, code=exc.code)
         sealed: SealedMessage | None = None
-        authenticated: AuthenticatedHeader | None = None
+        authenticated: AuthenticatedSubmission | None = None
         try:
             sealed = SealedMessage.from_bytes(delivery.body, self._limits)
             authenticated = self.authenticate_sender(sealed, publisher, directory, now)
-            self.check_fresh(authenticated, now)
-            if await self.check_replay(authenticated):
-                return await self._resume(authenticated, sealed)
-            self.decide(authenticated, directory, now)
-            await self.check_attachments(authenticated)
+            seen = await self.check_replay(self.check_fresh(authenticated, now))
+            if isinstance(seen, Redelivery):
+                return await self._resume(seen)
+            complete = await self.check_attachments(self.decide(seen, directory, now))
         except ProtocolError as exc:
             await self._reject(
                 delivery, publisher=publisher, sealed=sealed, authenticated=authenticated, error=exc, now=now
             )
-            return Outcome(kind="message", result="rejected", code=exc.code, sender=publisher)
-        if self._attachments is not None:
-            await self._attachments.record(self._audit, authenticated, sealed, now)
-        await self.record_acceptance(authenticated, now)
-        await self._route_and_record(authenticated, sealed)
-        header = authenticated.header
-        return Outcome(kind="message", result="relayed", message_id=str(header.message_id), sender=header.sender)
+            return Outcome(
+                kind=OutcomeKind.MESSAGE, result=OutcomeResult.REJECTED, code=exc.code, sender=publisher.agency
+            )
+        accepted = await self.record_acceptance(complete, now)
+        await self._route_and_record(accepted)
+        header = accepted.header
+        return Outcome(
+            kind=OutcomeKind.MESSAGE,
+            result=OutcomeResult.RELAYED,
+            message_id=str(header.message_id),
+            sender=header.sender,
+        )
 
-    def identify_publisher(self, delivery: IngressDelivery, directory: Directory) -> AgencyId:
+    def identify_publisher(self, delivery: IngressDelivery, directory: Directory) -> IdentifiedPublisher:
         """The broker validated `user_id` against the connection's login; it names a listed agency."""
         user = delivery.user_id
         prefix = self._identity.broker_user_prefix
@@ -209,40 +322,41 @@ class IngressPipeline:
                 f"publisher {user[:80]!r} is not an agency's broker user", code=ErrorCode.BROKER_USER_MISMATCH
             ) from exc
         directory.agency(agency)
-        return agency
+        return IdentifiedPublisher(agency=agency, step=_STEP)
 
     def authenticate_sender(
-        self, sealed: SealedMessage, publisher: AgencyId, directory: Directory, now: datetime
-    ) -> AuthenticatedHeader:
+        self, sealed: SealedMessage, publisher: IdentifiedPublisher, directory: Directory, now: datetime
+    ) -> AuthenticatedSubmission:
         """The header verifies under a key of the signed sender, and the sender is the publisher."""
         authenticated = authenticate_header(sealed, directory, now=now)
-        if authenticated.header.sender != publisher:
+        if authenticated.header.sender != publisher.agency:
             raise AuthenticationFailed(
-                f"header is signed by {authenticated.header.sender} but was published by {publisher}",
+                f"header is signed by {authenticated.header.sender} but was published by {publisher.agency}",
                 code=ErrorCode.BROKER_USER_MISMATCH,
             )
-        return authenticated
+        return AuthenticatedSubmission(authenticated=authenticated, step=_STEP)
 
-    def check_fresh(self, authenticated: AuthenticatedHeader, now: datetime) -> None:
+    def check_fresh(self, submission: AuthenticatedSubmission, now: datetime) -> FreshSubmission:
         """Not expired, not from the future, not older than the replay window."""
-        check_freshness(authenticated.header, now=now, limits=self._limits)
+        check_freshness(submission.authenticated, now=now, limits=self._limits)
+        return FreshSubmission(authenticated=submission.authenticated, step=_STEP)
 
-    async def check_replay(self, authenticated: AuthenticatedHeader) -> bool:
-        """True if this exact envelope was seen before (a redelivery); refuse other bytes under a used id."""
-        header = authenticated.header
+    async def check_replay(self, submission: FreshSubmission) -> NewSubmission | Redelivery:
+        """A used (sender, message id) is a redelivery if the envelope is the same, refused if it is not."""
+        header = submission.header
         record = await self._store.message(header.sender, str(header.message_id))
         if record is None:
-            return False
-        if record.digest != authenticated.digest:
+            return NewSubmission(authenticated=submission.authenticated, step=_STEP)
+        if record.digest != submission.authenticated.digest:
             raise FreshnessViolation(
                 f"message id {header.message_id} of {header.sender} was already used for another envelope",
                 code=ErrorCode.REPLAYED,
             )
-        return True
+        return Redelivery(authenticated=submission.authenticated, record=record, step=_STEP)
 
-    def decide(self, authenticated: AuthenticatedHeader, directory: Directory, now: datetime) -> None:
+    def decide(self, submission: NewSubmission, directory: Directory, now: datetime) -> AllowedSubmission:
         """Every recipient is allowed by an agreement in force and wrapped for one of its valid keys."""
-        header = authenticated.header
+        header = submission.header
         for wrapped in header.recipients:
             directory.agreement_for(header.sender, wrapped.agency, header.message_type, now)
             directory.encryption_key(wrapped.agency, wrapped.key_id).check_usable(
@@ -250,17 +364,22 @@ class IngressPipeline:
             )
         if header.archive is not None:
             directory.encryption_key(header.sender, header.archive.key_id)
+        return AllowedSubmission(authenticated=submission.authenticated, step=_STEP)
 
-    async def check_attachments(self, authenticated: AuthenticatedHeader) -> None:
+    async def check_attachments(self, submission: AllowedSubmission) -> CompleteSubmission:
         """Every body the header commits to is stored as committed; without a blob store, none may be."""
         if self._attachments is not None:
-            await self._attachments.check(authenticated)
-        elif authenticated.header.attachments:
+            await self._attachments.check(submission.authenticated)
+        elif submission.header.attachments:
             raise PolicyDenied("this gateway keeps no attachment bodies", code=ErrorCode.ATTACHMENT_MISSING)
+        return CompleteSubmission(authenticated=submission.authenticated, step=_STEP)
 
-    async def record_acceptance(self, authenticated: AuthenticatedHeader, now: datetime) -> None:
-        """Log `SUBMISSION_ACCEPTED` and remember the message before anything is routed."""
+    async def record_acceptance(self, submission: CompleteSubmission, now: datetime) -> AcceptedSubmission:
+        """Log the attachments and `SUBMISSION_ACCEPTED`, and remember the message, before anything is routed."""
+        authenticated = submission.authenticated
         header = authenticated.header
+        if self._attachments is not None:
+            await self._attachments.record(self._audit, authenticated, authenticated.sealed, now)
         async with self._audit.transaction() as atx:
             await atx.tx.insert_message(
                 MessageRecord(
@@ -272,31 +391,37 @@ class IngressPipeline:
                     recipients=header.recipient_agencies,
                     created_at=format_timestamp(header.created_at),
                     expires_at=format_timestamp(header.expires_at),
-                    state=STATE_ACCEPTED,
+                    state=MessageState.ACCEPTED,
                     received_at=format_timestamp(now),
                 )
             )
             for recipient in header.recipient_agencies:
-                await self._issue(atx, self._statement(EvidenceType.SUBMISSION_ACCEPTED, authenticated, recipient, now))
-        self._on_outgoing()
+                statement = self._statement(EvidenceType.SUBMISSION_ACCEPTED, authenticated, recipient, now)
+                await issue_gateway_evidence(atx, self._identity, statement)
+        self._wake_relay()
+        return AcceptedSubmission(authenticated=authenticated, step=_STEP)
 
-    async def route(
-        self, authenticated: AuthenticatedHeader, sealed: SealedMessage, recipient: AgencyId
-    ) -> Reason | None:
+    def recall_acceptance(self, redelivery: Redelivery) -> AcceptedSubmission | None:
+        """A redelivery is routed under the acceptance on record; one refused as dead-lettered has none."""
+        if redelivery.record.state == MessageState.DEAD_LETTERED:
+            return None
+        return AcceptedSubmission(authenticated=redelivery.authenticated, step=_STEP)
+
+    async def route(self, accepted: AcceptedSubmission, recipient: AgencyId) -> Reason | None:
         """Publish the envelope unchanged to `recipient`'s inbox; None once the broker confirmed it."""
         try:
             await self._publisher.publish(
                 routing_key=recipient,
-                body=sealed.to_bytes(),
+                body=accepted.sealed.to_bytes(),
                 kind=KIND_SEALED_MESSAGE,
-                message_id=str(authenticated.header.message_id),
+                message_id=str(accepted.header.message_id),
             )
         except RoutingFailed as exc:
             return Reason(code=ErrorCode.ROUTING_FAILED, detail=str(exc)[:500])
         return None
 
     async def record_relay(
-        self, authenticated: AuthenticatedHeader, recipient: AgencyId, failure: Reason | None, *, last: bool = False
+        self, accepted: AcceptedSubmission, recipient: AgencyId, failure: Reason | None, *, last: bool = False
     ) -> None:
         """Log `RELAY_ACCEPTED` or `RELAY_FAILED` for one recipient and tell the sender.
 
@@ -304,7 +429,7 @@ class IngressPipeline:
         with `last`, the message is marked relayed in the same transaction.
         """
         now = self._clock()
-        header = authenticated.header
+        header = accepted.header
         evidence_type = EvidenceType.RELAY_ACCEPTED if failure is None else EvidenceType.RELAY_FAILED
         async with self._audit.transaction() as atx:
             if await atx.tx.relay_state(header.sender, str(header.message_id), recipient) is None:
@@ -312,87 +437,52 @@ class IngressPipeline:
                     header.sender,
                     str(header.message_id),
                     recipient,
-                    RELAY_RELAYED if failure is None else RELAY_FAILED,
+                    RelayState.RELAYED if failure is None else RelayState.RELAY_FAILED,
                     format_timestamp(now),
                     expires_at=format_timestamp(header.expires_at),
                 )
-            await self._issue(atx, self._statement(evidence_type, authenticated, recipient, now, failure))
+            statement = self._statement(evidence_type, accepted.authenticated, recipient, now, failure)
+            await issue_gateway_evidence(atx, self._identity, statement)
             if last:
-                await atx.tx.set_message_state(header.sender, str(header.message_id), STATE_RELAYED)
-        self._on_outgoing()
+                await atx.tx.set_message_state(header.sender, str(header.message_id), MessageState.RELAYED)
+        self._wake_relay()
 
-    async def time_out(self, relay: RelayRecord, evidence_type: EvidenceType, reason: Reason) -> bool:
-        """Log gateway-issued `NON_DELIVERY` or `NON_RETRIEVAL` for one copy whose deadline passed.
-
-        Invariant: only for a copy still waiting in the state the deadline is about
-        (checked again inside the transaction, so late evidence is never overtaken).
-        """
-        waiting_in = {EvidenceType.NON_DELIVERY: RELAY_RELAYED, EvidenceType.NON_RETRIEVAL: "delivery"}[evidence_type]
-        record = await self._store.message(relay.sender, relay.message_id)
-        if record is None:
-            return False
-        now = self._clock()
-        statement = new_statement(
-            evidence_type,
-            message_id=parse_message_id(record.message_id),
-            message_digest=record.digest,
-            sender=parse_agency_id(record.sender),
-            recipient=parse_agency_id(relay.recipient),
-            message_type=record.message_type,
-            case_id=record.case_id,
-            issuer=self._identity.gateway_id,
-            at=now,
-            reason=reason,
-        )
-        async with self._audit.transaction() as atx:
-            if await atx.tx.relay_state(relay.sender, relay.message_id, relay.recipient) != waiting_in:
-                return False
-            await atx.tx.set_relay_state(
-                relay.sender, relay.message_id, relay.recipient, evidence_type.lower(), format_timestamp(now)
-            )
-            await self._issue(atx, statement)
-        self._on_outgoing()
-        log.info(
-            "deadline_passed",
-            evidence=str(evidence_type),
-            message_id=relay.message_id,
-            sender=relay.sender,
-            recipient=relay.recipient,
-        )
-        return True
-
-    async def _route_and_record(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> None:
-        header = authenticated.header
+    async def _route_and_record(self, accepted: AcceptedSubmission) -> None:
+        header = accepted.header
         pending = [
             recipient
             for recipient in header.recipient_agencies
             if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
         ]
         for index, recipient in enumerate(pending):
-            failure = await self.route(authenticated, sealed, recipient)
-            await self.record_relay(authenticated, recipient, failure, last=index == len(pending) - 1)
+            failure = await self.route(accepted, recipient)
+            await self.record_relay(accepted, recipient, failure, last=index == len(pending) - 1)
         if not pending:
             # A redelivery after every copy was recorded: only the message's own state may be missing.
             async with self._store.transaction() as tx:
-                await tx.set_message_state(header.sender, str(header.message_id), STATE_RELAYED)
+                await tx.set_message_state(header.sender, str(header.message_id), MessageState.RELAYED)
 
-    async def _resume(self, authenticated: AuthenticatedHeader, sealed: SealedMessage) -> Outcome:
+    async def _resume(self, redelivery: Redelivery) -> Outcome:
         """A redelivery: finish whatever the first attempt did not, add nothing twice."""
-        header = authenticated.header
-        record = await self._store.message(header.sender, str(header.message_id))
-        if record is not None and record.state == STATE_DEAD_LETTERED:
-            # Another copy of a submission already refused as dead: refused once, never relayed.
-            return Outcome(kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender)
-        await self._route_and_record(authenticated, sealed)
-        return Outcome(kind="message", result="duplicate", message_id=str(header.message_id), sender=header.sender)
+        header = redelivery.header
+        accepted = self.recall_acceptance(redelivery)
+        # Another copy of a submission already refused as dead is refused once, never relayed.
+        if accepted is not None:
+            await self._route_and_record(accepted)
+        return Outcome(
+            kind=OutcomeKind.MESSAGE,
+            result=OutcomeResult.DUPLICATE,
+            message_id=str(header.message_id),
+            sender=header.sender,
+        )
 
     async def _reject(
         self,
         delivery: IngressDelivery,
         *,
-        publisher: AgencyId,
+        publisher: IdentifiedPublisher,
         sealed: SealedMessage | None,
-        authenticated: AuthenticatedHeader | None,
+        authenticated: AuthenticatedSubmission | None,
         error: ProtocolError,
         now: datetime,
     ) -> None:
@@ -403,16 +493,16 @@ class IngressPipeline:
             EvidenceType.SUBMISSION_REJECTED,
             message_id=message_id,
             message_digest=digest,
-            sender=publisher,
+            sender=publisher.agency,
             recipient=None,
             issuer=self._identity.gateway_id,
             at=now,
             reason=Reason(code=error.code, detail=error.detail[:1000]),
         )
         async with self._audit.transaction() as atx:
-            await self._issue(atx, statement)
-        log.info("submission_rejected", publisher=publisher, code=str(error.code), message_id=str(message_id))
-        self._on_outgoing()
+            await issue_gateway_evidence(atx, self._identity, statement)
+        log.info("submission_rejected", publisher=publisher.agency, code=str(error.code), message_id=str(message_id))
+        self._wake_relay()
 
     # -- evidence from recipients -----------------------------------------------------------
 
@@ -421,15 +511,49 @@ class IngressPipeline:
         directory = self._directory.current
         try:
             publisher = self.identify_publisher(delivery, directory)
-            verified = self.authenticate_evidence(delivery, publisher, directory, now)
-            record = await self.match_evidence(verified)
+            matched = await self.match_evidence(self.authenticate_evidence(delivery, publisher, directory, now))
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
-            return Outcome(kind="evidence", result="rejected", code=exc.code)
-        statement = verified.statement
+            return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
+        added = await self.forward_evidence(matched, now)
+        return Outcome(
+            kind=OutcomeKind.EVIDENCE,
+            result=OutcomeResult.FORWARDED if added else OutcomeResult.DUPLICATE,
+            message_id=matched.record.message_id,
+            sender=matched.verified.statement.sender,
+        )
+
+    def authenticate_evidence(
+        self, delivery: IngressDelivery, publisher: IdentifiedPublisher, directory: Directory, now: datetime
+    ) -> AuthenticatedEvidence:
+        """The evidence verifies under a key of its issuer, and the issuer is the publisher."""
+        verified = verify_evidence(parse_signed_evidence(delivery.body, self._limits), directory, now=now)
+        if verified.statement.issuer != publisher.agency:
+            raise AuthenticationFailed(
+                f"evidence issued by {verified.statement.issuer} was published by {publisher.agency}",
+                code=ErrorCode.BROKER_USER_MISMATCH,
+            )
+        return AuthenticatedEvidence(verified=verified, step=_STEP)
+
+    async def match_evidence(self, evidence: AuthenticatedEvidence) -> MatchedEvidence:
+        """The evidence names a message the gateway relayed to its issuer, with the digest it relayed."""
+        statement = evidence.verified.statement
+        record = await self._store.message(statement.sender, str(statement.message_id))
+        if record is None or record.digest != statement.message_digest or statement.recipient not in record.recipients:
+            raise AuthenticationFailed(
+                f"evidence names message {statement.message_id} of {statement.sender}, "
+                "which the gateway did not relay to its issuer with that digest",
+                code=ErrorCode.EVIDENCE_MISMATCH,
+            )
+        return MatchedEvidence(verified=evidence.verified, record=record, step=_STEP)
+
+    async def forward_evidence(self, matched: MatchedEvidence, now: datetime) -> bool:
+        """Log the evidence, move the copy's state and forward it to the sender, once; whether it was new."""
+        statement = matched.verified.statement
+        record = matched.record
         async with self._audit.transaction() as atx:
             appended = await atx.append(
-                evidence_leaf(verified.signed, statement),
+                evidence_leaf(matched.verified.signed, statement),
                 at=now,
                 message_id=str(statement.message_id),
                 agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
@@ -440,47 +564,18 @@ class IngressPipeline:
                     record.sender,
                     record.message_id,
                     statement.recipient,
-                    statement.evidence_type.lower(),
+                    RelayState.after(statement.evidence_type),
                     format_timestamp(now),
                 )
                 await atx.tx.enqueue(
                     statement.sender,
                     KIND_EVIDENCE,
                     record.message_id,
-                    verified.signed.model_dump_json().encode("utf-8"),
+                    matched.verified.signed.model_dump_json().encode("utf-8"),
                     format_timestamp(now),
                 )
-        self._on_outgoing()
-        return Outcome(
-            kind="evidence",
-            result="forwarded" if appended.added else "duplicate",
-            message_id=record.message_id,
-            sender=statement.sender,
-        )
-
-    def authenticate_evidence(
-        self, delivery: IngressDelivery, publisher: AgencyId, directory: Directory, now: datetime
-    ) -> VerifiedEvidence:
-        """The evidence verifies under a key of its issuer, and the issuer is the publisher."""
-        verified = verify_evidence(parse_signed_evidence(delivery.body, self._limits), directory, now=now)
-        if verified.statement.issuer != publisher:
-            raise AuthenticationFailed(
-                f"evidence issued by {verified.statement.issuer} was published by {publisher}",
-                code=ErrorCode.BROKER_USER_MISMATCH,
-            )
-        return verified
-
-    async def match_evidence(self, verified: VerifiedEvidence) -> MessageRecord:
-        """The evidence names a message the gateway relayed to its issuer, with the digest it relayed."""
-        statement = verified.statement
-        record = await self._store.message(statement.sender, str(statement.message_id))
-        if record is None or record.digest != statement.message_digest or statement.recipient not in record.recipients:
-            raise AuthenticationFailed(
-                f"evidence names message {statement.message_id} of {statement.sender}, "
-                "which the gateway did not relay to its issuer with that digest",
-                code=ErrorCode.EVIDENCE_MISMATCH,
-            )
-        return record
+        self._wake_relay()
+        return appended.added
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -505,25 +600,6 @@ class IngressPipeline:
             at=now,
             reason=reason,
         )
-
-    async def _issue(self, atx: AuditTransaction, statement: EvidenceStatement) -> None:
-        """Sign `statement`, log it and commit it for publication to the message's sender."""
-        signed = issue_evidence(statement, self._identity.evidence_key)
-        agencies = (statement.sender, *((statement.recipient,) if statement.recipient else ()))
-        appended = await atx.append(
-            evidence_leaf(signed, statement),
-            at=statement.at,
-            message_id=None if statement.message_id is None else str(statement.message_id),
-            agencies=agencies,
-        )
-        if appended.added:
-            await atx.tx.enqueue(
-                statement.sender,
-                KIND_EVIDENCE,
-                str(statement.message_id),
-                signed.model_dump_json().encode("utf-8"),
-                format_timestamp(statement.at),
-            )
 
     async def _record_rejected_input(self, delivery: IngressDelivery, reason: Reason) -> None:
         now = self._clock()
@@ -552,10 +628,22 @@ def _claimed_message_id(delivery: IngressDelivery) -> MessageId | None:
 
 
 __all__ = [
+    "AcceptedSubmission",
+    "AllowedSubmission",
+    "AuthenticatedEvidence",
+    "AuthenticatedSubmission",
+    "CompleteSubmission",
     "DirectorySource",
+    "FreshSubmission",
     "GatewayIdentity",
+    "IdentifiedPublisher",
     "IngressDelivery",
     "IngressPipeline",
+    "MatchedEvidence",
+    "NewSubmission",
     "Outcome",
+    "OutcomeKind",
+    "OutcomeResult",
     "Publisher",
+    "Redelivery",
 ]

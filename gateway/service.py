@@ -180,7 +180,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         publisher=MeasuredPublisher(publisher, metrics),
         limits=settings.limits,
         clock=clock,
-        on_outgoing=relay.wake,
+        wake_relay=relay.wake,
         attachments=AttachmentGate(blob_store),
     )
     dead_letters = DeadLetters(
@@ -192,7 +192,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         publisher=publisher,
         limits=settings.limits,
         clock=clock,
-        on_outgoing=relay.wake,
+        wake_relay=relay.wake,
     )
     return _MessagePath(
         publisher=publisher,
@@ -212,8 +212,10 @@ async def _message_path(core: _Core) -> _MessagePath:
             taken_summary,
         ),
         deadlines=DeadlineWatcher(
-            pipeline=pipeline,
+            identity=core.identity,
             store=store,
+            audit=audit,
+            wake_relay=relay.wake,
             clock=clock,
             delivery_grace=timedelta(seconds=settings.delivery_grace_s),
             retrieval_deadline=timedelta(seconds=settings.retrieval_deadline_s),

@@ -27,9 +27,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
+from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceType
 from runtime.errors import StoreUnavailable
 
 SCHEMA = """
@@ -120,6 +122,33 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+class MessageState(StrEnum):
+    """Where the pipeline got to with one message; the values are what `messages.state` holds."""
+
+    ACCEPTED = "accepted"
+    RELAYED = "relayed"
+    DEAD_LETTERED = "dead_lettered"
+    """A submission the broker dead-lettered and `gateway.deadletters` refused: only a re-drive relays it."""
+
+
+class RelayState(StrEnum):
+    """Where one recipient's copy got to; the values are what `relays.state` holds."""
+
+    RELAYED = "relayed"
+    RELAY_FAILED = "relay_failed"
+    DELIVERY = "delivery"
+    NON_DELIVERY = "non_delivery"
+    RETRIEVAL = "retrieval"
+    NON_RETRIEVAL = "non_retrieval"
+
+    @classmethod
+    def after(cls, evidence_type: EvidenceType) -> RelayState:
+        """The state a copy is in once `evidence_type` (recipient evidence, or the gateway's on time-out) is logged."""
+        if evidence_type not in RECIPIENT_EVIDENCE:
+            raise ValueError(f"{evidence_type} does not move a relayed copy")
+        return cls(evidence_type.lower())
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """What the gateway remembers of one message."""
@@ -132,7 +161,7 @@ class MessageRecord:
     recipients: tuple[str, ...]
     created_at: str
     expires_at: str
-    state: str
+    state: MessageState
     received_at: str
 
 
@@ -168,7 +197,7 @@ class RelayRecord:
     sender: str
     message_id: str
     recipient: str
-    state: str
+    state: RelayState
     updated_at: str
     expires_at: str
 
@@ -260,7 +289,7 @@ def _message(row: Row) -> MessageRecord:
         recipients=tuple(str(row[5]).split(",")) if row[5] else (),
         created_at=str(row[6]),
         expires_at=str(row[7]),
-        state=str(row[8]),
+        state=MessageState(str(row[8])),
         received_at=str(row[9]),
     )
 
@@ -304,35 +333,35 @@ class Transaction:
                 ",".join(record.recipients),
                 record.created_at,
                 record.expires_at,
-                record.state,
+                record.state.value,
                 record.received_at,
             ),
         )
 
-    async def set_message_state(self, sender: str, message_id: str, state: str) -> None:
+    async def set_message_state(self, sender: str, message_id: str, state: MessageState) -> None:
         """Move a message to `state`."""
         await self._c.execute(
-            "UPDATE messages SET state = ? WHERE sender = ? AND message_id = ?", (state, sender, message_id)
+            "UPDATE messages SET state = ? WHERE sender = ? AND message_id = ?", (state.value, sender, message_id)
         )
 
     async def set_relay_state(
-        self, sender: str, message_id: str, recipient: str, state: str, at: str, *, expires_at: str | None = None
+        self, sender: str, message_id: str, recipient: str, state: RelayState, at: str, *, expires_at: str | None = None
     ) -> None:
         """Record where the copy for one recipient got to (and, on first record, when it expires)."""
         await self._c.execute(
             "INSERT INTO relays (sender, message_id, recipient, state, updated_at, expires_at) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT (sender, message_id, recipient) "
             "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (sender, message_id, recipient, state, at, expires_at or ""),
+            (sender, message_id, recipient, state.value, at, expires_at or ""),
         )
 
-    async def relay_state(self, sender: str, message_id: str, recipient: str) -> str | None:
+    async def relay_state(self, sender: str, message_id: str, recipient: str) -> RelayState | None:
         """Where the copy for `recipient` got to, if it was relayed."""
         row = await self._c.fetchone(
             "SELECT state FROM relays WHERE sender = ? AND message_id = ? AND recipient = ?",
             (sender, message_id, recipient),
         )
-        return None if row is None else str(row[0])
+        return None if row is None else RelayState(str(row[0]))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once this transaction committed (in commit order; never if it did not)."""
@@ -441,10 +470,10 @@ class Transaction:
             (state, note, at, dead_letter_id),
         )
 
-    async def delete_message_in_state(self, sender: str, message_id: str, state: str) -> int:
+    async def delete_message_in_state(self, sender: str, message_id: str, state: MessageState) -> int:
         """Forget a message's record if it is in `state` (a dead-lettered submission being re-driven)."""
         return await self._c.execute(
-            "DELETE FROM messages WHERE sender = ? AND message_id = ? AND state = ?", (sender, message_id, state)
+            "DELETE FROM messages WHERE sender = ? AND message_id = ? AND state = ?", (sender, message_id, state.value)
         )
 
 
@@ -487,13 +516,13 @@ class GatewayStore:
         """The record of (sender, message id), if any."""
         return await Transaction(self._lookup).message(sender, message_id)
 
-    async def relay_state(self, sender: str, message_id: str, recipient: str) -> str | None:
+    async def relay_state(self, sender: str, message_id: str, recipient: str) -> RelayState | None:
         """Where the copy for `recipient` got to, if it was relayed."""
         return await Transaction(self._lookup).relay_state(sender, message_id, recipient)
 
     async def relays_in_state(
         self,
-        state: str,
+        state: RelayState,
         *,
         expires_before: str | None = None,
         updated_before: str | None = None,
@@ -501,7 +530,7 @@ class GatewayStore:
     ) -> list[RelayRecord]:
         """Copies in `state`, expiring or last updated before the given times, oldest first."""
         query = "SELECT sender, message_id, recipient, state, updated_at, expires_at FROM relays WHERE state = ?"
-        params: list[object] = [state]
+        params: list[object] = [state.value]
         if expires_before is not None:
             query += " AND expires_at != '' AND expires_at < ?"
             params.append(expires_before)
@@ -509,7 +538,17 @@ class GatewayStore:
             query += " AND updated_at < ?"
             params.append(updated_before)
         rows = await self._read.fetchall(query + " ORDER BY updated_at LIMIT ?", (*params, limit))
-        return [RelayRecord(*(str(value) for value in row)) for row in rows]
+        return [
+            RelayRecord(
+                sender=str(row[0]),
+                message_id=str(row[1]),
+                recipient=str(row[2]),
+                state=RelayState(str(row[3])),
+                updated_at=str(row[4]),
+                expires_at=str(row[5]),
+            )
+            for row in rows
+        ]
 
     async def leaf_hashes(self) -> list[bytes]:
         """Every leaf hash in index order (to rebuild the tree at start-up)."""
@@ -647,7 +686,9 @@ __all__ = [
     "GatewayStore",
     "LeafRecord",
     "MessageRecord",
+    "MessageState",
     "OutgoingRecord",
     "RelayRecord",
+    "RelayState",
     "Transaction",
 ]

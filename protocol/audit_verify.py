@@ -87,7 +87,7 @@ from protocol.checkpoint import (
 from protocol.directory import Directory, PublishedSigningKey
 from protocol.encoding import parse_timestamp
 from protocol.errors import ProtocolError
-from protocol.evidence import EvidenceStatement, EvidenceType, verify_evidence
+from protocol.evidence import EvidenceStatement, EvidenceType, verify_evidence_as_of_its_time
 from protocol.ids import AgencyId, KeyId, parse_agency_id
 from protocol.keys import SigningPublicKey
 from protocol.merkle import MerkleTree, leaf_hash
@@ -415,7 +415,7 @@ class _Walk:
     def _evidence(self, index: int, leaf: EvidenceLeaf) -> AuditProblem | None:
         assert self.directory is not None
         try:
-            verified = verify_evidence(leaf.evidence, self.directory, now=None)
+            verified = verify_evidence_as_of_its_time(leaf.evidence, self.directory)
         except ProtocolError as exc:
             return AuditProblem(FailureKind.EVIDENCE_INVALID, exc.detail, index, leaf.identity)
         statement = verified.statement

@@ -31,6 +31,15 @@ tested by an attack in `tests/protocol/test_envelope_attacks.py`:
    future, or older than the replay window; replay of a message id inside the
    window is refused by the services, which remember ids (`REPLAYED`).
 
+The checks, in order, each returning a value that only it can make, taken by
+the next (so no path opens a message that skipped one):
+
+    authenticate_header  SealedMessage       -> AuthenticatedHeader
+    check_freshness      AuthenticatedHeader -> FreshHeader
+    open_authenticated   FreshHeader         -> OpenedMessage
+
+`open_sealed` runs all three for a caller with nothing to do between them.
+
 Wire format of a sealed message (all integers big-endian)::
 
     "RGTY" 0x01 | signer key id (16 bytes) | header length (u32) | header
@@ -57,7 +66,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal
 
@@ -88,6 +97,7 @@ from protocol.keys import SIGNATURE_BYTES, EncryptionPrivateKey, EncryptionPubli
 from protocol.limits import Limits
 from protocol.model import FrozenModel, parse_model
 from protocol.signing import PAYLOAD_TYPE_CONTENT, PAYLOAD_TYPE_HEADER
+from protocol.steps import StepToken
 
 ENVELOPE_FORMAT: Final = "rogatory-envelope/1"
 CONTENT_FORMAT: Final = "rogatory-content/1"
@@ -236,19 +246,45 @@ class SealedMessage:
         return sha256_hex(self.header_bytes)
 
 
-@dataclass(frozen=True, slots=True)
+_STEP: Final = StepToken("protocol.envelope")
+"""Only this module's checks hold it: `AuthenticatedHeader`, `FreshHeader` and `OpenedMessage` are theirs alone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthenticatedHeader:
-    """A header whose signature verified under a key the directory gives its sender."""
+    """A header whose signature verified under a key the directory gives its sender; made by `authenticate_header`."""
 
     header: EnvelopeHeader
     sender: AgencyEntry
     sender_key: PublishedSigningKey
     digest: str
+    sealed: SealedMessage
+    """The sealed message the header came with: its ciphertext is the one the header commits to."""
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, AuthenticatedHeader)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FreshHeader:
+    """An authenticated header inside its lifetime and the replay window; made by `check_freshness`."""
+
+    authenticated: AuthenticatedHeader
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, FreshHeader)
+
+    @property
+    def header(self) -> EnvelopeHeader:
+        """The header, authenticated and fresh."""
+        return self.authenticated.header
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenedMessage:
-    """A message a recipient has authenticated and decrypted."""
+    """A message a recipient has authenticated and decrypted; made by `open_authenticated`."""
 
     header: EnvelopeHeader
     digest: str
@@ -257,6 +293,10 @@ class OpenedMessage:
     content_signature: bytes
     attachments: tuple[AttachmentKey, ...] = ()
     """The key and digests of each attachment body the sender committed to."""
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, OpenedMessage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,18 +341,13 @@ def seal(
     random_bytes: RandomBytes = nacl.utils.random,
     attachments: Sequence[AttachmentKey] = (),
 ) -> SealedMessage:
-    """Encrypt and sign `document` for `recipients` (see the module docstring)."""
-    try:
-        check_attachment_ids([attachment.attachment_id for attachment in attachments])
-    except ValueError as exc:
-        raise LimitExceeded(str(exc), code=ErrorCode.TOO_MANY_ITEMS) from exc
-    if not recipients or len(recipients) > limits.max_recipients:
-        raise LimitExceeded(
-            f"between 1 and {limits.max_recipients} recipients are allowed, found {len(recipients)}",
-            code=ErrorCode.TOO_MANY_ITEMS,
-        )
-    if len(document) > limits.max_document_bytes:
-        raise LimitExceeded(f"document of {len(document)} bytes is over the limit of {limits.max_document_bytes}")
+    """Encrypt and sign `document` for `recipients` (see the module docstring).
+
+    In order: `_check_seal_inputs`, wrap a fresh content key for each
+    recipient, `_encrypt_content` under the binding, `_sealed_header` over the
+    result, and sign its exact bytes.
+    """
+    _check_seal_inputs(document, recipients, attachments, limits)
     content_key = random_bytes(CONTENT_KEY_BYTES)
     nonce = random_bytes(NONCE_BYTES)
     wrapped = tuple(
@@ -330,6 +365,52 @@ def seal(
         created_at=truncate_to_millis(created_at),
         expires_at=truncate_to_millis(expires_at),
     )
+    ciphertext = _encrypt_content(document, binding, attachments, signing_key, nonce=nonce, content_key=content_key)
+    archive = (
+        None
+        if archive_key is None
+        else WrappedKey(agency=sender, key_id=archive_key.key_id, wrapped=archive_key.wrap(content_key))
+    )
+    header_bytes = _sealed_header(
+        binding, wrapped, archive, attachments, nonce=nonce, ciphertext=ciphertext, content_key=content_key
+    ).canonical_bytes()
+    if len(header_bytes) > limits.max_header_bytes:
+        raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
+    return SealedMessage(
+        signer_key_id=signing_key.key_id,
+        header_bytes=header_bytes,
+        header_signature=signing_key.sign(pae(PAYLOAD_TYPE_HEADER, header_bytes)),
+        ciphertext=ciphertext,
+    )
+
+
+def _check_seal_inputs(
+    document: bytes, recipients: Sequence[Recipient], attachments: Sequence[AttachmentKey], limits: Limits
+) -> None:
+    """Refuse to seal what no recipient would accept: duplicate attachment ids, too many recipients, too big."""
+    try:
+        check_attachment_ids([attachment.attachment_id for attachment in attachments])
+    except ValueError as exc:
+        raise LimitExceeded(str(exc), code=ErrorCode.TOO_MANY_ITEMS) from exc
+    if not recipients or len(recipients) > limits.max_recipients:
+        raise LimitExceeded(
+            f"between 1 and {limits.max_recipients} recipients are allowed, found {len(recipients)}",
+            code=ErrorCode.TOO_MANY_ITEMS,
+        )
+    if len(document) > limits.max_document_bytes:
+        raise LimitExceeded(f"document of {len(document)} bytes is over the limit of {limits.max_document_bytes}")
+
+
+def _encrypt_content(
+    document: bytes,
+    binding: ContentBinding,
+    attachments: Sequence[AttachmentKey],
+    signing_key: SigningPrivateKey,
+    *,
+    nonce: bytes,
+    content_key: bytes,
+) -> bytes:
+    """Sign the content statement (binding, document digest, attachment keys) and encrypt it with the document."""
     statement = ContentStatement(
         format=CONTENT_FORMAT,
         binding=binding,
@@ -345,22 +426,31 @@ def seal(
             document,
         )
     )
-    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+    return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, _associated_data(binding), nonce, content_key
     )
-    header = EnvelopeHeader(
+
+
+def _sealed_header(
+    binding: ContentBinding,
+    wrapped: tuple[WrappedKey, ...],
+    archive: WrappedKey | None,
+    attachments: Sequence[AttachmentKey],
+    *,
+    nonce: bytes,
+    ciphertext: bytes,
+    content_key: bytes,
+) -> EnvelopeHeader:
+    """The header that commits to the ciphertext, the content key and each attachment body."""
+    return EnvelopeHeader(
         format=ENVELOPE_FORMAT,
-        message_id=message_id,
-        sender=sender,
-        sender_key=signing_key.key_id,
+        message_id=binding.message_id,
+        sender=binding.sender,
+        sender_key=binding.sender_key,
         recipients=wrapped,
-        archive=(
-            WrappedKey(agency=sender, key_id=archive_key.key_id, wrapped=archive_key.wrap(content_key))
-            if archive_key is not None
-            else None
-        ),
-        message_type=message_type,
-        case_id=case_id,
+        archive=archive,
+        message_type=binding.message_type,
+        case_id=binding.case_id,
         created_at=binding.created_at,
         expires_at=binding.expires_at,
         nonce=nonce,
@@ -368,15 +458,6 @@ def seal(
         ciphertext_length=len(ciphertext),
         key_commitment=key_commitment(content_key),
         attachments=tuple(attachment.commitment() for attachment in attachments) or None,
-    )
-    header_bytes = header.canonical_bytes()
-    if len(header_bytes) > limits.max_header_bytes:
-        raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
-    return SealedMessage(
-        signer_key_id=signing_key.key_id,
-        header_bytes=header_bytes,
-        header_signature=signing_key.sign(pae(PAYLOAD_TYPE_HEADER, header_bytes)),
-        ciphertext=ciphertext,
     )
 
 
@@ -407,11 +488,14 @@ def authenticate_header(sealed: SealedMessage, directory: Directory, *, now: dat
         raise AuthenticationFailed(
             "ciphertext does not match the digest and length in the signed header", code=ErrorCode.CIPHERTEXT_MISMATCH
         )
-    return AuthenticatedHeader(header=header, sender=sender, sender_key=sender_key, digest=sealed.digest)
+    return AuthenticatedHeader(
+        header=header, sender=sender, sender_key=sender_key, digest=sealed.digest, sealed=sealed, step=_STEP
+    )
 
 
-def check_freshness(header: EnvelopeHeader, *, now: datetime, limits: Limits) -> None:
+def check_freshness(authenticated: AuthenticatedHeader, *, now: datetime, limits: Limits) -> FreshHeader:
     """Refuse an envelope from the future, expired, older than the replay window, or too long-lived."""
+    header = authenticated.header
     if header.expires_at <= header.created_at or header.expires_at - header.created_at > limits.max_message_ttl:
         raise FreshnessViolation(
             f"lifetime from {header.created_at.isoformat()} to {header.expires_at.isoformat()} "
@@ -430,6 +514,7 @@ def check_freshness(header: EnvelopeHeader, *, now: datetime, limits: Limits) ->
             f"created at {header.created_at.isoformat()}, older than the replay window of {limits.replay_window}",
             code=ErrorCode.STALE,
         )
+    return FreshHeader(authenticated=authenticated, step=_STEP)
 
 
 def open_sealed(
@@ -441,15 +526,27 @@ def open_sealed(
     now: datetime,
     limits: Limits,
 ) -> OpenedMessage:
-    """Authenticate, check freshness, unwrap, check the commitment, decrypt and verify the content.
+    """Every check of a recipient in one call: `authenticate_header`, `check_freshness`, `open_authenticated`.
 
     `recipient_keys` are the recipient's private keys by key id (more than one
     while a key is being rotated). `recipient` may be the sender itself,
     opening its archive copy.
     """
     authenticated = authenticate_header(sealed, directory, now=now)
+    fresh = check_freshness(authenticated, now=now, limits=limits)
+    return open_authenticated(fresh, recipient=recipient, recipient_keys=recipient_keys)
+
+
+def open_authenticated(
+    fresh: FreshHeader, *, recipient: AgencyId, recipient_keys: Mapping[KeyId, EncryptionPrivateKey]
+) -> OpenedMessage:
+    """Unwrap, check the key commitment, decrypt, verify the content signature and its binding to the header.
+
+    The header is taken as authenticated and fresh (the only way to hold a
+    `FreshHeader`); it is not verified again.
+    """
+    authenticated = fresh.authenticated
     header = authenticated.header
-    check_freshness(header, now=now, limits=limits)
     wrapped = _wrapped_key_for(header, recipient, recipient_keys.keys())
     content_key = recipient_keys[wrapped.key_id].unwrap(wrapped.wrapped)
     if len(content_key) != CONTENT_KEY_BYTES or not hmac.compare_digest(
@@ -461,7 +558,7 @@ def open_sealed(
     binding = header.binding()
     try:
         plaintext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed.ciphertext, _associated_data(binding), header.nonce, content_key
+            authenticated.sealed.ciphertext, _associated_data(binding), header.nonce, content_key
         )
     except nacl.exceptions.CryptoError as exc:
         raise AuthenticationFailed(
@@ -495,6 +592,7 @@ def open_sealed(
         content_statement=statement_bytes,
         content_signature=signature,
         attachments=keys,
+        step=_STEP,
     )
 
 
@@ -569,6 +667,7 @@ __all__ = [
     "ContentBinding",
     "ContentStatement",
     "EnvelopeHeader",
+    "FreshHeader",
     "OpenedMessage",
     "Recipient",
     "SealedMessage",
@@ -576,6 +675,7 @@ __all__ = [
     "authenticate_header",
     "check_freshness",
     "key_commitment",
+    "open_authenticated",
     "open_sealed",
     "seal",
     "verify_content_proof",

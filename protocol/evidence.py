@@ -167,15 +167,28 @@ def parse_signed_evidence(raw: bytes, limits: Limits) -> SignedStatement:
     return SignedStatement.from_json(raw)
 
 
-def verify_evidence(signed: SignedStatement, directory: Directory, *, now: datetime | None) -> VerifiedEvidence:
-    """Verify `signed` and check its issuer may issue its type of evidence.
+def verify_evidence(signed: SignedStatement, directory: Directory, *, now: datetime) -> VerifiedEvidence:
+    """Verify `signed` and check its issuer may issue its type of evidence, as of `now`.
 
     The gateway's evidence keys may sign every type the gateway issues; an
     agency's signing keys may sign only recipient evidence about messages
-    addressed to that agency. `now` is the time of the check (a key revoked
-    before it is refused); an auditor checking history passes None to judge
-    each statement as of its own time.
+    addressed to that agency. `now` is the time of the check: a key revoked
+    before it is refused.
     """
+    return _verify_evidence(signed, directory, now=now)
+
+
+def verify_evidence_as_of_its_time(signed: SignedStatement, directory: Directory) -> VerifiedEvidence:
+    """Verify `signed` as `verify_evidence` does, judging the key as of the statement's own time (`at`).
+
+    What an auditor checking history runs: a key revoked after the statement
+    was issued does not undo it. Services take `verify_evidence` with their
+    clock instead.
+    """
+    return _verify_evidence(signed, directory, now=None)
+
+
+def _verify_evidence(signed: SignedStatement, directory: Directory, *, now: datetime | None) -> VerifiedEvidence:
     try:
         issuer_key = directory.gateway_evidence_key(signed.key_id)
         issuer_agency: AgencyId | None = None
@@ -219,4 +232,5 @@ __all__ = [
     "new_statement",
     "parse_signed_evidence",
     "verify_evidence",
+    "verify_evidence_as_of_its_time",
 ]

@@ -95,6 +95,7 @@ async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId,
         limits=DEFAULT_LIMITS,
         clock=lambda: NOW,
         cases=cases,
+        on_opened=None,
     )
     context = ApiContext(
         agency=agency,

@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from agents.metrics import AgentMetrics
-from agents.receiving import InboxDelivery, Received
+from agents.receiving import InboxDelivery, Received, ReceivedResult
 from agents.store import AgentStore, EvidenceRecord
 from protocol.encoding import format_timestamp
 from runtime.logs import CANONICAL_EVENT, CANONICAL_FIELDS
@@ -32,8 +32,16 @@ async def test_each_delivery_is_counted_timed_and_logged_once(store):
     metrics = AgentMetrics()
     results = iter(
         [
-            Received(kind="message", result="refused", code="POLICY_DENIED", message_id=None, sender="BD-MOHA-PSD"),
-            Received(kind="evidence", result="duplicate", code="DELIVERY", message_id="m-1", sender=AGENCY),
+            Received(
+                kind="message",
+                result=ReceivedResult.REFUSED,
+                code="POLICY_DENIED",
+                message_id=None,
+                sender="BD-MOHA-PSD",
+            ),
+            Received(
+                kind="evidence", result=ReceivedResult.DUPLICATE, code="DELIVERY", message_id="m-1", sender=AGENCY
+            ),
         ]
     )
 

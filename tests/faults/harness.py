@@ -48,7 +48,7 @@ from deploy.network import NetworkPaths, load_network
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode
-from protocol.evidence import verify_evidence
+from protocol.evidence import verify_evidence_as_of_its_time
 from protocol.keys import SigningPublicKey
 from protocol.limits import DEFAULT_LIMITS
 from protocol.signing import SignedStatement
@@ -374,7 +374,7 @@ async def audit_entries(network: FaultNetwork, session: aiohttp.ClientSession) -
 def _evidence_identities(answer: dict[str, Any], directory: Directory) -> set[str]:
     identities = set()
     for item in answer["evidence"]:
-        verified = verify_evidence(SignedStatement.model_validate(item["statement"]), directory, now=None)
+        verified = verify_evidence_as_of_its_time(SignedStatement.model_validate(item["statement"]), directory)
         identities.add(verified.statement.identity)
     return identities
 

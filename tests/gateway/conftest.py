@@ -67,6 +67,7 @@ class Harness:
     broker: InMemoryBroker
     pipeline: IngressPipeline
     clock: list[datetime]
+    identity: GatewayIdentity
 
     def delivery(
         self, body: bytes, *, publisher: AgencyId | None, kind: str = KIND_SEALED_MESSAGE, message_id: str | None = None
@@ -129,13 +130,15 @@ async def harness(gateway_store: GatewayStore) -> Harness:
         await atx.append(directory_leaf(net.signed_directory(), 1), at=NOW)
     clock = [NOW]
     broker = InMemoryBroker()
+    identity = GatewayIdentity(gateway_id="gateway.test", evidence_key=net.evidence_key, broker_user_prefix=PREFIX)
     pipeline = IngressPipeline(
-        identity=GatewayIdentity(gateway_id="gateway.test", evidence_key=net.evidence_key, broker_user_prefix=PREFIX),
+        identity=identity,
         directory=StaticDirectory(net.directory()),
         store=store,
         audit=audit,
         publisher=broker,
         limits=net.limits,
         clock=lambda: clock[0],
+        attachments=None,
     )
-    return Harness(net, store, audit, broker, pipeline, clock)
+    return Harness(net, store, audit, broker, pipeline, clock, identity)

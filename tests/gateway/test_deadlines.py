@@ -18,8 +18,9 @@ RETRIEVAL = timedelta(days=7)
 
 def watcher(harness: Harness) -> DeadlineWatcher:
     return DeadlineWatcher(
-        pipeline=harness.pipeline,
+        identity=harness.identity,
         store=harness.store,
+        audit=harness.audit,
         clock=lambda: harness.clock[0],
         delivery_grace=GRACE,
         retrieval_deadline=RETRIEVAL,

@@ -26,8 +26,8 @@ from gateway.console_api import (
     _witness_failing,
 )
 from gateway.metrics import METRIC_NAMES, GatewayMetrics
-from gateway.pipeline import IngressDelivery, Outcome
-from gateway.store import GatewayStore, MessageRecord
+from gateway.pipeline import IngressDelivery, Outcome, OutcomeKind, OutcomeResult
+from gateway.store import GatewayStore, MessageRecord, MessageState
 from protocol.encoding import format_timestamp
 from runtime.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from tests.support.network import NOW, LocalNetwork
@@ -57,7 +57,7 @@ async def _accepted(store: GatewayStore) -> None:
                 recipients=(RECIPIENT,),
                 created_at=format_timestamp(NOW),
                 expires_at=format_timestamp(NOW + timedelta(days=1)),
-                state="relayed",
+                state=MessageState.RELAYED,
                 received_at=format_timestamp(NOW - timedelta(seconds=3)),
             )
         )
@@ -122,8 +122,8 @@ async def test_each_delivery_is_counted_timed_and_logged_in_one_canonical_line(s
     metrics = GatewayMetrics()
     outcomes = iter(
         [
-            Outcome(kind="evidence", result="forwarded", message_id=MESSAGE_ID, sender=SENDER),
-            Outcome(kind="message", result="rejected", code="REPLAYED", sender=SENDER),
+            Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.FORWARDED, message_id=MESSAGE_ID, sender=SENDER),
+            Outcome(kind=OutcomeKind.MESSAGE, result=OutcomeResult.REJECTED, code="REPLAYED", sender=SENDER),
         ]
     )
 

@@ -378,7 +378,7 @@ def test_message_from_the_future_is_refused(net):
     """Property 6: a creation time beyond the allowed clock skew is refused."""
     sealed = net.seal(created_at=NOW + timedelta(minutes=10))
     with pytest.raises(FreshnessViolation) as refused:
-        check_freshness(header_of(sealed), now=NOW, limits=net.limits)
+        check_freshness(authenticate_header(sealed, net.directory(), now=NOW), now=NOW, limits=net.limits)
     assert refused.value.code == ErrorCode.NOT_YET_VALID
 
 
@@ -386,7 +386,7 @@ def test_message_asking_to_outlive_the_replay_window_is_refused(net):
     """Property 6: a lifetime longer than the replay window would let a replay go unnoticed."""
     sealed = net.seal(ttl=timedelta(days=8))
     with pytest.raises(FreshnessViolation) as refused:
-        check_freshness(header_of(sealed), now=NOW, limits=net.limits)
+        check_freshness(authenticate_header(sealed, net.directory(), now=NOW), now=NOW, limits=net.limits)
     assert refused.value.code == ErrorCode.INVALID_LIFETIME
 
 

@@ -51,6 +51,7 @@ async def test_attack_is_refused_by_the_gateway_with_its_code(name: str, tmp_pat
             publisher=broker,
             limits=net.limits,
             clock=lambda: NOW,
+            attachments=None,
         )
 
         async def submit(body: bytes) -> Outcome:
