@@ -73,6 +73,7 @@ from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
 from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.broker import Handled
 
 log = structlog.get_logger("rogatory.agent.receiving")
 
@@ -109,14 +110,8 @@ class ReceivedResult(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Received:
-    """What `handle` did, for the summary log line."""
-
-    kind: str
-    result: ReceivedResult
-    code: str | None = None
-    message_id: str | None = None
-    sender: str | None = None
+class Received(Handled[ReceivedResult]):
+    """What `handle` did, for the summary log line and the metrics."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

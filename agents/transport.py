@@ -10,7 +10,7 @@ each processed delivery logs.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aio_pika.abc
@@ -48,16 +48,6 @@ def _inbox_delivery(message: aio_pika.abc.AbstractIncomingMessage) -> InboxDeliv
     return InboxDelivery(body=message.body, kind=message.type, user_id=message.user_id)
 
 
-def _received_summary(received: Received) -> Mapping[str, object]:
-    return {
-        "kind": received.kind,
-        "result": received.result,
-        "code": received.code,
-        "message_id": received.message_id,
-        "sender": received.sender,
-    }
-
-
 INBOX_EVENT: Final = "inbox_processed"
 
 
@@ -73,7 +63,7 @@ def inbox_consumer(
         name="inbox",
         queue=queue_name,
         convert=_inbox_delivery,
-        summary=_received_summary,
+        summary=Received.summary,
         processed_event=INBOX_EVENT,
     )
     return QueueConsumer(connector, role, handle, policy=ConsumerPolicy(prefetch=prefetch))

@@ -84,6 +84,7 @@ from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from runtime.broker import Handled
 from runtime.errors import RoutingFailed
 
 log = structlog.get_logger("rogatory.gateway.pipeline")
@@ -135,14 +136,8 @@ class OutcomeResult(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """What `handle` did, for the caller's summary log line and metrics."""
-
-    kind: OutcomeKind
-    result: OutcomeResult
-    code: str | None = None
-    message_id: str | None = None
-    sender: str | None = None
+class Outcome(Handled[OutcomeResult]):
+    """What `handle` did, for the caller's summary log line and metrics (`kind` is an `OutcomeKind`)."""
 
 
 # -- what each step proves -----------------------------------------------------------------

@@ -31,21 +31,11 @@ def _ingress_delivery(message: aio_pika.abc.AbstractIncomingMessage) -> IngressD
     )
 
 
-def _outcome_summary(outcome: Outcome) -> Mapping[str, object]:
-    return {
-        "kind": outcome.kind,
-        "result": outcome.result,
-        "code": outcome.code,
-        "message_id": outcome.message_id,
-        "sender": outcome.sender,
-    }
-
-
 INGRESS: Final[ConsumerRole[IngressDelivery, Outcome]] = ConsumerRole(
     name="ingress",
     queue=INGRESS_QUEUE,
     convert=_ingress_delivery,
-    summary=_outcome_summary,
+    summary=Outcome.summary,
     processed_event="ingress_processed",
 )
 """`mla.gateway.ingress`: what agencies submit, handed to `IngressPipeline.handle`."""

@@ -17,7 +17,7 @@ from runtime.broker.connection import (
     service_endpoints,
     split_amqp_urls,
 )
-from runtime.broker.consumer import ConsumerPolicy, ConsumerRole, QueueConsumer, consumers_down
+from runtime.broker.consumer import ConsumerPolicy, ConsumerRole, Handled, QueueConsumer, consumers_down
 from runtime.broker.management import ManagementAccess, queue_figure, queue_figures
 from runtime.broker.publisher import ConfirmedPublisher
 from runtime.broker.relay import Relay, publish_window
@@ -28,6 +28,7 @@ __all__ = [
     "ConsumerPolicy",
     "ConsumerRole",
     "FailoverConnector",
+    "Handled",
     "ManagementAccess",
     "QueueConsumer",
     "Relay",

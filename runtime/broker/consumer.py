@@ -49,6 +49,30 @@ D = TypeVar("D")
 R = TypeVar("R")
 
 
+ResultT = TypeVar("ResultT", bound=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Handled(Generic[ResultT]):
+    """What a handler did with one delivery: the fields of its summary log line and of the metrics' labels."""
+
+    kind: str
+    result: ResultT
+    code: str | None = None
+    message_id: str | None = None
+    sender: str | None = None
+
+    def summary(self) -> Mapping[str, object]:
+        """The fields the consumer logs once the delivery is acknowledged."""
+        return {
+            "kind": self.kind,
+            "result": self.result,
+            "code": self.code,
+            "message_id": self.message_id,
+            "sender": self.sender,
+        }
+
+
 class _ConsumerLost(ConnectionError):
     """The consumer's connection, channel or subscription is gone: consume again on a new connection."""
 
@@ -326,4 +350,4 @@ def consumers_down(consumers: Sequence[QueueConsumer[Any, Any]]) -> dict[str, fl
     return {consumer.name: consumer.down_for() for consumer in consumers}
 
 
-__all__ = ["ConsumerPolicy", "ConsumerRole", "QueueConsumer", "consumers_down"]
+__all__ = ["ConsumerPolicy", "ConsumerRole", "Handled", "QueueConsumer", "consumers_down"]
