@@ -3,9 +3,13 @@
 A quorum queue dead-letters a delivery into `mla.dead` once it was handed
 back more often than the queue's delivery limit (reason `delivery_limit`),
 or when a consumer rejects it without requeue (`rejected`). The broker keeps
-its properties (`user_id`, `type`, `message_id`) and adds `x-death` and
-`x-first-death-*` headers; only the broker can write to `mla.dead`, so a
-dead letter's `user_id` is still the one the broker checked at publication.
+its properties (`user_id`, `type`, `message_id`) and headers, and adds
+`x-death` (and `x-first-death-*`, unless the publisher set them); only the
+broker can write to `mla.dead`, so a dead letter's `user_id` is still the one
+the broker checked at publication. That `user_id` and the gateway's own
+records are all that is believed about a death (`establish_death`): an
+agency's headers never name the queue, and only a copy the gateway itself
+relayed, as its records show, is ever published again into an inbox.
 
 `DeadLetters.take` records each one, once, in a single transaction:
 
@@ -34,12 +38,15 @@ dead letter's `user_id` is still the one the broker checked at publication.
 
 Finishing through the pipeline is tried once per dead letter; if it fails
 with anything but a transient failure, the dead letter stays held (a poison
-message must not loop through `mla.dead`, which has no delivery limit).
+message must not loop through `mla.dead`, which has no delivery limit). For
+the same reason a delivery that cannot be taken in at all is `parked`: kept
+with the error, acknowledged, never handed back.
 
 The operator (`GET /v1/ops/dead-letters`) sees metadata and reasons, never
 content, and decides: `redrive` (a dead submission is processed again
 through the pipeline; a dead inbox delivery is published again through
-`mla.deliver` to its recipient) or `discard`. Each decision is an
+`mla.deliver` to its recipient, once it is checked again to be what the
+gateway relayed there and still may) or `discard`. Each decision is an
 `operator_action` leaf written before it takes effect.
 """
 
@@ -60,12 +67,12 @@ from gateway.issuing import GatewayIdentity, issue_gateway_evidence
 from gateway.pipeline import IdentifiedPublisher, IngressDelivery, IngressPipeline, Publisher
 from gateway.store import DeadLetterRecord, GatewayStore, MessageRecord, MessageState, RelayState
 from gateway.transport import DeadDelivery
-from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity
+from protocol.auditlog import DeadLetterLeaf, OperatorActionLeaf, dead_letter_identity, evidence_leaf
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header
 from protocol.errors import ErrorCode, MalformedInput, ProtocolError
-from protocol.evidence import EvidenceType, Reason, new_statement
+from protocol.evidence import EvidenceType, Reason, new_statement, parse_signed_evidence, verify_evidence
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
@@ -76,42 +83,93 @@ from runtime.http import Handler, problem
 log = structlog.get_logger("rogatory.gateway.deadletters")
 
 HELD: Final = "held"
+PARKED: Final = "parked"
+"""A delivery from `mla.dead` that could not be taken in (a bug met it): kept, acknowledged, never looped on."""
 REDRIVING: Final = "redriving"
 REDRIVEN: Final = "redriven"
 DISCARDED: Final = "discarded"
 RESUMED: Final = "resumed"
 """An accepted submission the gateway finished by itself; nothing for the operator to decide."""
-STATES: Final = frozenset({HELD, REDRIVING, REDRIVEN, DISCARDED, RESUMED})
+STATES: Final = frozenset({HELD, PARKED, REDRIVING, REDRIVEN, DISCARDED, RESUMED})
 OPERATOR: Final = "operator"
 """Who an operator action is logged as: the gateway knows its operator by role, not by name."""
 MAX_PAGE: Final = 500
 
 
+BROKER_REASONS: Final = frozenset({"delivery_limit", "rejected", "expired", "maxlen"})
+"""The reasons RabbitMQ dead-letters for; any other word in a header is not the broker's."""
+UNKNOWN_QUEUE: Final = "-"
+"""Where a dead letter died when nothing the publisher could not forge says it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Death:
-    """What the broker's headers say about one dead letter."""
+    """Where and why one dead letter died, established from what its publisher cannot forge.
+
+    `queue` follows from the broker-authenticated `user_id` (module docstring);
+    `reason`, `died_at` and `count` are the broker's newest `x-death` entry for
+    that queue, labels for the operator that decide nothing but the reason code
+    of the negative evidence (`expired` or not).
+    """
 
     queue: str
     reason: str
     died_at: str
     count: int
+    by_gateway: bool
+    """Published by the gateway's own broker user: only the broker wrote its headers."""
 
 
-def read_death(headers: Mapping[str, object]) -> Death:
-    """The first death of a dead letter, from `x-first-death-*` and the matching `x-death` entry."""
-    deaths = [entry for entry in _as_list(headers.get("x-death")) if isinstance(entry, Mapping)]
-    queue = _text(headers.get("x-first-death-queue")) or (_text(deaths[-1].get("queue")) if deaths else None) or "-"
-    reason = _text(headers.get("x-first-death-reason")) or (_text(deaths[-1].get("reason")) if deaths else None)
-    entry = next((d for d in deaths if _text(d.get("queue")) == queue), deaths[-1] if deaths else {})
+def establish_death(delivery: DeadDelivery, *, gateway_user: str) -> Death:
+    """The death of one dead letter, from its authenticated publisher; never raises on any header.
+
+    Agencies may write only `mla.submit`, which routes only to
+    `mla.gateway.ingress`, and the gateway only `mla.deliver`, which routes
+    only to inboxes; only the broker writes `mla.dead`. So a delivery not
+    published by the gateway died in the ingress, whatever its headers say.
+    One the gateway published carries no header of the gateway's making
+    (`ConfirmedPublisher` sets none): its `x-death` is the broker's, and it
+    names the inbox. The publisher's own `x-death` and `x-first-death-*` are
+    never read: RabbitMQ 3.10 keeps both (it prepends its own `x-death`
+    entry, or moves a matching one to the front, keeping its forged count
+    and time, and leaves `x-first-death-*` as the client set them).
+    """
+    by_gateway = delivery.user_id is not None and delivery.user_id == gateway_user
+    entry = _newest_death(delivery.headers)
+    entry_queue = _text(entry.get("queue"))
+    if by_gateway:
+        queue = entry_queue if entry_queue is not None and _inbox_agency(entry_queue) is not None else UNKNOWN_QUEUE
+    else:
+        queue = INGRESS_QUEUE
+    if entry_queue != queue:
+        entry = {}
+    reason = _text(entry.get("reason"))
     died = entry.get("time")
-    died_at = format_timestamp(died.astimezone(UTC)) if isinstance(died, datetime) else "-"
     count = entry.get("count")
     return Death(
-        queue=queue[:255],
-        reason=(reason or "unknown")[:64],
-        died_at=died_at,
-        count=count if isinstance(count, int) and not isinstance(count, bool) else 0,
+        queue=queue,
+        reason=reason if reason in BROKER_REASONS else "unknown",
+        died_at=format_timestamp(died.astimezone(UTC)) if isinstance(died, datetime) else "-",
+        count=count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count < 2**31 else 0,
+        by_gateway=by_gateway,
     )
+
+
+def _newest_death(headers: Mapping[str, object]) -> Mapping[str, object]:
+    """The first `x-death` entry: where RabbitMQ puts the death it is recording."""
+    deaths = _as_list(headers.get("x-death"))
+    first = deaths[0] if deaths else None
+    return first if isinstance(first, Mapping) else {}
+
+
+def _inbox_agency(queue: str) -> AgencyId | None:
+    """The agency whose inbox `queue` is, if it is one."""
+    if not queue.startswith(INBOX_QUEUE_PREFIX):
+        return None
+    try:
+        return parse_agency_id(queue.removeprefix(INBOX_QUEUE_PREFIX))
+    except MalformedInput:
+        return None
 
 
 def _as_list(value: object) -> list[object]:
@@ -120,8 +178,8 @@ def _as_list(value: object) -> list[object]:
 
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) else None
+        value = value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) and len(value) <= 255 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +221,12 @@ class DeadLetters:
         publisher: Publisher,
         limits: Limits,
         clock: Callable[[], datetime],
+        gateway_user: str,
         wake_relay: Callable[[], None] = lambda: None,
     ) -> None:
+        """`gateway_user`: the gateway's own broker user, the `user_id` of everything it publishes."""
         self._identity = identity
+        self._gateway_user = gateway_user
         self._directory = directory
         self._store = store
         self._audit = audit
@@ -178,9 +239,62 @@ class DeadLetters:
     # -- taking dead letters in -------------------------------------------------------------
 
     async def take(self, delivery: DeadDelivery) -> Taken:
-        """Record one dead letter (once), with its leaf and negative evidence; raise only `TransientFailure`."""
+        """Record one dead letter (once), with its leaf and negative evidence; raise only `TransientFailure`.
+
+        A dead letter that cannot be recorded for any other reason is parked
+        (`_park`) and acknowledged: `mla.dead` has no delivery limit, so
+        handing it back would loop on it for ever.
+        """
+        try:
+            return await self._take(delivery)
+        except TransientFailure:
+            raise
+        except Exception as exc:
+            log.exception("dead_letter_unreadable", user_id=(delivery.user_id or "")[:200], kind=delivery.kind)
+            return await self._park(delivery, exc)
+
+    async def _park(self, delivery: DeadDelivery, error: Exception) -> Taken:
+        """Keep what cannot be taken in as `parked` (its body, the error), once per publisher and body."""
+        digest = sha256_hex(delivery.body)
+        publisher = (delivery.user_id or "")[:200] or None
+        identity = f"parked/{sha256_hex((publisher or '-').encode('utf-8'))[:16]}/{digest}"
+        known = await self._store.dead_letter_by_identity(identity)
+        if known is None:
+            at = format_timestamp(self._clock())
+            async with self._store.transaction() as tx:
+                if await tx.dead_letter_by_identity(identity) is None:
+                    await tx.insert_dead_letter(
+                        DeadLetterRecord(
+                            dead_letter_id=0,
+                            identity=identity,
+                            queue=UNKNOWN_QUEUE,
+                            reason="unreadable",
+                            death_count=0,
+                            died_at="-",
+                            kind=(delivery.kind or "-")[:100],
+                            publisher=publisher,
+                            amqp_message_id=(delivery.amqp_message_id or "")[:100] or None,
+                            sender=None,
+                            message_id=None,
+                            recipient=None,
+                            body=delivery.body,
+                            body_sha256=digest,
+                            body_length=len(delivery.body),
+                            evidence=None,
+                            state=PARKED,
+                            note=f"could not be taken in: {type(error).__name__}: {error}"[:500],
+                            recorded_at=at,
+                            updated_at=at,
+                        )
+                    )
+            known = await self._store.dead_letter_by_identity(identity)
+            assert known is not None  # committed above, or by an earlier attempt
+        log.error("dead_letter_parked", dead_letter_id=known.dead_letter_id, publisher=publisher)
+        return _taken(known, "parked")
+
+    async def _take(self, delivery: DeadDelivery) -> Taken:
         now = self._clock()
-        death = read_death(delivery.headers)
+        death = establish_death(delivery, gateway_user=self._gateway_user)
         digest = sha256_hex(delivery.body)
         identity = dead_letter_identity(death.queue, death.died_at, digest)
         known = await self._store.dead_letter_by_identity(identity)
@@ -294,9 +408,9 @@ class DeadLetters:
         digest = sha256_hex(delivery.body)
         directory = self._directory()
         claimed = _claimed_message_id(delivery.amqp_message_id)
-        recipient = (
-            death.queue.removeprefix(INBOX_QUEUE_PREFIX)[:100] if death.queue.startswith(INBOX_QUEUE_PREFIX) else None
-        )
+        # Only a copy the gateway published died in an inbox (`establish_death`).
+        inbox = _inbox_agency(death.queue) if death.by_gateway else None
+        recipient = None if inbox is None else str(inbox)
         identified: IdentifiedPublisher | None = None
         if death.queue == INGRESS_QUEUE:
             try:
@@ -429,6 +543,9 @@ class DeadLetters:
         """Send a held dead letter on again (module docstring); the action is logged first."""
         record = await self._held(dead_letter_id, "redrive")
         now = self._clock()
+        if record.queue != INGRESS_QUEUE:
+            self._check_relayed_by_the_gateway(record)
+            await self._check_still_relayable(record, now)
         async with self._audit.transaction() as atx:
             await atx.append(
                 _operator_leaf("redrive_dead_letter", record, detail, now),
@@ -480,11 +597,60 @@ class DeadLetters:
         log.info("dead_letter_discarded", dead_letter_id=dead_letter_id)
         return await self._reread(dead_letter_id)
 
+    def _check_relayed_by_the_gateway(self, record: DeadLetterRecord) -> None:
+        """Only a copy the gateway itself published (broker-checked `user_id`) goes back into an inbox."""
+        inbox = _inbox_agency(record.queue)
+        if record.publisher != self._gateway_user or inbox is None or record.recipient != inbox:
+            raise OperationConflict(
+                f"dead letter {record.dead_letter_id} from {record.queue[:100]} was published by "
+                f"{str(record.publisher)[:100]!r}, not by the gateway into an inbox: nowhere to re-drive it"
+            )
+
+    async def _check_still_relayable(self, record: DeadLetterRecord, now: datetime) -> None:
+        """What goes back into an inbox is, on the gateway's own records and today's directory, what it relayed.
+
+        A sealed message: its header verifies, the gateway accepted exactly
+        this envelope and relayed it to this recipient, and an agreement in
+        force still allows it. Evidence: it verifies, it is in the audit log,
+        and it is addressed to the inbox's agency (evidence goes to the sender
+        of the message it is about).
+        """
+        recipient = record.recipient
+        assert recipient is not None  # `_check_relayed_by_the_gateway`
+        directory = self._directory()
+        refused = f"dead letter {record.dead_letter_id} is not what the gateway relayed to {recipient}"
+        try:
+            if record.kind == KIND_SEALED_MESSAGE:
+                header = authenticate_header(SealedMessage.from_bytes(record.body, self._limits), directory, now=now)
+                message = await self._store.message(header.header.sender, str(header.header.message_id))
+                relayed = (
+                    message is not None
+                    and message.digest == header.digest
+                    and message.state != MessageState.DEAD_LETTERED
+                    and recipient in message.recipients
+                    and await self._store.relay_state(message.sender, message.message_id, recipient) is not None
+                )
+                if not relayed:
+                    raise OperationConflict(f"{refused}: no record of relaying this envelope there")
+                directory.agreement_for(
+                    header.header.sender, parse_agency_id(recipient), header.header.message_type, now
+                )
+            elif record.kind == KIND_EVIDENCE:
+                verified = verify_evidence(parse_signed_evidence(record.body, self._limits), directory, now=now)
+                statement = verified.statement
+                logged = await self._store.leaf_by_identity(evidence_leaf(verified.signed, statement).identity)
+                if statement.sender != recipient or logged is None:
+                    raise OperationConflict(f"{refused}: evidence not logged for this agency")
+            else:
+                raise OperationConflict(f"{refused}: kind {record.kind[:60]!r}")
+        except ProtocolError as exc:
+            raise OperationConflict(f"{refused}: {exc.code}: {exc.detail[:200]}") from exc
+
     async def _held(self, dead_letter_id: int, action: str) -> DeadLetterRecord:
         record = await self._store.dead_letter(dead_letter_id)
         if record is None:
             raise KeyError(dead_letter_id)
-        if record.state not in {HELD, REDRIVING}:
+        if record.state not in {HELD, REDRIVING} and not (action == "discard" and record.state == PARKED):
             raise OperationConflict(f"dead letter {dead_letter_id} is {record.state}: it cannot be {action}d")
         return record
 
@@ -695,6 +861,7 @@ async def _reason_of(request: web.Request) -> str:
 __all__ = [
     "DISCARDED",
     "HELD",
+    "PARKED",
     "REDRIVEN",
     "REDRIVING",
     "RESUMED",
@@ -703,6 +870,6 @@ __all__ = [
     "OperationsApi",
     "Taken",
     "dead_letter_item",
-    "read_death",
+    "establish_death",
     "taken_summary",
 ]

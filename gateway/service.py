@@ -192,6 +192,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         publisher=publisher,
         limits=settings.limits,
         clock=clock,
+        gateway_user=core.endpoints.broker_user,
         wake_relay=relay.wake,
     )
     return _MessagePath(

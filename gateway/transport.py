@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 import aio_pika.abc
+import structlog
 
 from gateway.pipeline import IngressDelivery, Outcome
 from protocol.topology import DEAD_LETTER_QUEUE, DELIVER_EXCHANGE, INGRESS_QUEUE
@@ -25,7 +26,24 @@ DEAD_LETTER_PREFETCH: Final = 4
 """Dead letters held unacknowledged at once: they are rare and handled one at a time."""
 
 
+BROKER_HEADERS: Final = ("x-death", "x-first-death-", "x-last-death-", "cc", "bcc")
+"""Headers the broker writes or routes by: on a submission they can only be the publishing agency's own."""
+
+log = structlog.get_logger("rogatory.gateway.transport")
+
+
 def _ingress_delivery(message: aio_pika.abc.AbstractIncomingMessage) -> IngressDelivery:
+    """Body, kind and the broker-checked `user_id`: no header of the agency's reaches the pipeline.
+
+    Nothing dead-letters into the ingress, so death headers on a submission
+    are forged; they are logged here and dropped. They stay on the broker's
+    copy (a consumer cannot change a delivery), which is why `gateway.deadletters`
+    never reads a death from an agency's headers, and the gateway relays a new
+    message with properties of its own (`ConfirmedPublisher`), never the agency's.
+    """
+    forged = sorted(name[:60] for name in (message.headers or {}) if name.lower().startswith(BROKER_HEADERS))[:10]
+    if forged:
+        log.warning("ingress_broker_headers_ignored", headers=forged, user_id=(message.user_id or "")[:200] or None)
     return IngressDelivery(
         body=message.body, kind=message.type, user_id=message.user_id, amqp_message_id=message.message_id
     )

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from agents.settings import AgentSettings
-from gateway.deadletters import read_death
+from gateway.deadletters import establish_death
 from gateway.settings import GatewaySettings
+from gateway.transport import DeadDelivery
 from protocol.auditlog import DeadLetterLeaf, RejectedInputLeaf, dead_letter_identity, decode_leaf, encode_leaf
 from protocol.evidence import Reason
 from runtime.broker import BrokerEndpoints, endpoints_from_setting, node_of
@@ -68,8 +69,9 @@ def test_nodes_of_different_identities_are_refused(amqp_url):
         AgentSettings.from_environ(environ)
 
 
-def test_a_dead_letter_is_named_by_its_first_death():
-    """Queue, reason, time and count come from `x-first-death-*` and the matching `x-death` entry."""
+def test_a_dead_letter_is_named_by_its_publisher_and_the_brokers_newest_death():
+    """An inbox only for what the gateway published (reason, time, count: the broker's first `x-death` entry);
+    the ingress for anything else, whatever `x-first-death-*` and older `x-death` entries claim."""
     died = datetime(2026, 11, 29, 10, 0, 5, tzinfo=UTC)
     headers: dict[str, object] = {
         "x-first-death-queue": "mla.inbox.LY-MLA-CA",
@@ -78,10 +80,22 @@ def test_a_dead_letter_is_named_by_its_first_death():
             {"queue": "mla.inbox.LY-MLA-CA", "reason": b"delivery_limit", "count": 1, "time": died},
         ],
     }
-    death = read_death(headers)
-    assert (death.queue, death.reason, death.count) == ("mla.inbox.LY-MLA-CA", "delivery_limit", 1)
+
+    def dead(user_id: str | None, headers: dict[str, object]) -> DeadDelivery:
+        return DeadDelivery(body=b"x", kind=None, user_id=user_id, amqp_message_id=None, headers=headers)
+
+    death = establish_death(dead("gw", headers), gateway_user="gw")
+    assert (death.queue, death.reason, death.count, death.by_gateway) == (
+        "mla.inbox.LY-MLA-CA",
+        "delivery_limit",
+        1,
+        True,
+    )
     assert death.died_at.startswith("2026-11-29T10:00:05")
-    assert read_death({}).queue == "-"
+    forged = establish_death(dead("net.BD-MOHA-PSD", headers), gateway_user="gw")
+    assert (forged.queue, forged.reason, forged.count, forged.died_at) == ("mla.gateway.ingress", "unknown", 0, "-")
+    assert establish_death(dead("gw", {}), gateway_user="gw").queue == "-"
+    assert establish_death(dead(None, {}), gateway_user="gw").queue == "mla.gateway.ingress"
 
 
 def test_leaves_with_absent_optional_fields_decode_as_they_were_logged():

@@ -156,6 +156,35 @@ def corpus(key: SigningPrivateKey) -> list[BadInput]:
         ),
         BadInput("wrong_content_type", b'{"json": "' + nonce() + b'"}', MALFORMED, content_type="text/html"),
         BadInput("junk_message_id", b"junk id " + nonce(), MALFORMED, message_id="\u0430" * 60 + "../../etc"),
+        # Headers only the broker should write: the gateway reads nothing from them (SECURITY.md, finding 1).
+        BadInput(
+            "forged_x_death_into_an_inbox",
+            b"forged x-death " + nonce(),
+            MALFORMED,
+            headers={"x-death": [{"queue": "mla.inbox.LY-MLA-CA", "reason": "delivery_limit", "count": 10**12}]},
+        ),
+        BadInput(
+            "forged_first_death_overlong_queue",
+            b"forged first death " + nonce(),
+            MALFORMED,
+            headers={"x-first-death-queue": "mla.inbox." + "Q" * 10_000, "x-first-death-reason": "Not A Reason!"},
+        ),
+        BadInput("forged_x_death_not_a_list", b"x-death junk " + nonce(), MALFORMED, headers={"x-death": "junk"}),
+        BadInput(
+            "forged_last_death_and_delivery_count",
+            b"forged last death " + nonce(),
+            MALFORMED,
+            headers={"x-last-death-queue": "mla.dead", "x-delivery-count": -1},
+        ),
+        BadInput("cc_to_another_inbox", b"cc " + nonce(), MALFORMED, headers={"CC": ["LY-MLA-CA", "#"]}),
+        BadInput("bcc_to_another_inbox", b"bcc " + nonce(), MALFORMED, headers={"BCC": ["LY-MLA-CA"]}),
+        BadInput(
+            "forged_death_without_user_id",
+            b"anonymous forged death " + nonce(),
+            ErrorCode.BROKER_USER_MISMATCH,
+            own_user_id=False,
+            headers={"x-first-death-queue": "mla.inbox.LY-MLA-CA", "x-first-death-reason": "delivery_limit"},
+        ),
     ]
 
 
