@@ -43,6 +43,7 @@ from protocol.ids import AgencyId
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.signing import SignedStatement
+from runtime.errors import TransientFailure
 
 PROOFS_PER_REQUEST: Final = 100
 """Identities asked for in one `POST /v1/audit/proofs`: a round's backlog (up to 500) goes in several requests,
@@ -205,7 +206,8 @@ class Witness:
         while not stopping.is_set():
             try:
                 await self.observe()
-            except (GatewayUnreachable, ProtocolError) as exc:
+            except (GatewayUnreachable, ProtocolError, TransientFailure) as exc:
+                # TransientFailure: the store away, or the directory expired (no cosigning without one in force).
                 log.warning("witness_round_failed", error=str(exc)[:300])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)

@@ -1,9 +1,11 @@
 """One agent process: its parts, wired in the order a message meets them, on the shared runner.
 
-Start: settings -> keys -> directory (verified, held) -> store -> outbox
-(publisher and relay) -> case book (one, shared by the receiver and the
-API) -> receiver and inbox consumer -> auditing (witness, proof follower)
--> HTTP API -> tasks. Stopping, supervision and exit statuses are
+Start: settings -> keys -> directory (verified, held) -> directory watch ->
+store -> outbox (publisher and relay) -> case book (one, shared by the
+receiver and the API) -> receiver and inbox consumer -> auditing (witness,
+proof follower) -> HTTP API -> tasks. The watch puts newer directory versions
+in force (each remembered against rollback first) while the agent runs, and
+refuses traffic once the one in force expired (`runtime.directory`). Stopping, supervision and exit statuses are
 `runtime.runner`'s: the API stops taking requests, the consumer finishes the
 delivery in hand and hands back what it had buffered, the relay makes one
 last attempt to publish what is queued (what it cannot publish stays in the
@@ -40,8 +42,10 @@ from protocol.errors import ProtocolError
 from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
 from protocol.keystore import previous_keys
+from protocol.signing import SignedStatement
 from protocol.topology import inbox_queue
 from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
+from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -90,7 +94,7 @@ def _auditing(
     *,
     agency: AgencyId,
     signing_key: SigningPrivateKey,
-    directory: Directory,
+    directory: Callable[[], Directory],
     store: AgentStore,
     clock: Clock,
 ) -> Auditing | None:
@@ -105,7 +109,7 @@ def _auditing(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     client = GatewayAuditClient(session, settings.gateway_url, token)
     witness = Witness(
-        agency=agency, signing_key=signing_key, directory=lambda: directory, store=store, gateway=client, clock=clock
+        agency=agency, signing_key=signing_key, directory=directory, store=store, gateway=client, clock=clock
     )
     proofs = ProofFollower(
         store=store, gateway=client, clock=clock, max_merge_delay=timedelta(seconds=settings.max_merge_delay_s)
@@ -141,13 +145,14 @@ class _Core:
     signing_key: SigningPrivateKey
     encryption_keys: tuple[EncryptionPrivateKey, ...]
     """Every encryption key this agency can open with: the rotated-out ones first, the current one last."""
-    directory: Directory
+    directory: DirectoryWatch
+    """The directory in force: reloaded from its file, each new version remembered first, refused once expired."""
     endpoints: BrokerEndpoints
     store: AgentStore
 
     def current_directory(self) -> Directory:
-        """The directory in force now."""
-        return self.directory
+        """The directory in force now (`DirectoryExpired` once it expired)."""
+        return self.directory.current
 
 
 async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
@@ -158,11 +163,24 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
+
+    async def adopt(_signed: SignedStatement, newer: Directory) -> None:
+        await asyncio.to_thread(remember_directory, settings.data_dir, newer)
+
+    watch = DirectoryWatch(
+        settings.directory_file,
+        authority=authority,
+        directory=directory,
+        clock=clock,
+        limits=settings.limits,
+        interval_s=settings.directory_reload_s,
+        adopt=adopt,
+    )
     structlog.contextvars.bind_contextvars(agency=agency)
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     store = await AgentStore.open(settings.data_dir / "agent.db", synchronous=settings.sqlite_synchronous)
     keys = (*previous_encryption_keys, encryption_key)
-    return _Core(settings, clock, agency, signing_key, keys, directory, endpoints, store)
+    return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,20 +271,23 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         settings,
         agency=core.agency,
         signing_key=core.signing_key,
-        directory=core.directory,
+        directory=core.current_directory,
         store=store,
         clock=clock,
     )
 
     def health() -> dict[str, Any]:
         connected = path.inbox.connected.is_set()
+        audit = {} if auditing is None else auditing.health()
+        alarms = [*core.directory.alarms(), *audit.pop("alarms", [])]
         return {
-            "status": "ok" if connected else "degraded",
+            "status": "ok" if connected and not core.directory.expired() else "degraded",
             "service": "agent",
             "agency": core.agency,
             "inbox_connected": connected,
-            "directory_version": core.directory.version,
-            **({} if auditing is None else auditing.health()),
+            **core.directory.health(),
+            **audit,
+            **({"alarms": alarms} if alarms else {}),
         }
 
     async def exposition() -> tuple[bytes, str]:
@@ -282,6 +303,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
                 "inbox": path.inbox.run,
                 "outbox": path.relay.run,
                 "watchdog": ConsumerWatchdog((path.inbox,), limit_s=settings.watchdog_s).run,
+                "directory": core.directory.run,
                 **({} if attachments is None else {"attachments": attachments.run}),
                 **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
             },
@@ -291,7 +313,10 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
                 *([] if auditing is None else [auditing.close]),
                 store.close,
             ],
-            started={"directory_version": core.directory.version},
+            started={
+                "directory_version": core.directory.held.version,
+                "directory_reload_s": settings.directory_reload_s,
+            },
         ),
         stopping or asyncio.Event(),
     )

@@ -32,7 +32,7 @@ _HELD_DIGEST = "directory_sha256"
 
 
 class DirectoryHolder:
-    """Holds the directory in force; `load` replaces it with a newer signed version."""
+    """Holds the directory in force; `load` reads it, `adopt` (`runtime.directory.DirectoryWatch`) takes newer ones."""
 
     def __init__(self, directory: Directory, signed: SignedStatement) -> None:
         self._directory = directory
@@ -62,6 +62,13 @@ class DirectoryHolder:
         """Verify the directory at `path`, log it if it is new, and hold it."""
         directory, signed = await _accept(path, authority=authority, store=store, audit=audit, now=now, limits=limits)
         return cls(directory, signed)
+
+    async def adopt(
+        self, signed: SignedStatement, directory: Directory, *, store: GatewayStore, audit: AuditLog, now: datetime
+    ) -> None:
+        """Hold `directory` (verified from `signed`) once it is a leaf; `ConfigurationError` under the version held."""
+        await _record(signed, directory, store=store, audit=audit, now=now)
+        self._directory, self._signed = directory, signed
 
     async def reload(
         self,
@@ -103,10 +110,25 @@ async def _accept(
         directory = verify_directory(signed, authority, now=now, held_version=held, limits=limits)
     except ProtocolError as exc:
         raise ConfigurationError(f"directory {path} refused: {exc}") from exc
+    await _record(signed, directory, store=store, audit=audit, now=now)
+    return directory, signed
+
+
+async def _record(
+    signed: SignedStatement, directory: Directory, *, store: GatewayStore, audit: AuditLog, now: datetime
+) -> None:
+    """Append `directory` to the audit log and remember it as the version held, unless the store holds a newer one."""
+    held = int(await store.setting(_HELD_VERSION) or 0)
+    if directory.version < held:
+        raise ConfigurationError(
+            f"{ErrorCode.DIRECTORY_ROLLBACK}: directory version {directory.version} is older than "
+            f"version {held} already held"
+        )
     digest = sha256_hex(signed.payload)
     if directory.version == held and digest != await store.setting(_HELD_DIGEST):
         raise ConfigurationError(
-            f"directory {path} is a different document under version {held}, which is already in force"
+            f"{ErrorCode.DIRECTORY_ROLLBACK}: directory version {held}, already in force, "
+            "is another document than this one"
         )
     async with audit.transaction() as atx:
         appended = await atx.append(directory_leaf(signed, directory.version), at=now)
@@ -114,7 +136,6 @@ async def _accept(
         await atx.tx.set_setting(_HELD_DIGEST, digest)
     if appended.added:
         log.info("directory_accepted", version=directory.version, leaf_index=appended.index)
-    return directory, signed
 
 
 __all__ = ["DirectoryHolder"]

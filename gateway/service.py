@@ -1,9 +1,11 @@
 """One gateway process: its parts, wired in the order a message meets them, on the shared runner.
 
 Start: settings -> keys -> directory (verified) -> store -> audit log (tree
-rebuilt) -> directory leaf -> publisher, pipeline, relay -> consumers of
-ingress and dead letters -> HTTP API (audit, operations, consoles, blobs) ->
-tasks. Stopping, supervision and exit statuses are `runtime.runner`'s: the
+rebuilt) -> directory leaf -> directory watch -> publisher, pipeline, relay ->
+consumers of ingress and dead letters -> HTTP API (audit, operations,
+consoles, blobs) -> tasks. The watch puts newer directory versions in force
+(each a leaf first) while the gateway runs, and refuses traffic once the one
+in force expired (`runtime.directory`). Stopping, supervision and exit statuses are `runtime.runner`'s: the
 consumers stop taking deliveries, finish the one in hand (acking it or
 handing it back) and hand back what they had buffered, the relay drains what
 was committed, a last checkpoint is signed, and the connections close.
@@ -35,6 +37,7 @@ from gateway.store import GatewayStore
 from gateway.transport import DeadDelivery, dead_letter_consumer, deliver_publisher, ingress_consumer
 from protocol.directory import Directory
 from protocol.keys import SigningPrivateKey, SigningPublicKey
+from protocol.signing import SignedStatement
 from runtime.broker import (
     BrokerEndpoints,
     ConfirmedPublisher,
@@ -43,6 +46,7 @@ from runtime.broker import (
     QueueConsumer,
     service_endpoints,
 )
+from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError, TransientFailure
 from runtime.runner import (
     Clock,
@@ -121,12 +125,17 @@ class _Core:
     endpoints: BrokerEndpoints
     store: GatewayStore
     audit: AuditLog
-    directory: DirectoryHolder
+    directory: DirectoryWatch
+    """The directory in force: reloaded from its file, each new version logged first, refused once expired."""
     identity: GatewayIdentity
 
     def current_directory(self) -> Directory:
-        """The directory in force now."""
+        """The directory in force now (`DirectoryExpired` once it expired)."""
         return self.directory.current
+
+    def held_directory(self) -> Directory:
+        """The directory in force, expired or not: for the operator's console, which must show an expired one."""
+        return self.directory.held
 
 
 async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
@@ -138,15 +147,28 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     store = await _open_store(settings)
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
-    directory = await DirectoryHolder.load(
+    holder = await DirectoryHolder.load(
         settings.directory_file, authority=authority, store=store, audit=audit, now=clock(), limits=settings.limits
     )
+
+    async def adopt(signed: SignedStatement, directory: Directory) -> None:
+        await holder.adopt(signed, directory, store=store, audit=audit, now=clock())
+
+    watch = DirectoryWatch(
+        settings.directory_file,
+        authority=authority,
+        directory=holder.current,
+        clock=clock,
+        limits=settings.limits,
+        interval_s=settings.directory_reload_s,
+        adopt=adopt,
+    )
     identity = GatewayIdentity(
-        gateway_id=directory.current.gateway.gateway_id,
+        gateway_id=holder.current.gateway.gateway_id,
         evidence_key=evidence_key,
         broker_user_prefix=settings.broker_user_prefix,
     )
-    return _Core(settings, clock, authority, endpoints, store, audit, directory, identity)
+    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,13 +259,15 @@ def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
 
     def health() -> dict[str, Any]:
         connected = path.ingress.connected.is_set()
+        alarms = core.directory.alarms()
         return {
-            "status": "ok" if connected else "degraded",
+            "status": "ok" if connected and not alarms else "degraded",
             "service": "gateway",
             "ingress_connected": connected,
             "dead_letters_connected": path.dead_letter_intake.connected.is_set(),
             "tree_size": core.audit.size,
-            "directory_version": core.directory.current.version,
+            **core.directory.health(),
+            **({"alarms": alarms} if alarms else {}),
         }
 
     return health
@@ -263,7 +287,7 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
     consoles = ConsoleApi(
         store=core.store,
         tree_size=lambda: core.audit.size,
-        directory=core.current_directory,
+        directory=core.held_directory,
         health=health,
         tokens=tokens,
         metrics=path.metrics,
@@ -325,10 +349,15 @@ async def run_gateway(
                 "checkpoints": _checkpoints(audit, settings, clock),
                 "deadlines": lambda stopping: path.deadlines.run(stopping, interval=settings.deadline_sweep_s),
                 "blobs": lambda stopping: path.sweeper.run(stopping, interval=settings.blob_sweep_s),
+                "directory": core.directory.run,
             },
             closers=[path.publisher.close, path.blob_store.close, core.store.close, report_append_latency],
             last_words=last_checkpoint,
-            started={"directory_version": core.directory.current.version, "tree_size": audit.size},
+            started={
+                "directory_version": core.directory.held.version,
+                "directory_reload_s": settings.directory_reload_s,
+                "tree_size": audit.size,
+            },
         ),
         stopping or asyncio.Event(),
     )

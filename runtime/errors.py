@@ -7,6 +7,7 @@ Tree::
      |    +-- BrokerUnavailable      a publish was not confirmed, or the connection dropped
      |    +-- StoreUnavailable       the database could not commit
      |    +-- ManagementUnavailable  the broker's management API did not answer (operator views only)
+     |    +-- DirectoryExpired       the directory in force expired: wait for a newer version
      +-- RoutingFailed               the broker returned a mandatory publish: no queue bound for it
      +-- ConfigurationError          settings, keys or directory unusable at start-up
      +-- ServiceUnhealthy            a watchdog found the process wedged: it exits for its supervisor
@@ -41,6 +42,16 @@ class ManagementUnavailable(TransientFailure):
     """The broker's management API did not answer as expected (or is not configured)."""
 
 
+class DirectoryExpired(TransientFailure):
+    """The directory in force has expired: nothing that needs it is done until a newer version takes effect.
+
+    Transient on purpose: a delivery is held (not refused, not dead-lettered)
+    and an HTTP request answered 503 `DIRECTORY_EXPIRED`, so nothing is
+    verified under keys and revocations nobody vouches for any more, and
+    nothing is lost while the authority issues the next version.
+    """
+
+
 class RoutingFailed(ServiceError):
     """The broker returned a mandatory publish: no queue is bound for that routing key."""
 
@@ -56,6 +67,7 @@ class ServiceUnhealthy(ServiceError):
 __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
+    "DirectoryExpired",
     "ManagementUnavailable",
     "RoutingFailed",
     "ServiceError",

@@ -4,7 +4,8 @@ Every refusal is an RFC 9457 `application/problem+json` answer with a stable
 `code` (`protocol.errors.ErrorCode`), whichever service gives it:
 `problem_for` maps each kind of protocol refusal to its status once, and
 `error_middleware` turns what a handler raised into that answer (a transient
-failure is a 503 with `Retry-After`, never a 500). `/healthz` answers 200
+failure is a 503 with `Retry-After`, never a 500; an expired directory is a 503
+with its own code, `DIRECTORY_EXPIRED`). `/healthz` answers 200
 while the service is `ok` and 503 otherwise; `/openapi.json` serves the API's
 own document; `/metrics` serves a Prometheus exposition read at scrape time.
 """
@@ -29,7 +30,7 @@ from protocol.errors import (
     PolicyDenied,
     ProtocolError,
 )
-from runtime.errors import TransientFailure
+from runtime.errors import DirectoryExpired, TransientFailure
 
 log = structlog.get_logger("rogatory.http")
 
@@ -99,6 +100,13 @@ def unavailable() -> web.Response:
     return response
 
 
+def directory_expired(detail: str) -> web.Response:
+    """503 `DIRECTORY_EXPIRED`: the directory in force expired; nothing that needs it is done until a newer one."""
+    response = problem(503, ErrorCode.DIRECTORY_EXPIRED, "Directory expired", detail)
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 def unauthorized(realm: str) -> web.Response:
     """401 with the bearer challenge of `realm`."""
     response = problem(401, ErrorCode.UNAUTHORIZED, "Unauthorized", "a valid bearer token is required")
@@ -127,6 +135,9 @@ def error_middleware(service_errors: ServiceErrors = _no_service_errors) -> Any:
             return problem(413, ErrorCode.TOO_LARGE, "Too large", "the request body is over the limit")
         except ProtocolError as exc:
             return problem_for(exc)
+        except DirectoryExpired as exc:
+            log.warning("api_directory_expired", error=str(exc)[:300])
+            return directory_expired(str(exc))
         except TransientFailure as exc:
             log.warning("api_transient_failure", error=str(exc)[:300])
             return unavailable()
@@ -179,6 +190,7 @@ __all__ = [
     "Handler",
     "Health",
     "ServiceErrors",
+    "directory_expired",
     "error_middleware",
     "health_handler",
     "json_answer",

@@ -60,6 +60,13 @@ class ServiceSettings(BaseModel):
     """Each service gives its own default port."""
     data_dir: Path = Field(description="directory of the service's databases")
     directory_file: Path = Field(description="the signed directory of agencies (JSON)")
+    directory_reload_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="seconds between looks at the directory file: a newer signed version takes effect within this, "
+        "without a restart (a lower version, or another document under the version in force, is refused and logged)",
+    )
     authority_key: str = Field(
         description="base64 Ed25519 public key of the directory authority: the directory must be signed by it"
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +83,27 @@ class InProcessAgent:
         await self.store.close()
 
 
-async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId, data_dir: Path) -> InProcessAgent:
-    """An agent for `agency` of `net`, its clock stopped at `NOW`."""
+async def start_agent(
+    net: LocalNetwork,
+    directory: Directory,
+    agency: AgencyId,
+    data_dir: Path,
+    *,
+    in_force: Callable[[], Directory] | None = None,
+    clock: Callable[[], datetime] = lambda: NOW,
+) -> InProcessAgent:
+    """An agent for `agency` of `net`, its clock stopped at `NOW` (or `clock`), on `directory` (or `in_force`)."""
     keys = net[agency]
+    current = in_force or (lambda: directory)
     store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),
-        directory=lambda: directory,
+        directory=current,
         store=store,
         gateway_broker_user=GATEWAY_USER,
         limits=DEFAULT_LIMITS,
-        clock=lambda: NOW,
+        clock=clock,
         cases=cases,
         on_opened=None,
     )
@@ -101,11 +111,11 @@ async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId,
         agency=agency,
         sender=SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key),
         store=store,
-        directory=lambda: directory,
+        directory=current,
         limits=DEFAULT_LIMITS,
         message_ttl=timedelta(days=1),
         token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
-        clock=lambda: NOW,
+        clock=clock,
         wake_relay=lambda: None,
         health=lambda: {"status": "ok"},
         cases=cases,
