@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import test_utils
 
 from agents.api import AgentApi, ApiContext
+from agents.auditing import SenderViews
 from agents.cases import CaseBook
 from agents.receiving import Received, Receiver, ReceiverKeys
 from agents.store import AgentStore
@@ -82,8 +83,15 @@ class InProcessAgent:
         await self.store.close()
 
 
-async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId, data_dir: Path) -> InProcessAgent:
-    """An agent for `agency` of `net`, its clock stopped at `NOW`."""
+async def start_agent(
+    net: LocalNetwork,
+    directory: Directory,
+    agency: AgencyId,
+    data_dir: Path,
+    *,
+    sender_views: SenderViews | None = None,
+) -> InProcessAgent:
+    """An agent for `agency` of `net`, its clock stopped at `NOW`; senders' log views go to `sender_views`."""
     keys = net[agency]
     store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
     cases = CaseBook(agency)
@@ -96,6 +104,7 @@ async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId,
         clock=lambda: NOW,
         cases=cases,
         on_opened=None,
+        on_log_view=None if sender_views is None else sender_views.offer,
     )
     context = ApiContext(
         agency=agency,
