@@ -7,6 +7,22 @@ with the agency's signing key under the agency id as key name) and sends the
 cosignature back. A checkpoint that contradicts what the agent witnessed
 (same size and another root, a smaller size, or no valid consistency proof)
 is proof of a forked log: kept with both notes, reported, never cosigned.
+It also checks the other witnesses' cosignatures on what it fetches: a line
+naming an agency of the directory that does not verify under a key the
+directory gives that agency is a forgery, counted and reported (an alarm; the
+checkpoint itself, signed by the log and consistent, is still cosigned).
+
+One witness's history alone cannot show a split view: a gateway may show
+each agency a consistent history of its own. So every message header carries
+its sender's latest witnessed checkpoint (`log_checkpoint`, signed by the
+sender and by the log), the receiver hands it to `SenderViews`, and the
+witness compares each claimed view with its own (`compare_sender_views`):
+equal sizes need equal roots, other sizes a consistency proof from the
+gateway between the two, verified against both roots. A mismatch is a fork,
+recorded like the witness's own (both notes kept), logged
+(`audit_log_fork_detected`, with `seen_by`) and counted in `forks_detected`.
+The message is delivered all the same: the view is evidence about the
+gateway, not a reason to refuse the sender's mail.
 
 `ProofFollower` fetches, for each piece of evidence this agency holds, its
 inclusion proof against the latest checkpoint the agent witnessed, verifies it
@@ -34,16 +50,32 @@ import structlog
 
 from agents.store import AgentStore, EvidenceRecord
 from protocol.auditlog import encode_leaf, evidence_leaf
-from protocol.checkpoint import Checkpoint, SignedCheckpoint, cosign_checkpoint, verify_checkpoint
+from protocol.checkpoint import (
+    Checkpoint,
+    NoteSignature,
+    SignedCheckpoint,
+    check_one_history,
+    cosign_checkpoint,
+    cosignature_key_hash,
+    verify_checkpoint,
+    verify_cosignature,
+)
 from protocol.directory import Directory
 from protocol.encoding import b64decode, b64encode, format_timestamp, parse_timestamp
 from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
 from protocol.evidence import EvidenceStatement
-from protocol.ids import AgencyId
+from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.signing import SignedStatement
 from runtime.errors import TransientFailure
+
+MAX_PENDING_VIEWS: Final = 1000
+"""Distinct views senders claimed, waiting for the next witness round: many messages carry one view (a checkpoint
+is signed at most every second), so this is minutes of traffic; past it a view is dropped with a warning."""
+
+MAX_REMEMBERED_FORGERIES: Final = 1000
+"""Forged cosignature lines remembered so that each alarms once; past it a new one still counts and alarms."""
 
 PROOFS_PER_REQUEST: Final = 100
 """Identities asked for in one `POST /v1/audit/proofs`: a round's backlog (up to 500) goes in several requests,
@@ -112,6 +144,44 @@ class GatewayAuditClient:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedView:
+    """A sender's latest witnessed checkpoint, as its signed message header carried it; verified by the witness."""
+
+    sender: AgencyId
+    note: str
+
+
+class SenderViews:
+    """The views of the log senders claimed, waiting for the witness to compare them with its own (bounded)."""
+
+    def __init__(self, *, limit: int = MAX_PENDING_VIEWS) -> None:
+        self._limit = limit
+        self._pending: dict[str, AgencyId] = {}
+        self.dropped = 0
+
+    def offer(self, sender: AgencyId, note: str) -> None:
+        """Keep `note`, claimed by `sender`, for the next round; a view already waiting is kept once."""
+        if note in self._pending:
+            return
+        if len(self._pending) >= self._limit:
+            self.dropped += 1
+            log.warning("sender_log_view_dropped", sender=sender, pending=len(self._pending))
+            return
+        self._pending[note] = sender
+
+    def take(self) -> list[ClaimedView]:
+        """Every view waiting, oldest first; they are no longer held."""
+        taken = [ClaimedView(sender, note) for note, sender in self._pending.items()]
+        self._pending.clear()
+        return taken
+
+    def put_back(self, views: list[ClaimedView]) -> None:
+        """Views a round could not compare (the gateway did not answer): compared at the next round."""
+        for view in views:
+            self.offer(view.sender, view.note)
+
+
+@dataclass(frozen=True, slots=True)
 class WitnessedCheckpoint:
     """A checkpoint this agent verified and found consistent with its history."""
 
@@ -131,16 +201,22 @@ class Witness:
         store: AgentStore,
         gateway: GatewayAuditApi,
         clock: Callable[[], datetime],
+        sender_views: SenderViews | None = None,
     ) -> None:
+        """`sender_views` is what the receiver fills from message headers (none: this witness compares none)."""
         self._agency = agency
         self._key = signing_key
         self._directory = directory
         self._store = store
         self._gateway = gateway
         self._clock = clock
+        self._views = sender_views or SenderViews()
         self.forks_detected = 0
+        self.forged_cosignatures = 0
         self.last_witnessed_at: datetime | None = None
         self._cosigned: set[int] = set()
+        self._forgeries_seen: set[str] = set()
+        self._forked_views: set[str] = set()
 
     def verify_note(self, note: str) -> Checkpoint:
         """The checkpoint, if a log key of the directory's gateway signed it for the log's origin."""
@@ -162,6 +238,7 @@ class Witness:
         note = str(answer["checkpoint"])
         checkpoint_id = int(answer["checkpoint_id"])
         checkpoint = self.verify_note(note)
+        self._alarm_on_forged_cosignatures(note, checkpoint)
         held = await self._store.latest_witnessed()
         now = self._clock()
         if held is not None:
@@ -195,11 +272,108 @@ class Witness:
             return f"no valid consistency proof from size {held_size} to {checkpoint.size}: {exc.detail}"
         return None
 
-    async def _record_fork(self, detail: str, held_note: str, offered_note: str, now: datetime) -> None:
+    async def _record_fork(
+        self, detail: str, held_note: str, offered_note: str, now: datetime, *, seen_by: AgencyId | None = None
+    ) -> None:
         async with self._store.transaction() as tx:
             await tx.insert_fork(detail, held_note, offered_note, format_timestamp(now))
         self.forks_detected += 1
-        log.error("audit_log_fork_detected", detail=detail)
+        log.error("audit_log_fork_detected", detail=detail, seen_by=seen_by or self._agency)
+
+    def forged_cosignature_lines(self, note: str) -> list[NoteSignature]:
+        """The lines of `note` that name an agency of the directory but do not verify under a key it gives it.
+
+        Lines of the log and of names no agency of the directory bears are not
+        looked at (C2SP verifiers ignore unknown keys; the offline verifier
+        refuses a log that keeps them). A line under a revoked key verifies:
+        it is not a forgery, though it vouches for nothing.
+        """
+        directory = self._directory()
+        signed = SignedCheckpoint.parse(note)
+        forged = []
+        for line in signed.signatures:
+            if line.key_name == directory.gateway.log_origin:
+                continue
+            try:
+                agency = directory.agency(parse_agency_id(line.key_name))
+            except ProtocolError:
+                continue
+            keys = [
+                key
+                for key in agency.signing_keys
+                if cosignature_key_hash(agency.agency_id, key.verifier) == line.key_hash
+            ]
+            try:
+                if not keys:
+                    raise ProofInvalid(f"no key of {agency.agency_id} has key ID {line.key_hash.hex()}")
+                verify_cosignature(SignedCheckpoint(signed.checkpoint, (line,)), agency.agency_id, keys[0].verifier)
+            except ProtocolError:
+                forged.append(line)
+        return forged
+
+    def _alarm_on_forged_cosignatures(self, note: str, checkpoint: Checkpoint) -> None:
+        """Count and log (once each) the forged cosignature lines the gateway served with `checkpoint`."""
+        for line in self.forged_cosignature_lines(note):
+            text = line.to_line()
+            if text in self._forgeries_seen:
+                continue
+            if len(self._forgeries_seen) < MAX_REMEMBERED_FORGERIES:
+                self._forgeries_seen.add(text)
+            self.forged_cosignatures += 1
+            log.error(
+                "audit_log_cosignature_forged",
+                witness=line.key_name[:64],
+                key_hash=line.key_hash.hex(),
+                tree_size=checkpoint.size,
+            )
+
+    async def compare_sender_views(self) -> int:
+        """Compare each view senders claimed since the last round with this agent's own; the forks found.
+
+        Views wait while this agent has witnessed nothing. A view whose note the
+        log did not sign is the sender's word only: logged, not compared.
+        """
+        held = await self._store.latest_witnessed()
+        if held is None:
+            return 0
+        views = self._views.take()
+        found = 0
+        for position, view in enumerate(views):
+            try:
+                found += await self._compare_view(view, held)
+            except GatewayUnreachable:
+                self._views.put_back(views[position:])
+                raise
+        return found
+
+    async def _compare_view(self, view: ClaimedView, held: tuple[int, bytes, str]) -> int:
+        """1 if `view` and this agent's latest witnessed checkpoint are not one history (a fork, recorded), else 0."""
+        if view.note in self._forked_views:
+            return 0
+        try:
+            theirs = self.verify_note(view.note)
+        except ProtocolError as exc:
+            log.warning("sender_log_view_unverified", sender=view.sender, error=exc.detail[:300])
+            return 0
+        _, _, held_note = held
+        ours = SignedCheckpoint.parse(held_note).checkpoint
+        proof: list[bytes] = []
+        if theirs.size != ours.size:
+            witnessed_root = await self._store.witnessed_root(theirs.size)
+            if witnessed_root is not None:  # this agent witnessed that very size: compare roots, no proof needed
+                ours = Checkpoint(ours.origin, theirs.size, witnessed_root)
+            else:
+                smaller, larger = sorted((theirs.size, ours.size))
+                proof = await self._gateway.consistency_proof(smaller, larger)
+        try:
+            check_one_history(ours, theirs, proof)
+        except ProofInvalid as exc:
+            if len(self._forked_views) < MAX_PENDING_VIEWS:
+                self._forked_views.add(view.note)
+            detail = f"{view.sender} witnessed another history than this agent: {exc.detail}"
+            await self._record_fork(detail, held_note, view.note, self._clock(), seen_by=view.sender)
+            return 1
+        return 0
 
     async def run(self, stopping: asyncio.Event, *, interval: float) -> None:
         """Observe every `interval` seconds until `stopping` is set."""
@@ -209,6 +383,10 @@ class Witness:
             except (GatewayUnreachable, ProtocolError, TransientFailure) as exc:
                 # TransientFailure: the store away, or the directory expired (no cosigning without one in force).
                 log.warning("witness_round_failed", error=str(exc)[:300])
+            try:
+                await self.compare_sender_views()
+            except (GatewayUnreachable, ProtocolError) as exc:
+                log.warning("sender_views_round_failed", error=str(exc)[:300])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 
@@ -329,10 +507,12 @@ class Auditing:
             if witness.last_witnessed_at is None
             else witness.last_witnessed_at.isoformat(),
             "forks_detected": witness.forks_detected,
+            "cosignatures_forged": witness.forged_cosignatures,
             "inclusion_proofs_overdue": proofs.overdue,
         }
         alarms = [
             *(["the gateway's audit log is forked"] if witness.forks_detected else []),
+            *(["a cosignature on the gateway's checkpoint does not verify"] if witness.forged_cosignatures else []),
             *([f"{proofs.overdue} evidence without an inclusion proof"] if proofs.overdue else []),
         ]
         if alarms:
@@ -353,10 +533,12 @@ class Auditing:
 
 __all__ = [
     "Auditing",
+    "ClaimedView",
     "GatewayAuditApi",
     "GatewayAuditClient",
     "GatewayUnreachable",
     "ProofFollower",
+    "SenderViews",
     "Witness",
     "WitnessedCheckpoint",
 ]

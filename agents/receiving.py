@@ -26,6 +26,10 @@ check returning a value only it can make, which is all the next one takes:
                                                   here with `ILLEGAL_TRANSITION`), then store the
                                                   message and the `DELIVERY` evidence; then ack.
 
+Once step 2 authenticated the sender, the view of the audit log its header
+carries (`log_checkpoint`) goes to `on_log_view`, for the witness to compare
+with this agency's own (`agents.auditing`); it never decides the delivery.
+
 A refusal after step 2 authenticated the sender is answered with signed
 `NON_DELIVERY` evidence and its reason, and nothing of the message is kept;
 one before that cannot be attributed to anyone and is logged and dropped.
@@ -153,11 +157,14 @@ class Receiver:
         cases: CaseBook,
         on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None,
         wake_relay: Callable[[], None] = lambda: None,
+        on_log_view: Callable[[AgencyId, str], None] | None = None,
     ) -> None:
         """`cases` is the book shared with the API; `on_opened` checks attachment bodies and may refuse.
 
         `on_opened` is None only for an agent that keeps no attachment bodies
         (its message is stored without them); it is never left out by default.
+        `on_log_view` takes each authenticated sender's view of the audit log
+        (`SenderViews.offer`); None for an agent without a witness.
         """
         self._keys = keys
         self._cases = cases
@@ -168,6 +175,7 @@ class Receiver:
         self._clock = clock
         self._wake_relay = wake_relay
         self._on_opened = on_opened
+        self._on_log_view = on_log_view
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -194,6 +202,8 @@ class Receiver:
             log.warning("inbox_message_unattributable", code=str(exc.code), detail=exc.detail[:300])
             return Received(kind="message", result=ReceivedResult.DROPPED, code=exc.code)
         header = authenticated.header
+        if self._on_log_view is not None and header.log_checkpoint is not None:
+            self._on_log_view(header.sender, header.log_checkpoint)
         try:
             opened = open_authenticated(
                 check_freshness(authenticated, now=now, limits=self._limits),

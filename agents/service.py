@@ -26,7 +26,7 @@ import structlog
 
 from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
-from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, Witness
+from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
 from agents.cases import CaseBook
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
 from agents.held_directory import remember_directory
@@ -97,8 +97,9 @@ def _auditing(
     directory: Callable[[], Directory],
     store: AgentStore,
     clock: Clock,
+    sender_views: SenderViews,
 ) -> Auditing | None:
-    """The witness and proof follower, when the gateway's audit API is configured."""
+    """The witness (comparing the views senders claim) and proof follower, when the audit API is configured."""
     if settings.gateway_url is None or settings.gateway_token_file is None:
         log.warning("auditing_disabled", reason="ROGATORY_GATEWAY_URL or ROGATORY_GATEWAY_TOKEN_FILE is not set")
         return None
@@ -109,7 +110,13 @@ def _auditing(
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     client = GatewayAuditClient(session, settings.gateway_url, token)
     witness = Witness(
-        agency=agency, signing_key=signing_key, directory=directory, store=store, gateway=client, clock=clock
+        agency=agency,
+        signing_key=signing_key,
+        directory=directory,
+        store=store,
+        gateway=client,
+        clock=clock,
+        sender_views=sender_views,
     )
     proofs = ProofFollower(
         store=store, gateway=client, clock=clock, max_merge_delay=timedelta(seconds=settings.max_merge_delay_s)
@@ -193,6 +200,7 @@ class _MessagePath:
     cases: CaseBook
     metrics: AgentMetrics
     inbox: QueueConsumer[InboxDelivery, Received]
+    sender_views: SenderViews
 
 
 async def _message_path(core: _Core) -> _MessagePath:
@@ -207,6 +215,7 @@ async def _message_path(core: _Core) -> _MessagePath:
     )
     relay = OutboxRelay(store, publisher, clock=clock)
     cases = CaseBook(agency)
+    sender_views = SenderViews()
     receiver = Receiver(
         keys=ReceiverKeys(
             agency=agency,
@@ -221,6 +230,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         wake_relay=relay.wake,
         cases=cases,
         on_opened=None if attachments is None else attachments.accept_opened,
+        on_log_view=sender_views.offer,
     )
     metrics = AgentMetrics()
     inbox = inbox_consumer(
@@ -229,7 +239,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         metrics.measured_handler(receiver.handle, store, clock, agency=agency),
         prefetch=settings.prefetch,
     )
-    return _MessagePath(attachments, publisher, relay, cases, metrics, inbox)
+    return _MessagePath(attachments, publisher, relay, cases, metrics, inbox, sender_views)
 
 
 def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], exposition: Exposition) -> AgentApi:
@@ -274,6 +284,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         directory=core.current_directory,
         store=store,
         clock=clock,
+        sender_views=path.sender_views,
     )
 
     def health() -> dict[str, Any]:

@@ -7,7 +7,9 @@ order: completion of the fields the agent fills in where absent
 (`message_id`, `created_at`, `sequence` — the next number in the case,
 `integrity`); validation against the content model of the message type; the
 sender is this agency; an agreement allows the exchange; seal for the
-recipient's current encryption key (and this agency's archive).
+recipient's current encryption key (and this agency's archive), with this
+agent's latest witnessed checkpoint in the header (the log's lines only), so
+that the recipient can compare the sender's view of the audit log with its own.
 `record_submission` then, in one store transaction, returns the earlier
 answer to a repeated submission, or admits the message to its case (an
 illegal one raises `IllegalTransition`: 409) and records it in the outbox,
@@ -30,6 +32,7 @@ from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
 from agents.store import AgentStore, OutboxRecord
 from protocol.attachments import AttachmentKey
+from protocol.checkpoint import SignedCheckpoint
 from protocol.directory import Directory
 from protocol.encoding import canonical_json, format_timestamp, parse_json_strict, sha256_hex
 from protocol.envelope import Recipient, SealedMessage, seal
@@ -127,11 +130,13 @@ def prepare_submission(
     sequence: int | None = None,
     new_message_id: Callable[[], uuid.UUID] = uuid.uuid4,
     attachments: Sequence[AttachmentKey] = (),
+    witnessed_note: str | None = None,
 ) -> PreparedSubmission:
     """Complete, validate and seal one submitted document (see the module docstring).
 
     `attachments` are the keys of the listed attachments whose bodies were
     uploaded (`agents.attachments`); the envelope commits to them.
+    `witnessed_note` is the latest checkpoint this agent witnessed (None if none).
     """
     completed = dict(submitted.fields)
     complete_document(completed, now=now, new_message_id=new_message_id, sequence=sequence)
@@ -161,6 +166,9 @@ def prepare_submission(
         expires_at=expires_at,
         limits=limits,
         attachments=attachments,
+        log_checkpoint=None
+        if witnessed_note is None
+        else SignedCheckpoint.parse(witnessed_note).signed_only_by(directory.gateway.log_origin).to_text(),
     )
     return PreparedSubmission(
         message_id=message_id,
@@ -277,6 +285,7 @@ class Submission:
         """Queue the document of `body` for its recipient, or return the earlier submission it repeats."""
         submitted = read_submission(body, limits=self.limits)
         bodies = await self.attachment_bodies(submitted.fields)
+        witnessed = await self.store.latest_witnessed()
         case_id = submitted.case_id
         async with self.cases.serialised(case_id):
             sequence = None
@@ -293,6 +302,7 @@ class Submission:
                 limits=self.limits,
                 sequence=sequence,
                 attachments=tuple(bodies),
+                witnessed_note=None if witnessed is None else witnessed[2],
             )
             accepted = await record_submission(
                 self.store, prepared, cases=self.cases, idempotency_key=idempotency_key, now=now

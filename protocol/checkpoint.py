@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,7 +56,7 @@ from protocol.errors import (
     ProofInvalid,
 )
 from protocol.keys import SigningPrivateKey, SigningPublicKey
-from protocol.merkle import EMPTY_ROOT, HASH_BYTES
+from protocol.merkle import EMPTY_ROOT, HASH_BYTES, verify_consistency
 
 MAX_NOTE_BYTES: Final = 1024 * 1024
 """A whole signed note in bytes: a checkpoint with a hundred Ed25519 lines is
@@ -380,6 +381,10 @@ class SignedCheckpoint:
         """This checkpoint with `signature` (a cosignature, say) added, or replacing its key's."""
         return SignedCheckpoint(self.checkpoint, _with_signature(self.signatures, signature))
 
+    def signed_only_by(self, key_name: str) -> SignedCheckpoint:
+        """This checkpoint with only the signature lines named `key_name` (the log's: what a message header carries)."""
+        return SignedCheckpoint(self.checkpoint, tuple(s for s in self.signatures if s.key_name == key_name))
+
 
 def sign_checkpoint(checkpoint: Checkpoint, key_name: str, key: SigningPrivateKey) -> SignedCheckpoint:
     """The log's Ed25519 note signature over `checkpoint` (key name should be the origin)."""
@@ -473,6 +478,27 @@ def verify_cosignature(
     return latest
 
 
+def check_one_history(ours: Checkpoint, theirs: Checkpoint, proof: Sequence[bytes]) -> None:
+    """Raise `ProofInvalid` unless two checkpoints of one log are views of one append-only history.
+
+    Equal sizes need equal roots (`proof` is ignored); otherwise `proof` must
+    be the consistency proof (RFC 9162 2.1.4) from the smaller tree to the
+    larger, verified against both roots. Checkpoints of two origins are not
+    views of one log and are refused too.
+    """
+    if ours.origin != theirs.origin:
+        raise _refuse(f"checkpoints of two logs: {ours.origin[:64]!r} and {theirs.origin[:64]!r}")
+    if ours.size == theirs.size:
+        if ours.root_hash != theirs.root_hash:
+            raise _refuse(f"two checkpoints of size {ours.size} with different roots")
+        return
+    old, new = (ours, theirs) if ours.size < theirs.size else (theirs, ours)
+    try:
+        verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    except ProofInvalid as exc:
+        raise _refuse(f"no valid consistency proof from size {old.size} to {new.size}: {exc.detail}") from exc
+
+
 def is_fork(a: Checkpoint, b: Checkpoint) -> bool:
     """Whether two checkpoints of one log prove a split view: same origin and size, other root."""
     return a.origin == b.origin and a.size == b.size and a.root_hash != b.root_hash
@@ -493,6 +519,7 @@ __all__ = [
     "NoteVerifier",
     "SignedCheckpoint",
     "SignedNote",
+    "check_one_history",
     "cosign_checkpoint",
     "cosignature_key_hash",
     "cosignature_message",

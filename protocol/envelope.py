@@ -58,6 +58,20 @@ and length (`attachments`, absent when there are none, so that envelopes
 without attachments keep their exact bytes), and the signed content statement
 carries each body's key and plaintext digest; a recipient checks that both
 lists agree. Evidence names the header digest, so it covers the attachments.
+
+The sender's view of the audit log travels in the header too, so that a
+gateway showing two agencies two histories is caught by the recipient of any
+message between them: `log_checkpoint` is the latest checkpoint the sending
+agent witnessed, as a C2SP signed note with only the log's signature lines
+(`SignedCheckpoint.signed_only_by`). The header signature binds it to the
+sender; the log's signature makes a disagreement proof against the gateway,
+not the sender's word. It is optional and absent when the sender witnessed
+nothing, so a header without it — every header made before it existed —
+keeps its exact bytes, still parses and still verifies (the format stays
+`rogatory-envelope/1`; the known answer in `tests/protocol/vectors/envelope.json`
+is such a header). Here it is only parsed (strictly, within
+`MAX_LOG_CHECKPOINT_CHARS`); the recipient's agent verifies the log's
+signature and compares it with its own view (`agents.auditing`).
 """
 
 from __future__ import annotations
@@ -78,9 +92,17 @@ import nacl.utils
 from pydantic import Field, model_validator
 
 from protocol.attachments import AttachmentCommitment, AttachmentKey, check_attachment_ids
+from protocol.checkpoint import SignedCheckpoint
 from protocol.directory import AgencyEntry, Directory, PublishedSigningKey
 from protocol.encoding import Base64Bytes, UtcTimestamp, pae, sha256_hex, truncate_to_millis
-from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, LimitExceeded, MalformedInput
+from protocol.errors import (
+    AuthenticationFailed,
+    ErrorCode,
+    FreshnessViolation,
+    LimitExceeded,
+    MalformedInput,
+    ProtocolError,
+)
 from protocol.ids import (
     KEY_ID_BYTES,
     AgencyId,
@@ -108,6 +130,9 @@ _U32 = struct.Struct(">I")
 _PREFIX_BYTES = len(MAGIC) + KEY_ID_BYTES + _U32.size
 _COMMITMENT_PERSON = b"rgty-key-commit"  # BLAKE2b personalisation, at most 16 bytes
 _AD_TYPE = "application/vnd.rogatory.content-ad+json; version=1"
+MAX_LOG_CHECKPOINT_CHARS: Final = 16 * 1024
+"""Characters of the sender's checkpoint note in a header: one Ed25519 log signature makes it under 1 KiB;
+16 KiB leaves room for a long origin and a post-quantum log signature (about 5 kB): a quarter of the header limit."""
 
 RandomBytes = Callable[[int], bytes]
 
@@ -155,10 +180,17 @@ class EnvelopeHeader(FrozenModel):
     ciphertext_length: int = Field(ge=0)
     key_commitment: str = Field(pattern=r"^[0-9a-f]{64}$")
     attachments: tuple[AttachmentCommitment, ...] | None = Field(default=None, min_length=1)
+    log_checkpoint: str | None = Field(default=None, min_length=1, max_length=MAX_LOG_CHECKPOINT_CHARS)
+    """The latest audit-log checkpoint the sender witnessed (a signed note, the log's lines only); absent if none."""
 
     @model_validator(mode="after")
     def _well_formed(self) -> EnvelopeHeader:
         check_attachment_ids([attachment.attachment_id for attachment in self.attachments or ()])
+        if self.log_checkpoint is not None:
+            try:
+                SignedCheckpoint.parse(self.log_checkpoint)
+            except ProtocolError as exc:
+                raise ValueError(f"log_checkpoint is not a checkpoint note: {exc.detail}") from exc
         agencies = [wrapped.agency for wrapped in self.recipients]
         if len(set(agencies)) != len(agencies):
             raise ValueError("a recipient is listed twice")
@@ -340,14 +372,20 @@ def seal(
     limits: Limits,
     random_bytes: RandomBytes = nacl.utils.random,
     attachments: Sequence[AttachmentKey] = (),
+    log_checkpoint: str | None = None,
 ) -> SealedMessage:
     """Encrypt and sign `document` for `recipients` (see the module docstring).
+
+    `log_checkpoint` is the sender's latest witnessed checkpoint note, carried
+    in the header as the sender's signed view of the audit log.
 
     In order: `_check_seal_inputs`, wrap a fresh content key for each
     recipient, `_encrypt_content` under the binding, `_sealed_header` over the
     result, and sign its exact bytes.
     """
     _check_seal_inputs(document, recipients, attachments, limits)
+    if log_checkpoint is not None:
+        _check_log_checkpoint(log_checkpoint)
     content_key = random_bytes(CONTENT_KEY_BYTES)
     nonce = random_bytes(NONCE_BYTES)
     wrapped = tuple(
@@ -372,7 +410,14 @@ def seal(
         else WrappedKey(agency=sender, key_id=archive_key.key_id, wrapped=archive_key.wrap(content_key))
     )
     header_bytes = _sealed_header(
-        binding, wrapped, archive, attachments, nonce=nonce, ciphertext=ciphertext, content_key=content_key
+        binding,
+        wrapped,
+        archive,
+        attachments,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        content_key=content_key,
+        log_checkpoint=log_checkpoint,
     ).canonical_bytes()
     if len(header_bytes) > limits.max_header_bytes:
         raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
@@ -399,6 +444,13 @@ def _check_seal_inputs(
         )
     if len(document) > limits.max_document_bytes:
         raise LimitExceeded(f"document of {len(document)} bytes is over the limit of {limits.max_document_bytes}")
+
+
+def _check_log_checkpoint(note: str) -> None:
+    """Refuse to seal a view of the log no recipient would read: too large, or not a checkpoint note."""
+    if len(note) > MAX_LOG_CHECKPOINT_CHARS:
+        raise LimitExceeded(f"log checkpoint of {len(note)} characters is over the limit of {MAX_LOG_CHECKPOINT_CHARS}")
+    SignedCheckpoint.parse(note)
 
 
 def _encrypt_content(
@@ -440,8 +492,9 @@ def _sealed_header(
     nonce: bytes,
     ciphertext: bytes,
     content_key: bytes,
+    log_checkpoint: str | None,
 ) -> EnvelopeHeader:
-    """The header that commits to the ciphertext, the content key and each attachment body."""
+    """The header that commits to the ciphertext, the content key and each attachment body, with the sender's view."""
     return EnvelopeHeader(
         format=ENVELOPE_FORMAT,
         message_id=binding.message_id,
@@ -458,6 +511,7 @@ def _sealed_header(
         ciphertext_length=len(ciphertext),
         key_commitment=key_commitment(content_key),
         attachments=tuple(attachment.commitment() for attachment in attachments) or None,
+        log_checkpoint=log_checkpoint,
     )
 
 
@@ -663,6 +717,7 @@ def verify_content_proof(
 __all__ = [
     "CONTENT_FORMAT",
     "ENVELOPE_FORMAT",
+    "MAX_LOG_CHECKPOINT_CHARS",
     "AuthenticatedHeader",
     "ContentBinding",
     "ContentStatement",

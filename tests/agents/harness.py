@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import test_utils
 
 from agents.api import AgentApi, ApiContext
+from agents.auditing import SenderViews
 from agents.cases import CaseBook
 from agents.receiving import Received, Receiver, ReceiverKeys
 from agents.store import AgentStore
@@ -91,8 +92,10 @@ async def start_agent(
     *,
     in_force: Callable[[], Directory] | None = None,
     clock: Callable[[], datetime] = lambda: NOW,
+    sender_views: SenderViews | None = None,
 ) -> InProcessAgent:
-    """An agent for `agency` of `net`, its clock stopped at `NOW` (or `clock`), on `directory` (or `in_force`)."""
+    """An agent for `agency` of `net`, its clock stopped at `NOW` (or `clock`), on `directory` (or `in_force`);
+    senders' log views go to `sender_views`."""
     keys = net[agency]
     current = in_force or (lambda: directory)
     store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
@@ -106,6 +109,7 @@ async def start_agent(
         clock=clock,
         cases=cases,
         on_opened=None,
+        on_log_view=None if sender_views is None else sender_views.offer,
     )
     context = ApiContext(
         agency=agency,

@@ -1,4 +1,5 @@
-"""Agents as witnesses and proof followers: a forked log is caught, proofs are verified, late ones alarm."""
+"""Agents as witnesses and proof followers: a forked log is caught, at a witness or by the recipient of a
+message carrying its sender's view; forged cosignatures alarm; proofs are verified, late ones alarm."""
 
 from __future__ import annotations
 
@@ -12,16 +13,28 @@ from typing import Any
 import pytest
 import structlog
 
-from agents.auditing import PROOFS_PER_REQUEST, GatewayUnreachable, ProofFollower, Witness
+from agents.auditing import PROOFS_PER_REQUEST, Auditing, GatewayUnreachable, ProofFollower, SenderViews, Witness
+from agents.receiving import ReceivedResult
 from agents.store import AgentStore, EvidenceRecord
 from protocol.auditlog import encode_leaf, evidence_leaf
-from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, sign_checkpoint, verify_cosignature
+from protocol.checkpoint import (
+    Checkpoint,
+    NoteSignature,
+    SignedCheckpoint,
+    cosign_checkpoint,
+    sign_checkpoint,
+    verify_cosignature,
+)
 from protocol.encoding import b64encode, format_timestamp
+from protocol.envelope import EnvelopeHeader, SealedMessage
 from protocol.errors import ProofInvalid
 from protocol.evidence import EvidenceType, issue_evidence, new_statement
-from protocol.ids import MessageId
+from protocol.ids import AgencyId, MessageId
 from protocol.keys import SigningPrivateKey
+from protocol.limits import DEFAULT_LIMITS
 from protocol.merkle import MerkleTree, leaf_hash
+from tests.agents.harness import InProcessAgent, carry, start_agent
+from tests.agents.test_cases import fresh, new_case, sample
 from tests.support.network import BD, LY, NOW, LocalNetwork
 
 ORIGIN = "rogatory.test/audit-log"
@@ -79,10 +92,31 @@ def net() -> LocalNetwork:
     return LocalNetwork()
 
 
-def witness_of(net: LocalNetwork, store: AgentStore, gateway: InMemoryGateway) -> Witness:
+def witness_of(
+    net: LocalNetwork,
+    store: AgentStore,
+    gateway: InMemoryGateway,
+    *,
+    agency: AgencyId = BD,
+    sender_views: SenderViews | None = None,
+) -> Witness:
     return Witness(
-        agency=BD, signing_key=net[BD].signing, directory=net.directory, store=store, gateway=gateway, clock=lambda: NOW
+        agency=agency,
+        signing_key=net[agency].signing,
+        directory=net.directory,
+        store=store,
+        gateway=gateway,
+        clock=lambda: NOW,
+        sender_views=sender_views,
     )
+
+
+def health_of(witness: Witness, store: AgentStore) -> dict[str, Any]:
+    """What the agent's `/healthz` says of the audit log."""
+    proofs = ProofFollower(
+        store=store, gateway=InMemoryGateway(LocalNetwork()), clock=lambda: NOW, max_merge_delay=timedelta(minutes=1)
+    )
+    return Auditing(session=None, witness=witness, proofs=proofs).health()  # type: ignore[arg-type]  # no HTTP here
 
 
 def filler(gateway: InMemoryGateway, count: int, salt: bytes = b"") -> None:
@@ -262,3 +296,166 @@ async def test_an_overdue_proof_alarms_once_and_is_forgotten_once_it_arrives(net
     assert await follower.follow() == 1
     assert follower.overdue == 0
     assert follower._alarmed == set()  # the memory the guarantee is about
+
+
+# -- split views: what one agency's witness cannot see alone (finding 3) --------------------------------
+
+
+@dataclass
+class TwoAgencies:
+    """BD's and LY's agents, each with its own witness on its own store, and LY's senders' views."""
+
+    net: LocalNetwork
+    bd: InProcessAgent
+    ly: InProcessAgent
+    bd_witness: Witness
+    ly_witness: Witness
+
+
+@pytest.fixture
+async def two_agencies(tmp_path: Path) -> AsyncIterator[TwoAgencies]:
+    net = LocalNetwork()
+    directory = net.directory()
+    views = SenderViews()
+    bd = await start_agent(net, directory, BD, tmp_path)
+    ly = await start_agent(net, directory, LY, tmp_path, sender_views=views)
+    bd_witness = witness_of(net, bd.store, InMemoryGateway(net))
+    ly_witness = witness_of(net, ly.store, InMemoryGateway(net), agency=LY, sender_views=views)
+    try:
+        yield TwoAgencies(net, bd, ly, bd_witness, ly_witness)
+    finally:
+        await bd.close()
+        await ly.close()
+
+
+async def send_request(agencies: TwoAgencies) -> None:
+    """BD submits a request through its API; it reaches LY's receiver and is delivered."""
+    document = fresh(sample("BD-LY-2025-0011_01_MLA_REQUEST.json"), new_case())
+    assert (await agencies.bd.submit(document))[0] == 202
+    assert [received.result for received in await carry(agencies.bd, agencies.ly)] == [ReceivedResult.DELIVERED]
+
+
+async def test_a_gateway_showing_two_agencies_two_histories_is_detected_by_the_recipient(two_agencies):
+    """Each agency's witness sees a consistent log of its own; the recipient of BD's message finds the fork."""
+    shown_to_bd, shown_to_ly = InMemoryGateway(two_agencies.net), InMemoryGateway(two_agencies.net)
+    filler(shown_to_bd, 4)
+    filler(shown_to_bd, 3, b"only BD sees ")
+    filler(shown_to_ly, 4)
+    filler(shown_to_ly, 5, b"only LY sees ")
+    two_agencies.bd_witness._gateway = shown_to_bd
+    two_agencies.ly_witness._gateway = shown_to_ly
+    assert await two_agencies.bd_witness.observe() is not None
+    assert await two_agencies.ly_witness.observe() is not None  # alone, neither witness can tell
+    await send_request(two_agencies)  # delivered: the sender's view is evidence, not a reason to refuse its mail
+    with structlog.testing.capture_logs() as logs:
+        assert await two_agencies.ly_witness.compare_sender_views() == 1
+    assert two_agencies.ly_witness.forks_detected == 1
+    assert await two_agencies.ly.store.fork_count() == 1
+    assert [(entry["event"], entry["seen_by"]) for entry in logs if entry["log_level"] == "error"] == [
+        ("audit_log_fork_detected", BD)
+    ]
+    assert "the gateway's audit log is forked" in health_of(two_agencies.ly_witness, two_agencies.ly.store)["alarms"]
+    assert await two_agencies.ly_witness.compare_sender_views() == 0  # the same view is recorded once
+
+
+async def test_a_split_view_of_one_size_is_detected_by_the_recipient(two_agencies):
+    """Two checkpoints of the same size with different roots, one per agency: caught without any proof."""
+    shown_to_bd, shown_to_ly = InMemoryGateway(two_agencies.net), InMemoryGateway(two_agencies.net)
+    filler(shown_to_bd, 6, b"BD ")
+    filler(shown_to_ly, 6, b"LY ")
+    two_agencies.bd_witness._gateway = shown_to_bd
+    two_agencies.ly_witness._gateway = shown_to_ly
+    await two_agencies.bd_witness.observe()
+    await two_agencies.ly_witness.observe()
+    await send_request(two_agencies)
+    assert await two_agencies.ly_witness.compare_sender_views() == 1
+
+
+@pytest.mark.parametrize("sender_ahead", [True, False], ids=["sender ahead", "recipient ahead"])
+async def test_an_honest_history_raises_no_alarm_at_the_recipient(two_agencies, sender_ahead):
+    """Both agencies see one log, at different sizes: the recipient's comparison finds it consistent."""
+    gateway = InMemoryGateway(two_agencies.net)
+    two_agencies.bd_witness._gateway = two_agencies.ly_witness._gateway = gateway
+    first, second = (
+        (two_agencies.ly_witness, two_agencies.bd_witness)
+        if sender_ahead
+        else (two_agencies.bd_witness, two_agencies.ly_witness)
+    )
+    filler(gateway, 3)
+    await first.observe()
+    filler(gateway, 4, b"more ")
+    await second.observe()
+    await send_request(two_agencies)
+    with structlog.testing.capture_logs() as logs:
+        assert await two_agencies.ly_witness.compare_sender_views() == 0
+    assert two_agencies.ly_witness.forks_detected == 0
+    assert [entry for entry in logs if entry["log_level"] in {"error", "warning"}] == []
+    assert "alarms" not in health_of(two_agencies.ly_witness, two_agencies.ly.store)
+
+
+async def test_the_message_header_carries_the_senders_latest_witnessed_checkpoint(two_agencies):
+    """What BD sends names the checkpoint its witness cosigned, with the log's signature and no cosignature."""
+    gateway = InMemoryGateway(two_agencies.net)
+    filler(gateway, 5)
+    two_agencies.bd_witness._gateway = gateway
+    witnessed = await two_agencies.bd_witness.observe()
+    assert witnessed is not None
+    document = fresh(sample("BD-LY-2025-0011_01_MLA_REQUEST.json"), new_case())
+    assert (await two_agencies.bd.submit(document))[0] == 202
+    (record,) = await two_agencies.bd.store.queued()
+    header = SealedMessage.from_bytes(record.sealed, DEFAULT_LIMITS)
+    note = EnvelopeHeader.model_validate_json(header.header_bytes).log_checkpoint
+    assert note is not None
+    assert SignedCheckpoint.parse(note).checkpoint == witnessed.checkpoint
+    assert {line.key_name for line in SignedCheckpoint.parse(note).signatures} == {ORIGIN}
+
+
+class CosignedGateway(InMemoryGateway):
+    """A gateway that serves its checkpoints with cosignature lines of its choosing."""
+
+    lines: list[NoteSignature]
+
+    async def latest_checkpoint(self) -> dict[str, Any]:
+        answer = await super().latest_checkpoint()
+        signed = SignedCheckpoint.parse(answer["checkpoint"])
+        for line in self.lines:
+            signed = signed.with_signature(line)
+        return answer | {"checkpoint": signed.to_text()}
+
+
+def cosigned_gateway(net: LocalNetwork, *, by: SigningPrivateKey, name: str = LY) -> CosignedGateway:
+    gateway = CosignedGateway(net)
+    filler(gateway, 3)
+    body = Checkpoint(ORIGIN, gateway.tree.size, gateway.tree.root(), ("time 1",))
+    gateway.lines = [cosign_checkpoint(sign_checkpoint(body, ORIGIN, net.log_key), name, by, 1_800_000_000)]
+    return gateway
+
+
+async def test_a_forged_cosignature_on_a_fetched_checkpoint_raises_an_alarm(net, store):
+    """A line in LY's name under a key the directory does not give LY is counted, logged and shown in health."""
+    witness = witness_of(net, store, cosigned_gateway(net, by=SigningPrivateKey.generate()))
+    with structlog.testing.capture_logs() as logs:
+        await witness.observe()
+        await witness.observe()
+    assert witness.forged_cosignatures == 1  # once per line, however often it is served
+    assert [entry["witness"] for entry in logs if entry["event"] == "audit_log_cosignature_forged"] == [LY]
+    health = health_of(witness, store)
+    assert health["cosignatures_forged"] == 1
+    assert "a cosignature on the gateway's checkpoint does not verify" in health["alarms"]
+
+
+async def test_a_cosignature_altered_under_a_real_witness_key_raises_an_alarm(net, store):
+    """A line that names LY's real key but whose signature does not verify is a forgery too."""
+    gateway = cosigned_gateway(net, by=net[LY].signing)
+    line = gateway.lines[0]
+    gateway.lines = [NoteSignature(line.key_name, line.key_hash, line.signature_bytes[:-1] + b"\x00")]
+    witness = witness_of(net, store, gateway)
+    await witness.observe()
+    assert witness.forged_cosignatures == 1
+
+
+async def test_honest_cosignatures_of_other_witnesses_raise_no_alarm(net, store):
+    """LY's real cosignature on the checkpoint BD fetches verifies: nothing is counted."""
+    witness = witness_of(net, store, cosigned_gateway(net, by=net[LY].signing))
+    assert await witness.observe() is not None
+    assert witness.forged_cosignatures == 0
