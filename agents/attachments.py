@@ -88,6 +88,7 @@ from protocol.topology import KIND_SEALED_MESSAGE
 from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
+from runtime.private_files import open_private, private_directory, restrict
 from runtime.sqlite import open_index
 from runtime.supervision import TryLocks
 
@@ -209,9 +210,9 @@ class AttachmentStore:
     @classmethod
     async def open(cls, data_dir: Path) -> AttachmentStore:
         """Open (creating if needed) the store under `data_dir`."""
-        root = data_dir / "attachments"
+        root = private_directory(data_dir / "attachments")
         for sub in ("uploads", "blobs", "received"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            private_directory(root / sub)
         db = await open_index(data_dir / "attachments.db", _SCHEMA, what="attachment index")
         return cls(root, db)
 
@@ -322,7 +323,7 @@ def _encrypt_file(part: Path, blobs: Path, *, upload_id: str, sender: str, at: s
     stream_id = uuid.uuid4().hex
     encryptor = StreamEncryptor.new(attachment_ad(sender, stream_id))
     scratch = blobs / f".{upload_id}.tmp"
-    with part.open("rb") as source, scratch.open("wb") as sink:
+    with part.open("rb") as source, open_private(scratch, "wb") as sink:
         sink.write(encryptor.header)
         while chunk := source.read(IO_CHUNK_BYTES):
             sink.write(encryptor.update(chunk))
@@ -362,7 +363,7 @@ def _decrypt_file(ciphertext: Path, plaintext: Path, key: AttachmentKey, sender:
         )
     decryptor = key.decryptor(sender)
     scratch = plaintext.with_suffix(".tmp")
-    with ciphertext.open("rb") as source, scratch.open("wb") as sink:
+    with ciphertext.open("rb") as source, open_private(scratch, "wb") as sink:
         while chunk := source.read(IO_CHUNK_BYTES):
             sink.write(decryptor.update(chunk))
         sink.write(decryptor.finish())
@@ -414,6 +415,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+        restrict(target)
 
 
 def _flush(sink: Any) -> None:  # noqa: ANN401 - a binary file
@@ -533,7 +535,7 @@ class GatewayBlobClient:
                     raise GatewayUnavailable(f"GET {url_path}: HTTP {response.status}")
                 if response.status == 200:
                     have = 0
-                with sink_path.open("r+b" if have else "wb") as sink:
+                with open_private(sink_path, "r+b" if have else "wb") as sink:
                     sink.truncate(have)
                     sink.seek(have)
                     try:
@@ -720,7 +722,7 @@ class Attachments:
     async def _receive(self, request: web.Request, part: Path, offset: int, length: int | None) -> int:
         received = offset
         limit = self._max_bytes if length is None else length
-        with part.open("r+b" if offset else "wb") as sink:
+        with open_private(part, "r+b" if offset else "wb") as sink:
             sink.truncate(offset)
             sink.seek(offset)
             try:

@@ -13,6 +13,7 @@ outbox for the next start), and connections close.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, se
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from runtime.private_files import PRIVATE_UMASK
 from runtime.runner import (
     Clock,
     Service,
@@ -299,6 +301,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
 
 def main() -> None:
     """Entry point of `python -m agents`."""
+    os.umask(PRIVATE_UMASK)  # besides the modes set at creation: whatever else the agent writes is private
     service_main(
         "agent",
         read_settings=AgentSettings.from_environ,

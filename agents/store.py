@@ -29,7 +29,8 @@ from typing import Literal, TypeVar
 import aiosqlite
 
 from runtime.errors import StoreUnavailable
-from runtime.sqlite import GroupCommitter, LoopSqlite
+from runtime.private_files import private_directory
+from runtime.sqlite import GroupCommitter, LoopSqlite, create_private_database, restrict_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -420,16 +421,20 @@ class AgentStore:
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
-        """Open (creating if needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating if needed) the database at `path`: 0600, with its WAL, in a 0700 directory."""
         try:
+            private_directory(path.parent)
+            create_private_database(path)
             db = await LoopSqlite.connect(path)
+            # Rows rewritten or deleted leave no old bytes in free pages.
+            await db.execute("PRAGMA secure_delete=ON")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
             relay_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
+            restrict_database(path)
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
         return cls(db, relay_reader, scan_reader)
 

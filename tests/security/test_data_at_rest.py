@@ -1,0 +1,179 @@
+"""An agent's data at rest is its own: private files, and decrypted content sealed under its storage key
+(SECURITY.md, finding 10)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient
+from agents.held_directory import remember_directory
+from agents.store import AgentStore
+from deploy.demo import REQUEST_SAMPLE, sample
+from tests.agents.harness import InProcessAgent, carry, start_agent
+from tests.support.network import BD, LY, NOW, LocalNetwork
+
+BENGALI = "মানব পাচার অপরাধ সংঘটনকারী"
+"""Words of the sample request (its quotation of Bangladesh's trafficking law): must never lie on disk in plain."""
+ARABIC = "السلطة المركزية للمساعدة القانونية المتبادلة"
+"""Words of the sample request (the recipient authority's name)."""
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def the_request() -> dict[str, Any]:
+    """The sample MLA request (Bengali and Arabic text) under a fresh message id and case."""
+    document = copy.deepcopy(sample(REQUEST_SAMPLE))
+    document["message_id"] = str(uuid.uuid4())
+    document["case_id"] = f"BD-LY-REST-{uuid.uuid4().hex[:12].upper()}"
+    return document
+
+
+@asynccontextmanager
+async def agents(tmp_path: Path) -> AsyncIterator[tuple[InProcessAgent, InProcessAgent]]:
+    """BD's and LY's agents, each in a data directory of its own made world-readable beforehand."""
+    net = LocalNetwork()
+    directory = net.directory()
+    started = []
+    for agency in (BD, LY):
+        data = tmp_path / agency
+        data.mkdir(mode=0o755)
+        data.chmod(0o755)
+        remember_directory(data, directory)
+        started.append(await start_agent(net, directory, agency, data))
+    try:
+        yield started[0], started[1]
+    finally:
+        for agent in started:
+            await agent.close()
+
+
+async def exchange(bd: InProcessAgent, ly: InProcessAgent) -> dict[str, Any]:
+    """BD sends the sample request to LY, which stores it: both hold the document."""
+    request = the_request()
+    status, answer = await bd.submit(request)
+    assert status == 202, answer
+    await carry(bd, ly)
+    return request
+
+
+@asynccontextmanager
+async def blob_server(bodies: dict[str, bytes]) -> AsyncIterator[str]:
+    """A stand-in for the gateway's blob store that serves `bodies` by SHA-256 and takes confirmations."""
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[request.match_info["sha256"]])
+
+    async def retrieved(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/v1/blobs/{sha256}", get)
+    app.router.add_post("/v1/blobs/{sha256}/retrieved", retrieved)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield str(server.make_url(""))
+    finally:
+        await server.close()
+
+
+class _Stored:
+    """An agent store in which every message is stored (what the attachment fetcher asks)."""
+
+    async def inbox_entry_of(self, sender: str, message_id: str) -> object:
+        return (sender, message_id)
+
+
+async def attachments_at_work(tmp_path: Path, data: Path, body: bytes) -> None:
+    """The agent's attachment service in `data`: one body uploaded whole, one partly, one received and fetched."""
+    net = LocalNetwork()
+    sender_store = await AttachmentStore.open(data)
+    async with aiohttp.ClientSession() as session:
+        sender = Attachments(
+            agency=BD,
+            store=sender_store,
+            agent_store=cast("AgentStore", _Stored()),
+            gateway=GatewayBlobClient(
+                session, "http://127.0.0.1:9", agency=BD, signing_key=net[BD].signing, clock=lambda: NOW
+            ),
+            limits=net.limits,
+            clock=lambda: NOW,
+        )
+        app = web.Application()
+        for method, path, handler in sender.routes():
+            app.router.add_route(method, path, handler)
+        api = TestServer(app)
+        await api.start_server()
+        try:
+            headers = {"Content-Type": "application/octet-stream"}
+            async with session.post(api.make_url("/v1/attachments"), data=body, headers=headers) as response:
+                assert response.status == 201, await response.text()
+            partial = headers | {"Upload-Id": "partial", "Upload-Length": str(2 * len(body))}
+            async with session.post(api.make_url("/v1/attachments"), data=body, headers=partial) as response:
+                assert response.status == 200, await response.text()
+        finally:
+            await api.close()
+        upload = await sender_store.upload_of(hashlib.sha256(body).hexdigest())
+        assert upload is not None
+        ciphertext = sender_store.blob_path(upload.ciphertext_sha256).read_bytes()
+        async with blob_server({upload.ciphertext_sha256: ciphertext}) as url:
+            recipient = Attachments(
+                agency=LY,
+                store=sender_store,
+                agent_store=cast("AgentStore", _Stored()),
+                gateway=GatewayBlobClient(session, url, agency=LY, signing_key=net[LY].signing, clock=lambda: NOW),
+                limits=net.limits,
+                clock=lambda: NOW,
+            )
+            await sender_store.record_received(BD, "m-1", [upload.key_for("A1")], "2026-11-29T10:00:00.000Z")
+            assert await recipient.fetch_pending() == 1
+    await sender_store.close()
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    """The permission bits of `root` and of everything under it, by path relative to `root`'s parent."""
+    found = {root.name: stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root.parent))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+async def test_under_umask_022_every_file_the_agent_writes_is_0600_and_every_directory_0700(tmp_path):
+    """Under umask 022, in a data directory made world-readable before: agent.db with its WAL and SHM, the
+    attachment index, bodies uploaded, partly uploaded and received, and the held directory are 0600 files
+    in 0700 directories."""
+    with umask(0o022):
+        async with agents(tmp_path) as (bd, ly):
+            await exchange(bd, ly)
+            await attachments_at_work(tmp_path, tmp_path / LY, os.urandom(200_000))
+            written = {**modes_under(tmp_path / BD), **modes_under(tmp_path / LY)}
+    names = set(written)
+    for expected in (f"{LY}/{LY}.db", f"{LY}/{LY}.db-wal", f"{LY}/{LY}.db-shm", f"{LY}/attachments.db"):
+        assert expected in names, sorted(names)
+    assert any(name.startswith(f"{LY}/attachments/received/") for name in names), sorted(names)
+    assert any(name.startswith(f"{LY}/attachments/uploads/") for name in names), sorted(names)
+    assert any(name.startswith(f"{LY}/attachments/blobs/") for name in names), sorted(names)
+    assert f"{LY}/directory-held" in names
+    wider = {
+        name: oct(mode) for name, mode in written.items() if mode != (0o700 if (tmp_path / name).is_dir() else 0o600)
+    }
+    assert wider == {}
