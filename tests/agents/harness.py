@@ -26,6 +26,7 @@ from protocol.directory import Directory
 from protocol.encoding import format_timestamp
 from protocol.ids import AgencyId
 from protocol.limits import DEFAULT_LIMITS
+from protocol.storage import StorageKey
 from tests.support.network import NOW, AgencyKeys, LocalNetwork
 
 TOKEN = "agent-test-token"
@@ -85,7 +86,7 @@ class InProcessAgent:
 async def start_agent(net: LocalNetwork, directory: Directory, agency: AgencyId, data_dir: Path) -> InProcessAgent:
     """An agent for `agency` of `net`, its clock stopped at `NOW`."""
     keys = net[agency]
-    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
+    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=StorageKey.generate())
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),

@@ -22,6 +22,7 @@ from protocol.evidence import EvidenceType, issue_evidence, new_statement
 from protocol.ids import MessageId
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
+from protocol.storage import StorageKey
 from tests.support.network import BD, LY, NOW, LocalNetwork
 
 ORIGIN = "rogatory.test/audit-log"
@@ -69,7 +70,7 @@ class InMemoryGateway:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[AgentStore]:
-    opened = await AgentStore.open(tmp_path / "agent.db")
+    opened = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     yield opened
     await opened.close()
 

@@ -32,6 +32,7 @@ from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation,
 from protocol.evidence import EvidenceType, new_statement
 from protocol.ids import CaseId, MessageId
 from protocol.mla import validate_document
+from protocol.storage import StorageKey
 from tests.support.network import BD, LY, LY_AGO, NOW, LocalNetwork
 
 
@@ -274,7 +275,7 @@ async def test_a_body_the_document_does_not_list_as_sent_refuses_the_message(tmp
         "sha256": key.plaintext_sha256,
         "size_bytes": len(data),
     }
-    agent_store = await AgentStore.open(tmp_path / "agent.db")
+    agent_store = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     store = await AttachmentStore.open(tmp_path)
     async with aiohttp.ClientSession() as session:
         service = Attachments(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
+import sqlite3
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,13 +16,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient
 from agents.held_directory import remember_directory
+from agents.storage_key import storage_key
 from agents.store import AgentStore
 from deploy.demo import REQUEST_SAMPLE, sample
+from protocol.encoding import canonical_json
+from protocol.errors import AuthenticationFailed, ErrorCode
+from protocol.keystore import lock_keystore, unlock_keystore
+from protocol.storage import STORAGE_KEY_NAME, StorageKey
 from tests.agents.harness import InProcessAgent, carry, start_agent
 from tests.support.network import BD, LY, NOW, LocalNetwork
 
@@ -177,3 +185,122 @@ async def test_under_umask_022_every_file_the_agent_writes_is_0600_and_every_dir
         name: oct(mode) for name, mode in written.items() if mode != (0o700 if (tmp_path / name).is_dir() else 0o600)
     }
     assert wider == {}
+
+
+def raw_bytes(database: Path) -> bytes:
+    """The bytes of a database file and of its WAL, as they lie on disk."""
+    wal = database.with_name(database.name + "-wal")
+    return database.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def in_plain(raw: bytes) -> list[str]:
+    """Which of the sample's distinctive words `raw` holds in plain (UTF-8)."""
+    return [words for words in (BENGALI, ARABIC) if words.encode("utf-8") in raw]
+
+
+async def test_agent_db_and_its_wal_hold_no_word_of_a_document_sent_or_received(tmp_path):
+    """After BD sent the sample request (Bengali and Arabic text) and LY received it, neither agent's
+    database nor its WAL holds those words; the API still shows the documents, the inbox and the case."""
+    async with agents(tmp_path) as (bd, ly):
+        request = await exchange(bd, ly)
+        for agent in (bd, ly):
+            assert in_plain(raw_bytes(tmp_path / agent.agency / f"{agent.agency}.db")) == [], agent.agency
+        assert (await bd.message(request["message_id"]))["status"] == "delivered"
+        status, inbox = await ly.call("GET", "/v1/inbox")
+        assert status == 200, inbox
+        (item,) = [item for item in inbox["messages"] if item["message_id"] == request["message_id"]]
+        assert in_plain(json.dumps(item["document"], ensure_ascii=False).encode("utf-8")) == [BENGALI, ARABIC]
+        for agent in (bd, ly):
+            case = await agent.case(request["case_id"])
+            assert [entry["message_id"] for entry in case["messages"]] == [request["message_id"]]
+
+
+async def test_a_document_copied_into_another_row_is_refused_when_read(tmp_path):
+    """One message's sealed document copied into another's row (outbox or inbox) does not open there:
+    the read is refused (`DECRYPTION_FAILED`) instead of showing one message's content as another's."""
+    async with agents(tmp_path) as (bd, ly):
+        first, second = await exchange(bd, ly), await exchange(bd, ly)
+        for agent, table in ((bd, "outbox"), (ly, "inbox")):
+            with sqlite3.connect(tmp_path / agent.agency / f"{agent.agency}.db") as db:
+                db.execute(
+                    f"UPDATE {table} SET document = (SELECT document FROM {table} WHERE message_id = ?) "  # noqa: S608
+                    "WHERE message_id = ?",
+                    (first["message_id"], second["message_id"]),
+                )
+        with pytest.raises(AuthenticationFailed) as refused:
+            await bd.store.outbox(second["message_id"])
+        assert refused.value.code == ErrorCode.DECRYPTION_FAILED
+        with pytest.raises(AuthenticationFailed) as refused:
+            await ly.store.inbox_entry_of(BD, second["message_id"])
+        assert refused.value.code == ErrorCode.DECRYPTION_FAILED
+        assert (await ly.store.inbox_entry_of(BD, first["message_id"])) is not None, "the row left alone still reads"
+
+
+async def test_a_database_written_in_plain_before_is_sealed_in_place_on_open_and_still_reads(tmp_path):
+    """Documents a database from before holds in plain are sealed when the store opens it: they read as
+    before, and no word of them is left in the file or its WAL."""
+    key = StorageKey.generate()
+    path = tmp_path / "agent.db"
+    request = await written_in_plain(path, key)
+    store = await AgentStore.open(path, storage_key=key)
+    try:
+        assert in_plain(raw_bytes(path)) == []
+        (record,) = await store.inbox_by_message_id(request["message_id"])
+        assert json.loads(record.document) == request
+        outbox = await store.outbox(request["message_id"])
+        assert outbox is not None
+        assert json.loads(outbox.document) == request
+    finally:
+        await store.close()
+
+
+async def test_a_storage_key_other_than_the_rows_were_sealed_under_stops_the_store_opening(tmp_path):
+    """A keystore whose storage key is not the one the rows were sealed under (restored from before, say)
+    stops the agent at start (`DECRYPTION_FAILED`) rather than at the first read."""
+    key = StorageKey.generate()
+    path = tmp_path / "agent.db"
+    await written_in_plain(path, key)
+    await (await AgentStore.open(path, storage_key=key)).close()
+    with pytest.raises(AuthenticationFailed) as refused:
+        await AgentStore.open(path, storage_key=StorageKey.generate())
+    assert refused.value.code == ErrorCode.DECRYPTION_FAILED
+
+
+LATER = ("0" * 64, "submitted", None, "t", "t", None, "t")
+"""The outbox columns after `sealed`: digest, status, reason, created, expires, published, updated."""
+
+
+async def written_in_plain(path: Path, key: StorageKey) -> dict[str, Any]:
+    """A database with one sent and one received message whose documents lie in plain, as before sealing."""
+    request = the_request()
+    document = canonical_json(request)
+    store = await AgentStore.open(path, storage_key=key)
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (request["message_id"], LY, "MLA_REQUEST", request["case_id"], None, document, "0" * 64, b"sealed", *LATER),
+        )
+        db.execute(
+            "INSERT INTO inbox (sender, message_id, digest, message_type, case_id, in_reply_to, document, sealed, "
+            "received_at, retrieved_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (BD, request["message_id"], "0" * 64, "MLA_REQUEST", request["case_id"], None, document, b"s", "t", None),
+        )
+    assert in_plain(raw_bytes(path)) == [BENGALI, ARABIC]
+    return request
+
+
+def test_an_agent_adds_a_storage_key_to_a_keystore_without_one(tmp_path):
+    """A keystore made before the storage key existed gets one at the agent's first start: the other keys
+    unchanged, still 0600 and under the same passphrase; the next start reads the same key."""
+    keys = {"signing": os.urandom(32), "encryption": os.urandom(32)}
+    passphrase = b"correct horse battery staple"
+    keystore, passphrase_file = tmp_path / "keystore.json", tmp_path / "passphrase"
+    keystore.write_bytes(lock_keystore(keys, passphrase, opslimit=1, memlimit=8192))
+    passphrase_file.write_bytes(passphrase)
+    first = storage_key(keys, keystore, passphrase_file)
+    held = unlock_keystore(keystore.read_bytes(), passphrase)
+    assert held == keys | {STORAGE_KEY_NAME: first.raw}
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
+    assert storage_key(held, keystore, passphrase_file).raw == first.raw
+    assert first.raw.hex() not in repr(first)

@@ -20,6 +20,7 @@ from gateway.auditlog import AuditLog
 from gateway.blobs import BlobSweeper
 from protocol.attachments import AttachmentKey
 from protocol.errors import AuthenticationFailed, ErrorCode
+from protocol.storage import StorageKey
 from runtime.supervision import TryLocks
 from tests.security.blob_gateway import BlobGateway, blob_gateway
 from tests.support.network import BD, LY, NOW, LocalNetwork
@@ -85,7 +86,7 @@ async def test_upload_locks_are_forgotten_once_uploads_end(tmp_path):
             await put(gateway, BD, os.urandom(20_000))
         assert len(gateway.store.uploads) == 0
 
-    agent_store = await AgentStore.open(tmp_path / "agent.db")
+    agent_store = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     store = await AttachmentStore.open(tmp_path / "agent")
     net = LocalNetwork()
     async with aiohttp.ClientSession() as session:
