@@ -134,6 +134,7 @@ async def _attachments(
         gateway_url=settings.gateway_url,
         agency=agency,
         signing_key=signing_key,
+        storage_key=store.storage_key,
         agent_store=store,
         limits=settings.limits,
         clock=clock,

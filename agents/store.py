@@ -516,6 +516,11 @@ class AgentStore:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
         return cls(db, relay_reader, scan_reader, storage_key)
 
+    @property
+    def storage_key(self) -> StorageKey:
+        """The key this store seals documents under: the agent's other stores use it too."""
+        return self._key
+
     async def close(self) -> None:
         """Close the connections."""
         await self._scan_db.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
@@ -20,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient
+from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient, _encrypt_file
 from agents.held_directory import remember_directory
 from agents.storage_key import storage_key
 from agents.store import AgentStore
@@ -114,7 +116,7 @@ class _Stored:
 async def attachments_at_work(tmp_path: Path, data: Path, body: bytes) -> None:
     """The agent's attachment service in `data`: one body uploaded whole, one partly, one received and fetched."""
     net = LocalNetwork()
-    sender_store = await AttachmentStore.open(data)
+    sender_store = await AttachmentStore.open(data, storage_key=StorageKey.generate())
     async with aiohttp.ClientSession() as session:
         sender = Attachments(
             agency=BD,
@@ -304,3 +306,70 @@ def test_an_agent_adds_a_storage_key_to_a_keystore_without_one(tmp_path):
     assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
     assert storage_key(held, keystore, passphrase_file).raw == first.raw
     assert first.raw.hex() not in repr(first)
+
+
+class _Received:
+    """An agent store whose inbox holds message `m-1` from BD (what the download handler looks up)."""
+
+    async def inbox_entry_of(self, sender: str, message_id: str) -> object:
+        return (sender, message_id)
+
+    async def inbox_by_message_id(self, message_id: str) -> list[Any]:
+        return [SimpleNamespace(sender=BD, message_id=message_id)]
+
+
+async def test_a_received_attachment_body_and_its_key_lie_on_disk_encrypted_and_are_served_in_plain(tmp_path):
+    """A body the agent received is kept only as ciphertext and its key only sealed: no file under the data
+    directory holds the body's words or its key (raw or base64); the API still serves it, whole and by
+    `Range`; its key row copied into another row is refused."""
+    net = LocalNetwork()
+    body = (BENGALI + " " + ARABIC + " ").encode("utf-8") * 3000 + os.urandom(1000)
+    part = tmp_path / "sender.part"
+    part.write_bytes(body)
+    (tmp_path / "sender-blobs").mkdir()
+    upload = _encrypt_file(part, tmp_path / "sender-blobs", upload_id="u1", sender=BD, at="2026-11-29T10:00:00.000Z")
+    ciphertext = (tmp_path / "sender-blobs" / upload.ciphertext_sha256).read_bytes()
+    data = tmp_path / "recipient"
+    store = await AttachmentStore.open(data, storage_key=StorageKey.generate())
+    try:
+        async with aiohttp.ClientSession() as session, blob_server({upload.ciphertext_sha256: ciphertext}) as url:
+            service = Attachments(
+                agency=LY,
+                store=store,
+                agent_store=cast("AgentStore", _Received()),
+                gateway=GatewayBlobClient(session, url, agency=LY, signing_key=net[LY].signing, clock=lambda: NOW),
+                limits=net.limits,
+                clock=lambda: NOW,
+            )
+            keys = [upload.key_for("A1"), upload.key_for("A2")]
+            await store.record_received(BD, "m-1", keys, "2026-11-29T10:00:00.000Z")
+            assert await service.fetch_pending() == 2
+            for path in data.rglob("*"):
+                if path.is_file():
+                    raw = path.read_bytes()
+                    assert in_plain(raw) == [], path
+                    assert upload.key not in raw, path
+                    assert base64.b64encode(upload.key) not in raw, path
+            app = web.Application()
+            for method, route, handler in service.routes():
+                app.router.add_route(method, route, handler)
+            api = TestServer(app)
+            await api.start_server()
+            try:
+                async with session.get(api.make_url("/v1/inbox/m-1/attachments/A1")) as response:
+                    assert (response.status, await response.read()) == (200, body)
+                ranged = {"Range": "bytes=100000-100099"}
+                async with session.get(api.make_url("/v1/inbox/m-1/attachments/A2"), headers=ranged) as response:
+                    assert (response.status, await response.read()) == (206, body[100_000:100_100])
+            finally:
+                await api.close()
+        with sqlite3.connect(data / "attachments.db") as db:
+            db.execute(
+                "UPDATE received SET key_json = (SELECT key_json FROM received WHERE attachment_id = 'A1') "
+                "WHERE attachment_id = 'A2'"
+            )
+        with pytest.raises(AuthenticationFailed) as refused:
+            await store.received_for(BD, "m-1")
+        assert refused.value.code == ErrorCode.DECRYPTION_FAILED
+    finally:
+        await store.close()
