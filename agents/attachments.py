@@ -26,12 +26,18 @@ Receiving:
 5. `fetch_pending` (a background task) downloads each pending body from the
    gateway with `Range` (resuming after an interruption), checks the
    ciphertext's digest and length against the signed header, decrypts it as a
-   stream (a changed, cut, reordered or truncated stream is refused) into
-   `<data>/attachments/received/`, checks the plaintext digest the sender
-   signed, then tells the gateway it was retrieved.
-6. `GET /v1/inbox/{message_id}/attachments/{attachment_id}` serves it (with
-   `Range`); the inbox lists each entry's state: `description_only`,
-   `pending`, `available` or `failed`.
+   stream (a changed, cut, reordered or truncated stream is refused), checks
+   the plaintext digest the sender signed, keeps the ciphertext (never the
+   plaintext) in `<data>/attachments/received/`, then tells the gateway it
+   was retrieved.
+6. `GET /v1/inbox/{message_id}/attachments/{attachment_id}` serves it,
+   decrypted as it is sent (with `Range`); the inbox lists each entry's
+   state: `description_only`, `pending`, `available` or `failed`.
+
+At rest (SECURITY.md, finding 10): bodies lie on disk only encrypted, and the
+keys that open them (`uploads.key`, `received.key_json`) are sealed under the
+agency's storage key, bound to their row (`protocol.storage`). An index or
+received body from before this was sealed or encrypted in place on open.
 
 Memory stays flat: every step reads and writes `IO_CHUNK_BYTES` at a time.
 """
@@ -84,10 +90,12 @@ from protocol.keys import SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument
 from protocol.model import parse_model
+from protocol.storage import MAGIC, StorageKey
 from protocol.topology import KIND_SEALED_MESSAGE
 from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
+from runtime.private_files import open_private, private_directory, restrict
 from runtime.sqlite import open_index
 from runtime.supervision import TryLocks
 
@@ -181,13 +189,25 @@ class ReceivedBody:
     recorded_at: str
 
 
-def _received(row: Sequence[Any]) -> ReceivedBody:
+def upload_identity(upload_id: str) -> dict[str, str]:
+    """What the key of an uploaded body is bound to."""
+    return {"record": "upload", "upload_id": upload_id}
+
+
+def received_identity(sender: str, message_id: str, attachment_id: str) -> dict[str, str]:
+    """What the key of a received body is bound to."""
+    return {"record": "received", "sender": sender, "message_id": message_id, "attachment_id": attachment_id}
+
+
+def _received(row: Sequence[Any], storage_key: StorageKey) -> ReceivedBody:
+    sender, message_id, attachment_id = str(row[1]), str(row[2]), str(row[3])
+    key_json = storage_key.open(bytes(row[4]), received_identity(sender, message_id, attachment_id))
     return ReceivedBody(
         received_id=int(row[0]),
-        sender=str(row[1]),
-        message_id=str(row[2]),
-        attachment_id=str(row[3]),
-        key=parse_model(AttachmentKey, str(row[4]), what="attachment key"),
+        sender=sender,
+        message_id=message_id,
+        attachment_id=attachment_id,
+        key=parse_model(AttachmentKey, key_json, what="attachment key"),
         state=str(row[5]),
         detail=None if row[6] is None else str(row[6]),
         confirmed=bool(row[7]),
@@ -201,19 +221,71 @@ _RECEIVED_COLUMNS = "received_id, sender, message_id, attachment_id, key_json, s
 class AttachmentStore:
     """Bodies on disk under `<data>/attachments/`, what is known of them in `<data>/attachments.db`."""
 
-    def __init__(self, root: Path, db: aiosqlite.Connection) -> None:
+    def __init__(self, root: Path, db: aiosqlite.Connection, storage_key: StorageKey) -> None:
         self.root = root
         self._db = db
+        self._key = storage_key
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, data_dir: Path) -> AttachmentStore:
-        """Open (creating if needed) the store under `data_dir`."""
-        root = data_dir / "attachments"
+    async def open(cls, data_dir: Path, *, storage_key: StorageKey) -> AttachmentStore:
+        """Open (creating if needed) the store under `data_dir`; seal what an index from before holds in plain."""
+        root = private_directory(data_dir / "attachments")
         for sub in ("uploads", "blobs", "received"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            private_directory(root / sub)
         db = await open_index(data_dir / "attachments.db", _SCHEMA, what="attachment index")
-        return cls(root, db)
+        store = cls(root, db, storage_key)
+        try:
+            await store._seal_plain_rows()
+            await store._encrypt_plain_bodies()
+        except (sqlite3.Error, OSError) as exc:
+            await db.close()
+            raise StoreUnavailable(f"cannot seal the attachment index: {exc}") from exc
+        return store
+
+    async def _seal_plain_rows(self) -> None:
+        """Keys written in plain before sealing existed: a raw 32-byte `uploads.key`, a JSON `key_json`."""
+        async with self._db.execute("SELECT upload_id, key FROM uploads WHERE length(key) = 32") as cursor:
+            uploads = [(str(row[0]), bytes(row[1])) for row in await cursor.fetchall()]
+        await self._db.executemany(
+            "UPDATE uploads SET key = ? WHERE upload_id = ?",
+            [(self._key.seal(key, upload_identity(upload_id)), upload_id) for upload_id, key in uploads],
+        )
+        async with self._db.execute(
+            "SELECT received_id, sender, message_id, attachment_id, key_json FROM received "
+            "WHERE substr(key_json, 1, ?) != ?",
+            (len(MAGIC), MAGIC),
+        ) as cursor:
+            received = list(await cursor.fetchall())
+        await self._db.executemany(
+            "UPDATE received SET key_json = ? WHERE received_id = ?",
+            [
+                (
+                    self._key.seal(
+                        row[4] if isinstance(row[4], bytes) else str(row[4]).encode("utf-8"),
+                        received_identity(str(row[1]), str(row[2]), str(row[3])),
+                    ),
+                    row[0],
+                )
+                for row in received
+            ],
+        )
+        if uploads or received:
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _encrypt_plain_bodies(self) -> None:
+        """Received bodies kept in plain before (`<id>.body`) are encrypted in place under their own key."""
+        async with self._db.execute(
+            f"SELECT {_RECEIVED_COLUMNS} FROM received WHERE state = ?",  # noqa: S608 - constant columns
+            (AVAILABLE,),
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for row in rows:
+            body = _received(tuple(row), self._key)
+            plain = (self.root / "received" / str(body.received_id)).with_suffix(".body")
+            if plain.exists():
+                _, kept = self.received_paths(body)
+                await asyncio.to_thread(_encrypt_plain_body, plain, kept, body.key, body.sender)
 
     async def close(self) -> None:
         """Close the index."""
@@ -228,9 +300,9 @@ class AttachmentStore:
         return self.root / "blobs" / ciphertext_sha256
 
     def received_paths(self, body: ReceivedBody) -> tuple[Path, Path]:
-        """(ciphertext being downloaded, plaintext once verified) of a received body."""
+        """(ciphertext being downloaded, ciphertext kept once verified) of a received body."""
         base = self.root / "received" / str(body.received_id)
-        return base.with_suffix(".ciphertext"), base.with_suffix(".body")
+        return base.with_suffix(".ciphertext"), base.with_suffix(".sealed")
 
     async def _write(self, query: str, params: tuple[object, ...]) -> None:
         async with self._lock:
@@ -248,7 +320,7 @@ class AttachmentStore:
                 upload.plaintext_sha256,
                 upload.plaintext_length,
                 upload.stream_id,
-                upload.key,
+                self._key.seal(upload.key, upload_identity(upload.upload_id)),
                 upload.ciphertext_sha256,
                 upload.ciphertext_length,
                 upload.created_at,
@@ -259,7 +331,12 @@ class AttachmentStore:
         """The finished upload of this id, if any."""
         async with self._db.execute("SELECT * FROM uploads WHERE upload_id = ?", (upload_id,)) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else Upload(*row)
+        return None if row is None else self._upload(row)
+
+    def _upload(self, row: Sequence[Any]) -> Upload:
+        values = list(row)
+        values[4] = self._key.open(bytes(values[4]), upload_identity(str(values[0])))
+        return Upload(*values)
 
     async def upload_of(self, plaintext_sha256: str) -> Upload | None:
         """The latest finished upload whose plaintext has this digest, with its ciphertext on disk."""
@@ -268,7 +345,7 @@ class AttachmentStore:
         ) as cursor:
             rows = await cursor.fetchall()
         for row in rows:
-            upload = Upload(*row)
+            upload = self._upload(row)
             if self.blob_path(upload.ciphertext_sha256).exists():
                 return upload
         return None
@@ -280,7 +357,21 @@ class AttachmentStore:
                 await self._db.executemany(
                     "INSERT OR IGNORE INTO received (sender, message_id, attachment_id, key_json, state, "
                     "recorded_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                    [(sender, message_id, key.attachment_id, key.model_dump_json(), PENDING, at, at) for key in keys],
+                    [
+                        (
+                            sender,
+                            message_id,
+                            key.attachment_id,
+                            self._key.seal(
+                                key.model_dump_json().encode("utf-8"),
+                                received_identity(sender, message_id, key.attachment_id),
+                            ),
+                            PENDING,
+                            at,
+                            at,
+                        )
+                        for key in keys
+                    ],
                 )
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot write the attachment index: {exc}") from exc
@@ -291,7 +382,7 @@ class AttachmentStore:
             f"SELECT {_RECEIVED_COLUMNS} FROM received WHERE sender = ? AND message_id = ?",  # noqa: S608 - constant columns
             (sender, message_id),
         ) as cursor:
-            return [_received(tuple(row)) for row in await cursor.fetchall()]
+            return [_received(tuple(row), self._key) for row in await cursor.fetchall()]
 
     async def to_fetch(self, limit: int = 50) -> list[ReceivedBody]:
         """Bodies still to download, or downloaded and not yet confirmed to the gateway."""
@@ -300,7 +391,7 @@ class AttachmentStore:
             "ORDER BY received_id LIMIT ?",
             (PENDING, AVAILABLE, limit),
         ) as cursor:
-            return [_received(tuple(row)) for row in await cursor.fetchall()]
+            return [_received(tuple(row), self._key) for row in await cursor.fetchall()]
 
     async def set_state(self, received_id: int, state: str, detail: str | None, at: str) -> None:
         """Move a received body to `state`."""
@@ -322,7 +413,7 @@ def _encrypt_file(part: Path, blobs: Path, *, upload_id: str, sender: str, at: s
     stream_id = uuid.uuid4().hex
     encryptor = StreamEncryptor.new(attachment_ad(sender, stream_id))
     scratch = blobs / f".{upload_id}.tmp"
-    with part.open("rb") as source, scratch.open("wb") as sink:
+    with part.open("rb") as source, open_private(scratch, "wb") as sink:
         sink.write(encryptor.header)
         while chunk := source.read(IO_CHUNK_BYTES):
             sink.write(encryptor.update(chunk))
@@ -352,8 +443,11 @@ def _file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), length
 
 
-def _decrypt_file(ciphertext: Path, plaintext: Path, key: AttachmentKey, sender: str) -> None:
-    """Check the ciphertext against the signed header, decrypt it, check the plaintext the sender signed."""
+def _verify_file(ciphertext: Path, kept: Path, key: AttachmentKey, sender: str) -> None:
+    """Check the ciphertext against the signed header, decrypt it, check the plaintext the sender signed.
+
+    The plaintext is not written: the ciphertext, verified, is kept at `kept`.
+    """
     digest, length = _file_digest(ciphertext)
     if digest != key.ciphertext_sha256 or length != key.ciphertext_length:
         raise AuthenticationFailed(
@@ -361,22 +455,48 @@ def _decrypt_file(ciphertext: Path, plaintext: Path, key: AttachmentKey, sender:
             code=ErrorCode.ATTACHMENT_MISMATCH,
         )
     decryptor = key.decryptor(sender)
-    scratch = plaintext.with_suffix(".tmp")
-    with ciphertext.open("rb") as source, scratch.open("wb") as sink:
+    with ciphertext.open("rb") as source:
         while chunk := source.read(IO_CHUNK_BYTES):
-            sink.write(decryptor.update(chunk))
-        sink.write(decryptor.finish())
-        sink.flush()
-        os.fsync(sink.fileno())
+            decryptor.update(chunk)
+        decryptor.finish()
     if decryptor.plaintext_hash.hexdigest() != key.plaintext_sha256 or decryptor.plaintext_length != (
         key.plaintext_length
     ):
-        scratch.unlink()
         raise AuthenticationFailed(
             "the decrypted body is not the one the sender signed", code=ErrorCode.ATTACHMENT_MISMATCH
         )
-    scratch.replace(plaintext)
-    ciphertext.unlink()
+    ciphertext.replace(kept)
+
+
+def _encrypt_plain_body(plain: Path, kept: Path, key: AttachmentKey, sender: str) -> None:
+    """A body kept in plain before: encrypted under its own key (a fresh stream header) into `kept`, then removed."""
+    encryptor = StreamEncryptor(key.key, attachment_ad(sender, key.stream_id))
+    scratch = kept.with_suffix(".tmp")
+    with plain.open("rb") as source, open_private(scratch, "wb") as sink:
+        sink.write(encryptor.header)
+        while chunk := source.read(IO_CHUNK_BYTES):
+            sink.write(encryptor.update(chunk))
+        sink.write(encryptor.finish())
+        sink.flush()
+        os.fsync(sink.fileno())
+    scratch.replace(kept)
+    plain.unlink()
+
+
+async def _decrypted_range(kept: Path, key: AttachmentKey, sender: str, start: int, stop: int) -> AsyncIterator[bytes]:
+    """Plaintext bytes `start` to `stop` of a kept body, decrypted from its beginning (a stream does not seek)."""
+    decryptor = key.decryptor(sender)
+    position = 0
+    with kept.open("rb") as source:
+        while position < stop:
+            chunk = await asyncio.to_thread(source.read, IO_CHUNK_BYTES)
+            plain = decryptor.update(chunk) if chunk else decryptor.finish()
+            if not chunk and not plain:
+                return
+            first, last = max(start, position), min(stop, position + len(plain))
+            if first < last:
+                yield plain[first - position : last - position]
+            position += len(plain)
 
 
 async def _file_chunks(path: Path, offset: int, end: int) -> AsyncIterator[bytes]:
@@ -414,6 +534,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+        restrict(target)
 
 
 def _flush(sink: Any) -> None:  # noqa: ANN401 - a binary file
@@ -533,7 +654,7 @@ class GatewayBlobClient:
                     raise GatewayUnavailable(f"GET {url_path}: HTTP {response.status}")
                 if response.status == 200:
                     have = 0
-                with sink_path.open("r+b" if have else "wb") as sink:
+                with open_private(sink_path, "r+b" if have else "wb") as sink:
                     sink.truncate(have)
                     sink.seek(have)
                     try:
@@ -583,6 +704,45 @@ class BlobPushingPublisher(SubmitPublisher):
 # -- the service ---------------------------------------------------------------------------------
 
 
+def _range_bounds(asked: slice, total: int) -> tuple[int, int]:
+    """[start, stop) of a body of `total` bytes that a parsed `Range` asks for (start >= stop: unsatisfiable)."""
+    start, stop = asked.start, asked.stop
+    if start is None and stop is None:
+        return 0, 0
+    if start is not None and start < 0:  # the last -start bytes
+        return max(0, total + start), total
+    return start or 0, total if stop is None else min(stop, total)
+
+
+async def _serve_decrypted(request: web.Request, kept: Path, body: ReceivedBody) -> web.StreamResponse:
+    """The plaintext of a kept body, or the part `Range` asks for (206), decrypted as it is sent."""
+    total = body.key.plaintext_length
+    try:
+        asked = request.http_range
+    except ValueError:
+        asked = slice(0, 0)
+    start, stop, status = 0, total, 200
+    if request.headers.get("Range") is not None:
+        start, stop = _range_bounds(asked, total)
+        if start >= stop:
+            response = problem(416, ErrorCode.INVALID_PARAMETER, "Range not satisfiable", f"the body has {total} bytes")
+            response.headers["Content-Range"] = f"bytes */{total}"
+            return response
+        status = 206
+    served = web.StreamResponse(status=status)
+    served.content_type = "application/octet-stream"
+    served.content_length = stop - start
+    served.headers["Accept-Ranges"] = "bytes"
+    served.headers["Repr-Digest"] = f"sha-256=:{b64encode(bytes.fromhex(body.key.plaintext_sha256))}:"
+    if status == 206:
+        served.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    await served.prepare(request)
+    async for piece in _decrypted_range(kept, body.key, body.sender, start, stop):
+        await served.write(piece)
+    await served.write_eof()
+    return served
+
+
 def _header_int(request: web.Request, name: str) -> int | None:
     raw = request.headers.get(name)
     if raw is None:
@@ -628,13 +788,14 @@ class Attachments:
         gateway_url: str,
         agency: AgencyId,
         signing_key: SigningPrivateKey,
+        storage_key: StorageKey,
         agent_store: AgentStore,
         limits: Limits,
         clock: Callable[[], datetime],
         max_received_body_bytes: int = DEFAULT_MAX_RECEIVED_BODY_BYTES,
     ) -> Attachments:
         """The attachment service of one agent, with its own store and HTTP session to the gateway."""
-        store = await AttachmentStore.open(data_dir)
+        store = await AttachmentStore.open(data_dir, storage_key=storage_key)
         # No total timeout: a body of gigabytes takes its time; a stalled socket does not.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
         client = GatewayBlobClient(session, gateway_url, agency=agency, signing_key=signing_key, clock=clock)
@@ -720,7 +881,7 @@ class Attachments:
     async def _receive(self, request: web.Request, part: Path, offset: int, length: int | None) -> int:
         received = offset
         limit = self._max_bytes if length is None else length
-        with part.open("r+b" if offset else "wb") as sink:
+        with open_private(part, "r+b" if offset else "wb") as sink:
             sink.truncate(offset)
             sink.seek(offset)
             try:
@@ -867,9 +1028,9 @@ class Attachments:
                         body.received_id, ORPHANED, "the message was not stored", format_timestamp(now)
                     )
                 continue
-            ciphertext, plaintext = self._store.received_paths(body)
+            ciphertext, kept = self._store.received_paths(body)
             try:
-                if await self._copied_from_sibling(body, plaintext):
+                if await self._copied_from_sibling(body, kept):
                     await self._store.set_state(body.received_id, AVAILABLE, None, format_timestamp(self._clock()))
                     await self._store.mark_confirmed(body.received_id)
                     made += 1
@@ -881,7 +1042,7 @@ class Attachments:
                         code=ErrorCode.TOO_LARGE,
                     )
                 await self._gateway.download(body.key.ciphertext_sha256, ciphertext, body.key.ciphertext_length)
-                await asyncio.to_thread(_decrypt_file, ciphertext, plaintext, body.key, body.sender)
+                await asyncio.to_thread(_verify_file, ciphertext, kept, body.key, body.sender)
             except ProtocolError as exc:
                 ciphertext.unlink(missing_ok=True)
                 await self._store.set_state(
@@ -898,8 +1059,8 @@ class Attachments:
             await self._store.mark_confirmed(body.received_id)
         return made
 
-    async def _copied_from_sibling(self, body: ReceivedBody, plaintext: Path) -> bool:
-        """Whether an earlier body of the same message with the same ciphertext gave this one its plaintext.
+    async def _copied_from_sibling(self, body: ReceivedBody, kept: Path) -> bool:
+        """Whether an earlier body of the same message with the same ciphertext gave this one its copy.
 
         A message may name one body under several attachment ids; it is
         downloaded once. The same ciphertext under another key is refused
@@ -927,7 +1088,7 @@ class Attachments:
         if first.state != AVAILABLE:
             raise GatewayUnavailable(f"attachment {first.attachment_id}, the same body, is not fetched yet")
         _, source = self._store.received_paths(first)
-        await asyncio.to_thread(_link_or_copy, source, plaintext)
+        await asyncio.to_thread(_link_or_copy, source, kept)
         return True
 
     # -- 6. the inbox and downloads -------------------------------------------------------------------
@@ -981,11 +1142,8 @@ class Attachments:
             return response
         if body.state != AVAILABLE:
             return problem(409, ErrorCode.ATTACHMENT_MISMATCH, "Body refused", body.detail or "the body did not verify")
-        _, plaintext = self._store.received_paths(body)
-        served = web.FileResponse(plaintext, chunk_size=256 * 1024)
-        served.headers["Content-Type"] = "application/octet-stream"
-        served.headers["Repr-Digest"] = f"sha-256=:{b64encode(bytes.fromhex(body.key.plaintext_sha256))}:"
-        return served
+        _, kept = self._store.received_paths(body)
+        return await _serve_decrypted(request, kept, body)
 
 
 __all__ = [

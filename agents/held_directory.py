@@ -15,6 +15,7 @@ from protocol.directory import Directory
 from protocol.encoding import sha256_hex
 from protocol.errors import ErrorCode
 from runtime.errors import ConfigurationError
+from runtime.private_files import private_directory, write_private
 
 HELD_FILE: Final = "directory-held"
 """In the data directory: `<version> <sha256 of the directory's canonical bytes>`."""
@@ -40,10 +41,8 @@ def remember_directory(data_dir: Path, directory: Directory) -> None:
             f"{ErrorCode.DIRECTORY_ROLLBACK}: directory version {directory.version} is another document "
             "than the one this agent accepted under that version"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(HELD_FILE + ".tmp")
-    temporary.write_text(f"{directory.version} {digest}\n", encoding="ascii")
-    temporary.replace(path)
+    private_directory(data_dir)
+    write_private(path, f"{directory.version} {digest}\n".encode("ascii"))
 
 
 __all__ = ["HELD_FILE", "remember_directory"]

@@ -15,6 +15,7 @@ outbox for the next start), and connections close.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from agents.metrics import AgentMetrics
 from agents.outbox import OutboxRelay
 from agents.receiving import InboxDelivery, Received, Receiver, ReceiverKeys
 from agents.settings import AgentSettings
+from agents.storage_key import storage_key
 from agents.store import AgentStore
 from agents.submission import SenderKeys
 from agents.transport import SubmitPublisher, inbox_consumer
@@ -43,12 +45,14 @@ from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
 from protocol.keystore import previous_keys
 from protocol.signing import SignedStatement
+from protocol.storage import StorageKey
 from protocol.topology import inbox_queue
 from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
 from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from runtime.private_files import PRIVATE_UMASK
 from runtime.runner import (
     Clock,
     Service,
@@ -65,15 +69,21 @@ from runtime.supervision import ConsumerWatchdog
 log = structlog.get_logger("rogatory.agent")
 
 
-def _load_keys(settings: AgentSettings) -> tuple[SigningPrivateKey, EncryptionPrivateKey, list[EncryptionPrivateKey]]:
-    """The signing key, the current encryption key, and the encryption keys rotated out (for mail in flight)."""
+def _load_keys(
+    settings: AgentSettings,
+) -> tuple[SigningPrivateKey, EncryptionPrivateKey, list[EncryptionPrivateKey], StorageKey]:
+    """Signing key, current encryption key, encryption keys rotated out (mail in flight), storage key.
+
+    The storage key is added to the keystore on first start (`agents.storage_key`).
+    """
     keys = unlock_keys(settings.keystore_file, settings.keystore_passphrase_file)
     try:
         previous = [EncryptionPrivateKey(secret) for secret in previous_keys(keys, "encryption")]
         signing = SigningPrivateKey(key_named(keys, "signing", settings.keystore_file))
-        return signing, EncryptionPrivateKey(key_named(keys, "encryption", settings.keystore_file)), previous
+        encryption = EncryptionPrivateKey(key_named(keys, "encryption", settings.keystore_file))
     except ProtocolError as exc:
         raise ConfigurationError(f"cannot unlock the keystore {settings.keystore_file}: {exc}") from exc
+    return signing, encryption, previous, storage_key(keys, settings.keystore_file, settings.keystore_passphrase_file)
 
 
 def _check_keys_listed(
@@ -135,6 +145,7 @@ async def _attachments(
         gateway_url=settings.gateway_url,
         agency=agency,
         signing_key=signing_key,
+        storage_key=store.storage_key,
         agent_store=store,
         limits=settings.limits,
         clock=clock,
@@ -166,7 +177,7 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     """Keys and directory verified (and held against rollback), then the store."""
     agency = parse_agency_id(settings.agency)
     authority = authority_key(settings.authority_key)
-    signing_key, encryption_key, previous_encryption_keys = _load_keys(settings)
+    signing_key, encryption_key, previous_encryption_keys, storage = _load_keys(settings)
     directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
@@ -185,7 +196,9 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     )
     structlog.contextvars.bind_contextvars(agency=agency)
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
-    store = await AgentStore.open(settings.data_dir / "agent.db", synchronous=settings.sqlite_synchronous)
+    store = await AgentStore.open(
+        settings.data_dir / "agent.db", storage_key=storage, synchronous=settings.sqlite_synchronous
+    )
     keys = (*previous_encryption_keys, encryption_key)
     return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store)
 
@@ -335,6 +348,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
 
 def main() -> None:
     """Entry point of `python -m agents`."""
+    os.umask(PRIVATE_UMASK)  # besides the modes set at creation: whatever else the agent writes is private
     service_main(
         "agent",
         read_settings=AgentSettings.from_environ,

@@ -15,21 +15,30 @@ Tables:
 
 A case's messages are read across `outbox` and `inbox` by their `case_id`
 (`Transaction.case_entries`); the case order and state are `agents.cases`'.
+
+Documents at rest: the `document` column of `outbox` and `inbox` holds the
+document sealed under the agency's storage key (`protocol.storage`), bound to
+its row (`outbox` by message id, `inbox` by sender and message id), so a value
+copied into another row does not open. Rows are sealed and opened here and
+nowhere else: every record this module returns holds the plaintext. A database
+from before sealing existed is sealed in place when opened (`seal_plain_rows`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, cast
 
 import aiosqlite
 
+from protocol.storage import MAGIC, StorageKey
 from runtime.errors import StoreUnavailable
-from runtime.sqlite import GroupCommitter, LoopSqlite
+from runtime.private_files import private_directory
+from runtime.sqlite import GroupCommitter, LoopSqlite, create_private_database, restrict_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -110,9 +119,6 @@ CREATE TABLE IF NOT EXISTS forks (
     detected_at TEXT NOT NULL
 );
 """
-
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,27 +216,102 @@ SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received
 """
 
 
-def _outbox(row: Sequence[object]) -> OutboxRecord:
-    return OutboxRecord(*row)  # type: ignore[arg-type]
+_DOCUMENT = 5
+"""The index of `document` in a row of `outbox` and of `inbox` (`SELECT *`)."""
+_INBOX_DOCUMENT = 7
+_MIGRATION_BATCH = 500
+"""Plain rows sealed per transaction when a database from before is opened."""
+
+
+def outbox_identity(message_id: str) -> dict[str, str]:
+    """What an outbox document is bound to."""
+    return {"record": "outbox", "message_id": message_id}
+
+
+def inbox_identity(sender: str, message_id: str) -> dict[str, str]:
+    """What an inbox document is bound to."""
+    return {"record": "inbox", "sender": sender, "message_id": message_id}
+
+
+def _outbox(row: Sequence[object], key: StorageKey) -> OutboxRecord:
+    values = list(row)
+    values[_DOCUMENT] = key.open(bytes(cast("bytes", values[_DOCUMENT])), outbox_identity(str(values[0])))
+    return OutboxRecord(*values)  # type: ignore[arg-type]
 
 
 def _evidence(row: Sequence[object]) -> EvidenceRecord:
     return EvidenceRecord(*row)  # type: ignore[arg-type]
 
 
-def _inbox(row: Sequence[object]) -> InboxRecord:
-    return InboxRecord(*row)  # type: ignore[arg-type]
+def _inbox(row: Sequence[object], key: StorageKey) -> InboxRecord:
+    values = list(row)
+    identity = inbox_identity(str(values[1]), str(values[2]))
+    values[_INBOX_DOCUMENT] = key.open(bytes(cast("bytes", values[_INBOX_DOCUMENT])), identity)
+    return InboxRecord(*values)  # type: ignore[arg-type]
+
+
+async def seal_plain_rows(db: LoopSqlite, key: StorageKey) -> int:
+    """Seal in place every document written in plain (before sealing existed); returns how many.
+
+    Then one sealed document, if any, must open: a storage key that is not the
+    one the rows were sealed under (a keystore restored from before the key was
+    added, say) stops the agent here instead of at the first read.
+    """
+    sealed = 0
+    for table, columns in (("outbox", "rowid, message_id"), ("inbox", "rowid, sender, message_id")):
+        while True:
+            rows = await db.fetchall(
+                f"SELECT {columns}, document FROM {table} WHERE substr(document, 1, ?) != ? LIMIT ?",  # noqa: S608 - constant names
+                (len(MAGIC), MAGIC, _MIGRATION_BATCH),
+            )
+            if not rows:
+                break
+            await db.begin_immediate()
+            try:
+                await db.executemany(
+                    f"UPDATE {table} SET document = ? WHERE rowid = ?",  # noqa: S608 - constant names
+                    [
+                        (
+                            key.seal(
+                                bytes(row[-1]),
+                                outbox_identity(str(row[1]))
+                                if table == "outbox"
+                                else inbox_identity(str(row[1]), str(row[2])),
+                            ),
+                            row[0],
+                        )
+                        for row in rows
+                    ],
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            sealed += len(rows)
+    for query, build in (
+        ("SELECT * FROM outbox LIMIT 1", _outbox),
+        ("SELECT * FROM inbox LIMIT 1", _inbox),
+    ):
+        row = await db.fetchone(query)
+        if row is not None:
+            build(row, key)  # raises if the key is not the one the rows were sealed under
+    if sealed:
+        # The plain bytes the sealed rows replaced leave the WAL too (secure_delete cleared the pages).
+        await db.execute_off_loop("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sealed
 
 
 class Transaction:
     """Writes allowed inside one transaction."""
 
-    def __init__(self, db: LoopSqlite) -> None:
+    def __init__(self, db: LoopSqlite, key: StorageKey) -> None:
         self._db = db
+        self._key = key
 
     async def outbox(self, message_id: str) -> OutboxRecord | None:
         """The outbox row of `message_id`, if any."""
-        return await _one(self._db, "SELECT * FROM outbox WHERE message_id = ?", (message_id,), _outbox)
+        row = await self._db.fetchone("SELECT * FROM outbox WHERE message_id = ?", (message_id,))
+        return None if row is None else _outbox(row, self._key)
 
     async def insert_outbox(self, record: OutboxRecord) -> None:
         """Record a new submission (status `queued`)."""
@@ -242,7 +323,7 @@ class Transaction:
                 record.message_type,
                 record.case_id,
                 record.in_reply_to,
-                record.document,
+                self._key.seal(record.document, outbox_identity(record.message_id)),
                 record.request_sha256,
                 record.sealed,
                 record.digest,
@@ -308,9 +389,8 @@ class Transaction:
 
     async def inbox_entry(self, sender: str, message_id: str) -> InboxRecord | None:
         """The inbox row of (sender, message id), if any."""
-        return await _one(
-            self._db, "SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id), _inbox
-        )
+        row = await self._db.fetchone("SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id))
+        return None if row is None else _inbox(row, self._key)
 
     async def insert_inbox(self, record: InboxRecord) -> None:
         """Keep a received message (its `seq` is assigned here)."""
@@ -324,7 +404,7 @@ class Transaction:
                 record.message_type,
                 record.case_id,
                 record.in_reply_to,
-                record.document,
+                self._key.seal(record.document, inbox_identity(record.sender, record.message_id)),
                 record.sealed,
                 record.received_at,
                 record.retrieved_at,
@@ -387,29 +467,27 @@ class Transaction:
         """The document bytes of one message of a case, as sealed or as received."""
         if entry.direction == "sent":
             query, params = "SELECT document FROM outbox WHERE message_id = ?", [entry.message_id]
+            identity = outbox_identity(entry.message_id)
         else:
             query, params = (
                 "SELECT document FROM inbox WHERE sender = ? AND message_id = ?",
                 [entry.sender, entry.message_id],
             )
+            identity = inbox_identity(entry.sender, entry.message_id)
         row = await self._db.fetchone(query, params)
         if row is None:
             raise StoreUnavailable(f"the document of {entry.direction} message {entry.message_id} is missing")
-        return bytes(row[0])
-
-
-async def _one(
-    db: LoopSqlite, query: str, params: tuple[object, ...], build: Callable[[Sequence[object]], T]
-) -> T | None:
-    row = await db.fetchone(query, params)
-    return None if row is None else build(row)
+        return self._key.open(bytes(row[0]), identity)
 
 
 class AgentStore:
     """The SQLite database of one agent."""
 
-    def __init__(self, db: LoopSqlite, relay_reader: LoopSqlite, scan_reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, db: LoopSqlite, relay_reader: LoopSqlite, scan_reader: aiosqlite.Connection, storage_key: StorageKey
+    ) -> None:
         self._db = db
+        self._key = storage_key
         # Writes share COMMITs under load (`agents.groupcommit`); their statements run on the event loop,
         # each COMMIT in a thread. What the relays publish is read on a connection of its own, which sees
         # committed rows only (WAL), never a series still open: one bounded batch at a time, on the loop too.
@@ -419,19 +497,29 @@ class AgentStore:
         self._scan_db = scan_reader
 
     @classmethod
-    async def open(cls, path: Path, *, synchronous: str = "FULL") -> AgentStore:
-        """Open (creating if needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+    async def open(cls, path: Path, *, storage_key: StorageKey, synchronous: str = "FULL") -> AgentStore:
+        """Open (creating if needed) the database at `path`: 0600, with its WAL, in a 0700 directory."""
         try:
+            private_directory(path.parent)
+            create_private_database(path)
             db = await LoopSqlite.connect(path)
+            # Rows rewritten or deleted leave no old bytes in free pages.
+            await db.execute("PRAGMA secure_delete=ON")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
+            await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
+            restrict_database(path)
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
-        return cls(db, relay_reader, scan_reader)
+        return cls(db, relay_reader, scan_reader, storage_key)
+
+    @property
+    def storage_key(self) -> StorageKey:
+        """The key this store seals documents under: the agent's other stores use it too."""
+        return self._key
 
     async def close(self) -> None:
         """Close the connections."""
@@ -443,20 +531,21 @@ class AgentStore:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One write transaction; durable once the block is left (its COMMIT possibly shared), undone alone on error."""
         async with self._committer.transaction():
-            yield Transaction(self._db)
+            yield Transaction(self._db, self._key)
 
     # -- reads --------------------------------------------------------------------------
 
     async def outbox(self, message_id: str) -> OutboxRecord | None:
         """The outbox row of `message_id`, if any."""
-        return await _one(self._db, "SELECT * FROM outbox WHERE message_id = ?", (message_id,), _outbox)
+        row = await self._db.fetchone("SELECT * FROM outbox WHERE message_id = ?", (message_id,))
+        return None if row is None else _outbox(row, self._key)
 
     async def queued(self, limit: int = 100) -> list[OutboxRecord]:
         """Submissions not yet confirmed by the broker, oldest first."""
         rows = await self._relay_db.fetchall(
             "SELECT * FROM outbox WHERE status = 'queued' ORDER BY created_at LIMIT ?", (limit,)
         )
-        return [_outbox(row) for row in rows]
+        return [_outbox(row, self._key) for row in rows]
 
     async def evidence_for(self, message_id: str) -> list[EvidenceRecord]:
         """Evidence held about `message_id`, in the order it was issued."""
@@ -468,18 +557,17 @@ class AgentStore:
     async def inbox_after(self, after: int, limit: int) -> list[InboxRecord]:
         """Received messages with `seq` > `after`, oldest first."""
         rows = await self._db.fetchall("SELECT * FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
-        return [_inbox(row) for row in rows]
+        return [_inbox(row, self._key) for row in rows]
 
     async def inbox_entry_of(self, sender: str, message_id: str) -> InboxRecord | None:
         """The inbox row of (sender, message id), if any."""
-        return await _one(
-            self._db, "SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id), _inbox
-        )
+        row = await self._db.fetchone("SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id))
+        return None if row is None else _inbox(row, self._key)
 
     async def inbox_by_message_id(self, message_id: str) -> list[InboxRecord]:
         """Received messages with this id (from any sender)."""
         rows = await self._db.fetchall("SELECT * FROM inbox WHERE message_id = ?", (message_id,))
-        return [_inbox(row) for row in rows]
+        return [_inbox(row, self._key) for row in rows]
 
     async def evidence_without_proof(self, limit: int = 500) -> list[EvidenceRecord]:
         """Evidence held without a verified inclusion proof yet, oldest first."""
@@ -522,4 +610,7 @@ __all__ = [
     "OutboxRecord",
     "PendingEvidence",
     "Transaction",
+    "inbox_identity",
+    "outbox_identity",
+    "seal_plain_rows",
 ]

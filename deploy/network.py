@@ -53,6 +53,7 @@ from protocol.encoding import b64decode, b64encode, truncate_to_millis
 from protocol.ids import AgencyId, GatewayId
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey, SigningPublicKey
 from protocol.keystore import lock_keystore, unlock_keystore
+from protocol.storage import STORAGE_KEY_NAME, StorageKey
 
 NETWORK_FORMAT: Final = "rogatory-devnet/1"
 DEV_AGENCIES: Final[dict[str, tuple[str, str]]] = {
@@ -254,7 +255,10 @@ def create_network(
         passphrase = _passphrase()
         write_private(
             paths.keystore(agency),
-            lock_keystore({"signing": signing.seed, "encryption": encryption.raw}, passphrase.encode()),
+            lock_keystore(
+                {"signing": signing.seed, "encryption": encryption.raw, STORAGE_KEY_NAME: StorageKey.generate().raw},
+                passphrase.encode(),
+            ),
         )
         write_private(paths.passphrase(agency), passphrase.encode())
         agent_entries[agency] = AgentEntry(

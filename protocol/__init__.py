@@ -9,6 +9,7 @@ Modules, from the bottom up:
 * `keys`       Ed25519 signing keys and X25519 encryption keys, never mixed;
 * `signing`    signed statements (DSSE-like), domain-separated by payload type;
 * `keystore`   private keys at rest under a passphrase (Argon2id);
+* `storage`    what an agent keeps decrypted, sealed at rest under its storage key;
 * `limits`     every size and time limit, with its reason;
 * `directory`  the signed directory of agencies, keys and agreements (policy);
 * `envelope`   seal / open: the security argument of the exchange, in one module;

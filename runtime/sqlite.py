@@ -44,6 +44,7 @@ from typing import Any, Final
 import aiosqlite
 
 from runtime.errors import StoreUnavailable
+from runtime.private_files import create_private, restrict
 
 MAX_BATCH: Final = 256
 """Bodies that may share one COMMIT: bounds the latency a long series adds to its first member."""
@@ -323,18 +324,44 @@ class GroupCommitter:
             return
 
 
+def create_private_database(path: Path) -> None:
+    """Make the database file 0600 before SQLite opens it: its `-wal` and `-shm` take the file's mode."""
+    create_private(path)
+    restrict_database(path)
+
+
+def restrict_database(path: Path) -> None:
+    """Narrow the database and its `-wal`, `-shm` and `-journal` files (those that exist) to 0600."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        restrict(path.with_name(path.name + suffix))
+
+
 async def open_index(path: Path, schema: str, *, what: str) -> aiosqlite.Connection:
     """A side index (attachments, blobs): one autocommit connection in WAL mode with `schema` applied.
 
-    `StoreUnavailable` names `what` when it cannot be opened.
+    The database and its WAL are 0600 (`create_private_database`); what is
+    deleted is overwritten (`secure_delete`). `StoreUnavailable` names `what`
+    when it cannot be opened.
     """
     try:
+        create_private_database(path)
         db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA secure_delete=ON")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.executescript(schema)
-    except sqlite3.Error as exc:
+        restrict_database(path)
+    except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"cannot open the {what}: {exc}") from exc
     return db
 
 
-__all__ = ["MAX_BATCH", "GroupCommitter", "LoopSqlite", "Member", "Row", "open_index"]
+__all__ = [
+    "MAX_BATCH",
+    "GroupCommitter",
+    "LoopSqlite",
+    "Member",
+    "Row",
+    "create_private_database",
+    "open_index",
+    "restrict_database",
+]

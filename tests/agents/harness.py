@@ -28,6 +28,7 @@ from protocol.directory import Directory
 from protocol.encoding import format_timestamp
 from protocol.ids import AgencyId
 from protocol.limits import DEFAULT_LIMITS
+from protocol.storage import StorageKey
 from tests.support.network import NOW, AgencyKeys, LocalNetwork
 
 TOKEN = "agent-test-token"
@@ -98,7 +99,7 @@ async def start_agent(
     senders' log views go to `sender_views`."""
     keys = net[agency]
     current = in_force or (lambda: directory)
-    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL")
+    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=StorageKey.generate())
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),

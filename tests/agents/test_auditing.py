@@ -33,6 +33,7 @@ from protocol.ids import AgencyId, MessageId
 from protocol.keys import SigningPrivateKey
 from protocol.limits import DEFAULT_LIMITS
 from protocol.merkle import MerkleTree, leaf_hash
+from protocol.storage import StorageKey
 from tests.agents.harness import InProcessAgent, carry, start_agent
 from tests.agents.test_cases import fresh, new_case, sample
 from tests.support.network import BD, LY, NOW, LocalNetwork
@@ -82,7 +83,7 @@ class InMemoryGateway:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[AgentStore]:
-    opened = await AgentStore.open(tmp_path / "agent.db")
+    opened = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     yield opened
     await opened.close()
 

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from agents.store import AgentStore
+from protocol.storage import StorageKey
 
 WRITERS = 30
 
@@ -15,7 +16,7 @@ async def test_concurrent_transactions_are_each_committed_when_released_and_a_fa
     tmp_path: Path,
 ):
     """Evidence committed by each writer is what the relay sees right after its block; a failed writer's is not."""
-    store = await AgentStore.open(tmp_path / "agent.db")
+    store = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     seen: dict[int, bool] = {}
 
     async def writer(n: int) -> None:

@@ -11,6 +11,7 @@ from agents.metrics import AgentMetrics
 from agents.receiving import InboxDelivery, Received, ReceivedResult
 from agents.store import AgentStore, EvidenceRecord
 from protocol.encoding import format_timestamp
+from protocol.storage import StorageKey
 from runtime.logs import CANONICAL_EVENT, CANONICAL_FIELDS
 from tests.support.network import NOW
 
@@ -19,7 +20,7 @@ AGENCY = "LY-MLA-CA"
 
 @pytest.fixture
 async def store(tmp_path):
-    opened = await AgentStore.open(tmp_path / "agent.db")
+    opened = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
     try:
         yield opened
     finally:

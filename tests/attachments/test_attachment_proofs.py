@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient, _decrypt_file, _encrypt_file
+from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient, _encrypt_file, _verify_file
 from agents.store import AgentStore
 from deploy.demo import REQUEST_SAMPLE, sample
 from protocol.attachments import (
@@ -32,6 +32,7 @@ from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation,
 from protocol.evidence import EvidenceType, new_statement
 from protocol.ids import CaseId, MessageId
 from protocol.mla import validate_document
+from protocol.storage import StorageKey
 from tests.support.network import BD, LY, LY_AGO, NOW, LocalNetwork
 
 
@@ -209,9 +210,12 @@ def test_a_received_body_round_trips_through_files(tmp_path):
     """File to file, in chunks: what the sender uploaded is what the recipient gets, digest-checked."""
     data = os.urandom(3 * 65536 + 123)
     blob, key = encrypted_file(tmp_path, data)
-    out = tmp_path / "out.body"
-    _decrypt_file(blob, out, key, BD)
-    assert out.read_bytes() == data
+    out = tmp_path / "out.sealed"
+    _verify_file(blob, out, key, BD)
+    kept = out.read_bytes()
+    assert data not in kept, "what is kept is the ciphertext"
+    decryptor = key.decryptor(BD)
+    assert decryptor.update(kept) + decryptor.finish() == data
 
 
 @pytest.mark.parametrize("attack", ["truncated", "final_chunk_dropped", "reordered", "flipped", "another_sender"])
@@ -240,14 +244,14 @@ def test_each_attack_on_a_received_body_is_refused(tmp_path, attack):
     # First line of defence: the digest and length the sender's signed header commits to.
     if attack != "another_sender":
         with pytest.raises(AuthenticationFailed) as refused:
-            _decrypt_file(tampered, out, key, sender)
+            _verify_file(tampered, out, key, sender)
         assert refused.value.code == ErrorCode.ATTACHMENT_MISMATCH
     # Second: the stream itself, with an attacker who could also make the expected digest match.
     forged = key.model_copy(
         update={"ciphertext_sha256": hashlib.sha256(bytes(stream)).hexdigest(), "ciphertext_length": len(stream)}
     )
     with pytest.raises(AuthenticationFailed):
-        _decrypt_file(tampered, out, forged, sender)
+        _verify_file(tampered, out, forged, sender)
     assert not out.exists(), "nothing unverified is kept"
 
 
@@ -274,8 +278,8 @@ async def test_a_body_the_document_does_not_list_as_sent_refuses_the_message(tmp
         "sha256": key.plaintext_sha256,
         "size_bytes": len(data),
     }
-    agent_store = await AgentStore.open(tmp_path / "agent.db")
-    store = await AttachmentStore.open(tmp_path)
+    agent_store = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
+    store = await AttachmentStore.open(tmp_path, storage_key=StorageKey.generate())
     async with aiohttp.ClientSession() as session:
         service = Attachments(
             agency=LY,

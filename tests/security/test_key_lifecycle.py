@@ -176,7 +176,7 @@ def test_agent_holds_rotated_encryption_keys_from_its_keystore(tmp_path: Path) -
             "gateway_broker_user": "gateway",
         }
     )
-    loaded_signing, current, retired = _load_keys(settings)
+    loaded_signing, current, retired, _ = _load_keys(settings)
     assert (loaded_signing.key_id, current.key_id, [key.key_id for key in retired]) == (
         signing.key_id,
         second.key_id,

@@ -20,6 +20,7 @@ from gateway.auditlog import AuditLog
 from gateway.blobs import BlobSweeper
 from protocol.attachments import AttachmentKey
 from protocol.errors import AuthenticationFailed, ErrorCode
+from protocol.storage import StorageKey
 from runtime.supervision import TryLocks
 from tests.security.blob_gateway import BlobGateway, blob_gateway
 from tests.support.network import BD, LY, NOW, LocalNetwork
@@ -85,8 +86,8 @@ async def test_upload_locks_are_forgotten_once_uploads_end(tmp_path):
             await put(gateway, BD, os.urandom(20_000))
         assert len(gateway.store.uploads) == 0
 
-    agent_store = await AgentStore.open(tmp_path / "agent.db")
-    store = await AttachmentStore.open(tmp_path / "agent")
+    agent_store = await AgentStore.open(tmp_path / "agent.db", storage_key=StorageKey.generate())
+    store = await AttachmentStore.open(tmp_path / "agent", storage_key=StorageKey.generate())
     net = LocalNetwork()
     async with aiohttp.ClientSession() as session:
         service = Attachments(
@@ -156,7 +157,7 @@ class _Inbox:
 
 
 async def _recipient(tmp_path: Path, gateway: _CountingGateway, *, cap: int) -> tuple[Attachments, AttachmentStore]:
-    store = await AttachmentStore.open(tmp_path / "recipient")
+    store = await AttachmentStore.open(tmp_path / "recipient", storage_key=StorageKey.generate())
     service = Attachments(
         agency=LY,
         store=store,
@@ -212,8 +213,8 @@ async def test_a_body_named_many_times_in_one_message_is_downloaded_once(tmp_pat
         assert gateway.downloads == [key.ciphertext_sha256]
         assert gateway.confirmed == [key.ciphertext_sha256]
         bodies = await store.received_for(BD, "m-2")
-        plain = {store.received_paths(body)[1].read_bytes() for body in bodies if body.state == "available"}
-        assert len(plain) == 1
+        kept = {store.received_paths(body)[1].read_bytes() for body in bodies if body.state == "available"}
+        assert len(kept) == 1
         (refused,) = [body for body in bodies if body.attachment_id == "OTHER_KEY"]
         assert refused.state == "failed"
         assert (refused.detail or "").startswith("ATTACHMENT_MISMATCH")
