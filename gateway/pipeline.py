@@ -82,6 +82,7 @@ from protocol.evidence import (
 )
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
+from protocol.policy import decide_exchange
 from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.errors import RoutingFailed
@@ -357,11 +358,8 @@ class IngressPipeline:
     def decide(self, submission: NewSubmission, directory: Directory, now: datetime) -> AllowedSubmission:
         """Every recipient is allowed by an agreement in force and wrapped for one of its valid keys."""
         header = submission.header
-        for wrapped in header.recipients:
-            directory.agreement_for(header.sender, wrapped.agency, header.message_type, now)
-            directory.encryption_key(wrapped.agency, wrapped.key_id).check_usable(
-                created_at=header.created_at, now=now, what="encryption"
-            )
+        for recipient in header.recipient_agencies:
+            decide_exchange(submission.authenticated, recipient, directory, now=now)
         if header.archive is not None:
             directory.encryption_key(header.sender, header.archive.key_id)
         return AllowedSubmission(authenticated=submission.authenticated, step=_STEP)
