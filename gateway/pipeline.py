@@ -41,8 +41,10 @@ Evidence published by a recipient agent (`DELIVERY`, `RETRIEVAL`, ...) takes
 steps of its own: `identify_publisher`, `authenticate_evidence` ->
 AuthenticatedEvidence (verified against the directory, issued by the
 publisher), `match_evidence` -> MatchedEvidence (about a message relayed to
-its issuer), then `forward_evidence` logs it and forwards it to the message's
-sender. Deadlines are not the pipeline's: `gateway.deadlines`.
+its issuer), `check_evidence_timely` -> TimelyEvidence (dated between the
+message's acceptance and now, within the clock skew, by a key not retired
+longer than the grace), then `forward_evidence` logs it and forwards it to
+the message's sender. Deadlines are not the pipeline's: `gateway.deadlines`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from gateway.issuing import GatewayIdentity, issue_gateway_evidence
 from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
-from protocol.encoding import format_timestamp, sha256_hex
+from protocol.encoding import format_timestamp, parse_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, EnvelopeHeader, SealedMessage, authenticate_header, check_freshness
 from protocol.errors import (
     AuthenticationFailed,
@@ -76,6 +78,7 @@ from protocol.evidence import (
     EvidenceType,
     Reason,
     VerifiedEvidence,
+    check_evidence_time,
     new_statement,
     parse_signed_evidence,
     verify_evidence,
@@ -228,6 +231,14 @@ class AuthenticatedEvidence(_Verified):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MatchedEvidence(_Verified):
     """Authenticated evidence about a message the gateway relayed to its issuer (`record`), with that digest."""
+
+    verified: VerifiedEvidence
+    record: MessageRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelyEvidence(_Verified):
+    """Matched evidence dated after its message was accepted and not after now (within the skew)."""
 
     verified: VerifiedEvidence
     record: MessageRecord
@@ -510,10 +521,11 @@ class IngressPipeline:
         try:
             publisher = self.identify_publisher(delivery, directory)
             matched = await self.match_evidence(self.authenticate_evidence(delivery, publisher, directory, now))
+            timely = self.check_evidence_timely(matched, now)
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
             return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
-        added = await self.forward_evidence(matched, now)
+        added = await self.forward_evidence(timely, now)
         return Outcome(
             kind=OutcomeKind.EVIDENCE,
             result=OutcomeResult.FORWARDED if added else OutcomeResult.DUPLICATE,
@@ -545,7 +557,13 @@ class IngressPipeline:
             )
         return MatchedEvidence(verified=evidence.verified, record=record, step=_STEP)
 
-    async def forward_evidence(self, matched: MatchedEvidence, now: datetime) -> bool:
+    def check_evidence_timely(self, matched: MatchedEvidence, now: datetime) -> TimelyEvidence:
+        """Dated between the message's acceptance and now, within the skew, by a key not retired past the grace."""
+        accepted_at = parse_timestamp(matched.record.received_at)
+        check_evidence_time(matched.verified, accepted_at=accepted_at, now=now, limits=self._limits)
+        return TimelyEvidence(verified=matched.verified, record=matched.record, step=_STEP)
+
+    async def forward_evidence(self, matched: TimelyEvidence, now: datetime) -> bool:
         """Log the evidence, move the copy's state and forward it to the sender, once; whether it was new."""
         statement = matched.verified.statement
         record = matched.record
@@ -644,4 +662,5 @@ __all__ = [
     "OutcomeResult",
     "Publisher",
     "Redelivery",
+    "TimelyEvidence",
 ]
