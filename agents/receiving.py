@@ -8,6 +8,9 @@ check returning a value only it can make, which is all the next one takes:
                                                   the directory gives it (verify, then parse);
 3. `check_freshness`      -> FreshHeader          not expired, not from the future, inside
                                                   the replay window;
+3a. `check_agreement`     -> AllowedHeader        an agreement in force allows the sender to send
+                                                  this type to this agency, the gateway's own
+                                                  decision made again (`protocol.policy`);
 4. `open_authenticated`   -> OpenedMessage        this agency listed as a recipient, key
                                                   commitment, decryption, the sender's content
                                                   signature and binding (the header is not
@@ -51,10 +54,11 @@ import structlog
 from agents.cases import CaseBook, Direction
 from agents.status import MessageStatus, status_after
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
-from protocol.directory import Directory
+from protocol.directory import Agreement, Directory
 from protocol.encoding import format_timestamp, parse_json_strict
 from protocol.envelope import (
     AuthenticatedHeader,
+    FreshHeader,
     OpenedMessage,
     SealedMessage,
     authenticate_header,
@@ -75,6 +79,7 @@ from protocol.ids import AgencyId, KeyId
 from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
+from protocol.policy import decide_exchange
 from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
@@ -82,7 +87,7 @@ from runtime.broker import Handled
 log = structlog.get_logger("rogatory.agent.receiving")
 
 _STEP: Final = StepToken("agents.receiving")
-"""Only this module's checks hold it: `ValidMessage` and `UnseenMessage` are theirs alone."""
+"""Only this module's checks hold it: `AllowedHeader`, `ValidMessage` and `UnseenMessage` are theirs alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,18 @@ class ReceivedResult(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Received(Handled[ReceivedResult]):
     """What `handle` did, for the summary log line and the metrics."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowedHeader:
+    """Step 3a: a fresh header whose exchange (sender -> this agency, its type) an agreement in force allows."""
+
+    fresh: FreshHeader
+    agreement: Agreement
+    step: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _STEP.admit(self.step, AllowedHeader)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,8 +222,9 @@ class Receiver:
         if self._on_log_view is not None and header.log_checkpoint is not None:
             self._on_log_view(header.sender, header.log_checkpoint)
         try:
+            allowed = self.check_agreement(check_freshness(authenticated, now=now, limits=self._limits), now)
             opened = open_authenticated(
-                check_freshness(authenticated, now=now, limits=self._limits),
+                allowed.fresh,
                 recipient=self._keys.agency,
                 recipient_keys=self._keys.encryption_keys,
             )
@@ -244,6 +262,11 @@ class Receiver:
         return Received(
             kind="message", result=ReceivedResult.DELIVERED, message_id=str(header.message_id), sender=header.sender
         )
+
+    def check_agreement(self, fresh: FreshHeader, now: datetime) -> AllowedHeader:
+        """An agreement in force allows the sender to send this type to this agency: the gateway's decision, again."""
+        agreement = decide_exchange(fresh.authenticated, self._keys.agency, self._directory(), now=now)
+        return AllowedHeader(fresh=fresh, agreement=agreement, step=_STEP)
 
     def validate(self, opened: OpenedMessage) -> ValidMessage:
         """The document is strict JSON, valid for its type, and says what the signed header says."""
@@ -410,4 +433,13 @@ class Receiver:
             )
 
 
-__all__ = ["InboxDelivery", "Received", "ReceivedResult", "Receiver", "ReceiverKeys", "UnseenMessage", "ValidMessage"]
+__all__ = [
+    "AllowedHeader",
+    "InboxDelivery",
+    "Received",
+    "ReceivedResult",
+    "Receiver",
+    "ReceiverKeys",
+    "UnseenMessage",
+    "ValidMessage",
+]

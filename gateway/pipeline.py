@@ -41,8 +41,10 @@ Evidence published by a recipient agent (`DELIVERY`, `RETRIEVAL`, ...) takes
 steps of its own: `identify_publisher`, `authenticate_evidence` ->
 AuthenticatedEvidence (verified against the directory, issued by the
 publisher), `match_evidence` -> MatchedEvidence (about a message relayed to
-its issuer), then `forward_evidence` logs it and forwards it to the message's
-sender. Deadlines are not the pipeline's: `gateway.deadlines`.
+its issuer), `check_evidence_timely` -> TimelyEvidence (dated between the
+message's acceptance and now, within the clock skew, by a key not retired
+longer than the grace), then `forward_evidence` logs it and forwards it to
+the message's sender. Deadlines are not the pipeline's: `gateway.deadlines`.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from gateway.issuing import GatewayIdentity, issue_gateway_evidence
 from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
 from protocol.auditlog import RejectedInputLeaf, evidence_leaf
 from protocol.directory import Directory
-from protocol.encoding import format_timestamp, sha256_hex
+from protocol.encoding import format_timestamp, parse_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, EnvelopeHeader, SealedMessage, authenticate_header, check_freshness
 from protocol.errors import (
     AuthenticationFailed,
@@ -76,12 +78,14 @@ from protocol.evidence import (
     EvidenceType,
     Reason,
     VerifiedEvidence,
+    check_evidence_time,
     new_statement,
     parse_signed_evidence,
     verify_evidence,
 )
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
+from protocol.policy import decide_exchange
 from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
@@ -227,6 +231,14 @@ class MatchedEvidence(_Verified):
     record: MessageRecord
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelyEvidence(_Verified):
+    """Matched evidence dated after its message was accepted and not after now (within the skew)."""
+
+    verified: VerifiedEvidence
+    record: MessageRecord
+
+
 class IngressPipeline:
     """Takes one ingress delivery through the steps of the module docstring."""
 
@@ -352,11 +364,8 @@ class IngressPipeline:
     def decide(self, submission: NewSubmission, directory: Directory, now: datetime) -> AllowedSubmission:
         """Every recipient is allowed by an agreement in force and wrapped for one of its valid keys."""
         header = submission.header
-        for wrapped in header.recipients:
-            directory.agreement_for(header.sender, wrapped.agency, header.message_type, now)
-            directory.encryption_key(wrapped.agency, wrapped.key_id).check_usable(
-                created_at=header.created_at, now=now, what="encryption"
-            )
+        for recipient in header.recipient_agencies:
+            decide_exchange(submission.authenticated, recipient, directory, now=now)
         if header.archive is not None:
             directory.encryption_key(header.sender, header.archive.key_id)
         return AllowedSubmission(authenticated=submission.authenticated, step=_STEP)
@@ -507,10 +516,11 @@ class IngressPipeline:
         try:
             publisher = self.identify_publisher(delivery, directory)
             matched = await self.match_evidence(self.authenticate_evidence(delivery, publisher, directory, now))
+            timely = self.check_evidence_timely(matched, now)
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
             return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
-        added = await self.forward_evidence(matched, now)
+        added = await self.forward_evidence(timely, now)
         return Outcome(
             kind=OutcomeKind.EVIDENCE,
             result=OutcomeResult.FORWARDED if added else OutcomeResult.DUPLICATE,
@@ -542,7 +552,13 @@ class IngressPipeline:
             )
         return MatchedEvidence(verified=evidence.verified, record=record, step=_STEP)
 
-    async def forward_evidence(self, matched: MatchedEvidence, now: datetime) -> bool:
+    def check_evidence_timely(self, matched: MatchedEvidence, now: datetime) -> TimelyEvidence:
+        """Dated between the message's acceptance and now, within the skew, by a key not retired past the grace."""
+        accepted_at = parse_timestamp(matched.record.received_at)
+        check_evidence_time(matched.verified, accepted_at=accepted_at, now=now, limits=self._limits)
+        return TimelyEvidence(verified=matched.verified, record=matched.record, step=_STEP)
+
+    async def forward_evidence(self, matched: TimelyEvidence, now: datetime) -> bool:
         """Log the evidence, move the copy's state and forward it to the sender, once; whether it was new."""
         statement = matched.verified.statement
         record = matched.record
@@ -641,4 +657,5 @@ __all__ = [
     "OutcomeResult",
     "Publisher",
     "Redelivery",
+    "TimelyEvidence",
 ]

@@ -13,6 +13,7 @@ Modules, from the bottom up:
 * `limits`     every size and time limit, with its reason;
 * `directory`  the signed directory of agencies, keys and agreements (policy);
 * `envelope`   seal / open: the security argument of the exchange, in one module;
+* `policy`     the agreement decision, made by the gateway and again by each recipient;
 * `evidence`   signed evidence of each step of a message;
 * `mla`        the content of MLA messages and the case lifecycle;
 * `topology`   the names of the broker topology;

@@ -12,7 +12,9 @@ so: an empty directory denies everything.
 
 Keys have a validity period and may be revoked. A signing key verifies a
 message created inside its validity period (so messages in flight when a
-key is rotated out still verify), and nothing at all once revoked.
+key is rotated out still verify), and nothing at all once revoked. A
+created time is the signer's claim: `check_not_retired` also refuses a key
+whose validity ended longer ago than a grace, on the receiver's clock.
 """
 
 from __future__ import annotations
@@ -58,6 +60,20 @@ class PublishedKey(FrozenModel):
             raise KeyRejected(
                 f"{what} key {self.key_id} is valid from {self.valid_from.isoformat()} "
                 f"until {self.valid_until.isoformat()}, not at {created_at.isoformat()}",
+                code=ErrorCode.KEY_NOT_VALID,
+            )
+
+    def check_not_retired(self, *, now: datetime, grace: timedelta, what: str) -> None:
+        """Raise `KeyRejected(KEY_NOT_VALID)` if this key's validity ended more than `grace` before `now`.
+
+        `check_usable` judges a key at the time the signer claims; this bounds
+        that claim by the receiver's clock, so a retired key cannot date new
+        signatures back into its validity (`Limits.retired_key_grace`).
+        """
+        if now - self.valid_until > grace:
+            raise KeyRejected(
+                f"{what} key {self.key_id} retired at {self.valid_until.isoformat()}, "
+                f"more than {grace} before now ({now.isoformat()})",
                 code=ErrorCode.KEY_NOT_VALID,
             )
 

@@ -548,7 +548,12 @@ def authenticate_header(sealed: SealedMessage, directory: Directory, *, now: dat
 
 
 def check_freshness(authenticated: AuthenticatedHeader, *, now: datetime, limits: Limits) -> FreshHeader:
-    """Refuse an envelope from the future, expired, older than the replay window, or too long-lived."""
+    """Refuse an envelope from the future, expired, older than the replay window, or too long-lived.
+
+    Also refuse one whose signing key retired longer than `Limits.retired_key_grace`
+    ago: `created_at` is the sender's claim, so a rotated-out key could otherwise
+    sign new messages dated back into its validity for the whole replay window.
+    """
     header = authenticated.header
     if header.expires_at <= header.created_at or header.expires_at - header.created_at > limits.max_message_ttl:
         raise FreshnessViolation(
@@ -568,6 +573,7 @@ def check_freshness(authenticated: AuthenticatedHeader, *, now: datetime, limits
             f"created at {header.created_at.isoformat()}, older than the replay window of {limits.replay_window}",
             code=ErrorCode.STALE,
         )
+    authenticated.sender_key.check_not_retired(now=now, grace=limits.retired_key_grace, what="signing")
     return FreshHeader(authenticated=authenticated, step=_STEP)
 
 

@@ -10,7 +10,9 @@
 Each names the message id and `message_digest`, the SHA-256 of the exact
 header bytes the sender signed; negative evidence carries a reason code.
 `verify_evidence` checks the signature under a key the directory gives the
-issuer, and that the issuer is allowed to issue that type of evidence.
+issuer, and that the issuer is allowed to issue that type of evidence;
+`check_evidence_time` bounds its `at`, the issuer's claim, by the receiver's
+record of the message and its clock.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import Field, model_validator
 
 from protocol.directory import Directory, PublishedSigningKey
 from protocol.encoding import UtcTimestamp, parse_json_strict, truncate_to_millis
-from protocol.errors import AuthenticationFailed, ErrorCode, KeyRejected, MalformedInput
+from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, KeyRejected, MalformedInput
 from protocol.ids import AgencyId, AgencyIdField, MessageId, MessageIdField
 from protocol.keys import SigningPrivateKey
 from protocol.limits import Limits
@@ -188,6 +190,28 @@ def verify_evidence_as_of_its_time(signed: SignedStatement, directory: Directory
     return _verify_evidence(signed, directory, now=None)
 
 
+def check_evidence_time(verified: VerifiedEvidence, *, accepted_at: datetime, now: datetime, limits: Limits) -> None:
+    """Refuse evidence dated outside [`accepted_at`, `now`] by more than the clock skew, or by a long-retired key.
+
+    `accepted_at` is when the receiver accepted the message the evidence is
+    about: nothing happened to it before. `at` is the issuer's claim, so the
+    issuer's key is also judged on the receiver's clock (`check_not_retired`).
+    """
+    at = verified.statement.at
+    if at > now + limits.max_clock_skew:
+        raise FreshnessViolation(
+            f"evidence dated {at.isoformat()}, more than {limits.max_clock_skew} after now ({now.isoformat()})",
+            code=ErrorCode.NOT_YET_VALID,
+        )
+    if at < accepted_at - limits.max_clock_skew:
+        raise FreshnessViolation(
+            f"evidence dated {at.isoformat()}, more than {limits.max_clock_skew} before its message "
+            f"was accepted ({accepted_at.isoformat()})",
+            code=ErrorCode.BACKDATED,
+        )
+    verified.issuer_key.check_not_retired(now=now, grace=limits.retired_key_grace, what="evidence")
+
+
 def _verify_evidence(signed: SignedStatement, directory: Directory, *, now: datetime | None) -> VerifiedEvidence:
     try:
         issuer_key = directory.gateway_evidence_key(signed.key_id)
@@ -228,6 +252,7 @@ __all__ = [
     "EvidenceType",
     "Reason",
     "VerifiedEvidence",
+    "check_evidence_time",
     "issue_evidence",
     "new_statement",
     "parse_signed_evidence",

@@ -37,7 +37,16 @@ class Limits:
     """A signed directory: agencies, keys and agreements of a whole network."""
 
     max_clock_skew: timedelta = timedelta(minutes=5)
-    """How far in the future an envelope's `created_at` may be, for clocks that drift."""
+    """How far the clocks of agents and gateway may drift apart: an envelope's `created_at` may
+    lie this far after the receiver's now, and the gateway takes evidence dated this far after
+    its now or before it accepted the message the evidence is about."""
+
+    retired_key_grace: timedelta = timedelta(days=1)
+    """How long after its `valid_until` a signing key still vouches for what it signed while valid
+    (judged on the receiver's clock, whatever time the signer claims): mail sealed just before a
+    rotation that waited in an outbox or a queue (a broker or a recipient away overnight). Past it
+    the key vouches for nothing, so a rotated-out key that leaks can sign messages or evidence
+    backdated into its validity for at most this long, not for the whole replay window."""
 
     replay_window: timedelta = timedelta(days=7)
     """How long a message id is remembered; an envelope older than this is stale,

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from agents.receiving import ReceivedResult, UnseenMessage, ValidMessage
+from agents.receiving import AllowedHeader, ReceivedResult, UnseenMessage, ValidMessage
 
 
-@pytest.mark.parametrize("made_by_a_check", [ValidMessage, UnseenMessage], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("made_by_a_check", [AllowedHeader, ValidMessage, UnseenMessage], ids=lambda cls: cls.__name__)
 def test_a_verified_value_built_outside_its_check_is_refused(made_by_a_check):
-    """No code outside `agents.receiving` can build a validated or unseen message."""
+    """No code outside `agents.receiving` can build an allowed header, a validated or an unseen message."""
     forged = {field.name: None for field in dataclasses.fields(made_by_a_check)} | {"step": object()}
     with pytest.raises(TypeError, match=r"made only by the checks of agents\.receiving"):
         made_by_a_check(**forged)

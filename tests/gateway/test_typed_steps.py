@@ -30,6 +30,7 @@ MADE_BY_A_STEP = [
     steps.AcceptedSubmission,
     steps.AuthenticatedEvidence,
     steps.MatchedEvidence,
+    steps.TimelyEvidence,
 ]
 
 
