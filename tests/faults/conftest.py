@@ -7,7 +7,7 @@ figures" section of the terminal summary, so CI output shows them without
 
 Brokers: the machine's RabbitMQ (`AMQP_URL`; never stopped here); `own_broker`,
 a private node this suite may kill and restart; `own_cluster`, three private
-nodes in one cluster (`deploy.rabbitnode`). The private nodes live as long as
+nodes in one cluster (`tests.support.rabbitnode`). The private nodes live as long as
 this package's tests, so they do not slow down the rest of the suite.
 """
 
@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from deploy.devstack import DEFAULT_AMQP_URL
-from deploy.rabbitnode import RabbitCluster, RabbitNode
 from tests.faults.figures import Figures
+from tests.support.rabbitnode import RabbitCluster, RabbitNode
 
 SYSTEM_AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
 SYSTEM_MANAGEMENT_URL = os.environ.get("RABBITMQ_MANAGEMENT_URL")

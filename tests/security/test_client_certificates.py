@@ -14,9 +14,9 @@ import aio_pika
 import pytest
 from aiormq.exceptions import AMQPConnectionError
 
-from deploy.rabbitnode import RabbitNode, free_port
 from deploy.tls import BrokerTlsFiles, ensure_broker_tls, issue_client_certificate, rabbitmq_conf_block
 from tests.support.amqp import refused_connection
+from tests.support.rabbitnode import RabbitNode, free_port
 
 pytestmark = [pytest.mark.broker]
 USER = "net.BD-MOHA-PSD"
