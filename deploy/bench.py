@@ -59,11 +59,11 @@ import aio_pika
 import aio_pika.abc
 import aiohttp
 
-from deploy.broker import ManagementClient, management_url_from_amqp
 from deploy.client import AgentApiError, AgentClient
 from deploy.demo import REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
 from deploy.devstack import destroy, down, up
 from deploy.network import NetworkPaths, bench_pair
+from deploy.provision.broker import ManagementClient, management_url_from_amqp
 from protocol.encoding import canonical_json, format_timestamp, parse_timestamp
 
 CONCURRENCY: Final = 64
@@ -722,7 +722,7 @@ def _now_text() -> str:
 def _service_transport(amqp_url: str) -> tuple[str, str]:
     """The broker URL as the services use it (AMQPS when the machine's broker has TLS), and its name."""
     try:
-        from deploy.tls import TlsError, machine_broker_tls, service_amqp_url  # noqa: PLC0415 - optional TLS
+        from deploy.provision.tls import TlsError, machine_broker_tls, service_amqp_url  # noqa: PLC0415 - optional TLS
     except ImportError:
         return amqp_url, "amqp"
     try:

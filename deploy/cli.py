@@ -38,9 +38,9 @@ from deploy.auditor import (
     verify_snapshot,
     write_export,
 )
-from deploy.broker import BrokerAdminError
 from deploy.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
 from deploy.files import add_commands as add_attachment_commands
+from deploy.provision.broker import BrokerAdminError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1

@@ -24,9 +24,9 @@ from typing import Any
 import aiohttp
 
 from deploy.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.broker import BrokerAdminError
 from deploy.client import AgentApiError, AgentClient, poll
 from deploy.devstack import DevStackError, destroy, down, up
+from deploy.provision.broker import BrokerAdminError
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
 from protocol.directory import Directory, verify_directory

@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from deploy.broker import NetworkPlan
+from deploy.provision.broker import NetworkPlan
 from protocol.directory import (
     AgencyEntry,
     Agreement,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from deploy.broker import ManagementClient, ManagementUnreachable
+from deploy.provision.broker import ManagementClient, ManagementUnreachable
 from protocol.ids import AgencyId
 from protocol.topology import INGRESS_QUEUE, inbox_queue
 from tests.faults.conftest import to_thread_ready

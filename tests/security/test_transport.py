@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiormq.exceptions import AMQPConnectionError, ChannelAccessRefused
 
-from deploy.tls import (
+from deploy.provision.tls import (
     CONF_BEGIN,
     DEFAULT_TLS_DIR,
     TLS_PORT,
