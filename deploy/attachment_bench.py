@@ -37,7 +37,6 @@ import aiohttp
 
 from deploy.client import AgentClient, poll
 from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, down, up
 from deploy.files import (
     CHUNK_BYTES,
     attachment_entry,
@@ -45,6 +44,7 @@ from deploy.files import (
     plain_copy,
     upload_file,
 )
+from deploy.localnet.devstack import destroy, down, up
 from protocol.auditlog import AttachmentsLeaf, decode_leaf
 from protocol.encoding import b64decode
 

@@ -61,8 +61,8 @@ import aiohttp
 
 from deploy.client import AgentApiError, AgentClient
 from deploy.demo import REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
-from deploy.devstack import destroy, down, up
-from deploy.network import NetworkPaths, bench_pair
+from deploy.localnet.devstack import destroy, down, up
+from deploy.localnet.network import NetworkPaths, bench_pair
 from deploy.provision.broker import ManagementClient, management_url_from_amqp
 from protocol.encoding import canonical_json, format_timestamp, parse_timestamp
 

@@ -38,8 +38,8 @@ from deploy.auditor import (
     verify_snapshot,
     write_export,
 )
-from deploy.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
 from deploy.files import add_commands as add_attachment_commands
+from deploy.localnet.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
 from deploy.provision.broker import BrokerAdminError
 
 EXIT_USAGE = 2

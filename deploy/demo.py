@@ -25,7 +25,7 @@ import aiohttp
 
 from deploy.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.client import AgentApiError, AgentClient, poll
-from deploy.devstack import DevStackError, destroy, down, up
+from deploy.localnet.devstack import DevStackError, destroy, down, up
 from deploy.provision.broker import BrokerAdminError
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint

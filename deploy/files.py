@@ -203,7 +203,7 @@ EXIT_USAGE = 2
 def _agent_of(args: argparse.Namespace) -> tuple[str, str]:
     """(URL, token) of the agent named by `--agent`/`--token`, or by `--state-dir`/`--agency`."""
     if args.state_dir:
-        from deploy.devstack import read_stack  # noqa: PLC0415 - only for dev networks
+        from deploy.localnet.devstack import read_stack  # noqa: PLC0415 - only for dev networks
 
         stack = read_stack(Path(args.state_dir))
         if stack is None or args.agency not in stack.get("agents", {}):
@@ -344,7 +344,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_bench_attachments(args: argparse.Namespace) -> int:
     from deploy.attachment_bench import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
-    from deploy.devstack import DEFAULT_AMQP_URL  # noqa: PLC0415
+    from deploy.localnet.devstack import DEFAULT_AMQP_URL  # noqa: PLC0415
 
     return run_attachment_bench(
         amqp_url=os.environ.get("AMQP_URL", DEFAULT_AMQP_URL),

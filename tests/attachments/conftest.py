@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
-from deploy.network import NetworkPaths
+from deploy.localnet.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.localnet.network import NetworkPaths
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode

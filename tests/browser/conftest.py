@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.localnet.devstack import DEFAULT_AMQP_URL, destroy, down, up
 
 CHROMIUM = Path(os.environ.get("ROGATORY_CHROMIUM", "/usr/bin/chromium"))
 AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)

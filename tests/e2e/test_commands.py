@@ -17,7 +17,7 @@ import pytest
 
 from deploy.client import AgentClient
 from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, read_stack
+from deploy.localnet.devstack import destroy, read_stack
 from tests.e2e.conftest import AMQP_URL, MANAGEMENT_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.devstack import DEFAULT_AMQP_URL
+from deploy.localnet.devstack import DEFAULT_AMQP_URL
 from tests.faults.figures import Figures
 from tests.support.rabbitnode import RabbitCluster, RabbitNode
 

@@ -42,8 +42,8 @@ from deploy.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.bench import bench_case, bench_note
 from deploy.client import AgentApiError, AgentClient
 from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import DevStackError, destroy, down, read_stack, up
-from deploy.network import NetworkPaths, load_network
+from deploy.localnet.devstack import DevStackError, destroy, down, read_stack, up
+from deploy.localnet.network import NetworkPaths, load_network
 from deploy.provision.broker import BrokerAdminError
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode

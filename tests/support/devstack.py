@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.devstack import DEFAULT_AMQP_URL, destroy, down, up
+from deploy.localnet.devstack import DEFAULT_AMQP_URL, destroy, down, up
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode

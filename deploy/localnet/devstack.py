@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from deploy.network import (
+from deploy.localnet.network import (
     NetworkDescription,
     NetworkPaths,
     create_network,
