@@ -1,9 +1,16 @@
-"""Deployment: broker provisioning, the local development network, the `rogatory` command line.
+"""Deployment: broker provisioning, the local development network, the `rogatory` command line, the benchmarks.
 
-`deploy.provision.broker` provisions a network's vhost, users, permissions and queues;
-`deploy.localnet.network` and `deploy.localnet.devstack` make and run a local network of real
-processes; `deploy.demo`, `deploy.auditor` and `deploy.bench` are commands
-of `deploy.cli`. Services never import this package.
+One subpackage by job:
+
+- `deploy.provision`: the broker's vhost, users, permissions and queues from
+  the directory, and its TLS (CA, certificates, configuration);
+- `deploy.localnet`: a local network of real processes (`rogatory dev up`);
+- `deploy.client`: what an agency's system does with a running network (the
+  agent API, attachment transfers, the sample documents);
+- `deploy.cli`: the `rogatory` command line, the demo and the auditor's commands;
+- `deploy.bench`: `rogatory bench` and `rogatory bench-attachments`.
+
+Services never import this package.
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ import aio_pika
 import aio_pika.abc
 import aiohttp
 
-from deploy.client import AgentApiError, AgentClient
-from deploy.demo import REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
+from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
 from deploy.localnet.devstack import destroy, down, up
 from deploy.localnet.network import NetworkPaths, bench_pair
 from deploy.provision.broker import ManagementClient, management_url_from_amqp

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import DEFAULT_AMQP_URL, destroy, down, up
 from deploy.localnet.network import NetworkPaths
 from protocol.directory import Directory, verify_directory

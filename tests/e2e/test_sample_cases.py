@@ -23,7 +23,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.client import AgentApiError, AgentClient, poll
+from deploy.client.agent_api import AgentApiError, AgentClient, poll
 from deploy.localnet.devstack import DevStackError, destroy, down, up
 from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, decode_leaf

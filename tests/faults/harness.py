@@ -38,10 +38,10 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from deploy.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.bench import bench_case, bench_note
-from deploy.client import AgentApiError, AgentClient
-from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
+from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import DevStackError, destroy, down, read_stack, up
 from deploy.localnet.network import NetworkPaths, load_network
 from deploy.provision.broker import BrokerAdminError

@@ -26,7 +26,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.client import poll
+from deploy.client.agent_api import poll
 from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, RejectedInputLeaf, decode_leaf
 from protocol.directory import Directory

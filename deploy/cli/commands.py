@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.auditor import (
+from deploy.cli.auditor import (
     EXIT_EXPORT_UNREADABLE,
     EXIT_GATEWAY_UNREADABLE,
     AuditSourceError,
@@ -38,7 +38,7 @@ from deploy.auditor import (
     verify_snapshot,
     write_export,
 )
-from deploy.files import add_commands as add_attachment_commands
+from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.localnet.devstack import DEFAULT_AMQP_URL, DevStackError, down, read_stack, up
 from deploy.provision.broker import BrokerAdminError
 
@@ -94,7 +94,7 @@ def _cmd_dev_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from deploy.demo import run_demo  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.cli.demo import run_demo  # noqa: PLC0415 - keeps `rogatory --help` fast
 
     return run_demo(
         amqp_url=_amqp_url(),
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--state-dir")
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
-    add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.files)
+    add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
     return parser
 
 
