@@ -156,7 +156,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from deploy.bench import BenchOptions, run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.bench.run import BenchOptions, run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
 
     return run_bench(
         amqp_url=_amqp_url(),

@@ -199,7 +199,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_attachments(args: argparse.Namespace) -> int:
-    from deploy.attachment_bench import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.bench.attachments import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
     from deploy.localnet.devstack import DEFAULT_AMQP_URL  # noqa: PLC0415
 
     return run_attachment_bench(

@@ -38,7 +38,7 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from deploy.bench import bench_case, bench_note
+from deploy.bench.scenarios import bench_case, bench_note
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.client.samples import REQUEST_SAMPLE, sample
