@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from agents.settings import AgentSettings
-from deploy.devstack import DEFAULT_AMQP_URL
+from deploy.localnet.devstack import DEFAULT_AMQP_URL
 from gateway.settings import GatewaySettings
 from runtime.settings import Variable, reference_table, variables_of
 

@@ -17,7 +17,7 @@
 #   ROGATORY_BROKER_TLS_PORT           the AMQPS listener on 127.0.0.1      (default 5671)
 #   ROGATORY_PYTHON                    a Python with this project and `cryptography` (default .venv/bin/python)
 #
-# TLS: deploy/tls.py makes a CA and a certificate for `localhost` (once; again
+# TLS: deploy/provision/tls.py makes a CA and a certificate for `localhost` (once; again
 # only when missing or near expiry) and writes the AMQPS listener into the
 # config file between marker lines, keeping every other line. A broker that
 # is already running gets the listener started online (no restart, port 5672
@@ -99,16 +99,16 @@ else
 fi
 
 # 1b. TLS material and config (idempotent; see the header).
-[[ -x "$TLS_PYTHON" ]] || die "no Python at $TLS_PYTHON for deploy/tls.py (run deploy/run, or set ROGATORY_PYTHON)"
+[[ -x "$TLS_PYTHON" ]] || die "no Python at $TLS_PYTHON for deploy/provision/tls.py (run deploy/run, or set ROGATORY_PYTHON)"
 tls_owner=rabbitmq
 id -u "$tls_owner" >/dev/null 2>&1 || tls_owner=""
-tls_state="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.tls broker --dir "$TLS_DIR" --config "$CONFIG_FILE" \
-    --port "$TLS_PORT" ${tls_owner:+--owner "$tls_owner"})" || die "deploy/tls.py could not set up TLS in $TLS_DIR"
+tls_state="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.provision.tls broker --dir "$TLS_DIR" --config "$CONFIG_FILE" \
+    --port "$TLS_PORT" ${tls_owner:+--owner "$tls_owner"})" || die "deploy/provision/tls.py could not set up TLS in $TLS_DIR"
 log "TLS material in $TLS_DIR and listener config in $CONFIG_FILE: $tls_state"
 
 # 1c. The broker's own message size limit (protocol.topology.BROKER_MAX_MESSAGE_BYTES) in the config.
-max_message_size="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.broker_limits --config "$CONFIG_FILE")" \
-    || die "deploy/broker_limits.py could not write max_message_size into $CONFIG_FILE"
+max_message_size="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.provision.broker_limits --config "$CONFIG_FILE")" \
+    || die "deploy/provision/broker_limits.py could not write max_message_size into $CONFIG_FILE"
 log "max_message_size = $max_message_size in $CONFIG_FILE"
 
 # 2. Running? Never restart a node that runs.
@@ -184,7 +184,7 @@ if port_open "$AMQP_HOST" "$TLS_PORT"; then
     log "AMQPS listener answers on port $TLS_PORT"
 else
     log "starting the AMQPS listener on 127.0.0.1:$TLS_PORT online (the running node predates its config)"
-    tls_options="$(cd "$ROOT" && "$TLS_PYTHON" -m deploy.tls listener-opts --dir "$TLS_DIR")"
+    tls_options="$(cd "$ROOT" && "$TLS_PYTHON" -m deploy.provision.tls listener-opts --dir "$TLS_DIR")"
     result="$(as_root timeout 60 rabbitmqctl -q eval \
         "rabbit_networking:start_ssl_listener({\"127.0.0.1\", $TLS_PORT}, $tls_options, 10)." 2>&1 || true)"
     port_open "$AMQP_HOST" "$TLS_PORT" || die "AMQPS listener did not start on port $TLS_PORT: $result"

@@ -94,7 +94,7 @@ class AlertThresholds:
     key_warning: timedelta = timedelta(days=30)
     """Keys (and the directory) expiring within this are flagged, in time to publish new ones."""
     certificate_warning: timedelta = timedelta(days=30)
-    """TLS certificates expiring within this are flagged; `deploy/tls.py` renews its own at 30 days too."""
+    """TLS certificates expiring within this are flagged; `deploy/provision/tls.py` renews its own at 30 days too."""
     growth_window_s: float = 60.0
     """A queue whose ready count only rose over at least this long keeps growing."""
     growth_samples: int = 4

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from runtime.settings import SHOWN_DEFAULT, ServiceSettings
 
 BROKER_CERTIFICATE_NAME: Final = "server.pem"
-"""The broker's certificate beside its CA, as `deploy.tls.BrokerTlsFiles` lays them out."""
+"""The broker's certificate beside its CA, as `deploy.provision.tls.BrokerTlsFiles` lays them out."""
 _SHA256_HEX: Final = r"^[0-9a-f]{64}$"
 
 
@@ -80,7 +80,7 @@ class GatewaySettings(ServiceSettings):
         default=(),
         description="PEM files whose expiry the operator console shows. Unset: the `cafile` (and `certfile`) "
         "of each `amqps://` URL, and the broker's `server.pem` where it lies beside that CA (the layout of "
-        "`deploy/tls.py`); set but empty: none",
+        "`deploy/provision/tls.py`); set but empty: none",
         json_schema_extra={SHOWN_DEFAULT: "the broker's TLS files"},
     )
 

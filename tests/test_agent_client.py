@@ -1,4 +1,4 @@
-"""The agent API client (`deploy.client`) slows down when an agent asks it to (`429` + `Retry-After`)."""
+"""The agent API client (`deploy.client.agent_api`) slows down when an agent asks it to (`429` + `Retry-After`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from deploy import client as client_module
-from deploy.client import AgentApiError, AgentClient
+from deploy.client import agent_api as client_module
+from deploy.client.agent_api import AgentApiError, AgentClient
 
 
 @pytest.fixture

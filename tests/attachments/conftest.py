@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.configuration import system_amqp_url, system_management_url
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, down, up
-from deploy.network import NetworkPaths
+from deploy.localnet.devstack import destroy, down, up
+from deploy.localnet.network import NetworkPaths
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.files import file_sha256
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.client.transfer import file_sha256
 from tests.attachments.conftest import BD, LY, Network, request_with
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]

@@ -14,7 +14,7 @@ import pytest
 
 from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient, _encrypt_file, _verify_file
 from agents.store import AgentStore
-from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from protocol.attachments import (
     CIPHERTEXT_CHUNK_BYTES,
     HEADER_BYTES,

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from agents.attachments import GatewayBlobClient
-from deploy.client import AgentClient, poll
-from deploy.files import attachment_entry, download_attachment, file_sha256, upload_file, upload_offset
+from deploy.client.agent_api import AgentClient, poll
+from deploy.client.transfer import attachment_entry, download_attachment, file_sha256, upload_file, upload_offset
 from protocol.attachments import (
     CHUNK_BYTES,
     AttachmentKey,

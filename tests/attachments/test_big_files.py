@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.attachment_bench import move_file, print_figures, write_test_file
+from deploy.bench.attachments import move_file, print_figures, write_test_file
 from tests.attachments.conftest import Network
 
 pytestmark = [

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from deploy.bench import STAGES, Baseline, Latency, _baseline_for
+from deploy.bench.baseline import Baseline, baseline_for
+from deploy.bench.scenarios import STAGES, Latency
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -31,8 +32,8 @@ def test_latency_figures_are_the_percentiles_of_the_samples():
 def test_each_scenario_is_compared_with_the_baseline_of_its_size():
     """A 64 KB scenario is never divided by the 2 KB baseline, nor the reverse."""
     small, large = Baseline(4830, 2000, 900.0, "amqp"), Baseline(66832, 2000, 400.0, "amqp")
-    assert _baseline_for([small, large], 4836) is small
-    assert _baseline_for([small, large], 66830) is large
+    assert baseline_for([small, large], 4836) is small
+    assert baseline_for([small, large], 66830) is large
 
 
 @pytest.fixture(scope="module")

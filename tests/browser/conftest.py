@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from deploy.configuration import system_amqp_url, system_management_url
-from deploy.devstack import destroy, down, up
+from deploy.localnet.devstack import destroy, down, up
 
 CHROMIUM = Path(os.environ.get("ROGATORY_CHROMIUM", "/usr/bin/chromium"))
 AMQP_URL = system_amqp_url(os.environ)

@@ -29,10 +29,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.auditor import read_export
-from deploy.client import AgentClient
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import up
+from deploy.cli.auditor import read_export
+from deploy.client.agent_api import AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import up
 from protocol.audit_verify import verify_audit_log
 from protocol.encoding import b64decode
 from protocol.keys import SigningPublicKey

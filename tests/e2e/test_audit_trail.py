@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.client import AgentClient, poll
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, down, up
+from deploy.client.agent_api import AgentClient, poll
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import destroy, down, up
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
 from protocol.encoding import b64decode

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.client import AgentClient
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, read_stack
+from deploy.client.agent_api import AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import destroy, read_stack
 from tests.e2e.conftest import AMQP_URL, MANAGEMENT_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.client import AgentApiError, AgentClient
-from deploy.demo import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, sample
+from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, sample
 from protocol.encoding import b64encode, canonical_json, sha256_hex
 from protocol.evidence import verify_evidence
 from protocol.keys import SigningPrivateKey

@@ -23,9 +23,9 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.client import AgentApiError, AgentClient, poll
-from deploy.devstack import DevStackError, destroy, down, up
-from deploy.network import NetworkPaths
+from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.localnet.devstack import DevStackError, destroy, down, up
+from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, decode_leaf
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode, canonical_json

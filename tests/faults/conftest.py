@@ -7,7 +7,7 @@ figures" section of the terminal summary, so CI output shows them without
 
 Brokers: the machine's RabbitMQ (`ROGATORY_SYSTEM_AMQP_URL`; never stopped here); `own_broker`,
 a private node this suite may kill and restart; `own_cluster`, three private
-nodes in one cluster (`deploy.rabbitnode`). The private nodes live as long as
+nodes in one cluster (`tests.support.rabbitnode`). The private nodes live as long as
 this package's tests, so they do not slow down the rest of the suite.
 """
 
@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from deploy.configuration import system_amqp_url, system_management_url
-from deploy.rabbitnode import RabbitCluster, RabbitNode
 from tests.faults.figures import Figures
+from tests.support.rabbitnode import RabbitCluster, RabbitNode
 
 SYSTEM_AMQP_URL = system_amqp_url(os.environ)
 SYSTEM_MANAGEMENT_URL = system_management_url(os.environ)

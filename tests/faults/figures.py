@@ -12,7 +12,7 @@
   or `expired`, with the evidence that made it so;
 * audit leaves vs events: evidence leaves in the gateway's log about these messages,
   against the evidence identities their senders hold (each event once in the log,
-  none missing, none extra), and whether the whole log verifies (`deploy.auditor`).
+  none missing, none extra), and whether the whole log verifies (`deploy.cli.auditor`).
 """
 
 from __future__ import annotations

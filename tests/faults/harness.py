@@ -38,13 +38,13 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from deploy.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.bench import bench_case, bench_note
-from deploy.broker import BrokerAdminError
-from deploy.client import AgentApiError, AgentClient
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import DevStackError, destroy, down, read_stack, up
-from deploy.network import NetworkPaths, load_network
+from deploy.bench.scenarios import bench_case, bench_note
+from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
+from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import DevStackError, destroy, down, read_stack, up
+from deploy.localnet.network import NetworkPaths, load_network
+from deploy.provision.broker import BrokerAdminError
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode

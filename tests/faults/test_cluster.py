@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from deploy.broker import ManagementClient, ManagementUnreachable
-from deploy.rabbitnode import RabbitCluster, RabbitNode
+from deploy.provision.broker import ManagementClient, ManagementUnreachable
 from protocol.ids import AgencyId
 from protocol.topology import INGRESS_QUEUE, inbox_queue
 from tests.faults.conftest import to_thread_ready
 from tests.faults.harness import RECIPIENT, FaultNetwork, Supervisor, Traffic, count, say, settle
+from tests.support.rabbitnode import RabbitCluster, RabbitNode
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster, pytest.mark.broker, pytest.mark.e2e]
 

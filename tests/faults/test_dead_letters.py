@@ -16,7 +16,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.network import load_network
+from deploy.localnet.network import load_network
 from protocol.ids import AgencyId
 from protocol.topology import INGRESS_QUEUE, inbox_queue
 from tests.faults.conftest import SYSTEM_AMQP_URL

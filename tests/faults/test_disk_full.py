@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploy.network import NetworkPaths, create_network
+from deploy.localnet.network import NetworkPaths, create_network
 from tests.faults.conftest import SYSTEM_AMQP_URL, SYSTEM_MANAGEMENT_URL
 from tests.faults.figures import log_events
 from tests.faults.harness import FAULT_SETTINGS, FaultNetwork, Supervisor, Traffic, count, say, settle

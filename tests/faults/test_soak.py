@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from deploy.rabbitnode import RabbitCluster
 from tests.faults.conftest import to_thread_ready
 from tests.faults.harness import RECIPIENT, SENDER, FaultNetwork, Supervisor, Traffic, count, say, settle
+from tests.support.rabbitnode import RabbitCluster
 
 pytestmark = [
     pytest.mark.soak,

@@ -2,7 +2,7 @@
 
 Broker fixtures are all named `broker_*`. Each test module gets its own network
 (`broker_network`): a vhost and users named with a random token, provisioned
-by `deploy.broker.provision` and deleted afterwards, so runs never see each
+by `deploy.provision.broker.provision` and deleted afterwards, so runs never see each
 other's messages and leave nothing behind. Tests that change a network (revoke,
 re-provision, break a binding) make their own with `broker_network_factory`.
 
@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 from aio_pika.exceptions import AMQPError
 
-from deploy.broker import (
+from deploy.provision.broker import (
     BrokerAdminError,
     ManagementClient,
     NetworkPlan,

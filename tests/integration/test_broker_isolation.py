@@ -24,7 +24,7 @@ from aio_pika.exceptions import (
 )
 from aiormq.exceptions import ChannelAccessRefused
 
-from deploy.broker import close_connections_of, revoke_agency
+from deploy.provision.broker import close_connections_of, revoke_agency
 from protocol.ids import AgencyId
 from protocol.topology import (
     DEAD_LETTER_EXCHANGE,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-    from deploy.broker import ManagementClient
+    from deploy.provision.broker import ManagementClient
     from tests.integration.conftest import BrokerNetworkFactory, BrokerTestNetwork
 
 pytestmark = pytest.mark.broker

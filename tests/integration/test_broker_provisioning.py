@@ -16,7 +16,7 @@ import pytest
 from aio_pika import Message
 from aiormq.exceptions import ChannelAccessRefused
 
-from deploy.broker import (
+from deploy.provision.broker import (
     BrokerAdminError,
     ManagementClient,
     ManagementRequestFailed,

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.client import AgentClient
-from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.client.agent_api import AgentClient
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from protocol.directory import Directory
 from tests.support.devstack import running_stack, verified_directory
 

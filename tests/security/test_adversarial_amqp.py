@@ -26,8 +26,8 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.client import poll
-from deploy.network import NetworkPaths
+from deploy.client.agent_api import poll
+from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, RejectedInputLeaf, decode_leaf
 from protocol.directory import Directory
 from protocol.encoding import b64decode, pae

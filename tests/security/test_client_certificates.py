@@ -1,4 +1,4 @@
-"""Client certificates as the broker login (EXTERNAL), on a private RabbitMQ node configured by `deploy.tls`.
+"""Client certificates as the broker login (EXTERNAL), on a private RabbitMQ node configured by `deploy.provision.tls`.
 
 The machine's broker is shared and keeps passwords; this private node shows
 the option end to end: a certificate our CA issued for a broker user logs in
@@ -14,9 +14,9 @@ import aio_pika
 import pytest
 from aiormq.exceptions import AMQPConnectionError
 
-from deploy.rabbitnode import RabbitNode, free_port
-from deploy.tls import BrokerTlsFiles, ensure_broker_tls, issue_client_certificate, rabbitmq_conf_block
+from deploy.provision.tls import BrokerTlsFiles, ensure_broker_tls, issue_client_certificate, rabbitmq_conf_block
 from tests.support.amqp import refused_connection
+from tests.support.rabbitnode import RabbitNode, free_port
 
 pytestmark = [pytest.mark.broker]
 USER = "net.BD-MOHA-PSD"

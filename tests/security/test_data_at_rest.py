@@ -26,7 +26,7 @@ from agents.attachments import Attachments, AttachmentStore, GatewayBlobClient, 
 from agents.held_directory import remember_directory
 from agents.storage_key import storage_key
 from agents.store import AgentStore
-from deploy.demo import REQUEST_SAMPLE, sample
+from deploy.client.samples import REQUEST_SAMPLE, sample
 from protocol.encoding import canonical_json
 from protocol.errors import AuthenticationFailed, ErrorCode
 from protocol.keystore import lock_keystore, unlock_keystore

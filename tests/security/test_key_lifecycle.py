@@ -14,8 +14,8 @@ import pytest
 from agents.receiving import InboxDelivery
 from agents.service import _load_keys
 from agents.settings import AgentSettings
-from deploy.devstack import key_warnings
-from deploy.network import NetworkPaths
+from deploy.localnet.devstack import key_warnings
+from deploy.localnet.network import NetworkPaths
 from protocol.directory import (
     AgencyEntry,
     PublishedEncryptionKey,

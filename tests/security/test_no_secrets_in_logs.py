@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from deploy.network import NetworkPaths, load_network
+from deploy.localnet.network import NetworkPaths, load_network
 from protocol.keystore import unlock_keystore
 from tests.security.conftest import BD, LY, agent, fresh_request
 

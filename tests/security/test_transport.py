@@ -19,7 +19,7 @@ import pytest
 from aiormq.exceptions import AMQPConnectionError, ChannelAccessRefused
 
 from deploy.configuration import system_management_url
-from deploy.tls import (
+from deploy.provision.tls import (
     CONF_BEGIN,
     DEFAULT_TLS_DIR,
     TLS_PORT,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.configuration import system_amqp_url, system_management_url
-from deploy.devstack import destroy, down, up
+from deploy.localnet.devstack import destroy, down, up
 from protocol.directory import Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode

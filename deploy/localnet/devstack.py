@@ -17,7 +17,7 @@ queue view.
 
 Services reach the machine's broker over TLS: `amqps://…@localhost:5671`,
 verifying the broker's certificate and host name against the CA that
-`deploy/ensure-rabbitmq.sh` made (`deploy.tls`); `stack.json` gives the same
+`deploy/ensure-rabbitmq.sh` made (`deploy.provision.tls`); `stack.json` gives the same
 URLs. Other nodes (private test nodes, proxies) keep the URL they were given.
 """
 
@@ -39,14 +39,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from deploy.broker import (
-    ManagementClient,
-    ManagementEndpoint,
-    delete_network,
-    management_url_from_amqp,
-    provision,
-)
-from deploy.network import (
+from deploy.localnet.network import (
     NetworkDescription,
     NetworkPaths,
     create_network,
@@ -55,7 +48,14 @@ from deploy.network import (
     sha256_token,
     write_private,
 )
-from deploy.tls import BrokerTlsFiles, TlsError, machine_broker_tls, service_amqp_url
+from deploy.provision.broker import (
+    ManagementClient,
+    ManagementEndpoint,
+    delete_network,
+    management_url_from_amqp,
+    provision,
+)
+from deploy.provision.tls import BrokerTlsFiles, TlsError, machine_broker_tls, service_amqp_url
 from protocol.directory import Directory, KeyExpiryWarning, key_expiry_warnings
 from protocol.errors import ErrorCode
 from protocol.signing import SignedStatement
@@ -86,12 +86,12 @@ class ServiceLaunch:
 
 
 def _amqp_url(description: NetworkDescription, user: str, password: str) -> str:
-    """A service's broker URL: over TLS to the machine's broker (`deploy.tls.service_amqp_url`)."""
+    """A service's broker URL: over TLS to the machine's broker (`deploy.provision.tls.service_amqp_url`)."""
     return service_amqp_url(description.amqp_url(user, password), machine_broker_tls(os.environ))
 
 
 def _watched_certificates() -> dict[str, str]:
-    """The gateway's console watches the broker's CA and server certificate (`deploy.tls`), when over TLS."""
+    """The gateway's console watches the broker's CA and server certificate (`deploy.provision.tls`), when over TLS."""
     tls_dir = machine_broker_tls(os.environ)
     if tls_dir is None:
         return {}

@@ -13,9 +13,9 @@ queues declared with `x-quorum-initial-group-size` = the number of nodes are
 replicated on all of them. A killed node that is started again with its data
 rejoins by itself.
 
-It lives in `deploy/` rather than in the tests because operators rehearse
-failover with it too (`rogatory dev up` takes a comma-separated `ROGATORY_SYSTEM_AMQP_URL`
-of these nodes), and because the soak runs it outside pytest. It needs the
+Only the tests use it (the fault drills, the soak, the client-certificate
+tests); operators can still rehearse failover with it from a checkout
+(`rogatory dev up` takes a comma-separated `ROGATORY_SYSTEM_AMQP_URL` of these nodes). It needs the
 RabbitMQ server scripts of the machine (Debian: `/usr/lib/rabbitmq/bin`,
 else found on `PATH`, or `ROGATORY_RABBITMQ_SCRIPTS`) and calls them
 directly, not through the distribution's wrapper, which switches to the
@@ -185,7 +185,7 @@ class RabbitNode:
         self._prepare()
         output = (self.spec.base_dir / "server.out").open("ab")
         try:
-            self._process = subprocess.Popen(  # noqa: S603 - the machine's own rabbitmq-server, fixed arguments
+            self._process = subprocess.Popen(
                 [str(scripts_dir() / "rabbitmq-server")],
                 env=self._environment(),
                 cwd=self.spec.base_dir,
@@ -231,7 +231,7 @@ class RabbitNode:
     def ctl(self, *args: str, check: bool = True, timeout_s: float = CTL_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         """Run `rabbitmqctl -n <node> <args>` with this node's cookie."""
         try:
-            result = subprocess.run(  # noqa: S603 - the machine's own rabbitmqctl, arguments from this module
+            result = subprocess.run(
                 [str(scripts_dir() / "rabbitmqctl"), "-n", self.spec.node, *args],
                 env=self._environment(),
                 capture_output=True,

@@ -12,21 +12,20 @@ audit log's verdict; it exits non-zero if any step failed.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from deploy.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.broker import BrokerAdminError
-from deploy.client import AgentApiError, AgentClient, poll
-from deploy.devstack import DevStackError, destroy, down, up
+from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
+from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
+from deploy.localnet.devstack import DevStackError, destroy, down, up
+from deploy.provision.broker import BrokerAdminError
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
 from protocol.directory import Directory, verify_directory
@@ -37,17 +36,6 @@ from protocol.keys import SigningPublicKey
 from protocol.limits import DEFAULT_LIMITS
 from protocol.merkle import leaf_hash, verify_inclusion
 from protocol.signing import SignedStatement
-
-REQUESTING = "BD-MOHA-PSD"
-REQUESTED = "LY-MLA-CA"
-REQUEST_SAMPLE = "BD-LY-2025-0007_01_MLA_REQUEST.json"
-ACKNOWLEDGEMENT_SAMPLE = "BD-LY-2025-0007_02_ACKNOWLEDGEMENT.json"
-
-
-def sample(name: str) -> dict[str, Any]:
-    """One of the fictional sample documents shipped with the project."""
-    loaded: dict[str, Any] = json.loads(resources.files("deploy").joinpath("samples", name).read_text("utf-8"))
-    return loaded
 
 
 class DemoFailed(Exception):

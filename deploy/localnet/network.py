@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from deploy.broker import NetworkPlan
+from deploy.provision.broker import NetworkPlan
 from protocol.directory import (
     AgencyEntry,
     Agreement,
@@ -251,48 +251,10 @@ def create_network(
     agent_entries: dict[str, AgentEntry] = {}
     agency_entries: list[AgencyEntry] = []
     for agency, (name, country) in (DEV_AGENCIES | bench_agencies(bench_pairs)).items():
-        signing, encryption = SigningPrivateKey.generate(), EncryptionPrivateKey.generate()
-        passphrase = _passphrase()
-        write_private(
-            paths.keystore(agency),
-            lock_keystore(
-                {"signing": signing.seed, "encryption": encryption.raw, STORAGE_KEY_NAME: StorageKey.generate().raw},
-                passphrase.encode(),
-            ),
-        )
-        write_private(paths.passphrase(agency), passphrase.encode())
-        agent_entries[agency] = AgentEntry(
-            broker_user=prefix + agency,
-            broker_password=secrets.token_urlsafe(24),
-            http_port=_free_port(),
-            keystore_passphrase=passphrase,
-            token=secrets.token_urlsafe(32),
-        )
-        agency_entries.append(
-            AgencyEntry.model_validate(
-                {
-                    "agency_id": agency,
-                    "name": name,
-                    "country": country,
-                    "signing_keys": (PublishedSigningKey.model_validate(_published(signing, now)),),
-                    "encryption_keys": (PublishedEncryptionKey.model_validate(_published(encryption, now)),),
-                }
-            )
-        )
+        agent_entries[agency], published = _create_agency(paths, agency, name, country, prefix=prefix, now=now)
+        agency_entries.append(published)
 
-    evidence_key, log_key = SigningPrivateKey.generate(), SigningPrivateKey.generate()
-    gateway_passphrase = _passphrase()
-    write_private(
-        paths.keystore("gateway"),
-        lock_keystore({"evidence": evidence_key.seed, "log": log_key.seed}, gateway_passphrase.encode()),
-    )
-    write_private(paths.passphrase("gateway"), gateway_passphrase.encode())
-    gateway_entry = GatewayEntry(
-        gateway_id=GatewayId(f"gateway.{network_id}.rogatory.test"),
-        evidence_keys=(PublishedSigningKey.model_validate(_published(evidence_key, now)),),
-        log_keys=(PublishedSigningKey.model_validate(_published(log_key, now)),),
-        log_origin=f"rogatory.test/{network_id}/audit-log",
-    )
+    gateway_entry, gateway_passphrase = _create_gateway_keys(paths, network_id, now)
     description = NetworkDescription(
         network_id=network_id,
         vhost=f"rogatory-{network_id}",
@@ -328,6 +290,57 @@ def create_network(
     write_private(paths.directory, sign_directory(directory, authority).model_dump_json().encode("utf-8"))
     write_private(paths.description, description.model_dump_json(indent=2).encode("utf-8"))
     return description
+
+
+def _create_agency(
+    paths: NetworkPaths, agency: str, name: str, country: str, *, prefix: str, now: datetime
+) -> tuple[AgentEntry, AgencyEntry]:
+    """An agency's keys in its keystore, its agent's secrets, and its entry in the directory."""
+    signing, encryption = SigningPrivateKey.generate(), EncryptionPrivateKey.generate()
+    passphrase = _passphrase()
+    write_private(
+        paths.keystore(agency),
+        lock_keystore(
+            {"signing": signing.seed, "encryption": encryption.raw, STORAGE_KEY_NAME: StorageKey.generate().raw},
+            passphrase.encode(),
+        ),
+    )
+    write_private(paths.passphrase(agency), passphrase.encode())
+    agent = AgentEntry(
+        broker_user=prefix + agency,
+        broker_password=secrets.token_urlsafe(24),
+        http_port=_free_port(),
+        keystore_passphrase=passphrase,
+        token=secrets.token_urlsafe(32),
+    )
+    published = AgencyEntry.model_validate(
+        {
+            "agency_id": agency,
+            "name": name,
+            "country": country,
+            "signing_keys": (PublishedSigningKey.model_validate(_published(signing, now)),),
+            "encryption_keys": (PublishedEncryptionKey.model_validate(_published(encryption, now)),),
+        }
+    )
+    return agent, published
+
+
+def _create_gateway_keys(paths: NetworkPaths, network_id: str, now: datetime) -> tuple[GatewayEntry, str]:
+    """The gateway's evidence and log keys in its keystore; its directory entry and the keystore's passphrase."""
+    evidence_key, log_key = SigningPrivateKey.generate(), SigningPrivateKey.generate()
+    passphrase = _passphrase()
+    write_private(
+        paths.keystore("gateway"),
+        lock_keystore({"evidence": evidence_key.seed, "log": log_key.seed}, passphrase.encode()),
+    )
+    write_private(paths.passphrase("gateway"), passphrase.encode())
+    entry = GatewayEntry(
+        gateway_id=GatewayId(f"gateway.{network_id}.rogatory.test"),
+        evidence_keys=(PublishedSigningKey.model_validate(_published(evidence_key, now)),),
+        log_keys=(PublishedSigningKey.model_validate(_published(log_key, now)),),
+        log_origin=f"rogatory.test/{network_id}/audit-log",
+    )
+    return entry, passphrase
 
 
 def dev_agreements(now: datetime) -> tuple[Agreement, ...]:

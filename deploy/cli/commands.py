@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.auditor import (
+from deploy.cli.auditor import (
     EXIT_EXPORT_UNREADABLE,
     EXIT_GATEWAY_UNREADABLE,
     AuditSourceError,
@@ -39,10 +39,10 @@ from deploy.auditor import (
     verify_snapshot,
     write_export,
 )
-from deploy.broker import BrokerAdminError
+from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
-from deploy.devstack import DevStackError, down, read_stack, up
-from deploy.files import add_commands as add_attachment_commands
+from deploy.localnet.devstack import DevStackError, down, read_stack, up
+from deploy.provision.broker import BrokerAdminError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -96,7 +96,7 @@ def _cmd_dev_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from deploy.demo import run_demo  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.cli.demo import run_demo  # noqa: PLC0415 - keeps `rogatory --help` fast
 
     return run_demo(
         amqp_url=_amqp_url(),
@@ -158,7 +158,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from deploy.bench import BenchOptions, run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.bench.run import BenchOptions, run_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
 
     return run_bench(
         amqp_url=_amqp_url(),
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--state-dir")
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
-    add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.files)
+    add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -23,9 +23,9 @@ name is the broker user, so no password travels at all.
 
 Command line (used by `deploy/ensure-rabbitmq.sh`, idempotent)::
 
-    python -m deploy.tls broker --dir DIR --config FILE [--owner USER]   # prints changed / unchanged
-    python -m deploy.tls listener-opts --dir DIR                         # Erlang ssl options, for an online listener
-    python -m deploy.tls client-cert --dir DIR --user NAME --out DIR     # a client certificate for EXTERNAL
+    python -m deploy.provision.tls broker --dir DIR --config FILE [--owner USER]  # prints changed / unchanged
+    python -m deploy.provision.tls listener-opts --dir DIR     # Erlang ssl options, for an online listener
+    python -m deploy.provision.tls client-cert --dir DIR --user NAME --out DIR  # a client cert for EXTERNAL
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ LEAF_VALIDITY: Final = dt.timedelta(days=825)
 """The longest lifetime browsers and most TLS stacks accept for a leaf certificate."""
 RENEW_BEFORE: Final = dt.timedelta(days=30)
 """A certificate expiring sooner than this is issued anew by the next `ensure_broker_tls`."""
+# The marker keeps the module's old path: `merge_rabbitmq_conf` finds its block by this exact line in
+# configurations written before the module moved, and a new text would append a second block.
 CONF_BEGIN: Final = "# BEGIN rogatory-tls (written by deploy/tls.py; edits inside are overwritten)"
 CONF_END: Final = "# END rogatory-tls"
 SERVER_NAMES: Final = ("localhost",)
@@ -273,7 +275,7 @@ def issue_client_certificate(directory: Path, user: str, out_dir: Path) -> tuple
     files = BrokerTlsFiles(directory)
     ca_cert, ca_key = _load_certificate(files.ca_cert), _load_key(files.ca_key)
     if ca_cert is None or ca_key is None:
-        raise TlsError(f"no CA in {directory}: run `python -m deploy.tls broker` first")
+        raise TlsError(f"no CA in {directory}: run `python -m deploy.provision.tls broker` first")
     certificate, key = issue_certificate(ca_cert, ca_key, user, server=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / "client.pem", out_dir / "client-key.pem"
@@ -404,7 +406,7 @@ def service_amqp_url(urls: str, tls_dir: Path | None) -> str:
 
 
 def _main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.tls", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy.provision.tls", description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     broker = commands.add_parser("broker", help="make the CA and broker certificate; write rabbitmq.conf")
     broker.add_argument("--dir", type=Path, default=DEFAULT_TLS_DIR)
@@ -432,7 +434,7 @@ def _main(argv: Sequence[str]) -> int:
             cert, key = issue_client_certificate(args.dir, args.user, args.out)
             sys.stdout.write(f"{cert}\n{key}\n")
     except TlsError as exc:
-        sys.stderr.write(f"deploy.tls: {exc}\n")
+        sys.stderr.write(f"deploy.provision.tls: {exc}\n")
         return 1
     return 0
 

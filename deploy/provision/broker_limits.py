@@ -7,7 +7,7 @@ The value follows from the protocol's largest message
 
 Command line (idempotent; prints the value, for setting it online)::
 
-    python -m deploy.broker_limits --config /etc/rabbitmq/rabbitmq.conf
+    python -m deploy.provision.broker_limits --config /etc/rabbitmq/rabbitmq.conf
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import argparse
 from pathlib import Path
 from typing import Final
 
-from deploy.tls import update_rabbitmq_conf
+from deploy.provision.tls import update_rabbitmq_conf
 from protocol.topology import BROKER_MAX_MESSAGE_BYTES
 
+# The marker keeps the text it was first written with: another text would add a second block to existing configs.
 CONF_BEGIN: Final = "# BEGIN rogatory-limits (written by deploy/broker_limits.py; edits inside are overwritten)"
 CONF_END: Final = "# END rogatory-limits"
 
@@ -30,7 +31,7 @@ def rabbitmq_conf_block(max_message_bytes: int = BROKER_MAX_MESSAGE_BYTES) -> li
 
 def main(argv: list[str] | None = None) -> None:
     """Write the block into the config file; print the limit in bytes."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.broker_limits", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deploy.provision.broker_limits", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="the broker's rabbitmq.conf")
     args = parser.parse_args(argv)
     update_rabbitmq_conf(args.config, rabbitmq_conf_block())

@@ -35,16 +35,10 @@ from typing import Any
 
 import aiohttp
 
-from deploy.client import AgentClient, poll
-from deploy.demo import REQUEST_SAMPLE, sample
-from deploy.devstack import destroy, down, up
-from deploy.files import (
-    CHUNK_BYTES,
-    attachment_entry,
-    download_attachment,
-    plain_copy,
-    upload_file,
-)
+from deploy.client.agent_api import AgentClient, poll
+from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.client.transfer import CHUNK_BYTES, attachment_entry, download_attachment, upload_file
+from deploy.localnet.devstack import destroy, down, up
 from protocol.auditlog import AttachmentsLeaf, decode_leaf
 from protocol.encoding import b64decode
 
@@ -127,6 +121,16 @@ def write_test_file(path: Path, size: int) -> None:
             sink.write(piece)
             written += len(piece)
             counter += 1
+
+
+def plain_copy(source: Path, target: Path) -> float:
+    """Copy a file with the standard library and fsync it; seconds taken (the benchmark's baseline)."""
+    started = time.monotonic()
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
+        writer.flush()
+        os.fsync(writer.fileno())
+    return time.monotonic() - started
 
 
 def _rate(size: int, seconds: float) -> float:

@@ -1,39 +1,27 @@
-"""Attachment files from the command line: upload, send, list, fetch, and the benchmark's plain copy.
+"""Attachment files from the command line: send with attachments, list the inbox, fetch, bench.
 
-Used by `rogatory send --attach FILE`, `rogatory inbox`, `rogatory fetch`
-and `rogatory bench-attachments`, and by the tests. Every transfer streams in
-`CHUNK_BYTES` pieces and resumes: an upload asks the agent how much of its
-`Upload-Id` it holds (`HEAD /v1/attachments/uploads/{id}`) and continues
-from there; a download continues a partial `OUT.part` file with `Range`.
+`rogatory send --attach FILE`, `rogatory inbox`, `rogatory fetch` and
+`rogatory bench-attachments`. The transfers themselves (streamed, resumed)
+are `deploy.client.transfer`'s; this module adds the commands' arguments,
+the agent they talk to, a progress bar and their JSON output.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import mimetypes
 import os
-import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 from urllib.parse import quote
 
 import aiohttp
 
-CHUNK_BYTES: Final = 1024 * 1024
-
-Progress = Callable[[int], None]
-"""Called with the number of bytes moved so far."""
-
-
-class TransferError(Exception):
-    """The agent refused a transfer, or answered something unexpected."""
+from deploy.client.transfer import TransferError, attachment_entry, bearer, download_attachment, upload_file
 
 
 @dataclass
@@ -62,138 +50,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
-    """(SHA-256 hex, size) of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as source:
-        while chunk := source.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-async def _chunks(path: Path, offset: int, progress: Progress | None) -> AsyncIterator[bytes]:
-    sent = offset
-    with path.open("rb") as source:
-        source.seek(offset)
-        while chunk := await asyncio.to_thread(source.read, CHUNK_BYTES):
-            yield chunk
-            sent += len(chunk)
-            if progress is not None:
-                progress(sent)
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def upload_offset(session: aiohttp.ClientSession, agent_url: str, token: str, upload_id: str) -> int:
-    """Bytes of upload `upload_id` the agent holds (0 if none)."""
-    url = f"{agent_url.rstrip('/')}/v1/attachments/uploads/{upload_id}"
-    async with session.head(url, headers=_auth(token)) as response:
-        if response.status == 404:
-            return 0
-        if response.status != 200:
-            raise TransferError(f"HEAD {url}: HTTP {response.status}")
-        return int(response.headers.get("Upload-Offset", "0"))
-
-
-async def upload_file(
-    session: aiohttp.ClientSession,
-    agent_url: str,
-    token: str,
-    path: Path,
-    *,
-    upload_id: str | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """`POST /v1/attachments` with the file's bytes, continuing what the agent holds of `upload_id`."""
-    stat = await asyncio.to_thread(path.stat)
-    size = stat.st_size
-    upload_id = upload_id or hashlib.sha256(f"{path}:{size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    offset = await upload_offset(session, agent_url, token, upload_id)
-    headers = _auth(token) | {
-        "Content-Type": "application/octet-stream",
-        "Upload-Id": upload_id,
-        "Upload-Offset": str(min(offset, size)),
-        "Upload-Length": str(size),
-    }
-    async with session.post(
-        f"{agent_url.rstrip('/')}/v1/attachments", data=_chunks(path, min(offset, size), progress), headers=headers
-    ) as response:
-        answer: dict[str, Any] = await response.json(content_type=None)
-        if response.status != 201:
-            raise TransferError(f"upload of {path}: HTTP {response.status}: {answer.get('detail', answer)}")
-        return answer
-
-
-async def download_attachment(
-    session: aiohttp.ClientSession,
-    agent_url: str,
-    token: str,
-    *,
-    message_id: str,
-    attachment_id: str,
-    out: Path,
-    sender: str | None = None,
-    progress: Progress | None = None,
-) -> tuple[str, int]:
-    """Download a received attachment to `out` (via `out.part`, resumed with `Range`); (SHA-256, size)."""
-    partial = out.with_name(out.name + ".part")
-    have = await asyncio.to_thread(_size, partial)
-    url = f"{agent_url.rstrip('/')}/v1/inbox/{message_id}/attachments/{quote(attachment_id, safe='')}"
-    if sender is not None:
-        url += f"?sender={sender}"
-    headers = _auth(token) | ({"Range": f"bytes={have}-"} if have else {})
-    async with session.get(url, headers=headers) as response:
-        if response.status == 416 and have:
-            await asyncio.to_thread(partial.replace, out)
-            return await asyncio.to_thread(file_sha256, out)
-        if response.status not in (200, 206):
-            text = await response.text()
-            raise TransferError(f"GET {url}: HTTP {response.status}: {text[:300]}")
-        if response.status == 200:
-            have = 0
-        with partial.open("r+b" if have else "wb") as sink:
-            sink.truncate(have)
-            sink.seek(have)
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                await asyncio.to_thread(sink.write, chunk)
-                have += len(chunk)
-                if progress is not None:
-                    progress(have)
-    await asyncio.to_thread(partial.replace, out)
-    return await asyncio.to_thread(file_sha256, out)
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def attachment_entry(path: Path, sha256: str, size: int, attachment_id: str) -> dict[str, Any]:
-    """The document's `attachments` entry for a file sent with `--attach`."""
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return {
-        "attachment_id": attachment_id,
-        "title": {"lang": "en", "value": path.name[:200] or attachment_id},
-        "doc_type": "evidence",
-        "lang": "en",
-        "media_type": media_type,
-        "sha256": sha256,
-        "size_bytes": size,
-    }
-
-
-def plain_copy(source: Path, target: Path) -> float:
-    """Copy a file with the standard library and fsync it; seconds taken (the benchmark's baseline)."""
-    started = time.monotonic()
-    with source.open("rb") as reader, target.open("wb") as writer:
-        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
-        writer.flush()
-        os.fsync(writer.fileno())
-    return time.monotonic() - started
-
-
 # -- the commands -------------------------------------------------------------------------------
 
 EXIT_FAILED = 1
@@ -203,7 +59,7 @@ EXIT_USAGE = 2
 def _agent_of(args: argparse.Namespace) -> tuple[str, str]:
     """(URL, token) of the agent named by `--agent`/`--token`, or by `--state-dir`/`--agency`."""
     if args.state_dir:
-        from deploy.devstack import read_stack  # noqa: PLC0415 - only for dev networks
+        from deploy.localnet.devstack import read_stack  # noqa: PLC0415 - only for dev networks
 
         stack = read_stack(Path(args.state_dir))
         if stack is None or args.agency not in stack.get("agents", {}):
@@ -238,7 +94,7 @@ async def _send(args: argparse.Namespace) -> dict[str, Any]:
                 listed.add(uploaded["sha256"])
         if entries:
             document["attachments"] = entries
-        headers = _auth(token) | {"Content-Type": "application/json"}
+        headers = bearer(token) | {"Content-Type": "application/json"}
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         async with session.post(f"{url.rstrip('/')}/v1/messages", data=body, headers=headers) as response:
             answer: dict[str, Any] = await response.json(content_type=None)
@@ -254,7 +110,7 @@ async def _inbox(args: argparse.Namespace) -> list[dict[str, Any]]:
     async with _session() as session:
         while True:
             async with session.get(
-                f"{url.rstrip('/')}/v1/inbox", params={"after": cursor, "limit": "500"}, headers=_auth(token)
+                f"{url.rstrip('/')}/v1/inbox", params={"after": cursor, "limit": "500"}, headers=bearer(token)
             ) as response:
                 answer = await response.json(content_type=None)
                 if response.status != 200:
@@ -315,7 +171,7 @@ async def _length(
 ) -> int:
     query = f"?sender={sender}" if sender else ""
     async with session.head(
-        f"{url.rstrip('/')}/v1/inbox/{message_id}/attachments/{quote(name, safe='')}{query}", headers=_auth(token)
+        f"{url.rstrip('/')}/v1/inbox/{message_id}/attachments/{quote(name, safe='')}{query}", headers=bearer(token)
     ) as response:
         return int(response.headers.get("Content-Length", "0"))
 
@@ -343,7 +199,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_attachments(args: argparse.Namespace) -> int:
-    from deploy.attachment_bench import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
+    from deploy.bench.attachments import run_attachment_bench  # noqa: PLC0415 - keeps `rogatory --help` fast
     from deploy.configuration import system_amqp_url, system_management_url  # noqa: PLC0415
 
     return run_attachment_bench(
@@ -390,15 +246,4 @@ def add_commands(commands: Any) -> None:  # noqa: ANN401 - argparse's private su
     bench.set_defaults(run=_cmd_bench_attachments)
 
 
-__all__ = [
-    "CHUNK_BYTES",
-    "ProgressBar",
-    "TransferError",
-    "add_commands",
-    "attachment_entry",
-    "download_attachment",
-    "file_sha256",
-    "plain_copy",
-    "upload_file",
-    "upload_offset",
-]
+__all__ = ["ProgressBar", "add_commands"]

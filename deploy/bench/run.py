@@ -1,0 +1,163 @@
+"""`rogatory bench`: the whole path measured beside the raw broker, in one run.
+
+Whole path: an agency system submits documents (`POST /v1/messages`); each
+is validated, sealed, stored and published by the sender's agent; verified,
+checked against policy, logged and relayed by the gateway; verified,
+decrypted and stored by the recipient's agent, whose signed `DELIVERY`
+evidence travels back through the gateway (logged again) to the sender. A
+message counts once its `DELIVERY` is held by the sender's agent, and the
+run checks that every message also has its `SUBMISSION_ACCEPTED` and
+`RELAY_ACCEPTED` evidence and its three entries in the audit log.
+
+Scenarios (each on freshly started processes, so that CPU time and peak
+memory are the scenario's own): one pair (`BD-MOHA-PSD` -> `LY-MLA-CA`) at
+saturation with about 2 KB of content, the same at a fixed offered load of
+half the saturation throughput, the pair with about 64 KB, and many
+agencies (`--pairs` pairs of benchmark agencies, each sending to its
+partner). `--soak-messages N` adds a long run at saturation that samples the
+resident memory of every process (the "flat over 100,000 messages" target).
+
+Stages come from the timestamps the services record, all from this
+machine's one clock: the sender's agent (accepted -> broker confirmed), the
+broker hop into the gateway (and the wait in its ingress queue), the gateway
+pipeline (received -> relay confirmed and logged), the hop to the recipient
+(relay -> the recipient starts on it), and the recipient with the evidence's
+way back (-> `DELIVERY` held by the sender). The audit append (from asking
+for an append to its durable commit) is measured inside the gateway and
+reported in its log when it stops.
+
+Baseline: on the same broker, in the same run (right after the saturation
+scenario of the same size, as the machine's load drifts), persistent
+messages of the same sealed size through one quorum queue with publisher
+confirms and manual acks (aio-pika), over the transport the services use:
+the single hop every exchange pays at least. Targets (at least 30% of the raw rate; p99 under
+200 ms at half the saturation load; under 50 MB of resident growth in the
+soak) are reported, never enforced: nothing here fails on a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from deploy.bench.baseline import RAW_MIN_MESSAGES, Baseline, raw_broker
+from deploy.bench.report import BenchFigures, bench_figures, print_figures
+from deploy.bench.scenarios import (
+    LARGE_CONTENT_BYTES,
+    SMALL_CONTENT_BYTES,
+    BenchNetwork,
+    Scenario,
+    ScenarioFigures,
+    run_scenario,
+)
+from deploy.client.samples import REQUESTED, REQUESTING
+from deploy.localnet.network import bench_pair
+
+DEFAULT_PAIRS: Final = 10
+"""Benchmark pairs of the many-agencies scenario (20 agencies beside the 4 of the dev network)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What `rogatory bench` was asked to run."""
+
+    messages: int = 500
+    pairs: int = DEFAULT_PAIRS
+    large: bool = True
+    soak_messages: int = 0
+
+
+def run_bench(
+    *,
+    amqp_url: str,
+    management_url: str | None,
+    messages: int,
+    state_dir: Path | None,
+    json_out: Path | None,
+    options: BenchOptions | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run the benchmark, print its figures and write them as JSON; 0 unless something broke."""
+    options = options or BenchOptions(messages=messages)
+    root = state_dir or Path(tempfile.mkdtemp(prefix="rogatory-bench-"))
+    out = json_out or root / "bench.json"
+    say(f"Rogatory bench: {options.messages} messages a scenario, whole path vs. raw broker")
+    figures = asyncio.run(_run(root, amqp_url, management_url, options, say))
+    print_figures(figures, say)
+    out.write_text(json.dumps(asdict(figures), indent=2, ensure_ascii=False) + "\n")
+    say(f"  figures written to {out}")
+    return 0
+
+
+async def _run(
+    root: Path, amqp_url: str, management_url: str | None, options: BenchOptions, say: Callable[[str], None]
+) -> BenchFigures:
+    pair_net = BenchNetwork(root / "pair", amqp_url=amqp_url, management_url=management_url, bench_pairs=0, say=say)
+    scenarios: list[ScenarioFigures] = []
+    baselines: list[Baseline] = []
+    one_pair = ((REQUESTING, REQUESTED),)
+
+    async def baseline_beside(scenario: ScenarioFigures) -> None:
+        """The raw rate for this size, right after the scenario (the machine's load drifts between minutes)."""
+        say(f"  raw broker baseline for {scenario.sealed_bytes} B (same broker, same run)")
+        count = max(RAW_MIN_MESSAGES, options.messages)
+        baselines.append(await raw_broker(amqp_url, management_url, count, scenario.sealed_bytes))
+
+    try:
+        saturated = await run_scenario(
+            pair_net, Scenario("pair-2KB-saturation", one_pair, SMALL_CONTENT_BYTES, options.messages), say
+        )
+        scenarios.append(saturated)
+        await baseline_beside(saturated)
+        half = max(1.0, round(saturated.whole_path_per_s / 2, 1))
+        fixed = await run_scenario(
+            pair_net, Scenario("pair-2KB-fixed-half-load", one_pair, SMALL_CONTENT_BYTES, options.messages, half), say
+        )
+        scenarios.append(fixed)
+        if options.large:
+            large = await run_scenario(
+                pair_net,
+                Scenario("pair-64KB-saturation", one_pair, LARGE_CONTENT_BYTES, max(20, options.messages // 2)),
+                say,
+            )
+            scenarios.append(large)
+            await baseline_beside(large)
+        if options.soak_messages:
+            scenarios.append(
+                await run_scenario(
+                    pair_net,
+                    Scenario("pair-2KB-soak", one_pair, SMALL_CONTENT_BYTES, options.soak_messages, soak=True),
+                    say,
+                )
+            )
+    finally:
+        await pair_net.destroy()
+    if options.pairs:
+        many_net = BenchNetwork(
+            root / "many", amqp_url=amqp_url, management_url=management_url, bench_pairs=options.pairs, say=say
+        )
+        pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
+        try:
+            scenarios.append(
+                await run_scenario(
+                    many_net,
+                    Scenario(
+                        f"many-{2 * options.pairs}-agencies-2KB-saturation",
+                        pairs,
+                        SMALL_CONTENT_BYTES,
+                        max(options.messages, 2 * options.pairs),
+                    ),
+                    say,
+                )
+            )
+        finally:
+            await many_net.destroy()
+    return bench_figures(scenarios, baselines, soak_messages=options.soak_messages)
+
+
+__all__ = ["DEFAULT_PAIRS", "BenchOptions", "run_bench"]
