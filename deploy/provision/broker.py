@@ -100,6 +100,7 @@ from protocol.topology import (
     SUBMIT_EXCHANGE,
     inbox_queue,
 )
+from runtime.broker.management import queue_figure
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -757,31 +758,16 @@ def _queue_stats(item: object, vhost: str) -> QueueStats:
         raise ManagementAnswerInvalid(
             f"list queues of vhost {vhost!r}: expected objects with a name, found {item!r:.80}"
         )
-    message_stats = item.get("message_stats")
-    message_stats = message_stats if isinstance(message_stats, dict) else {}
-    queue_type = item.get("type")
+    figure = queue_figure(item)  # the one reading of the management API's queue statistics (runtime.broker)
     return QueueStats(
-        name=item["name"],
-        queue_type=queue_type if isinstance(queue_type, str) else None,
-        messages_ready=_count(item.get("messages_ready")),
-        messages_unacknowledged=_count(item.get("messages_unacknowledged")),
-        consumers=_count(item.get("consumers")),
-        publish_rate=_rate(message_stats.get("publish_details")),
-        deliver_rate=_rate(message_stats.get("deliver_get_details")),
+        name=figure["name"],
+        queue_type=figure["type"],
+        messages_ready=figure["messages_ready"],
+        messages_unacknowledged=figure["messages_unacknowledged"],
+        consumers=figure["consumers"],
+        publish_rate=figure["publish_rate"],
+        deliver_rate=figure["deliver_rate"],
     )
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _rate(details: object) -> float | None:
-    if not isinstance(details, dict):
-        return None
-    rate = details.get("rate")
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        return None
-    return float(rate)
 
 
 __all__ = [
