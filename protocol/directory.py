@@ -303,15 +303,23 @@ def sign_directory(directory: Directory, authority: SigningPrivateKey) -> Signed
     return sign_statement(PAYLOAD_TYPE_DIRECTORY, directory.canonical_bytes(), authority)
 
 
+NOTHING_HELD: Final = 0
+"""`held_version` of a caller that never accepted a directory before (its first start, an auditor's first look)."""
+
+
 def verify_directory(
     signed: SignedStatement,
     authority: SigningPublicKey,
     *,
     now: datetime,
-    held_version: int = 0,
+    held_version: int,
     limits: Limits,
 ) -> Directory:
-    """Return the directory if signed by `authority`, not older than `held_version`, unexpired."""
+    """Return the directory if signed by `authority`, not older than `held_version`, unexpired.
+
+    `held_version` is the highest version the caller accepted before; a caller that never
+    held one says so with `NOTHING_HELD`, never by leaving the argument out.
+    """
     if len(signed.payload) > limits.max_directory_bytes:
         raise DirectoryRejected(f"directory of {len(signed.payload)} bytes is over the limit", code=ErrorCode.TOO_LARGE)
     payload = verify_statement(signed, PAYLOAD_TYPE_DIRECTORY, authority, code=ErrorCode.DIRECTORY_SIGNATURE_INVALID)
@@ -334,6 +342,7 @@ def verify_directory(
 __all__ = [
     "ANY_MESSAGE_TYPE",
     "DIRECTORY_FORMAT",
+    "NOTHING_HELD",
     "AgencyEntry",
     "Agreement",
     "AgreementRule",

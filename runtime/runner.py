@@ -27,7 +27,7 @@ from typing import Any, Final, Literal, TypeVar
 import structlog
 from aiohttp import web
 
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.keys import SigningPublicKey
@@ -88,7 +88,8 @@ def read_directory(path: Path, authority: SigningPublicKey, *, now: datetime, li
     """The signed directory at `path`, verified against the authority's key (`ConfigurationError` if refused)."""
     try:
         signed = SignedStatement.from_json(path.read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
-        return verify_directory(signed, authority, now=now, limits=limits)
+        # The service checks the version it held before right after (agents.held_directory, gateway.directory).
+        return verify_directory(signed, authority, now=now, held_version=NOTHING_HELD, limits=limits)
     except (OSError, ProtocolError) as exc:
         raise ConfigurationError(f"directory {path} refused: {exc}") from exc
 

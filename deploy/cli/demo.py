@@ -28,7 +28,7 @@ from deploy.localnet.devstack import DevStackError, destroy, down, up
 from deploy.provision.broker import BrokerAdminError
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode, canonical_json
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.evidence import verify_evidence
@@ -58,7 +58,11 @@ class Demo:
         )
         self.authority_key = network["authority_key"]
         self.directory: Directory = verify_directory(
-            signed, SigningPublicKey(b64decode(self.authority_key)), now=datetime.now(UTC), limits=DEFAULT_LIMITS
+            signed,
+            SigningPublicKey(b64decode(self.authority_key)),
+            now=datetime.now(UTC),
+            held_version=NOTHING_HELD,
+            limits=DEFAULT_LIMITS,
         )
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.configuration import system_amqp_url, system_management_url
 from deploy.localnet.devstack import destroy, down, up
 from deploy.localnet.network import NetworkPaths
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode
 from protocol.keys import SigningPrivateKey, SigningPublicKey
@@ -62,7 +62,11 @@ class Network:
             Path(network["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY
         )
         return verify_directory(
-            signed, SigningPublicKey(b64decode(network["authority_key"])), now=datetime.now(UTC), limits=DEFAULT_LIMITS
+            signed,
+            SigningPublicKey(b64decode(network["authority_key"])),
+            now=datetime.now(UTC),
+            held_version=NOTHING_HELD,
+            limits=DEFAULT_LIMITS,
         )
 
 

@@ -27,7 +27,7 @@ from deploy.client.agent_api import AgentApiError, AgentClient, poll
 from deploy.localnet.devstack import DevStackError, destroy, down, up
 from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, decode_leaf
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode, canonical_json
 from protocol.envelope import Recipient, seal
 from protocol.errors import ErrorCode
@@ -67,7 +67,7 @@ def directory(network: dict[str, Any]) -> Directory:
         Path(network["network"]["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY
     )
     authority = SigningPublicKey(b64decode(network["network"]["authority_key"]))
-    return verify_directory(signed, authority, now=datetime.now(UTC), limits=DEFAULT_LIMITS)
+    return verify_directory(signed, authority, now=datetime.now(UTC), held_version=NOTHING_HELD, limits=DEFAULT_LIMITS)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import DevStackError, destroy, down, read_stack, up
 from deploy.localnet.network import NetworkPaths, load_network
 from deploy.provision.broker import BrokerAdminError
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode
 from protocol.evidence import verify_evidence_as_of_its_time
@@ -185,7 +185,9 @@ class FaultNetwork:
             Path(network["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY
         )
         authority = SigningPublicKey(b64decode(network["authority_key"]))
-        return verify_directory(signed, authority, now=datetime.now(UTC), limits=DEFAULT_LIMITS)
+        return verify_directory(
+            signed, authority, now=datetime.now(UTC), held_version=NOTHING_HELD, limits=DEFAULT_LIMITS
+        )
 
     def broker_password(self, user: str) -> str:
         """A broker user's password, from `network.json` (the test acts as that user to misbehave)."""

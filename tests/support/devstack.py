@@ -12,7 +12,7 @@ from typing import Any
 
 from deploy.configuration import system_amqp_url, system_management_url
 from deploy.localnet.devstack import destroy, down, up
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ErrorCode
 from protocol.keys import SigningPublicKey
@@ -38,7 +38,11 @@ def verified_directory(stack: dict[str, Any]) -> Directory:
     network = stack["network"]
     signed = SignedStatement.from_json(Path(network["directory_file"]).read_bytes(), code=ErrorCode.MALFORMED_DIRECTORY)
     return verify_directory(
-        signed, SigningPublicKey(b64decode(network["authority_key"])), now=datetime.now(UTC), limits=DEFAULT_LIMITS
+        signed,
+        SigningPublicKey(b64decode(network["authority_key"])),
+        now=datetime.now(UTC),
+        held_version=NOTHING_HELD,
+        limits=DEFAULT_LIMITS,
     )
 
 
