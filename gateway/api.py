@@ -4,7 +4,8 @@ Roles by bearer token (compared by SHA-256, in constant time):
 
 * operator  — everything, including operations endpoints;
 * auditor   — read-only: audit entries, checkpoints, proofs;
-* reader    — agents: checkpoints and proofs only.
+* reader    — agents: checkpoints and proofs only;
+* metrics   — a Prometheus scraper: `/metrics` only (which operators and auditors may read too).
 
 The gateway holds no content, so no role can see any. Errors are
 `application/problem+json` with a stable `code`.
@@ -43,6 +44,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     AUDITOR = "auditor"
     READER = "reader"
+    METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True)

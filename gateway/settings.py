@@ -19,6 +19,7 @@
 | `ROGATORY_OPERATOR_TOKEN_SHA256`      | SHA-256 (hex) of the operator's bearer token              | required         |
 | `ROGATORY_AUDITOR_TOKEN_SHA256`       | SHA-256 (hex) of the auditor's bearer token               | required         |
 | `ROGATORY_READER_TOKENS_SHA256`       | comma-separated SHA-256 of tokens that may read proofs    | empty            |
+| `ROGATORY_METRICS_TOKENS_SHA256`      | comma-separated SHA-256 of tokens that may scrape metrics | empty            |
 | `ROGATORY_CHECKPOINT_INTERVAL_S`      | seconds between checkpoints while the log grows           | 1.0              |
 | `ROGATORY_PREFETCH`                   | ingress deliveries held unacknowledged at once            | 32               |
 | `ROGATORY_SQLITE_SYNCHRONOUS`         | `FULL` (default) or `NORMAL`                              | FULL             |
@@ -51,7 +52,7 @@ from protocol.limits import DEFAULT_LIMITS, Limits
 from runtime.errors import ConfigurationError
 
 _PREFIX = "ROGATORY_"
-_LISTS: Final = frozenset({"reader_tokens_sha256", "watched_certificates"})
+_LISTS: Final = frozenset({"reader_tokens_sha256", "metrics_tokens_sha256", "watched_certificates"})
 """Settings given as comma-separated values."""
 BROKER_CERTIFICATE_NAME: Final = "server.pem"
 """The broker's certificate beside its CA, as `deploy.tls.BrokerTlsFiles` lays them out."""
@@ -79,6 +80,10 @@ class GatewaySettings(BaseModel):
     operator_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     auditor_token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     reader_tokens_sha256: tuple[str, ...] = ()
+    metrics_tokens_sha256: tuple[str, ...] = Field(
+        default=(),
+        description="SHA-256 (hex) of each token that may scrape `/metrics` and nothing else (as operators may)",
+    )
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
     idle_checkpoint_interval_s: float = Field(default=3600.0, gt=0)
     prefetch: int = Field(default=32, ge=1, le=10_000)
