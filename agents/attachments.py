@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -58,6 +59,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agents.errors import Conflict
+from agents.guard import readable
 from agents.store import AgentStore
 from agents.transport import SubmitPublisher
 from protocol.attachments import (
@@ -830,6 +832,12 @@ class Attachments:
         sender = request.query.get("sender")
         if sender is not None:
             records = [record for record in records if record.sender == sender]
+        records = [  # above the token's clearance (the message's marking or the attachment's own): as if not there
+            record
+            for record in records
+            if readable(request, record.document, message_id=record.message_id)
+            and readable(request, _listed_marking(record.document, attachment_id), message_id=record.message_id)
+        ]
         if not records:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id[:64]}")
         if len(records) > 1:
@@ -857,6 +865,15 @@ class Attachments:
         served.headers["Content-Type"] = "application/octet-stream"
         served.headers["Repr-Digest"] = f"sha-256=:{b64encode(bytes.fromhex(body.key.plaintext_sha256))}:"
         return served
+
+
+def _listed_marking(document: bytes, attachment_id: str) -> str:
+    """The marking the document gives the attachment, else `UNCLASSIFIED` (the message's own then governs)."""
+    parsed = json.loads(document)
+    for listed in parsed.get("attachments") or ():
+        if isinstance(listed, dict) and listed.get("attachment_id") == attachment_id:
+            return str(listed.get("classification") or "UNCLASSIFIED")
+    return "UNCLASSIFIED"
 
 
 __all__ = [

@@ -14,7 +14,8 @@
 | `ROGATORY_KEYSTORE_FILE`            | the agency's encrypted signing and encryption keys         | required         |
 | `ROGATORY_KEYSTORE_PASSPHRASE_FILE` | file holding the keystore passphrase                       | required         |
 | `ROGATORY_API_TOKENS_SHA256`        | comma-separated SHA-256 (hex) of accepted bearer tokens,   | required         |
-|                                     | each `HEX` (every scope) or `HEX:submit+read+ack`          |                  |
+|                                     | each `HEX` (every scope) or `HEX:submit+read+ack`, with    |                  |
+|                                     | an optional clearance `@RESTRICTED` (default: `@SECRET`)   |                  |
 | `ROGATORY_API_TOKENS_REVOKED_FILE`  | SHA-256 of revoked tokens, one a line, read on each change | none             |
 | `ROGATORY_API_RATE_PER_S` / `_BURST`| each API client's token bucket: 429 past it                | 500 / 5000       |
 | `ROGATORY_GATEWAY_BROKER_USER`      | the broker user the gateway publishes as                   | required         |
@@ -78,7 +79,7 @@ class AgentSettings(BaseModel):
     @field_validator("api_tokens_sha256")
     @classmethod
     def _token_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        """Each entry is `HEX` or `HEX:scope+scope` (`agents.guard`)."""
+        """Each entry is `HEX` or `HEX:scope+scope`, optionally `@CLEARANCE` (`agents.guard`)."""
         parse_token_specs(value)
         return value
 
