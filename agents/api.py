@@ -22,7 +22,15 @@ from aiohttp import web
 from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.errors import Conflict
-from agents.guard import ApiGuard, parse_token_specs, refusal_code, required_scope
+from agents.guard import (
+    CLEARANCE,
+    ApiGuard,
+    Clearance,
+    parse_token_specs,
+    readable,
+    refusal_code,
+    required_scope,
+)
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
@@ -156,6 +164,7 @@ class AgentApi:
         if verdict.status == 403:
             scope = required_scope(request.method, request.path)
             return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"this token does not have the {scope} scope")
+        request[CLEARANCE] = verdict.token.clearance if verdict.token is not None else Clearance.UNCLASSIFIED
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------
@@ -184,7 +193,7 @@ class AgentApi:
         """`GET /v1/messages/{id}`: status and evidence chain of a sent message."""
         message_id = str(_message_id(request))
         record = await self._ctx.store.outbox(message_id)
-        if record is None:
+        if record is None or not readable(request, record.document, message_id=message_id):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
         evidence = sorted(await self._ctx.store.evidence_for(message_id), key=_lifecycle_order)
         return json_answer(
@@ -207,8 +216,9 @@ class AgentApi:
         """`GET /v1/inbox`: received messages after the cursor, oldest first."""
         after = _int_query(request, "after", default=0, maximum=2**62)
         limit = _int_query(request, "limit", default=100, maximum=MAX_INBOX_PAGE, minimum=1)
-        records = await self._ctx.store.inbox_after(after, limit)
-        next_cursor = str(records[-1].seq) if records else str(after)
+        fetched = await self._ctx.store.inbox_after(after, limit)
+        next_cursor = str(fetched[-1].seq) if fetched else str(after)
+        records = [record for record in fetched if readable(request, record.document, message_id=record.message_id)]
         items = [_inbox_item(record) for record in records]
         if self._ctx.attachments is not None:
             for record, item in zip(records, items, strict=True):
@@ -225,6 +235,9 @@ class AgentApi:
         if sender is not None:
             wanted = parse_agency_id(sender)
             candidates = [record for record in candidates if record.sender == wanted]
+        candidates = [
+            record for record in candidates if readable(request, record.document, message_id=record.message_id)
+        ]
         if not candidates:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id}")
         if len(candidates) > 1:
@@ -272,7 +285,12 @@ class AgentApi:
         case_id = parse_case_id(request.match_info["case_id"])
         async with self._ctx.store.transaction() as tx:
             found = await self._cases.case_file(tx, case_id)
-        if found is None:
+        # The case's state, items and deadlines are read from every message of it: a case holding a message
+        # above the token's clearance is withheld whole, as if unknown, rather than shown in part.
+        if found is None or not all(
+            readable(request, message.document.classification, message_id=message.entry.message_id)
+            for message in found.messages
+        ):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown case", f"no message of case {case_id} is held here")
         return json_answer(_case_answer(found, self._ctx.clock()))
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -65,6 +66,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agents.errors import Conflict
+from agents.guard import readable
 from agents.store import AgentStore
 from agents.transport import SubmitPublisher
 from protocol.attachments import (
@@ -1120,6 +1122,12 @@ class Attachments:
         sender = request.query.get("sender")
         if sender is not None:
             records = [record for record in records if record.sender == sender]
+        records = [  # above the token's clearance (the message's marking or the attachment's own): as if not there
+            record
+            for record in records
+            if readable(request, record.document, message_id=record.message_id)
+            and readable(request, _listed_marking(record.document, attachment_id), message_id=record.message_id)
+        ]
         if not records:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id[:64]}")
         if len(records) > 1:
@@ -1144,6 +1152,15 @@ class Attachments:
             return problem(409, ErrorCode.ATTACHMENT_MISMATCH, "Body refused", body.detail or "the body did not verify")
         _, kept = self._store.received_paths(body)
         return await _serve_decrypted(request, kept, body)
+
+
+def _listed_marking(document: bytes, attachment_id: str) -> str:
+    """The marking the document gives the attachment, else `UNCLASSIFIED` (the message's own then governs)."""
+    parsed = json.loads(document)
+    for listed in parsed.get("attachments") or ():
+        if isinstance(listed, dict) and listed.get("attachment_id") == attachment_id:
+            return str(listed.get("classification") or "UNCLASSIFIED")
+    return "UNCLASSIFIED"
 
 
 __all__ = [

@@ -61,8 +61,8 @@ from protocol.checkpoint import (
     verify_cosignature,
 )
 from protocol.directory import Directory
-from protocol.encoding import b64decode, b64encode, format_timestamp, parse_timestamp
-from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
+from protocol.encoding import b64decode, b64encode, format_timestamp, parse_json_strict, parse_timestamp
+from protocol.errors import ErrorCode, MalformedInput, ProofInvalid, ProtocolError
 from protocol.evidence import EvidenceStatement
 from protocol.ids import AgencyId, parse_agency_id
 from protocol.keys import SigningPrivateKey
@@ -78,6 +78,10 @@ MAX_REMEMBERED_FORGERIES: Final = 1000
 """Forged cosignature lines remembered so that each alarms once; past it a new one still counts and alarms."""
 
 PROOFS_PER_REQUEST: Final = 100
+MAX_GATEWAY_ANSWER_BYTES: Final = 16 << 20
+"""The largest gateway answer read: a proofs answer of `PROOFS_PER_REQUEST` leaves of a 2^40 tree is < 1 MiB."""
+MAX_GATEWAY_ANSWER_DEPTH: Final = 8
+"""A proofs answer nests four levels (answer, proofs, proof, nodes); the rest leaves room."""
 """Identities asked for in one `POST /v1/audit/proofs`: a round's backlog (up to 500) goes in several requests,
 each well inside the gateway's request size limit whatever the identities' length."""
 
@@ -118,10 +122,14 @@ class GatewayAuditClient:
                 if answer.status not in {200, 201}:
                     text = await answer.text()
                     raise GatewayUnreachable(f"{method} {path} answered {answer.status}: {text[:200]}")
-                payload: dict[str, Any] = await answer.json(content_type=None)
-                return payload
+                raw = await answer.read()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise GatewayUnreachable(f"{method} {path}: {exc!r}") from exc
+        # Strictly: a hostile gateway's `Infinity` or huge integer is a refusal, not an OverflowError later.
+        payload = parse_json_strict(raw, max_bytes=MAX_GATEWAY_ANSWER_BYTES, max_depth=MAX_GATEWAY_ANSWER_DEPTH)
+        if not isinstance(payload, dict):
+            raise MalformedInput(f"{method} {path} answered JSON that is not an object", code=ErrorCode.MALFORMED_JSON)
+        return payload
 
     async def latest_checkpoint(self) -> dict[str, Any]:
         """`GET /v1/audit/checkpoint`."""

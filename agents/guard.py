@@ -10,6 +10,15 @@ accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
 | `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
 | `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
 
+A token also carries a clearance, the highest protective marking of a
+message document (`classification`: `UNCLASSIFIED` < `RESTRICTED` <
+`CONFIDENTIAL` < `SECRET`) it may see: `HEX@RESTRICTED`,
+`HEX:read@CONFIDENTIAL`. An entry without one is cleared for `SECRET`
+(`DEFAULT_CLEARANCE`), so that entries written before clearances existed
+keep reading what they read. A message marked above the token's clearance
+is neither listed nor served (`cleared_for`), exactly as if it were not
+there; a missing or unknown marking counts as `SECRET`.
+
 A token is revoked by adding its SHA-256 to the revocation file
 (`ROGATORY_API_TOKENS_REVOKED_FILE`, one hash a line): the file is read
 again whenever it changes, so a revocation holds from the next request on,
@@ -26,11 +35,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Final
 
 import structlog
+from aiohttp import web
 
 log = structlog.get_logger("rogatory.agent.guard")
 
@@ -50,8 +60,36 @@ class Scope(StrEnum):
 ALL_SCOPES: Final = frozenset(Scope)
 
 
+class Clearance(IntEnum):
+    """The highest protective marking a token may see, in the order of `protocol.mla.Classification`."""
+
+    UNCLASSIFIED = 0
+    RESTRICTED = 1
+    CONFIDENTIAL = 2
+    SECRET = 3
+
+
+DEFAULT_CLEARANCE: Final = Clearance.SECRET
+"""The clearance of an entry that names none: what every token could read before clearances existed."""
+
+
+def cleared_for(clearance: Clearance, marking: object) -> bool:
+    """Whether `clearance` reaches `marking`; a missing or unknown marking counts as `SECRET` (fail closed)."""
+    level = Clearance.__members__.get(marking, Clearance.SECRET) if isinstance(marking, str) else Clearance.SECRET
+    return clearance >= level
+
+
+def marking_of(document: bytes) -> object:
+    """The `classification` of a stored message document (JSON the agent verified), or None."""
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        return None
+    return parsed.get("classification") if isinstance(parsed, dict) else None
+
+
 class TokenSpecInvalid(ValueError):
-    """A token entry that is not `HEX` or `HEX:scope+scope` (the message never quotes the entry)."""
+    """A token entry that is not `HEX[:scope+scope][@CLEARANCE]` (the message never quotes the entry)."""
 
 
 def hash_token(token: str) -> str:
@@ -65,6 +103,7 @@ class ApiToken:
 
     sha256: str
     scopes: frozenset[Scope]
+    clearance: Clearance = DEFAULT_CLEARANCE
 
     @property
     def label(self) -> str:
@@ -73,15 +112,21 @@ class ApiToken:
 
 
 def parse_token_specs(specs: Sequence[str]) -> tuple[ApiToken, ...]:
-    """`HEX` (every scope) or `HEX:submit+read+ack` entries, as settings give them."""
+    """`HEX` (every scope) or `HEX:submit+read+ack` entries, each optionally `@CLEARANCE`, as settings give them."""
     tokens = []
     for index, spec in enumerate(specs):
-        digest, _, scopes = spec.strip().partition(":")
+        granted, has_clearance, level = spec.strip().partition("@")
+        if has_clearance and level not in Clearance.__members__:
+            raise TokenSpecInvalid(
+                f"token entry {index + 1} names a clearance other than {', '.join(Clearance.__members__)}"
+            )
+        clearance = Clearance[level] if has_clearance else DEFAULT_CLEARANCE
+        digest, _, scopes = granted.partition(":")
         digest = digest.lower()
         if not _HEX_SHA256.match(digest):
             raise TokenSpecInvalid(f"token entry {index + 1} is not the SHA-256 (64 hex digits) of a token")
         if not scopes:
-            tokens.append(ApiToken(digest, ALL_SCOPES))
+            tokens.append(ApiToken(digest, ALL_SCOPES, clearance))
             continue
         try:
             chosen = frozenset(Scope(name) for name in scopes.split("+"))
@@ -89,7 +134,7 @@ def parse_token_specs(specs: Sequence[str]) -> tuple[ApiToken, ...]:
             raise TokenSpecInvalid(
                 f"token entry {index + 1} names a scope other than {', '.join(sorted(ALL_SCOPES))}"
             ) from None
-        tokens.append(ApiToken(digest, chosen))
+        tokens.append(ApiToken(digest, chosen, clearance))
     return tuple(tokens)
 
 
@@ -245,6 +290,31 @@ class ApiGuard:
         return Verdict(200, token)
 
 
+CLEARANCE: Final = web.RequestKey("rogatory.clearance", Clearance)
+"""Where `_authenticate` leaves the token's `Clearance` on the request, for every handler that reads messages."""
+
+
+def readable(request: web.Request, marked: bytes | str, *, message_id: str) -> bool:
+    """Whether the request's token is cleared for a message (its stored document, or its marking).
+
+    A refusal is logged (`classified_read_refused`, with the marking and the clearance, never the content):
+    the agent keeps no audit trail of reads of its own, so this line is what oversight can see.
+    """
+    clearance = request.get(CLEARANCE, Clearance.UNCLASSIFIED)
+    marking = marking_of(marked) if isinstance(marked, bytes) else marked
+    if cleared_for(clearance, marking):
+        return True
+    log.warning(
+        "classified_read_refused",
+        message_id=message_id[:64],
+        classification=str(marking)[:20],
+        clearance=clearance.name,
+        method=request.method[:10],
+        path=request.path[:120],
+    )
+    return False
+
+
 def refusal_code(response: object) -> str:
     """The stable `code` of a problem+json answer, for the refusal log line ("-" if it has none)."""
     body = getattr(response, "body", None)
@@ -259,17 +329,23 @@ def refusal_code(response: object) -> str:
 
 __all__ = [
     "ALL_SCOPES",
+    "CLEARANCE",
+    "DEFAULT_CLEARANCE",
     "OPEN_PATHS",
     "ApiGuard",
     "ApiToken",
+    "Clearance",
     "RateLimit",
     "RateLimiter",
     "RevocationList",
     "Scope",
     "TokenSpecInvalid",
     "Verdict",
+    "cleared_for",
     "hash_token",
+    "marking_of",
     "parse_token_specs",
+    "readable",
     "refusal_code",
     "required_scope",
 ]

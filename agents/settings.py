@@ -30,7 +30,8 @@ class AgentSettings(ServiceSettings):
     api_tokens_sha256: tuple[str, ...] = Field(
         min_length=1,
         description="SHA-256 (hex) of each accepted bearer token, each `HEX` (every scope) "
-        "or `HEX:submit+read+ack` (those scopes)",
+        "or `HEX:submit+read+ack` (those scopes), with an optional clearance `@RESTRICTED` "
+        "(the highest handling code it may read; default `@SECRET`)",
     )
     api_tokens_revoked_file: Path | None = Field(
         default=None, description="SHA-256 of revoked tokens, one a line, read again on each change"
@@ -69,7 +70,7 @@ class AgentSettings(ServiceSettings):
     @field_validator("api_tokens_sha256")
     @classmethod
     def _token_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        """Each entry is `HEX` or `HEX:scope+scope` (`agents.guard`)."""
+        """Each entry is `HEX` or `HEX:scope+scope`, optionally `@CLEARANCE` (`agents.guard`)."""
         parse_token_specs(value)
         return value
 

@@ -4,7 +4,8 @@ Roles by bearer token (compared by SHA-256, in constant time):
 
 * operator  — everything, including operations endpoints;
 * auditor   — read-only: audit entries, checkpoints, proofs;
-* reader    — agents: checkpoints and proofs only.
+* reader    — agents: checkpoints and proofs only;
+* metrics   — a Prometheus scraper: `/metrics` only (which operators and auditors may read too).
 
 The gateway holds no content, so no role can see any. Errors are
 `application/problem+json` with a stable `code`.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeGuard
 
 from aiohttp import web
 
@@ -28,7 +29,7 @@ from gateway.store import CheckpointRecord, GatewayStore, LeafRecord
 from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.auditlog import decode_leaf
 from protocol.directory import Directory
-from protocol.encoding import b64encode, parse_timestamp
+from protocol.encoding import b64encode, parse_json_strict, parse_timestamp
 from protocol.errors import ErrorCode, MalformedInput, ProofInvalid
 from protocol.ids import parse_agency_id, parse_message_id
 from protocol.keys import SigningPublicKey
@@ -43,6 +44,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     AUDITOR = "auditor"
     READER = "reader"
+    METRICS = "metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +171,13 @@ class GatewayApi:
 
     async def cosign(self, request: web.Request) -> web.Response:
         """A witness sends its cosignature line for one checkpoint; it is verified, then kept."""
-        try:
-            body = await request.json()
-            checkpoint_id = int(body["checkpoint_id"])
-            line = str(body["cosignature"])
-        except (ValueError, KeyError, TypeError) as exc:
+        body = await _json_object(request)
+        checkpoint_id = body.get("checkpoint_id")
+        line = body.get("cosignature")
+        if not _is_int(checkpoint_id) or not isinstance(line, str):
             raise MalformedInput(
                 'expected {"checkpoint_id": int, "cosignature": line}', code=ErrorCode.INVALID_PARAMETER
-            ) from exc
+            )
         try:
             added = await self._audit.add_cosignature(checkpoint_id, line, self._directory(), now=self._clock())
         except ProofInvalid as exc:
@@ -216,16 +217,12 @@ class GatewayApi:
 
     async def inclusion_proofs(self, request: web.Request) -> web.Response:
         """Inclusion proofs of several leaves, named by identity, in the tree of `size` (at most 500)."""
-        try:
-            body = await request.json()
-            size = int(body["size"])
-            identities = [str(identity)[:MAX_IDENTITY_CHARS] for identity in body["identities"]][
-                :MAX_PROOFS_PER_REQUEST
-            ]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MalformedInput(
-                'expected {"size": int, "identities": [...]}', code=ErrorCode.INVALID_PARAMETER
-            ) from exc
+        body = await _json_object(request)
+        size = body.get("size")
+        listed = body.get("identities")
+        if not _is_int(size) or not isinstance(listed, list):
+            raise MalformedInput('expected {"size": int, "identities": [...]}', code=ErrorCode.INVALID_PARAMETER)
+        identities = [str(identity)[:MAX_IDENTITY_CHARS] for identity in listed][:MAX_PROOFS_PER_REQUEST]
         if not 1 <= size <= self._audit.size:
             raise MalformedInput(f"size must be between 1 and {self._audit.size}", code=ErrorCode.INVALID_PARAMETER)
         proofs: dict[str, Any] = {}
@@ -331,6 +328,23 @@ def _checkpoint_body(record: CheckpointRecord) -> dict[str, Any]:
         "cosignatures": list(record.cosignatures),
         "published": len(record.cosignatures) >= PUBLISHED_AFTER_COSIGNATURES,
     }
+
+
+MAX_REQUEST_DEPTH: Final = 4
+"""A cosignature or proofs request nests two levels; deeper is refused before anything is read."""
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as one JSON object, parsed strictly: any parser failure is a 400 with its own code, never a 500."""
+    body = parse_json_strict(await request.read(), max_bytes=MAX_REQUEST_BYTES, max_depth=MAX_REQUEST_DEPTH)
+    if not isinstance(body, dict):
+        raise MalformedInput("the body must be a JSON object", code=ErrorCode.INVALID_PARAMETER)
+    return body
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer (`true` is no number here); the strict parser already bounded it."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _int_param(

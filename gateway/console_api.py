@@ -5,7 +5,9 @@ authentication middleware:
 
 * `GET /`, `GET /console/{asset}` (anyone): the static console, HTML, JS and CSS
   shipped in `gateway/console/`; it holds no data and asks for a token;
-* `GET /metrics` (anyone, i.e. a scraper): Prometheus exposition (`gateway.metrics`);
+* `GET /metrics` (the metrics scrape token, operators, auditors): Prometheus exposition
+  (`gateway.metrics`), refreshed at most once per `METRICS_REFRESH_INTERVAL_S` however
+  many scrapes arrive: a refresh runs queries and a broker management call;
 * `GET /v1/console/whoami` (any token): the token's role, so the page shows its views;
 * `GET /v1/console/overview` (operators): agencies, queues, log, dead letters, watched TLS
   certificates (`gateway.certificates`), alerts;
@@ -21,6 +23,7 @@ holds content: the gateway has none.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import itertools
 import re
@@ -56,6 +59,10 @@ Route = tuple[str, str, Handler, frozenset[Role] | None]
 OPERATORS: Final = frozenset({Role.OPERATOR})
 AUDITORS: Final = frozenset({Role.OPERATOR, Role.AUDITOR})
 ANY_TOKEN: Final = frozenset({Role.OPERATOR, Role.AUDITOR, Role.READER})
+SCRAPERS: Final = frozenset({Role.METRICS, Role.OPERATOR, Role.AUDITOR})
+"""Who may read `/metrics`: per-inbox traffic, counts by type and key ids are for operators, not agencies."""
+METRICS_REFRESH_INTERVAL_S: Final = 5.0
+"""How long one refreshed exposition is served again: shorter than any sane scrape interval (15 s and up)."""
 
 ASSET_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}\.(html|js|css|svg)$")
 ASSET_TYPES: Final = {
@@ -149,6 +156,7 @@ class ConsoleApi:
         thresholds: AlertThresholds | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         certificates: Sequence[Path] = (),
+        metrics_refresh_interval_s: float = METRICS_REFRESH_INTERVAL_S,
     ) -> None:
         self._store = store
         self._tree_size = tree_size
@@ -163,13 +171,16 @@ class ConsoleApi:
         self._monotonic = monotonic
         self._certificates = tuple(certificates)
         self.history = QueueHistory()
+        self._metrics_refresh_interval_s = metrics_refresh_interval_s
+        self._exposition: tuple[float, bytes] | None = None  # (monotonic time of the refresh, exposition)
+        self._exposition_lock = asyncio.Lock()  # concurrent scrapes wait for one refresh, not start their own
 
     def routes(self) -> list[Route]:
         """(method, path, handler, roles or None for anyone) of each route."""
         return [
             ("GET", "/", self.index, None),
             ("GET", "/console/{asset}", self.asset, None),
-            ("GET", "/metrics", self.metrics, None),
+            ("GET", "/metrics", self.metrics, SCRAPERS),
             ("GET", "/v1/console/whoami", self.whoami, ANY_TOKEN),
             ("GET", "/v1/console/overview", self.overview, OPERATORS),
             ("GET", "/v1/console/track", self.track, AUDITORS),
@@ -190,7 +201,18 @@ class ConsoleApi:
         return _asset_response(name)
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        """Prometheus exposition, with state read now."""
+        """Prometheus exposition, with state read at most `metrics_refresh_interval_s` ago."""
+        async with self._exposition_lock:
+            if self._exposition is None or self._monotonic() - self._exposition[0] >= self._metrics_refresh_interval_s:
+                await self._refresh_metrics()
+                self._exposition = (self._monotonic(), self._metrics.render())
+            body = self._exposition[1]
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def _refresh_metrics(self) -> None:
+        """Read the gauges now: store queries, the directory, certificates and a broker management call."""
         health = self._health()
         await self._metrics.refresh(
             store=self._store,
@@ -205,9 +227,6 @@ class ConsoleApi:
             now=self._clock(),
             certificates=read_watched(self._certificates),
         )
-        response = web.Response(body=self._metrics.render())
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
 
     async def whoami(self, request: web.Request) -> web.Response:
         """The role of the token presented (the middleware let only known tokens through)."""

@@ -179,7 +179,10 @@ OPENAPI: Final[dict[str, Any]] = {
         },
         "/": _get("The operator and auditor console (static page; it asks for a token)"),
         "/console/{asset}": _get("One static file of the console (HTML, JavaScript, CSS)"),
-        "/metrics": _get("Prometheus metrics (text exposition format)"),
+        "/metrics": _get(
+            "Prometheus metrics (text exposition format), refreshed at most every 5 s",
+            roles="metrics, operator, auditor",
+        ),
         "/v1/console/whoami": _get("The role of the token presented", roles="operator, auditor, reader"),
         "/v1/console/overview": _get("Agencies, queues, log, dead letters and alerts", roles="operator"),
         "/v1/console/track": _get(

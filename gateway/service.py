@@ -281,6 +281,7 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
             (settings.operator_token_sha256, Role.OPERATOR),
             (settings.auditor_token_sha256, Role.AUDITOR),
             *((digest, Role.READER) for digest in settings.reader_tokens_sha256),
+            *((digest, Role.METRICS) for digest in settings.metrics_tokens_sha256),
         )
     )
     management = _management_access(settings)

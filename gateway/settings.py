@@ -24,7 +24,9 @@ class GatewaySettings(ServiceSettings):
     """Everything the gateway needs to start, passed down explicitly."""
 
     service: ClassVar[str] = "gateway"
-    list_fields: ClassVar[frozenset[str]] = frozenset({"reader_tokens_sha256", "watched_certificates"})
+    list_fields: ClassVar[frozenset[str]] = frozenset(
+        {"reader_tokens_sha256", "metrics_tokens_sha256", "watched_certificates"}
+    )
 
     http_port: int = Field(default=8700, ge=0, le=65535, description="port the audit and operator API listens on")
     management_url: str | None = Field(
@@ -42,6 +44,10 @@ class GatewaySettings(ServiceSettings):
     auditor_token_sha256: str = Field(pattern=_SHA256_HEX, description="SHA-256 (hex) of the auditor's token")
     reader_tokens_sha256: tuple[str, ...] = Field(
         default=(), description="SHA-256 (hex) of the tokens that may read checkpoints and proofs (agents)"
+    )
+    metrics_tokens_sha256: tuple[str, ...] = Field(
+        default=(),
+        description="SHA-256 (hex) of each token that may scrape `/metrics` and nothing else (as operators may)",
     )
     checkpoint_interval_s: float = Field(
         default=1.0, gt=0, description="seconds between two checkpoints while the log grows"

@@ -8,6 +8,10 @@ Two rules run through this module:
 * Parsing is strict: duplicate object keys, lone surrogates, `NaN` and
   nesting beyond a limit are refused instead of being resolved one way or
   another, so that two parties can never read the same bytes differently.
+  So are numbers no double holds exactly: an integer beyond 2^53 - 1 (which
+  canonical JSON cannot write, and which past Python's digit limit would
+  otherwise escape as a bare `ValueError`) and a float that overflows to
+  infinity (`1e400`), each with `NUMBER_OUT_OF_RANGE`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -97,19 +102,63 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def refuse_duplicate_keys(raw: bytes | str) -> None:
-    """Raise `MalformedInput` (`DUPLICATE_KEY`) if any JSON object in `raw` repeats a key.
+_MAX_INTEGER_DIGITS: Final = len(str(_SAFE_INTEGER))
+"""Longer digit strings are refused before `int()` sees them: no conversion cost, no digit-limit `ValueError`."""
 
-    Text that is not JSON at all passes: the caller's own parser reports it.
-    """
-    try:
-        json.loads(raw, object_pairs_hook=_no_duplicate_keys)
-    except (ValueError, RecursionError):  # not JSON: MalformedInput is no ValueError, so it goes through
-        return
+
+def _safe_integer(text: str) -> int:
+    """An integer within ±(2^53 - 1), the range canonical JSON (RFC 8785) writes exactly."""
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS or not -_SAFE_INTEGER <= (value := int(text)) <= _SAFE_INTEGER:
+        raise LimitExceeded(
+            f"integer of {len(text.lstrip('-'))} digits is beyond ±(2^53 - 1)", code=ErrorCode.NUMBER_OUT_OF_RANGE
+        )
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """A float that a double holds: `1e400` would silently become infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise LimitExceeded(f"number {text[:40]} overflows a double", code=ErrorCode.NUMBER_OUT_OF_RANGE)
+    return value
 
 
 def _no_constants(name: str) -> object:
     raise MalformedInput(f"{name} is not JSON", code=ErrorCode.MALFORMED_JSON)
+
+
+_STRICT_HOOKS: Final[dict[str, Any]] = {
+    "object_pairs_hook": _no_duplicate_keys,
+    "parse_constant": _no_constants,
+    "parse_int": _safe_integer,
+    "parse_float": _finite_float,
+}
+"""What `json.loads` is given wherever Rogatory reads JSON: each hook refuses with our error, not a `ValueError`."""
+
+
+def refuse_ambiguous_json(raw: bytes | str) -> None:
+    """Raise `MalformedInput` if `raw` repeats a key, holds `NaN`/`Infinity` or a number out of range.
+
+    Text that is not JSON at all passes: the caller's own parser reports it.
+    Run before pydantic's own JSON parser, which keeps the last of two keys
+    and reads `Infinity` and `NaN` into any float or untyped field.
+    """
+    try:
+        json.loads(raw, **_STRICT_HOOKS)
+    except (ValueError, RecursionError):  # not JSON: MalformedInput is no ValueError, so it goes through
+        return
+
+
+def load_json(raw: bytes | str) -> Any:  # noqa: ANN401 - JSON is Any by nature
+    """Parse JSON with the strict hooks, every failure a `MalformedInput`; the caller bounds size and depth."""
+    try:
+        return json.loads(raw, **_STRICT_HOOKS)
+    except RecursionError as exc:
+        raise LimitExceeded("nesting too deep to parse", code=ErrorCode.NESTING_TOO_DEEP) from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedInput(f"not UTF-8 at byte {exc.start}", code=ErrorCode.INVALID_UNICODE) from exc
+    except ValueError as exc:  # JSONDecodeError, or any conversion error a hook did not anticipate
+        raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
 
 
 def _check_depth_and_text(value: object, max_depth: int) -> None:
@@ -151,13 +200,15 @@ def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # 
     if text.startswith("\ufeff"):
         raise MalformedInput("a byte order mark is not allowed", code=ErrorCode.MALFORMED_JSON)
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        value = json.loads(text, **_STRICT_HOOKS)
     except RecursionError as exc:
         raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP) from exc
     except json.JSONDecodeError as exc:
         raise MalformedInput(
             f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=ErrorCode.MALFORMED_JSON
         ) from exc
+    except ValueError as exc:  # a conversion error no hook anticipated: still a refusal, never a crash
+        raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
     _check_depth_and_text(value, max_depth)
     return value
 
@@ -273,10 +324,11 @@ __all__ = [
     "b64encode",
     "canonical_json",
     "format_timestamp",
+    "load_json",
     "pae",
     "parse_json_strict",
     "parse_timestamp",
-    "refuse_duplicate_keys",
+    "refuse_ambiguous_json",
     "seconds",
     "sha256_hex",
     "truncate_to_millis",

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from protocol.encoding import canonical_json, refuse_duplicate_keys
+from protocol.encoding import canonical_json, refuse_ambiguous_json
 from protocol.errors import ContentInvalid, ErrorCode, FieldError
 
 
@@ -50,9 +50,11 @@ def parse_model(
 
     A duplicate object key is refused first (`DUPLICATE_KEY`): pydantic would
     keep the last value where another reader of the same signed bytes (an
-    auditor's tool, another language) may keep the first.
+    auditor's tool, another language) may keep the first. So are `NaN`,
+    `Infinity` (`MALFORMED_JSON`) and numbers no double holds
+    (`NUMBER_OUT_OF_RANGE`), which pydantic would read into a float field.
     """
-    refuse_duplicate_keys(raw)
+    refuse_ambiguous_json(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -133,6 +133,7 @@ def _service_environment(
             "ROGATORY_OPERATOR_TOKEN_SHA256": sha256_token(gateway.operator_token),
             "ROGATORY_AUDITOR_TOKEN_SHA256": sha256_token(gateway.auditor_token),
             "ROGATORY_READER_TOKENS_SHA256": sha256_token(gateway.reader_token),
+            "ROGATORY_METRICS_TOKENS_SHA256": sha256_token(gateway.metrics_token),
         }
     agent = description.agents[service]
     token_file = paths.service_dir(service) / "gateway-token"
@@ -276,6 +277,7 @@ def _stack_document(
             "operator_token": gateway.operator_token,
             "auditor_token": gateway.auditor_token,
             "reader_token": gateway.reader_token,
+            "metrics_token": gateway.metrics_token,
             "pid": pids.get("gateway"),
         },
         "agents": {

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deploy.provision.broker import NetworkPlan
 from protocol.directory import (
@@ -87,11 +87,13 @@ class AgentEntry(ServiceSecrets):
 
 
 class GatewayEntryFile(ServiceSecrets):
-    """The gateway: its service secrets and its operator, auditor and reader tokens."""
+    """The gateway: its service secrets and its operator, auditor, reader and metrics scrape tokens."""
 
     operator_token: str
     auditor_token: str
     reader_token: str
+    metrics_token: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    """A network made before scrapes needed a token gets one each time it is read (never written back)."""
 
 
 class NetworkDescription(BaseModel):
@@ -274,6 +276,7 @@ def create_network(
             operator_token=secrets.token_urlsafe(32),
             auditor_token=secrets.token_urlsafe(32),
             reader_token=secrets.token_urlsafe(32),
+            metrics_token=secrets.token_urlsafe(32),
         ),
         agents=agent_entries,
     )

@@ -23,7 +23,6 @@ Rules that merely warn (R5, R6, R9, R11-R14) are not refusals; see
 """
 
 import functools
-import json
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -39,7 +38,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from protocol.encoding import UtcTimestamp, canonical_json, sha256_hex
+from protocol.encoding import UtcTimestamp, canonical_json, load_json, sha256_hex
 from protocol.errors import ContentInvalid, ErrorCode, FieldError, MalformedInput
 from protocol.ids import MessageIdField
 from protocol.mla._validation import require_object, rule_error, rule_violations, validate_as
@@ -267,10 +266,7 @@ def validate_document(raw: bytes) -> MessageDocument:
     `loc` starting with `"payload"`), rule violations and a wrong
     `integrity.payload_sha256` are all reported together.
     """
-    try:
-        parsed = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedInput(f"not JSON: {exc}", code=ErrorCode.MALFORMED_JSON) from exc
+    parsed = load_json(raw)
     errors: list[FieldError] = []
     document: MessageDocument | None = None
     try:

@@ -306,8 +306,10 @@ async def _text(url: str, token: str | None = None) -> tuple[int, str]:
 
 def test_gateway_and_agents_serve_prometheus_metrics_of_real_traffic(network):
     """After the exchanges above, the gateway's `/metrics` counts relayed messages and forwarded evidence and
-    shows queue depths; an agent's `/metrics` (behind its token) counts what it received."""
-    status, text = _run(_text(network["gateway"]["url"] + "/metrics"))
+    shows queue depths (scraped with the metrics token, refused without); an agent's `/metrics` (behind its
+    token) counts what it received."""
+    assert _run(_text(network["gateway"]["url"] + "/metrics"))[0] == 401
+    status, text = _run(_text(network["gateway"]["url"] + "/metrics", network["gateway"]["metrics_token"]))
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
     relayed = [s for s in families["rogatory_gateway_messages"].samples if s.labels.get("result") == "relayed"]

@@ -52,3 +52,57 @@ async def test_a_refused_request_is_reported_with_its_status(audit_client: Any):
     """A gateway refusal names its HTTP status, not a JSON decoding error of its body."""
     with pytest.raises(GatewayUnreachable, match="answered 4"):
         await audit_client.inclusion_proofs(["x"], 10**9)
+
+
+HUGE_INTEGER = "9" * 5000
+"""Beyond Python's default digit limit (4,300): `json.loads` raises a bare `ValueError` on it."""
+OUT_OF_RANGE_NUMBERS = {
+    "huge_integer": (HUGE_INTEGER, "NUMBER_OUT_OF_RANGE"),
+    "integer_beyond_2_53": (str(2**63), "NUMBER_OUT_OF_RANGE"),
+    "overflowing_float": ("1e400", "NUMBER_OUT_OF_RANGE"),
+    "infinity": ("Infinity", "MALFORMED_JSON"),
+    "minus_infinity": ("-Infinity", "MALFORMED_JSON"),
+    "nan": ("NaN", "MALFORMED_JSON"),
+}
+
+
+@pytest.fixture
+async def reader_session(harness: Harness) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """A raw HTTP session to the gateway's application and its base URL, with the reader token set."""
+    api = GatewayApi(
+        store=harness.store,
+        audit=harness.audit,
+        tokens=TokenTable(((hashlib.sha256(READER_TOKEN.encode()).hexdigest(), Role.READER),)),
+        health=lambda: {"status": "ok"},
+        directory=harness.net.directory,
+        clock=lambda: NOW,
+        authority=harness.net.authority.public_key,
+    )
+    server = test_utils.TestServer(api.app())
+    await server.start_server()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {READER_TOKEN}"}) as session:
+        yield session, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.mark.parametrize("number", OUT_OF_RANGE_NUMBERS.values(), ids=OUT_OF_RANGE_NUMBERS.keys())
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/v1/audit/cosignatures", '{"checkpoint_id": %s, "cosignature": "x"}'),
+        ("/v1/audit/proofs", '{"size": %s, "identities": []}'),
+        ("/v1/audit/proofs", '{"size": 1, "identities": [%s]}'),
+    ],
+    ids=["cosignature_id", "proofs_size", "proofs_identity"],
+)
+async def test_huge_or_infinite_numbers_in_audit_requests_are_refused_with_400(
+    reader_session: tuple[aiohttp.ClientSession, str], path: str, template: str, number: tuple[str, str]
+):
+    """A huge integer, `Infinity`, `NaN` or `1e400` in a cosignature or proofs request is a 400 with its code."""
+    session, base = reader_session
+    text, code = number
+    async with session.post(
+        base + path, data=(template % text).encode(), headers={"Content-Type": "application/json"}
+    ) as answer:
+        assert answer.status == 400, await answer.text()
+        assert (await answer.json())["code"] == code

@@ -303,6 +303,18 @@ def _truncated(net: LocalNetwork) -> Attack:
     return Attack(wire[:40], BD, LY, ErrorCode.MALFORMED_ENVELOPE, ErrorCode.MALFORMED_ENVELOPE)
 
 
+def _number_in_the_sealed_document(number: bytes, code: ErrorCode) -> Callable[[LocalNetwork], Attack]:
+    """A document the sender seals with `number` in it: only the recipient, which decrypts, can refuse it."""
+
+    def attack(net: LocalNetwork) -> Attack:
+        document = valid_document(MessageId(uuid.uuid4()))
+        with_number = document.replace(b'"payload": {', b'"payload": {"x-number": ' + number + b", ", 1)
+        assert with_number != document
+        return Attack(net.seal(with_number).to_bytes(), BD, LY, None, code)
+
+    return attack
+
+
 ATTACKS: dict[str, Callable[[LocalNetwork], Attack]] = {
     "forged_signature": _forged_signature,
     "stripped_signature": _stripped_signature,
@@ -324,4 +336,8 @@ ATTACKS: dict[str, Callable[[LocalNetwork], Attack]] = {
     "revoked_signing_key": _revoked_key,
     "over_size": _over_size,
     "truncated_frame": _truncated,
+    "huge_integer_in_the_sealed_document": _number_in_the_sealed_document(b"9" * 5000, ErrorCode.NUMBER_OUT_OF_RANGE),
+    "overflowing_float_in_the_sealed_document": _number_in_the_sealed_document(b"1e400", ErrorCode.NUMBER_OUT_OF_RANGE),
+    "infinity_in_the_sealed_document": _number_in_the_sealed_document(b"Infinity", ErrorCode.MALFORMED_JSON),
+    "nan_in_the_sealed_document": _number_in_the_sealed_document(b"NaN", ErrorCode.MALFORMED_JSON),
 }

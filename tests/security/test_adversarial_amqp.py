@@ -137,6 +137,41 @@ def corpus(key: SigningPrivateKey) -> list[BadInput]:
             signed(key, header_json()[:-1] + b', "sender": "LY-MLA-CA"}'),
             ErrorCode.DUPLICATE_KEY,
         ),
+        # Numbers no parser may let through: past Python's digit limit (a bare ValueError once), past 2^53,
+        # overflowing a double, and the non-JSON constants; behind the agency's valid signature and in evidence.
+        BadInput(
+            "signed_header_huge_integer",
+            signed(key, header_json().replace(b'"ciphertext_length": 16', b'"ciphertext_length": ' + b"9" * 5000)),
+            ErrorCode.NUMBER_OUT_OF_RANGE,
+        ),
+        BadInput(
+            "signed_header_infinity",
+            signed(key, header_json().replace(b'"ciphertext_length": 16', b'"ciphertext_length": Infinity')),
+            ErrorCode.MALFORMED_JSON,
+        ),
+        BadInput(
+            "signed_header_nan",
+            signed(key, header_json().replace(b'"ciphertext_length": 16', b'"ciphertext_length": NaN')),
+            ErrorCode.MALFORMED_JSON,
+        ),
+        BadInput(
+            "evidence_huge_integer",
+            b'{"payload_type": "x", "n": "' + nonce() + b'", "size": ' + b"9" * 5000 + b"}",
+            ErrorCode.NUMBER_OUT_OF_RANGE,
+            kind=KIND_EVIDENCE,
+        ),
+        BadInput(
+            "evidence_overflowing_float",
+            b'{"payload_type": "x", "n": "' + nonce() + b'", "size": 1e400}',
+            ErrorCode.NUMBER_OUT_OF_RANGE,
+            kind=KIND_EVIDENCE,
+        ),
+        BadInput(
+            "evidence_infinity",
+            b'{"payload_type": "x", "n": "' + nonce() + b'", "size": -Infinity}',
+            ErrorCode.MALFORMED_JSON,
+            kind=KIND_EVIDENCE,
+        ),
         BadInput("no_kind", b"no kind " + nonce(), MALFORMED, kind=None),
         BadInput("lookalike_kind", b"lookalike kind " + nonce(), MALFORMED, kind="rogatory.sealed-m\u0435ssage.v1"),
         BadInput("null_bytes_kind", b"null kind " + nonce(), MALFORMED, kind="\x00" * 100),

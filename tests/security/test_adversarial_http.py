@@ -55,6 +55,22 @@ class BadRequest:
     headers: dict[str, str] = field(default_factory=lambda: AUTH | JSON)
 
 
+def out_of_range_submissions(sample: bytes) -> dict[str, tuple[bytes, str]]:
+    """A real document with a number no parser may let through in its `sequence` or deep in its payload."""
+    in_sequence = sample[:-1] + b', "sequence": %s}'
+    in_payload = sample.replace(b'"payload": {', b'"payload": {"x-number": %s, ', 1)
+    assert in_payload != sample
+    return {
+        "huge_integer": (in_sequence % (b"9" * 5000), "NUMBER_OUT_OF_RANGE"),
+        "huge_negative_integer_in_payload": (in_payload % (b"-" + b"9" * 5000), "NUMBER_OUT_OF_RANGE"),
+        "integer_beyond_2_53": (in_sequence % str(2**63).encode(), "NUMBER_OUT_OF_RANGE"),
+        "overflowing_float_in_payload": (in_payload % b"1e400", "NUMBER_OUT_OF_RANGE"),
+        "infinity": (in_sequence % b"Infinity", "MALFORMED_JSON"),
+        "minus_infinity_in_payload": (in_payload % b"-Infinity", "MALFORMED_JSON"),
+        "nan_in_payload": (in_payload % b"NaN", "MALFORMED_JSON"),
+    }
+
+
 def corpus() -> list[BadRequest]:
     """At least 30 bad requests over the API."""
     sample = body_of(request_document())
@@ -66,6 +82,10 @@ def corpus() -> list[BadRequest]:
         BadRequest("empty_body", 400, "MALFORMED_JSON", body=b""),
         BadRequest("byte_order_mark", 400, "MALFORMED_JSON", body=b"\xef\xbb\xbf" + sample),
         BadRequest("nan_constant", 400, "MALFORMED_JSON", body=b'{"sequence": NaN}'),
+        *(
+            BadRequest(f"number_{name}", 400, code, body=body)
+            for name, (body, code) in out_of_range_submissions(sample).items()
+        ),
         BadRequest("duplicate_key", 400, "DUPLICATE_KEY", body=sample[:-1] + b', "case_id": "X"}'),
         # Deep nesting, huge strings and arrays
         BadRequest("deep_nesting", 400, "NESTING_TOO_DEEP", body=b"[" * 5000 + b"]" * 5000),
@@ -223,5 +243,17 @@ async def test_requests_the_http_parser_refuses_get_a_bare_4xx_and_the_agent_sta
     """Broken HTTP (bad request line, bad lengths, huge or NUL headers) is a 4xx; the agent answers afterwards."""
     statuses = [await raw_exchange(bd_agent, request) for request in RAW_REQUESTS]
     assert all(400 <= status < 500 for status in statuses), statuses
+    status, answer = await bd_agent.submit(request_document())
+    assert status == 202, answer
+
+
+async def test_huge_integers_and_infinities_in_a_submission_get_400_with_a_stable_code(
+    bd_agent: InProcessAgent,
+) -> None:
+    """A number past Python's digit limit or 2^53, `1e400`, `Infinity` or `NaN` in a submission is a 400, not a 500."""
+    for name, (body, code) in out_of_range_submissions(body_of(request_document())).items():
+        async with bd_agent.http.request("POST", "/v1/messages", data=body, headers=AUTH | JSON) as response:
+            problem = await response.json(content_type=None)
+            assert (response.status, problem.get("code")) == (400, code), (name, problem)
     status, answer = await bd_agent.submit(request_document())
     assert status == 202, answer

@@ -18,10 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.encoding import pae
+from protocol.encoding import pae, parse_json_strict
 from protocol.envelope import MAGIC, SealedMessage, authenticate_header, open_sealed
 from protocol.errors import ProtocolError
 from protocol.evidence import parse_signed_evidence, verify_evidence
+from protocol.mla import validate_document
 from protocol.signing import PAYLOAD_TYPE_HEADER
 from tests.agents.harness import start_agent
 from tests.security.attacks import valid_document
@@ -31,11 +32,34 @@ NET = LocalNetwork()
 DIRECTORY = NET.directory()
 HONEST = NET.seal(valid_document(uuid.uuid4())).to_bytes()  # type: ignore[arg-type]
 
+RAW_NUMBERS = {
+    "\ue000huge": "9" * 5000,  # past Python's digit limit: `int()` raises a bare ValueError
+    "\ue000-huge": "-" + "9" * 5000,
+    "\ue000beyond-2-53": str(2**53),
+    "\ue000overflow": "1e400",  # `float()` reads it as infinity
+}
+"""Placeholders that `dumps` writes as numbers `json.dumps` cannot produce (digit limit) or would not choose."""
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN, Infinity and -Infinity included: json.dumps writes them as bare constants
+    | st.sampled_from(sorted(RAW_NUMBERS))
+    | st.text(max_size=40),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
     max_leaves=25,
 )
+
+
+def dumps(value: Any) -> bytes:
+    """`value` as JSON bytes, each `RAW_NUMBERS` placeholder written as its number."""
+    text = json.dumps(value)
+    for placeholder, number in RAW_NUMBERS.items():
+        text = text.replace(json.dumps(placeholder), number)
+    return text.encode("utf-8")
+
+
 HEADER_FIELDS = (
     *("format", "message_id", "sender", "sender_key", "recipients", "archive", "message_type", "case_id"),
     *("created_at", "expires_at", "nonce", "ciphertext_sha256", "ciphertext_length", "key_commitment"),
@@ -75,7 +99,7 @@ def test_spliced_real_messages_are_refused_or_open_unchanged(start: int, length:
 @given(header_like)
 def test_validly_signed_headers_of_any_shape_are_refused_with_a_protocol_error(header: dict[str, Any]) -> None:
     """Behind a valid signature (a compromised agency), any JSON header still only ever gets a clean refusal."""
-    header_bytes = json.dumps(header).encode("utf-8")
+    header_bytes = dumps(header)
     key = NET[BD].signing
     wire = (
         MAGIC
@@ -93,7 +117,18 @@ def test_validly_signed_headers_of_any_shape_are_refused_with_a_protocol_error(h
 def test_evidence_of_any_shape_is_refused_with_a_protocol_error(statement: dict[str, Any]) -> None:
     """Evidence bodies of any JSON shape are refused as `ProtocolError` (a wrong type once crashed the gateway)."""
     try:
-        verify_evidence(parse_signed_evidence(json.dumps(statement).encode(), NET.limits), DIRECTORY, now=NOW)
+        verify_evidence(parse_signed_evidence(dumps(statement), NET.limits), DIRECTORY, now=NOW)
+    except ProtocolError:
+        return
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_documents_of_any_json_are_refused_with_a_protocol_error(value: Any) -> None:
+    """What a recipient decrypts, of any JSON (huge numbers, `NaN`, `Infinity`), is refused only as `ProtocolError`."""
+    try:
+        parse_json_strict(dumps(value), max_bytes=NET.limits.max_document_bytes, max_depth=NET.limits.max_json_depth)
+        validate_document(dumps(value))
     except ProtocolError:
         return
 
@@ -119,7 +154,7 @@ def test_the_api_answers_any_json_below_500() -> None:
             @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
             @given(json_values)
             def post_any(value: Any) -> None:
-                status = loop.run_until_complete(post(json.dumps(value).encode()))
+                status = loop.run_until_complete(post(dumps(value)))
                 assert 400 <= status < 500, (status, value)
 
             @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -34,6 +34,7 @@ def secrets_of(root: Path) -> dict[str, bytes]:
         "operator token": description.gateway.operator_token.encode(),
         "auditor token": description.gateway.auditor_token.encode(),
         "reader token": description.gateway.reader_token.encode(),
+        "metrics token": description.gateway.metrics_token.encode(),
         "gateway broker password": description.gateway.broker_password.encode(),
         "gateway passphrase": description.gateway.keystore_passphrase.encode(),
         "authority passphrase": description.authority_passphrase.encode(),
