@@ -3,7 +3,8 @@
 The shape follows DSSE: the signature covers `pae(payload_type, payload)`, so
 it binds the exact payload bytes and their kind. A verifier checks the
 signature over the received bytes and returns them; only then may they be
-parsed. Directories, evidence and content statements all travel this way.
+parsed. Directories, evidence, content statements and enrolment requests all travel
+this way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PAYLOAD_TYPE_EVIDENCE: Final = "application/vnd.rogatory.evidence+json; version=
 PAYLOAD_TYPE_CONTENT: Final = "application/vnd.rogatory.content+json; version=1"
 PAYLOAD_TYPE_HEADER: Final = "application/vnd.rogatory.envelope-header+json; version=1"
 PAYLOAD_TYPE_AUDIT_LEAF: Final = "application/vnd.rogatory.audit-leaf+json; version=1"
+PAYLOAD_TYPE_ENROLMENT: Final = "application/vnd.rogatory.enrolment+json; version=1"
 
 
 class SignedStatement(BaseModel):
@@ -79,6 +81,7 @@ __all__ = [
     "PAYLOAD_TYPE_AUDIT_LEAF",
     "PAYLOAD_TYPE_CONTENT",
     "PAYLOAD_TYPE_DIRECTORY",
+    "PAYLOAD_TYPE_ENROLMENT",
     "PAYLOAD_TYPE_EVIDENCE",
     "PAYLOAD_TYPE_HEADER",
     "SignedStatement",
