@@ -52,7 +52,7 @@ from deploy.provision.broker import (
 from deploy.provision.broker_limits import rabbitmq_conf_block
 from deploy.provision.tls import update_rabbitmq_conf
 from deploy.site.secrets import SiteError, write_secret
-from protocol.directory import Directory, verify_directory
+from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId
@@ -79,7 +79,7 @@ def read_verified_directory(path: Path, authority_key: str, *, now: datetime) ->
     try:
         authority = SigningPublicKey(b64decode(authority_key))
         signed = SignedStatement.from_json(path.read_bytes())
-        return verify_directory(signed, authority, now=now, limits=DEFAULT_LIMITS)
+        return verify_directory(signed, authority, now=now, held_version=NOTHING_HELD, limits=DEFAULT_LIMITS)
     except OSError as exc:
         raise SiteError(f"cannot read the directory {path}: {exc.strerror}") from exc
     except ProtocolError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from agents.service import _check_keys_listed as agent_check_keys_listed
 from deploy.cli.commands import main
 from gateway.service import _check_keys_listed as gateway_check_keys_listed
-from protocol.directory import verify_directory
+from protocol.directory import NOTHING_HELD, verify_directory
 from protocol.encoding import b64decode, b64encode
 from protocol.enrolment import EnrolmentRequest
 from protocol.ids import AgencyId
@@ -32,7 +32,9 @@ def _keys(keystore: Path) -> dict[str, bytes]:
 
 def _version(sites: Sites) -> int:
     signed = SignedStatement.from_json(sites.directory.read_bytes())
-    return verify_directory(signed, _authority_key(sites), now=datetime.now(UTC), limits=DEFAULT_LIMITS).version
+    return verify_directory(
+        signed, _authority_key(sites), now=datetime.now(UTC), held_version=NOTHING_HELD, limits=DEFAULT_LIMITS
+    ).version
 
 
 def test_the_whole_sequence_makes_a_directory_the_agents_and_gateway_start_with(sites):
