@@ -192,7 +192,7 @@ class DirectoryWatch:
     async def _judge(self, raw: bytes, *, source: str) -> Offered:
         held = self._directory
         try:
-            if len(raw) > _max_signed_bytes(self._limits):
+            if len(raw) > max_signed_directory_bytes(self._limits):
                 raise DirectoryRejected(
                     f"signed directory of {len(raw)} bytes is over the limit", code=ErrorCode.TOO_LARGE
                 )
@@ -276,9 +276,9 @@ class DirectoryWatch:
                 await asyncio.wait_for(stopping.wait(), timeout=self._interval_s)
 
 
-def _max_signed_bytes(limits: Limits) -> int:
+def max_signed_directory_bytes(limits: Limits) -> int:
     """A signed directory's JSON: its payload in base64 (4/3) with room for the signature and names."""
     return limits.max_directory_bytes * 4 // 3 + 4096
 
 
-__all__ = ["FILE_SOURCE", "Adopt", "DirectoryWatch", "Offered", "Source"]
+__all__ = ["FILE_SOURCE", "Adopt", "DirectoryWatch", "Offered", "Source", "max_signed_directory_bytes"]
