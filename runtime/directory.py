@@ -237,8 +237,15 @@ class DirectoryWatch:
         return Offered.ADOPTED
 
     async def _keep_in_file(self, raw: bytes) -> None:
-        """Write a version taken from elsewhere to the file, whole (temporary file, fsync, rename)."""
+        """Write a version taken from elsewhere to the file, whole (temporary file, fsync, rename), unless it holds it.
+
+        A file that already holds these bytes is left alone: where several
+        services share one file (the dev stack), none rewrites it under another.
+        """
         try:
+            with contextlib.suppress(FileNotFoundError):
+                if await asyncio.to_thread(self._path.read_bytes) == raw:
+                    return
             await asyncio.to_thread(write_private, self._path, raw)
         except OSError as exc:
             raise TransientFailure(f"cannot write the directory file {self._path}: {type(exc).__name__}") from exc
