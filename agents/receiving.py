@@ -39,6 +39,11 @@ one before that cannot be attributed to anyone and is logged and dropped.
 
 Evidence about our own messages is verified against the directory, matched
 with the outbox (same message id and digest), kept, and moves the status.
+
+A directory version the gateway pushed (`KIND_DIRECTORY`) goes to
+`on_directory` (`DirectoryWatch.offer`), which trusts only the authority's
+signature and refuses rollback: a gateway cannot make an agent hold a
+version the authority did not sign, nor an older one.
 """
 
 from __future__ import annotations
@@ -81,8 +86,10 @@ from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
 from protocol.policy import decide_exchange
 from protocol.steps import StepToken
-from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from protocol.topology import KIND_DIRECTORY, KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
+from runtime.directory import Offered
+from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.agent.receiving")
 
@@ -175,6 +182,7 @@ class Receiver:
         on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None,
         wake_relay: Callable[[], None] = lambda: None,
         on_log_view: Callable[[AgencyId, str], None] | None = None,
+        on_directory: Callable[[bytes], Awaitable[Offered]] | None = None,
     ) -> None:
         """`cases` is the book shared with the API; `on_opened` checks attachment bodies and may refuse.
 
@@ -182,6 +190,8 @@ class Receiver:
         (its message is stored without them); it is never left out by default.
         `on_log_view` takes each authenticated sender's view of the audit log
         (`SenderViews.offer`); None for an agent without a witness.
+        `on_directory` judges a pushed directory version (`DirectoryWatch.offer`);
+        None drops pushed versions.
         """
         self._keys = keys
         self._cases = cases
@@ -193,6 +203,7 @@ class Receiver:
         self._wake_relay = wake_relay
         self._on_opened = on_opened
         self._on_log_view = on_log_view
+        self._on_directory = on_directory
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -203,8 +214,26 @@ class Receiver:
             return await self.receive_message(delivery.body)
         if delivery.kind == KIND_EVIDENCE:
             return await self.receive_evidence(delivery.body)
+        if delivery.kind == KIND_DIRECTORY:
+            return await self.receive_directory(delivery.body)
         log.warning("inbox_delivery_unknown_kind", kind=str(delivery.kind)[:80])
         return Received(kind=str(delivery.kind), result=ReceivedResult.DROPPED, code=ErrorCode.MALFORMED_ENVELOPE)
+
+    # -- directory versions -------------------------------------------------------------
+
+    async def receive_directory(self, body: bytes) -> Received:
+        """A pushed directory version, judged as the file's are (signature, rollback, expiry; refusals logged)."""
+        if self._on_directory is None:
+            return Received(kind="directory", result=ReceivedResult.DROPPED)
+        offered = await self._on_directory(body)
+        if offered is Offered.POSTPONED:  # not durable yet: the delivery is retried in place
+            raise TransientFailure("the pushed directory version could not be made durable yet")
+        result = {
+            Offered.ADOPTED: ReceivedResult.KEPT,
+            Offered.IN_FORCE: ReceivedResult.DUPLICATE,
+            Offered.REFUSED: ReceivedResult.REFUSED,
+        }[offered]
+        return Received(kind="directory", result=result)  # a refusal's code is in `directory_refused`
 
     # -- messages -----------------------------------------------------------------------
 

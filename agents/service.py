@@ -5,7 +5,9 @@ store -> outbox (publisher and relay) -> case book (one, shared by the
 receiver and the API) -> receiver and inbox consumer -> auditing (witness,
 proof follower) -> HTTP API -> tasks. The watch puts newer directory versions
 in force (each remembered against rollback first) while the agent runs, and
-refuses traffic once the one in force expired (`runtime.directory`). Stopping, supervision and exit statuses are
+refuses traffic once the one in force expired (`runtime.directory`); it takes
+them from its file, from the gateway's push (the receiver) and from a poll of
+the gateway's `GET /v1/directory` (`agents.directory_feed`). Stopping, supervision and exit statuses are
 `runtime.runner`'s: the API stops taking requests, the consumer finishes the
 delivery in hand and hands back what it had buffered, the relay makes one
 last attempt to publish what is queued (what it cannot publish stays in the
@@ -29,6 +31,7 @@ from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
 from agents.cases import CaseBook
+from agents.directory_feed import gateway_directory_source
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
 from agents.held_directory import remember_directory
 from agents.metrics import AgentMetrics
@@ -167,6 +170,8 @@ class _Core:
     """The directory in force: reloaded from its file, each new version remembered first, refused once expired."""
     endpoints: BrokerEndpoints
     store: AgentStore
+    directory_session: aiohttp.ClientSession | None
+    """For the poll of the gateway's `GET /v1/directory`, when `ROGATORY_GATEWAY_URL` is set."""
 
     def current_directory(self) -> Directory:
         """The directory in force now (`DirectoryExpired` once it expired)."""
@@ -185,6 +190,7 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     async def adopt(_signed: SignedStatement, newer: Directory) -> None:
         await asyncio.to_thread(remember_directory, settings.data_dir, newer)
 
+    session = None if settings.gateway_url is None else aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
     watch = DirectoryWatch(
         settings.directory_file,
         authority=authority,
@@ -193,6 +199,11 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
         limits=settings.limits,
         interval_s=settings.directory_reload_s,
         adopt=adopt,
+        sources=(
+            {}
+            if session is None or settings.gateway_url is None
+            else {"gateway": gateway_directory_source(session, settings.gateway_url, limits=settings.limits)}
+        ),
     )
     structlog.contextvars.bind_contextvars(agency=agency)
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
@@ -200,7 +211,7 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
         settings.data_dir / "agent.db", storage_key=storage, synchronous=settings.sqlite_synchronous
     )
     keys = (*previous_encryption_keys, encryption_key)
-    return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store)
+    return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store, session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +255,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         cases=cases,
         on_opened=None if attachments is None else attachments.accept_opened,
         on_log_view=sender_views.offer,
+        on_directory=lambda raw: core.directory.offer(raw, source="push"),
     )
     metrics = AgentMetrics()
     inbox = inbox_consumer(
@@ -335,6 +347,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
                 path.publisher.close,
                 *([] if attachments is None else [attachments.close]),
                 *([] if auditing is None else [auditing.close]),
+                *([] if core.directory_session is None else [core.directory_session.close]),
                 store.close,
             ],
             started={

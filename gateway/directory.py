@@ -3,7 +3,11 @@
 A version is accepted only if the directory authority signed it, it is not
 older than the version already held (remembered in the store, so a restart
 cannot roll back) and it has not expired. Each accepted version becomes an
-audit-log leaf before it is used.
+audit-log leaf before it is used, and in the same transaction a copy of it
+is committed to the outgoing table for every agency it lists (`KIND_DIRECTORY`,
+published by `gateway.outgoing.OutgoingRelay`, so a crash cannot lose the
+push). The leaves keep every version as the authority signed it:
+`signed_version` reads one back for `GET /v1/directory[/{version}]`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import structlog
 
 from gateway.auditlog import AuditLog
 from gateway.store import GatewayStore
-from protocol.auditlog import directory_leaf
+from protocol.auditlog import DirectoryLeaf, decode_leaf, directory_leaf
 from protocol.directory import Directory, verify_directory
-from protocol.encoding import sha256_hex
+from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.keys import SigningPublicKey
 from protocol.limits import Limits
 from protocol.signing import SignedStatement
+from protocol.topology import KIND_DIRECTORY
 from runtime.errors import ConfigurationError
 
 log = structlog.get_logger("rogatory.gateway.directory")
@@ -130,12 +135,34 @@ async def _record(
             f"{ErrorCode.DIRECTORY_ROLLBACK}: directory version {held}, already in force, "
             "is another document than this one"
         )
+    at = format_timestamp(now)
     async with audit.transaction() as atx:
         appended = await atx.append(directory_leaf(signed, directory.version), at=now)
         await atx.tx.set_setting(_HELD_VERSION, str(directory.version))
         await atx.tx.set_setting(_HELD_DIGEST, digest)
+        if appended.added:
+            body = signed.model_dump_json().encode("utf-8")
+            for entry in directory.agencies:
+                await atx.tx.enqueue(entry.agency_id, KIND_DIRECTORY, f"directory/{directory.version}", body, at)
     if appended.added:
         log.info("directory_accepted", version=directory.version, leaf_index=appended.index)
 
 
-__all__ = ["DirectoryHolder"]
+async def held_version(store: GatewayStore) -> int | None:
+    """The version of the directory the gateway holds (the newest logged), None before the first."""
+    held = await store.setting(_HELD_VERSION)
+    return None if held is None else int(held)
+
+
+async def signed_version(store: GatewayStore, version: int) -> SignedStatement | None:
+    """Directory version `version` as the authority signed it, from its audit leaf; None if never held."""
+    record = await store.leaf_by_identity(f"directory/{version}")  # `protocol.auditlog.directory_leaf`'s identity
+    if record is None:
+        return None
+    leaf = decode_leaf(record.leaf)
+    if not isinstance(leaf, DirectoryLeaf):  # an identity of the directory's form names a directory leaf
+        return None
+    return leaf.directory
+
+
+__all__ = ["DirectoryHolder", "held_version", "signed_version"]

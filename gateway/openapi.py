@@ -80,6 +80,15 @@ OPENAPI: Final[dict[str, Any]] = {
     "paths": {
         "/healthz": _get("Liveness and readiness"),
         "/openapi.json": _get("This document"),
+        "/v1/directory": _get(
+            "The directory version in force, as its authority signed it (a signed statement; verify it against "
+            "the authority's key). Header `Rogatory-Directory-Version`. Public material: no token"
+        ),
+        "/v1/directory/{version}": _get(
+            "A directory version the gateway held, as its authority signed it, from its audit leaf; 404 if never "
+            "held. Public material: no token",
+            [{"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}],
+        ),
         "/v1/audit/checkpoint": _get(
             "The latest signed checkpoint (C2SP signed note)", roles="operator, auditor, reader"
         ),

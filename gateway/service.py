@@ -29,6 +29,7 @@ from gateway.console_api import AlertThresholds, ConsoleApi
 from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
 from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
+from gateway.directory_api import DirectoryApi
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
@@ -317,7 +318,10 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
             dead_letters=path.dead_letters, store=core.store, management=management, vhost=core.endpoints.vhost
         ),
         # Attachment bodies: each request is signed by an agency (gateway.blobs), no token role.
-        extra_routes=consoles.routes() + [(method, route, handler, None) for method, route, handler in blobs.routes()],
+        # The directory is public material, signed by its authority (gateway.directory_api), no token role.
+        extra_routes=consoles.routes()
+        + [(method, route, handler, None) for method, route, handler in blobs.routes()]
+        + [(method, route, handler, None) for method, route, handler in DirectoryApi(core.store).routes()],
     )
 
 

@@ -34,6 +34,8 @@ INBOX_QUEUE_PREFIX: Final = "mla.inbox."
 # AMQP `type` property of what travels, so consumers dispatch before parsing.
 KIND_SEALED_MESSAGE: Final = "rogatory.sealed-message.v1"
 KIND_EVIDENCE: Final = "rogatory.evidence.v1"
+KIND_DIRECTORY: Final = "rogatory.directory.v1"
+"""A signed directory version, as the authority issued it: the gateway pushes each new one to every inbox."""
 
 
 def inbox_queue(agency: AgencyId) -> str:
@@ -48,6 +50,7 @@ __all__ = [
     "DELIVER_EXCHANGE",
     "INBOX_QUEUE_PREFIX",
     "INGRESS_QUEUE",
+    "KIND_DIRECTORY",
     "KIND_EVIDENCE",
     "KIND_SEALED_MESSAGE",
     "SUBMIT_EXCHANGE",

@@ -64,8 +64,9 @@ class ServiceSettings(BaseModel):
         default=5.0,
         gt=0,
         le=60,
-        description="seconds between looks at the directory file: a newer signed version takes effect within this, "
-        "without a restart (a lower version, or another document under the version in force, is refused and logged)",
+        description="seconds between looks at the directory file (and, at an agent, polls of the gateway's "
+        "`GET /v1/directory`): a newer signed version takes effect within this, without a restart (a lower version, "
+        "or another document under the version in force, is refused and logged); the gateway's push is immediate",
     )
     authority_key: str = Field(
         description="base64 Ed25519 public key of the directory authority: the directory must be signed by it"
