@@ -129,12 +129,14 @@ async def run_service(service: Service, stopping: asyncio.Event) -> None:
     failure: ServiceUnhealthy | None = None
     try:
         host, port = service.settings.http_host, service.settings.http_port
-        await web.TCPSite(runner, host, port).start()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
         log.info(_event(service.name, "started"), http=f"{host}:{port}", **service.started)
         _stop_on_signals(stopping)
         tasks = [asyncio.create_task(run(stopping), name=name) for name, run in service.tasks.items()]
         failure = await supervise(tasks, stopping)
         log.info(_event(service.name, "stopping"), reason="unhealthy" if failure is not None else "asked")
+        await site.stop()  # no new connections from here on; requests in flight go on
         await runner.shutdown()
         await finish(tasks, timeout_s=SHUTDOWN_TIMEOUT_S)
         await service.last_words()
