@@ -6,7 +6,8 @@ authentication middleware:
 * `GET /`, `GET /console/{asset}` (anyone): the static console, HTML, JS and CSS
   shipped in `gateway/console/`; it holds no data and asks for a token;
 * `GET /metrics` (anyone, i.e. a scraper): Prometheus exposition (`gateway.metrics`);
-* `GET /v1/console/whoami` (any token): the token's role, so the page shows its views;
+* `GET /v1/console/whoami` (any token): the account's name and role, so the page shows who is
+  signed in and its views;
 * `GET /v1/console/overview` (operators): agencies, queues, log, dead letters, watched TLS
   certificates (`gateway.certificates`), alerts;
 * `GET /v1/console/track?message_id=` or `?case_id=` (operators, auditors): messages
@@ -35,7 +36,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.api import Role, TokenTable
+from gateway.api import ACCOUNT, Role
 from gateway.certificates import read_watched
 from gateway.metrics import GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
@@ -141,7 +142,6 @@ class ConsoleApi:
         tree_size: Callable[[], int],
         directory: Callable[[], Directory],
         health: Callable[[], dict[str, Any]],
-        tokens: TokenTable,
         metrics: GatewayMetrics,
         management: ManagementAccess | None,
         vhost: str,
@@ -154,7 +154,6 @@ class ConsoleApi:
         self._tree_size = tree_size
         self._directory = directory
         self._health = health
-        self._tokens = tokens
         self._metrics = metrics
         self._management = management
         self._vhost = vhost
@@ -210,10 +209,9 @@ class ConsoleApi:
         return response
 
     async def whoami(self, request: web.Request) -> web.Response:
-        """The role of the token presented (the middleware let only known tokens through)."""
-        _, _, token = request.headers.get("Authorization", "").partition(" ")
-        role = self._tokens.role_of(token.strip())
-        return web.json_response({"role": None if role is None else str(role)})
+        """The name and role of the account signed in (the middleware let only known, unrevoked tokens through)."""
+        account = request[ACCOUNT]
+        return web.json_response({"name": account.name, "role": str(account.role)})
 
     # -- overview ----------------------------------------------------------------------
 

@@ -180,7 +180,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "/": _get("The operator and auditor console (static page; it asks for a token)"),
         "/console/{asset}": _get("One static file of the console (HTML, JavaScript, CSS)"),
         "/metrics": _get("Prometheus metrics (text exposition format)"),
-        "/v1/console/whoami": _get("The role of the token presented", roles="operator, auditor, reader"),
+        "/v1/console/whoami": _get("The name and role of the account signed in", roles="operator, auditor, reader"),
         "/v1/console/overview": _get("Agencies, queues, log, dead letters and alerts", roles="operator"),
         "/v1/console/track": _get(
             "Messages by id or case, each with its evidence chain as a timeline",
