@@ -1,11 +1,16 @@
 """The gateway's HTTP API: audit log, proofs, health (docs/API.md, "Gateway HTTP API").
 
-Roles by bearer token (compared by SHA-256, in constant time):
+Roles by bearer token (compared by SHA-256, in constant time), each token an
+account with a name (`gateway.accounts`):
 
 * operator  — everything, including operations endpoints;
 * auditor   — read-only: audit entries, checkpoints, proofs;
 * reader    — agents: checkpoints and proofs only;
 * metrics   — a Prometheus scraper: `/metrics` only (which operators and auditors may read too).
+
+The authentication middleware leaves the account on the request
+(`ACCOUNT`), for the handlers that name who acts (whoami, the operator's
+decisions).
 
 The gateway holds no content, so no role can see any. Errors are
 `application/problem+json` with a stable `code`.
@@ -13,16 +18,13 @@ The gateway holds no content, so no role can see any. Errors are
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final, Protocol, TypeGuard
 
 from aiohttp import web
 
+from gateway.accounts import Account, Role, TokenTable
 from gateway.auditlog import AuditLog
 from gateway.openapi import OPENAPI
 from gateway.store import CheckpointRecord, GatewayStore, LeafRecord
@@ -38,29 +40,8 @@ from runtime.http import Handler, error_middleware, health_handler, openapi_hand
 MAX_PAGE = 1000
 
 
-class Role(StrEnum):
-    """What a token may do."""
-
-    OPERATOR = "operator"
-    AUDITOR = "auditor"
-    READER = "reader"
-    METRICS = "metrics"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenTable:
-    """SHA-256 of each accepted token, with its role."""
-
-    hashes: tuple[tuple[str, Role], ...]
-
-    def role_of(self, token: str) -> Role | None:
-        """The role of `token`, or None."""
-        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        found: Role | None = None
-        for expected, role in self.hashes:
-            if hmac.compare_digest(digest, expected):
-                found = role
-        return found
+ACCOUNT: Final = web.RequestKey("account", Account)
+"""The account that authenticated the request (set by the middleware on every route that needs a token)."""
 
 
 MAX_REQUEST_BYTES: Final = 256 * 1024
@@ -141,11 +122,12 @@ class GatewayApi:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        role = self._tokens.role_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-        if role is None:
+        account = self._tokens.account_of(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if account is None:
             return unauthorized("rogatory-gateway")
-        if role not in roles:
-            return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"the {role} role may not use this endpoint")
+        if account.role not in roles:
+            return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"the {account.role} role may not use this endpoint")
+        request[ACCOUNT] = account
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------
@@ -373,4 +355,4 @@ def _int_param(
     return value
 
 
-__all__ = ["PUBLISHED_AFTER_COSIGNATURES", "GatewayApi", "OperatorRoutes", "Role", "TokenTable"]
+__all__ = ["ACCOUNT", "PUBLISHED_AFTER_COSIGNATURES", "GatewayApi", "OperatorRoutes", "Role", "TokenTable"]

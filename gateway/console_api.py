@@ -8,7 +8,8 @@ authentication middleware:
 * `GET /metrics` (the metrics scrape token, operators, auditors): Prometheus exposition
   (`gateway.metrics`), refreshed at most once per `METRICS_REFRESH_INTERVAL_S` however
   many scrapes arrive: a refresh runs queries and a broker management call;
-* `GET /v1/console/whoami` (any token): the token's role, so the page shows its views;
+* `GET /v1/console/whoami` (any token): the account's name and role, so the page shows who is
+  signed in and its views;
 * `GET /v1/console/overview` (operators): agencies, queues, log, dead letters, watched TLS
   certificates (`gateway.certificates`), alerts;
 * `GET /v1/console/track?message_id=` or `?case_id=` (operators, auditors): messages
@@ -38,7 +39,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.api import Role, TokenTable
+from gateway.api import ACCOUNT, Role
 from gateway.certificates import read_watched
 from gateway.metrics import GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
@@ -148,7 +149,6 @@ class ConsoleApi:
         tree_size: Callable[[], int],
         directory: Callable[[], Directory],
         health: Callable[[], dict[str, Any]],
-        tokens: TokenTable,
         metrics: GatewayMetrics,
         management: ManagementAccess | None,
         vhost: str,
@@ -162,7 +162,6 @@ class ConsoleApi:
         self._tree_size = tree_size
         self._directory = directory
         self._health = health
-        self._tokens = tokens
         self._metrics = metrics
         self._management = management
         self._vhost = vhost
@@ -229,10 +228,9 @@ class ConsoleApi:
         )
 
     async def whoami(self, request: web.Request) -> web.Response:
-        """The role of the token presented (the middleware let only known tokens through)."""
-        _, _, token = request.headers.get("Authorization", "").partition(" ")
-        role = self._tokens.role_of(token.strip())
-        return web.json_response({"role": None if role is None else str(role)})
+        """The name and role of the account signed in (the middleware let only known, unrevoked tokens through)."""
+        account = request[ACCOUNT]
+        return web.json_response({"name": account.name, "role": str(account.role)})
 
     # -- overview ----------------------------------------------------------------------
 

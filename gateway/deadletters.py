@@ -47,7 +47,8 @@ content, and decides: `redrive` (a dead submission is processed again
 through the pipeline; a dead inbox delivery is published again through
 `mla.deliver` to its recipient, once it is checked again to be what the
 gateway relayed there and still may) or `discard`. Each decision is an
-`operator_action` leaf written before it takes effect.
+`operator_action` leaf written before it takes effect, naming the account
+that took it (`gateway.accounts`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
+from gateway.api import ACCOUNT
 from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.errors import OperationConflict
 from gateway.issuing import GatewayIdentity, issue_gateway_evidence
@@ -91,8 +93,6 @@ DISCARDED: Final = "discarded"
 RESUMED: Final = "resumed"
 """An accepted submission the gateway finished by itself; nothing for the operator to decide."""
 STATES: Final = frozenset({HELD, PARKED, REDRIVING, REDRIVEN, DISCARDED, RESUMED})
-OPERATOR: Final = "operator"
-"""Who an operator action is logged as: the gateway knows its operator by role, not by name."""
 MAX_PAGE: Final = 500
 
 
@@ -539,8 +539,8 @@ class DeadLetters:
 
     # -- the operator's decisions ---------------------------------------------------------
 
-    async def redrive(self, dead_letter_id: int, *, detail: str) -> DeadLetterRecord:
-        """Send a held dead letter on again (module docstring); the action is logged first."""
+    async def redrive(self, dead_letter_id: int, *, detail: str, operator: str) -> DeadLetterRecord:
+        """Send a held dead letter on again (module docstring); the action is logged first, naming `operator`."""
         record = await self._held(dead_letter_id, "redrive")
         now = self._clock()
         if record.queue != INGRESS_QUEUE:
@@ -548,7 +548,7 @@ class DeadLetters:
             await self._check_still_relayable(record, now)
         async with self._audit.transaction() as atx:
             await atx.append(
-                _operator_leaf("redrive_dead_letter", record, detail, now),
+                _operator_leaf("redrive_dead_letter", record, detail, now, operator),
                 at=now,
                 message_id=record.message_id,
                 agencies=tuple(a for a in (record.sender, record.recipient) if a),
@@ -580,13 +580,13 @@ class DeadLetters:
         log.info("dead_letter_redriven", dead_letter_id=dead_letter_id, note=note)
         return await self._reread(dead_letter_id)
 
-    async def discard(self, dead_letter_id: int, *, detail: str) -> DeadLetterRecord:
-        """Drop a held dead letter for good; the action is logged."""
+    async def discard(self, dead_letter_id: int, *, detail: str, operator: str) -> DeadLetterRecord:
+        """Drop a held dead letter for good; the action is logged, naming `operator`."""
         record = await self._held(dead_letter_id, "discard")
         now = self._clock()
         async with self._audit.transaction() as atx:
             await atx.append(
-                _operator_leaf("discard_dead_letter", record, detail, now),
+                _operator_leaf("discard_dead_letter", record, detail, now, operator),
                 at=now,
                 message_id=record.message_id,
                 agencies=tuple(a for a in (record.sender, record.recipient) if a),
@@ -660,12 +660,15 @@ class DeadLetters:
         return record
 
 
-def _operator_leaf(action: str, record: DeadLetterRecord, detail: str, now: datetime) -> OperatorActionLeaf:
+def _operator_leaf(
+    action: str, record: DeadLetterRecord, detail: str, now: datetime, operator: str
+) -> OperatorActionLeaf:
+    """The leaf of one decision: `operator` is the account that took it (`gateway.accounts`)."""
     verb = action.removesuffix("_dead_letter")
     return OperatorActionLeaf(
         identity=f"operator/{verb}/dead-letter/{record.dead_letter_id}",
         at=now,
-        operator=OPERATOR,
+        operator=operator[:200],
         action=action,
         target=f"dead-letter/{record.dead_letter_id} ({record.identity})"[:300],
         detail=detail[:2000],
@@ -795,7 +798,7 @@ class OperationsApi:
         dead_letter_id = _id_of(request)
         detail = await _reason_of(request)
         try:
-            record = await decision(dead_letter_id, detail=detail)
+            record = await decision(dead_letter_id, detail=detail, operator=request[ACCOUNT].name)
         except KeyError:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown dead letter", f"no dead letter {dead_letter_id}")
         except OperationConflict as exc:

@@ -6,6 +6,7 @@ Tree::
      +-- GatewayError
           +-- OperationConflict      an operator's action the target's state does not allow (HTTP 409)
           +-- UnreadableCertificate  a watched TLS certificate file does not parse (an operator alert)
+          +-- AccountsFileInvalid    the accounts file holds a malformed line (gateway.accounts)
 """
 
 from __future__ import annotations

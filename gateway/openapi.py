@@ -192,7 +192,7 @@ OPENAPI: Final[dict[str, Any]] = {
             "Prometheus metrics (text exposition format), refreshed at most every 5 s",
             roles="metrics, operator, auditor",
         ),
-        "/v1/console/whoami": _get("The role of the token presented", roles="operator, auditor, reader"),
+        "/v1/console/whoami": _get("The name and role of the account signed in", roles="operator, auditor, reader"),
         "/v1/console/overview": _get("Agencies, queues, log, dead letters and alerts", roles="operator"),
         "/v1/console/track": _get(
             "Messages by id or case, each with its evidence chain as a timeline",

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from gateway.api import GatewayApi, Role, TokenTable
+from gateway.api import GatewayApi, TokenTable
 from gateway.auditlog import AuditLog
 from gateway.blobs import AttachmentGate, BlobApi, BlobStore, BlobSweeper
 from gateway.console_api import AlertThresholds, ConsoleApi
@@ -277,21 +277,13 @@ def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
 def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) -> GatewayApi:
     """The HTTP API: audit and proofs, the operator's operations, the consoles and `/metrics`, the blob store."""
     settings = core.settings
-    tokens = TokenTable(
-        (
-            (settings.operator_token_sha256, Role.OPERATOR),
-            (settings.auditor_token_sha256, Role.AUDITOR),
-            *((digest, Role.READER) for digest in settings.reader_tokens_sha256),
-            *((digest, Role.METRICS) for digest in settings.metrics_tokens_sha256),
-        )
-    )
+    tokens = TokenTable.from_settings(settings)
     management = _management_access(settings)
     consoles = ConsoleApi(
         store=core.store,
         tree_size=lambda: core.audit.size,
         directory=core.held_directory,
         health=health,
-        tokens=tokens,
         metrics=path.metrics,
         management=management,
         vhost=core.endpoints.vhost,

@@ -40,8 +40,24 @@ class GatewaySettings(ServiceSettings):
     )
     management_password_file: Path | None = Field(default=None, description="file holding that user's password")
     broker_user_prefix: str = Field(default="", description="agency broker users are `<prefix><AGENCY-ID>`")
-    operator_token_sha256: str = Field(pattern=_SHA256_HEX, description="SHA-256 (hex) of the operator's token")
-    auditor_token_sha256: str = Field(pattern=_SHA256_HEX, description="SHA-256 (hex) of the auditor's token")
+    accounts_file: Path | None = Field(
+        default=None,
+        description="the named operators and auditors: lines of `name role sha256-of-token` (or `revoked`), "
+        "written by `rogatory accounts`; read again when it changes, so a revocation holds from the next request",
+        json_schema_extra={SHOWN_DEFAULT: "none (only the single-token settings below)"},
+    )
+    operator_token_sha256: str | None = Field(
+        default=None,
+        pattern=_SHA256_HEX,
+        description="SHA-256 (hex) of the shared operator token, the account named `operator`; "
+        "required without an accounts file",
+    )
+    auditor_token_sha256: str | None = Field(
+        default=None,
+        pattern=_SHA256_HEX,
+        description="SHA-256 (hex) of the shared auditor token, the account named `auditor`; "
+        "required without an accounts file",
+    )
     reader_tokens_sha256: tuple[str, ...] = Field(
         default=(), description="SHA-256 (hex) of the tokens that may read checkpoints and proofs (agents)"
     )
@@ -89,6 +105,15 @@ class GatewaySettings(ServiceSettings):
         "`deploy/provision/tls.py`); set but empty: none",
         json_schema_extra={SHOWN_DEFAULT: "the broker's TLS files"},
     )
+
+    @model_validator(mode="after")
+    def _someone_may_sign_in(self) -> GatewaySettings:
+        """Without an accounts file, the operator's and the auditor's tokens are required, as they always were."""
+        if self.accounts_file is None and (self.operator_token_sha256 is None or self.auditor_token_sha256 is None):
+            raise ValueError(
+                "set ROGATORY_ACCOUNTS_FILE, or both ROGATORY_OPERATOR_TOKEN_SHA256 and ROGATORY_AUDITOR_TOKEN_SHA256"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

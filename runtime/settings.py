@@ -115,7 +115,9 @@ class ServiceSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{variable_name('.'.join(map(str, error['loc'])))}: {error['msg']}" for error in exc.errors()
+                # A check across fields (a model validator) has no location: its message names the variables.
+                f"{variable_name('.'.join(map(str, error['loc'])))}: {error['msg']}" if error["loc"] else error["msg"]
+                for error in exc.errors()
             )
             raise ConfigurationError(f"{cls.service} settings are invalid: {problems}") from None
 

@@ -77,6 +77,7 @@ GATEWAY_DEFAULTS = SHARED_DEFAULTS | {
     "blob_sweep_s": 60.0,
     "max_blob_bytes": 68719476736,
     "watched_certificates": (),
+    "accounts_file": None,
 }
 
 

@@ -39,6 +39,7 @@ from deploy.cli.auditor import (
     verify_snapshot,
     write_export,
 )
+from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, read_stack, up
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_cmd_bench)
     add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
+    add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

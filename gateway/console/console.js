@@ -32,6 +32,7 @@ async function api(path, options = {}) {
     headers: { Authorization: `Bearer ${state.token}`, ...(options.body ? { "Content-Type": "application/json" } : {}) },
   });
   const body = await response.json().catch(() => null);
+  if (response.status === 401 && state.role) signedOutByGateway();
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
 }
@@ -60,6 +61,8 @@ async function signIn(token) {
   $("login").hidden = true;
   $("tabs").hidden = false;
   $("sign-out").hidden = false;
+  $("signed-in-as").hidden = false;
+  $("account-name").textContent = who.name;
   $("role-badge").hidden = false;
   $("role-badge").textContent = who.role;
   for (const button of document.querySelectorAll("#tabs button")) {
@@ -68,6 +71,17 @@ async function signIn(token) {
   const wanted = location.hash.slice(1);
   const allowed = [...document.querySelectorAll("#tabs button")].filter((b) => !b.hidden).map((b) => b.dataset.view);
   show(allowed.includes(wanted) ? wanted : allowed[0]);
+}
+
+// The account was revoked (or its token replaced) while signed in: back to the sign-in form, saying why.
+function signedOutByGateway() {
+  clearInterval(state.timer);
+  state.role = null;
+  sessionStorage.removeItem("rogatory-token");
+  for (const section of document.querySelectorAll(".view")) section.hidden = true;
+  for (const id of ["tabs", "sign-out", "signed-in-as", "role-badge"]) $(id).hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = "The gateway no longer accepts this token (the account may have been revoked). Sign in again.";
 }
 
 function signOut() {

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.api import TokenTable
 from gateway.certificates import CertificateFacts, parse_pem_certificates, read_watched
 from gateway.console_api import ConsoleApi
 from gateway.errors import UnreadableCertificate
@@ -80,7 +79,6 @@ def _console(store: GatewayStore, certificates: list[Path], metrics: GatewayMetr
         tree_size=lambda: 0,
         directory=lambda: directory,
         health=lambda: {"status": "ok"},
-        tokens=TokenTable(()),
         metrics=metrics or GatewayMetrics(),
         management=None,
         vhost="/",

@@ -60,7 +60,6 @@ async def gateway(harness: Harness) -> AsyncIterator[Gateway]:
         tree_size=lambda: harness.audit.size,
         directory=harness.net.directory,
         health=lambda: {"status": "ok"},
-        tokens=tokens,
         metrics=metrics,
         management=None,
         vhost="/",

@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.metrics import METRIC_NAMES as AGENT_METRIC_NAMES
 from agents.metrics import AgentMetrics
-from gateway.api import TokenTable
 from gateway.console_api import (
     AlertThresholds,
     ConsoleApi,
@@ -249,7 +248,6 @@ def _console(store: GatewayStore) -> ConsoleApi:
         tree_size=lambda: 0,
         directory=lambda: directory,
         health=lambda: {"status": "ok"},
-        tokens=TokenTable(()),
         metrics=GatewayMetrics(),
         management=None,
         vhost="/",

@@ -244,7 +244,9 @@ async def test_a_policy_refused_message_relabelled_as_died_in_an_inbox_is_not_re
     await _fail_on(broker_network, broker_network.gateway_user, INGRESS_QUEUE, message_id)
     (record,) = await desk.run_until([message_id])
     assert (record.queue, record.recipient, record.evidence) == (INGRESS_QUEUE, None, "SUBMISSION_REJECTED")
-    redriven = await desk.dead_letters.redrive(record.dead_letter_id, detail="operator believes the header")
+    redriven = await desk.dead_letters.redrive(
+        record.dead_letter_id, detail="operator believes the header", operator="amina"
+    )
     assert "rejected (POLICY_DENIED)" in redriven.note, redriven.note
     assert await _ready(broker_network, broker_network.user(LY), inbox_queue(LY)) == 0, "nothing reached LY's inbox"
 
@@ -283,7 +285,7 @@ async def test_only_a_copy_the_gateway_relayed_is_redriven_into_an_inbox_and_wit
         "rejected",
         "NON_DELIVERY",
     )
-    redriven = await desk.dead_letters.redrive(record.dead_letter_id, detail="LY's agent is fixed")
+    redriven = await desk.dead_letters.redrive(record.dead_letter_id, detail="LY's agent is fixed", operator="amina")
     assert redriven.state == "redriven", redriven
     assert await _ready(broker_network, broker_network.user(LY), inbox_queue(LY)) == 1
 
@@ -302,6 +304,6 @@ async def test_a_poison_message_on_mla_dead_is_parked_not_redelivered_for_ever(
     assert desk.taken[message_id] == 1, "taken once, never handed back"
     assert await _ready(broker_network, broker_network.gateway_user, DEAD_LETTER_QUEUE) == 0
     with pytest.raises(OperationConflict):
-        await desk.dead_letters.redrive(record.dead_letter_id, detail="try again")
-    discarded = await desk.dead_letters.discard(record.dead_letter_id, detail="unreadable, reported")
+        await desk.dead_letters.redrive(record.dead_letter_id, detail="try again", operator="amina")
+    discarded = await desk.dead_letters.discard(record.dead_letter_id, detail="unreadable, reported", operator="amina")
     assert discarded.state == "discarded"
