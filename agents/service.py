@@ -65,6 +65,7 @@ from runtime.runner import (
     utc_now,
 )
 from runtime.supervision import ConsumerWatchdog
+from runtime.tls import client_context
 
 log = structlog.get_logger("rogatory.agent")
 
@@ -117,7 +118,10 @@ def _auditing(
         token = settings.gateway_token_file.read_text().strip()
     except OSError as exc:
         raise ConfigurationError(f"cannot read the gateway token file: {exc}") from exc
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=15),
+        connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
+    )
     client = GatewayAuditClient(session, settings.gateway_url, token)
     witness = Witness(
         agency=agency,
@@ -143,6 +147,7 @@ async def _attachments(
     return await Attachments.open(
         data_dir=settings.data_dir,
         gateway_url=settings.gateway_url,
+        gateway_tls=client_context(settings.gateway_ca_file),
         agency=agency,
         signing_key=signing_key,
         storage_key=store.storage_key,
