@@ -11,6 +11,7 @@
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
     rogatory config-reference [--out PATH]
+    rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -40,6 +41,7 @@ from deploy.cli.auditor import (
     write_export,
 )
 from deploy.cli.files import add_commands as add_attachment_commands
+from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, read_stack, up
 from deploy.provision.broker import BrokerAdminError
@@ -236,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
     add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
+    add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

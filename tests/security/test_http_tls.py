@@ -22,10 +22,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
 from agents.auditing import GatewayAuditClient, GatewayUnreachable
 from agents.settings import AgentSettings
+from deploy.cli import main
 from deploy.provision.tls import IssuedFiles, ensure_ca, issue_server_files
 from gateway.api import GatewayApi, Role, TokenTable
 from gateway.console_api import ConsoleApi
@@ -245,3 +247,28 @@ async def test_the_gateway_http_certificate_expiry_appears_in_its_metrics(
     labels = {"path": str(gateway_certificate.certificate), "subject": "localhost", "issuer": "Test network CA"}
     expiry = metrics.registry.get_sample_value("rogatory_certificate_expiry_timestamp_seconds", labels)
     assert expiry == issued.not_valid_after_utc.timestamp()
+
+
+def test_the_tls_commands_issue_server_and_agency_client_certificates_from_the_network_ca(tmp_path: Path):
+    """`rogatory tls ca / server-cert / client-cert`: leaves chain to the CA, names as asked, keys private."""
+    ca_dir, out = tmp_path / "ca", tmp_path / "out"
+    assert main(["tls", "ca", "--ca-dir", str(ca_dir)]) == 0
+    ca_pem = (ca_dir / "ca.pem").read_bytes()
+    assert main(["tls", "ca", "--ca-dir", str(ca_dir)]) == 0
+    assert (ca_dir / "ca.pem").read_bytes() == ca_pem, "an existing CA is kept"
+    server_args = ["--name", "gateway.example", "--also", "192.0.2.7", "--ca-dir", str(ca_dir), "--out-dir", str(out)]
+    assert main(["tls", "server-cert", *server_args]) == 0
+    client_args = ["--agency", "BD-MOHA-PSD", "--user-prefix", "net1.", "--ca-dir", str(ca_dir), "--out-dir", str(out)]
+    assert main(["tls", "client-cert", *client_args]) == 0
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    server = x509.load_pem_x509_certificate((out / "gateway.example.pem").read_bytes())
+    client = x509.load_pem_x509_certificate((out / "client.pem").read_bytes())
+    for leaf in (server, client):
+        leaf.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["gateway.example"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["192.0.2.7"]
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "net1.BD-MOHA-PSD"
+    for key in (out / "gateway.example-key.pem", out / "client-key.pem", ca_dir / "ca-key.pem"):
+        assert key.stat().st_mode & 0o077 == 0, f"{key} is readable by others"
+    assert main(["tls", "server-cert", "--name", "x", "--ca-dir", str(tmp_path / "none"), "--out-dir", str(out)]) == 1
