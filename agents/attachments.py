@@ -52,6 +52,7 @@ import os
 import re
 import shutil
 import sqlite3
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -788,6 +789,7 @@ class Attachments:
         *,
         data_dir: Path,
         gateway_url: str,
+        gateway_tls: ssl.SSLContext | None = None,
         agency: AgencyId,
         signing_key: SigningPrivateKey,
         storage_key: StorageKey,
@@ -796,10 +798,16 @@ class Attachments:
         clock: Callable[[], datetime],
         max_received_body_bytes: int = DEFAULT_MAX_RECEIVED_BODY_BYTES,
     ) -> Attachments:
-        """The attachment service of one agent, with its own store and HTTP session to the gateway."""
+        """The attachment service of one agent, with its own store and HTTP session to the gateway.
+
+        `gateway_tls` verifies an https:// gateway (None: the system's store).
+        """
         store = await AttachmentStore.open(data_dir, storage_key=storage_key)
         # No total timeout: a body of gigabytes takes its time; a stalled socket does not.
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+            connector=aiohttp.TCPConnector(ssl=True if gateway_tls is None else gateway_tls),
+        )
         client = GatewayBlobClient(session, gateway_url, agency=agency, signing_key=signing_key, clock=clock)
         service = cls(
             agency=agency,

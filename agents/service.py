@@ -68,6 +68,7 @@ from runtime.runner import (
     utc_now,
 )
 from runtime.supervision import ConsumerWatchdog
+from runtime.tls import client_context
 
 log = structlog.get_logger("rogatory.agent")
 
@@ -120,7 +121,10 @@ def _auditing(
         token = settings.gateway_token_file.read_text().strip()
     except OSError as exc:
         raise ConfigurationError(f"cannot read the gateway token file: {exc}") from exc
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=15),
+        connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
+    )
     client = GatewayAuditClient(session, settings.gateway_url, token)
     witness = Witness(
         agency=agency,
@@ -146,6 +150,7 @@ async def _attachments(
     return await Attachments.open(
         data_dir=settings.data_dir,
         gateway_url=settings.gateway_url,
+        gateway_tls=client_context(settings.gateway_ca_file),
         agency=agency,
         signing_key=signing_key,
         storage_key=store.storage_key,
@@ -190,7 +195,14 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     async def adopt(_signed: SignedStatement, newer: Directory) -> None:
         await asyncio.to_thread(remember_directory, settings.data_dir, newer)
 
-    session = None if settings.gateway_url is None else aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    session = (
+        None
+        if settings.gateway_url is None
+        else aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=15),
+            connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
+        )
+    )
     watch = DirectoryWatch(
         settings.directory_file,
         authority=authority,

@@ -8,13 +8,15 @@ default are in `docs/CONFIGURATION.md`, generated from the descriptions below
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agents.guard import parse_token_specs
 from protocol.limits import DEFAULT_LIMITS, Limits
 from runtime.settings import SHOWN_DEFAULT, ServiceSettings
+from runtime.tls import is_loopback
 
 
 class AgentSettings(ServiceSettings):
@@ -51,6 +53,11 @@ class AgentSettings(ServiceSettings):
         description="the gateway's audit API, for witnessing checkpoints and fetching proofs",
         json_schema_extra={SHOWN_DEFAULT: "none (witnessing disabled)"},
     )
+    gateway_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA certificate(s) the gateway's HTTPS certificate must chain to (the network's CA)",
+        json_schema_extra={SHOWN_DEFAULT: "none (the system's store)"},
+    )
     gateway_token_file: Path | None = Field(
         default=None, description="file holding this agent's reader token for the gateway's audit API"
     )
@@ -73,6 +80,19 @@ class AgentSettings(ServiceSettings):
         """Each entry is `HEX` or `HEX:scope+scope`, optionally `@CLEARANCE` (`agents.guard`)."""
         parse_token_specs(value)
         return value
+
+    @model_validator(mode="after")
+    def _gateway_over_tls_unless_local(self) -> Self:
+        """A gateway beyond this machine is reached over HTTPS: tokens and bodies never cross in clear text."""
+        if self.gateway_url is None or self.unsafe_plain_http:
+            return self
+        parts = urlsplit(self.gateway_url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            raise ValueError(
+                "ROGATORY_GATEWAY_URL: an http:// gateway must be on a loopback address; use https:// "
+                "(or ROGATORY_UNSAFE_PLAIN_HTTP=1)"
+            )
+        return self
 
     @field_validator("message_ttl_s")
     @classmethod

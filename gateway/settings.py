@@ -100,10 +100,11 @@ class GatewaySettings(ServiceSettings):
     )
     watched_certificates: tuple[Path, ...] = Field(
         default=(),
-        description="PEM files whose expiry the operator console shows. Unset: the `cafile` (and `certfile`) "
-        "of each `amqps://` URL, and the broker's `server.pem` where it lies beside that CA (the layout of "
-        "`deploy/provision/tls.py`); set but empty: none",
-        json_schema_extra={SHOWN_DEFAULT: "the broker's TLS files"},
+        description="PEM files whose expiry the operator console shows. Unset: the gateway's own HTTPS "
+        "certificate (`ROGATORY_HTTP_TLS_CERT_FILE`), the `cafile` (and `certfile`) of each `amqps://` URL, and "
+        "the broker's `server.pem` where it lies beside that CA (the layout of `deploy/provision/tls.py`); "
+        "set but empty: none",
+        json_schema_extra={SHOWN_DEFAULT: "the HTTPS and broker TLS files"},
     )
 
     @model_validator(mode="after")
@@ -118,10 +119,12 @@ class GatewaySettings(ServiceSettings):
     @model_validator(mode="before")
     @classmethod
     def _watch_the_broker_certificates_by_default(cls, values: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
-        """Unset `watched_certificates`: the TLS files the AMQP URLs name, and the broker's beside the CA."""
+        """Unset `watched_certificates`: the HTTPS certificate, the AMQP URLs' TLS files, the broker's beside the CA."""
         if not isinstance(values, dict) or "watched_certificates" in values:
             return values
-        return values | {"watched_certificates": tls_files_of(str(values.get("amqp_url", "")))}
+        own = (Path(str(values["http_tls_cert_file"])),) if values.get("http_tls_cert_file") else ()
+        broker = tls_files_of(str(values.get("amqp_url", "")))
+        return values | {"watched_certificates": tuple(dict.fromkeys(own + broker))}
 
 
 def tls_files_of(amqp_urls: str) -> tuple[Path, ...]:

@@ -38,6 +38,7 @@ from runtime.errors import ConfigurationError, ServiceUnhealthy
 from runtime.logs import configure_logging
 from runtime.settings import ServiceSettings
 from runtime.supervision import EXIT_UNHEALTHY, finish, supervise
+from runtime.tls import listener_context
 
 log = structlog.get_logger("rogatory.runner")
 
@@ -129,9 +130,11 @@ async def run_service(service: Service, stopping: asyncio.Event) -> None:
     failure: ServiceUnhealthy | None = None
     try:
         host, port = service.settings.http_host, service.settings.http_port
-        site = web.TCPSite(runner, host, port)
+        tls = listener_context(service.settings)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
-        log.info(_event(service.name, "started"), http=f"{host}:{port}", **service.started)
+        scheme = "https" if tls is not None else "http"
+        log.info(_event(service.name, "started"), http=f"{scheme}://{host}:{port}", **service.started)
         _stop_on_signals(stopping)
         tasks = [asyncio.create_task(run(stopping), name=name) for name, run in service.tasks.items()]
         failure = await supervise(tasks, stopping)

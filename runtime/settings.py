@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Self, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -58,6 +58,17 @@ class ServiceSettings(BaseModel):
     http_host: str = Field(default="127.0.0.1", description="address the HTTP API listens on")
     http_port: int = Field(ge=0, le=65535, description="port the HTTP API listens on")
     """Each service gives its own default port."""
+    http_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the HTTP API presents: with the key file, it serves HTTPS (TLS 1.2+)",
+        json_schema_extra={SHOWN_DEFAULT: "none (clear text, loopback only)"},
+    )
+    http_tls_key_file: Path | None = Field(default=None, description="PEM private key of that certificate")
+    unsafe_plain_http: bool = Field(
+        default=False,
+        description="UNSAFE: serve clear-text HTTP on a non-loopback address (only behind a TLS-terminating "
+        "proxy); logs a warning. Without it such a listener refuses to start",
+    )
     data_dir: Path = Field(description="directory of the service's databases")
     directory_file: Path = Field(description="the signed directory of agencies (JSON)")
     directory_reload_s: float = Field(
@@ -97,6 +108,13 @@ class ServiceSettings(BaseModel):
         if len(identities) != 1:
             raise ValueError("expected one or more URLs of the same user, password and vhost")
         return value
+
+    @model_validator(mode="after")
+    def _certificate_with_its_key(self) -> Self:
+        """The HTTP certificate and its key come together or not at all."""
+        if (self.http_tls_cert_file is None) != (self.http_tls_key_file is None):
+            raise ValueError("ROGATORY_HTTP_TLS_CERT_FILE and ROGATORY_HTTP_TLS_KEY_FILE are given together")
+        return self
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Self:

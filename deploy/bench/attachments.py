@@ -38,7 +38,7 @@ import aiohttp
 from deploy.client.agent_api import AgentClient, poll
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.client.transfer import CHUNK_BYTES, attachment_entry, download_attachment, upload_file
-from deploy.localnet.devstack import destroy, down, up
+from deploy.localnet.devstack import destroy, down, trusting, up
 from protocol.auditlog import AttachmentsLeaf, decode_leaf
 from protocol.encoding import b64decode
 
@@ -156,7 +156,7 @@ async def move_file(
     watch.start()
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with aiohttp.ClientSession(timeout=timeout, connector=trusting(stack)) as session:
         say("  upload to the sending agent (encrypted there) ...")
         uploaded = await upload_file(session, sender["url"], sender["token"], source)
         upload_s = time.monotonic() - started

@@ -27,6 +27,8 @@ from protocol.audit_verify import AuditReport, FailureKind, LogEntry, VerifiedSt
 from protocol.encoding import b64decode, b64encode
 from protocol.errors import ProtocolError
 from protocol.keys import SigningPublicKey
+from runtime.errors import ConfigurationError
+from runtime.tls import client_context
 
 EXPORT_FORMAT: Final = "rogatory-audit-export/1"
 STATE_FORMAT: Final = "rogatory-audit-state/1"
@@ -60,12 +62,19 @@ class LogSnapshot:
     entries: tuple[LogEntry, ...]
 
 
-async def fetch_snapshot(gateway_url: str, token: str) -> LogSnapshot:
-    """Read every checkpoint, then every entry up to the latest checkpoint's size."""
+async def fetch_snapshot(gateway_url: str, token: str, *, ca_file: Path | None = None) -> LogSnapshot:
+    """Read every checkpoint, then every entry up to the latest checkpoint's size.
+
+    An https:// gateway is verified against `ca_file` (None: the system's store).
+    """
     headers = {"Authorization": f"Bearer {token}"}
     base = gateway_url.rstrip("/")
     try:
-        async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async with aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=120),
+            connector=aiohttp.TCPConnector(ssl=client_context(ca_file)),
+        ) as session:
             checkpoints: list[dict[str, Any]] = []
             after: int | None = 0
             while after is not None:
@@ -82,7 +91,15 @@ async def fetch_snapshot(gateway_url: str, token: str) -> LogSnapshot:
                     if entry["index"] != len(entries):
                         raise AuditSourceError(f"gateway skipped entry {len(entries)} (sent {entry['index']})")
                     entries.append(LogEntry(b64decode(entry["leaf"]), b64decode(entry["receipt"])))
-    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError, ProtocolError) as exc:
+    except (
+        aiohttp.ClientError,
+        TimeoutError,
+        KeyError,
+        ValueError,
+        TypeError,
+        ProtocolError,
+        ConfigurationError,
+    ) as exc:
         raise AuditSourceError(f"cannot read the audit log from {base}: {exc!r}") from exc
     return LogSnapshot(tuple(str(c["checkpoint"]) for c in checkpoints), tuple(entries[:size]))
 

@@ -4,13 +4,15 @@
     rogatory dev down --state-dir DIR
     rogatory demo [--state-dir DIR] [--keep]
     rogatory audit verify (--gateway URL | --export PATH) [--token T] [--authority-key K | --state-dir DIR]
-    rogatory audit export --gateway URL --out PATH [--token T]
+                          [--ca-file PEM]
+    rogatory audit export --gateway URL --out PATH [--token T] [--ca-file PEM]
     rogatory bench [--messages N] [--pairs P] [--no-large] [--soak-messages N] [--state-dir DIR] [--json PATH]
     rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
     rogatory config-reference [--out PATH]
+    rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -41,8 +43,9 @@ from deploy.cli.auditor import (
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
+from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
-from deploy.localnet.devstack import DevStackError, down, read_stack, up
+from deploy.localnet.devstack import DevStackError, down, gateway_ca, read_stack, up
 from deploy.provision.broker import BrokerAdminError
 from deploy.site import add_commands as add_site_commands
 
@@ -120,6 +123,14 @@ def _audit_credentials(args: argparse.Namespace) -> tuple[str | None, str | None
     return token, authority
 
 
+def _gateway_ca(args: argparse.Namespace) -> Path | None:
+    """`--ca-file`, else the dev network's CA when `--state-dir` names one; None: the system's store."""
+    if args.ca_file:
+        return Path(args.ca_file)
+    stack = read_stack(Path(args.state_dir)) if args.state_dir else None
+    return None if stack is None else gateway_ca(stack)
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     token, authority = _audit_credentials(args)
     if not authority:
@@ -133,7 +144,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         else:
             if not token:
                 return _fail("a token is needed: --token, ROGATORY_TOKEN or --state-dir", EXIT_USAGE)
-            snapshot = asyncio.run(fetch_snapshot(args.gateway, token))
+            snapshot = asyncio.run(fetch_snapshot(args.gateway, token, ca_file=_gateway_ca(args)))
     except AuditSourceError as exc:
         return _fail(str(exc), EXIT_EXPORT_UNREADABLE if args.export else EXIT_GATEWAY_UNREADABLE)
     state_file = None if args.no_state else Path(args.state_file) if args.state_file else default_state_file()
@@ -151,7 +162,7 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     if not token:
         return _fail("a token is needed: --token, ROGATORY_TOKEN or --state-dir", EXIT_USAGE)
     try:
-        snapshot = asyncio.run(fetch_snapshot(args.gateway, token))
+        snapshot = asyncio.run(fetch_snapshot(args.gateway, token, ca_file=_gateway_ca(args)))
     except AuditSourceError as exc:
         return _fail(str(exc), EXIT_GATEWAY_UNREADABLE)
     write_export(snapshot, Path(args.out))
@@ -211,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--export", help="an export written by `rogatory audit export`")
     verify.add_argument("--token", help="auditor token (default: ROGATORY_TOKEN)")
     verify.add_argument("--authority-key", help="base64 public key of the directory authority you trust")
-    verify.add_argument("--state-dir", help="a dev network's state directory: token and authority key from it")
+    verify.add_argument("--state-dir", help="a dev network's state directory: token, authority key and CA from it")
+    verify.add_argument("--ca-file", help="the CA an https:// gateway is verified with (default: the system's)")
     verify.add_argument(
         "--state-file",
         help="where the last verified state is kept (default: $XDG_STATE_HOME/rogatory/audit-state.json)",
@@ -223,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--token")
     export.add_argument("--state-dir")
+    export.add_argument("--ca-file", help="the CA an https:// gateway is verified with (default: the system's)")
     export.set_defaults(run=_cmd_audit_export)
 
     bench = commands.add_parser("bench", help="measure the whole path against the raw broker")
@@ -240,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
+    add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -24,7 +24,7 @@ import aiohttp
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.client.agent_api import AgentApiError, AgentClient, poll
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
-from deploy.localnet.devstack import DevStackError, destroy, down, up
+from deploy.localnet.devstack import DevStackError, destroy, down, gateway_ca, trusting, up
 from deploy.provision.broker import BrokerAdminError
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
@@ -173,7 +173,7 @@ class Demo:
         gateway = self.stack["gateway"]
         started = time.monotonic()
         while True:
-            snapshot = await fetch_snapshot(gateway["url"], gateway["auditor_token"])
+            snapshot = await fetch_snapshot(gateway["url"], gateway["auditor_token"], ca_file=gateway_ca(self.stack))
             report = verify_snapshot(snapshot, self.authority_key)
             tree_size = await self._tree_size()
             covered = report.latest is not None and report.latest.size == tree_size
@@ -203,7 +203,8 @@ def run_demo(
         started = True
 
         async def exchange() -> None:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            timeout = aiohttp.ClientTimeout(total=30)
+            async with aiohttp.ClientSession(timeout=timeout, connector=trusting(stack)) as session:
                 await Demo(stack, session, say).run()
 
         asyncio.run(exchange())

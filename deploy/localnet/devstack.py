@@ -19,6 +19,12 @@ Services reach the machine's broker over TLS: `amqps://…@localhost:5671`,
 verifying the broker's certificate and host name against the CA that
 `deploy/ensure-rabbitmq.sh` made (`deploy.provision.tls`); `stack.json` gives the same
 URLs. Other nodes (private test nodes, proxies) keep the URL they were given.
+
+The gateway serves HTTPS (`https://localhost:<port>`) with a certificate of
+the network's own CA, made by `up` in `<state>/tls/` (`rogatory tls`) and
+issued again when it nears its end: agents verify it with that CA
+(`ROGATORY_GATEWAY_CA_FILE`), and `stack.json` names the CA (`gateway.ca_file`)
+for the clients of the audit and blob APIs.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+from cryptography import x509
 
 from deploy.localnet.network import (
     NetworkDescription,
@@ -55,10 +62,19 @@ from deploy.provision.broker import (
     management_url_from_amqp,
     provision,
 )
-from deploy.provision.tls import BrokerTlsFiles, TlsError, machine_broker_tls, service_amqp_url
+from deploy.provision.tls import (
+    RENEW_BEFORE,
+    BrokerTlsFiles,
+    TlsError,
+    ensure_ca,
+    issue_server_files,
+    machine_broker_tls,
+    service_amqp_url,
+)
 from protocol.directory import Directory, KeyExpiryWarning, key_expiry_warnings
 from protocol.errors import ErrorCode
 from protocol.signing import SignedStatement
+from runtime.tls import client_context
 
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 READY_TIMEOUT_S: Final = 60.0
@@ -67,6 +83,9 @@ KEY_WARNING_WINDOW: Final = timedelta(days=30)
 """`up` warns about keys expiring sooner than this with no successor: time to rotate."""
 STOP_TIMEOUT_S: Final = 15.0
 """How long `down` waits after SIGTERM before SIGKILL."""
+
+GATEWAY_TLS_NAME: Final = "localhost"
+"""The name the dev network's gateway is reached and verified by (its certificate also holds 127.0.0.1)."""
 
 Say = Callable[[str], None]
 
@@ -90,13 +109,53 @@ def _amqp_url(description: NetworkDescription, user: str, password: str) -> str:
     return service_amqp_url(description.amqp_url(user, password), machine_broker_tls(os.environ))
 
 
-def _watched_certificates() -> dict[str, str]:
-    """The gateway's console watches the broker's CA and server certificate (`deploy.provision.tls`), when over TLS."""
+def _watched_certificates(paths: NetworkPaths) -> dict[str, str]:
+    """The gateway's console watches its HTTPS certificate and CA, and the broker's (`deploy.provision.tls`)."""
+    https = _gateway_tls(paths)
+    watched = [https.ca_cert, https.certificate]
     tls_dir = machine_broker_tls(os.environ)
-    if tls_dir is None:
-        return {}
-    files = BrokerTlsFiles(tls_dir)
-    return {"ROGATORY_WATCHED_CERTIFICATES": f"{files.ca_cert},{files.server_cert}"}
+    if tls_dir is not None:
+        watched += [BrokerTlsFiles(tls_dir).ca_cert, BrokerTlsFiles(tls_dir).server_cert]
+    return {"ROGATORY_WATCHED_CERTIFICATES": ",".join(map(str, watched))}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTls:
+    """The dev network's CA and the gateway's HTTPS certificate, under `<state>/tls/`."""
+
+    ca_dir: Path
+    certificate: Path
+    key: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """What agents and clients verify the gateway with."""
+        return BrokerTlsFiles(self.ca_dir).ca_cert
+
+
+def _gateway_tls(paths: NetworkPaths) -> GatewayTls:
+    tls = paths.root / "tls"
+    gateway = tls / "gateway"
+    return GatewayTls(tls / "ca", gateway / f"{GATEWAY_TLS_NAME}.pem", gateway / f"{GATEWAY_TLS_NAME}-key.pem")
+
+
+def ensure_gateway_tls(paths: NetworkPaths, *, now: datetime) -> GatewayTls:
+    """The network's CA (made once) and the gateway's certificate (issued again within `RENEW_BEFORE` of its end)."""
+    files = _gateway_tls(paths)
+    ensure_ca(files.ca_dir, "Rogatory development network CA", now=now)
+    try:
+        current = x509.load_pem_x509_certificate(files.certificate.read_bytes())
+        fresh = current.not_valid_after_utc - now > RENEW_BEFORE and files.key.is_file()
+    except (OSError, ValueError):
+        fresh = False
+    if not fresh:
+        issue_server_files(files.ca_dir, GATEWAY_TLS_NAME, files.certificate.parent, also=("127.0.0.1",), now=now)
+    return files
+
+
+def gateway_url(description: NetworkDescription) -> str:
+    """The dev network's gateway, over HTTPS."""
+    return f"https://{GATEWAY_TLS_NAME}:{description.gateway.http_port}"
 
 
 def _service_environment(
@@ -125,8 +184,11 @@ def _service_environment(
                 "ROGATORY_MANAGEMENT_USER": management.username,
                 "ROGATORY_MANAGEMENT_PASSWORD_FILE": str(password_file),
             }
-        common = _watched_certificates() | common | operations  # a network's own setting wins
+        https = _gateway_tls(paths)
+        common = _watched_certificates(paths) | common | operations  # a network's own setting wins
         return common | {
+            "ROGATORY_HTTP_TLS_CERT_FILE": str(https.certificate),
+            "ROGATORY_HTTP_TLS_KEY_FILE": str(https.key),
             "ROGATORY_AMQP_URL": _amqp_url(description, gateway.broker_user, gateway.broker_password),
             "ROGATORY_HTTP_PORT": str(gateway.http_port),
             "ROGATORY_BROKER_USER_PREFIX": description.broker_user_prefix,
@@ -140,7 +202,8 @@ def _service_environment(
     if not token_file.exists():
         write_private(token_file, description.gateway.reader_token.encode("utf-8"))
     return common | {
-        "ROGATORY_GATEWAY_URL": f"http://127.0.0.1:{description.gateway.http_port}",
+        "ROGATORY_GATEWAY_URL": gateway_url(description),
+        "ROGATORY_GATEWAY_CA_FILE": str(_gateway_tls(paths).ca_cert),
         "ROGATORY_GATEWAY_TOKEN_FILE": str(token_file),
         "ROGATORY_AGENCY": service,
         "ROGATORY_AMQP_URL": _amqp_url(description, agent.broker_user, agent.broker_password),
@@ -232,8 +295,11 @@ def _running(pid: int, module: str, root: Path) -> bool:
 
 
 async def _wait_ready(launch: ServiceLaunch, pid: int, paths: NetworkPaths, deadline: float) -> None:
-    url = f"http://127.0.0.1:{launch.port}/healthz"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    https = launch.name == "gateway"
+    host = GATEWAY_TLS_NAME if https else "127.0.0.1"
+    url = f"{'https' if https else 'http'}://{host}:{launch.port}/healthz"
+    connector = aiohttp.TCPConnector(ssl=client_context(_gateway_tls(paths).ca_cert) if https else True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), connector=connector) as session:
         while True:
             if not _running(pid, launch.module, paths.root):
                 raise DevStackError(
@@ -258,6 +324,18 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def gateway_ca(stack: dict[str, Any]) -> Path | None:
+    """The CA a stack's gateway is verified with (`stack.json`'s `gateway.ca_file`), if it names one."""
+    ca_file = (stack.get("gateway") or {}).get("ca_file")
+    return Path(ca_file) if isinstance(ca_file, str) else None
+
+
+def trusting(stack: dict[str, Any]) -> aiohttp.TCPConnector:
+    """A connector for a client session that reaches the stack's HTTPS gateway (and its HTTP agents)."""
+    ca_file = gateway_ca(stack)
+    return aiohttp.TCPConnector(ssl=True if ca_file is None else client_context(ca_file))
+
+
 def read_stack(root: Path) -> dict[str, Any] | None:
     """The `stack.json` of `root`, if any."""
     path = NetworkPaths(root).stack
@@ -273,7 +351,8 @@ def _stack_document(
     gateway = description.gateway
     return {
         "gateway": {
-            "url": f"http://127.0.0.1:{gateway.http_port}",
+            "url": gateway_url(description),
+            "ca_file": str(_gateway_tls(paths).ca_cert),
             "operator_token": gateway.operator_token,
             "auditor_token": gateway.auditor_token,
             "reader_token": gateway.reader_token,
@@ -319,11 +398,7 @@ async def up(
     root = root.resolve()
     paths = NetworkPaths(root)
     now = datetime.now(UTC)
-    try:
-        if machine_broker_tls(os.environ) is None:
-            say("WARNING: ROGATORY_UNSAFE_PLAIN_AMQP=1: services talk to the broker without TLS")
-    except TlsError as exc:
-        raise DevStackError(str(exc)) from exc
+    _ensure_tls(paths, now=now, say=say)
     description = load_network(root)
     if description is None:
         say(f"creating a new network in {root}")
@@ -369,6 +444,17 @@ async def up(
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
     say(f"ready: {paths.stack}")
     return stack
+
+
+def _ensure_tls(paths: NetworkPaths, *, now: datetime, say: Say) -> None:
+    """The broker's TLS must be there (or plain AMQP asked for, with a warning); the gateway's HTTPS is made."""
+    try:
+        if machine_broker_tls(os.environ) is None:
+            say("WARNING: ROGATORY_UNSAFE_PLAIN_AMQP=1: services talk to the broker without TLS")
+        paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_gateway_tls(paths, now=now)
+    except TlsError as exc:
+        raise DevStackError(str(exc)) from exc
 
 
 def key_warnings(root: Path, *, now: datetime) -> tuple[KeyExpiryWarning, ...]:
@@ -431,4 +517,17 @@ async def destroy(root: Path, *, amqp_url: str, management_url: str | None = Non
     shutil.rmtree(root, ignore_errors=True)
 
 
-__all__ = ["DEFAULT_AMQP_URL", "DevStackError", "destroy", "down", "launches", "read_stack", "up"]
+__all__ = [
+    "DEFAULT_AMQP_URL",
+    "DevStackError",
+    "GatewayTls",
+    "destroy",
+    "down",
+    "ensure_gateway_tls",
+    "gateway_ca",
+    "gateway_url",
+    "launches",
+    "read_stack",
+    "trusting",
+    "up",
+]

@@ -19,7 +19,10 @@ a default SSL context from it, which verifies the chain *and* the host name.
 
 Client certificates (`issue_client_certificate`) are for RabbitMQ's EXTERNAL
 mechanism (plugin `rabbitmq_auth_mechanism_ssl`): the certificate's common
-name is the broker user, so no password travels at all.
+name is the broker user, so no password travels at all. `ensure_ca` and
+`issue_server_files` make a network's CA and the certificate of an HTTPS
+listener (the gateway's) from it: `rogatory tls ca / server-cert /
+client-cert` (`deploy.cli.tls`) are their commands.
 
 Command line (used by `deploy/ensure-rabbitmq.sh`, idempotent)::
 
@@ -272,16 +275,76 @@ def ensure_broker_tls(directory: Path, *, owner: str | None = None, now: dt.date
 
 def issue_client_certificate(directory: Path, user: str, out_dir: Path) -> tuple[Path, Path]:
     """A client certificate for broker user `user` (EXTERNAL auth), signed by the CA in `directory`."""
-    files = BrokerTlsFiles(directory)
-    ca_cert, ca_key = _load_certificate(files.ca_cert), _load_key(files.ca_key)
-    if ca_cert is None or ca_key is None:
-        raise TlsError(f"no CA in {directory}: run `python -m deploy.provision.tls broker` first")
+    ca_cert, ca_key = _load_ca(directory)
     certificate, key = issue_certificate(ca_cert, ca_key, user, server=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / "client.pem", out_dir / "client-key.pem"
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert_path, key_path
+
+
+def ensure_ca(directory: Path, common_name: str, *, now: dt.datetime | None = None) -> bool:
+    """The CA of `directory` (`ca.pem`, `ca-key.pem`), made if there is none; True if it was made.
+
+    A CA that exists is never replaced here, even near its expiry: every
+    certificate it issued would stop verifying. One that cannot be read is an
+    error for the operator to look at (`TlsError`).
+    """
+    files = BrokerTlsFiles(directory)
+    if files.ca_cert.exists() or files.ca_key.exists():
+        _load_ca(directory)
+        return False
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlsError(f"cannot make {directory}: {exc}") from exc
+    ca_cert, ca_key = make_ca(common_name, now=now)
+    _write(files.ca_key, _key_pem(ca_key), 0o600)
+    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return True
+
+
+def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    files = BrokerTlsFiles(directory)
+    ca_cert, ca_key = _load_certificate(files.ca_cert), _load_key(files.ca_key)
+    if ca_cert is None or ca_key is None or not _same_public_key(ca_cert, ca_key):
+        raise TlsError(f"no usable CA in {directory}: expected ca.pem with its key ca-key.pem")
+    return ca_cert, ca_key
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedFiles:
+    """A certificate and its private key, as written."""
+
+    certificate: Path
+    key: Path
+
+
+def issue_server_files(
+    ca_dir: Path, name: str, out_dir: Path, *, also: Sequence[str] = (), now: dt.datetime | None = None
+) -> IssuedFiles:
+    """A server certificate for `name` (and the host names or addresses `also`), from the CA in `ca_dir`.
+
+    Written as `<out_dir>/<name>.pem` (0644) and `<name>-key.pem` (0600); each
+    name that is an IP address goes into the certificate as an address.
+    """
+    ca_cert, ca_key = _load_ca(ca_dir)
+    names, addresses = [], []
+    for entry in dict.fromkeys((name, *also)):
+        try:
+            addresses.append(str(ipaddress.ip_address(entry)))
+        except ValueError:
+            names.append(entry)
+    certificate, key = issue_certificate(ca_cert, ca_key, name, server=True, names=names, addresses=addresses, now=now)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlsError(f"cannot make {out_dir}: {exc}") from exc
+    issued = IssuedFiles(out_dir / f"{name}.pem", out_dir / f"{name}-key.pem")
+    _write(issued.key, _key_pem(key), 0o600)
+    _write(issued.certificate, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    return issued
 
 
 def rabbitmq_conf_block(files: BrokerTlsFiles, *, port: int = TLS_PORT) -> list[str]:
@@ -452,11 +515,14 @@ __all__ = [
     "TLS_HOST",
     "TLS_PORT",
     "BrokerTlsFiles",
+    "IssuedFiles",
     "TlsError",
     "ensure_broker_tls",
+    "ensure_ca",
     "erlang_listener_options",
     "issue_certificate",
     "issue_client_certificate",
+    "issue_server_files",
     "machine_broker_tls",
     "make_ca",
     "merge_rabbitmq_conf",

@@ -17,7 +17,7 @@ import pytest
 
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.configuration import system_amqp_url, system_management_url
-from deploy.localnet.devstack import destroy, down, up
+from deploy.localnet.devstack import destroy, down, trusting, up
 from deploy.localnet.network import NetworkPaths
 from protocol.directory import NOTHING_HELD, Directory, verify_directory
 from protocol.encoding import b64decode
@@ -92,8 +92,10 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as client_session:
+async def session(network: Network) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the network's agents and of its HTTPS gateway (verified with the network's CA)."""
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(timeout=timeout, connector=trusting(network.stack)) as client_session:
         yield client_session
 
 

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from deploy.cli.auditor import read_export
 from deploy.client.agent_api import AgentClient
 from deploy.client.samples import REQUEST_SAMPLE, sample
-from deploy.localnet.devstack import up
+from deploy.localnet.devstack import trusting, up
 from protocol.audit_verify import verify_audit_log
 from protocol.encoding import b64decode
 from protocol.keys import SigningPublicKey
@@ -67,7 +67,8 @@ async def _send(network: dict[str, Any], document: dict[str, Any], wanted: set[s
 
 
 def _page(chromium: Any, network: dict[str, Any], token: str) -> Any:
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    # The consoles are under test here, not TLS (tests/security/test_http_tls.py): Chromium takes no CA file.
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True, ignore_https_errors=True)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors
@@ -104,9 +105,9 @@ def test_operator_sees_the_health_of_the_network_at_a_glance(network, chromium, 
     assert page.locator("#alerts li").count() >= 1
     assert page.get_by_role("button", name="Network health").is_visible()
     ca_file = _broker_ca(network)
-    if ca_file is None:  # ROGATORY_UNSAFE_PLAIN_AMQP=1: the dev stack watches no certificate
-        expect(page.locator("#certificates tbody")).to_contain_text("no certificate watched", timeout=TIMEOUT_MS)
-    else:
+    https_ca = network["gateway"]["ca_file"]  # the gateway's own HTTPS CA is watched, AMQPS or not
+    page.locator(f"#certificates tbody tr[data-certificate='{https_ca}']").wait_for(timeout=TIMEOUT_MS)
+    if ca_file is not None:
         ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
         subject = str(ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
         row = page.locator(f"#certificates tbody tr[data-certificate='{ca_file}']")
@@ -278,9 +279,9 @@ def test_auditor_downloads_an_export_the_offline_verifier_accepts(network, chrom
     page.close()
 
 
-async def _status(url: str, token: str, method: str, path: str) -> int:
+async def _status(url: str, token: str, method: str, path: str, stack: dict[str, Any]) -> int:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=trusting(stack)) as session,
         session.request(method, url + path, headers={"Authorization": f"Bearer {token}"}) as response,
     ):
         return response.status
@@ -290,17 +291,18 @@ def test_auditor_token_is_read_only_and_operator_views_are_closed_to_it(network)
     """An auditor cannot re-drive, discard or see the operator's overview; a reader token cannot use the console."""
     url, gateway = network["gateway"]["url"], network["gateway"]
     auditor, reader = gateway["auditor_token"], gateway["reader_token"]
-    assert _run(_status(url, auditor, "POST", "/v1/ops/dead-letters/1/redrive")) == 403
-    assert _run(_status(url, auditor, "POST", "/v1/ops/dead-letters/1/discard")) == 403
-    assert _run(_status(url, auditor, "GET", "/v1/console/overview")) == 403
-    assert _run(_status(url, auditor, "GET", "/v1/console/track?case_id=X")) == 200
-    assert _run(_status(url, reader, "GET", "/v1/console/track?case_id=X")) == 403
-    assert _run(_status(url, "wrong", "GET", "/v1/console/whoami")) == 401
+    assert _run(_status(url, auditor, "POST", "/v1/ops/dead-letters/1/redrive", network)) == 403
+    assert _run(_status(url, auditor, "POST", "/v1/ops/dead-letters/1/discard", network)) == 403
+    assert _run(_status(url, auditor, "GET", "/v1/console/overview", network)) == 403
+    assert _run(_status(url, auditor, "GET", "/v1/console/track?case_id=X", network)) == 200
+    assert _run(_status(url, reader, "GET", "/v1/console/track?case_id=X", network)) == 403
+    assert _run(_status(url, "wrong", "GET", "/v1/console/whoami", network)) == 401
 
 
-async def _text(url: str, token: str | None = None) -> tuple[int, str]:
+async def _text(url: str, token: str | None = None, stack: dict[str, Any] | None = None) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+    connector = trusting(stack or {})
+    async with aiohttp.ClientSession(connector=connector) as session, session.get(url, headers=headers) as response:
         return response.status, await response.text()
 
 
@@ -308,8 +310,11 @@ def test_gateway_and_agents_serve_prometheus_metrics_of_real_traffic(network):
     """After the exchanges above, the gateway's `/metrics` counts relayed messages and forwarded evidence and
     shows queue depths (scraped with the metrics token, refused without); an agent's `/metrics` (behind its
     token) counts what it received."""
-    assert _run(_text(network["gateway"]["url"] + "/metrics"))[0] == 401
-    status, text = _run(_text(network["gateway"]["url"] + "/metrics", network["gateway"]["metrics_token"]))
+    gateway_metrics = network["gateway"]["url"] + "/metrics"
+    assert _run(_text(gateway_metrics, stack=network))[0] == 401
+    status, text = _run(
+        _text(network["gateway"]["url"] + "/metrics", network["gateway"]["metrics_token"], stack=network)
+    )
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
     relayed = [s for s in families["rogatory_gateway_messages"].samples if s.labels.get("result") == "relayed"]

@@ -18,7 +18,7 @@ import pytest
 
 from deploy.client.agent_api import AgentClient, poll
 from deploy.client.samples import REQUEST_SAMPLE, sample
-from deploy.localnet.devstack import destroy, down, up
+from deploy.localnet.devstack import destroy, down, trusting, up
 from protocol.auditlog import encode_leaf, evidence_leaf
 from protocol.checkpoint import verify_checkpoint
 from protocol.encoding import b64decode
@@ -38,8 +38,10 @@ def rogatory(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client_session:
+async def session(stack: dict[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the stack's agents and of its HTTPS gateway (verified with the network's CA)."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=trusting(stack)) as client_session:
         yield client_session
 
 
@@ -124,6 +126,8 @@ def test_export_then_offline_verification_is_consistent(stack, tmp_path):
         str(export),
         "--token",
         stack["gateway"]["auditor_token"],
+        "--ca-file",
+        stack["gateway"]["ca_file"],
     )
     assert exported.returncode == 0, exported.stderr
     state = tmp_path / "state.json"

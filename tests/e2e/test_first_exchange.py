@@ -15,6 +15,7 @@ import pytest
 
 from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import trusting
 from protocol.encoding import b64encode, canonical_json, sha256_hex
 from protocol.evidence import verify_evidence
 from protocol.keys import SigningPrivateKey
@@ -44,8 +45,10 @@ def strings_of(value: Any) -> list[str]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client_session:
+async def session(stack: dict[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the stack's agents and of its HTTPS gateway (verified with the network's CA)."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=trusting(stack)) as client_session:
         yield client_session
 
 
@@ -231,6 +234,8 @@ def test_audit_verify_with_a_wrong_authority_key_fails(stack):
             "verify",
             "--gateway",
             stack["gateway"]["url"],
+            "--ca-file",
+            stack["gateway"]["ca_file"],
             "--token",
             stack["gateway"]["auditor_token"],
             "--authority-key",
@@ -243,3 +248,14 @@ def test_audit_verify_with_a_wrong_authority_key_fails(stack):
     )
     assert result.returncode == 11, result.stdout + result.stderr
     assert "NOT CONSISTENT" in result.stdout
+
+
+async def test_the_dev_stack_serves_the_gateway_over_https(stack, session):
+    """`stack.json`'s gateway URL is https://, verified with the network's CA; a client without it is refused."""
+    gateway = stack["gateway"]
+    assert gateway["url"].startswith("https://")
+    async with session.get(f"{gateway['url']}/healthz") as response:
+        assert response.status == 200
+    async with aiohttp.ClientSession() as untrusting:
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await untrusting.get(f"{gateway['url']}/healthz")

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 
 from deploy.client.agent_api import AgentApiError, AgentClient, poll
-from deploy.localnet.devstack import DevStackError, destroy, down, up
+from deploy.localnet.devstack import DevStackError, destroy, down, trusting, up
 from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, decode_leaf
 from protocol.directory import NOTHING_HELD, Directory, verify_directory
@@ -190,7 +190,7 @@ async def audited_evidence(network: dict[str, Any], directory: Directory, messag
     gateway = network["gateway"]
     headers = {"Authorization": f"Bearer {gateway['auditor_token']}"}
     async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15), connector=trusting(network)) as session,
         session.get(f"{gateway['url']}/v1/audit/entries", params={"message_id": message_id}, headers=headers) as got,
     ):
         assert got.status == 200, await got.text()

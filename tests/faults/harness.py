@@ -27,6 +27,7 @@ import functools
 import os
 import secrets
 import signal
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -42,7 +43,7 @@ from deploy.bench.scenarios import bench_case, bench_note
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
 from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.client.samples import REQUEST_SAMPLE, sample
-from deploy.localnet.devstack import DevStackError, destroy, down, read_stack, up
+from deploy.localnet.devstack import DevStackError, destroy, down, gateway_ca, read_stack, up
 from deploy.localnet.network import NetworkPaths, load_network
 from deploy.provision.broker import BrokerAdminError
 from protocol.directory import NOTHING_HELD, Directory, verify_directory
@@ -52,6 +53,7 @@ from protocol.evidence import verify_evidence_as_of_its_time
 from protocol.keys import SigningPublicKey
 from protocol.limits import DEFAULT_LIMITS
 from protocol.signing import SignedStatement
+from runtime.tls import client_context
 from tests.faults.figures import (
     DELIVERED_STATUSES,
     NEGATIVE_STATUSES,
@@ -353,16 +355,23 @@ async def inbox_counts(network: FaultNetwork, session: aiohttp.ClientSession) ->
         cursor = page["next"]
 
 
+def gateway_ssl(stack: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of requests to the stack's HTTPS gateway: its network's CA."""
+    return client_context(gateway_ca(stack))
+
+
 async def audit_entries(network: FaultNetwork, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
     """Every entry of the gateway's log (auditor token from stack.json)."""
     gateway = network.stack["gateway"]
     headers = {"Authorization": f"Bearer {gateway['auditor_token']}"}
+    https = gateway_ssl(network.stack)
     entries: list[dict[str, Any]] = []
     start: int | None = 0
     while start is not None:
 
         async def page(at: int = start) -> dict[str, Any]:
-            async with session.get(f"{gateway['url']}/v1/audit/entries?start={at}&limit=1000", headers=headers) as r:
+            url = f"{gateway['url']}/v1/audit/entries?start={at}&limit=1000"
+            async with session.get(url, headers=headers, ssl=https) as r:
                 r.raise_for_status()
                 answer: dict[str, Any] = await r.json()
                 return answer
@@ -439,7 +448,8 @@ async def count(
             delivered_once += 1
         else:
             lost += 1
-    snapshot = await fetch_snapshot(network.stack["gateway"]["url"], network.stack["gateway"]["auditor_token"])
+    gateway = network.stack["gateway"]
+    snapshot = await fetch_snapshot(gateway["url"], gateway["auditor_token"], ca_file=gateway_ca(network.stack))
     report = verify_snapshot(snapshot, network.stack["network"]["authority_key"])
     others = Counter(e["kind"] for e in entries if e["kind"] != "evidence")
     duplicates = duplicates_from_logs(network.paths.root)

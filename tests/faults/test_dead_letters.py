@@ -27,6 +27,7 @@ from tests.faults.harness import (
     Traffic,
     audit_entries,
     count,
+    gateway_ssl,
     say,
     settle,
     statuses,
@@ -65,7 +66,11 @@ async def _ops(network: FaultNetwork, session: aiohttp.ClientSession, method: st
     gateway = network.stack["gateway"]
     token = kwargs.pop("token", gateway["operator_token"])
     async with session.request(
-        method, f"{gateway['url']}{path}", headers={"Authorization": f"Bearer {token}"}, **kwargs
+        method,
+        f"{gateway['url']}{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        ssl=gateway_ssl(network.stack),
+        **kwargs,
     ) as response:
         return response.status, await response.json()
 

@@ -12,6 +12,7 @@ import pytest
 
 from deploy.client.agent_api import AgentClient
 from deploy.client.samples import REQUEST_SAMPLE, sample
+from deploy.localnet.devstack import trusting
 from protocol.directory import Directory
 from tests.support.devstack import running_stack, verified_directory
 
@@ -32,8 +33,10 @@ def security_directory(security_stack: dict[str, Any]) -> Directory:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client_session:
+async def session(security_stack: dict[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the stack's agents and of its HTTPS gateway (verified with the network's CA)."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=trusting(security_stack)) as client_session:
         yield client_session
 
 
