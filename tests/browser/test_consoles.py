@@ -305,8 +305,9 @@ async def _text(url: str, token: str | None = None) -> tuple[int, str]:
 
 
 def test_gateway_and_agents_serve_prometheus_metrics_of_real_traffic(network):
-    """After the exchanges above, the gateway's `/metrics` counts relayed messages and forwarded evidence and
+    """After an exchange of its own, the gateway's `/metrics` counts relayed messages and forwarded evidence and
     shows queue depths; an agent's `/metrics` (behind its token) counts what it received."""
+    _run(_send(network, _fresh_request(), {"delivered", "retrieved"}))
     status, text = _run(_text(network["gateway"]["url"] + "/metrics"))
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
