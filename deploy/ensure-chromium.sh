@@ -41,18 +41,25 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
-# 1. The packages.
-wanted=()
-[[ -x "$CHROMIUM" ]] || wanted+=(chromium)
-installed libatomic1 || wanted+=(libatomic1)
-if ((${#wanted[@]} == 0)); then
-    log "$CHROMIUM ($("$CHROMIUM" --version 2>/dev/null || echo "version unknown")) and libatomic1 are installed"
+# 1. The packages, one apt-get each: one that cannot be had must not keep the other out.
+if [[ -x "$CHROMIUM" ]]; then
+    log "$CHROMIUM is installed ($("$CHROMIUM" --version 2>/dev/null || echo "version unknown"))"
 else
-    log "installing ${wanted[*]} with apt-get (for the browser tests)"
-    if apt_install "${wanted[@]}"; then
-        log "installed ${wanted[*]}"
+    log "installing chromium with apt-get (for the browser tests)"
+    if apt_install chromium; then
+        log "$("$CHROMIUM" --version 2>/dev/null || echo "chromium installed")"
     else
-        log "WARNING: could not install ${wanted[*]}: the browser tests will be skipped"
+        log "WARNING: could not install chromium: the browser tests will be skipped"
+    fi
+fi
+if installed libatomic1; then
+    log "libatomic1 is installed"
+else
+    log "installing libatomic1 with apt-get (for Playwright's driver)"
+    if apt_install libatomic1; then
+        log "libatomic1 installed"
+    else
+        log "WARNING: could not install libatomic1: Playwright's driver may not start"
     fi
 fi
 
