@@ -3,14 +3,17 @@
 Playwright never downloads a browser here: it launches `/usr/bin/chromium`,
 which `deploy/run test` installs with apt-get (`deploy/ensure-chromium.sh`).
 The tests skip, saying why, only when that browser or the Playwright package
-is missing. Screenshots go to `test-artifacts/browser/` at the top of the
-repository (ignored by git), or to `$ROGATORY_SCREENSHOTS`.
+is missing, or when Playwright's bundled driver cannot start (a library such
+as libatomic.so.1 missing, which `deploy/ensure-chromium.sh` installs).
+Screenshots go to `test-artifacts/browser/` at the top of the repository
+(ignored by git), or to `$ROGATORY_SCREENSHOTS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +31,37 @@ SCREENSHOTS = Path(os.environ.get("ROGATORY_SCREENSHOTS", REPOSITORY / "test-art
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip the browser tests, with the reason, when no browser can be driven (never silently)."""
+    """Skip the tests that drive the browser, with the reason, when it cannot be driven (never silently); the
+    tests here that only talk HTTP to the network still run."""
+    browser_items = [item for item in items if "chromium" in getattr(item, "fixturenames", ())]
+    if not browser_items:
+        return
     reason = None
     if not _importable("playwright"):
         reason = "the playwright package is not installed (pip install -e '.[test]')"
     elif not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: deploy/run test installs Debian's chromium with apt-get"
+    else:
+        reason = _driver_cannot_start()
     if reason is None:
         return
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
-            item.add_marker(pytest.mark.skip(reason=reason))
+    for item in browser_items:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _driver_cannot_start() -> str | None:
+    """Why Playwright's bundled Node cannot start here, or None when `node --version` answers."""
+    import playwright  # noqa: PLC0415 - only once it is known to be importable
+
+    node = os.environ.get("PLAYWRIGHT_NODEJS_PATH") or str(Path(playwright.__file__).parent / "driver" / "node")
+    try:
+        result = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except OSError as exc:
+        return f"Playwright's driver {node} cannot start: {exc}"
+    if result.returncode == 0:
+        return None
+    said = (result.stderr.strip().splitlines() or ["no message"])[-1]
+    return f"Playwright's driver cannot start: {said} (deploy/ensure-chromium.sh installs libatomic1 for it)"
 
 
 def _importable(module: str) -> bool:

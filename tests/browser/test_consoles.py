@@ -307,14 +307,13 @@ async def _text(url: str, token: str | None = None, stack: dict[str, Any] | None
 
 
 def test_gateway_and_agents_serve_prometheus_metrics_of_real_traffic(network):
-    """After the exchanges above, the gateway's `/metrics` counts relayed messages and forwarded evidence and
+    """After an exchange of its own, the gateway's `/metrics` counts relayed messages and forwarded evidence and
     shows queue depths (scraped with the metrics token, refused without); an agent's `/metrics` (behind its
     token) counts what it received."""
+    _run(_send(network, _fresh_request(), {"delivered", "retrieved"}))
     gateway_metrics = network["gateway"]["url"] + "/metrics"
     assert _run(_text(gateway_metrics, stack=network))[0] == 401
-    status, text = _run(
-        _text(network["gateway"]["url"] + "/metrics", network["gateway"]["metrics_token"], stack=network)
-    )
+    status, text = _run(_text(gateway_metrics, network["gateway"]["metrics_token"], stack=network))
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
     relayed = [s for s in families["rogatory_gateway_messages"].samples if s.labels.get("result") == "relayed"]
