@@ -6,6 +6,9 @@ log and config directory and Erlang cookie; nothing of the machine's own
 broker (`/etc/rabbitmq`, `/var/lib/rabbitmq`, port 5672) is read or touched,
 so it can be killed, stopped and restarted while that broker serves others.
 The shared `epmd` (port 4369) is fine: nodes register distinct names.
+A node may also run inside a network namespace (`netns`, `tests/support/sites.py`):
+every command is then run through `ip netns exec`, the node's loopback and its
+`epmd` are the namespace's own, and AMQP listens on `amqp_ip`, the site's address.
 
 `RabbitCluster` starts several such nodes with one cookie and joins them
 (`stop_app`, `join_cluster`, `start_app` against the first), so that quorum
@@ -100,6 +103,10 @@ class RabbitNode:
     """More `rabbitmq.conf` lines (a TLS listener, auth mechanisms: `tests/security/test_client_certificates.py`)."""
     extra_plugins: tuple[str, ...] = ()
     """Plugins beside the management plugin (`rabbitmq_auth_mechanism_ssl` for EXTERNAL)."""
+    netns: str | None = None
+    """The network namespace the node and its `rabbitmqctl` run in (`ip netns exec`); None: the caller's."""
+    amqp_ip: str = "127.0.0.1"
+    """The address AMQP listens on (management and distribution stay on the namespace's loopback)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -117,7 +124,7 @@ class RabbitNode:
     @property
     def amqp_url(self) -> str:
         """The administrator's AMQP URL of this node (default vhost)."""
-        return f"amqp://{GUEST}:{GUEST}@127.0.0.1:{self.spec.amqp_port}/"
+        return f"amqp://{GUEST}:{GUEST}@{self.amqp_ip}:{self.spec.amqp_port}/"
 
     @property
     def management_url(self) -> str:
@@ -167,7 +174,7 @@ class RabbitNode:
             "LC_ALL": "C.UTF-8",
             "RABBITMQ_CONF_ENV_FILE": str(base / "env.conf"),
             "RABBITMQ_NODENAME": self.spec.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": self.amqp_ip,
             "RABBITMQ_NODE_PORT": str(self.spec.amqp_port),
             "RABBITMQ_DIST_PORT": str(self.spec.dist_port),
             "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
@@ -178,6 +185,10 @@ class RabbitNode:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
 
+    def _command(self, *argv: str) -> list[str]:
+        """`argv`, run inside the node's network namespace when it has one."""
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else list(argv)
+
     def start(self) -> None:
         """Start the node's process (with its data, if it ran before); return at once."""
         if self.running:
@@ -186,7 +197,7 @@ class RabbitNode:
         output = (self.spec.base_dir / "server.out").open("ab")
         try:
             self._process = subprocess.Popen(
-                [str(scripts_dir() / "rabbitmq-server")],
+                self._command(str(scripts_dir() / "rabbitmq-server")),
                 env=self._environment(),
                 cwd=self.spec.base_dir,
                 stdin=subprocess.DEVNULL,
@@ -232,7 +243,7 @@ class RabbitNode:
         """Run `rabbitmqctl -n <node> <args>` with this node's cookie."""
         try:
             result = subprocess.run(
-                [str(scripts_dir() / "rabbitmqctl"), "-n", self.spec.node, *args],
+                self._command(str(scripts_dir() / "rabbitmqctl"), "-n", self.spec.node, *args),
                 env=self._environment(),
                 capture_output=True,
                 text=True,
