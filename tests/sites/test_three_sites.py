@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ from protocol.encoding import b64encode
 from protocol.ids import AgencyId
 from protocol.keystore import unlock_keystore
 from protocol.signing import SignedStatement
+from runtime.tls import client_context
 from tests.support.rabbitnode import RabbitNode
 from tests.support.sites import SiteNetwork, namespaces_available
 
@@ -62,6 +64,8 @@ PREFIX: Final = f"{NETWORK}."
 GATEWAY_USER: Final = f"{PREFIX}gateway"
 GATEWAY_PORT: Final = 8700
 AGENT_PORT: Final = 8710
+NETWORK_CA: Final = "network-ca.pem"
+"""The hub's network CA certificate, as carried to each site (public material)."""
 RELOAD_S: Final = 1.0
 """The gateway's `ROGATORY_DIRECTORY_RELOAD_S`: how soon it looks at its file."""
 AGENT_RELOAD_S: Final = 30.0
@@ -184,16 +188,26 @@ class Network:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.hub_address}:{GATEWAY_PORT}"
+        return f"https://{self.hub_address}:{GATEWAY_PORT}"
 
     def agent_url(self, site: str) -> str:
-        return f"http://{self.net.addresses[site]}:{AGENT_PORT}"
+        return f"https://{self.net.addresses[site]}:{AGENT_PORT}"
+
+    def trusted(self, site: str) -> ssl.SSLContext:
+        """What a client at `site` trusts: the network CA (the gateway), and the site's own CA (its agent's API)."""
+        context = client_context(self.site_dir(site) / NETWORK_CA)
+        own = self.site_dir(site) / "local-ca" / "ca.pem"
+        if own.exists():
+            context.load_verify_locations(cafile=str(own))
+        return context
 
     def at(self, site: str, work: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
-        """`work` run from inside `site`'s namespace, with a session of its own."""
+        """`work` run from inside `site`'s namespace, with a session of its own trusting that site's CAs."""
 
         async def run() -> T:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=15), connector=aiohttp.TCPConnector(ssl=self.trusted(site))
+            ) as session:
                 return await work(session)
 
         return self.net.inside(site, lambda: asyncio.run(run()))
@@ -341,6 +355,22 @@ def _provision(network: Network) -> RabbitNode:
         _carry(root / HUB / "broker-secrets" / f"{PREFIX}{agency}.password", root / site / "broker.password")
         _secret(root / site / "gateway-token", network.tokens["reader"])
         network.tokens[site] = secrets.token_urlsafe(24)
+
+    # 6. TLS (docs/DEPLOY.md section 4): the hub's network CA certifies the gateway's HTTPS listener and only its
+    # certificate travels; each agency serves its own API with a certificate of its own CA, made at its site.
+    _run("tls", "ca", "--ca-dir", str(root / HUB / "ca"))
+    _run(
+        "tls", "server-cert", "--name", "gateway.hub", "--also", network.hub_address,
+        "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "tls"),
+    )  # fmt: skip
+    for site in (HUB, DHAKA, TRIPOLI):
+        _carry(root / HUB / "ca" / "ca.pem", root / site / NETWORK_CA)
+    for site in AGENCY_OF:
+        _run("tls", "ca", "--ca-dir", str(root / site / "local-ca"))
+        _run(
+            "tls", "server-cert", "--name", f"agent.{site}", "--also", network.net.addresses[site],
+            "--ca-dir", str(root / site / "local-ca"), "--out-dir", str(root / site / "tls"),
+        )  # fmt: skip
     return node
 
 
@@ -382,6 +412,8 @@ def _start_services(network: Network) -> None:
             "ROGATORY_AMQP_URL": f"amqp://{GATEWAY_USER}:{gateway_password}@{hub}:{network.amqp_port}/{NETWORK}",
             "ROGATORY_HTTP_HOST": hub,
             "ROGATORY_HTTP_PORT": str(GATEWAY_PORT),
+            "ROGATORY_HTTP_TLS_CERT_FILE": str(root / HUB / "tls" / "gateway.hub.pem"),
+            "ROGATORY_HTTP_TLS_KEY_FILE": str(root / HUB / "tls" / "gateway.hub-key.pem"),
             "ROGATORY_DATA_DIR": str(root / HUB / "gateway-data"),
             "ROGATORY_DIRECTORY_FILE": str(root / HUB / "directory.json"),
             "ROGATORY_KEYSTORE_FILE": str(root / HUB / "gateway" / "keystore.json"),
@@ -405,6 +437,9 @@ def _start_services(network: Network) -> None:
                 "ROGATORY_AMQP_HEARTBEAT_S": str(HEARTBEAT_S),
                 "ROGATORY_HTTP_HOST": address,
                 "ROGATORY_HTTP_PORT": str(AGENT_PORT),
+                "ROGATORY_HTTP_TLS_CERT_FILE": str(root / site / "tls" / f"agent.{site}.pem"),
+                "ROGATORY_HTTP_TLS_KEY_FILE": str(root / site / "tls" / f"agent.{site}-key.pem"),
+                "ROGATORY_GATEWAY_CA_FILE": str(root / site / NETWORK_CA),
                 "ROGATORY_DATA_DIR": str(root / site / "data"),
                 "ROGATORY_DIRECTORY_FILE": str(root / site / "directory.json"),
                 "ROGATORY_KEYSTORE_FILE": str(root / site / "agent" / "keystore.json"),
@@ -611,6 +646,7 @@ def _audit_verifies_from_every_site(network: Network, figure: Callable[[str], No
                     [
                         sys.executable, "-m", "deploy", "audit", "verify", "--gateway", network.gateway_url,
                         "--token", network.tokens["auditor"], "--authority-key", network.authority_key,
+                        "--ca-file", str(network.site_dir(site) / NETWORK_CA),
                         "--state-file", str(network.site_dir(site) / "audit-state.json"),
                     ],
                 ),
