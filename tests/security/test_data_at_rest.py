@@ -315,7 +315,7 @@ class _Received:
         return (sender, message_id)
 
     async def inbox_by_message_id(self, message_id: str) -> list[Any]:
-        return [SimpleNamespace(sender=BD, message_id=message_id)]
+        return [SimpleNamespace(sender=BD, message_id=message_id, document=b'{"classification": "UNCLASSIFIED"}')]
 
 
 async def test_a_received_attachment_body_and_its_key_lie_on_disk_encrypted_and_are_served_in_plain(tmp_path):
