@@ -11,7 +11,7 @@ authentication middleware:
 * `GET /v1/console/whoami` (any token): the account's name and role, so the page shows who is
   signed in and its views;
 * `GET /v1/console/overview` (operators): agencies, queues, log, dead letters, watched TLS
-  certificates (`gateway.certificates`), alerts;
+  certificates (`runtime.certificates`), alerts;
 * `GET /v1/console/track?message_id=` or `?case_id=` (operators, auditors): messages
   with their relays and the audit-log timeline of each;
 * `GET /v1/console/keys` (operators, auditors): the log's origin and public keys
@@ -40,7 +40,6 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.api import ACCOUNT, Role
-from gateway.certificates import read_watched
 from gateway.metrics import GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
 from protocol.auditlog import decode_leaf
@@ -51,6 +50,7 @@ from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_message_id
 from protocol.topology import INBOX_QUEUE_PREFIX
 from runtime.broker import ManagementAccess, queue_figures
+from runtime.certificates import read_watched
 from runtime.errors import ManagementUnavailable
 from runtime.http import Handler, problem
 from runtime.metrics import CONTENT_TYPE, age_seconds

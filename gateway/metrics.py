@@ -27,13 +27,13 @@ from typing import Final, Protocol, TypeVar
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.certificates import WatchedCertificate
 from gateway.pipeline import IngressDelivery, Outcome
 from gateway.store import GatewayStore
 from protocol.directory import Directory
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
 from runtime.broker import ManagementAccess, queue_figures
+from runtime.certificates import WatchedCertificate
 from runtime.errors import ManagementUnavailable
 from runtime.logs import log_message
 from runtime.metrics import DELAY_BUCKETS, ServiceMetrics, age_seconds

@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.certificates import CertificateFacts, parse_pem_certificates, read_watched
 from gateway.console_api import ConsoleApi
-from gateway.errors import UnreadableCertificate
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from protocol.encoding import format_timestamp
+from runtime.certificates import CertificateFacts, parse_pem_certificates, read_watched
+from runtime.errors import UnreadableCertificate
 from tests.support.network import NOW, LocalNetwork
 
 CA_NAME, BROKER_NAME = "Test broker CA", "localhost"

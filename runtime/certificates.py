@@ -1,10 +1,10 @@
-"""The TLS certificates the gateway watches for operators: what each is, and when it expires.
+"""The TLS certificates a service watches for operators: what each is, and when it expires.
 
 A pure core, `parse_pem_certificates`, turns PEM bytes into `CertificateFacts`
 (subject and issuer common names, validity) or raises `UnreadableCertificate`;
-`read_watched` is the thin shell that reads the files named by
-`ROGATORY_WATCHED_CERTIFICATES` and keeps, for each, its facts or why it could
-not be read. The console's overview and `/metrics` both show the result; a
+`read_watched` is the thin shell that reads the watched files (the gateway's
+`ROGATORY_WATCHED_CERTIFICATES`) and keeps, for each, its facts or why it could
+not be read. The gateway's console overview and `/metrics` show the result; a
 certificate is data about the deployment, never content.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.errors import UnreadableCertificate
 from protocol.encoding import format_timestamp
+from runtime.errors import UnreadableCertificate
 
 MAX_CERTIFICATE_FILE_BYTES: Final = 1024 * 1024
 """A PEM bundle of a few hundred CAs is ~250 KiB; anything larger is not a certificate file."""
