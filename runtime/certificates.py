@@ -154,6 +154,22 @@ def amqps_tls_files(amqp_urls: str) -> tuple[AmqpsTlsFiles, ...]:
     return tuple(found)
 
 
+def certificate_health(
+    watched: Iterable[WatchedCertificate], now: datetime, within: timedelta = CERTIFICATE_WARNING
+) -> dict[str, Any]:
+    """What `/healthz` says of a service's own certificates: each one's view, `expiring` flagged, and the alarms."""
+    watched = tuple(watched)
+    answer: dict[str, Any] = {
+        "certificates": [
+            certificate.view(now) | {"expiring": certificate.expiring(now, within)} for certificate in watched
+        ]
+    }
+    alarms = [alarm for certificate in watched if (alarm := certificate.alarm(now, within)) is not None]
+    if alarms:
+        answer["alarms"] = alarms
+    return answer
+
+
 def _read(path: Path) -> bytes:
     with path.open("rb") as file:
         pem = file.read(MAX_CERTIFICATE_FILE_BYTES + 1)
@@ -175,6 +191,7 @@ __all__ = [
     "CertificateFacts",
     "WatchedCertificate",
     "amqps_tls_files",
+    "certificate_health",
     "parse_pem_certificates",
     "read_watched",
 ]
