@@ -6,7 +6,9 @@ receive step, and for each piece of evidence about a message this agency
 sent, the delay since it was submitted). State is read when scraped
 (`AgentMetrics.refresh`): the outbox by message type and status, evidence
 still waiting for its inclusion proof and the age of the oldest such (the
-proof delay), and the witness's figures from the health answer.
+proof delay), the witness's figures from the health answer, and the agent's own
+TLS certificates' expiry (`runtime.metrics.CertificateGauges`, the gateway's
+family, so the same alert rules cover agents).
 
 One registry per agent, never the process-wide default. Labels hold kinds,
 types, statuses and codes only, never content.
@@ -27,8 +29,9 @@ from agents.receiving import InboxDelivery, Received
 from agents.store import AgentStore
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
+from runtime.certificates import WatchedCertificate
 from runtime.logs import log_message
-from runtime.metrics import DELAY_BUCKETS, ServiceMetrics, age_seconds
+from runtime.metrics import CERTIFICATE_METRIC_NAMES, DELAY_BUCKETS, CertificateGauges, ServiceMetrics, age_seconds
 
 log = structlog.get_logger("rogatory.agent.messages")
 
@@ -58,6 +61,7 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_agent_forks_detected",
         "rogatory_agent_inbox_connected",
     }
+    | CERTIFICATE_METRIC_NAMES
 )
 """Every series family this module exports (histograms add `_bucket`, `_sum`, `_count`)."""
 
@@ -100,6 +104,7 @@ class AgentMetrics(ServiceMetrics):
         self.inbox_connected = Gauge(
             "rogatory_agent_inbox_connected", "1 while the agent consumes its inbox.", registry=r
         )
+        self.certificates = CertificateGauges(r)
 
     def measured_handler(
         self,
@@ -153,8 +158,14 @@ class AgentMetrics(ServiceMetrics):
             return
         self.evidence_delay.labels(evidence_type).observe(max((now - submitted).total_seconds(), 0.0))
 
-    async def refresh(self, store: AgentStore, health: dict[str, Any], now: datetime) -> None:
-        """Read the gauges' values from the store and the health answer."""
+    async def refresh(
+        self,
+        store: AgentStore,
+        health: dict[str, Any],
+        now: datetime,
+        certificates: Sequence[WatchedCertificate] = (),
+    ) -> None:
+        """Read the gauges' values from the store, the health answer and the watched certificates."""
         self.outbox.clear()
         for row in await _rows(
             store, "SELECT message_type, status, COUNT(*) FROM outbox GROUP BY message_type, status"
@@ -167,6 +178,7 @@ class AgentMetrics(ServiceMetrics):
         self.proofs_overdue.set(int(health.get("inclusion_proofs_overdue") or 0))
         self.forks.set(int(health.get("forks_detected") or 0))
         self.inbox_connected.set(1 if health.get("inbox_connected") else 0)
+        self.certificates.set(certificates)
 
 
 async def _rows(store: AgentStore, query: str) -> Sequence[Sequence[Any]]:

@@ -3,7 +3,8 @@
 Start: settings -> keys -> directory (verified, held) -> directory watch ->
 store -> outbox (publisher and relay) -> case book (one, shared by the
 receiver and the API) -> receiver and inbox consumer -> auditing (witness,
-proof follower) -> HTTP API -> tasks. The watch puts newer directory versions
+proof follower) -> health (`agents.health`, with the agent's own TLS
+certificates) -> HTTP API -> tasks. The watch puts newer directory versions
 in force (each remembered against rollback first) while the agent runs, and
 refuses traffic once the one in force expired (`runtime.directory`); it takes
 them from its file, from the gateway's push (the receiver) and from a poll of
@@ -33,6 +34,7 @@ from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderV
 from agents.cases import CaseBook
 from agents.directory_feed import gateway_directory_source
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
+from agents.health import AgentHealth
 from agents.held_directory import remember_directory
 from agents.metrics import AgentMetrics
 from agents.outbox import OutboxRelay
@@ -324,22 +326,18 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         sender_views=path.sender_views,
     )
 
-    def health() -> dict[str, Any]:
-        connected = path.inbox.connected.is_set()
-        audit = {} if auditing is None else auditing.health()
-        alarms = [*core.directory.alarms(), *audit.pop("alarms", [])]
-        return {
-            "status": "ok" if connected and not core.directory.expired() else "degraded",
-            "service": "agent",
-            "agency": core.agency,
-            "inbox_connected": connected,
-            **core.directory.health(),
-            **audit,
-            **({"alarms": alarms} if alarms else {}),
-        }
+    health = AgentHealth(
+        agency=core.agency,
+        inbox_connected=path.inbox.connected.is_set,
+        directory=core.directory,
+        auditing=auditing,
+        certificates=settings.watched_certificates,
+        clock=clock,
+    )
 
     async def exposition() -> tuple[bytes, str]:
-        await path.metrics.refresh(store, health(), clock())
+        certificates = health.read_certificates()  # once, for the health answer and the certificate gauges
+        await path.metrics.refresh(store, health.answer(certificates), clock(), certificates)
         return path.metrics.render(), METRICS_CONTENT_TYPE
 
     await run_service(

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agents.guard import parse_token_specs
 from protocol.limits import DEFAULT_LIMITS, Limits
+from runtime.certificates import amqps_tls_files
 from runtime.settings import SHOWN_DEFAULT, ServiceSettings
 from runtime.tls import is_loopback
 
@@ -73,6 +74,17 @@ class AgentSettings(ServiceSettings):
         description="the largest attachment body this agent downloads for a received message (bytes); "
         "a larger one is refused unread",
     )
+
+    @property
+    def watched_certificates(self) -> tuple[Path, ...]:
+        """The certificates whose expiry `/healthz` and `/metrics` show, those set.
+
+        The agent API's HTTPS certificate, the CA it trusts for the gateway,
+        and the client certificate (`certfile`) of each `amqps://` URL.
+        """
+        own = (self.http_tls_cert_file, self.gateway_ca_file)
+        broker = tuple(certificate for named in amqps_tls_files(self.amqp_url) for certificate in named.certfiles)
+        return tuple(dict.fromkeys(path for path in (*own, *broker) if path is not None))
 
     @field_validator("api_tokens_sha256")
     @classmethod

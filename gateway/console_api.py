@@ -11,7 +11,7 @@ authentication middleware:
 * `GET /v1/console/whoami` (any token): the account's name and role, so the page shows who is
   signed in and its views;
 * `GET /v1/console/overview` (operators): agencies, queues, log, dead letters, watched TLS
-  certificates (`gateway.certificates`), alerts;
+  certificates (`runtime.certificates`), alerts;
 * `GET /v1/console/track?message_id=` or `?case_id=` (operators, auditors): messages
   with their relays and the audit-log timeline of each;
 * `GET /v1/console/keys` (operators, auditors): the log's origin and public keys
@@ -40,7 +40,6 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.api import ACCOUNT, Role
-from gateway.certificates import read_watched
 from gateway.metrics import GatewayMetrics, store_witness_times
 from gateway.store import GatewayStore, LeafRecord
 from protocol.auditlog import decode_leaf
@@ -51,6 +50,7 @@ from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_message_id
 from protocol.topology import INBOX_QUEUE_PREFIX
 from runtime.broker import ManagementAccess, queue_figures
+from runtime.certificates import CERTIFICATE_WARNING, read_watched
 from runtime.errors import ManagementUnavailable
 from runtime.http import Handler, problem
 from runtime.metrics import CONTENT_TYPE, age_seconds
@@ -101,8 +101,8 @@ class AlertThresholds:
     """A witness that has not cosigned anything new for this long is failing."""
     key_warning: timedelta = timedelta(days=30)
     """Keys (and the directory) expiring within this are flagged, in time to publish new ones."""
-    certificate_warning: timedelta = timedelta(days=30)
-    """TLS certificates expiring within this are flagged; `deploy/provision/tls.py` renews its own at 30 days too."""
+    certificate_warning: timedelta = CERTIFICATE_WARNING
+    """TLS certificates expiring within this are flagged, as agents flag theirs (`runtime.certificates`)."""
     growth_window_s: float = 60.0
     """A queue whose ready count only rose over at least this long keeps growing."""
     growth_samples: int = 4
@@ -300,9 +300,11 @@ class ConsoleApi:
     def _certificate_views(self, now: datetime) -> list[dict[str, Any]]:
         """Each watched certificate, `expiring` when within the warning threshold (or past it)."""
         # A few small local files, read on each refresh so that a renewed certificate shows at once.
-        warning_s = self._thresholds.certificate_warning.total_seconds()
-        views = [watched.view(now) for watched in read_watched(self._certificates)]
-        return [view | {"expiring": view["readable"] and view["expires_in_s"] < warning_s} for view in views]
+        warning = self._thresholds.certificate_warning
+        return [
+            watched.view(now) | {"expiring": watched.expiring(now, warning)}
+            for watched in read_watched(self._certificates)
+        ]
 
     async def _queues(self) -> tuple[list[dict[str, Any]], str | None]:
         if self._management is None:

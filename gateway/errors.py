@@ -5,7 +5,6 @@ Tree::
     ServiceError                     (runtime.errors: transient, routing, configuration, unhealthy)
      +-- GatewayError
           +-- OperationConflict      an operator's action the target's state does not allow (HTTP 409)
-          +-- UnreadableCertificate  a watched TLS certificate file does not parse (an operator alert)
           +-- AccountsFileInvalid    the accounts file holds a malformed line (gateway.accounts)
 """
 
@@ -22,8 +21,4 @@ class OperationConflict(GatewayError):
     """An operator asked for something the target's state does not allow (a dead letter decided already)."""
 
 
-class UnreadableCertificate(GatewayError):
-    """A file the console watches holds no PEM certificate that parses."""
-
-
-__all__ = ["GatewayError", "OperationConflict", "UnreadableCertificate"]
+__all__ = ["GatewayError", "OperationConflict"]

@@ -27,16 +27,16 @@ from typing import Final, Protocol, TypeVar
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.certificates import WatchedCertificate
 from gateway.pipeline import IngressDelivery, Outcome
 from gateway.store import GatewayStore
 from protocol.directory import Directory
 from protocol.encoding import parse_timestamp
 from protocol.errors import MalformedInput
 from runtime.broker import ManagementAccess, queue_figures
+from runtime.certificates import WatchedCertificate
 from runtime.errors import ManagementUnavailable
 from runtime.logs import log_message
-from runtime.metrics import DELAY_BUCKETS, ServiceMetrics, age_seconds
+from runtime.metrics import CERTIFICATE_METRIC_NAMES, DELAY_BUCKETS, CertificateGauges, ServiceMetrics, age_seconds
 
 log = structlog.get_logger("rogatory.gateway.messages")
 
@@ -63,9 +63,8 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_gateway_consumer_up",
         "rogatory_key_expiry_timestamp_seconds",
         "rogatory_directory_expiry_timestamp_seconds",
-        "rogatory_certificate_expiry_timestamp_seconds",
-        "rogatory_certificate_readable",
     }
+    | CERTIFICATE_METRIC_NAMES
 )
 """Every series family this module exports (histograms add `_bucket`, `_sum`, `_count`)."""
 
@@ -157,20 +156,7 @@ class GatewayMetrics(ServiceMetrics):
         self.directory_expiry = Gauge(
             "rogatory_directory_expiry_timestamp_seconds", "When the directory in force expires.", registry=r
         )
-        # A timestamp, not seconds left, like the key expiry above: a rule subtracts `time()`, and the value
-        # does not go stale between scrapes.
-        self.certificate_expiry = Gauge(
-            "rogatory_certificate_expiry_timestamp_seconds",
-            "When each watched TLS certificate stops being valid (Unix time).",
-            ("path", "subject", "issuer"),
-            registry=r,
-        )
-        self.certificate_readable = Gauge(
-            "rogatory_certificate_readable",
-            "1 when a watched certificate file parses, 0 when it is missing or holds no certificate.",
-            ("path",),
-            registry=r,
-        )
+        self.certificates = CertificateGauges(r)
 
     # -- events ----------------------------------------------------------------------
 
@@ -266,7 +252,7 @@ class GatewayMetrics(ServiceMetrics):
         for name, up in consumers.items():
             self.consumer_up.labels(name).set(1 if up else 0)
         self._keys(directory)
-        self._certificates(certificates)
+        self.certificates.set(certificates)
         await self._queues(management, vhost)
 
     def _keys(self, directory: Directory) -> None:
@@ -282,18 +268,6 @@ class GatewayMetrics(ServiceMetrics):
             self.key_expiry.labels(gateway.gateway_id, "evidence", key.key_id).set(key.valid_until.timestamp())
         for key in gateway.log_keys:
             self.key_expiry.labels(gateway.gateway_id, "log", key.key_id).set(key.valid_until.timestamp())
-
-    def _certificates(self, certificates: Sequence[WatchedCertificate]) -> None:
-        self.certificate_expiry.clear()
-        self.certificate_readable.clear()
-        for watched in certificates:
-            path = str(watched.path)
-            if watched.facts is None:
-                self.certificate_readable.labels(path).set(0)
-                continue
-            self.certificate_readable.labels(path).set(1)
-            facts = watched.facts
-            self.certificate_expiry.labels(path, facts.subject, facts.issuer).set(facts.not_after.timestamp())
 
     async def _queues(self, management: ManagementAccess | None, vhost: str) -> None:
         if management is None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, model_validator
 
+from runtime.certificates import amqps_tls_files
 from runtime.settings import SHOWN_DEFAULT, ServiceSettings
 
 BROKER_CERTIFICATE_NAME: Final = "server.pem"
@@ -130,17 +130,13 @@ class GatewaySettings(ServiceSettings):
 def tls_files_of(amqp_urls: str) -> tuple[Path, ...]:
     """The `cafile` and `certfile` of each `amqps://` URL, and an existing `server.pem` beside each CA."""
     files: list[Path] = []
-    for url in (part.strip() for part in amqp_urls.split(",") if part.strip()):
-        parts = urlsplit(url)
-        if parts.scheme != "amqps":
-            continue
-        query = parse_qs(parts.query)
-        for ca in query.get("cafile", []):
-            files.append(Path(ca))
-            broker = Path(ca).parent / BROKER_CERTIFICATE_NAME
+    for named in amqps_tls_files(amqp_urls):
+        for ca in named.cafiles:
+            files.append(ca)
+            broker = ca.parent / BROKER_CERTIFICATE_NAME
             if broker.is_file():  # a CA from elsewhere has no broker certificate beside it: nothing to watch
                 files.append(broker)
-        files.extend(Path(certificate) for certificate in query.get("certfile", []))
+        files.extend(named.certfiles)
     return tuple(dict.fromkeys(files))
 
 

@@ -11,6 +11,7 @@ Tree::
      +-- RoutingFailed               the broker returned a mandatory publish: no queue bound for it
      +-- ConfigurationError          settings, keys or directory unusable at start-up
      +-- ServiceUnhealthy            a watchdog found the process wedged: it exits for its supervisor
+ +-- UnreadableCertificate       a watched TLS certificate file does not parse (an operator alert)
 
 Each service roots its own errors under this one (`agents.errors.AgentError`,
 `gateway.errors.GatewayError`). A transient failure is retried while the
@@ -64,6 +65,10 @@ class ServiceUnhealthy(ServiceError):
     """A consumer stayed down past the watchdog's limit, or a task of the service ended: exit, be restarted."""
 
 
+class UnreadableCertificate(ServiceError):
+    """A file a service watches holds no PEM certificate that parses (`runtime.certificates`)."""
+
+
 __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
@@ -74,4 +79,5 @@ __all__ = [
     "ServiceUnhealthy",
     "StoreUnavailable",
     "TransientFailure",
+    "UnreadableCertificate",
 ]

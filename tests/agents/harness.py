@@ -94,9 +94,10 @@ async def start_agent(
     in_force: Callable[[], Directory] | None = None,
     clock: Callable[[], datetime] = lambda: NOW,
     sender_views: SenderViews | None = None,
+    health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
 ) -> InProcessAgent:
     """An agent for `agency` of `net`, its clock stopped at `NOW` (or `clock`), on `directory` (or `in_force`);
-    senders' log views go to `sender_views`."""
+    senders' log views go to `sender_views`; `/healthz` answers `health`."""
     keys = net[agency]
     current = in_force or (lambda: directory)
     store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=StorageKey.generate())
@@ -122,7 +123,7 @@ async def start_agent(
         token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
         clock=clock,
         wake_relay=lambda: None,
-        health=lambda: {"status": "ok"},
+        health=health,
         cases=cases,
     )
     http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))

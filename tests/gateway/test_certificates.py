@@ -4,50 +4,24 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from gateway.certificates import CertificateFacts, parse_pem_certificates, read_watched
 from gateway.console_api import ConsoleApi
-from gateway.errors import UnreadableCertificate
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from protocol.encoding import format_timestamp
+from runtime.certificates import CertificateFacts, parse_pem_certificates, read_watched
+from runtime.errors import UnreadableCertificate
+from tests.support.certificates import pem_certificate
 from tests.support.network import NOW, LocalNetwork
 
 CA_NAME, BROKER_NAME = "Test broker CA", "localhost"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: str, issuer: str, not_after: datetime, not_before: datetime = NOW - timedelta(days=1)
-) -> bytes:
-    """A PEM certificate with these names, valid from `not_before` until `not_after` (self-signed: the
-    console reads names and dates, it does not verify chains)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture
@@ -55,8 +29,8 @@ def tls_dir(tmp_path: Path) -> Path:
     """A CA valid for a year, a broker certificate expiring in 5 days, and a file that is no certificate."""
     directory = tmp_path / "tls"
     directory.mkdir()
-    (directory / "ca.pem").write_bytes(_certificate(CA_NAME, CA_NAME, NOW + timedelta(days=365)))
-    (directory / "server.pem").write_bytes(_certificate(BROKER_NAME, CA_NAME, NOW + timedelta(days=5)))
+    (directory / "ca.pem").write_bytes(pem_certificate(CA_NAME, CA_NAME, NOW + timedelta(days=365)))
+    (directory / "server.pem").write_bytes(pem_certificate(BROKER_NAME, CA_NAME, NOW + timedelta(days=5)))
     (directory / "broken.pem").write_bytes(
         b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
     )
@@ -90,7 +64,7 @@ def _console(store: GatewayStore, certificates: list[Path], metrics: GatewayMetr
 def test_pem_certificates_are_read_as_subject_issuer_and_validity():
     """Every certificate of a PEM bundle is read: subject and issuer common names, and its validity."""
     until = NOW + timedelta(days=365)
-    bundle = _certificate(BROKER_NAME, CA_NAME, NOW + timedelta(days=5)) + _certificate(CA_NAME, CA_NAME, until)
+    bundle = pem_certificate(BROKER_NAME, CA_NAME, NOW + timedelta(days=5)) + pem_certificate(CA_NAME, CA_NAME, until)
     first, second = parse_pem_certificates(bundle)
     assert first == CertificateFacts(
         subject=BROKER_NAME, issuer=CA_NAME, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=5)
@@ -166,7 +140,7 @@ async def test_overview_lists_certificates_and_alerts_on_expiry_and_unreadable_f
 async def test_an_expired_certificate_is_a_critical_alert(store, tmp_path):
     """A watched certificate past its end is critical, and says when it expired."""
     expired = tmp_path / "expired.pem"
-    expired.write_bytes(_certificate("old-client", CA_NAME, NOW - timedelta(days=2), NOW - timedelta(days=400)))
+    expired.write_bytes(pem_certificate("old-client", CA_NAME, NOW - timedelta(days=2), NOW - timedelta(days=400)))
     answer = await _overview(_console(store, [expired]))
     assert answer["certificates"][0]["days_left"] == -2
     alert = next(a for a in answer["alerts"] if a["code"] == "certificate_expiring")

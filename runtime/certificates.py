@@ -1,30 +1,37 @@
-"""The TLS certificates the gateway watches for operators: what each is, and when it expires.
+"""The TLS certificates a service watches for operators: what each is, and when it expires.
 
 A pure core, `parse_pem_certificates`, turns PEM bytes into `CertificateFacts`
 (subject and issuer common names, validity) or raises `UnreadableCertificate`;
-`read_watched` is the thin shell that reads the files named by
-`ROGATORY_WATCHED_CERTIFICATES` and keeps, for each, its facts or why it could
-not be read. The console's overview and `/metrics` both show the result; a
-certificate is data about the deployment, never content.
+`read_watched` is the thin shell that reads the watched files (the gateway's
+`ROGATORY_WATCHED_CERTIFICATES`) and keeps, for each, its facts or why it could
+not be read. The gateway's console overview, each agent's `/healthz`, and
+both services' `/metrics` show the result, and flag what expires within
+`CERTIFICATE_WARNING`; a certificate is data about the deployment, never
+content. `amqps_tls_files` finds the TLS files an AMQP URL names, which each
+service watches by default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.errors import UnreadableCertificate
 from protocol.encoding import format_timestamp
+from runtime.errors import UnreadableCertificate
 
 MAX_CERTIFICATE_FILE_BYTES: Final = 1024 * 1024
 """A PEM bundle of a few hundred CAs is ~250 KiB; anything larger is not a certificate file."""
 SECONDS_PER_DAY: Final = 86400
+CERTIFICATE_WARNING: Final = timedelta(days=30)
+"""A certificate expiring within this is flagged (console, `/healthz`, the Prometheus rule's `30 * 86400`);
+`deploy/provision/tls.py` renews its own at 30 days too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,31 @@ class WatchedCertificate:
             "days_left": int(left // SECONDS_PER_DAY),
         }
 
+    def expiring(self, now: datetime, within: timedelta = CERTIFICATE_WARNING) -> bool:
+        """Whether it is readable and ends within `within` of `now` (or has ended)."""
+        return self.facts is not None and self.facts.not_after - now < within
+
+    def alarm(self, now: datetime, within: timedelta = CERTIFICATE_WARNING) -> str | None:
+        """A health alarm when the file is unreadable, or the certificate ends within `within` (or has ended)."""
+        if self.facts is None:
+            return f"the watched certificate file {self.path} is unreadable: {self.problem}"
+        if not self.expiring(now, within):
+            return None
+        facts, until = self.facts, format_timestamp(self.facts.not_after)
+        if facts.not_after <= now:
+            return f"certificate {facts.subject} ({self.path}) expired at {until}: clients refuse it; renew it"
+        days = int((facts.not_after - now).total_seconds() // SECONDS_PER_DAY)
+        left = f"{days} day{'' if days == 1 else 's'}"
+        return f"certificate {facts.subject} ({self.path}) expires in {left}, at {until}: renew it"
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpsTlsFiles:
+    """The TLS files one `amqps://` URL names: the CA of the broker's certificate, and a client certificate."""
+
+    cafiles: tuple[Path, ...]
+    certfiles: tuple[Path, ...]
+
 
 def parse_pem_certificates(pem: bytes) -> tuple[CertificateFacts, ...]:
     """Every certificate in a PEM file (a bundle may hold several), or `UnreadableCertificate`."""
@@ -105,6 +137,39 @@ def read_watched(paths: Iterable[Path]) -> list[WatchedCertificate]:
     return watched
 
 
+def amqps_tls_files(amqp_urls: str) -> tuple[AmqpsTlsFiles, ...]:
+    """The `cafile` and `certfile` query parameters of each `amqps://` URL of a comma-separated list."""
+    found = []
+    for url in (part.strip() for part in amqp_urls.split(",") if part.strip()):
+        parts = urlsplit(url)
+        if parts.scheme != "amqps":  # clear text names no TLS files
+            continue
+        query = parse_qs(parts.query)
+        found.append(
+            AmqpsTlsFiles(
+                cafiles=tuple(Path(ca) for ca in query.get("cafile", [])),
+                certfiles=tuple(Path(certificate) for certificate in query.get("certfile", [])),
+            )
+        )
+    return tuple(found)
+
+
+def certificate_health(
+    watched: Iterable[WatchedCertificate], now: datetime, within: timedelta = CERTIFICATE_WARNING
+) -> dict[str, Any]:
+    """What `/healthz` says of a service's own certificates: each one's view, `expiring` flagged, and the alarms."""
+    watched = tuple(watched)
+    answer: dict[str, Any] = {
+        "certificates": [
+            certificate.view(now) | {"expiring": certificate.expiring(now, within)} for certificate in watched
+        ]
+    }
+    alarms = [alarm for certificate in watched if (alarm := certificate.alarm(now, within)) is not None]
+    if alarms:
+        answer["alarms"] = alarms
+    return answer
+
+
 def _read(path: Path) -> bytes:
     with path.open("rb") as file:
         pem = file.read(MAX_CERTIFICATE_FILE_BYTES + 1)
@@ -121,8 +186,12 @@ def _common_name(name: x509.Name) -> str:
 
 
 __all__ = [
+    "CERTIFICATE_WARNING",
+    "AmqpsTlsFiles",
     "CertificateFacts",
     "WatchedCertificate",
+    "amqps_tls_files",
+    "certificate_health",
     "parse_pem_certificates",
     "read_watched",
 ]
