@@ -1,7 +1,8 @@
 """`rogatory dev up / down`: a local network of real processes on a real RabbitMQ.
 
-`up` on an empty state directory creates a network (keys, directory, broker
-vhost, users, permissions and queues), starts the gateway and one agent per
+`up` on an empty state directory creates a network (keys and directory by the
+site commands' functions, `deploy.localnet.network`; broker vhost, users,
+permissions and queues), starts the gateway and one agent per
 agency as separate processes, waits until each answers `/healthz`, and writes
 `stack.json` (docs/API.md). `up` on a directory that holds a network provisions
 the broker again (idempotent), renews the directory if it is about to expire,
@@ -71,6 +72,7 @@ from deploy.provision.tls import (
     machine_broker_tls,
     service_amqp_url,
 )
+from deploy.site.secrets import SiteError
 from protocol.directory import Directory, KeyExpiryWarning, key_expiry_warnings
 from protocol.errors import ErrorCode
 from protocol.signing import SignedStatement
@@ -400,16 +402,19 @@ async def up(
     now = datetime.now(UTC)
     _ensure_tls(paths, now=now, say=say)
     description = load_network(root)
-    if description is None:
-        say(f"creating a new network in {root}")
-        description = create_network(
-            root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
-        )
-    else:
-        say(f"restarting network {description.network_id} from {root}")
-        renewed = renew_directory_if_due(root, description, now=now)
-        if renewed is not None:
-            say(f"signed directory version {renewed} (the previous one was about to expire)")
+    try:
+        if description is None:
+            say(f"creating a new network in {root}")
+            description = create_network(
+                root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
+            )
+        else:
+            say(f"restarting network {description.network_id} from {root}")
+            renewed = renew_directory_if_due(root, description, now=now)
+            if renewed is not None:
+                say(f"signed directory version {renewed} (the previous one was about to expire)")
+    except SiteError as exc:
+        raise DevStackError(f"{exc} (remove {root}, or `rogatory dev destroy`, to make a new network)") from exc
     for warning in key_warnings(root, now=now):
         say(
             f"WARNING: {warning.purpose} key {warning.key_id} of {warning.owner} expires at "
