@@ -16,6 +16,7 @@ the authority's `sign` again (`renew_directory_if_due`).
     DIR/directory.json               the signed directory (the last version `sign` wrote)
     DIR/gateway/                     keystore.json, enrolment.json, passphrase, data/, gateway.log
     DIR/agents/<AGENCY>/             keystore.json, enrolment.json, passphrase, data/, agent.log
+    DIR/broker-secrets/<USER>.password  the broker passwords `rogatory broker provision` reads (0600)
     DIR/stack.json                   what `dev up` started (docs/API.md)
 
 A site command that refuses (a keystore already there, say, left by an
@@ -180,6 +181,11 @@ class NetworkPaths:
     def authority_keystore(self) -> Path:
         """The directory authority's keystore."""
         return AuthorityFiles(self.authority).keystore
+
+    @property
+    def broker_secrets(self) -> Path:
+        """The hub's broker passwords, one `<user>.password` each (`rogatory broker provision --secrets`)."""
+        return self.root / "broker-secrets"
 
     @property
     def stack(self) -> Path:
