@@ -1,7 +1,9 @@
 """`rogatory dev up / down`: a local network of real processes on a real RabbitMQ.
 
-`up` on an empty state directory creates a network (keys, directory, broker
-vhost, users, permissions and queues), starts the gateway and one agent per
+`up` on an empty state directory creates a network (keys and directory by the
+site commands' functions, `deploy.localnet.network`; the broker's vhost, users,
+permissions and queues from the signed directory, as `rogatory broker
+provision` makes them, `provision_broker`), starts the gateway and one agent per
 agency as separate processes, waits until each answers `/healthz`, and writes
 `stack.json` (docs/API.md). `up` on a directory that holds a network provisions
 the broker again (idempotent), renews the directory if it is about to expire,
@@ -38,7 +40,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -60,7 +62,6 @@ from deploy.provision.broker import (
     ManagementEndpoint,
     delete_network,
     management_url_from_amqp,
-    provision,
 )
 from deploy.provision.tls import (
     RENEW_BEFORE,
@@ -71,6 +72,8 @@ from deploy.provision.tls import (
     machine_broker_tls,
     service_amqp_url,
 )
+from deploy.site.broker import plan_for, provision_from_directory, read_verified_directory
+from deploy.site.secrets import SiteError, write_secret
 from protocol.directory import Directory, KeyExpiryWarning, key_expiry_warnings
 from protocol.errors import ErrorCode
 from protocol.signing import SignedStatement
@@ -400,16 +403,19 @@ async def up(
     now = datetime.now(UTC)
     _ensure_tls(paths, now=now, say=say)
     description = load_network(root)
-    if description is None:
-        say(f"creating a new network in {root}")
-        description = create_network(
-            root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
-        )
-    else:
-        say(f"restarting network {description.network_id} from {root}")
-        renewed = renew_directory_if_due(root, description, now=now)
-        if renewed is not None:
-            say(f"signed directory version {renewed} (the previous one was about to expire)")
+    try:
+        if description is None:
+            say(f"creating a new network in {root}")
+            description = create_network(
+                root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
+            )
+        else:
+            say(f"restarting network {description.network_id} from {root}")
+            renewed = renew_directory_if_due(root, description, now=now)
+            if renewed is not None:
+                say(f"signed directory version {renewed} (the previous one was about to expire)")
+    except SiteError as exc:
+        raise DevStackError(f"{exc} (remove {root}, or `rogatory dev destroy`, to make a new network)") from exc
     for warning in key_warnings(root, now=now):
         say(
             f"WARNING: {warning.purpose} key {warning.key_id} of {warning.owner} expires at "
@@ -418,7 +424,7 @@ async def up(
     endpoint = management_url_from_amqp(_first(amqp_url), base_url=management_url)
     say(f"provisioning vhost {description.vhost} on {endpoint.base_url}")
     async with ManagementClient.from_endpoint(endpoint) as admin:
-        await provision(admin, description.plan(), description.passwords())
+        await provision_broker(admin, description, paths, now=now)
 
     previous = read_stack(root) or {}
     previous_pids = {"gateway": (previous.get("gateway") or {}).get("pid")}
@@ -444,6 +450,36 @@ async def up(
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
     say(f"ready: {paths.stack}")
     return stack
+
+
+async def provision_broker(
+    admin: ManagementClient, description: NetworkDescription, paths: NetworkPaths, *, now: datetime
+) -> None:
+    """`rogatory broker provision --auth password`: the broker from the signed directory, verified first.
+
+    The one difference from the command: the passwords are the ones `network.json`
+    gave the services, put where the command keeps them (`NetworkPaths.broker_secrets`)
+    before it reads them; the command would generate them on its first run.
+    """
+    try:
+        directory = read_verified_directory(paths.directory, description.authority_key, now=now)
+    except SiteError as exc:
+        raise DevStackError(str(exc)) from exc
+    plan = plan_for(
+        directory,
+        vhost=description.vhost,
+        user_prefix=description.broker_user_prefix,
+        gateway_user=description.gateway.broker_user,
+        now=now,
+    )
+    for user, password in description.passwords().items():
+        write_secret(paths.broker_secrets / f"{user}.password", password.encode("utf-8"))
+    await provision_from_directory(
+        admin,
+        replace(plan, quorum_group_size=description.quorum_group_size),
+        user_prefix=description.broker_user_prefix,
+        secrets_dir=paths.broker_secrets,
+    )
 
 
 def _ensure_tls(paths: NetworkPaths, *, now: datetime, say: Say) -> None:
@@ -527,6 +563,7 @@ __all__ = [
     "gateway_ca",
     "gateway_url",
     "launches",
+    "provision_broker",
     "read_stack",
     "trusting",
     "up",

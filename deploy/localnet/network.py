@@ -2,13 +2,25 @@
 
 `create_network` makes everything a network needs in a state directory; the
 services never see this module, only the files and environment it prepares.
+Keys and the directory are made by the site commands' own functions
+(`deploy.site`, docs/DEPLOY.md sections 1-3), each site in its own directory,
+as operators run them: `authority init`; `agency init` in each agency's
+directory and `gateway init` in the gateway's, each writing its keystore and
+a signed enrolment request; the authority's `add-agency` and `add-gateway`
+from those requests only, `add-agreement`, and `sign` into `directory.json`.
+The directory the services start with is the one `sign` wrote; a renewal is
+the authority's `sign` again (`renew_directory_if_due`).
 
     DIR/network.json                 ids, ports, broker users and secrets (mode 0600)
-    DIR/authority/keystore.json      the directory authority's signing key (encrypted)
-    DIR/directory.json               the signed directory
-    DIR/gateway/                     keystore.json, passphrase, data/, gateway.log
-    DIR/agents/<AGENCY>/             keystore.json, passphrase, data/, agent.log
+    DIR/authority/                   the authority's site: keystore.json, authority.json, draft.json, versions/
+    DIR/directory.json               the signed directory (the last version `sign` wrote)
+    DIR/gateway/                     keystore.json, enrolment.json, passphrase, data/, gateway.log
+    DIR/agents/<AGENCY>/             keystore.json, enrolment.json, passphrase, data/, agent.log
+    DIR/broker-secrets/<USER>.password  the broker passwords `rogatory broker provision` reads (0600)
     DIR/stack.json                   what `dev up` started (docs/API.md)
+
+A site command that refuses (a keystore already there, say, left by an
+interrupted `create_network`) raises `deploy.site.secrets.SiteError`.
 
 A network lives on one broker, or on the nodes of a cluster: `create_network`
 takes one AMQP URL or several (comma-separated, same credentials); each
@@ -33,27 +45,26 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploy.provision.broker import NetworkPlan
-from protocol.directory import (
-    AgencyEntry,
-    Agreement,
-    AgreementRule,
-    Directory,
-    GatewayEntry,
-    PublishedEncryptionKey,
-    PublishedSigningKey,
-    sign_directory,
+from deploy.site.authority import (
+    AuthorityFiles,
+    add_agency,
+    add_agreement,
+    add_gateway,
+    init_authority,
+    load_info,
+    sign_version,
 )
-from protocol.encoding import b64decode, b64encode, truncate_to_millis
-from protocol.ids import AgencyId, GatewayId
-from protocol.keys import EncryptionPrivateKey, SigningPrivateKey, SigningPublicKey
-from protocol.keystore import lock_keystore, unlock_keystore
-from protocol.storage import STORAGE_KEY_NAME, StorageKey
+from deploy.site.enrol import SiteFiles, init_agency, init_gateway
+from deploy.site.secrets import SiteError
+from protocol.directory import Directory
+from protocol.encoding import b64decode, truncate_to_millis
+from protocol.ids import AgencyId
 
 NETWORK_FORMAT: Final = "rogatory-devnet/1"
 DEV_AGENCIES: Final[dict[str, tuple[str, str]]] = {
@@ -64,7 +75,10 @@ DEV_AGENCIES: Final[dict[str, tuple[str, str]]] = {
 }
 CENTRAL_AUTHORITIES: Final = {"BD": "BD-MOHA-PSD", "LY": "LY-MLA-CA"}
 KEY_VALIDITY: Final = timedelta(days=365)
+"""How long the authority lists each dev key (`add-agency --key-validity-days 365`, its default)."""
 DIRECTORY_VALIDITY: Final = timedelta(days=90)
+"""How long each signed dev version is in force (`sign --valid-days 90`, its default)."""
+AGREEMENT_VALIDITY: Final = timedelta(days=3650)
 DIRECTORY_RENEW_BEFORE: Final = timedelta(days=30)
 """`dev up` signs a new directory version when the one in force expires sooner than this."""
 
@@ -159,9 +173,19 @@ class NetworkPaths:
         return self.root / "directory.json"
 
     @property
+    def authority(self) -> Path:
+        """The directory authority's site (`rogatory authority ... --dir`)."""
+        return self.root / "authority"
+
+    @property
     def authority_keystore(self) -> Path:
         """The directory authority's keystore."""
-        return self.root / "authority" / "keystore.json"
+        return AuthorityFiles(self.authority).keystore
+
+    @property
+    def broker_secrets(self) -> Path:
+        """The hub's broker passwords, one `<user>.password` each (`rogatory broker provision --secrets`)."""
+        return self.root / "broker-secrets"
 
     @property
     def stack(self) -> Path:
@@ -173,8 +197,12 @@ class NetworkPaths:
         return self.root / "gateway" if service == "gateway" else self.root / "agents" / service
 
     def keystore(self, service: str) -> Path:
-        """A service's keystore."""
-        return self.service_dir(service) / "keystore.json"
+        """A service's keystore (made by `agency init` or `gateway init` in its site directory)."""
+        return SiteFiles(self.service_dir(service)).keystore
+
+    def enrolment(self, service: str) -> Path:
+        """A service's enrolment request, as its site's `init` wrote it for the authority."""
+        return SiteFiles(self.service_dir(service)).enrolment
 
     def passphrase(self, service: str) -> Path:
         """A service's keystore passphrase file."""
@@ -213,17 +241,18 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def _published(key: SigningPrivateKey | EncryptionPrivateKey, now: datetime) -> dict[str, Any]:
-    return {
-        "key_id": key.key_id,
-        "public_key": key.public_key.raw,
-        "valid_from": truncate_to_millis(now - timedelta(minutes=5)),
-        "valid_until": truncate_to_millis(now + KEY_VALIDITY),
-    }
-
-
 def _passphrase() -> str:
     return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class DevAgreement:
+    """An agreement of the dev network, as `authority add-agreement --both-ways --types '*'` takes it."""
+
+    agreement_id: str
+    title: str
+    senders: tuple[str, ...]
+    recipients: tuple[str, ...]
 
 
 def create_network(
@@ -234,29 +263,48 @@ def create_network(
     service_environment: dict[str, str] | None = None,
     bench_pairs: int = 0,
 ) -> NetworkDescription:
-    """Generate keys, directory, secrets and files of a new dev network in `root`.
+    """Make the keys, signed directory, secrets and files of a new dev network in `root`, by the site commands.
 
     `amqp_url` is one broker, or the comma-separated nodes of a cluster.
     `bench_pairs` adds that many pairs of agencies (`bench_pair`) for `rogatory bench`.
     """
     paths = NetworkPaths(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = truncate_to_millis(now)
     network_id = secrets.token_hex(4)
     prefix = f"rogatory-{network_id}."
     nodes = [urlsplit(part.strip()) for part in amqp_url.split(",") if part.strip()]
     broker = nodes[0]
 
-    authority = SigningPrivateKey.generate()
     authority_passphrase = _passphrase()
-    write_private(paths.authority_keystore, lock_keystore({"signing": authority.seed}, authority_passphrase.encode()))
-
-    agent_entries: dict[str, AgentEntry] = {}
-    agency_entries: list[AgencyEntry] = []
-    for agency, (name, country) in (DEV_AGENCIES | bench_agencies(bench_pairs)).items():
-        agent_entries[agency], published = _create_agency(paths, agency, name, country, prefix=prefix, now=now)
-        agency_entries.append(published)
-
-    gateway_entry, gateway_passphrase = _create_gateway_keys(paths, network_id, now)
+    info = init_authority(paths.authority, network=network_id, passphrase=authority_passphrase.encode())
+    agent_entries = {
+        agency: _init_agency_site(paths, agency, name, country, prefix=prefix)
+        for agency, (name, country) in (DEV_AGENCIES | bench_agencies(bench_pairs)).items()
+    }
+    gateway_passphrase = _init_gateway_site(paths, network_id)
+    for agency in agent_entries:
+        add_agency(paths.authority, paths.enrolment(agency), now=now, key_validity=KEY_VALIDITY)
+    add_gateway(paths.authority, paths.enrolment("gateway"), now=now, key_validity=KEY_VALIDITY)
+    for agreement in dev_agreements() + bench_agreements(bench_pairs):
+        add_agreement(
+            paths.authority,
+            agreement_id=agreement.agreement_id,
+            title=agreement.title,
+            senders=agreement.senders,
+            recipients=agreement.recipients,
+            message_types=("*",),
+            both_ways=True,
+            now=now,
+            validity=AGREEMENT_VALIDITY,
+        )
+    sign_version(
+        paths.authority,
+        out=paths.directory,
+        passphrase=authority_passphrase.encode(),
+        now=now,
+        validity=DIRECTORY_VALIDITY,
+    )
     description = NetworkDescription(
         network_id=network_id,
         vhost=f"rogatory-{network_id}",
@@ -266,7 +314,7 @@ def create_network(
         amqp_alternates=tuple(f"{node.hostname or '127.0.0.1'}:{node.port or 5672}" for node in nodes[1:]),
         quorum_group_size=len(nodes) if len(nodes) > 1 else None,
         service_environment=dict(service_environment or {}),
-        authority_key=b64encode(authority.public_key.raw),
+        authority_key=info.authority_key,
         authority_passphrase=authority_passphrase,
         gateway=GatewayEntryFile(
             broker_user=prefix + "gateway",
@@ -280,106 +328,51 @@ def create_network(
         ),
         agents=agent_entries,
     )
-    directory = Directory(
-        network=network_id,
-        version=1,
-        issued_at=now,
-        expires_at=now + DIRECTORY_VALIDITY,
-        authority_key=authority.key_id,
-        agencies=tuple(agency_entries),
-        gateway=gateway_entry,
-        agreements=dev_agreements(now) + bench_agreements(bench_pairs, now),
-    )
-    write_private(paths.directory, sign_directory(directory, authority).model_dump_json().encode("utf-8"))
     write_private(paths.description, description.model_dump_json(indent=2).encode("utf-8"))
     return description
 
 
-def _create_agency(
-    paths: NetworkPaths, agency: str, name: str, country: str, *, prefix: str, now: datetime
-) -> tuple[AgentEntry, AgencyEntry]:
-    """An agency's keys in its keystore, its agent's secrets, and its entry in the directory."""
-    signing, encryption = SigningPrivateKey.generate(), EncryptionPrivateKey.generate()
+def _init_agency_site(paths: NetworkPaths, agency: str, name: str, country: str, *, prefix: str) -> AgentEntry:
+    """`agency init` in the agency's own directory, its passphrase kept beside it; its agent's secrets."""
     passphrase = _passphrase()
-    write_private(
-        paths.keystore(agency),
-        lock_keystore(
-            {"signing": signing.seed, "encryption": encryption.raw, STORAGE_KEY_NAME: StorageKey.generate().raw},
-            passphrase.encode(),
-        ),
-    )
+    init_agency(paths.service_dir(agency), agency=agency, name=name, country=country, passphrase=passphrase.encode())
     write_private(paths.passphrase(agency), passphrase.encode())
-    agent = AgentEntry(
+    return AgentEntry(
         broker_user=prefix + agency,
         broker_password=secrets.token_urlsafe(24),
         http_port=_free_port(),
         keystore_passphrase=passphrase,
         token=secrets.token_urlsafe(32),
     )
-    published = AgencyEntry.model_validate(
-        {
-            "agency_id": agency,
-            "name": name,
-            "country": country,
-            "signing_keys": (PublishedSigningKey.model_validate(_published(signing, now)),),
-            "encryption_keys": (PublishedEncryptionKey.model_validate(_published(encryption, now)),),
-        }
-    )
-    return agent, published
 
 
-def _create_gateway_keys(paths: NetworkPaths, network_id: str, now: datetime) -> tuple[GatewayEntry, str]:
-    """The gateway's evidence and log keys in its keystore; its directory entry and the keystore's passphrase."""
-    evidence_key, log_key = SigningPrivateKey.generate(), SigningPrivateKey.generate()
+def _init_gateway_site(paths: NetworkPaths, network_id: str) -> str:
+    """`gateway init` in the gateway's directory, its passphrase kept beside it; returns the passphrase."""
     passphrase = _passphrase()
-    write_private(
-        paths.keystore("gateway"),
-        lock_keystore({"evidence": evidence_key.seed, "log": log_key.seed}, passphrase.encode()),
+    init_gateway(
+        paths.service_dir("gateway"),
+        gateway_id=f"gateway.{network_id}.rogatory.test",
+        log_origin=f"rogatory.test/{network_id}/audit-log",
+        passphrase=passphrase.encode(),
     )
     write_private(paths.passphrase("gateway"), passphrase.encode())
-    entry = GatewayEntry(
-        gateway_id=GatewayId(f"gateway.{network_id}.rogatory.test"),
-        evidence_keys=(PublishedSigningKey.model_validate(_published(evidence_key, now)),),
-        log_keys=(PublishedSigningKey.model_validate(_published(log_key, now)),),
-        log_origin=f"rogatory.test/{network_id}/audit-log",
-    )
-    return entry, passphrase
+    return passphrase
 
 
-def dev_agreements(now: datetime) -> tuple[Agreement, ...]:
-    """The dev network's agreements (see the module docstring)."""
-    valid = {"valid_from": now - timedelta(days=1), "valid_until": now + timedelta(days=3650)}
-    everything = ("*",)
-    bd, ly = AgencyId(CENTRAL_AUTHORITIES["BD"]), AgencyId(CENTRAL_AUTHORITIES["LY"])
-    bd_police, ly_ago = AgencyId("BD-POLICE-CID-HTU"), AgencyId("LY-AGO")
+def dev_agreements() -> tuple[DevAgreement, ...]:
+    """The dev network's agreements (see the module docstring), each both ways, every message type."""
+    bd, ly = CENTRAL_AUTHORITIES["BD"], CENTRAL_AUTHORITIES["LY"]
     return (
-        Agreement(
-            agreement_id="BD-LY-UNTOC-2025",
-            title="Bangladesh-Libya mutual legal assistance under UNTOC art. 18 (central authorities)",
-            rules=(
-                AgreementRule(senders=(bd,), recipients=(ly,), message_types=everything),
-                AgreementRule(senders=(ly,), recipients=(bd,), message_types=everything),
-            ),
-            **valid,
+        DevAgreement(
+            "BD-LY-UNTOC-2025",
+            "Bangladesh-Libya mutual legal assistance under UNTOC art. 18 (central authorities)",
+            (bd,),
+            (ly,),
         ),
-        Agreement(
-            agreement_id="BD-DOMESTIC",
-            title="Bangladesh: central authority and investigating agencies",
-            rules=(
-                AgreementRule(senders=(bd,), recipients=(bd_police,), message_types=everything),
-                AgreementRule(senders=(bd_police,), recipients=(bd,), message_types=everything),
-            ),
-            **valid,
+        DevAgreement(
+            "BD-DOMESTIC", "Bangladesh: central authority and investigating agencies", (bd,), ("BD-POLICE-CID-HTU",)
         ),
-        Agreement(
-            agreement_id="LY-DOMESTIC",
-            title="Libya: central authority and prosecution",
-            rules=(
-                AgreementRule(senders=(ly,), recipients=(ly_ago,), message_types=everything),
-                AgreementRule(senders=(ly_ago,), recipients=(ly,), message_types=everything),
-            ),
-            **valid,
-        ),
+        DevAgreement("LY-DOMESTIC", "Libya: central authority and prosecution", (ly,), ("LY-AGO",)),
     )
 
 
@@ -398,23 +391,12 @@ def bench_agencies(pairs: int) -> dict[str, tuple[str, str]]:
     return agencies
 
 
-def bench_agreements(pairs: int, now: datetime) -> tuple[Agreement, ...]:
+def bench_agreements(pairs: int) -> tuple[DevAgreement, ...]:
     """One agreement per benchmark pair, both ways, every message type."""
-    valid = {"valid_from": now - timedelta(days=1), "valid_until": now + timedelta(days=3650)}
     agreements = []
     for index in range(1, pairs + 1):
         sender, recipient = bench_pair(index)
-        agreements.append(
-            Agreement(
-                agreement_id=f"BENCH-{index:02d}",
-                title=f"Benchmark pair {index}",
-                rules=(
-                    AgreementRule(senders=(sender,), recipients=(recipient,), message_types=("*",)),
-                    AgreementRule(senders=(recipient,), recipients=(sender,), message_types=("*",)),
-                ),
-                **valid,
-            )
-        )
+        agreements.append(DevAgreement(f"BENCH-{index:02d}", f"Benchmark pair {index}", (sender,), (recipient,)))
     return tuple(agreements)
 
 
@@ -427,26 +409,32 @@ def load_network(root: Path) -> NetworkDescription | None:
 
 
 def renew_directory_if_due(root: Path, description: NetworkDescription, *, now: datetime) -> int | None:
-    """Sign the next directory version if the one in force expires within `DIRECTORY_RENEW_BEFORE`."""
+    """The authority's `sign` of the next version if the one in force expires within `DIRECTORY_RENEW_BEFORE`.
+
+    Raises `SiteError` if the network's authority cannot sign (a network made
+    before `create_network` ran the site commands has no `authority.json`).
+    """
     paths = NetworkPaths(root)
     signed = json.loads(paths.directory.read_bytes())
     directory = Directory.model_validate_json(b64decode(signed["payload"]))
     if directory.expires_at - now > DIRECTORY_RENEW_BEFORE:
         return None
-    keys = unlock_keystore(paths.authority_keystore.read_bytes(), description.authority_passphrase.encode())
-    authority = SigningPrivateKey(keys["signing"])
-    if SigningPublicKey(b64decode(description.authority_key)).key_id != authority.key_id:
-        raise ValueError("the authority keystore does not match network.json")
-    renewed = directory.model_copy(
-        update={"version": directory.version + 1, "issued_at": now, "expires_at": now + DIRECTORY_VALIDITY}
+    if load_info(AuthorityFiles(paths.authority)).authority_key != description.authority_key:
+        raise SiteError(f"the authority in {paths.authority} is not the one network.json names")
+    renewed = sign_version(
+        paths.authority,
+        out=paths.directory,
+        passphrase=description.authority_passphrase.encode(),
+        now=truncate_to_millis(now),
+        validity=DIRECTORY_VALIDITY,
     )
-    write_private(paths.directory, sign_directory(renewed, authority).model_dump_json().encode("utf-8"))
     return renewed.version
 
 
 __all__ = [
     "DEV_AGENCIES",
     "AgentEntry",
+    "DevAgreement",
     "GatewayEntryFile",
     "NetworkDescription",
     "NetworkPaths",
