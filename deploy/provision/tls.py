@@ -19,10 +19,14 @@ a default SSL context from it, which verifies the chain *and* the host name.
 
 Client certificates (`issue_client_certificate`) are for RabbitMQ's EXTERNAL
 mechanism (plugin `rabbitmq_auth_mechanism_ssl`): the certificate's common
-name is the broker user, so no password travels at all. `ensure_ca` and
+name is the broker user, so no password travels at all. An agency's own
+certificate is better made without its key ever leaving its site:
+`make_client_request` makes the key and a signing request there, and the
+hub's `sign_client_request` certifies the request only if it names exactly
+the broker user asked for. `ensure_ca` and
 `issue_server_files` make a network's CA and the certificate of an HTTPS
 listener (the gateway's) from it: `rogatory tls ca / server-cert /
-client-cert` (`deploy.cli.tls`) are their commands.
+client-cert / client-request / sign-client` (`deploy.cli.tls`) are their commands.
 
 Command line (used by `deploy/ensure-rabbitmq.sh`, idempotent)::
 
@@ -174,15 +178,33 @@ def issue_certificate(
     now: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A leaf certificate: for a server (`names`/`addresses` in its SAN) or a client (CN = broker user)."""
-    now = now or _now()
     key = _new_key()
+    certificate = _sign_leaf(
+        ca_cert, ca_key, common_name, key.public_key(), server=server, names=names, addresses=addresses, now=now
+    )
+    return certificate, key
+
+
+def _sign_leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    server: bool,
+    names: Sequence[str] = (),
+    addresses: Sequence[str] = (),
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """The CA's certificate of `public_key` under `common_name`: the one leaf profile, whoever made the key."""
+    now = now or _now()
     alternative: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
     alternative += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
@@ -198,7 +220,7 @@ def issue_certificate(
     )
     if alternative:
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def _load_certificate(path: Path) -> x509.Certificate | None:
@@ -278,10 +300,88 @@ def issue_client_certificate(directory: Path, user: str, out_dir: Path) -> tuple
     ca_cert, ca_key = _load_ca(directory)
     certificate, key = issue_certificate(ca_cert, ca_key, user, server=False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = out_dir / "client.pem", out_dir / "client-key.pem"
+    cert_path, key_path = out_dir / CLIENT_CERTIFICATE_NAME, out_dir / CLIENT_KEY_NAME
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert_path, key_path
+
+
+CLIENT_CERTIFICATE_NAME: Final = "client.pem"
+CLIENT_KEY_NAME: Final = "client-key.pem"
+CLIENT_REQUEST_NAME: Final = "client.csr"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequestFiles:
+    """What `make_client_request` leaves at the agency's site: the request (it travels) and the key (it stays)."""
+
+    request: Path
+    key: Path
+
+
+def make_client_request(user: str, out_dir: Path) -> ClientRequestFiles:
+    """A private key and a certificate signing request for broker user `user`, made where the key will be used.
+
+    Only `client.csr` leaves the site (to the hub, for `sign_client_request`);
+    `client-key.pem` (0600) never does. A key already in `out_dir` is kept and
+    requested again (a renewal), so a running agent's key is never replaced
+    before its new certificate is back.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlsError(f"cannot make {out_dir}: {exc}") from exc
+    files = ClientRequestFiles(out_dir / CLIENT_REQUEST_NAME, out_dir / CLIENT_KEY_NAME)
+    key = _load_key(files.key) if files.key.exists() else None
+    if files.key.exists() and key is None:
+        raise TlsError(f"{files.key} is there but is not a usable EC private key: move it away first")
+    if key is None:
+        key = _new_key()
+        _write(files.key, _key_pem(key), 0o600)
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+        .sign(key, hashes.SHA256())
+    )
+    _write(files.request, request.public_bytes(serialization.Encoding.PEM), 0o644)
+    return files
+
+
+def sign_client_request(
+    ca_dir: Path, request_path: Path, user: str, out_dir: Path, *, now: dt.datetime | None = None
+) -> Path:
+    """The CA's client certificate for the key of `request_path`, written as `<out_dir>/client.pem`.
+
+    Refused (`TlsError`) unless the request is signed by its own key (an EC
+    key) and its subject is exactly `CN=<user>`: the broker user the hub
+    asked for, since with EXTERNAL that name is the login. Nothing else of the
+    request is copied; the certificate has the profile of every client leaf.
+    """
+    ca_cert, ca_key = _load_ca(ca_dir)
+    try:
+        request = x509.load_pem_x509_csr(request_path.read_bytes())
+    except OSError as exc:
+        raise TlsError(f"cannot read the request {request_path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise TlsError(f"{request_path} is not a PEM certificate signing request") from exc
+    if not request.is_signature_valid:
+        raise TlsError(f"{request_path}: the request is not signed by the key it carries")
+    expected = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)])
+    if request.subject != expected:
+        raise TlsError(
+            f"{request_path} names {request.subject.rfc4514_string()!r}, expected exactly {expected.rfc4514_string()!r}"
+        )
+    public_key = request.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise TlsError(f"{request_path}: expected an EC key (as `rogatory tls client-request` makes)")
+    certificate = _sign_leaf(ca_cert, ca_key, user, public_key, server=False, now=now)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlsError(f"cannot make {out_dir}: {exc}") from exc
+    path = out_dir / CLIENT_CERTIFICATE_NAME
+    _write(path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    return path
 
 
 def ensure_ca(directory: Path, common_name: str, *, now: dt.datetime | None = None) -> bool:
@@ -515,6 +615,7 @@ __all__ = [
     "TLS_HOST",
     "TLS_PORT",
     "BrokerTlsFiles",
+    "ClientRequestFiles",
     "IssuedFiles",
     "TlsError",
     "ensure_broker_tls",
@@ -525,9 +626,11 @@ __all__ = [
     "issue_server_files",
     "machine_broker_tls",
     "make_ca",
+    "make_client_request",
     "merge_rabbitmq_conf",
     "rabbitmq_conf_block",
     "service_amqp_url",
+    "sign_client_request",
     "tls_amqp_url",
     "update_rabbitmq_conf",
 ]

@@ -4,10 +4,14 @@ The hub runs a private RabbitMQ node (with its own `epmd`) and the gateway;
 Dhaka runs BD-MOHA-PSD's agent, Tripoli LY-MLA-CA's. Each service binds to
 its site's address; agents reach the broker and the gateway at the hub's.
 Every site is set up only by the provisioning commands (docs/DEPLOY.md
-sections 1-3) and the files an operator carries between sites: enrolment
-requests to the authority, the signed directory and the authority's public
-key to every site, each agency's broker password and the gateway's reader
-token to that agency. The authority is a directory on no network at all.
+sections 1-4) and the files an operator carries between sites: enrolment
+requests to the authority, the signed directory, the authority's public key
+and the network CA's certificate to every site, each agency's broker
+certificate signing request to the hub and its certificate back, and the
+gateway's reader token to each agency. The authority is a directory on no
+network at all. Every service reaches the broker over AMQPS and logs in with
+its client certificate (EXTERNAL): no broker password exists anywhere, and
+each agency's broker key never leaves its site.
 
 Then, each from the site that would do it: a request and its answer travel
 with their evidence; a cut and restored link loses nothing; a key revoked at
@@ -34,9 +38,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy.cli.commands import main
 from deploy.client.agent_api import AgentApiError, AgentClient, poll
@@ -47,7 +54,7 @@ from protocol.ids import AgencyId
 from protocol.keystore import unlock_keystore
 from protocol.signing import SignedStatement
 from runtime.tls import client_context
-from tests.support.rabbitnode import RabbitNode
+from tests.support.rabbitnode import RabbitNode, free_port
 from tests.support.sites import SiteNetwork, namespaces_available
 
 pytestmark = pytest.mark.sites
@@ -171,7 +178,7 @@ class Network:
     root: Path
     net: SiteNetwork
     authority_key: str = ""
-    amqp_port: int = 0
+    amqps_port: int = 0
     tokens: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -286,6 +293,44 @@ def sites(tmp_path: Path) -> Iterator[Network]:
 # -- provisioning, site by site ------------------------------------------------------------------------
 
 
+def _broker_tls_config(network: Network) -> tuple[str, ...]:
+    """The hub node's AMQPS listener on the hub's address, certificates required, EXTERNAL the only login.
+
+    As `tests/security/test_client_certificates.py` configures its node, with the network CA's files and
+    `fail_if_no_peer_cert = true`: every client here has a certificate, so one without is refused at the handshake.
+    """
+    tls = network.root / HUB / "tls"
+    return (
+        f"listeners.ssl.default = {network.hub_address}:{network.amqps_port}",
+        f"ssl_options.cacertfile = {network.root / HUB / 'ca' / 'ca.pem'}",
+        f"ssl_options.certfile = {tls / 'broker.hub.pem'}",
+        f"ssl_options.keyfile = {tls / 'broker.hub-key.pem'}",
+        "ssl_options.verify = verify_peer",
+        "ssl_options.fail_if_no_peer_cert = true",
+        "ssl_options.versions.1 = tlsv1.3",
+        "ssl_options.versions.2 = tlsv1.2",
+        "ssl_cert_login_from = common_name",
+        "auth_mechanisms.1 = EXTERNAL",
+    )
+
+
+def _amqps_url(network: Network, user: str, ca_file: Path, tls_dir: Path) -> str:
+    """A service's broker URL: AMQPS to the hub, EXTERNAL login with its certificate.
+
+    The user stays in the URL though EXTERNAL sends none (aiormq's EXTERNAL ignores it): the service reads its
+    broker user there for `user_id`, which RabbitMQ checks against the certificate's common name.
+    """
+    query = urlencode(
+        {
+            "auth": "external",
+            "cafile": str(ca_file),
+            "certfile": str(tls_dir / "client.pem"),
+            "keyfile": str(tls_dir / "client-key.pem"),
+        }
+    )
+    return f"amqps://{quote(user, safe='')}@{network.hub_address}:{network.amqps_port}/{NETWORK}?{query}"
+
+
 def _provision(network: Network) -> RabbitNode:
     """docs/DEPLOY.md sections 1-3, each command at its own site, carrying only what an operator carries."""
     root = network.root
@@ -326,13 +371,26 @@ def _provision(network: Network) -> RabbitNode:
     for site in (HUB, DHAKA, TRIPOLI):
         _carry(auth / "directory.json", root / site / "directory.json")
 
-    # 5. The hub: a private broker node in the hub's namespace, provisioned from the directory there.
+    # 5. The hub's network CA (docs/DEPLOY.md section 4): it certifies the broker's AMQPS listener and the gateway's
+    # HTTPS one, for the hub's address; only its certificate travels, to every site.
+    _run("tls", "ca", "--ca-dir", str(root / HUB / "ca"))
+    for name in ("gateway.hub", "broker.hub"):
+        _run(
+            "tls", "server-cert", "--name", name, "--also", network.hub_address,
+            "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "tls"),
+        )  # fmt: skip
+    for site in (HUB, DHAKA, TRIPOLI):
+        _carry(root / HUB / "ca" / "ca.pem", root / site / NETWORK_CA)
+
+    # 6. The hub: a private broker node in the hub's namespace, provisioned from the directory there. Remote sites
+    # reach it over AMQPS only, logging in with a client certificate (EXTERNAL); plain AMQP stays on the hub's loopback.
     node = RabbitNode.create(root / HUB / "rabbit", f"rogatory-sites-{secrets.token_hex(3)}")
     node.netns = network.net.namespace(HUB)
-    node.amqp_ip = network.hub_address
+    network.amqps_port = free_port()
+    node.extra_plugins = ("rabbitmq_auth_mechanism_ssl",)
+    node.extra_config = _broker_tls_config(network)
     node.start()
     node.wait_ready()
-    network.amqp_port = node.spec.amqp_port
     admin_password = _secret(root / HUB / "broker-admin", "guest")
     provision = subprocess.run(
         network.net.command(
@@ -341,30 +399,38 @@ def _provision(network: Network) -> RabbitNode:
                 sys.executable, "-m", "deploy", "broker", "provision",
                 "--directory", str(root / HUB / "directory.json"), "--authority-key", network.authority_key,
                 "--management-url", node.management_url, "--admin", "guest",
-                "--admin-password-file", str(admin_password), "--secrets", str(root / HUB / "broker-secrets"),
+                "--admin-password-file", str(admin_password), "--auth", "external",
             ],
         ),
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert provision.returncode == 0, provision.stderr + provision.stdout
-    # Secrets handed over by a secure channel: each agency its own broker password, and the gateway's reader token.
+    assert not list(root.rglob("*.password")), "a broker password was written somewhere"
+
+    # 7. Broker certificates: each agency makes its key and a signing request at its site; only the request travels
+    # to the hub, which certifies it for that agency's broker user; only the certificate travels back. The gateway's
+    # key is made at the hub, where it runs.
+    for site, agency in AGENCY_OF.items():
+        _run("tls", "client-request", "--agency", agency, "--user-prefix", PREFIX,
+             "--out-dir", str(root / site / "broker-tls"))  # fmt: skip
+        request = _carry(root / site / "broker-tls" / "client.csr", root / HUB / "requests" / f"{agency}.csr")
+        _run(
+            "tls", "sign-client", "--request", str(request), "--agency", agency, "--user-prefix", PREFIX,
+            "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "issued" / agency),
+        )  # fmt: skip
+        _carry(root / HUB / "issued" / agency / "client.pem", root / site / "broker-tls" / "client.pem")
+    _run("tls", "client-cert", "--user", GATEWAY_USER, "--ca-dir", str(root / HUB / "ca"),
+         "--out-dir", str(root / HUB / "gateway-broker-tls"))  # fmt: skip
+
+    # Secrets handed over by a secure channel: the gateway's reader token to each agency (no broker password at all).
     network.tokens["reader"] = secrets.token_urlsafe(24)
     network.tokens["auditor"] = secrets.token_urlsafe(24)
     network.tokens["operator"] = secrets.token_urlsafe(24)
-    for site, agency in AGENCY_OF.items():
-        _carry(root / HUB / "broker-secrets" / f"{PREFIX}{agency}.password", root / site / "broker.password")
+    for site in AGENCY_OF:
         _secret(root / site / "gateway-token", network.tokens["reader"])
         network.tokens[site] = secrets.token_urlsafe(24)
 
-    # 6. TLS (docs/DEPLOY.md section 4): the hub's network CA certifies the gateway's HTTPS listener and only its
-    # certificate travels; each agency serves its own API with a certificate of its own CA, made at its site.
-    _run("tls", "ca", "--ca-dir", str(root / HUB / "ca"))
-    _run(
-        "tls", "server-cert", "--name", "gateway.hub", "--also", network.hub_address,
-        "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "tls"),
-    )  # fmt: skip
-    for site in (HUB, DHAKA, TRIPOLI):
-        _carry(root / HUB / "ca" / "ca.pem", root / site / NETWORK_CA)
+    # 8. Each agency serves its own API with a certificate of its own CA, made at its site.
     for site in AGENCY_OF:
         _run("tls", "ca", "--ca-dir", str(root / site / "local-ca"))
         _run(
@@ -379,16 +445,36 @@ def _private_keys(keystore: Path, passphrase: Path) -> list[bytes]:
     return [form for key in keys.values() for form in (key, b64encode(key).encode(), key.hex().encode())]
 
 
+def _tls_private_keys(site_dir: Path) -> list[bytes]:
+    """Every TLS private key made at a site (`*key.pem`), as PEM, as PKCS#8 DER and as its raw scalar."""
+    forms: list[bytes] = []
+    for path in sorted(site_dir.rglob("*key.pem")):
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey), path
+        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())  # fmt: skip
+        forms += [path.read_bytes(), der, key.private_numbers().private_value.to_bytes(32, "big")]
+    return forms
+
+
 def _assert_no_site_holds_anothers_keys(network: Network) -> None:
-    """No site's directory holds another's keystore, nor any of another site's private keys in any file."""
+    """No site's directory holds another's keystore, nor any of another site's private keys in any file.
+
+    The keys are the keystores' and the TLS ones: the hub's CA, broker and gateway keys; each agency's own API CA
+    and API key, and its broker key, which exists at its site only (the hub certified it from a request).
+    """
     root = network.root
     owners = {
         HUB: (root / HUB / "gateway" / "keystore.json", root / HUB / "passphrase"),
         DHAKA: (root / DHAKA / "agent" / "keystore.json", root / DHAKA / "passphrase"),
         TRIPOLI: (root / TRIPOLI / "agent" / "keystore.json", root / TRIPOLI / "passphrase"),
     }
-    private = {site: _private_keys(*files) for site, files in owners.items()}
+    private = {site: _private_keys(*files) + _tls_private_keys(root / site) for site, files in owners.items()}
     private["authority"] = _private_keys(network.authority / "keystore.json", root / "authority-passphrase")
+    for site in AGENCY_OF:
+        broker_key = root / site / "broker-tls" / "client-key.pem"
+        assert broker_key.read_bytes() in private[site], f"{site} made no broker key of its own"
+        assert broker_key.stat().st_mode & 0o077 == 0, f"{broker_key} is readable by others"
     for site in (HUB, DHAKA, TRIPOLI):
         keystores = sorted(root.joinpath(site).rglob("keystore.json"))
         assert keystores == [owners[site][0]], f"{site} holds keystores {keystores}"
@@ -405,11 +491,11 @@ def _start_services(network: Network) -> None:
     root = network.root
     hub = network.hub_address
     common = {"ROGATORY_AUTHORITY_KEY": network.authority_key}
-    gateway_password = (root / HUB / "broker-secrets" / f"{GATEWAY_USER}.password").read_text().strip()
+    gateway_amqp_url = _amqps_url(network, GATEWAY_USER, root / HUB / NETWORK_CA, root / HUB / "gateway-broker-tls")
     network.start(
         "gateway", HUB, "gateway", network.gateway_url,
         common | {
-            "ROGATORY_AMQP_URL": f"amqp://{GATEWAY_USER}:{gateway_password}@{hub}:{network.amqp_port}/{NETWORK}",
+            "ROGATORY_AMQP_URL": gateway_amqp_url,
             "ROGATORY_HTTP_HOST": hub,
             "ROGATORY_HTTP_PORT": str(GATEWAY_PORT),
             "ROGATORY_HTTP_TLS_CERT_FILE": str(root / HUB / "tls" / "gateway.hub.pem"),
@@ -428,12 +514,12 @@ def _start_services(network: Network) -> None:
     network.wait_ready("gateway")
     for site, agency in AGENCY_OF.items():
         address = network.net.addresses[site]
-        password = (root / site / "broker.password").read_text().strip()
+        amqp_url = _amqps_url(network, f"{PREFIX}{agency}", root / site / NETWORK_CA, root / site / "broker-tls")
         network.start(
             agency, site, "agents", network.agent_url(site),
             common | {
                 "ROGATORY_AGENCY": agency,
-                "ROGATORY_AMQP_URL": f"amqp://{PREFIX}{agency}:{password}@{hub}:{network.amqp_port}/{NETWORK}",
+                "ROGATORY_AMQP_URL": amqp_url,
                 "ROGATORY_AMQP_HEARTBEAT_S": str(HEARTBEAT_S),
                 "ROGATORY_HTTP_HOST": address,
                 "ROGATORY_HTTP_PORT": str(AGENT_PORT),
@@ -453,6 +539,17 @@ def _start_services(network: Network) -> None:
         )  # fmt: skip
     for agency in AGENCY_OF.values():
         network.wait_ready(agency)
+
+
+def _assert_every_broker_login_is_a_certificate(node: RabbitNode, figure: Callable[[str], None]) -> None:
+    """Every connection at the hub's broker is TLS with an EXTERNAL login, as the user its certificate names."""
+    listed = node.ctl("list_connections", "user", "auth_mechanism", "ssl", "--quiet", "--no-table-headers").stdout
+    rows = [tuple(line.split("\t")) for line in listed.splitlines() if line.count("\t") == 2]
+    assert rows, f"no broker connections listed:\n{listed}"
+    assert all(mechanism == "EXTERNAL" and tls == "true" for _, mechanism, tls in rows), rows
+    users = {user for user, _, _ in rows}
+    assert users == {GATEWAY_USER, *(f"{PREFIX}{agency}" for agency in AGENCY_OF.values())}, users
+    figure(f"broker: {len(rows)} connections, every one AMQPS with an EXTERNAL (certificate) login, as {sorted(users)}")
 
 
 def _assert_nothing_listens_on_another_sites_loopback(network: Network) -> None:
@@ -669,6 +766,7 @@ def test_three_sites_exchange_survive_a_cut_and_take_a_revocation(sites: Network
         _assert_no_site_holds_anothers_keys(sites)
         _start_services(sites)
         _assert_nothing_listens_on_another_sites_loopback(sites)
+        _assert_every_broker_login_is_a_certificate(node, figure)
         figure(f"three sites up in {time.monotonic() - started:.1f} s")
 
         request_id, answer_id = _exchange(sites)
