@@ -31,6 +31,31 @@ to every queue, so each is replicated on that many nodes from the start and
 survives the loss of a minority of them; without it the broker's own default
 applies (and a single node needs none).
 
+Limits: the operator policy `rogatory-limits` (`OPERATOR_POLICY_NAME`) on the
+vhost applies to the ingress and inbox queues `max-length-bytes` (the plan's
+`max_queue_bytes`, `DEFAULT_MAX_QUEUE_BYTES`) and `delivery-limit` (the plan's,
+as the queue argument: RabbitMQ takes the smaller of the two). An operator
+policy cannot be overridden by users' policies and applies to queues already
+declared, so existing networks get it on the next `provision`. With their
+`x-overflow: reject-publish`, a full queue refuses the publish: the publisher
+gets a nack (checked on 3.10.8: the queue takes publishes while it holds less
+than the limit, so it can go over by one message, and takes them again once
+drained). Back-pressure: to a full inbox the gateway's publish is nacked, which
+it takes as transient (`BrokerUnavailable`) and retries, holding the ingress
+delivery (a message) or keeping the row in its `outgoing` table (evidence);
+a full ingress nacks the agents' submissions, which stay in their outboxes
+(`agents.outbox.OutboxRelay`) until confirmed. The backlog of an
+agency that stops consuming stays at its senders and the gateway, not on the
+hub's broker disk; held deliveries count against the gateway's prefetch, so
+a long-full inbox can stall the ingress for everyone: watch `queue_stats`.
+`mla.dead` is left out of the pattern on purpose: it keeps the default
+overflow, `drop-head`, so a byte limit there makes the broker drop the oldest
+dead letters (checked). RabbitMQ 3.10 accepts as operator policy keys
+`max-length`, `max-length-bytes`, `message-ttl`, `expires`,
+`max-in-memory-length`, `max-in-memory-bytes` and `delivery-limit`; `overflow`
+is refused ("not recognised policy settings"), which is why the overflow
+mode stays a queue argument.
+
 Permissions (regexes anchored, names escaped: agency ids contain "-")::
 
     user            configure  write              read
@@ -96,6 +121,7 @@ from protocol.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     DELIVER_EXCHANGE,
+    INBOX_QUEUE_PREFIX,
     INGRESS_QUEUE,
     SUBMIT_EXCHANGE,
     inbox_queue,
@@ -117,6 +143,18 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 15.0
 DEFAULT_DELIVERY_LIMIT: Final = 5
 """Returns allowed (nack with requeue, or a channel closed holding it): a message is
 delivered at most 1 + limit times, then dead-lettered with reason `delivery_limit`."""
+
+DEFAULT_MAX_QUEUE_BYTES: Final = 8 * 1024**3
+"""Bytes one ingress or inbox queue may hold on the broker's disk (8 GiB): about a thousand
+of the largest messages (`BROKER_MAX_MESSAGE_BYTES`, 8 MiB), so an agency that stops
+consuming cannot fill the hub's disk. Size the disk for one such queue per agency plus
+the ingress, or the node's disk alarm blocks every publisher first."""
+
+OPERATOR_POLICY_NAME: Final = "rogatory-limits"
+"""Name of the operator policy holding the queue limits on a network's vhost."""
+
+OPERATOR_POLICY_PRIORITY: Final = 0
+"""Priority of that policy; an administrator's operator policy of higher priority on the vhost replaces it."""
 
 CONNECTION_CLOSE_TIMEOUT_SECONDS: Final = 5.0
 """How long `close_connections_of` waits for the broker to list no connection of a user."""
@@ -250,6 +288,26 @@ class Topology:
     bindings: tuple[BindingSpec, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OperatorPolicy:
+    """An operator policy of a vhost: its name, the queues it matches and the limits it sets."""
+
+    name: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: Mapping[str, int] = field(hash=False)
+
+    def body(self) -> dict[str, object]:
+        """The management API's representation, as PUT and as read back."""
+        return {
+            "pattern": self.pattern,
+            "apply-to": self.apply_to,
+            "priority": self.priority,
+            "definition": dict(self.definition),
+        }
+
+
 @dataclass(frozen=True)
 class NetworkPlan:
     """One network on the broker: its vhost, the gateway's user and each agency's user.
@@ -264,6 +322,8 @@ class NetworkPlan:
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     quorum_group_size: int | None = None
     """Replicas of each quorum queue at declaration (`x-quorum-initial-group-size`); None: the broker decides."""
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    """Bytes each ingress or inbox queue may hold (operator policy `max-length-bytes`); then publishes are nacked."""
 
     def __post_init__(self) -> None:
         if not self.vhost:
@@ -281,6 +341,9 @@ class NetworkPlan:
             raise PlanInvalid(f"users: expected one broker user per party, found shared {shared}")
         if isinstance(self.delivery_limit, bool) or not isinstance(self.delivery_limit, int) or self.delivery_limit < 1:
             raise PlanInvalid(f"delivery_limit: expected an integer >= 1, found {self.delivery_limit!r}")
+        limit = self.max_queue_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise PlanInvalid(f"max_queue_bytes: expected an integer >= 1, found {limit!r}")
         size = self.quorum_group_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise PlanInvalid(f"quorum_group_size: expected an integer >= 1 or None, found {size!r}")
@@ -371,6 +434,19 @@ def topology_for(plan: NetworkPlan) -> Topology:
             BindingSpec(SUBMIT_EXCHANGE, INGRESS_QUEUE, "#"),
             *(BindingSpec(DELIVER_EXCHANGE, inbox_queue(a), a) for a in inboxes),
         ),
+    )
+
+
+def operator_policy_for(plan: NetworkPlan) -> OperatorPolicy:
+    """The operator policy bounding `plan`'s ingress and inboxes (see Limits in the module docstring)."""
+    # Only the queues with x-overflow: reject-publish; mla.dead would drop its head.
+    pattern = f"^({re.escape(INGRESS_QUEUE)}|{re.escape(INBOX_QUEUE_PREFIX)}.+)$"
+    return OperatorPolicy(
+        name=OPERATOR_POLICY_NAME,
+        pattern=pattern,
+        apply_to="queues",
+        priority=OPERATOR_POLICY_PRIORITY,
+        definition=MappingProxyType({"max-length-bytes": plan.max_queue_bytes, "delivery-limit": plan.delivery_limit}),
     )
 
 
@@ -580,7 +656,7 @@ def _reason(text: str) -> str:
 
 
 async def provision(admin: ManagementClient, plan: NetworkPlan, passwords: Mapping[str, str]) -> None:
-    """Make the broker hold exactly `plan`'s vhost, topology, users and permissions.
+    """Make the broker hold exactly `plan`'s vhost, topology, limits, users and permissions.
 
     Idempotent: run it again on an existing network (after adding an agency, say)
     and it creates what is missing and re-asserts the rest. Passwords are keyed by
@@ -631,6 +707,15 @@ async def provision(admin: ManagementClient, plan: NetworkPlan, passwords: Mappi
                 f"with key {binding.routing_key!r} in vhost {vhost!r}"
             ),
         )
+
+    # Before any user exists, so no party ever publishes into an unbounded queue.
+    # PUT of the same policy is a no-op for RabbitMQ (204).
+    policy = operator_policy_for(plan)
+    await admin.put_json(
+        ("operator-policies", vhost, policy.name),
+        policy.body(),
+        action=f"set operator policy {policy.name!r} on vhost {vhost!r}",
+    )
 
     # Users last: no party can log in to a half-made network.
     for user, permissions in permissions_for(plan).items():
@@ -729,10 +814,16 @@ async def _connections_of(admin: ManagementClient, user: str) -> list[object]:
 
 
 async def delete_network(admin: ManagementClient, plan: NetworkPlan) -> None:
-    """Delete `plan`'s vhost (its queues, messages and connections) and all its users.
+    """Delete `plan`'s operator policy, its vhost (queues, messages, connections) and all its users.
 
     Tolerates parts that are already gone, so a failed set-up can be cleaned up.
     """
+    # Deleting the vhost would take the policy with it; said here, not left implied.
+    await admin.delete(
+        ("operator-policies", plan.vhost, OPERATOR_POLICY_NAME),
+        action=f"delete operator policy {OPERATOR_POLICY_NAME!r} of vhost {plan.vhost!r}",
+        missing_ok=True,
+    )
     await admin.delete(("vhosts", plan.vhost), action=f"delete vhost {plan.vhost!r}", missing_ok=True)
     for user in plan.users:
         await admin.delete(("users", user), action=f"delete broker user {user!r}", missing_ok=True)
@@ -776,7 +867,10 @@ __all__ = [
     "DEFAULT_DELIVERY_LIMIT",
     "DEFAULT_MANAGEMENT_PORT",
     "DEFAULT_MANAGEMENT_TLS_PORT",
+    "DEFAULT_MAX_QUEUE_BYTES",
     "DEFAULT_REQUEST_TIMEOUT_SECONDS",
+    "OPERATOR_POLICY_NAME",
+    "OPERATOR_POLICY_PRIORITY",
     "REVOCATION_REASON",
     "BindingSpec",
     "BrokerAdminError",
@@ -787,6 +881,7 @@ __all__ = [
     "ManagementRequestFailed",
     "ManagementUnreachable",
     "NetworkPlan",
+    "OperatorPolicy",
     "Permissions",
     "PlanInvalid",
     "QueueSpec",
@@ -796,6 +891,7 @@ __all__ = [
     "close_connections_of",
     "delete_network",
     "management_url_from_amqp",
+    "operator_policy_for",
     "permissions_for",
     "provision",
     "queue_stats",

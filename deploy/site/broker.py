@@ -4,7 +4,9 @@ The directory is verified first (against the authority key the operator
 gives, never one read from the directory). The plan follows from it: one
 vhost, the gateway's user, and a user `<prefix><AGENCY>` for each agency
 that is listed and holds an unrevoked signing key; `deploy.provision.broker.provision`
-then makes (idempotently) the topology, the users and their permissions.
+then makes (idempotently) the topology, the queue limits (an operator policy:
+`--max-queue-bytes`, default `DEFAULT_MAX_QUEUE_BYTES`), the users and their
+permissions.
 
 Broker credentials, `--auth`:
 
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Final
 
 from deploy.provision.broker import (
+    DEFAULT_MAX_QUEUE_BYTES,
     REVOCATION_REASON,
     BrokerAdminError,
     ManagementClient,
@@ -95,12 +98,21 @@ def active_agencies(directory: Directory, *, now: datetime) -> tuple[AgencyId, .
     )
 
 
-def plan_for(directory: Directory, *, vhost: str, user_prefix: str, gateway_user: str, now: datetime) -> NetworkPlan:
+def plan_for(
+    directory: Directory,
+    *,
+    vhost: str,
+    user_prefix: str,
+    gateway_user: str,
+    now: datetime,
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+) -> NetworkPlan:
     """The broker plan of `directory`'s active agencies."""
     return NetworkPlan(
         vhost=vhost,
         gateway_user=gateway_user,
         agency_users={agency: f"{user_prefix}{agency}" for agency in active_agencies(directory, now=now)},
+        max_queue_bytes=max_queue_bytes,
     )
 
 
@@ -177,7 +189,12 @@ def _run(args: argparse.Namespace) -> int:
         vhost = args.vhost or directory.network
         prefix = args.user_prefix if args.user_prefix is not None else f"{directory.network}."
         plan = plan_for(
-            directory, vhost=vhost, user_prefix=prefix, gateway_user=args.gateway_user or f"{prefix}gateway", now=now
+            directory,
+            vhost=vhost,
+            user_prefix=prefix,
+            gateway_user=args.gateway_user or f"{prefix}gateway",
+            now=now,
+            max_queue_bytes=args.max_queue_bytes,
         )
         admin_password = _admin_password(args.admin_password_file)
         secrets_dir = Path(args.secrets) if args.auth == "password" else None
@@ -189,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         result = asyncio.run(run())
         if args.rabbitmq_conf:
             update_rabbitmq_conf(Path(args.rabbitmq_conf), rabbitmq_conf_block())
-    except (SiteError, BrokerAdminError, OSError) as exc:
+    except (SiteError, BrokerAdminError, OSError) as exc:  # PlanInvalid (a bad --max-queue-bytes) included
         print(f"rogatory: {exc}", file=sys.stderr)
         return 1
     print(f"vhost {plan.vhost}: directory version {directory.version}, {len(plan.agency_users)} agencies")
@@ -219,6 +236,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("--gateway-user", help="default: <prefix>gateway")
     run.add_argument("--auth", choices=("password", "external"), default="password")
     run.add_argument("--secrets", help="with --auth password: where <user>.password files are kept (0600)")
+    run.add_argument(
+        "--max-queue-bytes",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_BYTES,
+        help=f"bytes an ingress or inbox queue may hold, then publishes are nacked (default {DEFAULT_MAX_QUEUE_BYTES})",
+    )
     run.add_argument("--rabbitmq-conf", help="also write max_message_size into this rabbitmq.conf (on the broker host)")
     run.set_defaults(run=_run)
 

@@ -15,7 +15,7 @@ import pytest
 from aio_pika.exceptions import AMQPConnectionError
 
 from deploy.cli.commands import main
-from deploy.provision.broker import NetworkPlan, delete_network
+from deploy.provision.broker import DEFAULT_MAX_QUEUE_BYTES, OPERATOR_POLICY_NAME, NetworkPlan, delete_network
 from protocol.ids import AgencyId
 from protocol.topology import INGRESS_QUEUE, inbox_queue
 from tests.integration.test_broker_provisioning import _snapshot
@@ -83,6 +83,8 @@ def test_provisioning_from_the_signed_directory_is_idempotent(hub, broker_settin
     passwords = {path.name: path.read_text() for path in secrets_dir.iterdir()}
     assert set(passwords) == {f"{user}.password" for user in plan.users}
     assert all((secrets_dir / name).stat().st_mode & 0o077 == 0 for name in passwords)
+    [policy] = first["operator_policies"]
+    assert policy["definition"]["max-length-bytes"] == DEFAULT_MAX_QUEUE_BYTES
 
     assert main(argv) == 0
     assert asyncio.run(snapshot()) == first
@@ -94,6 +96,19 @@ def test_provisioning_from_the_signed_directory_is_idempotent(hub, broker_settin
         await connection.close()
 
     asyncio.run(login())
+
+
+def test_max_queue_bytes_option_sets_the_operator_policy(hub, broker_settings):
+    """`--max-queue-bytes` is the byte limit of the network's operator policy."""
+    _sites, argv, plan, _ = hub
+    assert main([*argv, "--max-queue-bytes", str(64 * 1024**2)]) == 0
+
+    async def policy():
+        async with broker_settings.management_client() as admin:
+            return await admin.get_json(("operator-policies", plan.vhost, OPERATOR_POLICY_NAME), action="read policy")
+
+    assert asyncio.run(policy())["definition"]["max-length-bytes"] == 64 * 1024**2
+    assert main([*argv, "--max-queue-bytes", "0"]) == 1
 
 
 def test_a_directory_signed_by_another_authority_provisions_nothing(hub, broker_settings):

@@ -8,15 +8,20 @@ numbers (`queue_stats`) must come from the broker itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from aio_pika import Message
+from aio_pika.exceptions import DeliveryError
 from aiormq.exceptions import ChannelAccessRefused
+from pamqp.commands import Basic
 
 from deploy.provision.broker import (
+    DEFAULT_MAX_QUEUE_BYTES,
+    OPERATOR_POLICY_NAME,
     BrokerAdminError,
     ManagementClient,
     ManagementRequestFailed,
@@ -26,6 +31,7 @@ from deploy.provision.broker import (
     TopologyConflict,
     delete_network,
     management_url_from_amqp,
+    operator_policy_for,
     permissions_for,
     provision,
     queue_stats,
@@ -50,6 +56,8 @@ B = AgencyId("LY-MLA-CA")
 IDLE = AgencyId("BD-POLICE-CID-HTU")  # in the module network, nobody reads its inbox
 LATER = AgencyId("LY-AGO")
 STATS_WAIT_SECONDS = 20.0  # quorum queue statistics are emitted every 5 s
+TINY_QUEUE_BYTES = 1000  # a few test messages fill it
+TEST_BODY_BYTES = 400
 
 
 async def _snapshot(admin: ManagementClient, plan: NetworkPlan) -> dict[str, Any]:
@@ -65,8 +73,19 @@ async def _snapshot(admin: ManagementClient, plan: NetworkPlan) -> dict[str, Any
         "exchanges": sorted(definitions["exchanges"], key=lambda e: e["name"]),
         "bindings": sorted(definitions["bindings"], key=lambda b: (b["source"], b["destination"])),
         "policies": definitions["policies"],
+        "operator_policies": await admin.get_json(("operator-policies", plan.vhost), action="read operator policies"),
         "users": users,
     }
+
+
+async def _queue_once_policed(admin: ManagementClient, vhost: str, name: str) -> dict[str, Any]:
+    """The queue's management object, once its statistics name an operator policy (or the wait ends)."""
+    async with asyncio.timeout(STATS_WAIT_SECONDS):
+        while True:
+            queue = await admin.get_json(("queues", vhost, name), action="read queue")
+            if queue.get("operator_policy") is not None:
+                return dict(queue)
+            await asyncio.sleep(0.2)
 
 
 async def _deliver(network: BrokerTestNetwork, agency: AgencyId, message_id: str) -> None:
@@ -182,12 +201,94 @@ async def test_delete_network_tolerates_parts_already_gone(
     assert await broker_admin.get_json(("vhosts", network.plan.vhost), action="read", missing_ok=True) is None
 
 
+async def test_deleting_a_network_removes_its_operator_policy(
+    broker_network_factory: BrokerNetworkFactory, broker_admin: ManagementClient
+) -> None:
+    """delete_network leaves no operator policy of the network behind."""
+    network = await broker_network_factory()
+    path = ("operator-policies", network.plan.vhost, OPERATOR_POLICY_NAME)
+    assert await broker_admin.get_json(path, action="read policy", missing_ok=True) is not None
+
+    await delete_network(broker_admin, network.plan)
+
+    assert await broker_admin.get_json(path, action="read policy", missing_ok=True) is None
+    everywhere = await broker_admin.get_json(("operator-policies",), action="list operator policies")
+    assert all(policy["vhost"] != network.plan.vhost for policy in everywhere)
+
+
 async def test_revoking_an_agency_outside_the_plan_is_refused(
     broker_network: BrokerTestNetwork, broker_admin: ManagementClient
 ) -> None:
     """revoke_agency names the agency it does not know instead of deleting anything."""
     with pytest.raises(PlanInvalid, match="LY-AGO"):
         await revoke_agency(broker_admin, broker_network.plan, LATER)
+
+
+# --- Limits (operator policy) ----------------------------------------------------
+
+
+async def test_operator_policy_bounds_the_ingress_and_inboxes(
+    broker_network: BrokerTestNetwork, broker_admin: ManagementClient
+) -> None:
+    """After provisioning, the vhost's operator policy holds the byte and delivery limits and applies to an inbox."""
+    plan = broker_network.plan
+    held = await broker_admin.get_json(("operator-policies", plan.vhost, OPERATOR_POLICY_NAME), action="read policy")
+
+    assert held["apply-to"] == "queues"
+    assert held["definition"] == {"max-length-bytes": DEFAULT_MAX_QUEUE_BYTES, "delivery-limit": plan.delivery_limit}
+    assert {key: held[key] for key in ("pattern", "apply-to", "priority", "definition")} == (
+        operator_policy_for(plan).body()
+    )
+    inbox = await _queue_once_policed(broker_admin, plan.vhost, inbox_queue(IDLE))
+    assert inbox["operator_policy"] == OPERATOR_POLICY_NAME
+    assert inbox["effective_policy_definition"] == held["definition"]
+    assert inbox["arguments"]["x-overflow"] == "reject-publish"
+
+
+async def test_full_inbox_refuses_the_gateways_publish_until_drained(
+    broker_network_factory: BrokerNetworkFactory,
+) -> None:
+    """An inbox at its byte limit nacks the gateway's publish; once the agency drains it, the next one is accepted."""
+    first = await broker_network_factory(agencies=(A,))
+    network = await broker_network_factory(
+        plan=dataclasses.replace(first.plan, max_queue_bytes=TINY_QUEUE_BYTES), passwords=first.passwords
+    )
+    async with network.settings.management_client() as admin:
+        await _queue_once_policed(admin, network.plan.vhost, inbox_queue(A))
+
+    async with await network.connect(network.gateway_user) as gateway:
+        channel = await gateway.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(DELIVER_EXCHANGE, ensure=False)
+
+        async def publish(n: int) -> None:
+            message = Message(b"x" * TEST_BODY_BYTES, message_id=f"m{n}", user_id=network.gateway_user)
+            await exchange.publish(message, routing_key=A, mandatory=True)
+
+        async def refusal(n: int) -> object:
+            """The frame refusing publish `n` (a nack, or a return), None if it was confirmed."""
+            try:
+                await publish(n)
+            except DeliveryError as exc:
+                return exc.frame
+            return None
+
+        # RabbitMQ takes a publish while the queue holds less than the limit: at most one over it.
+        most = TINY_QUEUE_BYTES // TEST_BODY_BYTES + 1
+        accepted = 0
+        while (frame := await refusal(accepted)) is None:
+            accepted += 1
+            assert accepted <= most, f"{accepted} messages of {TEST_BODY_BYTES} bytes taken under {TINY_QUEUE_BYTES}"
+        assert isinstance(frame, Basic.Nack), frame
+        assert accepted >= 1
+
+        async with await network.connect(network.user(A)) as agency:
+            inbox = await (await agency.channel()).get_queue(inbox_queue(A), ensure=False)
+            for _ in range(accepted):
+                received = await inbox.get(timeout=5)
+                await received.ack()
+            assert await inbox.get(fail=False) is None
+
+        await publish(accepted + 1)  # on the same channel: the refusal was not sticky
 
 
 # --- Observation ----------------------------------------------------------------
@@ -272,9 +373,17 @@ def test_management_endpoint_parts_can_be_overridden() -> None:
         ({"gateway_user": "rogatory-a", "agency_users": {A: "rogatory-a"}}, "shared"),
         ({"agency_users": {AgencyId("bd-moha"): "x"}}, "agency id"),
         ({"delivery_limit": 0}, "delivery_limit"),
+        ({"max_queue_bytes": 0}, "max_queue_bytes"),
         ({"vhost": ""}, "vhost"),
     ],
-    ids=["two agencies one user", "gateway shares a user", "bad agency id", "no delivery limit", "no vhost"],
+    ids=[
+        "two agencies one user",
+        "gateway shares a user",
+        "bad agency id",
+        "no delivery limit",
+        "no queue bytes",
+        "no vhost",
+    ],
 )
 def test_plan_that_would_break_isolation_is_refused(change: dict[str, Any], message: str) -> None:
     """A plan where parties share a broker identity, or that is malformed, cannot be built."""
@@ -295,3 +404,12 @@ def test_permissions_are_anchored_and_escaped() -> None:
     assert re.search(gateway.read, DEAD_LETTER_QUEUE)
     assert not re.search(gateway.read, inbox_queue(AgencyId("LY-MLA")))
     assert not re.search(gateway.configure, "anything")
+
+
+def test_operator_policy_matches_the_ingress_and_inboxes_only() -> None:
+    """The limits apply to the reject-publish queues, never to mla.dead (which would drop dead letters)."""
+    pattern = operator_policy_for(NetworkPlan(vhost="v", gateway_user="gw", agency_users={A: "a"})).pattern
+    assert re.search(pattern, INGRESS_QUEUE)
+    assert re.search(pattern, inbox_queue(A))
+    for other in (DEAD_LETTER_QUEUE, "mla.inbox.", "xmla.gateway.ingress", "mla.gateway.ingress.x", "mlaXinbox.A"):
+        assert not re.search(pattern, other), other
