@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from deploy.localnet.network import load_network
+from deploy.provision.broker import DEFAULT_DELIVERY_LIMIT
 from protocol.ids import AgencyId
 from protocol.topology import INGRESS_QUEUE, inbox_queue
 from tests.faults.conftest import SYSTEM_AMQP_URL
@@ -232,8 +233,16 @@ async def test_a_dead_submission_the_gateway_had_accepted_is_finished_not_refuse
         finally:
             await asyncio.to_thread(own_broker.ctl, "set_vm_memory_high_watermark", "0.4")
         gateway_url = description.amqp_url(description.gateway.broker_user, description.gateway.broker_password)
-        handled = await _misbehave(gateway_url, INGRESS_QUEUE, {note["message_id"]: "nack"})
+        # Both the submission and the recipient's DELIVERY must die at the ingress. The DELIVERY reaches the ingress
+        # only once the recipient's own publish, blocked by the same memory alarm, is confirmed: hand back until
+        # both have been handed back to the delivery limit, however late the second comes.
+        handled: dict[str, int] = {}
+        deadline = time.monotonic() + 90
+        while handled.get(note["message_id"], 0) < 2 * DEFAULT_DELIVERY_LIMIT and time.monotonic() < deadline:
+            more = await _misbehave(gateway_url, INGRESS_QUEUE, {note["message_id"]: "nack"})
+            handled = {key: handled.get(key, 0) + more.get(key, 0) for key in handled.keys() | more.keys()}
         say(f"ingress deliveries handed back: {handled}")
+        assert handled.get(note["message_id"], 0) >= 2 * DEFAULT_DELIVERY_LIMIT, handled
         await network.restart()
         await _dead_letters(network, session, 2)
         await settle(network, session, traffic)
