@@ -27,7 +27,7 @@ from typing import Final
 import structlog
 
 from gateway.store import GatewayStore, LeafRecord, Transaction
-from protocol.auditlog import AuditLeaf, encode_leaf, sign_leaf_receipt
+from protocol.auditlog import AuditLeaf, DirectoryLeaf, decode_leaf, encode_leaf, sign_leaf_receipt
 from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, sign_checkpoint, verify_cosignature
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp
@@ -35,6 +35,7 @@ from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
 from protocol.ids import parse_agency_id
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
+from protocol.model import parse_model
 
 log = structlog.get_logger("rogatory.gateway.auditlog")
 
@@ -202,9 +203,10 @@ class AuditLog:
         record = await self._store.checkpoint(checkpoint_id)
         if record is None:
             raise ProofInvalid(f"no checkpoint {checkpoint_id}", code=ErrorCode.CHECKPOINT_INVALID)
+        in_force = await self._directory_at(record.tree_size, current=directory)
         try:
             signature = NoteSignature.from_line(signature_line.rstrip("\n"))
-            witness = directory.agency(parse_agency_id(signature.key_name))
+            witness = in_force.agency(parse_agency_id(signature.key_name))
         except ProtocolError as exc:
             raise ProofInvalid(
                 f"cosignature line is not by an agency of the directory: {exc.detail}",
@@ -227,6 +229,27 @@ class AuditLog:
             return await tx.insert_cosignature(
                 checkpoint_id, witness.agency_id, signature.to_line(), format_timestamp(now)
             )
+
+    async def _directory_at(self, size: int, *, current: Directory) -> Directory:
+        """The directory in force over the log's first `size` leaves: the last version logged among them.
+
+        Cosignatures are judged by it, as the offline verifier judges them
+        (`protocol.audit_verify`): a witness added, or a key rotated in, after
+        a checkpoint cannot cosign that checkpoint. `current` where no version
+        lies below `size` (a log whose first leaf is not yet a directory).
+        """
+        for version in range(current.version, 0, -1):
+            record = await self._store.leaf_by_identity(f"directory/{version}")  # `directory_leaf`'s identity
+            if record is None or record.index >= size:
+                continue
+            if version == current.version:
+                return current
+            leaf = decode_leaf(record.leaf)
+            if isinstance(leaf, DirectoryLeaf):
+                return parse_model(
+                    Directory, leaf.directory.payload, what="directory", code=ErrorCode.MALFORMED_DIRECTORY
+                )
+        return current
 
 
 __all__ = ["TIME_EXTENSION", "AppendedLeaf", "AuditLog", "AuditTransaction"]

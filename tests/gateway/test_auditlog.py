@@ -7,12 +7,13 @@ from datetime import timedelta
 import pytest
 
 from gateway.api import PUBLISHED_AFTER_COSIGNATURES
-from protocol.auditlog import verify_leaf_receipt
-from protocol.checkpoint import SignedCheckpoint, cosign_checkpoint
+from protocol.audit_verify import LogEntry, verify_audit_log
+from protocol.auditlog import directory_leaf, verify_leaf_receipt
+from protocol.checkpoint import NoteSignature, SignedCheckpoint, cosign_checkpoint
 from protocol.errors import ProofInvalid
 from protocol.keys import SigningPrivateKey
 from tests.gateway.conftest import Harness
-from tests.support.network import BD, LY, NOW
+from tests.support.network import BD, LY, NOW, AgencyKeys
 
 HOUR = timedelta(hours=1)
 
@@ -80,3 +81,43 @@ async def test_a_forged_or_foreign_cosignature_is_refused(harness: Harness):
         await harness.audit.add_cosignature(record.checkpoint_id, stranger, directory, now=NOW)
     with pytest.raises(ProofInvalid):
         await harness.audit.add_cosignature(record.checkpoint_id + 100, forged, directory, now=NOW)
+
+
+async def test_a_key_rotated_in_after_a_checkpoint_cannot_cosign_it_as_the_verifier_would_refuse(harness: Harness):
+    """Cosignatures are judged by the directory in force at the checkpoint's size, as the offline verifier judges
+    them: a witness key rotated in later is refused on the older checkpoint, the key of its time is kept, and the
+    log with what was kept verifies."""
+    await harness.audit.checkpoint_if_due(NOW, idle_interval=HOUR)
+    first = await harness.store.latest_checkpoint()
+    assert first is not None
+    before = harness.net[BD]
+    harness.net.agencies[BD] = AgencyKeys(BD, encryption=before.encryption)  # BD's signing key rotated
+    harness.net.version = 2
+    async with harness.audit.transaction() as atx:
+        await atx.append(directory_leaf(harness.net.signed_directory(), 2), at=NOW)
+    now_in_force = harness.net.directory()
+    signed = SignedCheckpoint.parse(first.note)
+    rotated_in = cosign_checkpoint(signed, BD, harness.net[BD].signing, 1_800_000_000).to_line()
+    with pytest.raises(ProofInvalid):
+        await harness.audit.add_cosignature(first.checkpoint_id, rotated_in, now_in_force, now=NOW)
+    of_its_time = cosign_checkpoint(signed, BD, before.signing, 1_800_000_000).to_line()
+    assert await harness.audit.add_cosignature(first.checkpoint_id, of_its_time, now_in_force, now=NOW)
+    await harness.audit.checkpoint_if_due(NOW, idle_interval=HOUR)
+    second = await harness.store.latest_checkpoint()
+    assert second is not None
+    assert second.tree_size == 2
+    later = cosign_checkpoint(SignedCheckpoint.parse(second.note), BD, harness.net[BD].signing, 1_800_000_001)
+    assert await harness.audit.add_cosignature(second.checkpoint_id, later.to_line(), now_in_force, now=NOW)
+    entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
+    notes = []
+    for record in (
+        await harness.store.checkpoint(first.checkpoint_id),
+        await harness.store.checkpoint(second.checkpoint_id),
+    ):
+        assert record is not None
+        kept = SignedCheckpoint.parse(record.note)
+        for line in record.cosignatures:
+            kept = kept.with_signature(NoteSignature.from_line(line.rstrip("\n")))
+        notes.append(kept.to_text())
+    report = verify_audit_log(entries, notes, authority=harness.net.authority.public_key)
+    assert report.consistent, report.problem
