@@ -18,6 +18,7 @@ The gateway holds no content, so no role can see any. Errors are
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeGuard
@@ -309,6 +310,14 @@ def _checkpoint_body(record: CheckpointRecord) -> dict[str, Any]:
         "checkpoint": record.note + "".join(record.cosignatures),
         "cosignatures": list(record.cosignatures),
         "published": len(record.cosignatures) >= PUBLISHED_AFTER_COSIGNATURES,
+        "timestamps": [
+            {
+                "authority": stamp.authority,
+                "stamped_time": stamp.stamped_time,
+                "token": base64.b64encode(stamp.token).decode(),
+            }
+            for stamp in record.timestamps
+        ],
     }
 
 

@@ -58,6 +58,8 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_gateway_entries_awaiting_checkpoint",
         "rogatory_gateway_checkpoint_age_seconds",
         "rogatory_gateway_checkpoint_cosignatures",
+        "rogatory_gateway_checkpoint_timestamps_total",
+        "rogatory_gateway_timestamp_age_seconds",
         "rogatory_gateway_witness_last_cosignature_age_seconds",
         "rogatory_gateway_dead_letters",
         "rogatory_gateway_consumer_up",
@@ -134,6 +136,17 @@ class GatewayMetrics(ServiceMetrics):
         )
         self.checkpoint_cosignatures = Gauge(
             "rogatory_gateway_checkpoint_cosignatures", "Witness cosignatures on the latest checkpoint.", registry=r
+        )
+        self.checkpoint_timestamps = Counter(
+            "rogatory_gateway_checkpoint_timestamps_total",
+            "Attempts at time-stamping a checkpoint (RFC 3161), by result: stamped, unavailable, invalid, untrusted.",
+            ("result",),
+            registry=r,
+        )
+        self.timestamp_age = Gauge(
+            "rogatory_gateway_timestamp_age_seconds",
+            "Seconds since the newest checkpoint time-stamp was recorded (absent until the first).",
+            registry=r,
         )
         self.witness_age = Gauge(
             "rogatory_gateway_witness_last_cosignature_age_seconds",
@@ -239,6 +252,9 @@ class GatewayMetrics(ServiceMetrics):
         if latest is not None:
             self.checkpoint_age.set(age_seconds(latest.signed_at, now))
             self.checkpoint_cosignatures.set(len(latest.cosignatures))
+        stamped = await store.last_timestamp()
+        if stamped is not None:
+            self.timestamp_age.set(age_seconds(stamped[1], now))
         for witness, at in (await store_witness_times(store)).items():
             self.witness_age.labels(witness).set(age_seconds(at, now))
         self.dead_letters.clear()

@@ -129,7 +129,8 @@ OPENAPI: Final[dict[str, Any]] = {
         ),
         "/v1/ops/dead-letters/{dead_letter_id}/discard": _post("Drop a held dead letter for good", roles="operator"),
         "/v1/audit/checkpoints": _get(
-            "Every checkpoint the log published, oldest first, with the witnesses' cosignatures",
+            "Every checkpoint the log published, oldest first, with the witnesses' cosignatures and, where a "
+            "time-stamp authority is configured, its RFC 3161 tokens over the signed note (`timestamps`)",
             roles="operator, auditor",
         ),
         "/v1/audit/cosignatures": {

@@ -35,6 +35,7 @@ from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
+from gateway.timestamping import CheckpointStamper, StampAttempt
 from gateway.transport import DeadDelivery, dead_letter_consumer, deliver_publisher, ingress_consumer
 from protocol.directory import Directory
 from protocol.keys import SigningPrivateKey, SigningPublicKey
@@ -62,6 +63,7 @@ from runtime.runner import (
     utc_now,
 )
 from runtime.supervision import ConsumerWatchdog
+from runtime.timestamps import TimestampClient
 
 log = structlog.get_logger("rogatory.gateway")
 
@@ -114,6 +116,33 @@ def _checkpoints(audit: AuditLog, settings: GatewaySettings, clock: Clock) -> Ta
                 await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
 
     return checkpoints
+
+
+def _timestamps(core: _Core, metrics: GatewayMetrics, client: TimestampClient) -> Task:
+    """Time-stamp the newest checkpoint every `tsa_interval_s` (looked at every `checkpoint_interval_s`)."""
+    settings = core.settings
+
+    def count(attempt: StampAttempt) -> None:
+        metrics.checkpoint_timestamps.labels(attempt.result.value).inc()
+
+    stamper = CheckpointStamper(
+        core.store,
+        client,
+        core.held_directory,
+        interval=timedelta(seconds=settings.tsa_interval_s),
+        on_attempt=count,
+    )
+
+    async def timestamps(stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await stamper.stamp_if_due(core.clock())
+            except TransientFailure as exc:
+                log.warning("timestamp_failed", error=str(exc)[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
+
+    return timestamps
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +362,12 @@ async def run_gateway(
         log.info("audit_append_latency", **audit.append_latency())  # read by `rogatory bench`
 
     consumers = (path.ingress, path.dead_letter_intake)
+    tasks: dict[str, Task] = {}
+    closers = [path.publisher.close, path.blob_store.close, core.store.close, report_append_latency]
+    if settings.tsa_url is not None:
+        tsa = TimestampClient(settings.tsa_url, timeout_s=settings.tsa_timeout_s)
+        tasks["timestamps"] = _timestamps(core, path.metrics, tsa)
+        closers.insert(0, tsa.close)
     await run_service(
         Service(
             name="gateway",
@@ -347,8 +382,9 @@ async def run_gateway(
                 "deadlines": lambda stopping: path.deadlines.run(stopping, interval=settings.deadline_sweep_s),
                 "blobs": lambda stopping: path.sweeper.run(stopping, interval=settings.blob_sweep_s),
                 "directory": core.directory.run,
+                **tasks,
             },
-            closers=[path.publisher.close, path.blob_store.close, core.store.close, report_append_latency],
+            closers=closers,
             last_words=last_checkpoint,
             started={
                 "directory_version": core.directory.held.version,

@@ -71,6 +71,17 @@ class GatewaySettings(ServiceSettings):
     idle_checkpoint_interval_s: float = Field(
         default=3600.0, gt=0, description="seconds between two checkpoints while the log stands still"
     )
+    tsa_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="an RFC 3161 time-stamp authority: checkpoints are time-stamped by it, and the tokens kept "
+        "and served with them; its root certificate must be listed in the directory (`rogatory authority add-tsa`)",
+        json_schema_extra={SHOWN_DEFAULT: "none (checkpoints carry only the gateway's own clock)"},
+    )
+    tsa_interval_s: float = Field(
+        default=60.0, ge=0, description="seconds between two time-stamps (the newest checkpoint is stamped)"
+    )
+    tsa_timeout_s: float = Field(default=10.0, gt=0, description="seconds to wait for the time-stamp authority")
     database_url: str | None = Field(
         default=None,
         pattern=r"^postgres(ql)?://",

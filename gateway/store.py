@@ -14,6 +14,7 @@ Tables:
                  each with the log's signed receipt over (index, leaf hash);
 * `checkpoints`  every signed tree head, in signing order;
 * `cosignatures` witnesses' cosignatures of checkpoints;
+* `checkpoint_timestamps` RFC 3161 time-stamps over checkpoints (`gateway.timestamping`);
 * `outgoing`     evidence committed for publication, deleted once the broker
                  confirmed it (the gateway's outbox);
 * `settings`     small pieces of kept state (the directory version held);
@@ -121,6 +122,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 )
 """
 
+CHECKPOINT_TIMESTAMPS_DDL = """
+CREATE TABLE IF NOT EXISTS checkpoint_timestamps (
+    checkpoint_id BIGINT PRIMARY KEY,
+    token BLOB NOT NULL,
+    stamped_time TEXT NOT NULL,
+    authority TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+)
+"""
+"""A time-stamp authority's token over a checkpoint's signed note (kept only once verified)."""
+
 
 class MessageState(StrEnum):
     """Where the pipeline got to with one message; the values are what `messages.state` holds."""
@@ -188,6 +200,18 @@ class CheckpointRecord:
     note: str
     signed_at: str
     cosignatures: tuple[str, ...] = ()
+    timestamps: tuple[CheckpointTimestamp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTimestamp:
+    """A verified RFC 3161 time-stamp over a checkpoint's signed note."""
+
+    token: bytes
+    """The time-stamp authority's answer (DER TimeStampResp), as received."""
+    stamped_time: str
+    """Its `genTime` (RFC 3339, UTC)."""
+    authority: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +432,15 @@ class Transaction:
             "INSERT INTO checkpoints (tree_size, note, signed_at) VALUES (?,?,?)", (tree_size, note, at)
         )
 
+    async def insert_checkpoint_timestamp(self, checkpoint_id: int, stamp: CheckpointTimestamp, at: str) -> bool:
+        """Keep a verified time-stamp of a checkpoint; False if that checkpoint already had one."""
+        changed = await self._c.execute(
+            "INSERT INTO checkpoint_timestamps (checkpoint_id, token, stamped_time, authority, recorded_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (checkpoint_id) DO NOTHING",
+            (checkpoint_id, stamp.token, stamp.stamped_time, stamp.authority, at),
+        )
+        return changed == 1
+
     async def insert_cosignature(self, checkpoint_id: int, witness: str, line: str, at: str) -> bool:
         """Keep a witness's cosignature of a checkpoint; False if that witness already cosigned it."""
         changed = await self._c.execute(
@@ -488,12 +521,12 @@ class GatewayStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
         """Open (creating if needed) the SQLite database at `path`."""
-        return cls(await SqliteDatabase.open(path, SCHEMA, synchronous=synchronous))
+        return cls(await SqliteDatabase.open(path, SCHEMA + ";" + CHECKPOINT_TIMESTAMPS_DDL, synchronous=synchronous))
 
     @classmethod
     async def open_postgres(cls, url: str) -> GatewayStore:
         """Open the PostgreSQL database at `url` (creating the tables if needed)."""
-        return cls(await PostgresDatabase.open(url, SCHEMA))
+        return cls(await PostgresDatabase.open(url, SCHEMA + ";" + CHECKPOINT_TIMESTAMPS_DDL))
 
     @property
     def dialect(self) -> str:
@@ -627,13 +660,24 @@ class GatewayStore:
         lines = await self._read.fetchall(
             "SELECT signature_line FROM cosignatures WHERE checkpoint_id = ? ORDER BY witness", (int(row[0]),)
         )
+        stamps = await self._read.fetchall(
+            "SELECT token, stamped_time, authority FROM checkpoint_timestamps WHERE checkpoint_id = ?", (int(row[0]),)
+        )
         return CheckpointRecord(
             checkpoint_id=int(row[0]),
             tree_size=int(row[1]),
             note=str(row[2]),
             signed_at=str(row[3]),
             cosignatures=tuple(str(line[0]) for line in lines),
+            timestamps=tuple(CheckpointTimestamp(bytes(s[0]), str(s[1]), str(s[2])) for s in stamps),
         )
+
+    async def last_timestamp(self) -> tuple[int, str] | None:
+        """The newest time-stamped checkpoint's id and when its stamp was recorded, if any."""
+        row = await self._read.fetchone(
+            "SELECT checkpoint_id, recorded_at FROM checkpoint_timestamps ORDER BY checkpoint_id DESC LIMIT 1"
+        )
+        return None if row is None else (int(row[0]), str(row[1]))
 
     async def pending_outgoing(self, limit: int = 256) -> list[OutgoingRecord]:
         """Publications committed and not yet confirmed, oldest first."""
@@ -680,8 +724,10 @@ class GatewayStore:
 
 
 __all__ = [
+    "CHECKPOINT_TIMESTAMPS_DDL",
     "SCHEMA",
     "CheckpointRecord",
+    "CheckpointTimestamp",
     "DeadLetterRecord",
     "GatewayStore",
     "LeafRecord",

@@ -174,6 +174,14 @@ class Agreement(FrozenModel):
     rules: tuple[AgreementRule, ...] = Field(min_length=1)
 
 
+class TimestampAuthorityEntry(FrozenModel):
+    """A time-stamp authority the network trusts for its checkpoints (RFC 3161), by its root certificate."""
+
+    name: str = Field(min_length=1, max_length=200)
+    root_certificate: Base64Bytes
+    """DER of the root certificate its time-stamping certificates chain to."""
+
+
 class Directory(FrozenModel):
     """One version of the directory. Build it with `verify_directory`, never from trust."""
 
@@ -186,6 +194,9 @@ class Directory(FrozenModel):
     agencies: tuple[AgencyEntry, ...]
     gateway: GatewayEntry
     agreements: tuple[Agreement, ...] = ()
+    timestamp_authorities: tuple[TimestampAuthorityEntry, ...] | None = None
+    """Time-stamp authorities whose tokens over checkpoints count (absent: none; left out of the signed
+    bytes when absent, so directories without it read as before)."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Directory:
@@ -199,6 +210,10 @@ class Directory(FrozenModel):
         return self
 
     # -- look-ups ------------------------------------------------------------
+
+    def timestamp_roots(self) -> tuple[bytes, ...]:
+        """The root certificates (DER) of the time-stamp authorities this version trusts."""
+        return tuple(entry.root_certificate for entry in self.timestamp_authorities or ())
 
     def agency(self, agency_id: AgencyId) -> AgencyEntry:
         """The entry of `agency_id`, or `PolicyDenied(UNKNOWN_AGENCY)`."""
@@ -352,6 +367,7 @@ __all__ = [
     "PublishedEncryptionKey",
     "PublishedKey",
     "PublishedSigningKey",
+    "TimestampAuthorityEntry",
     "key_expiry_warnings",
     "sign_directory",
     "verify_directory",

@@ -87,6 +87,7 @@ class ErrorCode(StrEnum):
     # Audit log
     PROOF_INVALID = "PROOF_INVALID"
     CHECKPOINT_INVALID = "CHECKPOINT_INVALID"
+    TIMESTAMP_INVALID = "TIMESTAMP_INVALID"
     # Delivery outcomes decided by services (named here so every code lives in one list)
     ROUTING_FAILED = "ROUTING_FAILED"
     DELIVERY_LIMIT_EXCEEDED = "DELIVERY_LIMIT_EXCEEDED"

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deploy.site.secrets import SiteError, read_passphrase, refuse_existing, write_public, write_secret
@@ -37,16 +38,18 @@ from protocol.directory import (
     PublishedEncryptionKey,
     PublishedKey,
     PublishedSigningKey,
+    TimestampAuthorityEntry,
     sign_directory,
 )
 from protocol.encoding import b64decode, b64encode, truncate_to_millis
 from protocol.enrolment import AgencyEnrolment, EnrolledKey, GatewayEnrolment, read_enrolment, verify_enrolment
-from protocol.errors import ProtocolError
+from protocol.errors import ProofInvalid, ProtocolError
 from protocol.ids import KeyId, parse_agency_id
 from protocol.keys import SigningPrivateKey, SigningPublicKey
 from protocol.keystore import lock_keystore, unlock_keystore
 from protocol.model import parse_model
 from protocol.signing import PAYLOAD_TYPE_DIRECTORY, SignedStatement, verify_statement
+from runtime.timestamps import load_certificate
 
 KEY_VALIDITY: Final = timedelta(days=365)
 """How long an enrolled key is listed as valid, unless `--key-validity-days` says otherwise."""
@@ -69,6 +72,7 @@ class Draft(BaseModel):
     agencies: tuple[AgencyEntry, ...] = ()
     gateway: GatewayEntry | None = None
     agreements: tuple[Agreement, ...] = ()
+    timestamp_authorities: tuple[TimestampAuthorityEntry, ...] = ()
 
 
 class AuthorityInfo(BaseModel):
@@ -238,6 +242,34 @@ def add_gateway(root: Path, request: Path, *, now: datetime, key_validity: timed
     )
     _save_draft(files, draft.model_copy(update={"gateway": entry}))
     return entry
+
+
+def add_timestamp_authority(root: Path, name: str, root_certificate: Path) -> TimestampAuthorityEntry:
+    """List a time-stamp authority (by its root certificate, PEM or DER) whose tokens over checkpoints count."""
+    files = AuthorityFiles(root)
+    draft = load_draft(files)
+    try:
+        raw = root_certificate.read_bytes()
+        certificate = load_certificate(raw)
+    except OSError as exc:
+        raise SiteError(f"cannot read {root_certificate}: {exc}") from exc
+    except ProofInvalid as exc:
+        raise SiteError(f"{root_certificate}: {exc.detail}") from exc
+    entry = TimestampAuthorityEntry(name=name, root_certificate=certificate.public_bytes(serialization.Encoding.DER))
+    if any(known.name == name for known in draft.timestamp_authorities):
+        raise SiteError(f"a time-stamp authority named {name!r} is already listed")
+    _save_draft(files, draft.model_copy(update={"timestamp_authorities": (*draft.timestamp_authorities, entry)}))
+    return entry
+
+
+def remove_timestamp_authority(root: Path, name: str) -> None:
+    """Stop trusting a time-stamp authority's future tokens (those already verified stay in bundles)."""
+    files = AuthorityFiles(root)
+    draft = load_draft(files)
+    kept = tuple(entry for entry in draft.timestamp_authorities if entry.name != name)
+    if len(kept) == len(draft.timestamp_authorities):
+        raise SiteError(f"no time-stamp authority named {name!r} is listed")
+    _save_draft(files, draft.model_copy(update={"timestamp_authorities": kept}))
 
 
 def remove_agency(root: Path, agency: str) -> None:
@@ -470,6 +502,7 @@ def sign_version(
             agencies=draft.agencies,
             gateway=draft.gateway,
             agreements=draft.agreements,
+            timestamp_authorities=draft.timestamp_authorities or None,
         )
     except ValidationError as exc:
         raise SiteError(f"sign: the draft is not a valid directory: {exc}") from exc
@@ -507,6 +540,9 @@ def describe(directory: Directory | Draft) -> list[str]:
         lines.append(f"gateway {directory.gateway.gateway_id}  log origin {directory.gateway.log_origin}")
         lines += _describe_keys("evidence", directory.gateway.evidence_keys)
         lines += _describe_keys("log", directory.gateway.log_keys)
+    for authority in directory.timestamp_authorities or ():
+        subject = load_certificate(authority.root_certificate).subject.rfc4514_string()
+        lines.append(f"time-stamp authority {authority.name}  root {subject}")
     lines.append("agreements:")
     for agreement in directory.agreements:
         lines.append(f"  {agreement.agreement_id}  {agreement.title}  until {agreement.valid_until.isoformat()}")
@@ -564,6 +600,12 @@ def _run(args: argparse.Namespace) -> int:  # noqa: C901, PLR0912 - one dispatch
         elif verb == "add-gateway":
             gateway = add_gateway(root, Path(args.request), now=now, key_validity=args.key_validity_days)
             print(f"added gateway {gateway.gateway_id} to the draft")
+        elif verb == "add-tsa":
+            listed = add_timestamp_authority(root, args.name, Path(args.root_certificate))
+            print(f"listed time-stamp authority {listed.name} in the draft")
+        elif verb == "remove-tsa":
+            remove_timestamp_authority(root, args.name)
+            print(f"removed time-stamp authority {args.name} from the draft")
         elif verb == "remove-agency":
             remove_agency(root, args.agency)
             print(f"removed {args.agency} from the draft and its agreements")
@@ -632,6 +674,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         parser.add_argument("--key-validity-days", type=_days, default=KEY_VALIDITY)
     remove = verb("remove-agency", "drop an agency (and it from every agreement)")
     remove.add_argument("agency")
+    tsa = verb("add-tsa", "trust an RFC 3161 time-stamp authority for checkpoints (ROGATORY_TSA_URL of the gateway)")
+    tsa.add_argument("--name", required=True, help="what the directory calls it, e.g. 'National TSA'")
+    tsa.add_argument("root_certificate", help="its root certificate (PEM or DER)")
+    untrust = verb("remove-tsa", "stop trusting a time-stamp authority")
+    untrust.add_argument("--name", required=True)
     agreement = verb("add-agreement", "allow agencies to send message types to others")
     agreement.add_argument("--id", required=True, help="e.g. BD-LY-UNTOC-2025")
     agreement.add_argument("--title")
@@ -666,11 +713,13 @@ __all__ = [
     "add_agreement",
     "add_commands",
     "add_gateway",
+    "add_timestamp_authority",
     "describe",
     "diff",
     "init_authority",
     "read_version",
     "remove_agency",
+    "remove_timestamp_authority",
     "revoke_key",
     "rotate_agency_key",
     "sign_version",

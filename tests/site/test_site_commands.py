@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from agents.service import _check_keys_listed as agent_check_keys_listed
 from deploy.cli.commands import main
 from gateway.service import _check_keys_listed as gateway_check_keys_listed
@@ -196,3 +198,39 @@ def test_removing_an_agency_drops_it_from_the_agreements(sites):
     directory = read_directory(sites.directory, _authority_key(sites), now=datetime.now(UTC), limits=DEFAULT_LIMITS)
     assert [entry.agency_id for entry in directory.agencies] == ["BD-MOHA-PSD"]
     assert directory.agreements == ()
+
+
+def test_a_listed_time_stamp_authority_travels_in_the_signed_directory_and_can_be_removed(sites, tmp_path, capsys):
+    """`add-tsa` lists a TSA's root (PEM in, DER signed); `remove-tsa` drops it; a non-certificate is refused."""
+    from cryptography import x509  # noqa: PLC0415 - only this test reads certificates
+
+    from tests.support.tsa import TimestampAuthorityKeys  # noqa: PLC0415
+
+    keys = TimestampAuthorityKeys.generate("National TSA")
+    pem = tmp_path / "tsa-root.pem"
+    pem.write_bytes(x509.load_der_x509_certificate(keys.root_der).public_bytes(serialization.Encoding.PEM))
+    auth = str(sites.authority)
+    assert main(["authority", "add-tsa", "--name", "National TSA", str(pem), "--dir", auth]) == 0
+    assert main(["authority", "add-tsa", "--name", "National TSA", str(pem), "--dir", auth]) == 1
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    assert main(["authority", "add-tsa", "--name", "Junk", str(tmp_path / "junk.pem"), "--dir", auth]) == 1
+    assert sites.sign() == 0
+    signed = SignedStatement.from_json(sites.directory.read_bytes())
+    directory = verify_directory(
+        signed, _authority_key(sites), now=datetime.now(UTC), held_version=NOTHING_HELD, limits=DEFAULT_LIMITS
+    )
+    assert directory.timestamp_roots() == (keys.root_der,)
+    capsys.readouterr()
+    assert main(["authority", "show", "--dir", auth]) == 0
+    assert "time-stamp authority National TSA  root CN=National TSA Root" in capsys.readouterr().out
+    assert main(["authority", "remove-tsa", "--name", "National TSA", "--dir", auth]) == 0
+    assert main(["authority", "remove-tsa", "--name", "National TSA", "--dir", auth]) == 1
+    assert sites.sign() == 0
+    later = verify_directory(
+        SignedStatement.from_json(sites.directory.read_bytes()),
+        _authority_key(sites),
+        now=datetime.now(UTC),
+        held_version=directory.version,
+        limits=DEFAULT_LIMITS,
+    )
+    assert later.timestamp_roots() == ()

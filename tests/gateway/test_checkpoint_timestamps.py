@@ -1,0 +1,103 @@
+"""Checkpoints time-stamped by an RFC 3161 authority the directory lists; never by one it does not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from gateway.timestamping import CheckpointStamper, StampResult
+from protocol.auditlog import directory_leaf
+from protocol.directory import Directory, TimestampAuthorityEntry
+from runtime.timestamps import TimestampClient, verify_timestamp
+from tests.gateway.conftest import Harness
+from tests.support.network import NOW
+from tests.support.tsa import TimestampAuthorityKeys, running_tsa
+
+INTERVAL = timedelta(seconds=60)
+
+
+def listing(harness: Harness, *keys: TimestampAuthorityKeys) -> Directory:
+    return harness.net.directory(
+        timestamp_authorities=tuple(
+            TimestampAuthorityEntry(name=f"TSA {n}", root_certificate=k.root_der) for n, k in enumerate(keys)
+        )
+    )
+
+
+async def grow_and_checkpoint(harness: Harness, version: int, *, minutes: int) -> None:
+    async with harness.audit.transaction() as atx:
+        await atx.append(directory_leaf(harness.net.signed_directory(version=version), version), at=NOW)
+    await harness.audit.checkpoint_if_due(NOW + timedelta(minutes=minutes), idle_interval=timedelta(hours=1))
+
+
+async def test_the_newest_checkpoint_is_stamped_and_the_token_verifies_over_its_signed_note(harness: Harness) -> None:
+    keys = TimestampAuthorityKeys.generate()
+    await grow_and_checkpoint(harness, 2, minutes=0)
+    async with running_tsa(keys) as tsa:
+        client = TimestampClient(tsa.url, timeout_s=10)
+        stamper = CheckpointStamper(harness.store, client, lambda: listing(harness, keys), interval=INTERVAL)
+        attempt = await stamper.stamp_if_due(NOW)
+        assert attempt is not None
+        assert attempt.result is StampResult.STAMPED
+        assert (
+            await stamper.stamp_if_due(NOW + timedelta(seconds=1)) is None
+        )  # stamped; interval not passed
+        await grow_and_checkpoint(harness, 3, minutes=1)
+        assert await stamper.stamp_if_due(NOW + timedelta(seconds=30)) is None  # within the interval
+        later = await stamper.stamp_if_due(NOW + INTERVAL)
+        assert later is not None
+        assert later.result is StampResult.STAMPED
+        await client.close()
+    assert tsa.issued == 2
+    stamped = [record for record in await harness.store.checkpoints() if record.timestamps]
+    assert [record.checkpoint_id for record in stamped] == [attempt.checkpoint_id, later.checkpoint_id]
+    for record in stamped:
+        (stamp,) = record.timestamps
+        trusted = verify_timestamp(stamp.token, record.note.encode(), [keys.root_der])
+        assert stamp.authority == trusted.authority == "CN=Rogatory Test TSA"
+
+
+async def test_a_tsa_that_is_away_holds_nothing_up_and_the_checkpoint_is_stamped_when_it_is_back(
+    harness: Harness,
+) -> None:
+    keys = TimestampAuthorityKeys.generate()
+    await grow_and_checkpoint(harness, 2, minutes=0)
+    async with running_tsa(keys) as tsa:
+        client = TimestampClient(tsa.url, timeout_s=10)
+        stamper = CheckpointStamper(harness.store, client, lambda: listing(harness, keys), interval=INTERVAL)
+        tsa.down = True
+        away = await stamper.stamp_if_due(NOW)
+        assert away is not None
+        assert away.result is StampResult.UNAVAILABLE
+        assert (await harness.store.latest_checkpoint()).timestamps == ()  # type: ignore[union-attr]
+        tsa.down = False
+        back = await stamper.stamp_if_due(NOW + timedelta(seconds=1))
+        assert back is not None
+        assert back.result is StampResult.STAMPED
+        await client.close()
+    assert (tsa.refused, tsa.issued) == (1, 1)
+
+
+async def test_a_token_from_a_tsa_the_directory_does_not_list_is_not_kept(harness: Harness) -> None:
+    listed = TimestampAuthorityKeys.generate("Listed TSA")
+    await grow_and_checkpoint(harness, 2, minutes=0)
+    async with running_tsa() as impostor:  # answers with its own keys, not the listed ones
+        client = TimestampClient(impostor.url, timeout_s=10)
+        stamper = CheckpointStamper(harness.store, client, lambda: listing(harness, listed), interval=INTERVAL)
+        attempt = await stamper.stamp_if_due(NOW)
+        await client.close()
+    assert attempt is not None
+    assert attempt.result is StampResult.INVALID
+    assert impostor.issued == 1
+    assert all(record.timestamps == () for record in await harness.store.checkpoints())
+
+
+async def test_without_a_listed_tsa_nothing_is_asked(harness: Harness) -> None:
+    await grow_and_checkpoint(harness, 2, minutes=0)
+    async with running_tsa() as tsa:
+        client = TimestampClient(tsa.url, timeout_s=10)
+        stamper = CheckpointStamper(harness.store, client, harness.net.directory, interval=INTERVAL)
+        attempt = await stamper.stamp_if_due(NOW)
+        await client.close()
+    assert attempt is not None
+    assert attempt.result is StampResult.UNTRUSTED
+    assert tsa.issued == 0
