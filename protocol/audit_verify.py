@@ -57,9 +57,9 @@ into a distinct exit status.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -111,6 +111,7 @@ class FailureKind(StrEnum):
     COSIGNATURE_INVALID = "COSIGNATURE_INVALID"
     FORK_DETECTED = "FORK_DETECTED"
     INCONSISTENT_WITH_PREVIOUS = "INCONSISTENT_WITH_PREVIOUS"
+    TIMESTAMP_INVALID = "TIMESTAMP_INVALID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,22 @@ class LogEntry:
 
     leaf: bytes
     receipt: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStamp:
+    """An RFC 3161 token the gateway kept for the checkpoint at `position` (signing order)."""
+
+    position: int
+    token: bytes
+
+
+StampCheck = Callable[[bytes, bytes, Sequence[bytes]], datetime]
+"""Verify a time-stamp `token` over `data` against trusted `roots` (DER) and return its time, or raise
+`ProofInvalid`: `runtime.timestamps.verify_timestamp`, passed in so that this module stays pure."""
+
+STAMP_BEFORE_CHECKPOINT_TOLERANCE: Final = timedelta(minutes=5)
+"""A checkpoint whose own `time` line is later than its trusted time-stamp by more than this is mis-dated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +172,8 @@ class AuditReport:
     published_size: int
     problem: AuditProblem | None
     state: VerifiedState | None = None
+    timestamps: int = 0
+    """RFC 3161 tokens verified over checkpoints."""
 
     @property
     def consistent(self) -> bool:
@@ -536,6 +555,7 @@ class _CheckpointTally:
     cosignatures: int = 0
     published_size: int = 0
     roots_by_size: dict[int, bytes] = field(default_factory=dict)
+    timestamps: int = 0
 
 
 def _signed_checkpoint(note: str, walk: _Walk, position: int) -> Checkpoint | AuditProblem:
@@ -600,10 +620,46 @@ def _against_tree(
     return problem
 
 
+@dataclass(frozen=True, slots=True)
+class _Stamps:
+    """The tokens by checkpoint position, and how to verify one (None: tokens are counted as unchecked)."""
+
+    by_position: dict[int, list[bytes]]
+    check: StampCheck | None
+
+
+def _check_stamps(note: str, checkpoint: Checkpoint, walk: _Walk, stamps: _Stamps, position: int) -> int | AuditProblem:
+    """The number of this checkpoint's tokens, each verified, or the first problem.
+
+    A token must verify over the checkpoint's signed note under a TSA its directory lists, and must not
+    say the checkpoint existed before the time it claims (beyond the tolerance).
+    """
+    tokens = stamps.by_position.get(position, [])
+    if not tokens or stamps.check is None:
+        return 0
+    origin = walk.directory_at(checkpoint.size).gateway.log_origin
+    data = SignedCheckpoint.parse(note).signed_only_by(origin).to_text().encode()
+    roots = walk.directory_at(checkpoint.size).timestamp_roots()
+    claimed = walk.time_of(checkpoint)
+    for token in tokens:
+        try:
+            stamped = stamps.check(token, data, roots)
+        except ProtocolError as exc:
+            return AuditProblem(FailureKind.TIMESTAMP_INVALID, exc.detail, checkpoint=position)
+        if claimed - stamped > STAMP_BEFORE_CHECKPOINT_TOLERANCE:
+            return AuditProblem(
+                FailureKind.TIMESTAMP_INVALID,
+                f"time-stamped at {stamped.isoformat()}, before the time the checkpoint claims "
+                f"({claimed.isoformat()}): the gateway's clock was ahead or the checkpoint is mis-dated",
+                checkpoint=position,
+            )
+    return len(tokens)
+
+
 def _check_checkpoints(
-    notes: Sequence[str], walk: _Walk, tree: MerkleTree, tally: _CheckpointTally
+    notes: Sequence[str], walk: _Walk, tree: MerkleTree, tally: _CheckpointTally, stamps: _Stamps
 ) -> AuditProblem | None:
-    """Checks 7 and 8 over every checkpoint, in signing order."""
+    """Checks 7 and 8 over every checkpoint, in signing order, and its time-stamps where it has any."""
     for position, note in enumerate(notes):
         checkpoint = _signed_checkpoint(note, walk, position)
         if isinstance(checkpoint, AuditProblem):
@@ -615,6 +671,10 @@ def _check_checkpoints(
         if isinstance(witnesses, AuditProblem):
             return witnesses
         tally.cosignatures += len(witnesses)
+        stamped = _check_stamps(note, checkpoint, walk, stamps, position)
+        if isinstance(stamped, AuditProblem):
+            return stamped
+        tally.timestamps += stamped
         if len(witnesses) >= PUBLISHED_AFTER:
             tally.published_size = max(tally.published_size, checkpoint.size)
         tally.roots_by_size[checkpoint.size] = checkpoint.root_hash
@@ -691,8 +751,14 @@ def verify_audit_log(
     *,
     authority: SigningPublicKey,
     previous: VerifiedState | None = None,
+    stamps: Sequence[CheckpointStamp] = (),
+    check_stamp: StampCheck | None = None,
 ) -> AuditReport:
-    """Verify a log's entries (in index order) and its checkpoints (in signing order)."""
+    """Verify a log's entries (in index order) and its checkpoints (in signing order).
+
+    `stamps` are RFC 3161 tokens over checkpoints, verified with `check_stamp` against the time-stamp
+    authorities of the directory in force at each checkpoint's size.
+    """
     leaves = _decode_all(entries)
     walk = _Walk(authority, _revocations(leaves, authority))
     tree = MerkleTree()
@@ -713,6 +779,7 @@ def verify_audit_log(
             published_size=tally.published_size,
             problem=problem,
             state=state,
+            timestamps=tally.timestamps,
         )
 
     for index, entry in enumerate(entries):
@@ -724,7 +791,10 @@ def verify_audit_log(
         return report(AuditProblem(FailureKind.DIRECTORY_INVALID, "the log holds no directory"))
     if not checkpoints:
         return report(AuditProblem(FailureKind.CHECKPOINT_INVALID, "the log comes with no checkpoint"))
-    problem = _check_checkpoints(checkpoints, walk, tree, tally)
+    by_position: dict[int, list[bytes]] = {}
+    for stamp in stamps:
+        by_position.setdefault(stamp.position, []).append(stamp.token)
+    problem = _check_checkpoints(checkpoints, walk, tree, tally, _Stamps(by_position, check_stamp))
     if problem is None and previous is not None:
         problem = _check_previous(previous, walk.directory.gateway.log_origin, tree)
     if problem is not None:
@@ -736,8 +806,10 @@ __all__ = [
     "PUBLISHED_AFTER",
     "AuditProblem",
     "AuditReport",
+    "CheckpointStamp",
     "FailureKind",
     "LogEntry",
+    "StampCheck",
     "VerifiedState",
     "verify_audit_log",
 ]

@@ -17,17 +17,27 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from protocol.audit_verify import AuditReport, FailureKind, LogEntry, VerifiedState, verify_audit_log
+from protocol.audit_verify import (
+    AuditReport,
+    CheckpointStamp,
+    FailureKind,
+    LogEntry,
+    VerifiedState,
+    verify_audit_log,
+)
 from protocol.encoding import b64decode, b64encode
 from protocol.errors import ProtocolError
 from protocol.keys import SigningPublicKey
 from runtime.errors import ConfigurationError
+from runtime.timestamps import verify_timestamp
 from runtime.tls import client_context
 
 EXPORT_FORMAT: Final = "rogatory-audit-export/1"
@@ -47,6 +57,7 @@ EXIT_STATUS: Final[dict[FailureKind, int]] = {
     FailureKind.COSIGNATURE_INVALID: 17,
     FailureKind.FORK_DETECTED: 18,
     FailureKind.INCONSISTENT_WITH_PREVIOUS: 19,
+    FailureKind.TIMESTAMP_INVALID: 20,
 }
 
 
@@ -60,6 +71,8 @@ class LogSnapshot:
 
     checkpoints: tuple[str, ...]
     entries: tuple[LogEntry, ...]
+    stamps: tuple[CheckpointStamp, ...] = ()
+    """RFC 3161 tokens the gateway kept over checkpoints (by position in `checkpoints`)."""
 
 
 async def fetch_snapshot(gateway_url: str, token: str, *, ca_file: Path | None = None) -> LogSnapshot:
@@ -101,7 +114,20 @@ async def fetch_snapshot(gateway_url: str, token: str, *, ca_file: Path | None =
         ConfigurationError,
     ) as exc:
         raise AuditSourceError(f"cannot read the audit log from {base}: {exc!r}") from exc
-    return LogSnapshot(tuple(str(c["checkpoint"]) for c in checkpoints), tuple(entries[:size]))
+    return LogSnapshot(
+        tuple(str(c["checkpoint"]) for c in checkpoints),
+        tuple(entries[:size]),
+        _stamps_of(checkpoints),
+    )
+
+
+def _stamps_of(checkpoints: list[dict[str, Any]]) -> tuple[CheckpointStamp, ...]:
+    """The time-stamp tokens of each checkpoint (an older gateway sends none)."""
+    return tuple(
+        CheckpointStamp(position, b64decode(str(stamp["token"])))
+        for position, checkpoint in enumerate(checkpoints)
+        for stamp in checkpoint.get("timestamps", ())
+    )
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -119,6 +145,7 @@ def write_export(snapshot: LogSnapshot, path: Path) -> None:
         "format": EXPORT_FORMAT,
         "checkpoints": list(snapshot.checkpoints),
         "entries": [{"leaf": b64encode(e.leaf), "receipt": b64encode(e.receipt)} for e in snapshot.entries],
+        "timestamps": [{"checkpoint": s.position, "token": b64encode(s.token)} for s in snapshot.stamps],
     }
     path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
@@ -131,6 +158,9 @@ def read_export(path: Path) -> LogSnapshot:
         snapshot = LogSnapshot(
             checkpoints=tuple(str(note) for note in document["checkpoints"]),
             entries=tuple(LogEntry(b64decode(e["leaf"]), b64decode(e["receipt"])) for e in document["entries"]),
+            stamps=tuple(
+                CheckpointStamp(int(s["checkpoint"]), b64decode(s["token"])) for s in document.get("timestamps", ())
+            ),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ProtocolError) as exc:
         raise AuditSourceError(f"cannot read export {path}: {exc!r}") from exc
@@ -178,13 +208,22 @@ def verify_snapshot(snapshot: LogSnapshot, authority_key: str, *, state_file: Pa
     """Verify a snapshot against the authority key and, with a state file, against what was verified before."""
     authority = SigningPublicKey(b64decode(authority_key))
     states = load_state(state_file) if state_file is not None else {}
-    first = verify_audit_log(snapshot.entries, snapshot.checkpoints, authority=authority)
+    first = verify_audit_log(
+        snapshot.entries, snapshot.checkpoints, authority=authority, stamps=snapshot.stamps, check_stamp=_stamp_time
+    )
     origin = first.latest.origin if first.latest is not None else None
     previous = states.get(origin) if origin is not None else None
     report = (
         first
         if previous is None
-        else verify_audit_log(snapshot.entries, snapshot.checkpoints, authority=authority, previous=previous)
+        else verify_audit_log(
+            snapshot.entries,
+            snapshot.checkpoints,
+            authority=authority,
+            previous=previous,
+            stamps=snapshot.stamps,
+            check_stamp=_stamp_time,
+        )
     )
     if state_file is not None and report.state is not None:
         kept = states.get(report.state.origin)
@@ -192,6 +231,11 @@ def verify_snapshot(snapshot: LogSnapshot, authority_key: str, *, state_file: Pa
             states[report.state.origin] = report.state
             save_state(state_file, states)
     return report
+
+
+def _stamp_time(token: bytes, data: bytes, roots: Sequence[bytes]) -> datetime:
+    """The time a checkpoint's RFC 3161 token vouches for (`ProofInvalid` if it does not verify)."""
+    return verify_timestamp(token, data, roots).time
 
 
 def describe(report: AuditReport) -> list[str]:
@@ -210,7 +254,7 @@ def describe(report: AuditReport) -> list[str]:
         f"  checked: {report.leaves} entries with their receipts, {report.directories} directory versions, "
         f"{report.evidence} evidence statements about {report.messages} messages, {report.checkpoints} checkpoints "
         f"with {report.cosignatures} cosignatures; published (cosigned by 2+ witnesses) up to size "
-        f"{report.published_size}"
+        f"{report.published_size}; {report.timestamps} RFC 3161 time-stamps over checkpoints verified"
     )
     return lines
 
