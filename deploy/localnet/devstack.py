@@ -88,6 +88,8 @@ STOP_TIMEOUT_S: Final = 15.0
 """How long `down` waits after SIGTERM before SIGKILL."""
 
 GATEWAY_TLS_NAME: Final = "localhost"
+DEV_TSA_INTERVAL_S: Final = "2"
+"""The dev network time-stamps a checkpoint every 2 s (a real TSA is asked once a minute, the default)."""
 """The name the dev network's gateway is reached and verified by (its certificate also holds 127.0.0.1)."""
 
 Say = Callable[[str], None]
@@ -188,6 +190,8 @@ def _service_environment(
                 "ROGATORY_MANAGEMENT_PASSWORD_FILE": str(password_file),
             }
         https = _gateway_tls(paths)
+        if description.tsa_port is not None:
+            operations |= {"ROGATORY_TSA_URL": tsa_url(description), "ROGATORY_TSA_INTERVAL_S": DEV_TSA_INTERVAL_S}
         common = _watched_certificates(paths) | common | operations  # a network's own setting wins
         return common | {
             "ROGATORY_HTTP_TLS_CERT_FILE": str(https.certificate),
@@ -216,11 +220,26 @@ def _service_environment(
     }
 
 
+def tsa_url(description: NetworkDescription) -> str:
+    """The dev network's time-stamp authority."""
+    return f"http://127.0.0.1:{description.tsa_port}/"
+
+
 def launches(
     description: NetworkDescription, paths: NetworkPaths, management: ManagementEndpoint | None = None
 ) -> list[ServiceLaunch]:
-    """The gateway first, then one agent per agency."""
-    services = [
+    """The time-stamp authority (if the network has one), the gateway, then one agent per agency."""
+    services = []
+    if description.tsa_port is not None:
+        services.append(
+            ServiceLaunch(
+                "tsa",
+                "deploy.localnet.tsa",
+                description.tsa_port,
+                {"ROGATORY_TSA_DIR": str(paths.tsa), "ROGATORY_HTTP_PORT": str(description.tsa_port)},
+            )
+        )
+    services += [
         ServiceLaunch(
             "gateway",
             "gateway",
@@ -371,6 +390,7 @@ def _stack_document(
             }
             for agency, entry in description.agents.items()
         },
+        **({"tsa": {"url": tsa_url(description), "pid": pids.get("tsa")}} if description.tsa_port is not None else {}),
         "network": {
             "network_id": description.network_id,
             "vhost": description.vhost,
@@ -427,7 +447,10 @@ async def up(
         await provision_broker(admin, description, paths, now=now)
 
     previous = read_stack(root) or {}
-    previous_pids = {"gateway": (previous.get("gateway") or {}).get("pid")}
+    previous_pids = {
+        "gateway": (previous.get("gateway") or {}).get("pid"),
+        "tsa": (previous.get("tsa") or {}).get("pid"),
+    }
     previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agents") or {}).items()})
     pids: dict[str, int | None] = {}
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -515,12 +538,16 @@ def down(root: Path, *, say: Say = print) -> None:
         raise DevStackError(f"no network in {root} (no stack.json)")
     running: dict[str, tuple[int, str]] = {}
     for launch in launches(description, paths):
-        entry = stack["gateway"] if launch.name == "gateway" else stack["agents"].get(launch.name, {})
+        entry = (
+            (stack.get(launch.name) or {})
+            if launch.name in {"gateway", "tsa"}
+            else stack["agents"].get(launch.name, {})
+        )
         pid = entry.get("pid")
         if isinstance(pid, int) and _process_alive(pid, launch.module, root):
             running[launch.name] = (pid, launch.module)
-    # Agents first, so their last evidence still reaches a running gateway.
-    for name in sorted(running, key=lambda n: n == "gateway"):
+    # Agents first, so their last evidence still reaches a running gateway; the TSA last.
+    for name in sorted(running, key=lambda n: (n == "tsa", n == "gateway")):
         pid, _ = running[name]
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -536,6 +563,8 @@ def down(root: Path, *, say: Say = print) -> None:
             say(f"  {name:<18} killed after {STOP_TIMEOUT_S:.0f} s")
         _reap(pid)
     stack["gateway"]["pid"] = None
+    if "tsa" in stack:
+        stack["tsa"]["pid"] = None
     for entry in stack["agents"].values():
         entry["pid"] = None
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))

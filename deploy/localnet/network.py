@@ -50,12 +50,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deploy.localnet.tsa import TimestampAuthorityKeys
 from deploy.provision.broker import NetworkPlan
 from deploy.site.authority import (
     AuthorityFiles,
     add_agency,
     add_agreement,
     add_gateway,
+    add_timestamp_authority,
     init_authority,
     load_info,
     sign_version,
@@ -80,6 +82,8 @@ DIRECTORY_VALIDITY: Final = timedelta(days=90)
 """How long each signed dev version is in force (`sign --valid-days 90`, its default)."""
 AGREEMENT_VALIDITY: Final = timedelta(days=3650)
 DIRECTORY_RENEW_BEFORE: Final = timedelta(days=30)
+DEV_TSA_NAME: Final = "Dev network TSA"
+"""The directory's name for the dev network's own time-stamp authority (`deploy.localnet.tsa`)."""
 """`dev up` signs a new directory version when the one in force expires sooner than this."""
 
 
@@ -131,6 +135,8 @@ class NetworkDescription(BaseModel):
     authority_passphrase: str
     gateway: GatewayEntryFile
     agents: dict[str, AgentEntry]
+    tsa_port: int | None = None
+    """The dev time-stamp authority's port (`deploy.localnet.tsa`); None for a network made before it existed."""
 
     def amqp_url(self, user: str, password: str) -> str:
         """The AMQP URL of one broker identity in this network's vhost (one per node, comma-separated)."""
@@ -171,6 +177,11 @@ class NetworkPaths:
     def directory(self) -> Path:
         """The signed directory."""
         return self.root / "directory.json"
+
+    @property
+    def tsa(self) -> Path:
+        """The dev time-stamp authority's keys and certificates."""
+        return self.root / "tsa"
 
     @property
     def authority(self) -> Path:
@@ -298,6 +309,8 @@ def create_network(
             now=now,
             validity=AGREEMENT_VALIDITY,
         )
+    tsa_root = TimestampAuthorityKeys.generate(f"Rogatory Dev TSA {network_id}").save(paths.tsa)
+    add_timestamp_authority(paths.authority, DEV_TSA_NAME, tsa_root)
     sign_version(
         paths.authority,
         out=paths.directory,
@@ -327,6 +340,7 @@ def create_network(
             metrics_token=secrets.token_urlsafe(32),
         ),
         agents=agent_entries,
+        tsa_port=_free_port(),
     )
     write_private(paths.description, description.model_dump_json(indent=2).encode("utf-8"))
     return description

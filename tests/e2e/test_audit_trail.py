@@ -4,6 +4,7 @@ auditor's export and offline verification, and tampering of the stored log caugh
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
@@ -155,6 +156,36 @@ def test_export_then_offline_verification_is_consistent(stack, tmp_path):
         str(state),
     )
     assert again.returncode == 0, again.stdout
+
+
+async def test_the_dev_networks_tsa_time_stamps_checkpoints_and_the_auditor_verifies_the_tokens(
+    stack, session, tmp_path
+):
+    """The dev network's own RFC 3161 authority stamps checkpoints; an export carries and verifies the tokens."""
+    gateway = stack["gateway"]
+    headers = {"Authorization": f"Bearer {gateway['auditor_token']}"}
+
+    async def stamped() -> list[dict[str, Any]] | None:
+        async with session.get(f"{gateway['url']}/v1/audit/checkpoints", headers=headers) as response:
+            body: dict[str, Any] = await response.json()
+        stamps = [stamp for checkpoint in body["checkpoints"] for stamp in checkpoint["timestamps"]]
+        return stamps or None
+
+    stamps = await poll(stamped, within_s=30, what="a time-stamped checkpoint")
+    assert stamps[0]["authority"].startswith("CN=Rogatory Dev TSA")
+    export = tmp_path / "log.json"
+    exported = rogatory(
+        "audit", "export", "--gateway", gateway["url"], "--out", str(export),
+        "--token", gateway["auditor_token"], "--ca-file", gateway["ca_file"],
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    verified = rogatory(
+        "audit", "verify", "--export", str(export), "--authority-key", stack["network"]["authority_key"], "--no-state"
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    counted = re.search(r"(\d+) RFC 3161 time-stamps over checkpoints verified", verified.stdout)
+    assert counted is not None, verified.stdout
+    assert int(counted.group(1)) >= len(stamps)
 
 
 def test_tampering_with_the_stored_log_is_detected_and_the_entry_named(tmp_path):

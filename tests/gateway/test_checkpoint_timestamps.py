@@ -62,7 +62,7 @@ async def stamp_newest(harness: Harness, keys: TimestampAuthorityKeys, *, roots_
 
 
 async def test_the_newest_checkpoint_is_stamped_and_the_token_verifies_over_its_signed_note(harness: Harness) -> None:
-    keys = TimestampAuthorityKeys.generate()
+    keys = TimestampAuthorityKeys.generate("Rogatory Test TSA")
     await grow_and_checkpoint(harness, 2, minutes=0)
     async with running_tsa(keys) as tsa:
         client = TimestampClient(tsa.url, timeout_s=10)
@@ -89,7 +89,7 @@ async def test_the_newest_checkpoint_is_stamped_and_the_token_verifies_over_its_
 async def test_a_tsa_that_is_away_holds_nothing_up_and_the_checkpoint_is_stamped_when_it_is_back(
     harness: Harness,
 ) -> None:
-    keys = TimestampAuthorityKeys.generate()
+    keys = TimestampAuthorityKeys.generate("Rogatory Test TSA")
     await grow_and_checkpoint(harness, 2, minutes=0)
     async with running_tsa(keys) as tsa:
         client = TimestampClient(tsa.url, timeout_s=10)
@@ -134,7 +134,7 @@ async def test_without_a_listed_tsa_nothing_is_asked(harness: Harness) -> None:
 
 
 async def test_an_auditor_verifies_the_tokens_of_an_export_under_the_directory_in_force(harness: Harness) -> None:
-    keys = TimestampAuthorityKeys.generate()
+    keys = TimestampAuthorityKeys.generate("Rogatory Test TSA")
     await grow_and_checkpoint(harness, 2, minutes=0, listed=(keys,))
     await grow_and_checkpoint(harness, 3, minutes=1, listed=(keys,))
     await stamp_newest(harness, keys, roots_of=keys)
@@ -168,7 +168,7 @@ async def test_a_token_under_a_tsa_the_logged_directory_does_not_list_fails_the_
 
 
 async def test_a_checkpoint_dated_after_its_time_stamp_is_reported_as_mis_dated(harness: Harness) -> None:
-    keys = TimestampAuthorityKeys.generate()
+    keys = TimestampAuthorityKeys.generate("Rogatory Test TSA")
     await grow_and_checkpoint(harness, 2, minutes=60 * 24 * 60, listed=(keys,))  # the gateway's clock 60 days ahead
     await stamp_newest(harness, keys, roots_of=keys)
     report = verify_snapshot(await snapshot_of(harness), b64encode(harness.net.authority.public_key.raw))

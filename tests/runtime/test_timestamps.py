@@ -13,7 +13,7 @@ CHECKPOINT = b"rogatory.test/log\n42\nq2n8kbYRN3ybcTlOnQgVSdPmI0ZDuWg81C4WfLJHbs
 
 @pytest.fixture(scope="module")
 def keys() -> TimestampAuthorityKeys:
-    return TimestampAuthorityKeys.generate()
+    return TimestampAuthorityKeys.generate("Rogatory Test TSA")
 
 
 async def stamped(keys: TimestampAuthorityKeys, data: bytes = CHECKPOINT) -> bytes:
