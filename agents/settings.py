@@ -34,7 +34,7 @@ class AgentSettings(ServiceSettings):
     api_tokens_sha256: tuple[str, ...] = Field(
         min_length=1,
         description="SHA-256 (hex) of each accepted bearer token, each `HEX` (every scope) "
-        "or `HEX:submit+read+ack` (those scopes), with an optional clearance `@RESTRICTED` "
+        "or `HEX:submit+read+ack+webhooks` (those scopes), with an optional clearance `@RESTRICTED` "
         "(the highest handling code it may read; default `@SECRET`)",
     )
     api_tokens_revoked_file: Path | None = Field(
