@@ -295,7 +295,11 @@ def _guard(settings: AgentSettings) -> ApiGuard:
 def _webhooks(core: _Core, path: _MessagePath, guard: ApiGuard) -> Webhooks:
     """The subscriptions API and the dispatcher delivering their events (`agents.webhooks`)."""
     settings = core.settings
-    addresses = AddressPolicy.of(settings.webhook_allowed_networks, allow_plain_http=settings.webhook_allow_plain_http)
+    addresses = AddressPolicy.of(
+        settings.webhook_allowed_networks,
+        allow_plain_http=settings.webhook_allow_plain_http,
+        allow_public=settings.webhook_allow_public_addresses,
+    )
     policy = DeliveryPolicy(
         timeout_s=settings.webhook_timeout_s,
         retry_base_s=settings.webhook_retry_base_s,

@@ -78,10 +78,14 @@ class AgentSettings(ServiceSettings):
 
     webhook_allowed_networks: tuple[str, ...] = Field(
         default=(),
-        description="networks (CIDR, comma-separated) webhook subscriptions may point into besides public "
-        "addresses; a URL resolving to any other loopback, private, link-local or reserved address is refused "
-        "(against a token holder making the agent call internal services)",
-        json_schema_extra={SHOWN_DEFAULT: "none (public addresses only)"},
+        description="networks (CIDR, comma-separated) webhook subscriptions may point into (the case systems'); "
+        "a URL resolving to any other address is refused (against a token holder making the agent call "
+        "internal services)",
+        json_schema_extra={SHOWN_DEFAULT: "none (no webhooks, unless public addresses are allowed)"},
+    )
+    webhook_allow_public_addresses: bool = Field(
+        default=False,
+        description="allow webhook URLs resolving to public (globally routable) addresses too",
     )
     webhook_allow_plain_http: bool = Field(
         default=False,

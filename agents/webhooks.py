@@ -173,15 +173,19 @@ async def emit(tx: Transaction, event_type: EventType, data: dict[str, Any], *, 
 
 @dataclass(frozen=True, slots=True)
 class AddressPolicy:
-    """Which addresses a webhook may reach: public ones, plus the operator's networks."""
+    """Which addresses a webhook may reach: the operator's networks, and public ones if the operator says so."""
 
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allow_plain_http: bool = False
+    allow_public: bool = False
+    """Whether globally routable addresses are allowed besides the networks (off: the networks only)."""
 
     @classmethod
-    def of(cls, networks: Sequence[str], *, allow_plain_http: bool = False) -> AddressPolicy:
+    def of(
+        cls, networks: Sequence[str], *, allow_plain_http: bool = False, allow_public: bool = False
+    ) -> AddressPolicy:
         """From the settings' CIDR strings."""
-        return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks), allow_plain_http)
+        return cls(tuple(ipaddress.ip_network(n, strict=False) for n in networks), allow_plain_http, allow_public)
 
     def allows(self, address: str) -> bool:
         """Whether one IP address may be called."""
@@ -193,7 +197,7 @@ class AddressPolicy:
             ip = ip.ipv4_mapped
         if any(ip in network for network in self.allowed_networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        return self.allow_public and ip.is_global and not ip.is_multicast
 
 
 class WebhookUrlRefused(MalformedInput):

@@ -23,7 +23,7 @@ import structlog
 
 from agents.guard import ALL_SCOPES, ApiToken
 from agents.metrics import AgentMetrics
-from agents.webhooks import AddressPolicy, DeliveryPolicy, WebhookDispatcher, check_url_form
+from agents.webhooks import AddressPolicy, DeliveryPolicy, GuardedResolver, WebhookDispatcher, check_url_form
 from protocol.encoding import canonical_json
 from protocol.envelope import Recipient, seal
 from protocol.ids import CaseId, MessageId
@@ -456,3 +456,28 @@ def test_the_url_form_is_checked_before_any_address():
     assert check_url_form("http://127.0.0.1:9/x", AddressPolicy()) == ("127.0.0.1", 9)
     assert check_url_form("http://case.example/x", AddressPolicy(allow_plain_http=True)) == ("case.example", 80)
     assert check_url_form("https://case.example/x", AddressPolicy()) == ("case.example", 443)
+
+
+def test_only_the_operators_networks_are_reachable_and_public_addresses_only_when_allowed():
+    """Nothing by default; the listed networks; public addresses only with the switch; never a mapped loopback."""
+    assert not AddressPolicy().allows("93.184.216.34")
+    assert AddressPolicy(allow_public=True).allows("93.184.216.34")
+    assert not AddressPolicy(allow_public=True).allows("10.0.0.1")
+    assert not AddressPolicy(allow_public=True).allows("169.254.169.254")
+    assert not AddressPolicy(allow_public=True).allows("::ffff:127.0.0.1")
+    assert AddressPolicy.of(["10.20.0.0/16"]).allows("10.20.3.4")
+    assert not AddressPolicy.of(["10.20.0.0/16"]).allows("10.21.0.1")
+    assert AddressPolicy.of(["127.0.0.0/8"]).allows("::ffff:127.0.0.1")
+
+
+async def test_a_name_resolving_inward_is_refused_at_connection_time_too():
+    """The client's resolver checks each connection's addresses, so a name re-pointed after subscribing fails."""
+    refusing = GuardedResolver(AddressPolicy(allow_public=True))
+    allowing = GuardedResolver(LOOPBACK)
+    try:
+        with pytest.raises(OSError, match="may not reach"):
+            await refusing.resolve("localhost", 80)
+        assert {item["host"] for item in await allowing.resolve("localhost", 80)} <= {"127.0.0.1", "::1"}
+    finally:
+        await refusing.close()
+        await allowing.close()
