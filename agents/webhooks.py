@@ -579,7 +579,7 @@ class Webhooks:
         """(method, path, handler) of the webhook endpoints."""
         return [
             ("POST", "/v1/subscriptions", self.subscribe),
-            ("GET", "/v1/subscriptions", self.list),
+            ("GET", "/v1/subscriptions", self.listing),
             ("GET", "/v1/subscriptions/{subscription_id}", self.get),
             ("DELETE", "/v1/subscriptions/{subscription_id}", self.delete),
             ("POST", "/v1/subscriptions/{subscription_id}/resume", self.resume),
@@ -640,7 +640,7 @@ class Webhooks:
         self.dispatcher.wake()
         return json_answer(_subscription_item(subscription) | {"secret": secret}, status=201)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def listing(self, request: web.Request) -> web.Response:
         """`GET /v1/subscriptions`: this token's subscriptions and their delivery state (never the secret)."""
         found = await self.store.webhook_subscriptions(request[TOKEN].sha256)
         return json_answer({"subscriptions": [_subscription_item(item) for item in found]})

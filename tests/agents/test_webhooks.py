@@ -122,6 +122,16 @@ async def deliver_all(agent: InProcessAgent, *, rounds: int = 50) -> None:
     raise AssertionError("events still owed after every round")
 
 
+def verifier_of_the_guide() -> Callable[..., bool]:
+    """The `verified` function docs/GUIDE.md gives integrators, taken from the guide itself."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "GUIDE.md").read_text(encoding="utf-8")
+    code = guide.split("**Verify**", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - the guide's own example, run as an integrator would
+    verified: Callable[..., bool] = namespace["verified"]
+    return verified
+
+
 def stopped_at(moment: datetime) -> Callable[[], datetime]:
     """A clock stopped at `moment`."""
     return lambda: moment
@@ -153,8 +163,11 @@ async def test_each_inbox_message_and_each_evidence_of_a_sent_message_is_a_signe
     await deliver_all(bd)
 
     secrets = {"message.received": ly_sub["secret"], "message.status_changed": bd_sub["secret"]}
+    guide_verified = verifier_of_the_guide()
     for hook in receiver.hooks:
         check_signed(hook.headers, hook.body, secrets[hook.event["type"]])
+        assert guide_verified(secrets[hook.event["type"]], hook.headers, hook.body, tolerance_s=10**9)
+        assert not guide_verified(secrets[hook.event["type"]], hook.headers, hook.body + b" ", tolerance_s=10**9)
     (received,) = receiver.events("message.received")
     assert received["data"]["message_id"] == request["message_id"]
     assert (received["data"]["sender"], received["data"]["case_id"]) == (BD, request["case_id"])
