@@ -319,7 +319,6 @@ class WebhookDispatcher:
         addresses: AddressPolicy,
         tls: ssl.SSLContext,
         cases: CaseBook | None = None,
-        on_suspended: Callable[[], None] = lambda: None,
     ) -> None:
         """`owner` finds a subscription's token by its hash (None once revoked or withdrawn)."""
         self._store = store
@@ -329,12 +328,9 @@ class WebhookDispatcher:
         self._addresses = addresses
         self._tls = tls
         self._cases = cases
-        self._on_suspended = on_suspended
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._last_deadline_scan = float("-inf")
-        self.attempts = 0
-        """Attempts made by this dispatcher (successful or not), for tests and logs."""
 
     def wake(self) -> None:
         """Look for events now rather than at the next poll."""
@@ -390,6 +386,7 @@ class WebhookDispatcher:
         if token is None or Scope.READ not in token.scopes or Scope.WEBHOOKS not in token.scopes:
             await self._suspend(subscription, "owner_token_withdrawn")
             return
+        consecutive, failing_since = subscription.consecutive_failures, subscription.failing_since
         for delivery in await self._store.webhook_pending(subscription.subscription_id, BATCH):
             now = self._clock()
             if delivery.level > token.clearance:
@@ -400,8 +397,9 @@ class WebhookDispatcher:
             if attempt.ok:
                 async with self._store.transaction() as tx:
                     await tx.webhook_delivered(delivery.seq, subscription.subscription_id, format_timestamp(now))
+                consecutive, failing_since = 0, None
                 continue
-            failures = subscription.consecutive_failures + 1
+            failures = consecutive + 1
             retry_at = now + timedelta(seconds=self._policy.backoff_s(failures))
             async with self._store.transaction() as tx:
                 await tx.webhook_failed(
@@ -420,14 +418,12 @@ class WebhookDispatcher:
                 error=str(attempt.error)[:300],
                 retry_in_s=round((retry_at - now).total_seconds(), 3),
             )
-            failing_since = subscription.failing_since or format_timestamp(now)
-            failing_for = (now - parse_timestamp(failing_since)).total_seconds()
+            failing_for = (now - parse_timestamp(failing_since or format_timestamp(now))).total_seconds()
             if failures >= self._policy.suspend_after_failures and failing_for >= self._policy.suspend_after_s:
                 await self._suspend(subscription, "failing", failures=failures, error=attempt.error)
             return
 
     async def _attempt(self, subscription: WebhookSubscription, event_id: str, body: bytes) -> Attempt:
-        self.attempts += 1
         try:
             check_url_form(subscription.url, self._addresses)
             host = urlsplit(subscription.url).hostname or ""
@@ -467,7 +463,6 @@ class WebhookDispatcher:
             consecutive_failures=failures,
             error=None if error is None else error[:300],
         )
-        self._on_suspended()
 
     # -- deadlines --------------------------------------------------------------------------
 

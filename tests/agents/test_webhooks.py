@@ -263,6 +263,25 @@ async def test_a_subscription_that_keeps_failing_is_suspended_logged_and_resumed
     assert ids == [request["message_id"], later["message_id"]]
 
 
+async def test_a_success_between_failures_starts_the_count_again(pair, receiver):
+    """Two failures, then the first event goes through and the second fails: one failure in a row, not three,
+    so the subscription is not suspended (only failures in a row count)."""
+    bd, ly = pair
+    await subscribe(ly, receiver.url, ["message.received"])
+    receiver.answers = [500, 500, 204]
+    receiver.answer_status = 500
+    for _ in range(2):
+        await bd.submit(request_sample(new_case()))
+    await carry(bd, ly)
+    assert ly.webhooks is not None
+    for _ in range(3):
+        await ly.webhooks.dispatcher.tick()
+        await asyncio.sleep(QUICK.retry_max_s)
+    (listed,) = (await ly.call("GET", "/v1/subscriptions"))[1]["subscriptions"]
+    assert (listed["state"], listed["delivered_events"], listed["pending_events"]) == ("active", 1, 1)
+    assert (listed["consecutive_failures"], listed["failed_attempts"]) == (1, 3)
+
+
 async def test_pending_events_survive_a_restart_none_lost_none_invented(tmp_path, receiver):
     """The agent stops with three events owed to a dead endpoint; the store reopened by a new agent (new
     dispatcher) delivers exactly those three, signed with the secret given before the restart."""

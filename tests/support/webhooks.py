@@ -54,6 +54,8 @@ class WebhookReceiver:
     """A webhook endpoint on 127.0.0.1 that can be taken down and brought back on the same port."""
 
     answer_status: int = 204
+    answers: list[int] = field(default_factory=list)
+    """Statuses to answer first, one per request, before `answer_status`."""
     redirect_to: str | None = None
     hooks: list[Hook] = field(default_factory=list)
     port: int = 0
@@ -89,7 +91,7 @@ class WebhookReceiver:
         self._arrived.set()
         if self.redirect_to is not None:
             raise web.HTTPTemporaryRedirect(self.redirect_to)
-        return web.Response(status=self.answer_status)
+        return web.Response(status=self.answers.pop(0) if self.answers else self.answer_status)
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         """The bodies received (of one type), in order, duplicates included."""
