@@ -409,7 +409,7 @@ class WebhookDispatcher:
                     at=format_timestamp(now),
                     retry_at=format_timestamp(retry_at),
                 )
-            log.info(
+            log.warning(
                 "webhook_attempt_failed",
                 subscription_id=subscription.subscription_id,
                 event_id=delivery.event_id,

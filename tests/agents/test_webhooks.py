@@ -454,6 +454,60 @@ async def test_a_subscriber_gets_only_what_its_token_may_read_and_manages_only_i
     assert (await ly.call("GET", path, headers=mine))[0] == 404
 
 
+async def test_a_subscription_whose_token_is_withdrawn_is_suspended_and_calls_nobody(pair, receiver):
+    """The owner's token revoked (the guard no longer holds it): the dispatcher suspends the subscription
+    (`owner_token_withdrawn`) rather than send what that token may no longer read."""
+    bd, ly = pair
+    _, sub = await subscribe(ly, receiver.url, ["message.received"])
+    await bd.submit(request_sample(new_case()))
+    await carry(bd, ly)
+    revoked = WebhookDispatcher(
+        store=ly.store,
+        owner=lambda _sha: None,
+        clock=stopped_at(NOW),
+        policy=QUICK,
+        addresses=LOOPBACK,
+        tls=client_context(None),
+    )
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await revoked.tick()
+    finally:
+        await revoked.close()
+    assert receiver.hooks == []
+    assert [entry["reason"] for entry in logs if entry["event"] == "webhook_subscription_suspended"] == [
+        "owner_token_withdrawn"
+    ]
+    listed = (await ly.call("GET", f"/v1/subscriptions/{sub['subscription_id']}"))[1]
+    assert (listed["state"], listed["state_reason"], listed["pending_events"]) == (
+        "suspended",
+        "owner_token_withdrawn",
+        1,
+    )
+
+
+async def test_the_agent_keeps_at_most_its_number_of_subscriptions(tmp_path, receiver):
+    """Past `max_subscriptions`, `409 TOO_MANY_SUBSCRIPTIONS`; deleting one makes room."""
+    net = LocalNetwork()
+    agent = await start_agent(
+        net, net.directory(), LY, tmp_path, webhooks=(DeliveryPolicy(max_subscriptions=1), LOOPBACK)
+    )
+    try:
+        status, first = await subscribe(agent, receiver.url, ["message.received"])
+        assert status == 201
+        status, refused = await subscribe(agent, receiver.url, ["case.deadline_due"])
+        assert (status, refused["code"]) == (409, "TOO_MANY_SUBSCRIPTIONS")
+        status, unknown = await subscribe(agent, receiver.url, ["message.deleted"])
+        assert (status, unknown["code"]) == (400, "INVALID_PARAMETER")
+        deleted = await agent.http.request(
+            "DELETE", f"/v1/subscriptions/{first['subscription_id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert deleted.status == 204
+        assert (await subscribe(agent, receiver.url, ["case.deadline_due"]))[0] == 201
+    finally:
+        await agent.close()
+
+
 async def test_events_kept_for_a_suspended_subscription_are_bounded_and_the_drop_counted(tmp_path, receiver):
     """With room for two, the third and fourth events push the oldest out; `dropped_events` says how many."""
     net = LocalNetwork()
