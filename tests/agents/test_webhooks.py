@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,13 +24,20 @@ import structlog
 
 from agents.guard import ALL_SCOPES, ApiToken
 from agents.metrics import AgentMetrics
-from agents.webhooks import AddressPolicy, DeliveryPolicy, GuardedResolver, WebhookDispatcher, check_url_form
+from agents.webhooks import (
+    AddressPolicy,
+    DeliveryPolicy,
+    GuardedResolver,
+    WebhookDispatcher,
+    check_url_form,
+    secret_key,
+)
 from protocol.encoding import canonical_json
 from protocol.envelope import Recipient, seal
 from protocol.ids import CaseId, MessageId
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mla import validate_document
-from protocol.storage import StorageKey
+from protocol.storage import MAGIC, StorageKey
 from runtime.tls import client_context
 from tests.agents.harness import TOKEN, InProcessAgent, carry, return_evidence, start_agent
 from tests.protocol.mla.mla_samples import SAMPLES_DIR, read_json
@@ -284,7 +292,8 @@ async def test_a_success_between_failures_starts_the_count_again(pair, receiver)
 
 async def test_pending_events_survive_a_restart_none_lost_none_invented(tmp_path, receiver):
     """The agent stops with three events owed to a dead endpoint; the store reopened by a new agent (new
-    dispatcher) delivers exactly those three, signed with the secret given before the restart."""
+    dispatcher) delivers exactly those three, signed with the secret given before the restart (which the
+    database holds sealed under the storage key, never in plain)."""
     net = LocalNetwork()
     directory = net.directory()
     key = StorageKey.generate()
@@ -303,6 +312,10 @@ async def test_pending_events_survive_a_restart_none_lost_none_invented(tmp_path
     await ly.close()
     await bd.close()
     await receiver.start()
+    with sqlite3.connect(tmp_path / f"{LY}.db") as raw:
+        ((stored,),) = raw.execute("SELECT secret FROM webhook_subscriptions").fetchall()
+    assert stored.startswith(MAGIC), "the secret is sealed at rest"
+    assert secret_key(sub["secret"]) not in stored
     again = await start_agent(net, directory, LY, tmp_path, webhooks=(QUICK, LOOPBACK), storage_key=key)
     try:
         await deliver_all(again)
