@@ -24,6 +24,7 @@ from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.errors import Conflict
 from agents.guard import (
     CLEARANCE,
+    TOKEN,
     ApiGuard,
     Clearance,
     parse_token_specs,
@@ -34,6 +35,7 @@ from agents.guard import (
 from agents.openapi import OPENAPI
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
+from agents.webhooks import Webhooks
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import (
@@ -83,6 +85,8 @@ class ApiContext:
     """Attachment bodies (`agents.attachments`); without it, every attachment travels as a description only."""
     guard: ApiGuard | None = None
     """Tokens, scopes, revocations, rate limits (`agents.guard`); by default: `token_hashes`, default rates."""
+    webhooks: Webhooks | None = None
+    """The `/v1/subscriptions` endpoints (`agents.webhooks`); without it, no webhooks."""
 
 
 def _agent_errors(error: Exception) -> web.Response | None:
@@ -129,6 +133,9 @@ class AgentApi:
         if self._ctx.attachments is not None:
             for method, path, handler in self._ctx.attachments.routes():
                 router.add_route(method, path, handler)
+        if self._ctx.webhooks is not None:
+            for method, path, handler in self._ctx.webhooks.routes():
+                router.add_route(method, path, handler)
         return app
 
     # -- middlewares -------------------------------------------------------------------
@@ -165,6 +172,8 @@ class AgentApi:
             scope = required_scope(request.method, request.path)
             return problem(403, ErrorCode.FORBIDDEN, "Forbidden", f"this token does not have the {scope} scope")
         request[CLEARANCE] = verdict.token.clearance if verdict.token is not None else Clearance.UNCLASSIFIED
+        if verdict.token is not None:
+            request[TOKEN] = verdict.token
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------

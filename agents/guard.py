@@ -9,6 +9,7 @@ accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
 | `submit` | `POST /v1/messages`, `POST /v1/attachments`                          |
 | `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
 | `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
+| `webhooks` | every method of `/v1/subscriptions` (with `read` too, to subscribe) |
 
 A token also carries a clearance, the highest protective marking of a
 message document (`classification`: `UNCLASSIFIED` < `RESTRICTED` <
@@ -55,6 +56,7 @@ class Scope(StrEnum):
     SUBMIT = "submit"
     READ = "read"
     ACK = "ack"
+    WEBHOOKS = "webhooks"
 
 
 ALL_SCOPES: Final = frozenset(Scope)
@@ -145,6 +147,8 @@ def required_scope(method: str, path: str) -> Scope | None:
     """The scope a request needs; None for the open endpoints (`OPEN_PATHS`); anything else needs a token."""
     if path in OPEN_PATHS:
         return None
+    if path == "/v1/subscriptions" or path.startswith("/v1/subscriptions/"):
+        return Scope.WEBHOOKS
     if method in {"GET", "HEAD"}:
         return Scope.READ
     if method == "POST" and path.startswith("/v1/inbox/") and path.endswith("/ack"):
@@ -261,6 +265,13 @@ class ApiGuard:
         self._revocations = revocations or RevocationList(None)
         self._limiter = RateLimiter(rate or RateLimit(), clock)
 
+    def holder(self, sha256: str) -> ApiToken | None:
+        """The accepted, unrevoked token held under `sha256` (a subscription's owner), if it still is."""
+        found = next((token for token in self._tokens if token.sha256 == sha256), None)
+        if found is None or found.sha256 in self._revocations.revoked():
+            return None
+        return found
+
     def authenticate(self, token: str) -> ApiToken | None:
         """The accepted, unrevoked token whose hash matches (compared in constant time against every one)."""
         digest = hash_token(token)
@@ -292,6 +303,8 @@ class ApiGuard:
 
 CLEARANCE: Final = web.RequestKey("rogatory.clearance", Clearance)
 """Where `_authenticate` leaves the token's `Clearance` on the request, for every handler that reads messages."""
+TOKEN: Final = web.RequestKey("rogatory.token", ApiToken)
+"""Where `_authenticate` leaves the accepted token itself (its hash owns the webhook subscriptions it made)."""
 
 
 def readable(request: web.Request, marked: bytes | str, *, message_id: str) -> bool:
@@ -332,6 +345,7 @@ __all__ = [
     "CLEARANCE",
     "DEFAULT_CLEARANCE",
     "OPEN_PATHS",
+    "TOKEN",
     "ApiGuard",
     "ApiToken",
     "Clearance",

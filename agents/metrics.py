@@ -60,6 +60,9 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_agent_inclusion_proofs_overdue",
         "rogatory_agent_forks_detected",
         "rogatory_agent_inbox_connected",
+        "rogatory_agent_webhook_subscriptions",
+        "rogatory_agent_webhook_pending_events",
+        "rogatory_agent_webhook_dropped_events",
     }
     | CERTIFICATE_METRIC_NAMES
 )
@@ -103,6 +106,20 @@ class AgentMetrics(ServiceMetrics):
         )
         self.inbox_connected = Gauge(
             "rogatory_agent_inbox_connected", "1 while the agent consumes its inbox.", registry=r
+        )
+        self.webhook_subscriptions = Gauge(
+            "rogatory_agent_webhook_subscriptions",
+            "Webhook subscriptions by state (active, suspended: failing too long, or its token withdrawn).",
+            ("state",),
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "rogatory_agent_webhook_pending_events", "Webhook events held, not yet delivered.", registry=r
+        )
+        self.webhook_dropped = Gauge(
+            "rogatory_agent_webhook_dropped_events",
+            "Webhook events dropped because their subscription was owed too many (since it was made).",
+            registry=r,
         )
         self.certificates = CertificateGauges(r)
 
@@ -178,6 +195,18 @@ class AgentMetrics(ServiceMetrics):
         self.proofs_overdue.set(int(health.get("inclusion_proofs_overdue") or 0))
         self.forks.set(int(health.get("forks_detected") or 0))
         self.inbox_connected.set(1 if health.get("inbox_connected") else 0)
+        states = {"active": 0, "suspended": 0}
+        dropped = 0
+        for row in await _rows(
+            store, "SELECT state, COUNT(*), COALESCE(SUM(dropped), 0) FROM webhook_subscriptions GROUP BY state"
+        ):
+            states[str(row[0])] = int(row[1])
+            dropped += int(row[2])
+        for state, number in states.items():
+            self.webhook_subscriptions.labels(state).set(number)
+        self.webhook_dropped.set(dropped)
+        rows = await _rows(store, "SELECT COUNT(*) FROM webhook_outbox")
+        self.webhook_pending.set(int(rows[0][0]) if rows else 0)
         self.certificates.set(certificates)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from agents.webhooks import EventType
 from protocol.mla import CaseState, DeadlineKind, MessageType, Role
 from runtime.openapi import BEARER_SCHEME, json_response, problem_response, shared_schemas
 
@@ -18,6 +19,77 @@ _MESSAGE_ID: Final = {
     "in": "path",
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
+}
+
+_SUBSCRIPTION_ID: Final = {
+    "name": "subscription_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^sub_[0-9a-f]{32}$"},
+}
+_EVENT_HEADERS: Final = {
+    "webhook-id": {"schema": {"type": "string"}, "description": "the event's id, the same on every attempt: dedupe"},
+    "webhook-timestamp": {"schema": {"type": "integer"}, "description": "Unix seconds of this attempt"},
+    "webhook-signature": {
+        "schema": {"type": "string"},
+        "description": "`v1,` + base64(HMAC-SHA256(base64-decoded secret after `whsec_`, "
+        '"{webhook-id}.{webhook-timestamp}.{body}"))',
+    },
+}
+
+
+def _event(event_type: str, summary: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "on" + "".join(part.capitalize() for part in event_type.replace(".", "_").split("_")),
+            "summary": summary,
+            "parameters": [
+                {"name": name, "in": "header", "required": True, **spec} for name, spec in _EVENT_HEADERS.items()
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["type", "timestamp", "data"],
+                            "properties": {
+                                "type": {"const": event_type},
+                                "timestamp": {"type": "string", "format": "date-time"},
+                                "data": {"type": "object", "properties": data},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"2XX": {"description": "Received; any other answer (or none) is retried later"}},
+        }
+    }
+
+
+_STRING: Final = {"type": "string"}
+_NULLABLE: Final = {"type": ["string", "null"]}
+_SENT_STATUS_DATA: Final = {
+    "message_id": _STRING,
+    "recipient": _STRING,
+    "message_type": _STRING,
+    "case_id": _STRING,
+    "evidence_type": {**_NULLABLE, "description": "null when the message expired unsent"},
+    "evidence_identity": _NULLABLE,
+    "evidence_at": _NULLABLE,
+    "issuer": _NULLABLE,
+    "reason_code": _NULLABLE,
+    "previous_status": {"$ref": "#/components/schemas/Status"},
+    "status": {"$ref": "#/components/schemas/Status"},
+}
+_DEADLINE_DATA: Final = {
+    "case_id": _STRING,
+    "kind": {"type": "string", "enum": [kind.value for kind in DeadlineKind]},
+    "due": {"type": "string", "format": "date"},
+    "owed_by": {"type": "string", "enum": [role.value for role in Role]},
+    "owed_by_this_agency": {"type": "boolean"},
+    "set_by": _NULLABLE,
+    "item_id": _NULLABLE,
 }
 
 OPENAPI: Final[dict[str, Any]] = {
@@ -35,6 +107,50 @@ OPENAPI: Final[dict[str, Any]] = {
         "securitySchemes": BEARER_SCHEME,
         "schemas": {
             "MessageType": {"type": "string", "enum": [t.value for t in MessageType]},
+            "EventType": {"type": "string", "enum": [t.value for t in EventType]},
+            "SubscriptionRequest": {
+                "type": "object",
+                "required": ["url", "event_types"],
+                "additionalProperties": False,
+                "properties": {
+                    "url": {"type": "string", "format": "uri", "maxLength": 2000},
+                    "event_types": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/components/schemas/EventType"},
+                    },
+                    "description": {"type": "string", "maxLength": 200},
+                },
+            },
+            "Subscription": {
+                "type": "object",
+                "required": ["subscription_id", "url", "event_types", "state", "pending_events"],
+                "properties": {
+                    "subscription_id": {"type": "string"},
+                    "url": {"type": "string"},
+                    "event_types": {"type": "array", "items": {"$ref": "#/components/schemas/EventType"}},
+                    "description": {"type": ["string", "null"]},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "state": {"type": "string", "enum": ["active", "suspended"]},
+                    "state_reason": {
+                        "type": ["string", "null"],
+                        "description": "`failing`, `owner_token_withdrawn` (suspended) or `resumed`",
+                    },
+                    "state_changed_at": {"type": ["string", "null"], "format": "date-time"},
+                    "pending_events": {"type": "integer", "description": "events kept, not yet delivered"},
+                    "delivered_events": {"type": "integer"},
+                    "failed_attempts": {"type": "integer"},
+                    "dropped_events": {
+                        "type": "integer",
+                        "description": "events dropped because more were owed than the agent keeps",
+                    },
+                    "consecutive_failures": {"type": "integer"},
+                    "failing_since": {"type": ["string", "null"], "format": "date-time"},
+                    "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+                    "last_error": {"type": ["string", "null"]},
+                    "last_success_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
             **shared_schemas(),
             "MessageDocument": {
                 "type": "object",
@@ -400,6 +516,98 @@ OPENAPI: Final[dict[str, Any]] = {
                 },
             }
         },
+        "/v1/subscriptions": {
+            "post": {
+                "operationId": "createSubscription",
+                "summary": "Subscribe a URL to webhook events (Standard Webhooks); the signing secret is shown once",
+                "description": (
+                    "Needs a token with the `webhooks` and `read` scopes; the subscription belongs to that token "
+                    "and receives only events about what it could read through this API (its clearance). The "
+                    "URL is `https://` (or `http://` on loopback, or where the operator allows), without "
+                    "credentials, resolving only to public addresses or networks the operator allows."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubscriptionRequest"}}},
+                },
+                "responses": {
+                    "201": json_response(
+                        "Subscribed; `secret` (`whsec_...`) is never shown again",
+                        {
+                            "allOf": [
+                                {"$ref": "#/components/schemas/Subscription"},
+                                {
+                                    "type": "object",
+                                    "required": ["secret"],
+                                    "properties": {"secret": {"type": "string", "pattern": "^whsec_"}},
+                                },
+                            ]
+                        },
+                    ),
+                    "400": problem_response(
+                        "A URL the agent may not call (`WEBHOOK_URL_REFUSED`) or an unknown event type"
+                    ),
+                    **_AUTH_ERRORS,
+                    "403": problem_response("The token lacks the `webhooks` or `read` scope (`FORBIDDEN`)"),
+                    "409": problem_response("The agent holds its most subscriptions (`TOO_MANY_SUBSCRIPTIONS`)"),
+                    "415": problem_response("Not application/json"),
+                },
+            },
+            "get": {
+                "operationId": "listSubscriptions",
+                "summary": "This token's subscriptions and their delivery state (suspended ones included)",
+                "responses": {
+                    "200": json_response(
+                        "The subscriptions",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "subscriptions": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Subscription"},
+                                }
+                            },
+                        },
+                    ),
+                    **_AUTH_ERRORS,
+                    "403": problem_response("The token lacks the `webhooks` scope"),
+                },
+            },
+        },
+        "/v1/subscriptions/{subscription_id}": {
+            "get": {
+                "operationId": "getSubscription",
+                "summary": "One subscription of this token",
+                "parameters": [_SUBSCRIPTION_ID],
+                "responses": {
+                    "200": json_response("The subscription", {"$ref": "#/components/schemas/Subscription"}),
+                    **_AUTH_ERRORS,
+                    "404": problem_response("No such subscription of this token"),
+                },
+            },
+            "delete": {
+                "operationId": "deleteSubscription",
+                "summary": "Unsubscribe: the subscription and the events still owed to it are forgotten",
+                "parameters": [_SUBSCRIPTION_ID],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_AUTH_ERRORS,
+                    "404": problem_response("No such subscription of this token"),
+                },
+            },
+        },
+        "/v1/subscriptions/{subscription_id}/resume": {
+            "post": {
+                "operationId": "resumeSubscription",
+                "summary": "Make a suspended subscription active again: its kept events are delivered, in order",
+                "parameters": [_SUBSCRIPTION_ID],
+                "responses": {
+                    "200": json_response("Active again", {"$ref": "#/components/schemas/Subscription"}),
+                    **_AUTH_ERRORS,
+                    "404": problem_response("No such subscription of this token"),
+                },
+            }
+        },
         "/v1/schema/{message_type}": {
             "get": {
                 "summary": "The JSON Schema of one message type",
@@ -430,6 +638,34 @@ OPENAPI: Final[dict[str, Any]] = {
                 "responses": {"200": {"description": "the metrics"}, "401": problem_response("no valid token")},
             }
         },
+    },
+    "webhooks": {
+        EventType.MESSAGE_RECEIVED.value: _event(
+            EventType.MESSAGE_RECEIVED.value,
+            "A message for this agency was verified, stored and signed for: read it with GET /v1/inbox",
+            {
+                "message_id": _STRING,
+                "sender": _STRING,
+                "recipient": _STRING,
+                "message_type": _STRING,
+                "case_id": _STRING,
+                "in_reply_to": _NULLABLE,
+                "message_digest": _STRING,
+                "received_at": {"type": "string", "format": "date-time"},
+                "inbox_seq": {"type": "integer", "description": "GET /v1/inbox?after=inbox_seq-1&limit=1 reads it"},
+            },
+        ),
+        EventType.MESSAGE_STATUS_CHANGED.value: _event(
+            EventType.MESSAGE_STATUS_CHANGED.value,
+            "New evidence about a message this agency sent (or its expiry unsent): GET /v1/messages/{message_id}",
+            _SENT_STATUS_DATA,
+        ),
+        EventType.CASE_DEADLINE_DUE.value: _event(
+            EventType.CASE_DEADLINE_DUE.value, "A deadline of a case falls today (UTC), announced once", _DEADLINE_DATA
+        ),
+        EventType.CASE_DEADLINE_OVERDUE.value: _event(
+            EventType.CASE_DEADLINE_OVERDUE.value, "A deadline of a case has passed, announced once", _DEADLINE_DATA
+        ),
     },
 }
 

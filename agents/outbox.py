@@ -18,8 +18,10 @@ from typing import Protocol
 
 import structlog
 
+from agents.guard import marking_of
 from agents.status import MessageStatus
 from agents.store import AgentStore, OutboxRecord, PendingEvidence
+from agents.webhooks import EventType, emit, level_of
 from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.broker import Relay, publish_window
@@ -88,6 +90,25 @@ class OutboxRelay(Relay):
             async with self._store.transaction() as tx:
                 for record in expired:
                     await tx.set_status(record.message_id, MessageStatus.EXPIRED, "EXPIRED", format_timestamp(now))
+                    await emit(
+                        tx,
+                        EventType.MESSAGE_STATUS_CHANGED,
+                        {
+                            "message_id": record.message_id,
+                            "recipient": record.recipient,
+                            "message_type": record.message_type,
+                            "case_id": record.case_id,
+                            "evidence_type": None,
+                            "evidence_identity": None,
+                            "evidence_at": None,
+                            "issuer": None,
+                            "reason_code": "EXPIRED",
+                            "previous_status": record.status,
+                            "status": str(MessageStatus.EXPIRED),
+                        },
+                        level=level_of(marking_of(record.document)),
+                        at=now,
+                    )
             for record in expired:
                 log.warning("outbox_expired_unsent", message_id=record.message_id)
         return [record for record in queued if now < parse_timestamp(record.expires_at)]

@@ -57,8 +57,10 @@ from typing import Final
 import structlog
 
 from agents.cases import CaseBook, Direction
+from agents.guard import marking_of
 from agents.status import MessageStatus, status_after
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from agents.webhooks import EventType, emit, level_of
 from protocol.directory import Agreement, Directory
 from protocol.encoding import format_timestamp, parse_json_strict
 from protocol.envelope import (
@@ -377,6 +379,23 @@ class Receiver:
                 signed.model_dump_json().encode("utf-8"),
                 format_timestamp(now),
             )
+            await emit(
+                tx,
+                EventType.MESSAGE_RECEIVED,
+                {
+                    "message_id": str(header.message_id),
+                    "sender": header.sender,
+                    "recipient": self._keys.agency,
+                    "message_type": header.message_type,
+                    "case_id": header.case_id,
+                    "in_reply_to": None if document.in_reply_to is None else str(document.in_reply_to),
+                    "message_digest": opened.digest,
+                    "received_at": format_timestamp(now),
+                    "inbox_seq": await tx.inbox_seq(header.sender, str(header.message_id)),
+                },
+                level=level_of(document.classification),
+                at=now,
+            )
         self._wake_relay()
 
     async def _refuse(self, authenticated: AuthenticatedHeader, error: ProtocolError, now: datetime) -> None:
@@ -442,6 +461,25 @@ class Receiver:
                 new = status_after(current, statement.evidence_type, None if reason is None else reason.code)
                 if new != current:
                     await tx.set_status(message_id, new, None if reason is None else reason.code, format_timestamp(now))
+                await emit(
+                    tx,
+                    EventType.MESSAGE_STATUS_CHANGED,
+                    {
+                        "message_id": message_id,
+                        "recipient": record.recipient,
+                        "message_type": record.message_type,
+                        "case_id": record.case_id,
+                        "evidence_type": str(statement.evidence_type),
+                        "evidence_identity": statement.identity,
+                        "evidence_at": format_timestamp(statement.at),
+                        "issuer": statement.issuer,
+                        "reason_code": None if reason is None else str(reason.code),
+                        "previous_status": str(current),
+                        "status": str(new),
+                    },
+                    level=level_of(marking_of(record.document)),
+                    at=now,
+                )
         return Received(
             kind="evidence",
             result=ReceivedResult.KEPT if added else ReceivedResult.DUPLICATE,

@@ -44,6 +44,7 @@ from agents.storage_key import storage_key
 from agents.store import AgentStore
 from agents.submission import SenderKeys
 from agents.transport import SubmitPublisher, inbox_consumer
+from agents.webhooks import AddressPolicy, DeliveryPolicy, WebhookDispatcher, Webhooks
 from protocol.directory import Directory
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId, parse_agency_id
@@ -281,7 +282,55 @@ async def _message_path(core: _Core) -> _MessagePath:
     return _MessagePath(attachments, publisher, relay, cases, metrics, inbox, sender_views)
 
 
-def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], exposition: Exposition) -> AgentApi:
+def _guard(settings: AgentSettings) -> ApiGuard:
+    """The API's tokens, scopes, revocations and rate limits (the webhooks' owners are judged by it too)."""
+    return ApiGuard(
+        parse_token_specs(settings.api_tokens_sha256),
+        revocations=RevocationList(settings.api_tokens_revoked_file),
+        rate=RateLimit(settings.api_rate_per_s, settings.api_rate_burst),
+        clock=time.monotonic,
+    )
+
+
+def _webhooks(core: _Core, path: _MessagePath, guard: ApiGuard) -> Webhooks:
+    """The subscriptions API and the dispatcher delivering their events (`agents.webhooks`)."""
+    settings = core.settings
+    addresses = AddressPolicy.of(
+        settings.webhook_allowed_networks,
+        allow_plain_http=settings.webhook_allow_plain_http,
+        allow_public=settings.webhook_allow_public_addresses,
+    )
+    policy = DeliveryPolicy(
+        timeout_s=settings.webhook_timeout_s,
+        retry_base_s=settings.webhook_retry_base_s,
+        retry_max_s=settings.webhook_retry_max_s,
+        suspend_after_failures=settings.webhook_suspend_after_failures,
+        suspend_after_s=settings.webhook_suspend_after_s,
+        max_pending_events=settings.webhook_max_pending_events,
+        max_subscriptions=settings.webhook_max_subscriptions,
+        poll_s=settings.webhook_poll_s,
+        deadline_scan_s=settings.webhook_deadline_scan_s,
+    )
+    dispatcher = WebhookDispatcher(
+        store=core.store,
+        owner=guard.holder,
+        clock=core.clock,
+        policy=policy,
+        addresses=addresses,
+        tls=client_context(settings.webhook_ca_file),
+        cases=path.cases,
+    )
+    return Webhooks(store=core.store, dispatcher=dispatcher, addresses=addresses, policy=policy, clock=core.clock)
+
+
+def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
+    core: _Core,
+    path: _MessagePath,
+    health: Callable[[], dict[str, Any]],
+    exposition: Exposition,
+    guard: ApiGuard,
+    webhooks: Webhooks,
+) -> AgentApi:
     """The HTTP API the agency's systems use, behind its tokens, scopes and rate limits."""
     settings = core.settings
     return AgentApi(
@@ -301,12 +350,8 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], 
             cases=path.cases,
             metrics=exposition,
             attachments=path.attachments,
-            guard=ApiGuard(
-                parse_token_specs(settings.api_tokens_sha256),
-                revocations=RevocationList(settings.api_tokens_revoked_file),
-                rate=RateLimit(settings.api_rate_per_s, settings.api_rate_burst),
-                clock=time.monotonic,
-            ),
+            guard=guard,
+            webhooks=webhooks,
         )
     )
 
@@ -340,13 +385,16 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         await path.metrics.refresh(store, health.answer(certificates), clock(), certificates)
         return path.metrics.render(), METRICS_CONTENT_TYPE
 
+    guard = _guard(settings)
+    webhooks = _webhooks(core, path, guard)
     await run_service(
         Service(
             name="agent",
             settings=settings,
-            app=_api(core, path, health, exposition).app(),
+            app=_api(core, path, health, exposition, guard, webhooks).app(),
             tasks={
                 "inbox": path.inbox.run,
+                "webhooks": webhooks.dispatcher.run,
                 "outbox": path.relay.run,
                 "watchdog": ConsumerWatchdog((path.inbox,), limit_s=settings.watchdog_s).run,
                 "directory": core.directory.run,
@@ -355,6 +403,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
             },
             closers=[
                 path.publisher.close,
+                webhooks.dispatcher.close,
                 *([] if attachments is None else [attachments.close]),
                 *([] if auditing is None else [auditing.close]),
                 *([] if core.directory_session is None else [core.directory_session.close]),

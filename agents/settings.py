@@ -7,6 +7,7 @@ default are in `docs/CONFIGURATION.md`, generated from the descriptions below
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar, Self
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ class AgentSettings(ServiceSettings):
     """Everything an agent needs to start, passed down explicitly."""
 
     service: ClassVar[str] = "agent"
-    list_fields: ClassVar[frozenset[str]] = frozenset({"api_tokens_sha256"})
+    list_fields: ClassVar[frozenset[str]] = frozenset({"api_tokens_sha256", "webhook_allowed_networks"})
 
     agency: str = Field(
         pattern=r"^[A-Z]{2}(-[A-Z0-9]{2,16}){1,3}$", description="the agency this agent speaks for (`BD-MOHA-PSD`)"
@@ -33,7 +34,7 @@ class AgentSettings(ServiceSettings):
     api_tokens_sha256: tuple[str, ...] = Field(
         min_length=1,
         description="SHA-256 (hex) of each accepted bearer token, each `HEX` (every scope) "
-        "or `HEX:submit+read+ack` (those scopes), with an optional clearance `@RESTRICTED` "
+        "or `HEX:submit+read+ack+webhooks` (those scopes), with an optional clearance `@RESTRICTED` "
         "(the highest handling code it may read; default `@SECRET`)",
     )
     api_tokens_revoked_file: Path | None = Field(
@@ -75,6 +76,57 @@ class AgentSettings(ServiceSettings):
         "a larger one is refused unread",
     )
 
+    webhook_allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description="networks (CIDR, comma-separated) webhook subscriptions may point into (the case systems'); "
+        "a URL resolving to any other address is refused (against a token holder making the agent call "
+        "internal services)",
+        json_schema_extra={SHOWN_DEFAULT: "none (no webhooks, unless public addresses are allowed)"},
+    )
+    webhook_allow_public_addresses: bool = Field(
+        default=False,
+        description="allow webhook URLs resolving to public (globally routable) addresses too",
+    )
+    webhook_allow_plain_http: bool = Field(
+        default=False,
+        description="allow `http://` webhook URLs beyond loopback (events are signed but travel in clear text)",
+    )
+    webhook_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA certificate(s) a webhook receiver's HTTPS certificate must chain to",
+        json_schema_extra={SHOWN_DEFAULT: "none (the system's store)"},
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="seconds one webhook attempt (connect, send, answer) may take"
+    )
+    webhook_retry_base_s: float = Field(
+        default=2.0, gt=0, description="seconds before the first retry of a failing subscription, doubled per failure"
+    )
+    webhook_retry_max_s: float = Field(
+        default=900.0, gt=0, description="the longest wait between two attempts to a failing subscription (seconds)"
+    )
+    webhook_suspend_after_failures: int = Field(
+        default=10, ge=1, description="consecutive failed attempts before a subscription can be suspended"
+    )
+    webhook_suspend_after_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="seconds a subscription must have been failing (no success) before it is suspended",
+    )
+    webhook_max_pending_events: int = Field(
+        default=10_000,
+        ge=1,
+        description="events kept for one subscription (suspended or failing); beyond, the oldest are dropped "
+        "and counted",
+    )
+    webhook_max_subscriptions: int = Field(default=100, ge=0, description="webhook subscriptions this agent accepts")
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, description="seconds between two looks for webhook events to deliver"
+    )
+    webhook_deadline_scan_s: float = Field(
+        default=300.0, gt=0, description="seconds between two scans of the case deadlines for webhook events"
+    )
+
     @property
     def watched_certificates(self) -> tuple[Path, ...]:
         """The certificates whose expiry `/healthz` and `/metrics` show, those set.
@@ -85,6 +137,17 @@ class AgentSettings(ServiceSettings):
         own = (self.http_tls_cert_file, self.gateway_ca_file)
         broker = tuple(certificate for named in amqps_tls_files(self.amqp_url) for certificate in named.certfiles)
         return tuple(dict.fromkeys(path for path in (*own, *broker) if path is not None))
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each entry is a network in CIDR notation (`10.20.0.0/16`, `127.0.0.1/32`, `fd00::/8`)."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry[:60]!r} is not a network in CIDR notation") from None
+        return value
 
     @field_validator("api_tokens_sha256")
     @classmethod

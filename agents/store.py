@@ -11,7 +11,11 @@ Tables:
 * `idempotency`  `Idempotency-Key` -> (request digest, message id);
 * `evidence`     signed evidence received about our messages, one row per identity;
 * `inbox`        messages received, verified and decrypted, unique on (sender, id);
-* `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed.
+* `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed;
+* `webhook_subscriptions`, `webhook_outbox`, `webhook_deadline_notices`: the case
+                 systems' webhook subscriptions (secret sealed), the events each is
+                 still owed (written in the transaction of the change that caused
+                 them), and the deadlines already announced (`agents.webhooks`).
 
 A case's messages are read across `outbox` and `inbox` by their `case_id`
 (`Transaction.case_entries`); the case order and state are `agents.cases`'.
@@ -119,6 +123,118 @@ CREATE TABLE IF NOT EXISTS forks (
     detected_at TEXT NOT NULL
 );
 """
+
+
+WEBHOOK_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    subscription_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    event_types TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    owner_sha256 TEXT NOT NULL,
+    description TEXT,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_reason TEXT,
+    state_changed_at TEXT,
+    failing_since TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    last_error TEXT,
+    last_success_at TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_owner ON webhook_subscriptions (owner_sha256);
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (subscription_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_subscription ON webhook_outbox (subscription_id, seq);
+CREATE TABLE IF NOT EXISTS webhook_deadline_notices (
+    subscription_id TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    noticed_at TEXT NOT NULL,
+    PRIMARY KEY (subscription_id, deadline, phase)
+);
+"""
+"""Webhook subscriptions and their durable outbox (`agents.webhooks`): run after `_SCHEMA`, idempotent."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSubscription:
+    """One case system's subscription, its secret opened; its delivery state."""
+
+    subscription_id: str
+    url: str
+    event_types: tuple[str, ...]
+    secret: bytes
+    owner_sha256: str
+    description: str | None
+    created_at: str
+    state: str
+    """`active` or `suspended`."""
+    state_reason: str | None
+    state_changed_at: str | None
+    failing_since: str | None
+    consecutive_failures: int
+    next_attempt_at: str | None
+    last_error: str | None
+    last_success_at: str | None
+    delivered: int
+    failed_attempts: int
+    dropped: int
+    pending: int = 0
+    """Events held for it, not yet delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event owed to one subscription: the exact body to send, signed at each attempt."""
+
+    seq: int
+    subscription_id: str
+    event_id: str
+    event_type: str
+    level: int
+    """The clearance (`agents.guard.Clearance`) a reader of the event's subject needs."""
+    payload: bytes
+    created_at: str
+    attempts: int
+
+
+def webhook_secret_identity(subscription_id: str) -> dict[str, str]:
+    """What a subscription's sealed secret is bound to."""
+    return {"record": "webhook_subscription", "subscription_id": subscription_id}
+
+
+def _event_types_column(types: Sequence[str]) -> str:
+    """Stored as ` a b c `, so that `instr(event_types, ' a ')` selects the subscribers of `a`."""
+    return " " + " ".join(types) + " "
+
+
+_SUBSCRIPTION_COLUMNS = (
+    "s.subscription_id, url, event_types, secret, owner_sha256, description, s.created_at, state, state_reason, "
+    "state_changed_at, failing_since, consecutive_failures, next_attempt_at, last_error, last_success_at, "
+    "delivered, failed_attempts, dropped, "
+    "(SELECT COUNT(*) FROM webhook_outbox o WHERE o.subscription_id = s.subscription_id)"
+)
+
+
+def _subscription(row: Sequence[object], key: StorageKey) -> WebhookSubscription:
+    values = list(row)
+    values[2] = tuple(str(values[2]).split())
+    values[3] = key.open(bytes(cast("bytes", values[3])), webhook_secret_identity(str(values[0])))
+    return WebhookSubscription(*values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +595,123 @@ class Transaction:
             raise StoreUnavailable(f"the document of {entry.direction} message {entry.message_id} is missing")
         return self._key.open(bytes(row[0]), identity)
 
+    # -- webhooks (`agents.webhooks`) ------------------------------------------------------
+
+    async def emit_webhook_event(self, *, event_id: str, event_type: str, level: int, payload: bytes, at: str) -> int:
+        """Owe one event to every subscription (active or suspended) of `event_type`, in this transaction.
+
+        Returns how many subscriptions it is owed to (0 when none subscribes: nothing is kept).
+        """
+        return await self._db.execute(
+            "INSERT OR IGNORE INTO webhook_outbox (subscription_id, event_id, event_type, level, payload, created_at) "
+            "SELECT subscription_id, ?, ?, ?, ?, ? FROM webhook_subscriptions WHERE instr(event_types, ?) > 0",
+            (event_id, event_type, level, payload, at, f" {event_type} "),
+        )
+
+    async def owe_webhook_event(
+        self, subscription_id: str, *, event_id: str, event_type: str, level: int, payload: bytes, at: str
+    ) -> None:
+        """Owe one event to one subscription (a deadline announced to it)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO webhook_outbox (subscription_id, event_id, event_type, level, payload, created_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (subscription_id, event_id, event_type, level, payload, at),
+        )
+
+    async def notice_deadline(self, subscription_id: str, deadline: str, phase: str, at: str) -> bool:
+        """Remember that `deadline` reached `phase` for this subscription; False if it was noticed before."""
+        inserted = await self._db.execute(
+            "INSERT OR IGNORE INTO webhook_deadline_notices VALUES (?,?,?,?)", (subscription_id, deadline, phase, at)
+        )
+        return inserted == 1
+
+    async def insert_webhook_subscription(self, subscription: WebhookSubscription) -> None:
+        """Keep a new subscription, its secret sealed under the storage key."""
+        await self._db.execute(
+            "INSERT INTO webhook_subscriptions (subscription_id, url, event_types, secret, owner_sha256, description, "
+            "created_at, state) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                subscription.subscription_id,
+                subscription.url,
+                _event_types_column(subscription.event_types),
+                self._key.seal(subscription.secret, webhook_secret_identity(subscription.subscription_id)),
+                subscription.owner_sha256,
+                subscription.description,
+                subscription.created_at,
+                subscription.state,
+            ),
+        )
+
+    async def delete_webhook_subscription(self, subscription_id: str) -> None:
+        """Forget a subscription and everything still owed to it."""
+        for table in ("webhook_outbox", "webhook_deadline_notices", "webhook_subscriptions"):
+            await self._db.execute(
+                f"DELETE FROM {table} WHERE subscription_id = ?",  # noqa: S608 - constant names
+                (subscription_id,),
+            )
+
+    async def set_webhook_state(self, subscription_id: str, state: str, reason: str | None, at: str) -> None:
+        """Suspend a subscription, or make it active again (its failure count and backoff cleared)."""
+        if state == "active":
+            await self._db.execute(
+                "UPDATE webhook_subscriptions SET state = ?, state_reason = ?, state_changed_at = ?, "
+                "failing_since = NULL, consecutive_failures = 0, next_attempt_at = NULL WHERE subscription_id = ?",
+                (state, reason, at, subscription_id),
+            )
+        else:
+            await self._db.execute(
+                "UPDATE webhook_subscriptions SET state = ?, state_reason = ?, state_changed_at = ? "
+                "WHERE subscription_id = ?",
+                (state, reason, at, subscription_id),
+            )
+
+    async def webhook_delivered(self, seq: int, subscription_id: str, at: str) -> None:
+        """One event reached its subscriber (a 2xx): forget it; the subscription is healthy again."""
+        await self._db.execute("DELETE FROM webhook_outbox WHERE seq = ?", (seq,))
+        await self._db.execute(
+            "UPDATE webhook_subscriptions SET delivered = delivered + 1, last_success_at = ?, failing_since = NULL, "
+            "consecutive_failures = 0, next_attempt_at = NULL, last_error = NULL WHERE subscription_id = ?",
+            (at, subscription_id),
+        )
+
+    async def webhook_withheld(self, seq: int) -> None:
+        """Forget an event its subscriber's token may no longer read (never sent)."""
+        await self._db.execute("DELETE FROM webhook_outbox WHERE seq = ?", (seq,))
+
+    async def webhook_failed(self, seq: int, subscription_id: str, *, error: str, at: str, retry_at: str) -> None:
+        """One attempt failed: counted on the event and the subscription, which waits until `retry_at`."""
+        await self._db.execute("UPDATE webhook_outbox SET attempts = attempts + 1 WHERE seq = ?", (seq,))
+        await self._db.execute(
+            "UPDATE webhook_subscriptions SET failing_since = COALESCE(failing_since, ?), "
+            "consecutive_failures = consecutive_failures + 1, failed_attempts = failed_attempts + 1, "
+            "next_attempt_at = ?, last_error = ? WHERE subscription_id = ?",
+            (at, retry_at, error, subscription_id),
+        )
+
+    async def drop_webhook_events_beyond(self, subscription_id: str, keep: int) -> int:
+        """Forget the oldest events owed to a subscription beyond the newest `keep`; how many were forgotten."""
+        dropped = await self._db.execute(
+            "DELETE FROM webhook_outbox WHERE subscription_id = ?1 AND seq <= ("
+            "SELECT seq FROM webhook_outbox WHERE subscription_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            (subscription_id, keep),
+        )
+        if dropped:
+            await self._db.execute(
+                "UPDATE webhook_subscriptions SET dropped = dropped + ? WHERE subscription_id = ?",
+                (dropped, subscription_id),
+            )
+        return dropped
+
+    async def inbox_seq(self, sender: str, message_id: str) -> int | None:
+        """The inbox cursor position (`seq`) of (sender, message id), if held."""
+        row = await self._db.fetchone("SELECT seq FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id))
+        return None if row is None else int(row[0])
+
+    async def case_ids(self) -> list[str]:
+        """Every case this agency sent or received a message of."""
+        rows = await self._db.fetchall("SELECT case_id FROM outbox UNION SELECT case_id FROM inbox")
+        return [str(row[0]) for row in rows]
+
 
 class AgentStore:
     """The SQLite database of one agent."""
@@ -508,6 +741,7 @@ class AgentStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
+            await db.executescript(WEBHOOK_TABLES_DDL)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
@@ -593,6 +827,61 @@ class AgentStore:
         row = await self._db.fetchone("SELECT COUNT(*) FROM forks")
         return 0 if row is None else int(row[0])
 
+    async def webhook_subscription(self, subscription_id: str) -> WebhookSubscription | None:
+        """One subscription, its secret opened, with the number of events still owed to it."""
+        row = await self._db.fetchone(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions s WHERE subscription_id = ?",  # noqa: S608
+            (subscription_id,),
+        )
+        return None if row is None else _subscription(row, self._key)
+
+    async def webhook_subscriptions(self, owner_sha256: str | None = None) -> list[WebhookSubscription]:
+        """Every subscription (of one token, when `owner_sha256` is given), oldest first."""
+        where, params = ("WHERE owner_sha256 = ?", (owner_sha256,)) if owner_sha256 is not None else ("", ())
+        rows = await self._db.fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions s {where} ORDER BY s.created_at",  # noqa: S608
+            params,
+        )
+        return [_subscription(row, self._key) for row in rows]
+
+    async def webhook_due(self, now: str) -> list[WebhookSubscription]:
+        """Active subscriptions owed events whose backoff (if any) has ended."""
+        rows = await self._relay_db.fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions s WHERE state = 'active' "  # noqa: S608
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+            "AND EXISTS (SELECT 1 FROM webhook_outbox o WHERE o.subscription_id = s.subscription_id)",
+            (now,),
+        )
+        return [_subscription(row, self._key) for row in rows]
+
+    async def webhook_pending(self, subscription_id: str, limit: int) -> list[WebhookDelivery]:
+        """The oldest events owed to a subscription, in the order they happened."""
+        rows = await self._relay_db.fetchall(
+            "SELECT seq, subscription_id, event_id, event_type, level, payload, created_at, attempts "
+            "FROM webhook_outbox WHERE subscription_id = ? ORDER BY seq LIMIT ?",
+            (subscription_id, limit),
+        )
+        return [
+            WebhookDelivery(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bytes(r[5]), str(r[6]), int(r[7]))
+            for r in rows
+        ]
+
+    async def webhook_overfull(self, keep: int) -> list[str]:
+        """Subscriptions owed more than `keep` events."""
+        rows = await self._relay_db.fetchall(
+            "SELECT subscription_id FROM webhook_outbox GROUP BY subscription_id HAVING COUNT(*) > ?", (keep,)
+        )
+        return [str(row[0]) for row in rows]
+
+    async def wants_webhook_event(self, event_types: Sequence[str]) -> list[str]:
+        """The subscriptions (any state) to any of `event_types`."""
+        rows = await self._relay_db.fetchall(
+            "SELECT subscription_id FROM webhook_subscriptions WHERE "  # noqa: S608 - placeholders only
+            + " OR ".join("instr(event_types, ?) > 0" for _ in event_types),
+            [f" {name} " for name in event_types],
+        )
+        return [str(row[0]) for row in rows]
+
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
         rows = await self._relay_db.fetchall(
@@ -603,6 +892,7 @@ class AgentStore:
 
 
 __all__ = [
+    "WEBHOOK_TABLES_DDL",
     "AgentStore",
     "CaseEntry",
     "EvidenceRecord",
@@ -610,7 +900,10 @@ __all__ = [
     "OutboxRecord",
     "PendingEvidence",
     "Transaction",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "inbox_identity",
     "outbox_identity",
     "seal_plain_rows",
+    "webhook_secret_identity",
 ]

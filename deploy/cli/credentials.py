@@ -238,7 +238,9 @@ def add_commands(commands: Any) -> None:  # noqa: ANN401 - argparse's private _S
         dest="tokens", required=True
     )
     create = tokens.add_parser("create", help="a new token, printed once, and its ROGATORY_API_TOKENS_SHA256 entry")
-    create.add_argument("--scopes", required=True, help="submit, read, ack, joined by + (e.g. submit+read+ack)")
+    create.add_argument(
+        "--scopes", required=True, help="submit, read, ack, webhooks, joined by + (e.g. submit+read+ack+webhooks)"
+    )
     create.add_argument("--name", help="the system it is for (shown in the instructions only)")
     create.set_defaults(run=_guarded(_tokens_create))
     revoke_token = tokens.add_parser("revoke", help="add a token's SHA-256 to the agent's revocation file")

@@ -97,6 +97,28 @@ class AgentClient:
         """`GET /v1/cases/{case_id}`."""
         return await self._call("GET", f"/v1/cases/{quote(case_id, safe='')}")
 
+    async def subscribe(self, url: str, event_types: Collection[str], description: str | None = None) -> dict[str, Any]:
+        """`POST /v1/subscriptions`: the subscription, with its `secret` (shown this once)."""
+        request: dict[str, Any] = {"url": url, "event_types": list(event_types)}
+        if description is not None:
+            request["description"] = description
+        body = json.dumps(request).encode()
+        headers = {"Content-Type": "application/json"}
+        return await self._call("POST", "/v1/subscriptions", body=body, headers=headers, expect=201)
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        """`GET /v1/subscriptions`: this token's subscriptions and their delivery state."""
+        found: list[dict[str, Any]] = (await self._call("GET", "/v1/subscriptions"))["subscriptions"]
+        return found
+
+    async def resume_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """`POST /v1/subscriptions/{id}/resume`."""
+        return await self._call("POST", f"/v1/subscriptions/{quote(subscription_id, safe='')}/resume")
+
+    async def unsubscribe(self, subscription_id: str) -> None:
+        """`DELETE /v1/subscriptions/{id}`."""
+        await self._call("DELETE", f"/v1/subscriptions/{quote(subscription_id, safe='')}", expect=204)
+
     async def wait_for_status(
         self, message_id: str, wanted: Collection[str], *, within_s: float = 30.0
     ) -> dict[str, Any]:

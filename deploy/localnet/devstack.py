@@ -208,6 +208,9 @@ def _service_environment(
     token_file = paths.service_dir(service) / "gateway-token"
     if not token_file.exists():
         write_private(token_file, description.gateway.reader_token.encode("utf-8"))
+    # A dev network's case systems run on this machine: its agents may call loopback webhooks (a setting of
+    # the network's own wins).
+    common = {"ROGATORY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"} | common
     return common | {
         "ROGATORY_GATEWAY_URL": gateway_url(description),
         "ROGATORY_GATEWAY_CA_FILE": str(_gateway_tls(paths).ca_cert),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,14 +22,17 @@ from aiohttp import test_utils
 from agents.api import AgentApi, ApiContext
 from agents.auditing import SenderViews
 from agents.cases import CaseBook
+from agents.guard import ApiGuard, parse_token_specs
 from agents.receiving import Received, Receiver, ReceiverKeys
 from agents.store import AgentStore
 from agents.submission import SenderKeys
+from agents.webhooks import AddressPolicy, DeliveryPolicy, WebhookDispatcher, Webhooks
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp
 from protocol.ids import AgencyId
 from protocol.limits import DEFAULT_LIMITS
 from protocol.storage import StorageKey
+from runtime.tls import client_context
 from tests.support.network import NOW, AgencyKeys, LocalNetwork
 
 TOKEN = "agent-test-token"
@@ -46,6 +50,7 @@ class InProcessAgent:
     cases: CaseBook
     receiver: Receiver
     http: test_utils.TestClient[Any, Any]
+    webhooks: Webhooks | None = None
 
     async def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         """One API call: (status, JSON answer)."""
@@ -80,8 +85,10 @@ class InProcessAgent:
         assert status == 200, answer
 
     async def close(self) -> None:
-        """Stop the HTTP server, close the store."""
+        """Stop the HTTP server (and the webhook client), close the store."""
         await self.http.close()
+        if self.webhooks is not None:
+            await self.webhooks.dispatcher.close()
         await self.store.close()
 
 
@@ -95,12 +102,19 @@ async def start_agent(
     clock: Callable[[], datetime] = lambda: NOW,
     sender_views: SenderViews | None = None,
     health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"},
+    tokens: tuple[str, ...] = (),
+    webhooks: tuple[DeliveryPolicy, AddressPolicy] | None = None,
+    storage_key: StorageKey | None = None,
 ) -> InProcessAgent:
     """An agent for `agency` of `net`, its clock stopped at `NOW` (or `clock`), on `directory` (or `in_force`);
-    senders' log views go to `sender_views`; `/healthz` answers `health`."""
+    senders' log views go to `sender_views`; `/healthz` answers `health`. `tokens` are extra token entries
+    (`agents.guard`) besides `TOKEN`'s; `webhooks` serves `/v1/subscriptions` and makes a dispatcher (not run:
+    the test calls its `tick`; its clock moves on from the agent's); `storage_key` reopens a store made before."""
     keys = net[agency]
     current = in_force or (lambda: directory)
-    store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=StorageKey.generate())
+    store = await AgentStore.open(
+        data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=storage_key or StorageKey.generate()
+    )
     cases = CaseBook(agency)
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),
@@ -113,6 +127,27 @@ async def start_agent(
         on_opened=None,
         on_log_view=None if sender_views is None else sender_views.offer,
     )
+    token_entries = (hashlib.sha256(TOKEN.encode()).hexdigest(), *tokens)
+    guard = ApiGuard(parse_token_specs(token_entries), clock=time.monotonic)
+    hooks = None
+    if webhooks is not None:
+        delivery, addresses = webhooks
+        started = time.monotonic()
+
+        def moving() -> datetime:
+            """The agent's clock, moving on from its instant as time passes: backoff ends."""
+            return clock() + timedelta(seconds=time.monotonic() - started)
+
+        dispatcher = WebhookDispatcher(
+            store=store,
+            owner=guard.holder,
+            clock=moving,
+            policy=delivery,
+            addresses=addresses,
+            tls=client_context(None),
+            cases=cases,
+        )
+        hooks = Webhooks(store=store, dispatcher=dispatcher, addresses=addresses, policy=delivery, clock=clock)
     context = ApiContext(
         agency=agency,
         sender=SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key),
@@ -120,16 +155,25 @@ async def start_agent(
         directory=current,
         limits=DEFAULT_LIMITS,
         message_ttl=timedelta(days=1),
-        token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
+        token_hashes=token_entries,
         clock=clock,
         wake_relay=lambda: None,
         health=health,
         cases=cases,
+        guard=guard,
+        webhooks=hooks,
     )
     http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))
     await http.start_server()
     return InProcessAgent(
-        agency=agency, keys=keys, directory=directory, store=store, cases=cases, receiver=receiver, http=http
+        agency=agency,
+        keys=keys,
+        directory=directory,
+        store=store,
+        cases=cases,
+        receiver=receiver,
+        http=http,
+        webhooks=hooks,
     )
 
 
