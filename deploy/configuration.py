@@ -70,6 +70,13 @@ COMMAND_LINE: Final = (
         "`1`: the dev stack's services speak plain AMQP to the machine's broker (a weakening, with a warning)",
     ),
     Variable(
+        "ROGATORY_TSA_DIR",
+        "path",
+        "`<state>/tsa` (set by `rogatory dev up`)",
+        "the keys and certificates of the dev network's own RFC 3161 time-stamp authority "
+        "(`python -m deploy.localnet.tsa`, which listens on `ROGATORY_HTTP_PORT` on 127.0.0.1)",
+    ),
+    Variable(
         "ROGATORY_RABBITMQ_SCRIPTS",
         "path (optional)",
         "found on the `PATH`",
