@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from deploy.bench.broker_messages import settled_counts
 from deploy.bench.processes import (
     ProcessFigures,
     broker_cpu_seconds,
@@ -55,6 +56,8 @@ POLL_S: Final = 0.25
 """How often the run looks for `DELIVERY` evidence at the senders."""
 SOAK_SAMPLE_S: Final = 5.0
 """How often the soak samples resident memory."""
+NOTES: Final = "notes"
+REQUESTS: Final = "requests"
 BENCH_ENVIRONMENT: Final = {"ROGATORY_API_RATE_PER_S": "100000", "ROGATORY_API_RATE_BURST": "100000"}
 """The agency system here is the benchmark's one client: its API rate limit must not be what is measured."""
 EVIDENCE_LEAVES: Final = 3
@@ -179,6 +182,12 @@ class ScenarioFigures:
     """The same over the soak's second half: caches filled by then, a leak still shows."""
     broker_cpu_ms_per_message: float | None = None
     """CPU of the local RabbitMQ node (`beam.smp`) per whole-path message; None when the broker is not local."""
+    broker_published_per_exchange: float | None = None
+    """AMQP messages published into the network's vhost per exchange, as the broker counts them
+    (`deploy.bench.broker_messages`); None without the management API."""
+    broker_delivered_per_exchange: float | None = None
+    """AMQP messages the broker handed to consumers per exchange."""
+    kind: str = "notes"
 
 
 def _percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -198,6 +207,10 @@ class Scenario:
     messages: int
     offered_per_s: float | None = None
     soak: bool = False
+    kind: str = NOTES
+    """`notes` (each a NOTE in an open case) or `requests` (each the sample MLA request, opening a new case)."""
+    count_broker_messages: bool = False
+    """Read the broker's message counters before and after (`deploy.bench.broker_messages`: seconds each)."""
 
 
 @dataclass(slots=True)
@@ -215,7 +228,7 @@ class BenchNetwork:
         self.root = root
         self.paths = NetworkPaths(root)
         self.amqp_url = amqp_url
-        self._management_url = management_url
+        self.management_url = management_url
         self._bench_pairs = bench_pairs
         self._say = say
         self.cases: dict[tuple[str, str], list[str]] = {}
@@ -225,7 +238,7 @@ class BenchNetwork:
         return await up(
             self.root,
             amqp_url=self.amqp_url,
-            management_url=self._management_url,
+            management_url=self.management_url,
             say=lambda _: None,
             service_environment=BENCH_ENVIRONMENT,
             bench_pairs=self._bench_pairs,
@@ -237,7 +250,7 @@ class BenchNetwork:
 
     async def destroy(self) -> None:
         """Delete the stopped network: its vhost, broker users and state directory."""
-        await destroy(self.root, amqp_url=self.amqp_url, management_url=self._management_url)
+        await destroy(self.root, amqp_url=self.amqp_url, management_url=self.management_url)
 
     def agent_db(self, agency: str) -> Path:
         """The database of `agency`'s agent."""
@@ -443,14 +456,19 @@ async def run_scenario(network: BenchNetwork, scenario: Scenario, say: Callable[
                 for name in agencies
             }
             document = await _prepare(network, scenario, clients)
+            vhost = str(stack["network"]["vhost"])
+            counting = scenario.count_broker_messages
+            counts_before = await settled_counts(network.amqp_url, network.management_url, vhost) if counting else None
             meter = _Meter.start(network, stack_pids(stack, agencies), soak=scenario.soak)
             rate = "saturation" if scenario.offered_per_s is None else f"{scenario.offered_per_s:.1f}/s offered"
             say(f"  {scenario.name}: {scenario.messages} messages, {len(scenario.pairs)} pair(s), {rate}")
             sent, submit_s, wall = await _send(network, scenario, document, clients, meter)
             broker_cpu = broker_cpu_spent(meter.broker_cpu_before)
             processes = process_figures(meter.pids, meter.cpu_before, meter.waiting_before, wall)
+            counts_after = await settled_counts(network.amqp_url, network.management_url, vhost) if counting else None
     finally:
         network.stop()
+    counted = counts_after.minus(counts_before) if counts_before and counts_after and sent else None
     totals, stages, span, missing = _message_stages(network, sent, meter.first_leaf)
     growth, second_half = meter.growth()
     return ScenarioFigures(
@@ -473,6 +491,9 @@ async def run_scenario(network: BenchNetwork, scenario: Scenario, say: Callable[
         memory_growth_mb=growth,
         memory_growth_second_half_mb=second_half,
         broker_cpu_ms_per_message=round(1000 * broker_cpu / len(sent), 3) if meter.broker_pids and sent else None,
+        broker_published_per_exchange=round(counted.published / len(sent), 2) if counted else None,
+        broker_delivered_per_exchange=round(counted.delivered / len(sent), 2) if counted else None,
+        kind=scenario.kind,
     )
 
 
@@ -480,13 +501,21 @@ async def _prepare(
     network: BenchNetwork, scenario: Scenario, clients: dict[str, AgentClient]
 ) -> Callable[[int], tuple[str, dict[str, Any]]]:
     """Open the scenario's cases; the function that makes its `index`th document (sender, body)."""
+    requests = {pair: request_between(*pair) for pair in scenario.pairs}
+    if scenario.kind == REQUESTS:
+
+        def opening(index: int) -> tuple[str, dict[str, Any]]:
+            """The sample MLA request (about 17 KB, Arabic and Bengali included), each opening a case of its own."""
+            pair = scenario.pairs[index % len(scenario.pairs)]
+            return pair[0], bench_case(requests[pair], f"BENCH-{index:06d}-{secrets.token_hex(3).upper()}")
+
+        return opening
     per_pair = max(1, scenario.messages // len(scenario.pairs))
     # Each scenario opens cases of its own: cases carried over from the last one would grow past
     # MESSAGES_PER_CASE, and its freshly started agents would fold each of them from cold (a restart's
     # one-off cost, every stored document validated again), not the steady state measured here.
     network.cases.clear()
     await _open_cases(network, clients, scenario.pairs, max(1, per_pair // MESSAGES_PER_CASE))
-    requests = {pair: request_between(*pair) for pair in scenario.pairs}
 
     def document(index: int) -> tuple[str, dict[str, Any]]:
         """Made when submitted: a long soak does not hold every document at once."""
@@ -577,6 +606,8 @@ def _now_text() -> str:
 __all__ = [
     "CONCURRENCY",
     "LARGE_CONTENT_BYTES",
+    "NOTES",
+    "REQUESTS",
     "SMALL_CONTENT_BYTES",
     "STAGES",
     "BenchFailed",

@@ -6,7 +6,8 @@
     rogatory audit verify (--gateway URL | --export PATH) [--token T] [--authority-key K | --state-dir DIR]
                           [--ca-file PEM]
     rogatory audit export --gateway URL --out PATH [--token T] [--ca-file PEM]
-    rogatory bench [--messages N] [--pairs P] [--no-large] [--soak-messages N] [--state-dir DIR] [--json PATH]
+    rogatory bench [--messages N] [--pairs P] [--no-large] [--no-requests] [--soak-messages N]
+                   [--state-dir DIR] [--json PATH]
     rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
@@ -180,7 +181,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir) if args.state_dir else None,
         json_out=Path(args.json) if args.json else None,
         options=BenchOptions(
-            messages=args.messages, pairs=args.pairs, large=not args.no_large, soak_messages=args.soak_messages
+            messages=args.messages,
+            pairs=args.pairs,
+            large=not args.no_large,
+            soak_messages=args.soak_messages,
+            requests=not args.no_requests,
         ),
     )
 
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pairs", type=int, default=10, help="pairs of agencies of the many-agencies scenario (0: skip it)"
     )
     bench.add_argument("--no-large", action="store_true", help="skip the 64 KB scenario")
+    bench.add_argument("--no-requests", action="store_true", help="skip the sample MLA requests scenario")
     bench.add_argument(
         "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
     )

@@ -53,17 +53,22 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return loaded
 
 
-def test_bench_covers_pair_fixed_load_large_messages_and_many_agencies(figures: dict[str, Any]):
-    """Four scenarios: 2 KB at saturation and at half its load, 64 KB, and several pairs of agencies."""
+def test_bench_covers_pair_fixed_load_mla_requests_large_messages_and_many_agencies(figures: dict[str, Any]):
+    """Five scenarios: 2 KB at saturation and at half its load, the sample MLA request (each opening a case),
+    64 KB, and several pairs of agencies."""
     names = [scenario["name"] for scenario in figures["scenarios"]]
     assert names == [
         "pair-2KB-saturation",
         "pair-2KB-fixed-half-load",
+        "pair-mla-requests-saturation",
         "pair-64KB-saturation",
         "many-2-agencies-2KB-saturation",
     ]
     sizes = {scenario["name"]: scenario["content_bytes"] for scenario in figures["scenarios"]}
     assert sizes["pair-64KB-saturation"] == 64_000
+    requests = next(s for s in figures["scenarios"] if s["name"] == "pair-mla-requests-saturation")
+    assert requests["kind"] == "requests"
+    assert requests["document_bytes"] > 10_000  # the sample request, Arabic and Bengali included
     fixed = figures["scenarios"][1]
     assert fixed["offered_per_s"] is not None
     assert fixed["offered_per_s"] > 0
@@ -110,3 +115,16 @@ def test_the_brokers_cpu_per_message_is_measured_beside_its_cpu_per_raw_hop(figu
         assert scenario["broker_cpu_ms_per_message"] > 0
     for baseline in figures["baselines"]:
         assert baseline["broker_cpu_ms_per_message"] > 0
+
+
+def test_the_broker_messages_an_exchange_costs_are_counted_by_the_broker(figures: dict[str, Any]):
+    """The counting scenarios read the broker's own publish and delivery counters: every exchange costs at least
+    its submission and its relay; the target is judged on the 2 KB pair."""
+    counted = {"pair-2KB-saturation", "pair-mla-requests-saturation", "many-2-agencies-2KB-saturation"}
+    for scenario in figures["scenarios"]:
+        if scenario["name"] not in counted:
+            assert scenario["broker_published_per_exchange"] is None
+            continue
+        assert scenario["broker_published_per_exchange"] >= 2, scenario["name"]
+        assert scenario["broker_delivered_per_exchange"] >= 2, scenario["name"]
+    assert isinstance(figures["targets"]["broker_messages_per_exchange"]["met"], bool)
