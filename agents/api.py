@@ -31,8 +31,19 @@ from agents.guard import (
     refusal_code,
     required_scope,
 )
+from agents.lists import (
+    MAX_CURSOR_POSITION,
+    Listing,
+    Lists,
+    case_filter_value,
+    flag,
+    invalid,
+    message_type_filter,
+    page_answer,
+    start_of,
+)
 from agents.openapi import OPENAPI
-from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from agents.store import AgentStore, EvidenceRecord, InboxFilter, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
@@ -124,6 +135,9 @@ class AgentApi:
         router.add_post("/v1/inbox/{message_id}/ack", self.ack)
         router.add_get("/v1/schema/{message_type}", self.schema)
         router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
+        lists = Lists(store=self._ctx.store, cases=self._cases, clock=self._ctx.clock)
+        for method, path, handler in lists.routes():
+            router.add_route(method, path, handler)
         if self._ctx.metrics is not None:
             router.add_get("/metrics", metrics_handler(self._ctx.metrics))
         if self._ctx.attachments is not None:
@@ -213,11 +227,22 @@ class AgentApi:
         )
 
     async def inbox(self, request: web.Request) -> web.Response:
-        """`GET /v1/inbox`: received messages after the cursor, oldest first."""
-        after = _int_query(request, "after", default=0, maximum=2**62)
+        """`GET /v1/inbox`: received messages after the cursor, oldest first, filtered (`agents.lists`)."""
+        if "cursor" in request.query and "after" in request.query:
+            raise invalid("give either 'cursor' or 'after', not both")
+        after = (
+            start_of(request, Listing.INBOX)
+            if "cursor" in request.query
+            else _int_query(request, "after", default=0, maximum=MAX_CURSOR_POSITION)
+        )
         limit = _int_query(request, "limit", default=100, maximum=MAX_INBOX_PAGE, minimum=1)
-        fetched = await self._ctx.store.inbox_after(after, limit)
-        next_cursor = str(fetched[-1].seq) if fetched else str(after)
+        wanted = InboxFilter(
+            unacknowledged=flag(request, "unacknowledged"),
+            message_type=message_type_filter(request),
+            case_id=case_filter_value(request),
+        )
+        fetched = await self._ctx.store.inbox_page(after, limit, wanted)
+        last = fetched[-1].seq if fetched else after
         records = [record for record in fetched if readable(request, record.document, message_id=record.message_id)]
         items = [_inbox_item(record) for record in records]
         if self._ctx.attachments is not None:
@@ -225,7 +250,8 @@ class AgentApi:
                 item["attachments"] = await self._ctx.attachments.describe(
                     record.sender, record.message_id, item["document"]
                 )
-        return json_answer({"messages": items, "next": next_cursor})
+        page = page_answer(request, Listing.INBOX, "messages", items, last=last, full=len(fetched) == limit)
+        return json_answer(page | {"next": str(last)})
 
     async def ack(self, request: web.Request) -> web.Response:
         """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""

@@ -20,6 +20,48 @@ _MESSAGE_ID: Final = {
     "schema": {"type": "string", "format": "uuid"},
 }
 
+
+_LIST_ERRORS: Final = {
+    "400": problem_response(
+        "A cursor this agent did not give for this list (`INVALID_CURSOR`), or a filter or `limit` that does not "
+        "parse (`INVALID_PARAMETER`)"
+    )
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_CURSOR: Final = _query(
+    "cursor", {"type": "string", "maxLength": 100}, "Opaque: the `next_cursor` of the previous page of this list"
+)
+_LIMIT: Final = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "Page size")
+_CASE_ID_FILTER: Final = _query("case_id", {"type": "string"}, "Only messages of this case")
+_TYPE_FILTER: Final = _query("message_type", {"$ref": "#/components/schemas/MessageType"}, "Only messages of this type")
+
+
+def _page(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A page of a list: its items, where the walk goes on, whether the page was full, the next page's link."""
+    return {
+        "type": "object",
+        "required": [key, "next_cursor", "has_more", "links"],
+        "properties": {
+            key: {"type": "array", "items": item},
+            "next_cursor": {
+                "type": "string",
+                "description": "Where the walk goes on, also after an empty page: poll from there",
+            },
+            "has_more": {"type": "boolean", "description": "The page was full: ask for the next one at once"},
+            "links": {
+                "type": "object",
+                "required": ["next"],
+                "properties": {"next": {"type": "string", "description": "This list, same filters, `cursor` set"}},
+            },
+        },
+    }
+
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -113,6 +155,40 @@ OPENAPI: Final[dict[str, Any]] = {
                     "status_reason": {"type": ["string", "null"]},
                     "received_at": {"type": "string", "format": "date-time"},
                     "retrieved_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "SentMessage": {
+                "type": "object",
+                "required": ["message_id", "status", "recipient", "message_type", "case_id", "created_at"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": {"$ref": "#/components/schemas/Status"},
+                    "status_reason": {"type": ["string", "null"]},
+                    "recipient": {"type": "string"},
+                    "message_type": {"$ref": "#/components/schemas/MessageType"},
+                    "case_id": {"type": "string"},
+                    "in_reply_to": {"type": ["string", "null"]},
+                    "message_digest": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "CaseSummary": {
+                "type": "object",
+                "required": ["case_id", "state", "role", "counterpart", "next_due", "overdue"],
+                "properties": {
+                    "case_id": {"type": "string"},
+                    "state": {"type": ["string", "null"], "enum": [*(s.value for s in CaseState), None]},
+                    "role": {"type": ["string", "null"], "enum": [*(r.value for r in Role), None]},
+                    "counterpart": {"type": "string", "description": "The other agency of the case"},
+                    "next_due": {
+                        "type": ["string", "null"],
+                        "format": "date",
+                        "description": "The earliest open deadline (UTC day)",
+                    },
+                    "overdue": {"type": "boolean"},
+                    "updated_at": {"type": ["string", "null"], "format": "date-time"},
                 },
             },
             "Case": {
@@ -281,6 +357,36 @@ OPENAPI: Final[dict[str, Any]] = {
             }
         },
         "/v1/messages": {
+            "get": {
+                "operationId": "listSentMessages",
+                "summary": "The messages this agency sent, in the order it submitted them, filtered",
+                "description": (
+                    "For reconciling after a restart: what was sent and where each message stands. Keyset paging "
+                    "on a sequence that only grows: walking the pages while messages are submitted skips none and "
+                    "repeats none. Messages above the token's clearance are left out."
+                ),
+                "parameters": [
+                    _query(
+                        "status",
+                        {"type": "string"},
+                        "Only these statuses (comma-separated, or the parameter repeated): "
+                        "queued, submitted, relayed, delivered, retrieved, rejected, failed, expired",
+                    ),
+                    _CASE_ID_FILTER,
+                    _TYPE_FILTER,
+                    _query("created_from", {"type": "string", "format": "date-time"}, "Created at or after"),
+                    _query("created_before", {"type": "string", "format": "date-time"}, "Created before"),
+                    _CURSOR,
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": json_response(
+                        "A page of sent messages", _page("messages", {"$ref": "#/components/schemas/SentMessage"})
+                    ),
+                    **_LIST_ERRORS,
+                    **_AUTH_ERRORS,
+                },
+            },
             "post": {
                 "summary": "Submit one message document",
                 "parameters": [
@@ -319,7 +425,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "415": problem_response("Not application/json"),
                     "422": problem_response("Invalid document: every field error in `errors`"),
                 },
-            }
+            },
         },
         "/v1/messages/{message_id}": {
             "get": {
@@ -346,23 +452,31 @@ OPENAPI: Final[dict[str, Any]] = {
             "get": {
                 "summary": "Received, verified, decrypted messages, oldest first",
                 "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "cursor"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    _query(
+                        "after",
+                        {"type": "string"},
+                        "The `next` of the previous page (kept for older clients; or use `cursor`, not both)",
+                    ),
+                    _CURSOR,
+                    _query("unacknowledged", {"type": "boolean"}, "Only messages not yet acknowledged (`ack`)"),
+                    _TYPE_FILTER,
+                    _CASE_ID_FILTER,
+                    _LIMIT,
                 ],
                 "responses": {
                     "200": json_response(
                         "A page of the inbox",
                         {
-                            "type": "object",
-                            "properties": {
-                                "messages": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/InboxMessage"},
+                            "allOf": [
+                                _page("messages", {"$ref": "#/components/schemas/InboxMessage"}),
+                                {
+                                    "type": "object",
+                                    "properties": {"next": {"type": "string", "description": "For `after`"}},
                                 },
-                                "next": {"type": "string"},
-                            },
+                            ]
                         },
                     ),
+                    **_LIST_ERRORS,
                     **_AUTH_ERRORS,
                 },
             }
@@ -379,6 +493,35 @@ OPENAPI: Final[dict[str, Any]] = {
                     **_AUTH_ERRORS,
                     "404": problem_response("No such received message"),
                     "409": problem_response("Several senders used this id: add ?sender="),
+                },
+            }
+        },
+        "/v1/cases": {
+            "get": {
+                "operationId": "listCases",
+                "summary": "The cases this agency holds messages of, in the order it first held one, filtered",
+                "description": (
+                    "State, role and deadlines are those of `GET /v1/cases/{case_id}`, folded afresh for every "
+                    "case that changed. A case holding a message above the token's clearance is left out whole."
+                ),
+                "parameters": [
+                    _query(
+                        "state",
+                        {"type": "string"},
+                        "Only these states (comma-separated, or repeated): " + ", ".join(s.value for s in CaseState),
+                    ),
+                    _query("counterpart", {"type": "string"}, "Only cases with this agency"),
+                    _query("due_by", {"type": "string", "format": "date"}, "An open deadline due on or before"),
+                    _query("overdue", {"type": "boolean"}, "Only cases with an open deadline past (UTC day)"),
+                    _CURSOR,
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": json_response(
+                        "A page of cases", _page("cases", {"$ref": "#/components/schemas/CaseSummary"})
+                    ),
+                    **_LIST_ERRORS,
+                    **_AUTH_ERRORS,
                 },
             }
         },
