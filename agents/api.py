@@ -21,7 +21,9 @@ from aiohttp import web
 
 from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
+from agents.connectivity import Connectivity
 from agents.errors import Conflict
+from agents.evidence_view import evidence_item, lifecycle_order
 from agents.guard import (
     CLEARANCE,
     ApiGuard,
@@ -43,7 +45,7 @@ from agents.lists import (
     start_of,
 )
 from agents.openapi import OPENAPI
-from agents.store import AgentStore, EvidenceRecord, InboxFilter, InboxRecord
+from agents.store import AgentStore, InboxFilter, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
@@ -94,6 +96,8 @@ class ApiContext:
     """Attachment bodies (`agents.attachments`); without it, every attachment travels as a description only."""
     guard: ApiGuard | None = None
     """Tokens, scopes, revocations, rate limits (`agents.guard`); by default: `token_hashes`, default rates."""
+    connectivity: Connectivity | None = None
+    """Connectivity tests (`agents.connectivity`); without it, `/v1/connectivity-tests` is not served."""
 
 
 def _agent_errors(error: Exception) -> web.Response | None:
@@ -138,6 +142,9 @@ class AgentApi:
         lists = Lists(store=self._ctx.store, cases=self._cases, clock=self._ctx.clock)
         for method, path, handler in lists.routes():
             router.add_route(method, path, handler)
+        if self._ctx.connectivity is not None:
+            for method, path, handler in self._ctx.connectivity.routes():
+                router.add_route(method, path, handler)
         if self._ctx.metrics is not None:
             router.add_get("/metrics", metrics_handler(self._ctx.metrics))
         if self._ctx.attachments is not None:
@@ -209,7 +216,7 @@ class AgentApi:
         record = await self._ctx.store.outbox(message_id)
         if record is None or not readable(request, record.document, message_id=message_id):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
-        evidence = sorted(await self._ctx.store.evidence_for(message_id), key=_lifecycle_order)
+        evidence = sorted(await self._ctx.store.evidence_for(message_id), key=lifecycle_order)
         return json_answer(
             {
                 "message_id": message_id,
@@ -222,7 +229,7 @@ class AgentApi:
                 "sealed_bytes": len(record.sealed),
                 "created_at": record.created_at,
                 "expires_at": record.expires_at,
-                "evidence": [_evidence_item(item) for item in evidence],
+                "evidence": [evidence_item(item) for item in evidence],
             }
         )
 
@@ -352,27 +359,6 @@ def _int_query(request: web.Request, name: str, *, default: int, maximum: int, m
             f"query parameter {name!r} must be between {minimum} and {maximum}", code=ErrorCode.INVALID_PARAMETER
         )
     return value
-
-
-_LIFECYCLE = {name: rank for rank, name in enumerate(EvidenceType)}
-
-
-def _lifecycle_order(record: EvidenceRecord) -> tuple[int, str]:
-    """Evidence in the order of the message's life (each party stamps its own clock)."""
-    return _LIFECYCLE.get(EvidenceType(record.evidence_type), len(_LIFECYCLE)), record.at
-
-
-def _evidence_item(record: EvidenceRecord) -> dict[str, Any]:
-    return {
-        "type": record.evidence_type,
-        "at": record.at,
-        "signed_by": record.issuer,
-        "recipient": record.recipient,
-        "reason": None if record.reason_code is None else {"code": record.reason_code, "detail": record.reason_detail},
-        "statement": json.loads(record.signed),
-        "received_at": record.received_at,
-        "inclusion_proof": None if record.inclusion_proof is None else json.loads(record.inclusion_proof),
-    }
 
 
 def _case_answer(case: CaseFile, now: datetime) -> dict[str, Any]:

@@ -6,7 +6,7 @@ accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
 
 | scope    | allows                                                               |
 | -------- | -------------------------------------------------------------------- |
-| `submit` | `POST /v1/messages`, `POST /v1/attachments`                          |
+| `submit` | `POST /v1/messages`, `POST /v1/attachments`, `POST /v1/connectivity-tests` |
 | `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
 | `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
 

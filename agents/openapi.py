@@ -174,6 +174,61 @@ OPENAPI: Final[dict[str, Any]] = {
                     "expires_at": {"type": "string", "format": "date-time"},
                 },
             },
+            "ConnectivityTest": {
+                "type": "object",
+                "required": ["test_id", "to", "state", "failure", "started_at", "deadline", "timings", "ping", "pong"],
+                "properties": {
+                    "test_id": {"type": "string", "format": "uuid"},
+                    "to": {"type": "string", "description": "The agency pinged"},
+                    "state": {"type": "string", "enum": ["pending", "completed", "failed", "timed_out"]},
+                    "failure": {
+                        "type": ["object", "null"],
+                        "description": "`TIMED_OUT`, or the code the ping was refused with on the way",
+                        "properties": {"code": {"type": "string"}, "detail": {"type": ["string", "null"]}},
+                    },
+                    "started_at": {"type": "string", "format": "date-time"},
+                    "deadline": {"type": "string", "format": "date-time"},
+                    "timings": {
+                        "type": "object",
+                        "properties": {
+                            "round_trip_ms": {"type": ["integer", "null"], "description": "This agent's clock"},
+                            "ping_delivered_ms": {
+                                "type": ["integer", "null"],
+                                "description": "Start to the peer's DELIVERY (the peer's clock)",
+                            },
+                            "pong_delivered_ms": {
+                                "type": ["integer", "null"],
+                                "description": "The pong's signed sending time (the peer's clock) to its arrival here",
+                            },
+                        },
+                    },
+                    "ping": {
+                        "type": "object",
+                        "required": ["message_id", "status", "evidence"],
+                        "properties": {
+                            "message_id": {"type": "string", "format": "uuid"},
+                            "status": {"$ref": "#/components/schemas/Status"},
+                            "status_reason": {"type": ["string", "null"]},
+                            "message_digest": {"type": ["string", "null"]},
+                            "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
+                        },
+                    },
+                    "pong": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "message_id": {"type": "string", "format": "uuid"},
+                            "message_digest": {"type": "string"},
+                            "sent_at": {"type": "string", "format": "date-time"},
+                            "received_at": {"type": "string", "format": "date-time"},
+                            "evidence": {
+                                "type": "array",
+                                "description": "The DELIVERY and RETRIEVAL statements this agency signed for the pong",
+                                "items": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
             "CaseSummary": {
                 "type": "object",
                 "required": ["case_id", "state", "role", "counterpart", "next_due", "overdue"],
@@ -522,6 +577,57 @@ OPENAPI: Final[dict[str, Any]] = {
                     ),
                     **_LIST_ERRORS,
                     **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/v1/connectivity-tests": {
+            "post": {
+                "operationId": "startConnectivityTest",
+                "summary": "Ping another agency through the whole path; its agent answers a pong the same way",
+                "description": (
+                    "Outside any case: neither the ping nor the pong enters a case, the inbox or the sent list. "
+                    "Allowed between agencies an agreement in force links (either direction). Needs `submit`."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["to"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "to": {"type": "string", "description": "The agency id to ping"},
+                                    "timeout_s": {"type": "integer", "minimum": 5, "maximum": 3600, "default": 120},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": json_response("Ping queued", {"$ref": "#/components/schemas/ConnectivityTest"}),
+                    "400": problem_response("Not strict JSON (`MALFORMED_JSON`, `DUPLICATE_KEY`)"),
+                    **_AUTH_ERRORS,
+                    "403": problem_response("No agreement links the two agencies (`POLICY_DENIED`), or no scope"),
+                    "415": problem_response("Not application/json"),
+                    "422": problem_response(
+                        "Unknown agency (`UNKNOWN_AGENCY`); own agency, bad `to` or `timeout_s` (`CONTENT_INVALID`)"
+                    ),
+                },
+            }
+        },
+        "/v1/connectivity-tests/{test_id}": {
+            "get": {
+                "operationId": "getConnectivityTest",
+                "summary": "A connectivity test: state, round-trip timings, the evidence of both legs",
+                "parameters": [
+                    {"name": "test_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+                ],
+                "responses": {
+                    "200": json_response("The test", {"$ref": "#/components/schemas/ConnectivityTest"}),
+                    "400": problem_response("Not a test id (`INVALID_IDENTIFIER`)"),
+                    **_AUTH_ERRORS,
+                    "404": problem_response("No such test started here"),
                 },
             }
         },

@@ -31,11 +31,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Final, Literal, cast
 
 import aiosqlite
 
 from agents.status import FINAL_NEGATIVE
+from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.storage import MAGIC, StorageKey
 from runtime.errors import StoreUnavailable
 from runtime.private_files import private_directory
@@ -157,6 +158,34 @@ transaction, so that rows committed later always sort after every row already vi
   A message stored in the case, or one of its sent messages ending refused, marks the row stale.
 """
 
+CONNECTIVITY_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS connectivity_tests (
+    test_id TEXT PRIMARY KEY,
+    peer TEXT NOT NULL,
+    ping_id TEXT NOT NULL UNIQUE,
+    started_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    pong_id TEXT,
+    pong_digest TEXT,
+    pong_sent_at TEXT,
+    pong_received_at TEXT,
+    pong_evidence BLOB
+);
+CREATE TABLE IF NOT EXISTS connectivity_received (
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    test_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (sender, message_id)
+);
+"""
+"""Connectivity tests (`agents.connectivity`): each ping this agency sent (its pong once back, with the evidence
+this agency signed for it), and every probe received (replay detection). Pings and pongs travel through the
+outbox like any message, with their evidence in `evidence`, but are never numbered in `outbox_order` nor
+indexed as cases, and never enter the inbox."""
+
 _INDEX_EXISTING_OUTBOX = """
 INSERT OR IGNORE INTO outbox_order (message_id) SELECT message_id FROM outbox ORDER BY created_at, rowid
 """
@@ -257,6 +286,29 @@ class CaseEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectivityTest:
+    """One connectivity test this agency started: its ping and, once back, its pong."""
+
+    test_id: str
+    peer: str
+    ping_id: str
+    started_at: str
+    deadline: str
+    pong_id: str | None = None
+    pong_digest: str | None = None
+    pong_sent_at: str | None = None
+    """The peer's clock, as its signed pong says."""
+    pong_received_at: str | None = None
+    pong_evidence: bytes | None = None
+    """JSON list of the signed evidence this agency issued for the pong (DELIVERY, RETRIEVAL)."""
+
+
+_TEST_COLUMNS: Final = (
+    "test_id, peer, ping_id, started_at, deadline, pong_id, pong_digest, pong_sent_at, pong_received_at, pong_evidence"
+)
+
+
+@dataclass(frozen=True, slots=True)
 class CaseSummary:
     """One row of `case_index`: a case as the case list filters and shows it."""
 
@@ -310,7 +362,7 @@ SELECT 'sent', message_id, ?1, recipient, message_type, status, status_reason,
        EXISTS (SELECT 1 FROM evidence WHERE evidence.message_id = outbox.message_id
                AND evidence_type IN ('DELIVERY', 'RETRIEVAL', 'NON_RETRIEVAL')),
        NULL, NULL
-  FROM outbox WHERE case_id = ?2
+  FROM outbox WHERE case_id = ?2 AND message_type != 'CONNECTIVITY_TEST'
 UNION ALL
 SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received_at, retrieved_at
   FROM inbox WHERE case_id = ?2
@@ -457,8 +509,9 @@ class Transaction:
                 record.updated_at,
             ),
         )
-        await self._db.execute("INSERT INTO outbox_order (message_id) VALUES (?)", (record.message_id,))
-        await self._db.execute(_MARK_CASE, (record.case_id, record.recipient))
+        if record.message_type != CONNECTIVITY_TEST:
+            await self._db.execute("INSERT INTO outbox_order (message_id) VALUES (?)", (record.message_id,))
+            await self._db.execute(_MARK_CASE, (record.case_id, record.recipient))
 
     async def idempotency(self, key: str) -> tuple[str, str] | None:
         """(request digest, message id) recorded under `key`, if any."""
@@ -593,6 +646,43 @@ class Transaction:
             (int(held), state, role, marking, next_due, at, case_id),
         )
 
+    async def insert_connectivity_test(self, test: ConnectivityTest) -> None:
+        """Record a ping sent (its outbox row is written in the same transaction)."""
+        await self._db.execute(
+            "INSERT INTO connectivity_tests (test_id, peer, ping_id, started_at, deadline) VALUES (?,?,?,?,?)",
+            (test.test_id, test.peer, test.ping_id, test.started_at, test.deadline),
+        )
+
+    async def connectivity_received(self, sender: str, message_id: str) -> str | None:
+        """The digest of a probe received from `sender` under `message_id`, if any."""
+        row = await self._db.fetchone(
+            "SELECT digest FROM connectivity_received WHERE sender = ? AND message_id = ?", (sender, message_id)
+        )
+        return None if row is None else str(row[0])
+
+    async def insert_connectivity_received(
+        self, sender: str, message_id: str, *, digest: str, kind: str, test_id: str, at: str
+    ) -> None:
+        """Remember a probe received (a second copy of it is a redelivery)."""
+        await self._db.execute(
+            "INSERT INTO connectivity_received VALUES (?,?,?,?,?,?)", (sender, message_id, digest, kind, test_id, at)
+        )
+
+    async def connectivity_test_of_ping(self, ping_id: str) -> ConnectivityTest | None:
+        """The test whose ping had this message id."""
+        row = await self._db.fetchone(f"SELECT {_TEST_COLUMNS} FROM connectivity_tests WHERE ping_id = ?", (ping_id,))  # noqa: S608 - constant columns
+        return None if row is None else ConnectivityTest(*row)
+
+    async def record_pong(
+        self, test_id: str, *, pong_id: str, digest: str, sent_at: str, received_at: str, evidence: bytes
+    ) -> None:
+        """The test's pong arrived: what it was, when, and the evidence this agency signed for it."""
+        await self._db.execute(
+            "UPDATE connectivity_tests SET pong_id = ?, pong_digest = ?, pong_sent_at = ?, pong_received_at = ?, "
+            "pong_evidence = ? WHERE test_id = ? AND pong_id IS NULL",
+            (pong_id, digest, sent_at, received_at, evidence, test_id),
+        )
+
     async def case_entries(self, case_id: str, agency: str) -> list[CaseEntry]:
         """Every message of `case_id` this agency (`agency`) sent or received, without bytes, in no order."""
         rows = await self._db.fetchall(_CASE_ENTRIES, (agency, case_id))
@@ -666,6 +756,7 @@ class AgentStore:
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
             await db.executescript(LIST_TABLES_DDL)
+            await db.executescript(CONNECTIVITY_TABLES_DDL)
             await index_existing_rows(db)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
@@ -781,6 +872,11 @@ class AgentStore:
         )
         return [CaseSummary(*row) for row in rows]
 
+    async def connectivity_test(self, test_id: str) -> ConnectivityTest | None:
+        """One connectivity test this agency started."""
+        row = await self._db.fetchone(f"SELECT {_TEST_COLUMNS} FROM connectivity_tests WHERE test_id = ?", (test_id,))  # noqa: S608 - constant columns
+        return None if row is None else ConnectivityTest(*row)
+
     async def stale_cases(self, limit: int) -> list[str]:
         """Cases whose summary must be folded again before the case list is read (oldest first)."""
         rows = await self._db.fetchall("SELECT case_id FROM case_index WHERE stale = 1 ORDER BY seq LIMIT ?", (limit,))
@@ -830,11 +926,13 @@ class AgentStore:
 
 
 __all__ = [
+    "CONNECTIVITY_TABLES_DDL",
     "LIST_TABLES_DDL",
     "AgentStore",
     "CaseEntry",
     "CaseFilter",
     "CaseSummary",
+    "ConnectivityTest",
     "EvidenceRecord",
     "InboxFilter",
     "InboxRecord",

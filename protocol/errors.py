@@ -90,6 +90,8 @@ class ErrorCode(StrEnum):
     # Delivery outcomes decided by services (named here so every code lives in one list)
     ROUTING_FAILED = "ROUTING_FAILED"
     DELIVERY_LIMIT_EXCEEDED = "DELIVERY_LIMIT_EXCEEDED"
+    TIMED_OUT = "TIMED_OUT"
+    """A connectivity test whose pong did not come back before its deadline."""
     # HTTP API of the agent
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"

@@ -21,6 +21,7 @@ from aiohttp import test_utils
 from agents.api import AgentApi, ApiContext
 from agents.auditing import SenderViews
 from agents.cases import CaseBook
+from agents.connectivity import Connectivity
 from agents.receiving import Received, Receiver, ReceiverKeys
 from agents.store import AgentStore
 from agents.submission import SenderKeys
@@ -102,6 +103,10 @@ async def start_agent(
     current = in_force or (lambda: directory)
     store = await AgentStore.open(data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=StorageKey.generate())
     cases = CaseBook(agency)
+    sender = SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key)
+    links = Connectivity(
+        sender=sender, store=store, directory=current, limits=DEFAULT_LIMITS, clock=clock, wake_relay=lambda: None
+    )
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),
         directory=current,
@@ -112,10 +117,11 @@ async def start_agent(
         cases=cases,
         on_opened=None,
         on_log_view=None if sender_views is None else sender_views.offer,
+        on_probe=links.receive,
     )
     context = ApiContext(
         agency=agency,
-        sender=SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key),
+        sender=sender,
         store=store,
         directory=current,
         limits=DEFAULT_LIMITS,
@@ -125,6 +131,7 @@ async def start_agent(
         wake_relay=lambda: None,
         health=health,
         cases=cases,
+        connectivity=links,
     )
     http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))
     await http.start_server()
