@@ -13,6 +13,7 @@
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
     rogatory config-reference [--out PATH]
     rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
+    rogatory ping --to AGENCY [--timeout S] [--no-wait] [--json] (--agent URL --token T | --state-dir DIR --agency ID)
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -43,6 +44,7 @@ from deploy.cli.auditor import (
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
+from deploy.cli.ping import add_ping_commands
 from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, gateway_ca, read_stack, up
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
     add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
+    add_ping_commands(commands)  # ping --to AGENCY: a connectivity test (deploy.cli.ping)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")
