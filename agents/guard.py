@@ -4,11 +4,11 @@ A token is never stored: the agent holds the SHA-256 of each token it
 accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
 `HEX` for every scope, or `HEX:submit+read` for some):
 
-| scope    | allows                                                               |
-| -------- | -------------------------------------------------------------------- |
-| `submit` | `POST /v1/messages`, `POST /v1/attachments`, `POST /v1/connectivity-tests` |
-| `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
-| `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
+| scope    | allows                                                                      |
+| -------- | --------------------------------------------------------------------------- |
+| `submit` | `POST /v1/messages`, `POST /v1/attachments`, `POST /v1/connectivity-tests`  |
+| `read`   | every `GET` (statuses, lists, cases, tests, schemas, downloads, `/metrics`) |
+| `ack`    | `POST /v1/inbox/{message_id}/ack`                                           |
 
 A token also carries a clearance, the highest protective marking of a
 message document (`classification`: `UNCLASSIFIED` < `RESTRICTED` <
