@@ -187,12 +187,13 @@ outbox like any message, with their evidence in `evidence`, but are never number
 indexed as cases, and never enter the inbox."""
 
 _INDEX_EXISTING_OUTBOX = """
-INSERT OR IGNORE INTO outbox_order (message_id) SELECT message_id FROM outbox ORDER BY created_at, rowid
+INSERT OR IGNORE INTO outbox_order (message_id)
+SELECT message_id FROM outbox WHERE message_type != 'CONNECTIVITY_TEST' ORDER BY created_at, rowid
 """
 _INDEX_EXISTING_CASES = """
 INSERT OR IGNORE INTO case_index (case_id, counterpart)
 SELECT case_id, counterpart FROM (
-    SELECT case_id, recipient AS counterpart, created_at AS at FROM outbox
+    SELECT case_id, recipient AS counterpart, created_at AS at FROM outbox WHERE message_type != 'CONNECTIVITY_TEST'
     UNION ALL
     SELECT case_id, sender, received_at FROM inbox
 ) ORDER BY at

@@ -5,6 +5,7 @@ that neither skips nor repeats while messages keep arriving. Real exchanges betw
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.lists import InvalidCursor, Listing, decode_cursor, encode_cursor
+from agents.cases import CaseBook
+from agents.lists import InvalidCursor, Listing, decode_cursor, encode_cursor, refresh_case_index
+from agents.store import AgentStore, CaseFilter, SentFilter
 from protocol.encoding import format_timestamp
 from tests.agents.harness import InProcessAgent, carry, start_agent
 from tests.agents.test_cases import fresh, new_case, sample
@@ -212,6 +215,36 @@ async def test_cases_filter_by_state_counterpart_and_deadline_due_or_overdue(des
         await tx.set_status(desk.sent["request_c"], "failed", "ROUTING_FAILED", format_timestamp(desk.clock.now))
     assert cases["C"] not in await ids(bd, "/v1/cases", "cases", "case_id")
     assert (await bd.call("GET", f"/v1/cases/{cases['C']}"))[0] == 404
+
+
+async def test_a_database_from_before_the_lists_is_numbered_when_opened(tmp_path: Path) -> None:
+    """Sent messages and cases stored before `outbox_order` and `case_index` existed are numbered once, at the
+    next start, in the order they were created, and listed as before."""
+    desk = await start_desk(tmp_path)
+    await scenario(desk)
+    before = {
+        name: await ids(agent, path, key, item)
+        for name, agent, path, key, item in (
+            ("sent", desk.bd, "/v1/messages", "messages", "message_id"),
+            ("bd cases", desk.bd, "/v1/cases", "cases", "case_id"),
+        )
+    }
+    key = desk.bd.store.storage_key
+    await desk.bd.close()
+    await desk.ly.close()
+    with sqlite3.connect(tmp_path / f"{BD}.db") as db:
+        db.execute("DROP TABLE outbox_order")
+        db.execute("DROP TABLE case_index")
+    reopened = await AgentStore.open(tmp_path / f"{BD}.db", storage_key=key, synchronous="NORMAL")
+    try:
+        sent = await reopened.sent_page(0, 100, SentFilter())
+        assert [record.message_id for _, record in sent] == before["sent"]
+        assert await refresh_case_index(reopened, CaseBook(BD), lambda: NOW) == 3
+        cases = await reopened.case_page(0, 100, CaseFilter(max_marking=3))
+        assert [summary.case_id for summary in cases] == before["bd cases"]
+        assert {summary.counterpart for summary in cases} == {LY}
+    finally:
+        await reopened.close()
 
 
 @pytest.mark.parametrize(
