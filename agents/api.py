@@ -21,7 +21,9 @@ from aiohttp import web
 
 from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
+from agents.connectivity import Connectivity
 from agents.errors import Conflict
+from agents.evidence_view import evidence_item, lifecycle_order
 from agents.guard import (
     CLEARANCE,
     TOKEN,
@@ -32,8 +34,19 @@ from agents.guard import (
     refusal_code,
     required_scope,
 )
+from agents.lists import (
+    MAX_CURSOR_POSITION,
+    Listing,
+    Lists,
+    case_filter_value,
+    flag,
+    invalid,
+    message_type_filter,
+    page_answer,
+    start_of,
+)
 from agents.openapi import OPENAPI
-from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from agents.store import AgentStore, InboxFilter, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
 from agents.webhooks import Webhooks
 from protocol.directory import Directory
@@ -87,6 +100,8 @@ class ApiContext:
     """Tokens, scopes, revocations, rate limits (`agents.guard`); by default: `token_hashes`, default rates."""
     webhooks: Webhooks | None = None
     """The `/v1/subscriptions` endpoints (`agents.webhooks`); without it, no webhooks."""
+    connectivity: Connectivity | None = None
+    """Connectivity tests (`agents.connectivity`); without it, `/v1/connectivity-tests` is not served."""
 
 
 def _agent_errors(error: Exception) -> web.Response | None:
@@ -128,6 +143,12 @@ class AgentApi:
         router.add_post("/v1/inbox/{message_id}/ack", self.ack)
         router.add_get("/v1/schema/{message_type}", self.schema)
         router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
+        lists = Lists(store=self._ctx.store, cases=self._cases, clock=self._ctx.clock)
+        for method, path, handler in lists.routes():
+            router.add_route(method, path, handler)
+        if self._ctx.connectivity is not None:
+            for method, path, handler in self._ctx.connectivity.routes():
+                router.add_route(method, path, handler)
         if self._ctx.metrics is not None:
             router.add_get("/metrics", metrics_handler(self._ctx.metrics))
         if self._ctx.attachments is not None:
@@ -204,7 +225,7 @@ class AgentApi:
         record = await self._ctx.store.outbox(message_id)
         if record is None or not readable(request, record.document, message_id=message_id):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
-        evidence = sorted(await self._ctx.store.evidence_for(message_id), key=_lifecycle_order)
+        evidence = sorted(await self._ctx.store.evidence_for(message_id), key=lifecycle_order)
         return json_answer(
             {
                 "message_id": message_id,
@@ -217,16 +238,27 @@ class AgentApi:
                 "sealed_bytes": len(record.sealed),
                 "created_at": record.created_at,
                 "expires_at": record.expires_at,
-                "evidence": [_evidence_item(item) for item in evidence],
+                "evidence": [evidence_item(item) for item in evidence],
             }
         )
 
     async def inbox(self, request: web.Request) -> web.Response:
-        """`GET /v1/inbox`: received messages after the cursor, oldest first."""
-        after = _int_query(request, "after", default=0, maximum=2**62)
+        """`GET /v1/inbox`: received messages after the cursor, oldest first, filtered (`agents.lists`)."""
+        if "cursor" in request.query and "after" in request.query:
+            raise invalid("give either 'cursor' or 'after', not both")
+        after = (
+            start_of(request, Listing.INBOX)
+            if "cursor" in request.query
+            else _int_query(request, "after", default=0, maximum=MAX_CURSOR_POSITION)
+        )
         limit = _int_query(request, "limit", default=100, maximum=MAX_INBOX_PAGE, minimum=1)
-        fetched = await self._ctx.store.inbox_after(after, limit)
-        next_cursor = str(fetched[-1].seq) if fetched else str(after)
+        wanted = InboxFilter(
+            unacknowledged=flag(request, "unacknowledged"),
+            message_type=message_type_filter(request),
+            case_id=case_filter_value(request),
+        )
+        fetched = await self._ctx.store.inbox_page(after, limit, wanted)
+        last = fetched[-1].seq if fetched else after
         records = [record for record in fetched if readable(request, record.document, message_id=record.message_id)]
         items = [_inbox_item(record) for record in records]
         if self._ctx.attachments is not None:
@@ -234,7 +266,8 @@ class AgentApi:
                 item["attachments"] = await self._ctx.attachments.describe(
                     record.sender, record.message_id, item["document"]
                 )
-        return json_answer({"messages": items, "next": next_cursor})
+        page = page_answer(request, Listing.INBOX, "messages", items, last=last, full=len(fetched) == limit)
+        return json_answer(page | {"next": str(last)})
 
     async def ack(self, request: web.Request) -> web.Response:
         """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""
@@ -335,27 +368,6 @@ def _int_query(request: web.Request, name: str, *, default: int, maximum: int, m
             f"query parameter {name!r} must be between {minimum} and {maximum}", code=ErrorCode.INVALID_PARAMETER
         )
     return value
-
-
-_LIFECYCLE = {name: rank for rank, name in enumerate(EvidenceType)}
-
-
-def _lifecycle_order(record: EvidenceRecord) -> tuple[int, str]:
-    """Evidence in the order of the message's life (each party stamps its own clock)."""
-    return _LIFECYCLE.get(EvidenceType(record.evidence_type), len(_LIFECYCLE)), record.at
-
-
-def _evidence_item(record: EvidenceRecord) -> dict[str, Any]:
-    return {
-        "type": record.evidence_type,
-        "at": record.at,
-        "signed_by": record.issuer,
-        "recipient": record.recipient,
-        "reason": None if record.reason_code is None else {"code": record.reason_code, "detail": record.reason_detail},
-        "statement": json.loads(record.signed),
-        "received_at": record.received_at,
-        "inclusion_proof": None if record.inclusion_proof is None else json.loads(record.inclusion_proof),
-    }
 
 
 def _case_answer(case: CaseFile, now: datetime) -> dict[str, Any]:

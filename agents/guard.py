@@ -4,12 +4,12 @@ A token is never stored: the agent holds the SHA-256 of each token it
 accepts, each with its scopes (`ROGATORY_API_TOKENS_SHA256` entries are
 `HEX` for every scope, or `HEX:submit+read` for some):
 
-| scope    | allows                                                               |
-| -------- | -------------------------------------------------------------------- |
-| `submit` | `POST /v1/messages`, `POST /v1/attachments`                          |
-| `read`   | every `GET` (status, inbox, cases, schemas, downloads, `/metrics`)   |
-| `ack`    | `POST /v1/inbox/{message_id}/ack`                                    |
-| `webhooks` | every method of `/v1/subscriptions` (with `read` too, to subscribe) |
+| scope      | allows                                                                      |
+| ---------- | --------------------------------------------------------------------------- |
+| `submit`   | `POST /v1/messages`, `POST /v1/attachments`, `POST /v1/connectivity-tests`  |
+| `read`     | every `GET` (statuses, lists, cases, tests, schemas, downloads, `/metrics`) |
+| `ack`      | `POST /v1/inbox/{message_id}/ack`                                           |
+| `webhooks` | every method of `/v1/subscriptions` (with `read` too, to subscribe)         |
 
 A token also carries a clearance, the highest protective marking of a
 message document (`classification`: `UNCLASSIFIED` < `RESTRICTED` <

@@ -92,6 +92,48 @@ _DEADLINE_DATA: Final = {
     "item_id": _NULLABLE,
 }
 
+
+_LIST_ERRORS: Final = {
+    "400": problem_response(
+        "A cursor this agent did not give for this list (`INVALID_CURSOR`), or a filter or `limit` that does not "
+        "parse (`INVALID_PARAMETER`)"
+    )
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_CURSOR: Final = _query(
+    "cursor", {"type": "string", "maxLength": 100}, "Opaque: the `next_cursor` of the previous page of this list"
+)
+_LIMIT: Final = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "Page size")
+_CASE_ID_FILTER: Final = _query("case_id", {"type": "string"}, "Only messages of this case")
+_TYPE_FILTER: Final = _query("message_type", {"$ref": "#/components/schemas/MessageType"}, "Only messages of this type")
+
+
+def _page(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A page of a list: its items, where the walk goes on, whether the page was full, the next page's link."""
+    return {
+        "type": "object",
+        "required": [key, "next_cursor", "has_more", "links"],
+        "properties": {
+            key: {"type": "array", "items": item},
+            "next_cursor": {
+                "type": "string",
+                "description": "Where the walk goes on, also after an empty page: poll from there",
+            },
+            "has_more": {"type": "boolean", "description": "The page was full: ask for the next one at once"},
+            "links": {
+                "type": "object",
+                "required": ["next"],
+                "properties": {"next": {"type": "string", "description": "This list, same filters, `cursor` set"}},
+            },
+        },
+    }
+
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -229,6 +271,95 @@ OPENAPI: Final[dict[str, Any]] = {
                     "status_reason": {"type": ["string", "null"]},
                     "received_at": {"type": "string", "format": "date-time"},
                     "retrieved_at": {"type": ["string", "null"], "format": "date-time"},
+                },
+            },
+            "SentMessage": {
+                "type": "object",
+                "required": ["message_id", "status", "recipient", "message_type", "case_id", "created_at"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": {"$ref": "#/components/schemas/Status"},
+                    "status_reason": {"type": ["string", "null"]},
+                    "recipient": {"type": "string"},
+                    "message_type": {"$ref": "#/components/schemas/MessageType"},
+                    "case_id": {"type": "string"},
+                    "in_reply_to": {"type": ["string", "null"]},
+                    "message_digest": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "ConnectivityTest": {
+                "type": "object",
+                "required": ["test_id", "to", "state", "failure", "started_at", "deadline", "timings", "ping", "pong"],
+                "properties": {
+                    "test_id": {"type": "string", "format": "uuid"},
+                    "to": {"type": "string", "description": "The agency pinged"},
+                    "state": {"type": "string", "enum": ["pending", "completed", "failed", "timed_out"]},
+                    "failure": {
+                        "type": ["object", "null"],
+                        "description": "`TIMED_OUT`, or the code the ping was refused with on the way",
+                        "properties": {"code": {"type": "string"}, "detail": {"type": ["string", "null"]}},
+                    },
+                    "started_at": {"type": "string", "format": "date-time"},
+                    "deadline": {"type": "string", "format": "date-time"},
+                    "timings": {
+                        "type": "object",
+                        "properties": {
+                            "round_trip_ms": {"type": ["integer", "null"], "description": "This agent's clock"},
+                            "ping_delivered_ms": {
+                                "type": ["integer", "null"],
+                                "description": "Start to the peer's DELIVERY (the peer's clock)",
+                            },
+                            "pong_delivered_ms": {
+                                "type": ["integer", "null"],
+                                "description": "The pong's signed sending time (the peer's clock) to its arrival here",
+                            },
+                        },
+                    },
+                    "ping": {
+                        "type": "object",
+                        "required": ["message_id", "status", "evidence"],
+                        "properties": {
+                            "message_id": {"type": "string", "format": "uuid"},
+                            "status": {"$ref": "#/components/schemas/Status"},
+                            "status_reason": {"type": ["string", "null"]},
+                            "message_digest": {"type": ["string", "null"]},
+                            "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
+                        },
+                    },
+                    "pong": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "message_id": {"type": "string", "format": "uuid"},
+                            "message_digest": {"type": "string"},
+                            "sent_at": {"type": "string", "format": "date-time"},
+                            "received_at": {"type": "string", "format": "date-time"},
+                            "evidence": {
+                                "type": "array",
+                                "description": "The DELIVERY and RETRIEVAL statements this agency signed for the pong",
+                                "items": {"type": "object"},
+                            },
+                        },
+                    },
+                },
+            },
+            "CaseSummary": {
+                "type": "object",
+                "required": ["case_id", "state", "role", "counterpart", "next_due", "overdue"],
+                "properties": {
+                    "case_id": {"type": "string"},
+                    "state": {"type": ["string", "null"], "enum": [*(s.value for s in CaseState), None]},
+                    "role": {"type": ["string", "null"], "enum": [*(r.value for r in Role), None]},
+                    "counterpart": {"type": "string", "description": "The other agency of the case"},
+                    "next_due": {
+                        "type": ["string", "null"],
+                        "format": "date",
+                        "description": "The earliest open deadline (UTC day)",
+                    },
+                    "overdue": {"type": "boolean"},
+                    "updated_at": {"type": ["string", "null"], "format": "date-time"},
                 },
             },
             "Case": {
@@ -397,6 +528,36 @@ OPENAPI: Final[dict[str, Any]] = {
             }
         },
         "/v1/messages": {
+            "get": {
+                "operationId": "listSentMessages",
+                "summary": "The messages this agency sent, in the order it submitted them, filtered",
+                "description": (
+                    "For reconciling after a restart: what was sent and where each message stands. Keyset paging "
+                    "on a sequence that only grows: walking the pages while messages are submitted skips none and "
+                    "repeats none. Messages above the token's clearance are left out."
+                ),
+                "parameters": [
+                    _query(
+                        "status",
+                        {"type": "string"},
+                        "Only these statuses (comma-separated, or the parameter repeated): "
+                        "queued, submitted, relayed, delivered, retrieved, rejected, failed, expired",
+                    ),
+                    _CASE_ID_FILTER,
+                    _TYPE_FILTER,
+                    _query("created_from", {"type": "string", "format": "date-time"}, "Created at or after"),
+                    _query("created_before", {"type": "string", "format": "date-time"}, "Created before"),
+                    _CURSOR,
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": json_response(
+                        "A page of sent messages", _page("messages", {"$ref": "#/components/schemas/SentMessage"})
+                    ),
+                    **_LIST_ERRORS,
+                    **_AUTH_ERRORS,
+                },
+            },
             "post": {
                 "summary": "Submit one message document",
                 "parameters": [
@@ -435,7 +596,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "415": problem_response("Not application/json"),
                     "422": problem_response("Invalid document: every field error in `errors`"),
                 },
-            }
+            },
         },
         "/v1/messages/{message_id}": {
             "get": {
@@ -462,23 +623,31 @@ OPENAPI: Final[dict[str, Any]] = {
             "get": {
                 "summary": "Received, verified, decrypted messages, oldest first",
                 "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "cursor"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    _query(
+                        "after",
+                        {"type": "string"},
+                        "The `next` of the previous page (kept for older clients; or use `cursor`, not both)",
+                    ),
+                    _CURSOR,
+                    _query("unacknowledged", {"type": "boolean"}, "Only messages not yet acknowledged (`ack`)"),
+                    _TYPE_FILTER,
+                    _CASE_ID_FILTER,
+                    _LIMIT,
                 ],
                 "responses": {
                     "200": json_response(
                         "A page of the inbox",
                         {
-                            "type": "object",
-                            "properties": {
-                                "messages": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/InboxMessage"},
+                            "allOf": [
+                                _page("messages", {"$ref": "#/components/schemas/InboxMessage"}),
+                                {
+                                    "type": "object",
+                                    "properties": {"next": {"type": "string", "description": "For `after`"}},
                                 },
-                                "next": {"type": "string"},
-                            },
+                            ]
                         },
                     ),
+                    **_LIST_ERRORS,
                     **_AUTH_ERRORS,
                 },
             }
@@ -495,6 +664,86 @@ OPENAPI: Final[dict[str, Any]] = {
                     **_AUTH_ERRORS,
                     "404": problem_response("No such received message"),
                     "409": problem_response("Several senders used this id: add ?sender="),
+                },
+            }
+        },
+        "/v1/cases": {
+            "get": {
+                "operationId": "listCases",
+                "summary": "The cases this agency holds messages of, in the order it first held one, filtered",
+                "description": (
+                    "State, role and deadlines are those of `GET /v1/cases/{case_id}`, folded afresh for every "
+                    "case that changed. A case holding a message above the token's clearance is left out whole."
+                ),
+                "parameters": [
+                    _query(
+                        "state",
+                        {"type": "string"},
+                        "Only these states (comma-separated, or repeated): " + ", ".join(s.value for s in CaseState),
+                    ),
+                    _query("counterpart", {"type": "string"}, "Only cases with this agency"),
+                    _query("due_by", {"type": "string", "format": "date"}, "An open deadline due on or before"),
+                    _query("overdue", {"type": "boolean"}, "Only cases with an open deadline past (UTC day)"),
+                    _CURSOR,
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": json_response(
+                        "A page of cases", _page("cases", {"$ref": "#/components/schemas/CaseSummary"})
+                    ),
+                    **_LIST_ERRORS,
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/v1/connectivity-tests": {
+            "post": {
+                "operationId": "startConnectivityTest",
+                "summary": "Ping another agency through the whole path; its agent answers a pong the same way",
+                "description": (
+                    "Outside any case: neither the ping nor the pong enters a case, the inbox or the sent list. "
+                    "Allowed between agencies an agreement in force links (either direction). Needs `submit`."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["to"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "to": {"type": "string", "description": "The agency id to ping"},
+                                    "timeout_s": {"type": "integer", "minimum": 5, "maximum": 3600, "default": 120},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": json_response("Ping queued", {"$ref": "#/components/schemas/ConnectivityTest"}),
+                    "400": problem_response("Not strict JSON (`MALFORMED_JSON`, `DUPLICATE_KEY`)"),
+                    **_AUTH_ERRORS,
+                    "403": problem_response("No agreement links the two agencies (`POLICY_DENIED`), or no scope"),
+                    "415": problem_response("Not application/json"),
+                    "422": problem_response(
+                        "Unknown agency (`UNKNOWN_AGENCY`); own agency, bad `to` or `timeout_s` (`CONTENT_INVALID`)"
+                    ),
+                },
+            }
+        },
+        "/v1/connectivity-tests/{test_id}": {
+            "get": {
+                "operationId": "getConnectivityTest",
+                "summary": "A connectivity test: state, round-trip timings, the evidence of both legs",
+                "parameters": [
+                    {"name": "test_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+                ],
+                "responses": {
+                    "200": json_response("The test", {"$ref": "#/components/schemas/ConnectivityTest"}),
+                    "400": problem_response("Not a test id (`INVALID_IDENTIFIER`)"),
+                    **_AUTH_ERRORS,
+                    "404": problem_response("No such test started here"),
                 },
             }
         },

@@ -61,6 +61,7 @@ from agents.guard import marking_of
 from agents.status import MessageStatus, status_after
 from agents.store import AgentStore, EvidenceRecord, InboxRecord
 from agents.webhooks import EventType, emit, level_of
+from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.directory import Agreement, Directory
 from protocol.encoding import format_timestamp, parse_json_strict
 from protocol.envelope import (
@@ -72,7 +73,14 @@ from protocol.envelope import (
     check_freshness,
     open_authenticated,
 )
-from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, IllegalTransition, ProtocolError
+from protocol.errors import (
+    AuthenticationFailed,
+    ErrorCode,
+    FreshnessViolation,
+    IllegalTransition,
+    PolicyDenied,
+    ProtocolError,
+)
 from protocol.evidence import (
     EvidenceType,
     Reason,
@@ -185,6 +193,7 @@ class Receiver:
         wake_relay: Callable[[], None] = lambda: None,
         on_log_view: Callable[[AgencyId, str], None] | None = None,
         on_directory: Callable[[bytes], Awaitable[Offered]] | None = None,
+        on_probe: Callable[[OpenedMessage, datetime], Awaitable[bool]] | None = None,
     ) -> None:
         """`cases` is the book shared with the API; `on_opened` checks attachment bodies and may refuse.
 
@@ -194,6 +203,8 @@ class Receiver:
         (`SenderViews.offer`); None for an agent without a witness.
         `on_directory` judges a pushed directory version (`DirectoryWatch.offer`);
         None drops pushed versions.
+        `on_probe` takes a connectivity test's ping or pong once authenticated, allowed, fresh and
+        opened (`Connectivity.receive`); None refuses them (`POLICY_DENIED`).
         """
         self._keys = keys
         self._cases = cases
@@ -206,6 +217,7 @@ class Receiver:
         self._on_opened = on_opened
         self._on_log_view = on_log_view
         self._on_directory = on_directory
+        self._on_probe = on_probe
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -259,6 +271,16 @@ class Receiver:
                 recipient=self._keys.agency,
                 recipient_keys=self._keys.encryption_keys,
             )
+            if header.message_type == CONNECTIVITY_TEST:  # a ping or a pong: never a case's, never the inbox's
+                if self._on_probe is None:
+                    raise PolicyDenied("this agent answers no connectivity tests", code=ErrorCode.POLICY_DENIED)
+                taken = await self._on_probe(opened, now)
+                return Received(
+                    kind="probe",
+                    result=ReceivedResult.DELIVERED if taken else ReceivedResult.DUPLICATE,
+                    message_id=str(header.message_id),
+                    sender=header.sender,
+                )
             valid = self.validate(opened)
             if self._on_opened is not None:  # attachment bodies: checked against the document, then recorded
                 await self._on_opened(valid.opened, valid.document)

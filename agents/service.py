@@ -32,6 +32,7 @@ from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
 from agents.cases import CaseBook
+from agents.connectivity import Connectivity
 from agents.directory_feed import gateway_directory_source
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
 from agents.health import AgentHealth
@@ -240,6 +241,7 @@ class _MessagePath:
     metrics: AgentMetrics
     inbox: QueueConsumer[InboxDelivery, Received]
     sender_views: SenderViews
+    links: Connectivity
 
 
 async def _message_path(core: _Core) -> _MessagePath:
@@ -255,6 +257,14 @@ async def _message_path(core: _Core) -> _MessagePath:
     relay = OutboxRelay(store, publisher, clock=clock)
     cases = CaseBook(agency)
     sender_views = SenderViews()
+    links = Connectivity(
+        sender=SenderKeys(agency=agency, signing_key=core.signing_key, archive_key=core.encryption_keys[-1].public_key),
+        store=store,
+        directory=core.current_directory,
+        limits=settings.limits,
+        clock=clock,
+        wake_relay=relay.wake,
+    )
     receiver = Receiver(
         keys=ReceiverKeys(
             agency=agency,
@@ -271,6 +281,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         on_opened=None if attachments is None else attachments.accept_opened,
         on_log_view=sender_views.offer,
         on_directory=lambda raw: core.directory.offer(raw, source="push"),
+        on_probe=links.receive,
     )
     metrics = AgentMetrics()
     inbox = inbox_consumer(
@@ -279,7 +290,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         metrics.measured_handler(receiver.handle, store, clock, agency=agency),
         prefetch=settings.prefetch,
     )
-    return _MessagePath(attachments, publisher, relay, cases, metrics, inbox, sender_views)
+    return _MessagePath(attachments, publisher, relay, cases, metrics, inbox, sender_views, links)
 
 
 def _guard(settings: AgentSettings) -> ApiGuard:
@@ -350,6 +361,7 @@ def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
             cases=path.cases,
             metrics=exposition,
             attachments=path.attachments,
+            connectivity=path.links,
             guard=guard,
             webhooks=webhooks,
         )

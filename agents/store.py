@@ -35,10 +35,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Final, Literal, cast
 
 import aiosqlite
 
+from agents.status import FINAL_NEGATIVE
+from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.storage import MAGIC, StorageKey
 from runtime.errors import StoreUnavailable
 from runtime.private_files import private_directory
@@ -122,6 +124,86 @@ CREATE TABLE IF NOT EXISTS forks (
     offered_note TEXT NOT NULL,
     detected_at TEXT NOT NULL
 );
+"""
+
+LIST_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS outbox_order (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS case_index (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL UNIQUE,
+    counterpart TEXT NOT NULL,
+    stale INTEGER NOT NULL DEFAULT 1,
+    held INTEGER NOT NULL DEFAULT 0,
+    state TEXT,
+    role TEXT,
+    marking INTEGER NOT NULL DEFAULT 3,
+    next_due TEXT,
+    updated_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_message_type ON outbox (message_type);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_at);
+CREATE INDEX IF NOT EXISTS inbox_message_type ON inbox (message_type);
+CREATE INDEX IF NOT EXISTS inbox_unacknowledged ON inbox (seq) WHERE retrieved_at IS NULL;
+CREATE INDEX IF NOT EXISTS case_index_state ON case_index (state);
+CREATE INDEX IF NOT EXISTS case_index_counterpart ON case_index (counterpart);
+CREATE INDEX IF NOT EXISTS case_index_next_due ON case_index (next_due);
+CREATE INDEX IF NOT EXISTS case_index_stale ON case_index (seq) WHERE stale = 1;
+"""
+"""The listings (`agents.lists`): each a keyset on a sequence that only grows, assigned in the writer's
+transaction, so that rows committed later always sort after every row already visible.
+
+* `outbox_order` numbers the sent messages (`outbox` has no sequence of its own);
+* `case_index` numbers the cases in the order this agency first held a message of them, with what the list
+  filters on: the counterpart, and the fold's state, role, highest marking (`Clearance` rank) and earliest
+  open deadline (`next_due`, a UTC day), written by `agents.lists.refresh_case_index` for each `stale` row.
+  A message stored in the case, or one of its sent messages ending refused, marks the row stale.
+"""
+
+CONNECTIVITY_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS connectivity_tests (
+    test_id TEXT PRIMARY KEY,
+    peer TEXT NOT NULL,
+    ping_id TEXT NOT NULL UNIQUE,
+    started_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    pong_id TEXT,
+    pong_digest TEXT,
+    pong_sent_at TEXT,
+    pong_received_at TEXT,
+    pong_evidence BLOB
+);
+CREATE TABLE IF NOT EXISTS connectivity_received (
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    test_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (sender, message_id)
+);
+"""
+"""Connectivity tests (`agents.connectivity`): each ping this agency sent (its pong once back, with the evidence
+this agency signed for it), and every probe received (replay detection). Pings and pongs travel through the
+outbox like any message, with their evidence in `evidence`, but are never numbered in `outbox_order` nor
+indexed as cases, and never enter the inbox."""
+
+_INDEX_EXISTING_OUTBOX = """
+INSERT OR IGNORE INTO outbox_order (message_id)
+SELECT message_id FROM outbox WHERE message_type != 'CONNECTIVITY_TEST' ORDER BY created_at, rowid
+"""
+_INDEX_EXISTING_CASES = """
+INSERT OR IGNORE INTO case_index (case_id, counterpart)
+SELECT case_id, counterpart FROM (
+    SELECT case_id, recipient AS counterpart, created_at AS at FROM outbox WHERE message_type != 'CONNECTIVITY_TEST'
+    UNION ALL
+    SELECT case_id, sender, received_at FROM inbox
+) ORDER BY at
+"""
+_MARK_CASE = """
+INSERT INTO case_index (case_id, counterpart) VALUES (?, ?) ON CONFLICT (case_id) DO UPDATE SET stale = 1
 """
 
 
@@ -320,12 +402,84 @@ class CaseEntry:
     retrieved_at: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectivityTest:
+    """One connectivity test this agency started: its ping and, once back, its pong."""
+
+    test_id: str
+    peer: str
+    ping_id: str
+    started_at: str
+    deadline: str
+    pong_id: str | None = None
+    pong_digest: str | None = None
+    pong_sent_at: str | None = None
+    """The peer's clock, as its signed pong says."""
+    pong_received_at: str | None = None
+    pong_evidence: bytes | None = None
+    """JSON list of the signed evidence this agency issued for the pong (DELIVERY, RETRIEVAL)."""
+
+
+_TEST_COLUMNS: Final = (
+    "test_id, peer, ping_id, started_at, deadline, pong_id, pong_digest, pong_sent_at, pong_received_at, pong_evidence"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    """One row of `case_index`: a case as the case list filters and shows it."""
+
+    seq: int
+    case_id: str
+    counterpart: str
+    state: str | None
+    role: str | None
+    marking: int
+    next_due: str | None
+    updated_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SentFilter:
+    """What `GET /v1/messages` keeps: every field given must match (statuses: any of them)."""
+
+    statuses: tuple[str, ...] = ()
+    case_id: str | None = None
+    message_type: str | None = None
+    created_from: str | None = None
+    """Inclusive, a `format_timestamp` string (compared as text: one format, one order)."""
+    created_before: str | None = None
+    """Exclusive."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFilter:
+    """What `GET /v1/inbox` keeps."""
+
+    unacknowledged: bool = False
+    message_type: str | None = None
+    case_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    """What `GET /v1/cases` keeps (`max_marking`: the token's clearance rank)."""
+
+    max_marking: int
+    states: tuple[str, ...] = ()
+    counterpart: str | None = None
+    due_by: str | None = None
+    """A deadline open and due on or before this UTC day (`YYYY-MM-DD`)."""
+    overdue_on: str | None = None
+    """A deadline open and due before this UTC day: overdue on it."""
+
+
 _CASE_ENTRIES = """
 SELECT 'sent', message_id, ?1, recipient, message_type, status, status_reason,
        EXISTS (SELECT 1 FROM evidence WHERE evidence.message_id = outbox.message_id
                AND evidence_type IN ('DELIVERY', 'RETRIEVAL', 'NON_RETRIEVAL')),
        NULL, NULL
-  FROM outbox WHERE case_id = ?2
+  FROM outbox WHERE case_id = ?2 AND message_type != 'CONNECTIVITY_TEST'
 UNION ALL
 SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received_at, retrieved_at
   FROM inbox WHERE case_id = ?2
@@ -364,6 +518,27 @@ def _inbox(row: Sequence[object], key: StorageKey) -> InboxRecord:
     identity = inbox_identity(str(values[1]), str(values[2]))
     values[_INBOX_DOCUMENT] = key.open(bytes(cast("bytes", values[_INBOX_DOCUMENT])), identity)
     return InboxRecord(*values)  # type: ignore[arg-type]
+
+
+async def index_existing_rows(db: LoopSqlite) -> None:
+    """Number the sent messages and cases of a database from before the listings existed (once: while empty).
+
+    Sent messages in the order they were created, cases in the order of their first message; each case is
+    marked stale, so the first case list folds it.
+    """
+    for table, statement, source in (
+        ("outbox_order", _INDEX_EXISTING_OUTBOX, "SELECT 1 FROM outbox LIMIT 1"),
+        ("case_index", _INDEX_EXISTING_CASES, "SELECT 1 FROM outbox UNION ALL SELECT 1 FROM inbox LIMIT 1"),
+    ):
+        if await db.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None or await db.fetchone(source) is None:  # noqa: S608 - constant names
+            continue
+        await db.begin_immediate()
+        try:
+            await db.execute(statement)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
 
 
 async def seal_plain_rows(db: LoopSqlite, key: StorageKey) -> int:
@@ -451,6 +626,9 @@ class Transaction:
                 record.updated_at,
             ),
         )
+        if record.message_type != CONNECTIVITY_TEST:
+            await self._db.execute("INSERT INTO outbox_order (message_id) VALUES (?)", (record.message_id,))
+            await self._db.execute(_MARK_CASE, (record.case_id, record.recipient))
 
     async def idempotency(self, key: str) -> tuple[str, str] | None:
         """(request digest, message id) recorded under `key`, if any."""
@@ -469,6 +647,12 @@ class Transaction:
             "UPDATE outbox SET status = ?, status_reason = ?, updated_at = ? WHERE message_id = ?",
             (status, reason, at, message_id),
         )
+        if status in FINAL_NEGATIVE:
+            # A sent message refused on its way may leave its case: the case's summary is folded again.
+            await self._db.execute(
+                "UPDATE case_index SET stale = 1 WHERE case_id = (SELECT case_id FROM outbox WHERE message_id = ?)",
+                (message_id,),
+            )
 
     async def mark_published(self, message_id: str, at: str) -> None:
         """The broker confirmed the submission: `queued` becomes `submitted`."""
@@ -526,6 +710,7 @@ class Transaction:
                 record.retrieved_at,
             ),
         )
+        await self._db.execute(_MARK_CASE, (record.case_id, record.sender))
 
     async def mark_retrieved(self, seq: int, at: str) -> None:
         """The agency system took the message."""
@@ -558,6 +743,61 @@ class Transaction:
         await self._db.execute(
             "INSERT OR IGNORE INTO evidence_out (identity, message_id, body, created_at) VALUES (?,?,?,?)",
             (identity, message_id, body, at),
+        )
+
+    async def set_case_summary(
+        self,
+        case_id: str,
+        *,
+        held: bool,
+        state: str | None,
+        role: str | None,
+        marking: int,
+        next_due: str | None,
+        at: str,
+    ) -> None:
+        """Write what the fold of `case_id` is now into its `case_index` row, and clear its `stale` mark."""
+        await self._db.execute(
+            "UPDATE case_index SET stale = 0, held = ?, state = ?, role = ?, marking = ?, next_due = ?, "
+            "updated_at = ? WHERE case_id = ?",
+            (int(held), state, role, marking, next_due, at, case_id),
+        )
+
+    async def insert_connectivity_test(self, test: ConnectivityTest) -> None:
+        """Record a ping sent (its outbox row is written in the same transaction)."""
+        await self._db.execute(
+            "INSERT INTO connectivity_tests (test_id, peer, ping_id, started_at, deadline) VALUES (?,?,?,?,?)",
+            (test.test_id, test.peer, test.ping_id, test.started_at, test.deadline),
+        )
+
+    async def connectivity_received(self, sender: str, message_id: str) -> str | None:
+        """The digest of a probe received from `sender` under `message_id`, if any."""
+        row = await self._db.fetchone(
+            "SELECT digest FROM connectivity_received WHERE sender = ? AND message_id = ?", (sender, message_id)
+        )
+        return None if row is None else str(row[0])
+
+    async def insert_connectivity_received(
+        self, sender: str, message_id: str, *, digest: str, kind: str, test_id: str, at: str
+    ) -> None:
+        """Remember a probe received (a second copy of it is a redelivery)."""
+        await self._db.execute(
+            "INSERT INTO connectivity_received VALUES (?,?,?,?,?,?)", (sender, message_id, digest, kind, test_id, at)
+        )
+
+    async def connectivity_test_of_ping(self, ping_id: str) -> ConnectivityTest | None:
+        """The test whose ping had this message id."""
+        row = await self._db.fetchone(f"SELECT {_TEST_COLUMNS} FROM connectivity_tests WHERE ping_id = ?", (ping_id,))  # noqa: S608 - constant columns
+        return None if row is None else ConnectivityTest(*row)
+
+    async def record_pong(
+        self, test_id: str, *, pong_id: str, digest: str, sent_at: str, received_at: str, evidence: bytes
+    ) -> None:
+        """The test's pong arrived: what it was, when, and the evidence this agency signed for it."""
+        await self._db.execute(
+            "UPDATE connectivity_tests SET pong_id = ?, pong_digest = ?, pong_sent_at = ?, pong_received_at = ?, "
+            "pong_evidence = ? WHERE test_id = ? AND pong_id IS NULL",
+            (pong_id, digest, sent_at, received_at, evidence, test_id),
         )
 
     async def case_entries(self, case_id: str, agency: str) -> list[CaseEntry]:
@@ -717,9 +957,17 @@ class AgentStore:
     """The SQLite database of one agent."""
 
     def __init__(
-        self, db: LoopSqlite, relay_reader: LoopSqlite, scan_reader: aiosqlite.Connection, storage_key: StorageKey
+        self,
+        db: LoopSqlite,
+        relay_reader: LoopSqlite,
+        scan_reader: aiosqlite.Connection,
+        storage_key: StorageKey,
+        list_reader: LoopSqlite | None = None,
     ) -> None:
         self._db = db
+        # The listings read on a connection of their own, which sees committed rows only: a page never shows a
+        # row of a series of transactions still open (it could still roll back, and its sequence be reused).
+        self._list_db = list_reader or relay_reader
         self._key = storage_key
         # Writes share COMMITs under load (`agents.groupcommit`); their statements run on the event loop,
         # each COMMIT in a thread. What the relays publish is read on a connection of its own, which sees
@@ -742,13 +990,17 @@ class AgentStore:
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
             await db.executescript(WEBHOOK_TABLES_DDL)
+            await db.executescript(LIST_TABLES_DDL)
+            await db.executescript(CONNECTIVITY_TABLES_DDL)
+            await index_existing_rows(db)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
+            list_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
             restrict_database(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open agent database {path}: {exc}") from exc
-        return cls(db, relay_reader, scan_reader, storage_key)
+        return cls(db, relay_reader, scan_reader, storage_key, list_reader)
 
     @property
     def storage_key(self) -> StorageKey:
@@ -758,6 +1010,8 @@ class AgentStore:
     async def close(self) -> None:
         """Close the connections."""
         await self._scan_db.close()
+        if self._list_db is not self._relay_db:
+            await self._list_db.close()
         await self._relay_db.close()
         await self._db.close()
 
@@ -792,6 +1046,76 @@ class AgentStore:
         """Received messages with `seq` > `after`, oldest first."""
         rows = await self._db.fetchall("SELECT * FROM inbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
         return [_inbox(row, self._key) for row in rows]
+
+    async def sent_page(self, after: int, limit: int, wanted: SentFilter) -> list[tuple[int, OutboxRecord]]:
+        """Sent messages numbered after `after` that match `wanted`, in their order, with their numbers."""
+        clauses, params = ["o.seq > ?"], list[object]([after])
+        if wanted.statuses:
+            clauses.append(f"outbox.status IN ({','.join('?' * len(wanted.statuses))})")
+            params.extend(wanted.statuses)
+        for column, value in (("case_id", wanted.case_id), ("message_type", wanted.message_type)):
+            if value is not None:
+                clauses.append(f"outbox.{column} = ?")
+                params.append(value)
+        if wanted.created_from is not None:
+            clauses.append("outbox.created_at >= ?")
+            params.append(wanted.created_from)
+        if wanted.created_before is not None:
+            clauses.append("outbox.created_at < ?")
+            params.append(wanted.created_before)
+        rows = await self._list_db.fetchall(
+            "SELECT o.seq, outbox.* FROM outbox_order AS o JOIN outbox ON outbox.message_id = o.message_id "  # noqa: S608 - constant clauses, values bound
+            f"WHERE {' AND '.join(clauses)} ORDER BY o.seq LIMIT ?",
+            (*params, limit),
+        )
+        return [(int(row[0]), _outbox(row[1:], self._key)) for row in rows]
+
+    async def inbox_page(self, after: int, limit: int, wanted: InboxFilter) -> list[InboxRecord]:
+        """Received messages with `seq` > `after` that match `wanted`, oldest first."""
+        clauses, params = ["seq > ?"], list[object]([after])
+        if wanted.unacknowledged:
+            clauses.append("retrieved_at IS NULL")
+        for column, value in (("case_id", wanted.case_id), ("message_type", wanted.message_type)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        rows = await self._list_db.fetchall(
+            f"SELECT * FROM inbox WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",  # noqa: S608 - constant clauses, values bound
+            (*params, limit),
+        )
+        return [_inbox(row, self._key) for row in rows]
+
+    async def case_page(self, after: int, limit: int, wanted: CaseFilter) -> list[CaseSummary]:
+        """Cases held, numbered after `after`, that match `wanted` (as last summarised), in their order."""
+        clauses, params = ["seq > ?", "held = 1", "marking <= ?"], list[object]([after, wanted.max_marking])
+        if wanted.states:
+            clauses.append(f"state IN ({','.join('?' * len(wanted.states))})")
+            params.extend(wanted.states)
+        if wanted.counterpart is not None:
+            clauses.append("counterpart = ?")
+            params.append(wanted.counterpart)
+        if wanted.due_by is not None:
+            clauses.append("next_due <= ?")
+            params.append(wanted.due_by)
+        if wanted.overdue_on is not None:
+            clauses.append("next_due < ?")
+            params.append(wanted.overdue_on)
+        rows = await self._list_db.fetchall(
+            "SELECT seq, case_id, counterpart, state, role, marking, next_due, updated_at FROM case_index "  # noqa: S608 - constant clauses, values bound
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
+        return [CaseSummary(*row) for row in rows]
+
+    async def connectivity_test(self, test_id: str) -> ConnectivityTest | None:
+        """One connectivity test this agency started."""
+        row = await self._db.fetchone(f"SELECT {_TEST_COLUMNS} FROM connectivity_tests WHERE test_id = ?", (test_id,))  # noqa: S608 - constant columns
+        return None if row is None else ConnectivityTest(*row)
+
+    async def stale_cases(self, limit: int) -> list[str]:
+        """Cases whose summary must be folded again before the case list is read (oldest first)."""
+        rows = await self._db.fetchall("SELECT case_id FROM case_index WHERE stale = 1 ORDER BY seq LIMIT ?", (limit,))
+        return [str(row[0]) for row in rows]
 
     async def inbox_entry_of(self, sender: str, message_id: str) -> InboxRecord | None:
         """The inbox row of (sender, message id), if any."""
@@ -892,17 +1216,25 @@ class AgentStore:
 
 
 __all__ = [
+    "CONNECTIVITY_TABLES_DDL",
+    "LIST_TABLES_DDL",
     "WEBHOOK_TABLES_DDL",
     "AgentStore",
     "CaseEntry",
+    "CaseFilter",
+    "CaseSummary",
+    "ConnectivityTest",
     "EvidenceRecord",
+    "InboxFilter",
     "InboxRecord",
     "OutboxRecord",
     "PendingEvidence",
+    "SentFilter",
     "Transaction",
     "WebhookDelivery",
     "WebhookSubscription",
     "inbox_identity",
+    "index_existing_rows",
     "outbox_identity",
     "seal_plain_rows",
     "webhook_secret_identity",

@@ -77,6 +77,7 @@ from protocol.errors import ErrorCode, MalformedInput, ProtocolError
 from protocol.evidence import EvidenceType, Reason, new_statement, parse_signed_evidence, verify_evidence
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
+from protocol.policy import exchange_agreement
 from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
 from runtime.broker import ManagementAccess, queue_figures
 from runtime.errors import ManagementUnavailable, RoutingFailed, TransientFailure
@@ -632,8 +633,8 @@ class DeadLetters:
                 )
                 if not relayed:
                     raise OperationConflict(f"{refused}: no record of relaying this envelope there")
-                directory.agreement_for(
-                    header.header.sender, parse_agency_id(recipient), header.header.message_type, now
+                exchange_agreement(
+                    directory, header.header.sender, parse_agency_id(recipient), header.header.message_type, now
                 )
             elif record.kind == KIND_EVIDENCE:
                 verified = verify_evidence(parse_signed_evidence(record.body, self._limits), directory, now=now)

@@ -91,6 +91,8 @@ class ErrorCode(StrEnum):
     # Delivery outcomes decided by services (named here so every code lives in one list)
     ROUTING_FAILED = "ROUTING_FAILED"
     DELIVERY_LIMIT_EXCEEDED = "DELIVERY_LIMIT_EXCEEDED"
+    TIMED_OUT = "TIMED_OUT"
+    """A connectivity test whose pong did not come back before its deadline."""
     # HTTP API of the agent
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"
@@ -100,6 +102,7 @@ class ErrorCode(StrEnum):
     MESSAGE_ID_CONFLICT = "MESSAGE_ID_CONFLICT"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     INVALID_PARAMETER = "INVALID_PARAMETER"
+    INVALID_CURSOR = "INVALID_CURSOR"
     SENDER_NOT_OWN_AGENCY = "SENDER_NOT_OWN_AGENCY"
     AMBIGUOUS_MESSAGE_ID = "AMBIGUOUS_MESSAGE_ID"
     RATE_LIMITED = "RATE_LIMITED"

@@ -5,12 +5,17 @@ accepts a submission (`gateway.pipeline.decide`), and each recipient makes it
 again for itself before it opens a delivery (`agents.receiving`), since a
 recipient never trusts the gateway. Both call `decide_exchange`, so the two
 cannot drift apart.
+
+A connectivity test (`protocol.connectivity`, type `CONNECTIVITY_TEST`) is
+allowed between two agencies an agreement in force links, in either
+direction, whatever types it lists (`linked_agreement`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from protocol.connectivity import CONNECTIVITY_TEST, linked_agreement
 from protocol.directory import Agreement, Directory
 from protocol.envelope import AuthenticatedHeader
 from protocol.ids import AgencyId
@@ -26,7 +31,7 @@ def decide_exchange(
     of the header's time (`KeyRejected` otherwise).
     """
     header = authenticated.header
-    agreement = directory.agreement_for(header.sender, recipient, header.message_type, now)
+    agreement = exchange_agreement(directory, header.sender, recipient, header.message_type, now)
     for wrapped in header.recipients:
         if wrapped.agency == recipient:
             directory.encryption_key(recipient, wrapped.key_id).check_usable(
@@ -35,4 +40,13 @@ def decide_exchange(
     return agreement
 
 
-__all__ = ["decide_exchange"]
+def exchange_agreement(
+    directory: Directory, sender: AgencyId, recipient: AgencyId, message_type: str, at: datetime
+) -> Agreement:
+    """The agreement in force at `at` allowing sender -> recipient this type (a connectivity test: linking them)."""
+    if message_type == CONNECTIVITY_TEST:
+        return linked_agreement(directory, sender, recipient, at)
+    return directory.agreement_for(sender, recipient, message_type, at)
+
+
+__all__ = ["decide_exchange", "exchange_agreement"]

@@ -14,6 +14,7 @@
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
     rogatory config-reference [--out PATH]
     rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
+    rogatory ping --to AGENCY [--timeout S] [--no-wait] [--json] (--agent URL --token T | --state-dir DIR --agency ID)
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -44,6 +45,7 @@ from deploy.cli.auditor import (
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
+from deploy.cli.ping import add_ping_commands
 from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, gateway_ca, read_stack, up
@@ -195,6 +197,23 @@ def _cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`rogatory bench`: the whole path measured beside the raw broker."""
+    bench = commands.add_parser("bench", help="measure the whole path against the raw broker")
+    bench.add_argument("--messages", type=int, default=500, help="messages in each scenario")
+    bench.add_argument(
+        "--pairs", type=int, default=10, help="pairs of agencies of the many-agencies scenario (0: skip it)"
+    )
+    bench.add_argument("--no-large", action="store_true", help="skip the 64 KB scenario")
+    bench.add_argument("--no-requests", action="store_true", help="skip the sample MLA requests scenario")
+    bench.add_argument(
+        "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
+    )
+    bench.add_argument("--state-dir")
+    bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
+    bench.set_defaults(run=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `rogatory`."""
     parser = argparse.ArgumentParser(
@@ -243,23 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ca-file", help="the CA an https:// gateway is verified with (default: the system's)")
     export.set_defaults(run=_cmd_audit_export)
 
-    bench = commands.add_parser("bench", help="measure the whole path against the raw broker")
-    bench.add_argument("--messages", type=int, default=500, help="messages in each scenario")
-    bench.add_argument(
-        "--pairs", type=int, default=10, help="pairs of agencies of the many-agencies scenario (0: skip it)"
-    )
-    bench.add_argument("--no-large", action="store_true", help="skip the 64 KB scenario")
-    bench.add_argument("--no-requests", action="store_true", help="skip the sample MLA requests scenario")
-    bench.add_argument(
-        "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
-    )
-    bench.add_argument("--state-dir")
-    bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
-    bench.set_defaults(run=_cmd_bench)
+    _add_bench_command(commands)
     add_attachment_commands(commands)  # send --attach, inbox, fetch, bench-attachments (deploy.cli.files)
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
     add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
+    add_ping_commands(commands)  # ping --to AGENCY: a connectivity test (deploy.cli.ping)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -119,6 +119,22 @@ class AgentClient:
         """`DELETE /v1/subscriptions/{id}`."""
         await self._call("DELETE", f"/v1/subscriptions/{quote(subscription_id, safe='')}", expect=204)
 
+    async def start_connectivity_test(self, to: str, *, timeout_s: int | None = None) -> dict[str, Any]:
+        """`POST /v1/connectivity-tests`: ping `to` through the whole path."""
+        request: dict[str, Any] = {"to": to} | ({} if timeout_s is None else {"timeout_s": timeout_s})
+        body = json.dumps(request).encode()
+        return await self._call(
+            "POST", "/v1/connectivity-tests", body=body, headers={"Content-Type": "application/json"}, expect=201
+        )
+
+    async def connectivity_test(self, test_id: str) -> dict[str, Any]:
+        """`GET /v1/connectivity-tests/{test_id}`."""
+        return await self._call("GET", f"/v1/connectivity-tests/{quote(test_id, safe='')}")
+
+    async def list_page(self, path: str) -> dict[str, Any]:
+        """One page of a listing (`GET /v1/messages`, `/v1/cases`, `/v1/inbox`, with filters and `cursor`)."""
+        return await self._call("GET", path)
+
     async def wait_for_status(
         self, message_id: str, wanted: Collection[str], *, within_s: float = 30.0
     ) -> dict[str, Any]:

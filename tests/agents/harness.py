@@ -22,6 +22,7 @@ from aiohttp import test_utils
 from agents.api import AgentApi, ApiContext
 from agents.auditing import SenderViews
 from agents.cases import CaseBook
+from agents.connectivity import Connectivity
 from agents.guard import ApiGuard, parse_token_specs
 from agents.receiving import Received, Receiver, ReceiverKeys
 from agents.store import AgentStore
@@ -116,6 +117,10 @@ async def start_agent(
         data_dir / f"{agency}.db", synchronous="NORMAL", storage_key=storage_key or StorageKey.generate()
     )
     cases = CaseBook(agency)
+    sender = SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key)
+    links = Connectivity(
+        sender=sender, store=store, directory=current, limits=DEFAULT_LIMITS, clock=clock, wake_relay=lambda: None
+    )
     receiver = Receiver(
         keys=ReceiverKeys(agency=agency, signing_key=keys.signing, encryption_keys=keys.decryption_keys),
         directory=current,
@@ -126,6 +131,7 @@ async def start_agent(
         cases=cases,
         on_opened=None,
         on_log_view=None if sender_views is None else sender_views.offer,
+        on_probe=links.receive,
     )
     token_entries = (hashlib.sha256(TOKEN.encode()).hexdigest(), *tokens)
     guard = ApiGuard(parse_token_specs(token_entries), clock=time.monotonic)
@@ -150,7 +156,7 @@ async def start_agent(
         hooks = Webhooks(store=store, dispatcher=dispatcher, addresses=addresses, policy=delivery, clock=clock)
     context = ApiContext(
         agency=agency,
-        sender=SenderKeys(agency=agency, signing_key=keys.signing, archive_key=keys.encryption.public_key),
+        sender=sender,
         store=store,
         directory=current,
         limits=DEFAULT_LIMITS,
@@ -162,6 +168,7 @@ async def start_agent(
         cases=cases,
         guard=guard,
         webhooks=hooks,
+        connectivity=links,
     )
     http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))
     await http.start_server()

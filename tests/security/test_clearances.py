@@ -166,3 +166,22 @@ def test_token_entries_carry_a_clearance_and_name_only_known_ones() -> None:
         with pytest.raises(TokenSpecInvalid) as refused:
             parse_token_specs([bad])
         assert digest not in str(refused.value)
+
+
+async def test_the_lists_leave_out_what_a_token_is_not_cleared_for(desks: Desks) -> None:
+    """RESTRICTED: the SECRET sent message is missing from `GET /v1/messages`, the SECRET case from `GET /v1/cases`
+    (whole, as its own page withholds it), and an unacknowledged filter does not bring them back; SECRET sees all."""
+    for token, sent, cases in (
+        (RESTRICTED_READER, [], [desks.restricted_case]),
+        (SECRET_READER, [desks.sent_secret], [desks.secret_case, desks.restricted_case]),
+    ):
+        status, answer, _ = await call(desks.bd, "GET", "/v1/messages", token)
+        assert status == 200, answer
+        assert [item["message_id"] for item in answer["messages"]] == sent
+        status, answer, _ = await call(desks.ly, "GET", "/v1/cases", token)
+        assert status == 200, answer
+        assert [item["case_id"] for item in answer["cases"]] == cases
+        status, answer, _ = await call(desks.ly, "GET", "/v1/inbox?unacknowledged=true&message_type=MLA_REQUEST", token)
+        assert status == 200, answer
+        expected = [desks.restricted] if token == RESTRICTED_READER else [desks.secret, desks.restricted]
+        assert [item["message_id"] for item in answer["messages"]] == expected
