@@ -99,6 +99,7 @@ from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
 from runtime.private_files import open_private, private_directory, restrict
+from runtime.schema import Migration, Schema
 from runtime.sqlite import open_index
 from runtime.supervision import TryLocks
 
@@ -142,6 +143,11 @@ CREATE TABLE IF NOT EXISTS received (
 );
 CREATE INDEX IF NOT EXISTS received_state ON received (state);
 """
+
+ATTACHMENT_SCHEMA = Schema(
+    "agent attachments", (Migration(1, "release 504c590", _SCHEMA),), adopts=("uploads", "received")
+)
+"""`attachments.db`, step by step (`runtime.schema`): append a step to change it."""
 
 PENDING, AVAILABLE, FAILED, ORPHANED = "pending", "available", "failed", "orphaned"
 DESCRIPTION_ONLY = "description_only"
@@ -236,7 +242,7 @@ class AttachmentStore:
         root = private_directory(data_dir / "attachments")
         for sub in ("uploads", "blobs", "received"):
             private_directory(root / sub)
-        db = await open_index(data_dir / "attachments.db", _SCHEMA, what="attachment index")
+        db = await open_index(data_dir / "attachments.db", ATTACHMENT_SCHEMA, what="attachment index")
         store = cls(root, db, storage_key)
         try:
             await store._seal_plain_rows()

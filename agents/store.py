@@ -26,6 +26,7 @@ from before sealing existed is sealed in place when opened (`seal_plain_rows`).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ import aiosqlite
 from protocol.storage import MAGIC, StorageKey
 from runtime.errors import StoreUnavailable
 from runtime.private_files import private_directory
+from runtime.schema import Migration, Schema, migrate_sqlite
 from runtime.sqlite import GroupCommitter, LoopSqlite, create_private_database, restrict_database
 
 _SCHEMA = """
@@ -119,6 +121,13 @@ CREATE TABLE IF NOT EXISTS forks (
     detected_at TEXT NOT NULL
 );
 """
+
+AGENT_SCHEMA = Schema(
+    "agent",
+    (Migration(1, "release 504c590", _SCHEMA),),
+    adopts=("outbox", "inbox", "evidence", "idempotency", "evidence_out", "witnessed", "forks"),
+)
+"""`agent.db`, step by step (`runtime.schema`): append a step to change it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,12 +511,12 @@ class AgentStore:
         try:
             private_directory(path.parent)
             create_private_database(path)
+            await asyncio.to_thread(migrate_sqlite, path, AGENT_SCHEMA)
             db = await LoopSqlite.connect(path)
             # Rows rewritten or deleted leave no old bytes in free pages.
             await db.execute("PRAGMA secure_delete=ON")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.executescript(_SCHEMA)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
@@ -603,6 +612,7 @@ class AgentStore:
 
 
 __all__ = [
+    "AGENT_SCHEMA",
     "AgentStore",
     "CaseEntry",
     "EvidenceRecord",

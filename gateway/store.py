@@ -33,6 +33,7 @@ from pathlib import Path
 from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
 from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceType
 from runtime.errors import StoreUnavailable
+from runtime.schema import Migration, Schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -120,6 +121,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     updated_at TEXT NOT NULL
 )
 """
+
+GATEWAY_SCHEMA = Schema(
+    "gateway",
+    (Migration(1, "release 504c590", SCHEMA),),
+    adopts=("messages", "relays", "leaves", "checkpoints", "cosignatures", "outgoing", "settings", "dead_letters"),
+)
+"""`gateway.db` or the PostgreSQL database, step by step (`runtime.schema`): append a step to change it."""
 
 
 class MessageState(StrEnum):
@@ -488,12 +496,12 @@ class GatewayStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
         """Open (creating if needed) the SQLite database at `path`."""
-        return cls(await SqliteDatabase.open(path, SCHEMA, synchronous=synchronous))
+        return cls(await SqliteDatabase.open(path, GATEWAY_SCHEMA, synchronous=synchronous))
 
     @classmethod
     async def open_postgres(cls, url: str) -> GatewayStore:
         """Open the PostgreSQL database at `url` (creating the tables if needed)."""
-        return cls(await PostgresDatabase.open(url, SCHEMA))
+        return cls(await PostgresDatabase.open(url, GATEWAY_SCHEMA))
 
     @property
     def dialect(self) -> str:
@@ -680,6 +688,7 @@ class GatewayStore:
 
 
 __all__ = [
+    "GATEWAY_SCHEMA",
     "SCHEMA",
     "CheckpointRecord",
     "DeadLetterRecord",
