@@ -449,8 +449,8 @@ class AttachmentStore:
 
     async def forget_purged_bytes(self) -> None:
         """Checkpoint the WAL: the pages that held purged keys leave it (`secure_delete` zeroed them in the file)."""
-        async with self._lock:
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        async with self._lock, self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+            await cursor.fetchall()
 
 
 # -- file work, in a thread: chunked, never a whole body in memory ----------------------------

@@ -776,8 +776,13 @@ class AgentStore:
         return [_purge(row) for row in rows]
 
     async def forget_purged_bytes(self) -> None:
-        """Checkpoint the WAL: the pages that held purged bytes leave it (`secure_delete` zeroed them in the file)."""
-        await self._db.execute_off_loop("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Checkpoint the WAL: the pages that held purged bytes leave it (`secure_delete` zeroed them in the file).
+
+        On the scanning connection, in its thread: the checkpoint waits on the disk, and its answer row is read
+        to the end (a statement left open would block the writer's next savepoint).
+        """
+        async with self._scan_db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+            await cursor.fetchall()
 
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
