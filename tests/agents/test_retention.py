@@ -264,3 +264,24 @@ async def _cli(*arguments: str) -> int:
     import asyncio  # noqa: PLC0415 - only here
 
     return await asyncio.to_thread(main, list(arguments))
+
+
+async def test_purging_a_sent_body_removes_its_encrypted_copy_and_its_key(tmp_path: Path) -> None:
+    """The release's sender-side upload (the open case's annex): its ciphertext file and key go, others stay."""
+    shutil.copytree(RELEASE / BD, tmp_path / BD)
+    data = tmp_path / BD
+    attachments = await AttachmentStore.open(data, storage_key=_storage_key(data))
+    try:
+        database = sqlite3.connect(data / "attachments.db")
+        plaintext, ciphertext = database.execute("SELECT plaintext_sha256, ciphertext_sha256 FROM uploads").fetchone()
+        database.close()
+        attachments.blob_path(ciphertext).write_bytes(b"ciphertext as the release kept it")
+        other = attachments.blob_path("0" * 64)
+        other.write_bytes(b"another body")
+        assert await attachments.purge_uploads(["f" * 64]) == 0
+        assert await attachments.purge_uploads([plaintext]) == 1
+        assert not attachments.blob_path(ciphertext).exists()
+        assert other.exists()
+        assert await attachments.upload_of(plaintext) is None
+    finally:
+        await attachments.close()

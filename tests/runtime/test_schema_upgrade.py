@@ -8,27 +8,34 @@ after) are printed for the report (`pytest -s`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from aiohttp import test_utils
 
+from agents.api import AgentApi, ApiContext
 from agents.attachments import ATTACHMENT_SCHEMA
+from agents.cases import CaseBook
 from agents.store import AGENT_SCHEMA, AgentStore
+from agents.submission import SenderKeys
 from deploy.cli.auditor import LogSnapshot, exit_status, read_export, verify_snapshot
 from deploy.cli.commands import main
 from gateway.blobs import BLOB_SCHEMA
 from gateway.store import GATEWAY_SCHEMA, GatewayStore
 from protocol.audit_verify import LogEntry
 from protocol.keystore import unlock_keystore
+from protocol.limits import DEFAULT_LIMITS
 from protocol.storage import STORAGE_KEY_NAME, StorageKey
 from runtime.errors import ConfigurationError, StoreUnavailable
 from runtime.runner import EXIT_CONFIGURATION
@@ -40,7 +47,9 @@ from runtime.schema import (
     migrate_sqlite,
     sqlite_status,
 )
+from tests.agents.harness import TOKEN
 from tests.gateway.conftest import fresh_postgres_database
+from tests.support.network import BD, NOW, LocalNetwork
 
 RELEASE = Path(__file__).parents[1] / "fixtures" / "release-504c590"
 AGENCIES = ("BD-MOHA-PSD", "LY-MLA-CA")
@@ -364,3 +373,45 @@ async def test_a_postgresql_gateway_database_of_release_504c590_migrates_and_its
         with pytest.raises(SchemaTooNew):
             await GatewayStore.open_postgres(url)
         assert await _cli("db", "status", "--data-dir", str(tmp_path), "--database-url", url) == EXIT_CONFIGURATION
+
+
+async def test_an_agent_api_serves_the_migrated_release_database_as_before(tmp_path: Path) -> None:
+    """The agent's own API over the migrated `agent.db`: the closed case folds again, the evidence is there."""
+    root = _copy_release(tmp_path)
+    net = LocalNetwork()
+    store = await AgentStore.open(root / "BD-MOHA-PSD" / "agent.db", storage_key=_storage_key(root / "BD-MOHA-PSD"))
+    context = ApiContext(
+        agency=BD,
+        sender=SenderKeys(agency=BD, signing_key=net[BD].signing, archive_key=net[BD].encryption.public_key),
+        store=store,
+        directory=net.directory,
+        limits=DEFAULT_LIMITS,
+        message_ttl=timedelta(days=1),
+        token_hashes=(hashlib.sha256(TOKEN.encode()).hexdigest(),),
+        clock=lambda: NOW,
+        wake_relay=lambda: None,
+        health=lambda: {"status": "ok"},
+        cases=CaseBook(BD),
+    )
+    http: test_utils.TestClient[Any, Any] = test_utils.TestClient(test_utils.TestServer(AgentApi(context).app()))
+    await http.start_server()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with http.get("/v1/cases/BD-LY-2025-0011", headers=headers) as response:
+            assert response.status == 200
+            case = await response.json()
+        assert case["state"] == "CLOSED"
+        assert len(case["messages"]) == 6
+        sent = [message for message in case["messages"] if message["direction"] == "sent"]
+        for message in sent:
+            async with http.get(f"/v1/messages/{message['message_id']}", headers=headers) as response:
+                answer = await response.json()
+            assert (answer["status"], answer["content_purged_at"]) == ("retrieved", None)
+            assert all(item["inclusion_proof"] is not None for item in answer["evidence"])
+        async with http.get("/v1/inbox?after=0", headers=headers) as response:
+            inbox = await response.json()
+        assert len(inbox["messages"]) == 4
+        assert all(item["document"]["case_id"] == item["case_id"] for item in inbox["messages"])
+    finally:
+        await http.close()
+        await store.close()
