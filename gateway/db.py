@@ -294,8 +294,12 @@ class PostgresDatabase:
         """Connect to `url` and migrate the database to `schema`'s latest version (`runtime.schema`)."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=15)
-            async with pool.acquire() as connection:
-                await migrate_postgres(connection, schema, redacted_url(url), translate=to_postgres)
+            try:
+                async with pool.acquire() as connection:
+                    await migrate_postgres(connection, schema, redacted_url(url), translate=to_postgres)
+            except BaseException:
+                await pool.close()
+                raise
         except _PG_ERRORS as exc:
             raise StoreUnavailable(f"cannot open PostgreSQL database: {exc}") from exc
         return cls(pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -261,8 +262,6 @@ async def test_purging_a_received_body_removes_the_file_and_its_key(tmp_path: Pa
 
 
 async def _cli(*arguments: str) -> int:
-    import asyncio  # noqa: PLC0415 - only here
-
     return await asyncio.to_thread(main, list(arguments))
 
 
@@ -285,3 +284,20 @@ async def test_purging_a_sent_body_removes_its_encrypted_copy_and_its_key(tmp_pa
         assert await attachments.upload_of(plaintext) is None
     finally:
         await attachments.close()
+
+
+async def test_the_agent_task_purges_what_falls_due_and_stops_when_told(agents: Agents) -> None:
+    bd, _ = agents
+    await _play(agents, _closed_case())
+    stopping = asyncio.Event()
+    task = asyncio.create_task(_retention(bd, days=30, at=NOW + timedelta(days=30)).run(stopping, interval=0.01))
+    try:
+        for _ in range(500):
+            if await bd.store.purges():
+                break
+            await asyncio.sleep(0.01)
+        assert {record.case_id for record in await bd.store.purges()} == {CLOSED}
+    finally:
+        stopping.set()
+        await task
+    assert task.done()
