@@ -22,7 +22,7 @@ from aiohttp import web
 from agents.attachments import Attachments
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.connectivity import Connectivity
-from agents.errors import Conflict
+from agents.errors import Conflict, ContentPurged
 from agents.evidence_view import evidence_item, lifecycle_order
 from agents.guard import (
     CLEARANCE,
@@ -105,8 +105,17 @@ class ApiContext:
 
 
 def _agent_errors(error: Exception) -> web.Response | None:
-    """The agent's own refusals: an id or idempotency key reused for another document is a 409."""
-    return problem(409, error.code, "Conflict", error.detail) if isinstance(error, Conflict) else None
+    """The agent's own refusals: an id or idempotency key reused for another document is a 409; purged content 410."""
+    if isinstance(error, Conflict):
+        return problem(409, error.code, "Conflict", error.detail)
+    if isinstance(error, ContentPurged):
+        return content_purged(error.detail, error.purged_at)
+    return None
+
+
+def content_purged(detail: str, purged_at: str) -> web.Response:
+    """`410 CONTENT_PURGED`: retention removed the content; `content_purged_at` says when."""
+    return problem(410, ErrorCode.CONTENT_PURGED, "Content purged", detail, extra={"content_purged_at": purged_at})
 
 
 class AgentApi:
@@ -223,7 +232,9 @@ class AgentApi:
         """`GET /v1/messages/{id}`: status and evidence chain of a sent message."""
         message_id = str(_message_id(request))
         record = await self._ctx.store.outbox(message_id)
-        if record is None or not readable(request, record.document, message_id=message_id):
+        if record is None or not readable(
+            request, await self._marking(record.document, record.content_purged_at, message_id), message_id=message_id
+        ):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
         evidence = sorted(await self._ctx.store.evidence_for(message_id), key=lifecycle_order)
         return json_answer(
@@ -239,8 +250,16 @@ class AgentApi:
                 "created_at": record.created_at,
                 "expires_at": record.expires_at,
                 "evidence": [evidence_item(item) for item in evidence],
+                "content_purged_at": record.content_purged_at,
             }
         )
+
+    async def _marking(self, document: bytes, purged_at: str | None, message_id: str) -> bytes | str:
+        """What `readable` judges by: the document, or for purged content the marking the trail kept."""
+        if purged_at is None:
+            return document
+        trail = await self._ctx.store.purges(message_id=message_id)
+        return trail[0].classification if trail else ""  # nothing kept: treated as SECRET (fail closed)
 
     async def inbox(self, request: web.Request) -> web.Response:
         """`GET /v1/inbox`: received messages after the cursor, oldest first, filtered (`agents.lists`)."""
@@ -259,12 +278,22 @@ class AgentApi:
         )
         fetched = await self._ctx.store.inbox_page(after, limit, wanted)
         last = fetched[-1].seq if fetched else after
-        records = [record for record in fetched if readable(request, record.document, message_id=record.message_id)]
+        records = [
+            record
+            for record in fetched
+            if readable(
+                request,
+                await self._marking(record.document, record.content_purged_at, record.message_id),
+                message_id=record.message_id,
+            )
+        ]
         items = [_inbox_item(record) for record in records]
         if self._ctx.attachments is not None:
             for record, item in zip(records, items, strict=True):
-                item["attachments"] = await self._ctx.attachments.describe(
-                    record.sender, record.message_id, item["document"]
+                item["attachments"] = (
+                    []
+                    if record.content_purged_at is not None
+                    else await self._ctx.attachments.describe(record.sender, record.message_id, item["document"])
                 )
         page = page_answer(request, Listing.INBOX, "messages", items, last=last, full=len(fetched) == limit)
         return json_answer(page | {"next": str(last)})
@@ -278,7 +307,13 @@ class AgentApi:
             wanted = parse_agency_id(sender)
             candidates = [record for record in candidates if record.sender == wanted]
         candidates = [
-            record for record in candidates if readable(request, record.document, message_id=record.message_id)
+            record
+            for record in candidates
+            if readable(
+                request,
+                await self._marking(record.document, record.content_purged_at, record.message_id),
+                message_id=record.message_id,
+            )
         ]
         if not candidates:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id}")
@@ -290,6 +325,8 @@ class AgentApi:
                 "several senders used this message id; add ?sender=AGENCY-ID",
             )
         record = candidates[0]
+        if record.content_purged_at is not None and record.retrieved_at is None:
+            return content_purged(f"the content of message {message_id} was purged", record.content_purged_at)
         retrieved_at = await self._retrieve(record)
         return json_answer({"message_id": str(message_id), "sender": record.sender, "retrieved_at": retrieved_at})
 
@@ -325,8 +362,14 @@ class AgentApi:
     async def case(self, request: web.Request) -> web.Response:
         """`GET /v1/cases/{case_id}`: the case state, its messages both ways in order, deadlines, what is overdue."""
         case_id = parse_case_id(request.match_info["case_id"])
-        async with self._ctx.store.transaction() as tx:
-            found = await self._cases.case_file(tx, case_id)
+        try:
+            async with self._ctx.store.transaction() as tx:
+                found = await self._cases.case_file(tx, case_id)
+        except ContentPurged:
+            trail = await self._ctx.store.purges(case_id=case_id)
+            if trail and all(readable(request, item.classification, message_id=item.message_id) for item in trail):
+                raise
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown case", f"no message of case {case_id} is held here")
         # The case's state, items and deadlines are read from every message of it: a case holding a message
         # above the token's clearance is withheld whole, as if unknown, rather than shown in part.
         if found is None or not all(
@@ -421,6 +464,20 @@ def _deadline(deadline: Deadline, now: datetime) -> dict[str, Any]:
 
 
 def _inbox_item(record: InboxRecord) -> dict[str, Any]:
+    if record.content_purged_at is not None:
+        return {
+            "message_id": record.message_id,
+            "sender": record.sender,
+            "message_type": record.message_type,
+            "case_id": record.case_id,
+            "in_reply_to": record.in_reply_to,
+            "received_at": record.received_at,
+            "retrieved_at": record.retrieved_at,
+            "message_digest": record.digest,
+            "document_sha256": None,
+            "document": None,
+            "content_purged_at": record.content_purged_at,
+        }
     return {
         "message_id": record.message_id,
         "sender": record.sender,
@@ -432,6 +489,7 @@ def _inbox_item(record: InboxRecord) -> dict[str, Any]:
         "message_digest": record.digest,
         "document_sha256": sha256_hex(record.document),
         "document": json.loads(record.document),
+        "content_purged_at": None,
     }
 
 

@@ -99,6 +99,7 @@ from runtime.broker import FailoverConnector
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import problem
 from runtime.private_files import open_private, private_directory, restrict
+from runtime.schema import Migration, Schema
 from runtime.sqlite import open_index
 from runtime.supervision import TryLocks
 
@@ -143,7 +144,14 @@ CREATE TABLE IF NOT EXISTS received (
 CREATE INDEX IF NOT EXISTS received_state ON received (state);
 """
 
+ATTACHMENT_SCHEMA = Schema(
+    "agent attachments", (Migration(1, "release 504c590", _SCHEMA),), adopts=("uploads", "received")
+)
+"""`attachments.db`, step by step (`runtime.schema`): append a step to change it."""
+
 PENDING, AVAILABLE, FAILED, ORPHANED = "pending", "available", "failed", "orphaned"
+PURGED = "purged"
+"""Retention removed the body and its key (`agents.retention`); the row says which and when."""
 DESCRIPTION_ONLY = "description_only"
 
 
@@ -236,7 +244,7 @@ class AttachmentStore:
         root = private_directory(data_dir / "attachments")
         for sub in ("uploads", "blobs", "received"):
             private_directory(root / sub)
-        db = await open_index(data_dir / "attachments.db", _SCHEMA, what="attachment index")
+        db = await open_index(data_dir / "attachments.db", ATTACHMENT_SCHEMA, what="attachment index")
         store = cls(root, db, storage_key)
         try:
             await store._seal_plain_rows()
@@ -256,8 +264,8 @@ class AttachmentStore:
         )
         async with self._db.execute(
             "SELECT received_id, sender, message_id, attachment_id, key_json FROM received "
-            "WHERE substr(key_json, 1, ?) != ?",
-            (len(MAGIC), MAGIC),
+            "WHERE substr(key_json, 1, ?) != ? AND state != ?",
+            (len(MAGIC), MAGIC, PURGED),
         ) as cursor:
             received = list(await cursor.fetchall())
         await self._db.executemany(
@@ -382,8 +390,8 @@ class AttachmentStore:
     async def received_for(self, sender: str, message_id: str) -> list[ReceivedBody]:
         """The bodies of one received message."""
         async with self._db.execute(
-            f"SELECT {_RECEIVED_COLUMNS} FROM received WHERE sender = ? AND message_id = ?",  # noqa: S608 - constant columns
-            (sender, message_id),
+            f"SELECT {_RECEIVED_COLUMNS} FROM received WHERE sender = ? AND message_id = ? AND state != ?",  # noqa: S608 - constant columns
+            (sender, message_id, PURGED),
         ) as cursor:
             return [_received(tuple(row), self._key) for row in await cursor.fetchall()]
 
@@ -406,6 +414,43 @@ class AttachmentStore:
     async def mark_confirmed(self, received_id: int) -> None:
         """The gateway knows this body was retrieved."""
         await self._write("UPDATE received SET confirmed = 1 WHERE received_id = ?", (received_id,))
+
+    async def purge_received(self, sender: str, message_id: str, at: str) -> int:
+        """Remove the bodies of one received message from disk and their keys from the index; how many."""
+        async with self._db.execute(
+            "SELECT received_id FROM received WHERE sender = ? AND message_id = ? AND state != ?",
+            (sender, message_id, PURGED),
+        ) as cursor:
+            ids = [int(row[0]) for row in await cursor.fetchall()]
+        for received_id in ids:
+            base = self.root / "received" / str(received_id)
+            for suffix in (".ciphertext", ".sealed", ".body"):
+                await asyncio.to_thread(base.with_suffix(suffix).unlink, missing_ok=True)
+            await self._write(
+                "UPDATE received SET state = ?, key_json = x'', detail = NULL, updated_at = ? WHERE received_id = ?",
+                (PURGED, at, received_id),
+            )
+        return len(ids)
+
+    async def purge_uploads(self, plaintext_sha256: Sequence[str]) -> int:
+        """Remove the encrypted bodies uploaded with these plaintext digests, and their keys; how many."""
+        removed = 0
+        for digest in plaintext_sha256:
+            async with self._db.execute(
+                "SELECT upload_id, ciphertext_sha256 FROM uploads WHERE plaintext_sha256 = ?", (digest,)
+            ) as cursor:
+                rows = [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
+            for upload_id, ciphertext_sha256 in rows:
+                await asyncio.to_thread(self.blob_path(ciphertext_sha256).unlink, missing_ok=True)
+                await asyncio.to_thread(self.part_path(upload_id).unlink, missing_ok=True)
+                await self._write("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+                removed += 1
+        return removed
+
+    async def forget_purged_bytes(self) -> None:
+        """Checkpoint the WAL: the pages that held purged keys leave it (`secure_delete` zeroed them in the file)."""
+        async with self._lock, self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+            await cursor.fetchall()
 
 
 # -- file work, in a thread: chunked, never a whole body in memory ----------------------------
@@ -783,6 +828,11 @@ class Attachments:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def store(self) -> AttachmentStore:
+        """The bodies on disk and their index."""
+        return self._store
+
     @classmethod
     async def open(
         cls,
@@ -1122,7 +1172,7 @@ class Attachments:
             described.append(item)
         return described
 
-    async def download(self, request: web.Request) -> web.StreamResponse:
+    async def download(self, request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one answer per refusal
         """`GET /v1/inbox/{message_id}/attachments/{attachment_id}`: the verified plaintext, with `Range`."""
         message_id = request.match_info["message_id"]
         attachment_id = request.match_info["attachment_id"]
@@ -1130,12 +1180,24 @@ class Attachments:
         sender = request.query.get("sender")
         if sender is not None:
             records = [record for record in records if record.sender == sender]
+        purged = [record for record in records if record.content_purged_at is not None]
         records = [  # above the token's clearance (the message's marking or the attachment's own): as if not there
             record
             for record in records
-            if readable(request, record.document, message_id=record.message_id)
+            if record.content_purged_at is None
+            and readable(request, record.document, message_id=record.message_id)
             and readable(request, _listed_marking(record.document, attachment_id), message_id=record.message_id)
         ]
+        if not records and purged:
+            trail = await self._agent_store.purges(message_id=purged[0].message_id)
+            if readable(request, trail[0].classification if trail else "", message_id=purged[0].message_id):
+                return problem(
+                    410,
+                    ErrorCode.CONTENT_PURGED,
+                    "Content purged",
+                    f"the content of message {message_id[:64]} and its attachments were purged (retention)",
+                    extra={"content_purged_at": purged[0].content_purged_at},
+                )
         if not records:
             return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no received message {message_id[:64]}")
         if len(records) > 1:

@@ -80,6 +80,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from agents.errors import ContentPurged
 from agents.status import FINAL_NEGATIVE, MessageStatus
 from agents.store import CaseEntry, Transaction
 from protocol.errors import ErrorCode, IllegalTransition
@@ -255,7 +256,14 @@ class CaseBook:
         transaction rolls back, the next call sees the store without it and
         folds again.
         """
-        fold, entries = await self._fold(tx, document.case_id)
+        try:
+            fold, entries = await self._fold(tx, document.case_id)
+        except ContentPurged as exc:
+            raise IllegalTransition(
+                f"{document.message_type}: case {document.case_id} is closed and its content was purged "
+                f"({exc.purged_at}); it takes no more messages",
+                code=ErrorCode.CONTENT_PURGED,
+            ) from exc
         position = CasePosition.of(document)
         held = fold.documents.get(position.identity)
         if held is not None:
@@ -291,7 +299,10 @@ class CaseBook:
         return trial.tracker.state
 
     async def case_file(self, tx: Transaction, case_id: str) -> CaseFile | None:
-        """The case as this agency knows it, or `None` if it holds no message of it."""
+        """The case as this agency knows it, or `None` if it holds no message of it.
+
+        `ContentPurged` if retention purged it: its documents, which the state is folded from, are gone.
+        """
         fold, entries = await self._fold(tx, case_id)
         if not fold.positions:
             return None
@@ -318,11 +329,12 @@ class CaseBook:
 
     async def _fold(self, tx: Transaction, case_id: str) -> tuple[_Fold, Mapping[Identity, CaseEntry]]:
         """The case's fold brought up to date with the store, and its rows by message."""
-        entries = {
-            (entry.sender, entry.message_id): entry
-            for entry in await tx.case_entries(case_id, self._agency)
-            if counts_in_case(entry)
-        }
+        held = await tx.case_entries(case_id, self._agency)
+        purged = [entry.content_purged_at for entry in held if entry.content_purged_at is not None]
+        if purged:
+            self._folds.pop(case_id, None)
+            raise ContentPurged(f"the content of case {case_id} was purged (retention)", purged_at=max(purged))
+        entries = {(entry.sender, entry.message_id): entry for entry in held if counts_in_case(entry)}
         fold = self._folds.get(case_id)
         if fold is not None and entries.keys() == fold.documents.keys():
             # The same messages as folded: the fold is the store's (positions come from the documents alone).
@@ -358,6 +370,10 @@ class CaseBook:
         while len(self._folds) > 1 and (len(self._folds) > self._cached_cases or held > self._cached_documents):
             _, forgotten = self._folds.popitem(last=False)
             held -= len(forgotten.documents)
+
+    def forget(self, case_id: str) -> None:
+        """Drop the case's fold, and the documents it holds in memory (retention purged them)."""
+        self._folds.pop(case_id, None)
 
     @property
     def cached_documents(self) -> int:

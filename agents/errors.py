@@ -5,6 +5,7 @@ Tree::
     ServiceError                   (runtime.errors: transient, configuration, unhealthy)
      +-- AgentError
           +-- Conflict             a message id or idempotency key reused for another document
+          +-- ContentPurged        retention removed the content asked for (HTTP 410 `CONTENT_PURGED`)
 """
 
 from __future__ import annotations
@@ -26,4 +27,15 @@ class Conflict(AgentError):
         self.code = code
 
 
-__all__ = ["AgentError", "Conflict"]
+class ContentPurged(AgentError):
+    """Retention purged the content asked for (`agents.retention`): its metadata and evidence remain."""
+
+    code = ErrorCode.CONTENT_PURGED
+
+    def __init__(self, detail: str, *, purged_at: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.purged_at = purged_at
+
+
+__all__ = ["AgentError", "Conflict", "ContentPurged"]

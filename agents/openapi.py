@@ -134,6 +134,17 @@ def _page(key: str, item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_PURGED_AT: Final[dict[str, Any]] = {
+    "type": ["string", "null"],
+    "format": "date-time",
+    "description": "When retention purged the content (decrypted document, sealed envelope, attachment bodies); "
+    "null while it is held. Metadata, digest and evidence stay.",
+}
+_PURGED: Final = problem_response(
+    "Retention purged the content of this closed case (`CONTENT_PURGED`; `content_purged_at` says when)"
+)
+
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -403,10 +414,15 @@ OPENAPI: Final[dict[str, Any]] = {
                     "retrieved_at": {"type": ["string", "null"], "format": "date-time"},
                     "message_digest": {"type": "string"},
                     "document_sha256": {
-                        "type": "string",
-                        "description": "SHA-256 of the document bytes as sealed (RFC 8785 form of `document`)",
+                        "type": ["string", "null"],
+                        "description": "SHA-256 of the document bytes as sealed (RFC 8785 form of `document`); "
+                        "null once purged",
                     },
-                    "document": {"$ref": "#/components/schemas/MessageDocument"},
+                    "document": {
+                        "oneOf": [{"$ref": "#/components/schemas/MessageDocument"}, {"type": "null"}],
+                        "description": "null once retention purged the content (`content_purged_at`)",
+                    },
+                    "content_purged_at": _PURGED_AT,
                     "attachments": {
                         "type": "array",
                         "description": "Each `attachments` entry of the document and the state of its body",
@@ -520,6 +536,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "206": {"description": "The range asked for"},
                     **_AUTH_ERRORS,
                     "404": problem_response("No such message, or the attachment travelled as a description only"),
+                    "410": _PURGED,
                     "409": problem_response("The body did not verify (`ATTACHMENT_MISMATCH`)"),
                     "503": problem_response(
                         "Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"
@@ -590,7 +607,8 @@ OPENAPI: Final[dict[str, Any]] = {
                     "409": problem_response(
                         "Message id or Idempotency-Key reused for another document (`MESSAGE_ID_CONFLICT`, "
                         "`IDEMPOTENCY_KEY_REUSED`), or the case's state does not allow this message type from "
-                        "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type)"
+                        "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type), or the case "
+                        "was closed and purged (`CONTENT_PURGED`)"
                     ),
                     "413": problem_response("Document over the size limit"),
                     "415": problem_response("Not application/json"),
@@ -611,6 +629,7 @@ OPENAPI: Final[dict[str, Any]] = {
                                 "message_id": {"type": "string"},
                                 "status": {"$ref": "#/components/schemas/Status"},
                                 "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
+                                "content_purged_at": _PURGED_AT,
                             },
                         },
                     ),
@@ -664,6 +683,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     **_AUTH_ERRORS,
                     "404": problem_response("No such received message"),
                     "409": problem_response("Several senders used this id: add ?sender="),
+                    "410": _PURGED,
                 },
             }
         },
@@ -762,6 +782,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "400": problem_response("Not a case id (`INVALID_IDENTIFIER`)"),
                     **_AUTH_ERRORS,
                     "404": problem_response("No message of this case is held here"),
+                    "410": _PURGED,
                 },
             }
         },

@@ -40,6 +40,7 @@ from agents.held_directory import remember_directory
 from agents.metrics import AgentMetrics
 from agents.outbox import OutboxRelay
 from agents.receiving import InboxDelivery, Received, Receiver, ReceiverKeys
+from agents.retention import Retention
 from agents.settings import AgentSettings
 from agents.storage_key import storage_key
 from agents.store import AgentStore
@@ -399,6 +400,18 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
 
     guard = _guard(settings)
     webhooks = _webhooks(core, path, guard)
+    retention = Retention(
+        agency=core.agency,
+        store=store,
+        cases=path.cases,
+        attachments=None if attachments is None else attachments.store,
+        after_close_days=settings.retention_after_close_days,
+        clock=clock,
+    )
+
+    async def purge_when_due(stopping: asyncio.Event) -> None:
+        await retention.run(stopping, interval=settings.retention_interval_s)
+
     await run_service(
         Service(
             name="agent",
@@ -412,6 +425,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
                 "directory": core.directory.run,
                 **({} if attachments is None else {"attachments": attachments.run}),
                 **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
+                **({} if settings.retention_after_close_days is None else {"retention": purge_when_due}),
             },
             closers=[
                 path.publisher.close,

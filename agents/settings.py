@@ -126,6 +126,16 @@ class AgentSettings(ServiceSettings):
     webhook_deadline_scan_s: float = Field(
         default=300.0, gt=0, description="seconds between two scans of the case deadlines for webhook events"
     )
+    retention_after_close_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="days the content of a closed case is kept after its last message (documents, sealed "
+        "envelopes, attachment bodies, sent and received), then purged; metadata and evidence stay",
+        json_schema_extra={SHOWN_DEFAULT: "none (keep everything)"},
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, description="seconds between two looks for closed cases past their retention"
+    )
 
     @property
     def watched_certificates(self) -> tuple[Path, ...]:

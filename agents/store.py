@@ -30,6 +30,8 @@ from before sealing existed is sealed in place when opened (`seal_plain_rows`).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -44,6 +46,7 @@ from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.storage import MAGIC, StorageKey
 from runtime.errors import StoreUnavailable
 from runtime.private_files import private_directory
+from runtime.schema import Migration, Schema, migrate_sqlite
 from runtime.sqlite import GroupCommitter, LoopSqlite, create_private_database, restrict_database
 
 _SCHEMA = """
@@ -319,6 +322,57 @@ def _subscription(row: Sequence[object], key: StorageKey) -> WebhookSubscription
     return WebhookSubscription(*values)  # type: ignore[arg-type]
 
 
+RETENTION_DDL = """
+ALTER TABLE outbox ADD COLUMN content_purged_at TEXT;
+ALTER TABLE inbox ADD COLUMN content_purged_at TEXT;
+CREATE TABLE IF NOT EXISTS purges (
+    purge_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    attachment_sha256 TEXT NOT NULL,
+    case_closed_at TEXT NOT NULL,
+    retention_days INTEGER NOT NULL,
+    purged_at TEXT NOT NULL,
+    attachments_purged_at TEXT
+);
+CREATE INDEX IF NOT EXISTS purges_message ON purges (message_id);
+CREATE INDEX IF NOT EXISTS purges_attachments ON purges (attachments_purged_at)
+"""
+"""Version 2: retention (`agents.retention`). A purged row keeps its metadata and digest, loses `document`
+and `sealed` (emptied), and says when (`content_purged_at`); `purges` is the trail of what was purged, when,
+under which policy: one row per message."""
+
+
+def _index_existing_rows(connection: sqlite3.Connection) -> None:
+    """Number the sent messages and cases a database held before the listings existed (step 4, tables empty).
+
+    Sent messages in the order they were created, cases in the order of their first message; each case is
+    marked stale, so the first case list folds it.
+    """
+    connection.execute(_INDEX_EXISTING_OUTBOX)
+    connection.execute(_INDEX_EXISTING_CASES)
+
+
+AGENT_SCHEMA = Schema(
+    "agent",
+    (
+        Migration(1, "release 504c590", _SCHEMA),
+        Migration(2, "retention", RETENTION_DDL),
+        Migration(3, "webhooks", WEBHOOK_TABLES_DDL),
+        Migration(
+            4, "lists and connectivity tests", LIST_TABLES_DDL + CONNECTIVITY_TABLES_DDL, sqlite=_index_existing_rows
+        ),
+    ),
+    adopts=("outbox", "inbox", "evidence", "idempotency", "evidence_out", "witnessed", "forks"),
+)
+"""`agent.db`, step by step (`runtime.schema`): append a step to change it."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
     """One message this agency submitted."""
@@ -338,6 +392,8 @@ class OutboxRecord:
     expires_at: str
     published_at: str | None
     updated_at: str
+    content_purged_at: str | None = None
+    """Set when retention purged the document and the sealed bytes (`document` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +428,8 @@ class InboxRecord:
     sealed: bytes
     received_at: str
     retrieved_at: str | None
+    content_purged_at: str | None = None
+    """Set when retention purged the document and the sealed bytes (`document` is then empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +458,10 @@ class CaseEntry:
     """Sent: the recipient signed `DELIVERY` (or evidence that implies it); received: always."""
     received_at: str | None
     retrieved_at: str | None
+    stored_at: str | None = None
+    """When this agent stored it: sent, its submission; received, its arrival."""
+    content_purged_at: str | None = None
+    """When retention purged its content, if it did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,17 +540,41 @@ _CASE_ENTRIES = """
 SELECT 'sent', message_id, ?1, recipient, message_type, status, status_reason,
        EXISTS (SELECT 1 FROM evidence WHERE evidence.message_id = outbox.message_id
                AND evidence_type IN ('DELIVERY', 'RETRIEVAL', 'NON_RETRIEVAL')),
-       NULL, NULL
+       NULL, NULL, created_at, content_purged_at
   FROM outbox WHERE case_id = ?2 AND message_type != 'CONNECTIVITY_TEST'
 UNION ALL
-SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received_at, retrieved_at
+SELECT 'received', message_id, sender, ?1, message_type, NULL, NULL, 1, received_at, retrieved_at, received_at,
+       content_purged_at
   FROM inbox WHERE case_id = ?2
 """
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRecord:
+    """One message whose content retention purged: the trail of the purge."""
+
+    purge_id: int
+    case_id: str
+    direction: Literal["sent", "received"]
+    sender: str
+    recipient: str
+    message_id: str
+    message_type: str
+    classification: str
+    attachment_sha256: tuple[str, ...]
+    """The plaintext digests of the bodies it carried (sent: which uploads to remove)."""
+    case_closed_at: str
+    retention_days: int
+    purged_at: str
+    attachments_purged_at: str | None
 
 
 _DOCUMENT = 5
 """The index of `document` in a row of `outbox` and of `inbox` (`SELECT *`)."""
 _INBOX_DOCUMENT = 7
+_OUTBOX_COLUMNS = 16
+_INBOX_COLUMNS = 12
+"""Columns of `outbox` and `inbox` as records hold them (`SELECT *` may return more: later steps' columns)."""
 _MIGRATION_BATCH = 500
 """Plain rows sealed per transaction when a database from before is opened."""
 
@@ -504,8 +590,9 @@ def inbox_identity(sender: str, message_id: str) -> dict[str, str]:
 
 
 def _outbox(row: Sequence[object], key: StorageKey) -> OutboxRecord:
-    values = list(row)
-    values[_DOCUMENT] = key.open(bytes(cast("bytes", values[_DOCUMENT])), outbox_identity(str(values[0])))
+    values = list(row)[:_OUTBOX_COLUMNS]
+    if values[-1] is None:  # content_purged_at: a purged document stays empty
+        values[_DOCUMENT] = key.open(bytes(cast("bytes", values[_DOCUMENT])), outbox_identity(str(values[0])))
     return OutboxRecord(*values)  # type: ignore[arg-type]
 
 
@@ -514,31 +601,17 @@ def _evidence(row: Sequence[object]) -> EvidenceRecord:
 
 
 def _inbox(row: Sequence[object], key: StorageKey) -> InboxRecord:
-    values = list(row)
-    identity = inbox_identity(str(values[1]), str(values[2]))
-    values[_INBOX_DOCUMENT] = key.open(bytes(cast("bytes", values[_INBOX_DOCUMENT])), identity)
+    values = list(row)[:_INBOX_COLUMNS]
+    if values[-1] is None:  # content_purged_at: a purged document stays empty
+        identity = inbox_identity(str(values[1]), str(values[2]))
+        values[_INBOX_DOCUMENT] = key.open(bytes(cast("bytes", values[_INBOX_DOCUMENT])), identity)
     return InboxRecord(*values)  # type: ignore[arg-type]
 
 
-async def index_existing_rows(db: LoopSqlite) -> None:
-    """Number the sent messages and cases of a database from before the listings existed (once: while empty).
-
-    Sent messages in the order they were created, cases in the order of their first message; each case is
-    marked stale, so the first case list folds it.
-    """
-    for table, statement, source in (
-        ("outbox_order", _INDEX_EXISTING_OUTBOX, "SELECT 1 FROM outbox LIMIT 1"),
-        ("case_index", _INDEX_EXISTING_CASES, "SELECT 1 FROM outbox UNION ALL SELECT 1 FROM inbox LIMIT 1"),
-    ):
-        if await db.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None or await db.fetchone(source) is None:  # noqa: S608 - constant names
-            continue
-        await db.begin_immediate()
-        try:
-            await db.execute(statement)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+def _purge(row: Sequence[object]) -> PurgeRecord:
+    values = list(row)
+    values[8] = tuple(json.loads(str(values[8])))
+    return PurgeRecord(*values)  # type: ignore[arg-type]
 
 
 async def seal_plain_rows(db: LoopSqlite, key: StorageKey) -> int:
@@ -552,7 +625,8 @@ async def seal_plain_rows(db: LoopSqlite, key: StorageKey) -> int:
     for table, columns in (("outbox", "rowid, message_id"), ("inbox", "rowid, sender, message_id")):
         while True:
             rows = await db.fetchall(
-                f"SELECT {columns}, document FROM {table} WHERE substr(document, 1, ?) != ? LIMIT ?",  # noqa: S608 - constant names
+                f"SELECT {columns}, document FROM {table} "  # noqa: S608 - constant names
+                "WHERE substr(document, 1, ?) != ? AND content_purged_at IS NULL LIMIT ?",
                 (len(MAGIC), MAGIC, _MIGRATION_BATCH),
             )
             if not rows:
@@ -580,8 +654,8 @@ async def seal_plain_rows(db: LoopSqlite, key: StorageKey) -> int:
                 raise
             sealed += len(rows)
     for query, build in (
-        ("SELECT * FROM outbox LIMIT 1", _outbox),
-        ("SELECT * FROM inbox LIMIT 1", _inbox),
+        ("SELECT * FROM outbox WHERE content_purged_at IS NULL LIMIT 1", _outbox),
+        ("SELECT * FROM inbox WHERE content_purged_at IS NULL LIMIT 1", _inbox),
     ):
         row = await db.fetchone(query)
         if row is not None:
@@ -607,7 +681,9 @@ class Transaction:
     async def insert_outbox(self, record: OutboxRecord) -> None:
         """Record a new submission (status `queued`)."""
         await self._db.execute(
-            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO outbox (message_id, recipient, message_type, case_id, in_reply_to, document, request_sha256, "
+            "sealed, digest, status, status_reason, created_at, expires_at, published_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 record.message_id,
                 record.recipient,
@@ -815,6 +891,8 @@ class Transaction:
                 delivered=bool(row[7]),
                 received_at=None if row[8] is None else str(row[8]),
                 retrieved_at=None if row[9] is None else str(row[9]),
+                stored_at=None if row[10] is None else str(row[10]),
+                content_purged_at=None if row[11] is None else str(row[11]),
             )
             for row in rows
         ]
@@ -952,6 +1030,86 @@ class Transaction:
         rows = await self._db.fetchall("SELECT case_id FROM outbox UNION SELECT case_id FROM inbox")
         return [str(row[0]) for row in rows]
 
+    async def purge_case(self, case_id: str, *, closed_at: str, retention_days: int, at: str) -> list[PurgeRecord]:
+        """Empty the documents and sealed bytes of every message of `case_id` not yet purged; record each purge.
+
+        The rows stay (metadata, digest, status, evidence): only the content
+        goes. What each carried (its marking, its bodies' digests) is read
+        first, from the document, into the trail.
+        """
+        purged: list[PurgeRecord] = []
+        for table, direction in (("outbox", "sent"), ("inbox", "received")):
+            rows = await self._db.fetchall(
+                f"SELECT * FROM {table} WHERE case_id = ? AND content_purged_at IS NULL",  # noqa: S608 - constant
+                (case_id,),
+            )
+            for row in rows:
+                if direction == "sent":
+                    sent = _outbox(row, self._key)
+                    document, message_id, sender, recipient = sent.document, sent.message_id, "", sent.recipient
+                    message_type = sent.message_type
+                    await self._db.execute(
+                        "UPDATE outbox SET document = x'', sealed = x'', content_purged_at = ? WHERE message_id = ?",
+                        (at, message_id),
+                    )
+                else:
+                    received = _inbox(row, self._key)
+                    document, message_id, sender = received.document, received.message_id, received.sender
+                    recipient, message_type = "", received.message_type
+                    await self._db.execute(
+                        "UPDATE inbox SET document = x'', sealed = x'', content_purged_at = ? WHERE seq = ?",
+                        (at, received.seq),
+                    )
+                parsed = json.loads(document)
+                sender = sender or str(parsed.get("sender", {}).get("authority_id", ""))
+                recipient = recipient or str(parsed.get("recipient", {}).get("authority_id", ""))
+                digests = sorted(
+                    {str(item["sha256"]) for item in parsed.get("attachments") or () if isinstance(item, dict)}
+                )
+                await self._db.execute(
+                    "INSERT INTO purges (case_id, direction, sender, recipient, message_id, message_type, "
+                    "classification, attachment_sha256, case_closed_at, retention_days, purged_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        case_id,
+                        direction,
+                        sender,
+                        recipient,
+                        message_id,
+                        message_type,
+                        str(parsed.get("classification", "")),
+                        json.dumps(digests),
+                        closed_at,
+                        retention_days,
+                        at,
+                    ),
+                )
+                row_id = await self._db.fetchone("SELECT last_insert_rowid()")
+                purged.append(
+                    PurgeRecord(
+                        int(row_id[0]) if row_id else 0,
+                        case_id,
+                        "sent" if direction == "sent" else "received",
+                        sender,
+                        recipient,
+                        message_id,
+                        message_type,
+                        str(parsed.get("classification", "")),
+                        tuple(digests),
+                        closed_at,
+                        retention_days,
+                        at,
+                        None,
+                    )
+                )
+        return purged
+
+    async def mark_attachments_purged(self, purge_ids: Sequence[int], at: str) -> None:
+        """The bodies of these purged messages are gone too."""
+        await self._db.executemany(
+            "UPDATE purges SET attachments_purged_at = ? WHERE purge_id = ?", [(at, i) for i in purge_ids]
+        )
+
 
 class AgentStore:
     """The SQLite database of one agent."""
@@ -983,16 +1141,12 @@ class AgentStore:
         try:
             private_directory(path.parent)
             create_private_database(path)
+            await asyncio.to_thread(migrate_sqlite, path, AGENT_SCHEMA)
             db = await LoopSqlite.connect(path)
             # Rows rewritten or deleted leave no old bytes in free pages.
             await db.execute("PRAGMA secure_delete=ON")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
-            await db.executescript(_SCHEMA)
-            await db.executescript(WEBHOOK_TABLES_DDL)
-            await db.executescript(LIST_TABLES_DDL)
-            await db.executescript(CONNECTIVITY_TABLES_DDL)
-            await index_existing_rows(db)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
             list_reader = await LoopSqlite.connect(path)
@@ -1206,6 +1360,37 @@ class AgentStore:
         )
         return [str(row[0]) for row in rows]
 
+    async def unpurged_case_ids(self) -> list[str]:
+        """Cases with content still held, in no particular order."""
+        rows = await self._db.fetchall(
+            "SELECT case_id FROM outbox WHERE content_purged_at IS NULL "
+            "UNION SELECT case_id FROM inbox WHERE content_purged_at IS NULL"
+        )
+        return [str(row[0]) for row in rows]
+
+    async def purges(
+        self, *, message_id: str | None = None, case_id: str | None = None, attachments_pending: bool = False
+    ) -> list[PurgeRecord]:
+        """The purge trail: every purge, those of a message or a case, or those whose bodies are not yet removed."""
+        query, params = "SELECT * FROM purges", ()  # type: tuple[str, tuple[object, ...]]
+        if message_id is not None:
+            query, params = "SELECT * FROM purges WHERE message_id = ?", (message_id,)
+        elif case_id is not None:
+            query, params = "SELECT * FROM purges WHERE case_id = ?", (case_id,)
+        elif attachments_pending:
+            query = "SELECT * FROM purges WHERE attachments_purged_at IS NULL"
+        rows = await self._db.fetchall(query + " ORDER BY purge_id", params)
+        return [_purge(row) for row in rows]
+
+    async def forget_purged_bytes(self) -> None:
+        """Checkpoint the WAL: the pages that held purged bytes leave it (`secure_delete` zeroed them in the file).
+
+        On the scanning connection, in its thread: the checkpoint waits on the disk, and its answer row is read
+        to the end (a statement left open would block the writer's next savepoint).
+        """
+        async with self._scan_db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+            await cursor.fetchall()
+
     async def pending_evidence(self, limit: int = 256) -> list[PendingEvidence]:
         """Evidence issued and not yet confirmed, oldest first."""
         rows = await self._relay_db.fetchall(
@@ -1216,8 +1401,10 @@ class AgentStore:
 
 
 __all__ = [
+    "AGENT_SCHEMA",
     "CONNECTIVITY_TABLES_DDL",
     "LIST_TABLES_DDL",
+    "RETENTION_DDL",
     "WEBHOOK_TABLES_DDL",
     "AgentStore",
     "CaseEntry",
@@ -1229,12 +1416,12 @@ __all__ = [
     "InboxRecord",
     "OutboxRecord",
     "PendingEvidence",
+    "PurgeRecord",
     "SentFilter",
     "Transaction",
     "WebhookDelivery",
     "WebhookSubscription",
     "inbox_identity",
-    "index_existing_rows",
     "outbox_identity",
     "seal_plain_rows",
     "webhook_secret_identity",

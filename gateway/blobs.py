@@ -66,6 +66,7 @@ from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation,
 from protocol.ids import AgencyId
 from runtime.errors import StoreUnavailable, TransientFailure
 from runtime.http import Handler, problem
+from runtime.schema import Migration, Schema
 from runtime.sqlite import open_index
 from runtime.supervision import TryLocks
 
@@ -112,6 +113,11 @@ CREATE TABLE IF NOT EXISTS partials (
 );
 """
 
+BLOB_SCHEMA = Schema(
+    "gateway blobs", (Migration(1, "release 504c590", _SCHEMA),), adopts=("blobs", "grants", "partials")
+)
+"""`blobs.db`, step by step (`runtime.schema`): append a step to change it."""
+
 
 @dataclass(frozen=True, slots=True)
 class BlobRecord:
@@ -149,7 +155,7 @@ class BlobStore:
         root = data_dir / "blobs"
         (root / "objects").mkdir(parents=True, exist_ok=True)
         (root / "partial").mkdir(parents=True, exist_ok=True)
-        db = await open_index(data_dir / "blobs.db", _SCHEMA, what="blob index")
+        db = await open_index(data_dir / "blobs.db", BLOB_SCHEMA, what="blob index")
         return cls(root, db)
 
     async def close(self) -> None:

@@ -28,6 +28,7 @@ import aiosqlite
 import asyncpg
 
 from runtime.errors import StoreUnavailable
+from runtime.schema import Schema, migrate_postgres, migrate_sqlite
 from runtime.sqlite import GroupCommitter, LoopSqlite, Member
 
 Row = Sequence[Any]
@@ -175,18 +176,18 @@ class SqliteDatabase:
         self.committer = GroupCommitter(writer)
 
     @classmethod
-    async def open(cls, path: Path, schema: str, *, synchronous: str = "FULL") -> SqliteDatabase:
-        """Open (creating if needed) the database at `path` and apply `schema`.
+    async def open(cls, path: Path, schema: Schema, *, synchronous: str = "FULL") -> SqliteDatabase:
+        """Open (creating if needed) the database at `path`, migrated to `schema`'s latest version.
 
         Two connections: one writer, one reader. In WAL mode the reader sees only
         committed transactions, so nothing a rollback undoes is ever served.
         """
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(migrate_sqlite, path, schema)
             writer = await LoopSqlite.connect(path)
             await writer.execute("PRAGMA journal_mode=WAL")
             await writer.execute(f"PRAGMA synchronous={synchronous}")
-            await writer.executescript(schema)
             reader = await aiosqlite.connect(path, isolation_level=None)
             lookup = await LoopSqlite.connect(path)
         except (sqlite3.Error, OSError) as exc:
@@ -222,6 +223,11 @@ def to_postgres(sql: str) -> str:
     counter = iter(range(1, 10_000))
     sql = _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
     return sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace("BLOB", "BYTEA")
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, to name the database in messages."""
+    return re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def _rowcount(status: str) -> int:
@@ -284,15 +290,16 @@ class PostgresDatabase:
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, url: str, schema: str, *, pool_size: int = 4) -> PostgresDatabase:
-        """Connect to `url` and apply `schema` (idempotent DDL)."""
+    async def open(cls, url: str, schema: Schema, *, pool_size: int = 4) -> PostgresDatabase:
+        """Connect to `url` and migrate the database to `schema`'s latest version (`runtime.schema`)."""
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_size, timeout=15)
-            async with pool.acquire() as connection, connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK_KEY)
-                for statement in (part.strip() for part in schema.split(";")):
-                    if statement:
-                        await connection.execute(to_postgres(statement))
+            try:
+                async with pool.acquire() as connection:
+                    await migrate_postgres(connection, schema, redacted_url(url), translate=to_postgres)
+            except BaseException:
+                await pool.close()
+                raise
         except _PG_ERRORS as exc:
             raise StoreUnavailable(f"cannot open PostgreSQL database: {exc}") from exc
         return cls(pool)
@@ -347,4 +354,4 @@ async def _quietly(operation: Any) -> None:  # noqa: ANN401 - an awaitable of as
         return
 
 
-__all__ = ["Connection", "Database", "PostgresDatabase", "Row", "SqliteDatabase", "to_postgres"]
+__all__ = ["Connection", "Database", "PostgresDatabase", "Row", "SqliteDatabase", "redacted_url", "to_postgres"]

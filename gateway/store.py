@@ -34,6 +34,7 @@ from pathlib import Path
 from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
 from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceType
 from runtime.errors import StoreUnavailable
+from runtime.schema import Migration, Schema
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -132,6 +133,16 @@ CREATE TABLE IF NOT EXISTS checkpoint_timestamps (
 )
 """
 """A time-stamp authority's token over a checkpoint's signed note (kept only once verified)."""
+
+GATEWAY_SCHEMA = Schema(
+    "gateway",
+    (
+        Migration(1, "release 504c590", SCHEMA),
+        Migration(2, "checkpoint time-stamps", CHECKPOINT_TIMESTAMPS_DDL),
+    ),
+    adopts=("messages", "relays", "leaves", "checkpoints", "cosignatures", "outgoing", "settings", "dead_letters"),
+)
+"""`gateway.db` or the PostgreSQL database, step by step (`runtime.schema`): append a step to change it."""
 
 
 class MessageState(StrEnum):
@@ -521,12 +532,12 @@ class GatewayStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> GatewayStore:
         """Open (creating if needed) the SQLite database at `path`."""
-        return cls(await SqliteDatabase.open(path, SCHEMA + ";" + CHECKPOINT_TIMESTAMPS_DDL, synchronous=synchronous))
+        return cls(await SqliteDatabase.open(path, GATEWAY_SCHEMA, synchronous=synchronous))
 
     @classmethod
     async def open_postgres(cls, url: str) -> GatewayStore:
         """Open the PostgreSQL database at `url` (creating the tables if needed)."""
-        return cls(await PostgresDatabase.open(url, SCHEMA + ";" + CHECKPOINT_TIMESTAMPS_DDL))
+        return cls(await PostgresDatabase.open(url, GATEWAY_SCHEMA))
 
     @property
     def dialect(self) -> str:
@@ -725,6 +736,7 @@ class GatewayStore:
 
 __all__ = [
     "CHECKPOINT_TIMESTAMPS_DDL",
+    "GATEWAY_SCHEMA",
     "SCHEMA",
     "CheckpointRecord",
     "CheckpointTimestamp",

@@ -53,9 +53,15 @@ def json_answer(body: object, status: int = 200) -> web.Response:
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    """An RFC 9457 problem answer with a stable `code` (and the field errors of an invalid document, if any)."""
+    """An RFC 9457 problem answer with a stable `code` (the field errors of an invalid document, `extra` members)."""
     body: dict[str, Any] = {
         "type": f"urn:rogatory:error:{code}",
         "title": title,
@@ -65,6 +71,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    body |= extra or {}
     return web.json_response(body, status=status, content_type=PROBLEM_CONTENT_TYPE, dumps=_dumps)
 
 

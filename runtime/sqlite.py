@@ -45,6 +45,7 @@ import aiosqlite
 
 from runtime.errors import StoreUnavailable
 from runtime.private_files import create_private, restrict
+from runtime.schema import Schema, migrate_sqlite
 
 MAX_BATCH: Final = 256
 """Bodies that may share one COMMIT: bounds the latency a long series adds to its first member."""
@@ -336,8 +337,8 @@ def restrict_database(path: Path) -> None:
         restrict(path.with_name(path.name + suffix))
 
 
-async def open_index(path: Path, schema: str, *, what: str) -> aiosqlite.Connection:
-    """A side index (attachments, blobs): one autocommit connection in WAL mode with `schema` applied.
+async def open_index(path: Path, schema: Schema, *, what: str) -> aiosqlite.Connection:
+    """A side index (attachments, blobs): one autocommit connection in WAL mode, migrated to `schema`'s latest.
 
     The database and its WAL are 0600 (`create_private_database`); what is
     deleted is overwritten (`secure_delete`). `StoreUnavailable` names `what`
@@ -345,10 +346,10 @@ async def open_index(path: Path, schema: str, *, what: str) -> aiosqlite.Connect
     """
     try:
         create_private_database(path)
+        await asyncio.to_thread(migrate_sqlite, path, schema)
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA secure_delete=ON")
         await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(schema)
         restrict_database(path)
     except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"cannot open the {what}: {exc}") from exc

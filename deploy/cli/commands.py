@@ -44,8 +44,10 @@ from deploy.cli.auditor import (
     write_export,
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
+from deploy.cli.db import add_db_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.cli.ping import add_ping_commands
+from deploy.cli.retention import add_retention_commands
 from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, gateway_ca, read_stack, up
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
     add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
     add_ping_commands(commands)  # ping --to AGENCY: a connectivity test (deploy.cli.ping)
+    add_db_commands(commands)  # db status, db migrate (deploy.cli.db)
+    add_retention_commands(commands)  # retention show, retention purge (deploy.cli.retention)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

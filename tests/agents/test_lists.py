@@ -218,8 +218,8 @@ async def test_cases_filter_by_state_counterpart_and_deadline_due_or_overdue(des
 
 
 async def test_a_database_from_before_the_lists_is_numbered_when_opened(tmp_path: Path) -> None:
-    """Sent messages and cases stored before `outbox_order` and `case_index` existed are numbered once, at the
-    next start, in the order they were created, and listed as before."""
+    """Sent messages and cases stored before `outbox_order` and `case_index` existed (a database at schema step 3)
+    are numbered by step 4 at the next start, in the order they were created, and listed as before."""
     desk = await start_desk(tmp_path)
     await scenario(desk)
     before = {
@@ -235,6 +235,9 @@ async def test_a_database_from_before_the_lists_is_numbered_when_opened(tmp_path
     with sqlite3.connect(tmp_path / f"{BD}.db") as db:
         db.execute("DROP TABLE outbox_order")
         db.execute("DROP TABLE case_index")
+        db.execute("DROP TABLE connectivity_tests")
+        db.execute("DROP TABLE connectivity_received")
+        db.execute("DELETE FROM schema_migrations WHERE version = 4")
     reopened = await AgentStore.open(tmp_path / f"{BD}.db", storage_key=key, synchronous="NORMAL")
     try:
         sent = await reopened.sent_page(0, 100, SentFilter())
