@@ -3,22 +3,67 @@
 Message documents are described per type by `GET /v1/schema/{message_type}`
 (JSON Schema generated from the content models); the enumeration of types
 here comes from the same models, so the two cannot disagree.
+
+Every operation has an `operationId` (the names `deploy.client.agent_api`
+calls) and every answer, error or not, its schema. Each refusal lists the
+stable codes it can carry in `x-error-codes`: `AGENT_ERROR_CODES` is their
+union, which docs/GUIDE.md's error table is tested against.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from protocol.errors import ErrorCode
 from protocol.mla import CaseState, DeadlineKind, MessageType, Role
 from runtime.openapi import BEARER_SCHEME, json_response, problem_response, shared_schemas
 
-_AUTH_ERRORS: Final = {"401": problem_response("Missing or invalid bearer token (`UNAUTHORIZED`)")}
+_E = ErrorCode
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _refusal(description: str, *codes: ErrorCode) -> dict[str, Any]:
+    """A problem answer and the codes it can carry."""
+    answer = problem_response(f"{description} ({', '.join(f'`{code}`' for code in codes)})")
+    answer["x-error-codes"] = [code.value for code in codes]
+    return answer
+
+
+_AUTHENTICATED: Final[dict[str, Any]] = {
+    "401": _refusal("Missing or invalid bearer token", _E.UNAUTHORIZED),
+    "403": _refusal("The token lacks the scope this operation needs", _E.FORBIDDEN),
+    "429": _refusal("This client is over its rate limit: wait `Retry-After` seconds", _E.RATE_LIMITED),
+    "503": _refusal(
+        "Something the agent depends on is away for a moment, or its directory expired: retry after "
+        "`Retry-After` seconds",
+        _E.SERVICE_UNAVAILABLE,
+        _E.DIRECTORY_EXPIRED,
+    ),
+}
+"""The refusals every operation behind a token can answer."""
+
+_BAD_ID: Final = _refusal("Not a message id, case id or agency id", _E.INVALID_IDENTIFIER, _E.INVALID_PARAMETER)
+
 _MESSAGE_ID: Final = {
     "name": "message_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
 }
+_SENDER: Final = {
+    "name": "sender",
+    "in": "query",
+    "required": False,
+    "description": "The sending agency, when several senders used the same message id",
+    "schema": {"type": "string"},
+}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
+_BINARY: Final = {"type": "string", "format": "binary"}
+
 
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
@@ -71,7 +116,13 @@ OPENAPI: Final[dict[str, Any]] = {
                     "at": {"type": "string", "format": "date-time"},
                     "signed_by": {"type": "string"},
                     "recipient": {"type": ["string", "null"]},
-                    "reason": {"type": ["object", "null"]},
+                    "reason": {
+                        "type": ["object", "null"],
+                        "required": ["code"],
+                        "properties": {"code": {"type": "string"}, "detail": {"type": ["string", "null"]}},
+                        "description": "Why, for negative evidence: a stable code and a detail for people",
+                    },
+                    "received_at": {"type": "string", "format": "date-time"},
                     "statement": {
                         "type": "object",
                         "description": "The signed statement: payload_type, payload (base64), key_id, signature",
@@ -195,11 +246,97 @@ OPENAPI: Final[dict[str, Any]] = {
                     "upload_id": {"type": "string"},
                 },
             },
+            "UploadProgress": {
+                "type": "object",
+                "required": ["upload_id", "offset", "complete"],
+                "properties": {
+                    "upload_id": {"type": "string"},
+                    "offset": {"type": "integer", "description": "Bytes held: send the rest from here"},
+                    "complete": {"type": "boolean", "const": False},
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "required": ["message_id", "status"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": _ref("Status"),
+                },
+            },
+            "MessageStatus": {
+                "type": "object",
+                "required": [
+                    "message_id",
+                    "status",
+                    "status_reason",
+                    "recipient",
+                    "message_type",
+                    "case_id",
+                    "message_digest",
+                    "sealed_bytes",
+                    "created_at",
+                    "expires_at",
+                    "evidence",
+                ],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": _ref("Status"),
+                    "status_reason": {
+                        **_NULLABLE_STRING,
+                        "description": "Why a message ended `rejected`, `failed` or `expired` (a stable code first)",
+                    },
+                    "recipient": {"type": "string"},
+                    "message_type": _ref("MessageType"),
+                    "case_id": {"type": "string"},
+                    "message_digest": {"type": "string", "description": "SHA-256 of the sealed message (hex)"},
+                    "sealed_bytes": {"type": "integer", "minimum": 0},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "Not delivered by then, the message ends `expired`",
+                    },
+                    "evidence": {
+                        "type": "array",
+                        "items": _ref("Evidence"),
+                        "description": "Signed evidence of each step, in the order of the message's life",
+                    },
+                },
+            },
+            "InboxPage": {
+                "type": "object",
+                "required": ["messages", "next"],
+                "properties": {
+                    "messages": {"type": "array", "items": _ref("InboxMessage")},
+                    "next": {"type": "string", "description": "Pass it as `after` on the next call"},
+                },
+            },
+            "Retrieved": {
+                "type": "object",
+                "required": ["message_id", "sender", "retrieved_at"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "sender": {"type": "string"},
+                    "retrieved_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Health": {
+                "type": "object",
+                "required": ["status", "service"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "service": {"type": "string", "const": "agent"},
+                    "agency": {"type": "string"},
+                    "inbox_connected": {"type": "boolean"},
+                    "alarms": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     },
     "paths": {
         "/v1/attachments": {
             "post": {
+                "operationId": "uploadAttachment",
                 "summary": "Upload one attachment body as a stream (resumable)",
                 "description": (
                     "The request body is the file's bytes, streamed (never base64 in JSON). A message document "
@@ -218,41 +355,46 @@ OPENAPI: Final[dict[str, Any]] = {
                     {"name": "Upload-Offset", "in": "header", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "Upload-Length", "in": "header", "schema": {"type": "integer", "minimum": 0}},
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                },
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": _BINARY}}},
                 "responses": {
-                    "201": json_response("The body is whole and encrypted", {"$ref": "#/components/schemas/Uploaded"}),
+                    "201": json_response("The body is whole and encrypted", _ref("Uploaded")),
                     "200": json_response(
                         "Part of the body arrived (fewer bytes than `Upload-Length`); send the rest",
-                        {
-                            "type": "object",
-                            "properties": {"upload_id": {"type": "string"}, "offset": {"type": "integer"}},
-                        },
+                        _ref("UploadProgress"),
                     ),
-                    **_AUTH_ERRORS,
-                    "409": problem_response("`Upload-Offset` is not what is held (`UPLOAD_OFFSET_MISMATCH`)"),
-                    "413": problem_response("Over the largest body accepted (`TOO_LARGE`)"),
-                    "415": problem_response("Not `application/octet-stream`"),
+                    "400": _refusal("An `Upload-*` header that is not what it should be", _E.INVALID_PARAMETER),
+                    **_AUTHENTICATED,
+                    "409": _refusal(
+                        "`Upload-Offset` is not what is held, or the same upload is in progress",
+                        _E.UPLOAD_OFFSET_MISMATCH,
+                    ),
+                    "413": _refusal("Over the largest body accepted", _E.TOO_LARGE),
+                    "415": _refusal("Not `application/octet-stream`", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": _refusal("The body is longer than `Upload-Length` announced", _E.CONTENT_INVALID),
                 },
             }
         },
         "/v1/attachments/uploads/{upload_id}": {
             "head": {
+                "operationId": "getUploadOffset",
                 "summary": "How much of an upload arrived",
                 "parameters": [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {
                         "description": "`Upload-Offset`: bytes held; `Upload-Complete: ?1` once whole",
-                        "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
+                        "headers": {
+                            "Upload-Offset": {"schema": {"type": "integer"}},
+                            "Upload-Complete": {"schema": {"type": "string", "enum": ["?0", "?1"]}},
+                        },
                     },
-                    "404": {"description": "Nothing of this upload is held"},
+                    "404": {"description": "Nothing of this upload is held (a HEAD answer has no body)"},
+                    **_AUTHENTICATED,
                 },
             }
         },
         "/v1/inbox/{message_id}/attachments/{attachment_id}": {
             "get": {
+                "operationId": "downloadAttachment",
                 "summary": "Download a received attachment body as a stream",
                 "description": (
                     "The verified plaintext (ciphertext digest checked against the sender's signed header, stream "
@@ -262,128 +404,147 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [
                     _MESSAGE_ID,
                     {"name": "attachment_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "sender", "in": "query", "schema": {"type": "string"}},
+                    _SENDER,
                     {"name": "Range", "in": "header", "schema": {"type": "string"}},
                 ],
                 "responses": {
                     "200": {
                         "description": "The whole body",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
                     },
-                    "206": {"description": "The range asked for"},
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such message, or the attachment travelled as a description only"),
-                    "409": problem_response("The body did not verify (`ATTACHMENT_MISMATCH`)"),
-                    "503": problem_response(
-                        "Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"
+                    "206": {
+                        "description": "The range asked for",
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
+                    },
+                    **_AUTHENTICATED,
+                    "404": _refusal("No such message, or the attachment travelled as a description only", _E.NOT_FOUND),
+                    "409": _refusal(
+                        "The body did not verify, or several senders used this message id (add `?sender=`)",
+                        _E.ATTACHMENT_MISMATCH,
+                        _E.AMBIGUOUS_MESSAGE_ID,
+                    ),
+                    "416": _refusal("`Range` outside the body", _E.INVALID_PARAMETER),
+                    "503": _refusal(
+                        "Still being fetched and verified, or the agent is away for a moment: retry after "
+                        "`Retry-After` seconds",
+                        _E.ATTACHMENT_NOT_READY,
+                        _E.SERVICE_UNAVAILABLE,
+                        _E.DIRECTORY_EXPIRED,
                     ),
                 },
             }
         },
         "/v1/messages": {
             "post": {
+                "operationId": "submitMessage",
                 "summary": "Submit one message document",
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
-                        "description": "Same key and same document: the same answer; another document: 409",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
+                        "description": (
+                            "Your own key for this one message (never for the case: each message of a case needs "
+                            "its own). Same key and same document: the same answer; another document: 409"
+                        ),
                     }
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageDocument"}}},
-                },
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MessageDocument")}}},
                 "responses": {
-                    "202": json_response(
-                        "Accepted for delivery",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "message_id": {"type": "string"},
-                                "status": {"$ref": "#/components/schemas/Status"},
-                            },
-                        },
+                    "202": json_response("Accepted for delivery", _ref("Accepted")),
+                    "400": _refusal(
+                        "The bytes are not strict JSON in UTF-8, a number is out of range, or the "
+                        "`Idempotency-Key` is not 1 to 200 printable ASCII characters",
+                        _E.MALFORMED_JSON,
+                        _E.DUPLICATE_KEY,
+                        _E.INVALID_UNICODE,
+                        _E.NUMBER_OUT_OF_RANGE,
+                        _E.NESTING_TOO_DEEP,
+                        _E.TOO_MANY_ITEMS,
+                        _E.INVALID_PARAMETER,
+                        _E.INVALID_IDENTIFIER,
                     ),
-                    "400": problem_response("Malformed JSON, duplicate keys, invalid Unicode"),
-                    **_AUTH_ERRORS,
-                    "403": problem_response("Sender is not this agency, or no agreement allows the exchange"),
-                    "409": problem_response(
-                        "Message id or Idempotency-Key reused for another document (`MESSAGE_ID_CONFLICT`, "
-                        "`IDEMPOTENCY_KEY_REUSED`), or the case's state does not allow this message type from "
-                        "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type)"
+                    **_AUTHENTICATED,
+                    "403": _refusal(
+                        "The token lacks the `submit` scope, the sender is not this agency, or no agreement allows "
+                        "the exchange",
+                        _E.FORBIDDEN,
+                        _E.SENDER_NOT_OWN_AGENCY,
+                        _E.POLICY_DENIED,
                     ),
-                    "413": problem_response("Document over the size limit"),
-                    "415": problem_response("Not application/json"),
-                    "422": problem_response("Invalid document: every field error in `errors`"),
+                    "409": _refusal(
+                        "Message id or Idempotency-Key reused for another document, or the case's state does not "
+                        "allow this message type from this side (`detail` names the state and the type)",
+                        _E.MESSAGE_ID_CONFLICT,
+                        _E.IDEMPOTENCY_KEY_REUSED,
+                        _E.ILLEGAL_TRANSITION,
+                    ),
+                    "413": _refusal("Document over the size limit", _E.TOO_LARGE),
+                    "415": _refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": _refusal(
+                        "Invalid document (every field error in `errors`), an unknown recipient, or no usable key",
+                        _E.CONTENT_INVALID,
+                        _E.PAYLOAD_DIGEST_MISMATCH,
+                        _E.UNSUPPORTED_VERSION,
+                        _E.UNKNOWN_AGENCY,
+                        _E.UNKNOWN_KEY,
+                        _E.KEY_NOT_VALID,
+                        _E.KEY_REVOKED,
+                    ),
                 },
             }
         },
         "/v1/messages/{message_id}": {
             "get": {
+                "operationId": "getMessageStatus",
                 "summary": "Status and evidence chain of a sent message",
                 "parameters": [_MESSAGE_ID],
                 "responses": {
-                    "200": json_response(
-                        "The message's status and evidence",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "message_id": {"type": "string"},
-                                "status": {"$ref": "#/components/schemas/Status"},
-                                "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
-                            },
-                        },
-                    ),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such sent message"),
+                    "200": json_response("The message's status and evidence", _ref("MessageStatus")),
+                    "400": _BAD_ID,
+                    **_AUTHENTICATED,
+                    "404": _refusal("No such sent message", _E.NOT_FOUND),
                 },
             }
         },
         "/v1/inbox": {
             "get": {
+                "operationId": "listInbox",
                 "summary": "Received, verified, decrypted messages, oldest first",
                 "parameters": [
-                    {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "cursor"},
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "description": "The cursor: `next` of the previous page (0 or absent: from the start)",
+                    },
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 ],
                 "responses": {
-                    "200": json_response(
-                        "A page of the inbox",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "messages": {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/InboxMessage"},
-                                },
-                                "next": {"type": "string"},
-                            },
-                        },
-                    ),
-                    **_AUTH_ERRORS,
+                    "200": json_response("A page of the inbox", _ref("InboxPage")),
+                    "400": _refusal("`after` or `limit` is not an integer in range", _E.INVALID_PARAMETER),
+                    **_AUTHENTICATED,
                 },
             }
         },
         "/v1/inbox/{message_id}/ack": {
             "post": {
+                "operationId": "acknowledgeMessage",
                 "summary": "The agency system took the message (issues RETRIEVAL evidence)",
-                "parameters": [
-                    _MESSAGE_ID,
-                    {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
-                ],
+                "parameters": [_MESSAGE_ID, _SENDER],
                 "responses": {
-                    "200": json_response("Retrieved", {"type": "object"}),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such received message"),
-                    "409": problem_response("Several senders used this id: add ?sender="),
+                    "200": json_response("Retrieved (again: the first time's answer)", _ref("Retrieved")),
+                    "400": _BAD_ID,
+                    **_AUTHENTICATED,
+                    "404": _refusal("No such received message", _E.NOT_FOUND),
+                    "409": _refusal("Several senders used this id: add `?sender=`", _E.AMBIGUOUS_MESSAGE_ID),
                 },
             }
         },
         "/v1/cases/{case_id}": {
             "get": {
+                "operationId": "getCase",
                 "summary": "One MLA case: its state, its messages both ways in case order, deadlines, what is overdue",
                 "description": (
                     "The messages are ordered by `sequence`, then `created_at`, then `message_id` and sender, "
@@ -393,44 +554,73 @@ OPENAPI: Final[dict[str, Any]] = {
                 ),
                 "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
-                    "200": json_response("The case as this agency knows it", {"$ref": "#/components/schemas/Case"}),
-                    "400": problem_response("Not a case id (`INVALID_IDENTIFIER`)"),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No message of this case is held here"),
+                    "200": json_response("The case as this agency knows it", _ref("Case")),
+                    "400": _refusal("Not a case id", _E.INVALID_IDENTIFIER),
+                    **_AUTHENTICATED,
+                    "404": _refusal("No message of this case is held here", _E.NOT_FOUND),
                 },
             }
         },
         "/v1/schema/{message_type}": {
             "get": {
+                "operationId": "getMessageSchema",
                 "summary": "The JSON Schema of one message type",
-                "parameters": [
-                    {
-                        "name": "message_type",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"$ref": "#/components/schemas/MessageType"},
-                    }
-                ],
-                "responses": {"200": json_response("JSON Schema 2020-12", {"type": "object"}), **_AUTH_ERRORS},
+                "parameters": [{"name": "message_type", "in": "path", "required": True, "schema": _ref("MessageType")}],
+                "responses": {
+                    "200": json_response("JSON Schema 2020-12", {"type": "object"}),
+                    **_AUTHENTICATED,
+                    "404": _refusal("No such message type", _E.NOT_FOUND),
+                },
             }
         },
         "/healthz": {
             "get": {
+                "operationId": "getHealth",
                 "summary": "Liveness and readiness",
                 "security": [],
-                "responses": {"200": {"description": "ready"}, "503": {"description": "not connected to the broker"}},
+                "responses": {
+                    "200": json_response("Ready", _ref("Health")),
+                    "503": json_response(
+                        "Degraded: not connected to the broker, or the directory expired", _ref("Health")
+                    ),
+                },
             }
         },
         "/openapi.json": {
-            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            "get": {
+                "operationId": "getOpenApiDocument",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": json_response("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]})
+                },
+            }
         },
         "/metrics": {
             "get": {
+                "operationId": "getMetrics",
                 "summary": "Prometheus metrics (text exposition format); needs a token with the `read` scope",
-                "responses": {"200": {"description": "the metrics"}, "401": problem_response("no valid token")},
+                "responses": {
+                    "200": {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_AUTHENTICATED,
+                },
             }
         },
     },
 }
 
-__all__ = ["OPENAPI"]
+
+def _error_codes(document: dict[str, Any]) -> frozenset[ErrorCode]:
+    return frozenset(
+        ErrorCode(code)
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for answer in operation["responses"].values()
+        for code in answer.get("x-error-codes", ())
+    )
+
+
+AGENT_ERROR_CODES: Final = _error_codes(OPENAPI)
+"""Every stable code an answer of the agent API can carry."""
+
+__all__ = ["AGENT_ERROR_CODES", "OPENAPI"]
