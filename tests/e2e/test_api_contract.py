@@ -1,0 +1,117 @@
+"""A live agent keeps its own contract: fuzzed against the OpenAPI document it serves, it never answers 5xx,
+every status it answers is documented for that operation, and every answer matches its schema.
+
+The agent is a real process of the session's `rogatory dev up` network; the
+document is the one it serves at `/openapi.json`. schemathesis generates the
+requests from the document, valid ones (positive) and ones that break it
+(negative), a fixed number per operation, derandomised: the same requests on
+every run, a few seconds in all.
+
+The agent fuzzed is LY-AGO's, which no other test of the network reads or
+writes. What fuzzing can change there is harmless: uploaded attachment bodies
+(content-addressed, small), acknowledgements of random message ids (404), and
+a submission only if a generated document were a valid message (it never is:
+the content models reject it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.control import SkipTest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+
+FUZZED_AGENCY = "LY-AGO"
+EXAMPLES_PER_OPERATION = 25
+"""Per operation and per mode (positive, negative): about 600 requests, a few seconds."""
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
+
+
+def fuzz(document: dict[str, Any], url: str, token: str) -> tuple[Counter[str], list[str]]:
+    """Every operation of `document` fuzzed against `url`: (requests per operation, failures found)."""
+    schema = schemathesis.openapi.from_dict(document)
+    sent: Counter[str] = Counter()
+    failures: list[str] = []
+    session = requests.Session()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        described = document["paths"][operation.path][operation.method]
+        has_inputs = bool(described.get("parameters") or described.get("requestBody"))
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_inputs else (GenerationMode.POSITIVE,):
+            fuzz_operation(operation, mode, url, token, session, sent, failures)
+    return sent, failures
+
+
+def fuzz_operation(
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    url: str,
+    token: str,
+    session: requests.Session,
+    sent: Counter[str],
+    failures: list[str],
+) -> None:
+    """`EXAMPLES_PER_OPERATION` requests of `mode` to one operation, each answer checked."""
+    label = operation.label
+    auth = {"Authorization": f"Bearer {token}"}
+
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(mode))
+    def call(case: schemathesis.Case) -> None:
+        response = case.call(base_url=url, session=session, headers=auth)
+        sent[label] += 1
+        try:
+            case.validate_response(response, checks=CHECKS, headers=auth)
+        except BaseException as failure:  # schemathesis' FailureGroup is a BaseExceptionGroup
+            failures.append(f"{label}: {str(failure)[:600]}")
+
+    with contextlib.suppress(SkipTest):  # schemathesis found no negative case (e.g. only an enum to break)
+        call()
+
+
+def test_the_live_agent_keeps_its_openapi_contract_under_fuzzing(stack):
+    agent = stack["agents"][FUZZED_AGENCY]
+    document = requests.get(f"{agent['url']}/openapi.json", timeout=10).json()
+    started = time.monotonic()
+    sent, failures = fuzz(document, agent["url"], agent["token"])
+    took = time.monotonic() - started
+    operations = sum(len(item) for item in document["paths"].values())
+    print(f"fuzzed {operations} operations with {sum(sent.values())} requests in {took:.1f} s: {dict(sent)}")
+    assert len(sent) == operations, "an operation was never called"
+    assert failures == []
+
+
+def test_the_fuzzer_catches_an_undocumented_status(stack):
+    """The same run against a document that forgets the 400 of `GET /v1/inbox` fails: the checks bite."""
+    agent = stack["agents"][FUZZED_AGENCY]
+    document = requests.get(f"{agent['url']}/openapi.json", timeout=10).json()
+    inbox = document["paths"]["/v1/inbox"]
+    del inbox["get"]["responses"]["400"]
+    for parameter in inbox["get"]["parameters"]:
+        parameter["schema"] = {"type": "string"}  # lets positive cases send what the agent refuses
+    document["paths"] = {"/v1/inbox": inbox}
+    _, failures = fuzz(document, agent["url"], agent["token"])
+    assert failures
+    assert all("Undocumented status code" in failure for failure in failures)
