@@ -98,7 +98,16 @@ OPENAPI: Final[dict[str, Any]] = {
             },
             "Evidence": {
                 "type": "object",
-                "required": ["type", "at", "signed_by", "statement"],
+                "required": [
+                    "type",
+                    "at",
+                    "signed_by",
+                    "recipient",
+                    "reason",
+                    "statement",
+                    "received_at",
+                    "inclusion_proof",
+                ],
                 "properties": {
                     "type": {
                         "type": "string",
@@ -322,7 +331,7 @@ OPENAPI: Final[dict[str, Any]] = {
             },
             "Health": {
                 "type": "object",
-                "required": ["status", "service"],
+                "required": ["status"],
                 "properties": {
                     "status": {"type": "string", "enum": ["ok", "degraded"]},
                     "service": {"type": "string", "const": "agent"},

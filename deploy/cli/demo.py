@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.client.agent_api import AgentApiError, AgentClient, InboxMessage, MessageStatus, poll
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
 from deploy.localnet.devstack import DevStackError, destroy, down, gateway_ca, trusting, up
 from deploy.provision.broker import BrokerAdminError
@@ -117,7 +117,7 @@ class Demo:
         if not condition:
             raise DemoFailed(problem)
 
-    def _check_identical(self, sent: dict[str, Any], received: dict[str, Any]) -> None:
+    def _check_identical(self, sent: dict[str, Any], received: InboxMessage) -> None:
         """Every field the sender wrote arrives unchanged (the agent only adds what was absent)."""
         document = received["document"]
         changed = [key for key, value in sent.items() if document.get(key) != value]
@@ -133,6 +133,8 @@ class Demo:
             try:
                 verified = verify_evidence(signed, self.directory, now=datetime.now(UTC))
                 proof = item["inclusion_proof"]
+                if proof is None:
+                    raise DemoFailed(f"evidence {item['type']} has no inclusion proof")
                 checkpoint = verify_checkpoint(
                     proof["checkpoint"],
                     self.directory.gateway.log_origin,
@@ -158,7 +160,7 @@ class Demo:
             self._expect(wanted in types, f"{wanted} is missing from the chain of {message_id}")
 
     @staticmethod
-    async def _with_all_proofs(client: AgentClient, message_id: str) -> dict[str, Any] | None:
+    async def _with_all_proofs(client: AgentClient, message_id: str) -> MessageStatus | None:
         """The message's status once every piece of its evidence carries an inclusion proof."""
         answer = await client.message(message_id)
         complete = len(answer["evidence"]) >= 4 and all(item["inclusion_proof"] for item in answer["evidence"])

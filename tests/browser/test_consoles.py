@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.cli.auditor import read_export
-from deploy.client.agent_api import AgentClient
+from deploy.client.agent_api import AgentClient, MessageStatus
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import trusting, up
 from protocol.audit_verify import verify_audit_log
@@ -58,7 +58,7 @@ def _fresh_request() -> dict[str, Any]:
     return document
 
 
-async def _send(network: dict[str, Any], document: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+async def _send(network: dict[str, Any], document: dict[str, Any], wanted: set[str]) -> MessageStatus:
     entry = network["agents"][BD]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         bd = AgentClient(session, entry["url"], entry["token"])

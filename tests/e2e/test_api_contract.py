@@ -33,6 +33,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.core.control import SkipTest
+from schemathesis.core.result import Ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -49,6 +50,7 @@ def fuzz(document: dict[str, Any], url: str, token: str) -> tuple[Counter[str], 
     failures: list[str] = []
     session = requests.Session()
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         described = document["paths"][operation.path][operation.method]
         has_inputs = bool(described.get("parameters") or described.get("requestBody"))
@@ -58,7 +60,7 @@ def fuzz(document: dict[str, Any], url: str, token: str) -> tuple[Counter[str], 
 
 
 def fuzz_operation(
-    operation: schemathesis.APIOperation,
+    operation: schemathesis.APIOperation[Any, Any, Any, Any],
     mode: GenerationMode,
     url: str,
     token: str,
@@ -79,7 +81,7 @@ def fuzz_operation(
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(mode))
-    def call(case: schemathesis.Case) -> None:
+    def call(case: schemathesis.Case[Any]) -> None:
         response = case.call(base_url=url, session=session, headers=auth)
         sent[label] += 1
         try:
