@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md", ROOT / "SECURITY.md"]
+DOCUMENTS = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md", ROOT / "SECURITY.md"]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
@@ -23,7 +23,7 @@ def links(document: Path) -> list[str]:
 def anchors(document: Path) -> set[str]:
     """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
     found = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", FENCE.sub("", document.read_text(encoding="utf-8")), re.M):
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", FENCE.sub("", document.read_text(encoding="utf-8")), re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", "")).replace(" ", "-")
         found.add(slug)
     return found
