@@ -23,7 +23,8 @@ def links(document: Path) -> list[str]:
 def anchors(document: Path) -> set[str]:
     """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
     found = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", FENCE.sub("", document.read_text(encoding="utf-8")), re.MULTILINE):
+    text = FENCE.sub("", document.read_text(encoding="utf-8"))
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", text, re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", "")).replace(" ", "-")
         found.add(slug)
     return found
