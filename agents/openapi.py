@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from protocol.errors import ErrorCode
 from protocol.mla import CaseState, DeadlineKind, MessageType, Role
-from runtime.openapi import BEARER_SCHEME, json_response, problem_response, shared_schemas
+from runtime.openapi import BEARER_SCHEME, error_codes, json_response, refusal, shared_schemas
 
 _E = ErrorCode
 
@@ -25,18 +25,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _refusal(description: str, *codes: ErrorCode) -> dict[str, Any]:
-    """A problem answer and the codes it can carry."""
-    answer = problem_response(f"{description} ({', '.join(f'`{code}`' for code in codes)})")
-    answer["x-error-codes"] = [code.value for code in codes]
-    return answer
-
-
 _AUTHENTICATED: Final[dict[str, Any]] = {
-    "401": _refusal("Missing or invalid bearer token", _E.UNAUTHORIZED),
-    "403": _refusal("The token lacks the scope this operation needs", _E.FORBIDDEN),
-    "429": _refusal("This client is over its rate limit: wait `Retry-After` seconds", _E.RATE_LIMITED),
-    "503": _refusal(
+    "401": refusal("Missing or invalid bearer token", _E.UNAUTHORIZED),
+    "403": refusal("The token lacks the scope this operation needs", _E.FORBIDDEN),
+    "429": refusal("This client is over its rate limit: wait `Retry-After` seconds", _E.RATE_LIMITED),
+    "503": refusal(
         "Something the agent depends on is away for a moment, or its directory expired: retry after "
         "`Retry-After` seconds",
         _E.SERVICE_UNAVAILABLE,
@@ -45,7 +38,7 @@ _AUTHENTICATED: Final[dict[str, Any]] = {
 }
 """The refusals every operation behind a token can answer."""
 
-_BAD_ID: Final = _refusal("Not a message id, case id or agency id", _E.INVALID_IDENTIFIER, _E.INVALID_PARAMETER)
+_BAD_ID: Final = refusal("Not a message id, case id or agency id", _E.INVALID_IDENTIFIER, _E.INVALID_PARAMETER)
 
 _MESSAGE_ID: Final = {
     "name": "message_id",
@@ -371,15 +364,15 @@ OPENAPI: Final[dict[str, Any]] = {
                         "Part of the body arrived (fewer bytes than `Upload-Length`); send the rest",
                         _ref("UploadProgress"),
                     ),
-                    "400": _refusal("An `Upload-*` header that is not what it should be", _E.INVALID_PARAMETER),
+                    "400": refusal("An `Upload-*` header that is not what it should be", _E.INVALID_PARAMETER),
                     **_AUTHENTICATED,
-                    "409": _refusal(
+                    "409": refusal(
                         "`Upload-Offset` is not what is held, or the same upload is in progress",
                         _E.UPLOAD_OFFSET_MISMATCH,
                     ),
-                    "413": _refusal("Over the largest body accepted", _E.TOO_LARGE),
-                    "415": _refusal("Not `application/octet-stream`", _E.UNSUPPORTED_MEDIA_TYPE),
-                    "422": _refusal("The body is longer than `Upload-Length` announced", _E.CONTENT_INVALID),
+                    "413": refusal("Over the largest body accepted", _E.TOO_LARGE),
+                    "415": refusal("Not `application/octet-stream`", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": refusal("The body is longer than `Upload-Length` announced", _E.CONTENT_INVALID),
                 },
             }
         },
@@ -426,14 +419,14 @@ OPENAPI: Final[dict[str, Any]] = {
                         "content": {"application/octet-stream": {"schema": _BINARY}},
                     },
                     **_AUTHENTICATED,
-                    "404": _refusal("No such message, or the attachment travelled as a description only", _E.NOT_FOUND),
-                    "409": _refusal(
+                    "404": refusal("No such message, or the attachment travelled as a description only", _E.NOT_FOUND),
+                    "409": refusal(
                         "The body did not verify, or several senders used this message id (add `?sender=`)",
                         _E.ATTACHMENT_MISMATCH,
                         _E.AMBIGUOUS_MESSAGE_ID,
                     ),
-                    "416": _refusal("`Range` outside the body", _E.INVALID_PARAMETER),
-                    "503": _refusal(
+                    "416": refusal("`Range` outside the body", _E.INVALID_PARAMETER),
+                    "503": refusal(
                         "Still being fetched and verified, or the agent is away for a moment: retry after "
                         "`Retry-After` seconds",
                         _E.ATTACHMENT_NOT_READY,
@@ -462,7 +455,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MessageDocument")}}},
                 "responses": {
                     "202": json_response("Accepted for delivery", _ref("Accepted")),
-                    "400": _refusal(
+                    "400": refusal(
                         "The bytes are not strict JSON in UTF-8, a number is out of range, or the "
                         "`Idempotency-Key` is not 1 to 200 printable ASCII characters",
                         _E.MALFORMED_JSON,
@@ -475,23 +468,23 @@ OPENAPI: Final[dict[str, Any]] = {
                         _E.INVALID_IDENTIFIER,
                     ),
                     **_AUTHENTICATED,
-                    "403": _refusal(
+                    "403": refusal(
                         "The token lacks the `submit` scope, the sender is not this agency, or no agreement allows "
                         "the exchange",
                         _E.FORBIDDEN,
                         _E.SENDER_NOT_OWN_AGENCY,
                         _E.POLICY_DENIED,
                     ),
-                    "409": _refusal(
+                    "409": refusal(
                         "Message id or Idempotency-Key reused for another document, or the case's state does not "
                         "allow this message type from this side (`detail` names the state and the type)",
                         _E.MESSAGE_ID_CONFLICT,
                         _E.IDEMPOTENCY_KEY_REUSED,
                         _E.ILLEGAL_TRANSITION,
                     ),
-                    "413": _refusal("Document over the size limit", _E.TOO_LARGE),
-                    "415": _refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
-                    "422": _refusal(
+                    "413": refusal("Document over the size limit", _E.TOO_LARGE),
+                    "415": refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": refusal(
                         "Invalid document (every field error in `errors`), an unknown recipient, or no usable key",
                         _E.CONTENT_INVALID,
                         _E.PAYLOAD_DIGEST_MISMATCH,
@@ -513,7 +506,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "200": json_response("The message's status and evidence", _ref("MessageStatus")),
                     "400": _BAD_ID,
                     **_AUTHENTICATED,
-                    "404": _refusal("No such sent message", _E.NOT_FOUND),
+                    "404": refusal("No such sent message", _E.NOT_FOUND),
                 },
             }
         },
@@ -532,7 +525,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 ],
                 "responses": {
                     "200": json_response("A page of the inbox", _ref("InboxPage")),
-                    "400": _refusal("`after` or `limit` is not an integer in range", _E.INVALID_PARAMETER),
+                    "400": refusal("`after` or `limit` is not an integer in range", _E.INVALID_PARAMETER),
                     **_AUTHENTICATED,
                 },
             }
@@ -546,8 +539,8 @@ OPENAPI: Final[dict[str, Any]] = {
                     "200": json_response("Retrieved (again: the first time's answer)", _ref("Retrieved")),
                     "400": _BAD_ID,
                     **_AUTHENTICATED,
-                    "404": _refusal("No such received message", _E.NOT_FOUND),
-                    "409": _refusal("Several senders used this id: add `?sender=`", _E.AMBIGUOUS_MESSAGE_ID),
+                    "404": refusal("No such received message", _E.NOT_FOUND),
+                    "409": refusal("Several senders used this id: add `?sender=`", _E.AMBIGUOUS_MESSAGE_ID),
                 },
             }
         },
@@ -564,9 +557,9 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
                     "200": json_response("The case as this agency knows it", _ref("Case")),
-                    "400": _refusal("Not a case id", _E.INVALID_IDENTIFIER),
+                    "400": refusal("Not a case id", _E.INVALID_IDENTIFIER),
                     **_AUTHENTICATED,
-                    "404": _refusal("No message of this case is held here", _E.NOT_FOUND),
+                    "404": refusal("No message of this case is held here", _E.NOT_FOUND),
                 },
             }
         },
@@ -578,7 +571,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 "responses": {
                     "200": json_response("JSON Schema 2020-12", {"type": "object"}),
                     **_AUTHENTICATED,
-                    "404": _refusal("No such message type", _E.NOT_FOUND),
+                    "404": refusal("No such message type", _E.NOT_FOUND),
                 },
             }
         },
@@ -619,17 +612,7 @@ OPENAPI: Final[dict[str, Any]] = {
 }
 
 
-def _error_codes(document: dict[str, Any]) -> frozenset[ErrorCode]:
-    return frozenset(
-        ErrorCode(code)
-        for operations in document["paths"].values()
-        for operation in operations.values()
-        for answer in operation["responses"].values()
-        for code in answer.get("x-error-codes", ())
-    )
-
-
-AGENT_ERROR_CODES: Final = _error_codes(OPENAPI)
+AGENT_ERROR_CODES: Final = error_codes(OPENAPI)
 """Every stable code an answer of the agent API can carry."""
 
 __all__ = ["AGENT_ERROR_CODES", "OPENAPI"]
