@@ -66,3 +66,24 @@ def test_the_guides_json_examples_are_answers_the_document_allows():
     case, problem = json_examples(GUIDE.read_text(encoding="utf-8"))
     assert schema_errors("Case", case) == []
     assert schema_errors("Problem", problem) == []
+
+
+def test_the_guide_keys_each_message_on_its_own_never_by_its_case():
+    """Each example's Idempotency-Key names one document; none is a case reference (`requesting_ref`, `case_id`),
+    which every message of the case shares: the case's second message would be refused as a reused key."""
+    text = GUIDE.read_text(encoding="utf-8")
+    keyed: dict[str, set[str]] = defaultdict(set)
+    for block in re.findall(r"^```(?:sh|python)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        samples = re.findall(r"deploy/samples/([\w.-]+\.json)", block)
+        keys = re.findall(r"Idempotency-Key: ([^'\"]+)'|idempotency_key=\"([^\"]+)\"", block)
+        for key in {first or second for first, second in keys}:
+            assert len(samples) == 1, f"a keyed example submits one sample: {block}"
+            keyed[key].add(samples[0])
+    assert len(keyed) >= 2
+    assert all(len(documents) == 1 for documents in keyed.values()), keyed
+    samples_dir = GUIDE.parents[1] / "deploy" / "samples"
+    case_references = set()
+    for name in {name for documents in keyed.values() for name in documents}:
+        document = json.loads((samples_dir / name).read_text(encoding="utf-8"))
+        case_references |= {document["case_id"], document.get("requesting_ref"), document.get("requested_ref")}
+    assert case_references.isdisjoint(keyed)
