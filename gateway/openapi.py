@@ -19,6 +19,11 @@ _PROBLEM: Final[dict[str, Any]] = {
 
 _OBJECT: Final[dict[str, Any]] = {"type": "object"}
 _BYTES: Final[dict[str, Any]] = {"type": "string", "format": "binary"}
+_SHA256: Final[dict[str, Any]] = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{64}$",
+    "description": "hex SHA-256 of a ciphertext",
+}
 
 
 def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,7 +50,6 @@ def _get(
                 "401": _PROBLEM,
                 "403": _PROBLEM,
                 "404": _PROBLEM,
-                "429": _PROBLEM,
                 "503": _PROBLEM,
             },
         }
@@ -174,7 +178,9 @@ OPENAPI: Final[dict[str, Any]] = {
         ),
         "/v1/audit/checkpoints": _get(
             "listCheckpoints",
-            "Every checkpoint the log published, oldest first, with the witnesses' cosignatures",
+            "Every checkpoint the log published, oldest first, with the witnesses' cosignatures; `next_after` "
+            "continues a full page",
+            [_query("after", "only checkpoints above this id"), _query("limit", "at most this many (1-1000)")],
             roles="operator, auditor",
         ),
         "/v1/audit/cosignatures": {
@@ -204,7 +210,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "403": _PROBLEM,
                     "404": _PROBLEM,
                     "409": _PROBLEM,
-                    "429": _PROBLEM,
+                    "422": _PROBLEM,
                     "503": _PROBLEM,
                 },
             }
@@ -222,7 +228,6 @@ OPENAPI: Final[dict[str, Any]] = {
                     "401": _PROBLEM,
                     "403": _PROBLEM,
                     "413": _PROBLEM,
-                    "429": _PROBLEM,
                     "503": _PROBLEM,
                 },
             }
@@ -234,7 +239,7 @@ OPENAPI: Final[dict[str, Any]] = {
         ),
         "/v1/blobs/{sha256}": {
             "parameters": [
-                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "sha256", "in": "path", "required": True, "schema": _SHA256},
             ],
             "put": {
                 "summary": "Upload an attachment's ciphertext (resumable: Upload-Offset, Upload-Length)",
@@ -249,6 +254,7 @@ OPENAPI: Final[dict[str, Any]] = {
                     "403": _PROBLEM,
                     "409": _PROBLEM,
                     "413": _PROBLEM,
+                    "429": _PROBLEM,
                     "503": _PROBLEM,
                 },
             },
@@ -259,7 +265,9 @@ OPENAPI: Final[dict[str, Any]] = {
                 " A HEAD answer has no body.",
                 "responses": {
                     "200": {"description": "Whole: `Upload-Offset` is its length, `Upload-Complete: ?1`"},
+                    "400": {"description": "Not the hex SHA-256 of a ciphertext"},
                     "401": {"description": "Not signed by an agency that may see it"},
+                    "429": {"description": "Too many signed requests of this agency: wait `Retry-After` seconds"},
                     "404": {"description": "Not whole: `Upload-Offset` says how much is stored"},
                 },
             },
@@ -276,14 +284,16 @@ OPENAPI: Final[dict[str, Any]] = {
                         "description": "A range of it",
                         "content": {"application/octet-stream": {"schema": _BYTES}},
                     },
+                    "400": _PROBLEM,
                     "401": _PROBLEM,
                     "404": _PROBLEM,
                     "416": _PROBLEM,
+                    "429": _PROBLEM,
                 },
             },
         },
         "/v1/blobs/{sha256}/retrieved": {
-            "parameters": [{"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [{"name": "sha256", "in": "path", "required": True, "schema": _SHA256}],
             "post": {
                 "summary": "A recipient verified its copy: the retention period before deletion starts",
                 "operationId": "markBlobRetrieved",
@@ -297,8 +307,10 @@ OPENAPI: Final[dict[str, Any]] = {
                             "properties": {"sha256": {"type": "string"}, "retrieved": {"type": "boolean"}},
                         },
                     ),
+                    "400": _PROBLEM,
                     "401": _PROBLEM,
                     "404": _PROBLEM,
+                    "429": _PROBLEM,
                 },
             },
         },
