@@ -3,6 +3,11 @@
 Message documents are described per type by `GET /v1/schema/{message_type}`
 (JSON Schema generated from the content models); the enumeration of types
 here comes from the same models, so the two cannot disagree.
+
+Every operation has an `operationId` (the names `deploy.client.agent_api`
+calls) and every answer, error or not, its schema. Each refusal lists the
+stable codes it can carry in `x-error-codes`: `AGENT_ERROR_CODES` is their
+union, which docs/GUIDE.md's error table is tested against.
 """
 
 from __future__ import annotations
@@ -10,16 +15,49 @@ from __future__ import annotations
 from typing import Any, Final
 
 from agents.webhooks import EventType
+from protocol.errors import ErrorCode
 from protocol.mla import CaseState, DeadlineKind, MessageType, Role
-from runtime.openapi import BEARER_SCHEME, json_response, problem_response, shared_schemas
+from runtime.openapi import BEARER_SCHEME, error_codes, json_response, refusal, shared_schemas
 
-_AUTH_ERRORS: Final = {"401": problem_response("Missing or invalid bearer token (`UNAUTHORIZED`)")}
+_E = ErrorCode
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_AUTHENTICATED: Final[dict[str, Any]] = {
+    "401": refusal("Missing or invalid bearer token", _E.UNAUTHORIZED),
+    "403": refusal("The token lacks the scope this operation needs", _E.FORBIDDEN),
+    "429": refusal("This client is over its rate limit: wait `Retry-After` seconds", _E.RATE_LIMITED),
+    "503": refusal(
+        "Something the agent depends on is away for a moment, or its directory expired: retry after "
+        "`Retry-After` seconds",
+        _E.SERVICE_UNAVAILABLE,
+        _E.DIRECTORY_EXPIRED,
+    ),
+}
+"""The refusals every operation behind a token can answer."""
+
+_BAD_ID: Final = refusal("Not a message id, case id or agency id", _E.INVALID_IDENTIFIER, _E.INVALID_PARAMETER)
+
 _MESSAGE_ID: Final = {
     "name": "message_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
 }
+_SENDER: Final = {
+    "name": "sender",
+    "in": "query",
+    "required": False,
+    "description": "The sending agency, when several senders used the same message id",
+    "schema": {"type": "string"},
+}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
+_BINARY: Final = {"type": "string", "format": "binary"}
+
 
 _SUBSCRIPTION_ID: Final = {
     "name": "subscription_id",
@@ -94,9 +132,10 @@ _DEADLINE_DATA: Final = {
 
 
 _LIST_ERRORS: Final = {
-    "400": problem_response(
-        "A cursor this agent did not give for this list (`INVALID_CURSOR`), or a filter or `limit` that does not "
-        "parse (`INVALID_PARAMETER`)"
+    "400": refusal(
+        "A cursor this agent did not give for this list, or a filter or `limit` that does not parse",
+        _E.INVALID_CURSOR,
+        _E.INVALID_PARAMETER,
     )
 }
 
@@ -140,8 +179,8 @@ _PURGED_AT: Final[dict[str, Any]] = {
     "description": "When retention purged the content (decrypted document, sealed envelope, attachment bodies); "
     "null while it is held. Metadata, digest and evidence stay.",
 }
-_PURGED: Final = problem_response(
-    "Retention purged the content of this closed case (`CONTENT_PURGED`; `content_purged_at` says when)"
+_PURGED: Final = refusal(
+    "Retention purged the content of this closed case (`content_purged_at` says when)", _E.CONTENT_PURGED
 )
 
 
@@ -222,7 +261,16 @@ OPENAPI: Final[dict[str, Any]] = {
             },
             "Evidence": {
                 "type": "object",
-                "required": ["type", "at", "signed_by", "statement"],
+                "required": [
+                    "type",
+                    "at",
+                    "signed_by",
+                    "recipient",
+                    "reason",
+                    "statement",
+                    "received_at",
+                    "inclusion_proof",
+                ],
                 "properties": {
                     "type": {
                         "type": "string",
@@ -240,7 +288,13 @@ OPENAPI: Final[dict[str, Any]] = {
                     "at": {"type": "string", "format": "date-time"},
                     "signed_by": {"type": "string"},
                     "recipient": {"type": ["string", "null"]},
-                    "reason": {"type": ["object", "null"]},
+                    "reason": {
+                        "type": ["object", "null"],
+                        "required": ["code"],
+                        "properties": {"code": {"type": "string"}, "detail": {"type": ["string", "null"]}},
+                        "description": "Why, for negative evidence: a stable code and a detail for people",
+                    },
+                    "received_at": {"type": "string", "format": "date-time"},
                     "statement": {
                         "type": "object",
                         "description": "The signed statement: payload_type, payload (base64), key_id, signature",
@@ -458,11 +512,98 @@ OPENAPI: Final[dict[str, Any]] = {
                     "upload_id": {"type": "string"},
                 },
             },
+            "UploadProgress": {
+                "type": "object",
+                "required": ["upload_id", "offset", "complete"],
+                "properties": {
+                    "upload_id": {"type": "string"},
+                    "offset": {"type": "integer", "description": "Bytes held: send the rest from here"},
+                    "complete": {"type": "boolean", "const": False},
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "required": ["message_id", "status"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": _ref("Status"),
+                },
+            },
+            "MessageStatus": {
+                "type": "object",
+                "required": [
+                    "message_id",
+                    "status",
+                    "status_reason",
+                    "recipient",
+                    "message_type",
+                    "case_id",
+                    "message_digest",
+                    "sealed_bytes",
+                    "created_at",
+                    "expires_at",
+                    "evidence",
+                ],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "status": _ref("Status"),
+                    "status_reason": {
+                        **_NULLABLE_STRING,
+                        "description": "Why a message ended `rejected`, `failed` or `expired` (a stable code first)",
+                    },
+                    "recipient": {"type": "string"},
+                    "message_type": _ref("MessageType"),
+                    "case_id": {"type": "string"},
+                    "message_digest": {"type": "string", "description": "SHA-256 of the sealed message (hex)"},
+                    "sealed_bytes": {"type": "integer", "minimum": 0},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "Not delivered by then, the message ends `expired`",
+                    },
+                    "evidence": {
+                        "type": "array",
+                        "items": _ref("Evidence"),
+                        "description": "Signed evidence of each step, in the order of the message's life",
+                    },
+                    "content_purged_at": _PURGED_AT,
+                },
+            },
+            "InboxPage": {
+                "type": "object",
+                "required": ["messages", "next_cursor", "has_more", "links", "next"],
+                "properties": {
+                    **_page("messages", _ref("InboxMessage"))["properties"],
+                    "next": {"type": "string", "description": "Pass it as `after` on the next call (older clients)"},
+                },
+            },
+            "Retrieved": {
+                "type": "object",
+                "required": ["message_id", "sender", "retrieved_at"],
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid"},
+                    "sender": {"type": "string"},
+                    "retrieved_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Health": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "service": {"type": "string", "const": "agent"},
+                    "agency": {"type": "string"},
+                    "inbox_connected": {"type": "boolean"},
+                    "alarms": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     },
     "paths": {
         "/v1/attachments": {
             "post": {
+                "operationId": "uploadAttachment",
                 "summary": "Upload one attachment body as a stream (resumable)",
                 "description": (
                     "The request body is the file's bytes, streamed (never base64 in JSON). A message document "
@@ -481,41 +622,46 @@ OPENAPI: Final[dict[str, Any]] = {
                     {"name": "Upload-Offset", "in": "header", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "Upload-Length", "in": "header", "schema": {"type": "integer", "minimum": 0}},
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                },
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": _BINARY}}},
                 "responses": {
-                    "201": json_response("The body is whole and encrypted", {"$ref": "#/components/schemas/Uploaded"}),
+                    "201": json_response("The body is whole and encrypted", _ref("Uploaded")),
                     "200": json_response(
                         "Part of the body arrived (fewer bytes than `Upload-Length`); send the rest",
-                        {
-                            "type": "object",
-                            "properties": {"upload_id": {"type": "string"}, "offset": {"type": "integer"}},
-                        },
+                        _ref("UploadProgress"),
                     ),
-                    **_AUTH_ERRORS,
-                    "409": problem_response("`Upload-Offset` is not what is held (`UPLOAD_OFFSET_MISMATCH`)"),
-                    "413": problem_response("Over the largest body accepted (`TOO_LARGE`)"),
-                    "415": problem_response("Not `application/octet-stream`"),
+                    "400": refusal("An `Upload-*` header that is not what it should be", _E.INVALID_PARAMETER),
+                    **_AUTHENTICATED,
+                    "409": refusal(
+                        "`Upload-Offset` is not what is held, or the same upload is in progress",
+                        _E.UPLOAD_OFFSET_MISMATCH,
+                    ),
+                    "413": refusal("Over the largest body accepted", _E.TOO_LARGE),
+                    "415": refusal("Not `application/octet-stream`", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": refusal("The body is longer than `Upload-Length` announced", _E.CONTENT_INVALID),
                 },
             }
         },
         "/v1/attachments/uploads/{upload_id}": {
             "head": {
+                "operationId": "getUploadOffset",
                 "summary": "How much of an upload arrived",
                 "parameters": [{"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {
                         "description": "`Upload-Offset`: bytes held; `Upload-Complete: ?1` once whole",
-                        "headers": {"Upload-Offset": {"schema": {"type": "integer"}}},
+                        "headers": {
+                            "Upload-Offset": {"schema": {"type": "integer"}},
+                            "Upload-Complete": {"schema": {"type": "string", "enum": ["?0", "?1"]}},
+                        },
                     },
-                    "404": {"description": "Nothing of this upload is held"},
+                    "404": {"description": "Nothing of this upload is held (a HEAD answer has no body)"},
+                    **_AUTHENTICATED,
                 },
             }
         },
         "/v1/inbox/{message_id}/attachments/{attachment_id}": {
             "get": {
+                "operationId": "downloadAttachment",
                 "summary": "Download a received attachment body as a stream",
                 "description": (
                     "The verified plaintext (ciphertext digest checked against the sender's signed header, stream "
@@ -525,21 +671,33 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [
                     _MESSAGE_ID,
                     {"name": "attachment_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "sender", "in": "query", "schema": {"type": "string"}},
+                    _SENDER,
                     {"name": "Range", "in": "header", "schema": {"type": "string"}},
                 ],
                 "responses": {
                     "200": {
                         "description": "The whole body",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
                     },
-                    "206": {"description": "The range asked for"},
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such message, or the attachment travelled as a description only"),
+                    "206": {
+                        "description": "The range asked for",
+                        "content": {"application/octet-stream": {"schema": _BINARY}},
+                    },
+                    **_AUTHENTICATED,
+                    "404": refusal("No such message, or the attachment travelled as a description only", _E.NOT_FOUND),
+                    "409": refusal(
+                        "The body did not verify, or several senders used this message id (add `?sender=`)",
+                        _E.ATTACHMENT_MISMATCH,
+                        _E.AMBIGUOUS_MESSAGE_ID,
+                    ),
                     "410": _PURGED,
-                    "409": problem_response("The body did not verify (`ATTACHMENT_MISMATCH`)"),
-                    "503": problem_response(
-                        "Still being fetched and verified (`ATTACHMENT_NOT_READY`); see `Retry-After`"
+                    "416": refusal("`Range` outside the body", _E.INVALID_PARAMETER),
+                    "503": refusal(
+                        "Still being fetched and verified, or the agent is away for a moment: retry after "
+                        "`Retry-After` seconds",
+                        _E.ATTACHMENT_NOT_READY,
+                        _E.SERVICE_UNAVAILABLE,
+                        _E.DIRECTORY_EXPIRED,
                     ),
                 },
             }
@@ -572,74 +730,87 @@ OPENAPI: Final[dict[str, Any]] = {
                         "A page of sent messages", _page("messages", {"$ref": "#/components/schemas/SentMessage"})
                     ),
                     **_LIST_ERRORS,
-                    **_AUTH_ERRORS,
+                    **_AUTHENTICATED,
                 },
             },
             "post": {
+                "operationId": "submitMessage",
                 "summary": "Submit one message document",
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 200},
-                        "description": "Same key and same document: the same answer; another document: 409",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
+                        "description": (
+                            "Your own key for this one message (never for the case: each message of a case needs "
+                            "its own). Same key and same document: the same answer; another document: 409"
+                        ),
                     }
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageDocument"}}},
-                },
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MessageDocument")}}},
                 "responses": {
-                    "202": json_response(
-                        "Accepted for delivery",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "message_id": {"type": "string"},
-                                "status": {"$ref": "#/components/schemas/Status"},
-                            },
-                        },
+                    "202": json_response("Accepted for delivery", _ref("Accepted")),
+                    "400": refusal(
+                        "The bytes are not strict JSON in UTF-8, a number is out of range, or the "
+                        "`Idempotency-Key` is not 1 to 200 printable ASCII characters",
+                        _E.MALFORMED_JSON,
+                        _E.DUPLICATE_KEY,
+                        _E.INVALID_UNICODE,
+                        _E.NUMBER_OUT_OF_RANGE,
+                        _E.NESTING_TOO_DEEP,
+                        _E.TOO_MANY_ITEMS,
+                        _E.INVALID_PARAMETER,
+                        _E.INVALID_IDENTIFIER,
                     ),
-                    "400": problem_response("Malformed JSON, duplicate keys, invalid Unicode"),
-                    **_AUTH_ERRORS,
-                    "403": problem_response("Sender is not this agency, or no agreement allows the exchange"),
-                    "409": problem_response(
-                        "Message id or Idempotency-Key reused for another document (`MESSAGE_ID_CONFLICT`, "
-                        "`IDEMPOTENCY_KEY_REUSED`), or the case's state does not allow this message type from "
-                        "this side (`ILLEGAL_TRANSITION`; `detail` names the state and the type), or the case "
-                        "was closed and purged (`CONTENT_PURGED`)"
+                    **_AUTHENTICATED,
+                    "403": refusal(
+                        "The token lacks the `submit` scope, the sender is not this agency, or no agreement allows "
+                        "the exchange",
+                        _E.FORBIDDEN,
+                        _E.SENDER_NOT_OWN_AGENCY,
+                        _E.POLICY_DENIED,
                     ),
-                    "413": problem_response("Document over the size limit"),
-                    "415": problem_response("Not application/json"),
-                    "422": problem_response("Invalid document: every field error in `errors`"),
+                    "409": refusal(
+                        "Message id or Idempotency-Key reused for another document, the case's state does not "
+                        "allow this message type from this side (`detail` names the state and the type), or the "
+                        "case was closed and its content purged",
+                        _E.MESSAGE_ID_CONFLICT,
+                        _E.IDEMPOTENCY_KEY_REUSED,
+                        _E.ILLEGAL_TRANSITION,
+                        _E.CONTENT_PURGED,
+                    ),
+                    "413": refusal("Document over the size limit", _E.TOO_LARGE),
+                    "415": refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": refusal(
+                        "Invalid document (every field error in `errors`), an unknown recipient, or no usable key",
+                        _E.CONTENT_INVALID,
+                        _E.PAYLOAD_DIGEST_MISMATCH,
+                        _E.UNSUPPORTED_VERSION,
+                        _E.UNKNOWN_AGENCY,
+                        _E.UNKNOWN_KEY,
+                        _E.KEY_NOT_VALID,
+                        _E.KEY_REVOKED,
+                    ),
                 },
             },
         },
         "/v1/messages/{message_id}": {
             "get": {
+                "operationId": "getMessageStatus",
                 "summary": "Status and evidence chain of a sent message",
                 "parameters": [_MESSAGE_ID],
                 "responses": {
-                    "200": json_response(
-                        "The message's status and evidence",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "message_id": {"type": "string"},
-                                "status": {"$ref": "#/components/schemas/Status"},
-                                "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
-                                "content_purged_at": _PURGED_AT,
-                            },
-                        },
-                    ),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such sent message"),
+                    "200": json_response("The message's status and evidence", _ref("MessageStatus")),
+                    "400": _BAD_ID,
+                    **_AUTHENTICATED,
+                    "404": refusal("No such sent message", _E.NOT_FOUND),
                 },
             }
         },
         "/v1/inbox": {
             "get": {
+                "operationId": "listInbox",
                 "summary": "Received, verified, decrypted messages, oldest first",
                 "parameters": [
                     _query(
@@ -654,35 +825,28 @@ OPENAPI: Final[dict[str, Any]] = {
                     _LIMIT,
                 ],
                 "responses": {
-                    "200": json_response(
-                        "A page of the inbox",
-                        {
-                            "allOf": [
-                                _page("messages", {"$ref": "#/components/schemas/InboxMessage"}),
-                                {
-                                    "type": "object",
-                                    "properties": {"next": {"type": "string", "description": "For `after`"}},
-                                },
-                            ]
-                        },
+                    "200": json_response("A page of the inbox", _ref("InboxPage")),
+                    "400": refusal(
+                        "A cursor this agent did not give for this list, or a filter, `after` or `limit` that does "
+                        "not parse",
+                        _E.INVALID_CURSOR,
+                        _E.INVALID_PARAMETER,
                     ),
-                    **_LIST_ERRORS,
-                    **_AUTH_ERRORS,
+                    **_AUTHENTICATED,
                 },
             }
         },
         "/v1/inbox/{message_id}/ack": {
             "post": {
+                "operationId": "acknowledgeMessage",
                 "summary": "The agency system took the message (issues RETRIEVAL evidence)",
-                "parameters": [
-                    _MESSAGE_ID,
-                    {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
-                ],
+                "parameters": [_MESSAGE_ID, _SENDER],
                 "responses": {
-                    "200": json_response("Retrieved", {"type": "object"}),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such received message"),
-                    "409": problem_response("Several senders used this id: add ?sender="),
+                    "200": json_response("Retrieved (again: the first time's answer)", _ref("Retrieved")),
+                    "400": _BAD_ID,
+                    **_AUTHENTICATED,
+                    "404": refusal("No such received message", _E.NOT_FOUND),
+                    "409": refusal("Several senders used this id: add `?sender=`", _E.AMBIGUOUS_MESSAGE_ID),
                     "410": _PURGED,
                 },
             }
@@ -712,7 +876,7 @@ OPENAPI: Final[dict[str, Any]] = {
                         "A page of cases", _page("cases", {"$ref": "#/components/schemas/CaseSummary"})
                     ),
                     **_LIST_ERRORS,
-                    **_AUTH_ERRORS,
+                    **_AUTHENTICATED,
                 },
             }
         },
@@ -742,12 +906,16 @@ OPENAPI: Final[dict[str, Any]] = {
                 },
                 "responses": {
                     "201": json_response("Ping queued", {"$ref": "#/components/schemas/ConnectivityTest"}),
-                    "400": problem_response("Not strict JSON (`MALFORMED_JSON`, `DUPLICATE_KEY`)"),
-                    **_AUTH_ERRORS,
-                    "403": problem_response("No agreement links the two agencies (`POLICY_DENIED`), or no scope"),
-                    "415": problem_response("Not application/json"),
-                    "422": problem_response(
-                        "Unknown agency (`UNKNOWN_AGENCY`); own agency, bad `to` or `timeout_s` (`CONTENT_INVALID`)"
+                    "400": refusal("Not strict JSON", _E.MALFORMED_JSON, _E.DUPLICATE_KEY),
+                    **_AUTHENTICATED,
+                    "403": refusal(
+                        "No agreement links the two agencies, or the token lacks the `submit` scope",
+                        _E.POLICY_DENIED,
+                        _E.FORBIDDEN,
+                    ),
+                    "415": refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
+                    "422": refusal(
+                        "Unknown agency; own agency, bad `to` or `timeout_s`", _E.UNKNOWN_AGENCY, _E.CONTENT_INVALID
                     ),
                 },
             }
@@ -761,14 +929,15 @@ OPENAPI: Final[dict[str, Any]] = {
                 ],
                 "responses": {
                     "200": json_response("The test", {"$ref": "#/components/schemas/ConnectivityTest"}),
-                    "400": problem_response("Not a test id (`INVALID_IDENTIFIER`)"),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such test started here"),
+                    "400": refusal("Not a test id", _E.INVALID_IDENTIFIER),
+                    **_AUTHENTICATED,
+                    "404": refusal("No such test started here", _E.NOT_FOUND),
                 },
             }
         },
         "/v1/cases/{case_id}": {
             "get": {
+                "operationId": "getCase",
                 "summary": "One MLA case: its state, its messages both ways in case order, deadlines, what is overdue",
                 "description": (
                     "The messages are ordered by `sequence`, then `created_at`, then `message_id` and sender, "
@@ -778,10 +947,10 @@ OPENAPI: Final[dict[str, Any]] = {
                 ),
                 "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
-                    "200": json_response("The case as this agency knows it", {"$ref": "#/components/schemas/Case"}),
-                    "400": problem_response("Not a case id (`INVALID_IDENTIFIER`)"),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No message of this case is held here"),
+                    "200": json_response("The case as this agency knows it", _ref("Case")),
+                    "400": refusal("Not a case id", _E.INVALID_IDENTIFIER),
+                    **_AUTHENTICATED,
+                    "404": refusal("No message of this case is held here", _E.NOT_FOUND),
                     "410": _PURGED,
                 },
             }
@@ -814,13 +983,17 @@ OPENAPI: Final[dict[str, Any]] = {
                             ]
                         },
                     ),
-                    "400": problem_response(
-                        "A URL the agent may not call (`WEBHOOK_URL_REFUSED`) or an unknown event type"
+                    "400": refusal(
+                        "A URL the agent may not call, an unknown event type, or a request that does not parse",
+                        _E.WEBHOOK_URL_REFUSED,
+                        _E.INVALID_PARAMETER,
+                        _E.MALFORMED_JSON,
+                        _E.DUPLICATE_KEY,
                     ),
-                    **_AUTH_ERRORS,
-                    "403": problem_response("The token lacks the `webhooks` or `read` scope (`FORBIDDEN`)"),
-                    "409": problem_response("The agent holds its most subscriptions (`TOO_MANY_SUBSCRIPTIONS`)"),
-                    "415": problem_response("Not application/json"),
+                    **_AUTHENTICATED,
+                    "403": refusal("The token lacks the `webhooks` or `read` scope", _E.FORBIDDEN),
+                    "409": refusal("The agent holds its most subscriptions", _E.TOO_MANY_SUBSCRIPTIONS),
+                    "415": refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
                 },
             },
             "get": {
@@ -839,8 +1012,8 @@ OPENAPI: Final[dict[str, Any]] = {
                             },
                         },
                     ),
-                    **_AUTH_ERRORS,
-                    "403": problem_response("The token lacks the `webhooks` scope"),
+                    **_AUTHENTICATED,
+                    "403": refusal("The token lacks the `webhooks` scope", _E.FORBIDDEN),
                 },
             },
         },
@@ -851,8 +1024,8 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [_SUBSCRIPTION_ID],
                 "responses": {
                     "200": json_response("The subscription", {"$ref": "#/components/schemas/Subscription"}),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such subscription of this token"),
+                    **_AUTHENTICATED,
+                    "404": refusal("No such subscription of this token", _E.NOT_FOUND),
                 },
             },
             "delete": {
@@ -861,8 +1034,8 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [_SUBSCRIPTION_ID],
                 "responses": {
                     "204": {"description": "Deleted"},
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such subscription of this token"),
+                    **_AUTHENTICATED,
+                    "404": refusal("No such subscription of this token", _E.NOT_FOUND),
                 },
             },
         },
@@ -873,39 +1046,54 @@ OPENAPI: Final[dict[str, Any]] = {
                 "parameters": [_SUBSCRIPTION_ID],
                 "responses": {
                     "200": json_response("Active again", {"$ref": "#/components/schemas/Subscription"}),
-                    **_AUTH_ERRORS,
-                    "404": problem_response("No such subscription of this token"),
+                    **_AUTHENTICATED,
+                    "404": refusal("No such subscription of this token", _E.NOT_FOUND),
                 },
             }
         },
         "/v1/schema/{message_type}": {
             "get": {
+                "operationId": "getMessageSchema",
                 "summary": "The JSON Schema of one message type",
-                "parameters": [
-                    {
-                        "name": "message_type",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"$ref": "#/components/schemas/MessageType"},
-                    }
-                ],
-                "responses": {"200": json_response("JSON Schema 2020-12", {"type": "object"}), **_AUTH_ERRORS},
+                "parameters": [{"name": "message_type", "in": "path", "required": True, "schema": _ref("MessageType")}],
+                "responses": {
+                    "200": json_response("JSON Schema 2020-12", {"type": "object"}),
+                    **_AUTHENTICATED,
+                    "404": refusal("No such message type", _E.NOT_FOUND),
+                },
             }
         },
         "/healthz": {
             "get": {
+                "operationId": "getHealth",
                 "summary": "Liveness and readiness",
                 "security": [],
-                "responses": {"200": {"description": "ready"}, "503": {"description": "not connected to the broker"}},
+                "responses": {
+                    "200": json_response("Ready", _ref("Health")),
+                    "503": json_response(
+                        "Degraded: not connected to the broker, or the directory expired", _ref("Health")
+                    ),
+                },
             }
         },
         "/openapi.json": {
-            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            "get": {
+                "operationId": "getOpenApiDocument",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": json_response("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]})
+                },
+            }
         },
         "/metrics": {
             "get": {
+                "operationId": "getMetrics",
                 "summary": "Prometheus metrics (text exposition format); needs a token with the `read` scope",
-                "responses": {"200": {"description": "the metrics"}, "401": problem_response("no valid token")},
+                "responses": {
+                    "200": {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_AUTHENTICATED,
+                },
             }
         },
     },
@@ -939,4 +1127,8 @@ OPENAPI: Final[dict[str, Any]] = {
     },
 }
 
-__all__ = ["OPENAPI"]
+
+AGENT_ERROR_CODES: Final = error_codes(OPENAPI)
+"""Every stable code an answer of the agent API can carry."""
+
+__all__ = ["AGENT_ERROR_CODES", "OPENAPI"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeGuard
 
 from aiohttp import web
@@ -32,7 +32,7 @@ from gateway.store import CheckpointRecord, GatewayStore, LeafRecord
 from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.auditlog import decode_leaf
 from protocol.directory import Directory
-from protocol.encoding import b64encode, parse_json_strict, parse_timestamp
+from protocol.encoding import b64encode, format_timestamp, parse_json_strict, parse_timestamp
 from protocol.errors import ErrorCode, MalformedInput, ProofInvalid
 from protocol.ids import parse_agency_id, parse_message_id
 from protocol.keys import SigningPublicKey
@@ -176,9 +176,7 @@ class GatewayApi:
         limit = _int_param(query, "limit", default=100, minimum=1, maximum=MAX_PAGE)
         message_id = str(parse_message_id(query["message_id"])) if "message_id" in query else None
         agency = parse_agency_id(query["agency"]) if "agency" in query else None
-        since = query.get("since")
-        if since is not None:
-            parse_timestamp(since)
+        since = _since(query["since"]) if "since" in query else None
         records = await self._store.leaves(start=start, limit=limit, message_id=message_id, agency=agency, since=since)
         next_start = records[-1].index + 1 if len(records) == limit else None
         return web.json_response(
@@ -336,6 +334,19 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 def _is_int(value: object) -> TypeGuard[int]:
     """A JSON integer (`true` is no number here); the strict parser already bounded it."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _since(text: str) -> str:
+    """`since` as the log writes its times (UTC, milliseconds, `Z`), so comparing the text compares instants.
+
+    The log's `appended_at` is always `format_timestamp`'s form, which sorts as time does; a `since` given
+    with another offset (Dhaka's `+06:00`) or other digits is the same instant in that form, rounded up to the
+    next millisecond so that nothing before it is included.
+    """
+    moment = parse_timestamp(text)
+    if moment.microsecond % 1000:
+        moment += timedelta(microseconds=1000 - moment.microsecond % 1000)
+    return format_timestamp(moment)
 
 
 def _int_param(

@@ -1,5 +1,9 @@
 """The parts of an OpenAPI 3.1 document both services' APIs share: problems, error codes, bearer tokens.
 
+A refusal is described with `refusal(description, *codes)`: its problem schema
+and, in `x-error-codes`, the stable codes it can carry (docs/GUIDE.md's error
+table is tested against the agent's).
+
 Each service describes its own paths (`agents.openapi`, `gateway.openapi`);
 how a refusal looks (RFC 9457, with a stable `code` from
 `protocol.errors.ErrorCode`) and how a client authenticates are written here
@@ -51,6 +55,25 @@ def problem_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
 
 
+def refusal(description: str, *codes: ErrorCode) -> dict[str, Any]:
+    """A problem response and the stable codes it can carry (`x-error-codes`, also named in its description)."""
+    answer = problem_response(f"{description} ({', '.join(f'`{code}`' for code in codes)})")
+    answer["x-error-codes"] = [code.value for code in codes]
+    return answer
+
+
+def error_codes(document: dict[str, Any]) -> frozenset[ErrorCode]:
+    """Every code the refusals of `document` list in `x-error-codes`."""
+    return frozenset(
+        ErrorCode(code)
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "responses" in operation
+        for answer in operation["responses"].values()
+        for code in answer.get("x-error-codes", ())
+    )
+
+
 def json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON response of `schema`."""
     return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -61,7 +84,9 @@ __all__ = [
     "ERROR_CODE_SCHEMA",
     "PROBLEM_REF",
     "PROBLEM_SCHEMA",
+    "error_codes",
     "json_response",
     "problem_response",
+    "refusal",
     "shared_schemas",
 ]

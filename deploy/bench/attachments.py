@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from deploy.client.agent_api import AgentClient, poll
+from deploy.client.agent_api import AgentClient, InboxMessage, poll
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.client.transfer import CHUNK_BYTES, attachment_entry, download_attachment, upload_file
 from deploy.localnet.devstack import destroy, down, trusting, up
@@ -172,7 +172,7 @@ async def move_file(
         receiving = AgentClient(session, recipient["url"], recipient["token"])
         say("  submission, push to the gateway, fetch and verification by the recipient ...")
 
-        async def available() -> dict[str, Any] | None:
+        async def available() -> InboxMessage | None:
             item = await receiving.wait_for_inbox(document["message_id"], within_s=600)
             states = {entry["attachment_id"]: entry["state"] for entry in item.get("attachments", [])}
             if states.get("BENCH-FILE") == "failed":

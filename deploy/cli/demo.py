@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.client.agent_api import AgentApiError, AgentClient, InboxMessage, MessageStatus, document_of, poll
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, REQUESTED, REQUESTING, sample
 from deploy.localnet.devstack import DevStackError, destroy, down, gateway_ca, trusting, up
 from deploy.provision.broker import BrokerAdminError
@@ -79,11 +79,11 @@ class Demo:
 
         received = await self.ly.wait_for_inbox(request_id)
         self._check_identical(request, received)
-        payload = received["document"]["payload"]
+        payload = document_of(received)["payload"]
         self.say(f"[3] {REQUESTED}'s case system reads its inbox: {received['message_type']} from {received['sender']}")
         self.say(
-            f"    {len(canonical_json(received['document']))} bytes, identical to what was sent "
-            f"(document sha256 {received['document_sha256'][:16]}...)"
+            f"    {len(canonical_json(document_of(received)))} bytes, identical to what was sent "
+            f"(document sha256 {str(received.get('document_sha256'))[:16]}...)"
         )
         items = ", ".join(item["type"] for item in payload["assistance_requested"])
         self.say(f"    assistance requested ({len(payload['assistance_requested'])} items): {items}")
@@ -102,7 +102,7 @@ class Demo:
         ack_id = answer["message_id"]
         received_ack = await self.bd.wait_for_inbox(ack_id)
         self._check_identical(acknowledgement, received_ack)
-        note = received_ack["document"]["payload"]["note"]
+        note = document_of(received_ack)["payload"]["note"]
         self.say(f"    {REQUESTING} received it; note ({note['lang']}): {note['value']}")
         await self.bd.ack(ack_id)
         await self.ly.wait_for_status(ack_id, {"retrieved"})
@@ -117,9 +117,9 @@ class Demo:
         if not condition:
             raise DemoFailed(problem)
 
-    def _check_identical(self, sent: dict[str, Any], received: dict[str, Any]) -> None:
+    def _check_identical(self, sent: dict[str, Any], received: InboxMessage) -> None:
         """Every field the sender wrote arrives unchanged (the agent only adds what was absent)."""
-        document = received["document"]
+        document = document_of(received)
         changed = [key for key, value in sent.items() if document.get(key) != value]
         self._expect(not changed, f"fields changed in transit: {changed}")
 
@@ -133,6 +133,8 @@ class Demo:
             try:
                 verified = verify_evidence(signed, self.directory, now=datetime.now(UTC))
                 proof = item["inclusion_proof"]
+                if proof is None:
+                    raise DemoFailed(f"evidence {item['type']} has no inclusion proof")
                 checkpoint = verify_checkpoint(
                     proof["checkpoint"],
                     self.directory.gateway.log_origin,
@@ -158,7 +160,7 @@ class Demo:
             self._expect(wanted in types, f"{wanted} is missing from the chain of {message_id}")
 
     @staticmethod
-    async def _with_all_proofs(client: AgentClient, message_id: str) -> dict[str, Any] | None:
+    async def _with_all_proofs(client: AgentClient, message_id: str) -> MessageStatus | None:
         """The message's status once every piece of its evidence carries an inclusion proof."""
         answer = await client.message(message_id)
         complete = len(answer["evidence"]) >= 4 and all(item["inclusion_proof"] for item in answer["evidence"])

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.client.transfer import TransferError, attachment_entry, bearer, download_attachment, upload_file
 
 
@@ -94,13 +95,13 @@ async def _send(args: argparse.Namespace) -> dict[str, Any]:
                 listed.add(uploaded["sha256"])
         if entries:
             document["attachments"] = entries
-        headers = bearer(token) | {"Content-Type": "application/json"}
-        body = json.dumps(document, ensure_ascii=False).encode("utf-8")
-        async with session.post(f"{url.rstrip('/')}/v1/messages", data=body, headers=headers) as response:
-            answer: dict[str, Any] = await response.json(content_type=None)
-            if response.status != 202:
-                raise TransferError(f"submission refused: HTTP {response.status}: {json.dumps(answer)[:500]}")
-            return answer
+        try:
+            accepted = await AgentClient(session, url, token).submit(document)
+        except AgentApiError as refused:
+            raise TransferError(
+                f"submission refused: HTTP {refused.status}: {json.dumps(refused.problem)[:500]}"
+            ) from None
+        return dict(accepted)
 
 
 async def _inbox(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -108,13 +109,12 @@ async def _inbox(args: argparse.Namespace) -> list[dict[str, Any]]:
     cursor = str(getattr(args, "after", 0))
     items: list[dict[str, Any]] = []
     async with _session() as session:
+        client = AgentClient(session, url, token)
         while True:
-            async with session.get(
-                f"{url.rstrip('/')}/v1/inbox", params={"after": cursor, "limit": "500"}, headers=bearer(token)
-            ) as response:
-                answer = await response.json(content_type=None)
-                if response.status != 200:
-                    raise TransferError(f"inbox: HTTP {response.status}: {json.dumps(answer)[:300]}")
+            try:
+                answer = await client.inbox(after=cursor, limit=500)
+            except AgentApiError as refused:
+                raise TransferError(f"inbox: HTTP {refused.status}: {json.dumps(refused.problem)[:300]}") from None
             if not answer["messages"]:
                 return items
             items += [
@@ -124,7 +124,7 @@ async def _inbox(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "message_type": item["message_type"],
                     "case_id": item["case_id"],
                     "received_at": item["received_at"],
-                    "attachments": item.get("attachments", []),
+                    "attachments": list(item.get("attachments", [])),
                 }
                 for item in answer["messages"]
             ]

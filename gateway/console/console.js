@@ -184,7 +184,15 @@ async function refreshDeadLetters() {
 }
 
 async function decide(id, action) {
-  const reason = $("dl-reason").value.trim() || "no reason given";
+  // The operator writes the reason each time: it is logged in the audit log as theirs, so nothing is pre-filled.
+  const field = $("dl-reason");
+  const reason = field.value.trim();
+  if (!reason) {
+    $("dl-result").textContent = `Dead letter ${id}: write the reason for the decision first; nothing was done.`;
+    field.reportValidity();  // `required`: the browser says so at the field too
+    field.focus();
+    return;
+  }
   try {
     const record = await api(`/v1/ops/dead-letters/${id}/${action}`, { method: "POST", body: JSON.stringify({ reason }) });
     $("dl-result").textContent = `Dead letter ${id}: ${action === "redrive" ? "re-driven" : "discarded"}, now ${record.state}. Logged in the audit log.`;

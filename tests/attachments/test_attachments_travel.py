@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from agents.attachments import GatewayBlobClient
-from deploy.client.agent_api import AgentClient, poll
+from deploy.client.agent_api import AgentClient, InboxMessage, poll
 from deploy.client.transfer import attachment_entry, download_attachment, file_sha256, upload_file, upload_offset
 from protocol.attachments import (
     CHUNK_BYTES,
@@ -57,10 +57,10 @@ def make_file(path: Path, size: int) -> tuple[str, int]:
     return file_sha256(path)
 
 
-async def wait_for_bodies(ly: AgentClient, message_id: str, *, within_s: float = 90.0) -> dict[str, Any]:
+async def wait_for_bodies(ly: AgentClient, message_id: str, *, within_s: float = 90.0) -> InboxMessage:
     """The inbox item once no body of it is pending any more."""
 
-    async def probe() -> dict[str, Any] | None:
+    async def probe() -> InboxMessage | None:
         item = await ly.wait_for_inbox(message_id, within_s=within_s)
         return None if any(entry["state"] == "pending" for entry in item["attachments"]) else item
 

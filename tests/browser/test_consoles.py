@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.cli.auditor import read_export
-from deploy.client.agent_api import AgentClient
+from deploy.client.agent_api import AgentClient, MessageStatus
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import trusting, up
 from protocol.audit_verify import verify_audit_log
@@ -58,7 +58,7 @@ def _fresh_request() -> dict[str, Any]:
     return document
 
 
-async def _send(network: dict[str, Any], document: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+async def _send(network: dict[str, Any], document: dict[str, Any], wanted: set[str]) -> MessageStatus:
     entry = network["agents"][BD]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         bd = AgentClient(session, entry["url"], entry["token"])
@@ -184,7 +184,8 @@ def _stop(pid: int, within_s: float = 20.0) -> None:
 
 def test_operator_redrives_a_dead_letter_and_the_decision_is_logged(network, chromium, screenshots):
     """A delivery the recipient rejected appears as a held dead letter with its reason; one click re-drives it,
-    the operator's reason is in the audit log, and the message then reaches the recipient."""
+    once the operator wrote a reason (the field starts empty and is required), the operator's reason is in
+    the audit log, and the message then reaches the recipient."""
     _stop(network["agents"][LY]["pid"])
     request = _fresh_request()
     _run(_send(network, request, {"relayed"}))
@@ -200,6 +201,17 @@ def test_operator_redrives_a_dead_letter_and_the_decision_is_logged(network, chr
     assert "rejected" in row.inner_text()
     assert f"mla.inbox.{LY}" in row.inner_text()
     _shot(page, screenshots, "04-operator-dead-letter-held")
+    # The reason is the operator's own, logged as theirs: nothing is pre-filled, and no decision goes without one.
+    reason = page.locator("#dl-reason")
+    assert reason.input_value() == ""
+    assert reason.evaluate("field => field.required && field.validity.valueMissing")
+    row.locator("button[data-action='redrive']").click()
+    page.locator("#dl-result", has_text="write the reason").wait_for(timeout=TIMEOUT_MS)
+    assert row.locator("button[data-action='redrive']").count() == 1, "nothing was decided without a reason"
+    page.fill("#dl-reason", "   ")
+    row.locator("button[data-action='discard']").click()
+    page.locator("#dl-result", has_text="write the reason").wait_for(timeout=TIMEOUT_MS)
+    assert row.locator("button[data-action='discard']").count() == 1, "a blank reason is no reason"
     page.fill("#dl-reason", "recipient agent fixed, ticket OPS-42")
     row.locator("button[data-action='redrive']").click()
     page.locator("#dl-result", has_text="re-driven").wait_for(timeout=TIMEOUT_MS)

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.client.agent_api import AgentClient, poll
+from deploy.client.agent_api import AgentClient, MessageStatus, poll
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import destroy, down, trusting, up
 from protocol.auditlog import encode_leaf, evidence_leaf
@@ -65,7 +65,7 @@ async def test_every_evidence_the_sender_holds_gets_a_verified_inclusion_proof(s
     message_id = await exchange(stack, session)
     bd = AgentClient(session, stack["agents"][BD]["url"], stack["agents"][BD]["token"])
 
-    async def with_proofs() -> dict[str, Any] | None:
+    async def with_proofs() -> MessageStatus | None:
         answer = await bd.message(message_id)
         return answer if all(item["inclusion_proof"] for item in answer["evidence"]) else None
 
@@ -75,6 +75,7 @@ async def test_every_evidence_the_sender_holds_gets_a_verified_inclusion_proof(s
         signed = SignedStatement.model_validate(item["statement"])
         statement = verify_evidence(signed, directory, now=datetime.now(UTC)).statement
         proof = item["inclusion_proof"]
+        assert proof is not None, item
         checkpoint = verify_checkpoint(
             proof["checkpoint"], gateway.log_origin, gateway.log_keys[0].verifier, origin=gateway.log_origin
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from deploy.client.agent_api import AgentClient
+from deploy.client.agent_api import AgentClient, document_of
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import destroy, read_stack
 from tests.e2e.conftest import AMQP_URL, MANAGEMENT_URL
@@ -94,7 +94,7 @@ def test_dev_up_on_an_existing_network_restarts_what_is_down_with_its_data(tmp_p
             async with aiohttp.ClientSession() as session:
                 ly = restarted["agents"]["LY-MLA-CA"]
                 received = await AgentClient(session, ly["url"], ly["token"]).wait_for_inbox(request["message_id"])
-                assert received["document"]["payload"] == request["payload"]
+                assert document_of(received)["payload"] == request["payload"]
 
         asyncio.run(receive())
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.agent_api import AgentApiError, AgentClient, document_of
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import trusting
 from protocol.encoding import b64encode, canonical_json, sha256_hex
@@ -67,12 +67,12 @@ async def test_request_arrives_byte_identical_and_every_step_is_signed_evidence(
 
     received = await ly.wait_for_inbox(request["message_id"])
     for key, value in request.items():
-        assert received["document"][key] == value, key
-    text = strings_of(received["document"])
+        assert document_of(received)[key] == value, key
+    text = strings_of(document_of(received))
     assert any("\u0600" <= ch <= "\u06ff" for s in text for ch in s), "Arabic text arrived"
     assert any("\u0980" <= ch <= "\u09ff" for s in text for ch in s), "Bengali text arrived"
-    assert sorted(strings_of(received["document"]["payload"])) == sorted(strings_of(request["payload"]))
-    assert sha256_hex(canonical_json(received["document"])) == received["document_sha256"]
+    assert sorted(strings_of(document_of(received)["payload"])) == sorted(strings_of(request["payload"]))
+    assert sha256_hex(canonical_json(document_of(received))) == received["document_sha256"]
     assert (received["sender"], received["message_type"]) == (BD, "MLA_REQUEST")
 
     await ly.ack(request["message_id"])
@@ -99,7 +99,7 @@ async def test_the_answer_flows_back_with_its_own_evidence(stack, session):
     await ly.submit(answer)
     received = await bd.wait_for_inbox(answer["message_id"])
     assert received["in_reply_to"] == request["message_id"]
-    assert received["document"]["payload"]["note"] == answer["payload"]["note"]
+    assert document_of(received)["payload"]["note"] == answer["payload"]["note"]
     await bd.ack(answer["message_id"])
     await ly.wait_for_status(answer["message_id"], {"retrieved"})
 

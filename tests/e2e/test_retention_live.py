@@ -23,7 +23,7 @@ import pytest
 
 from deploy.cli.auditor import fetch_snapshot, verify_snapshot
 from deploy.cli.commands import main
-from deploy.client.agent_api import AgentClient
+from deploy.client.agent_api import AgentClient, document_of
 from deploy.client.transfer import attachment_entry, upload_file
 from deploy.localnet.devstack import gateway_ca, trusting
 from deploy.localnet.network import NetworkPaths
@@ -128,7 +128,7 @@ async def test_a_closed_case_is_purged_on_a_live_network_and_its_evidence_and_th
             assert inbox[document["message_id"]]["document"] is None
             assert inbox[document["message_id"]]["content_purged_at"] is not None
     kept = inbox[opened["message_id"]]
-    assert kept["document"]["message_id"] == opened["message_id"]
+    assert document_of(kept)["message_id"] == opened["message_id"]
     assert kept["content_purged_at"] is None
 
     gateway = stack["gateway"]

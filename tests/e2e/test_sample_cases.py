@@ -23,7 +23,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.client.agent_api import AgentApiError, AgentClient, Case, poll
 from deploy.localnet.devstack import DevStackError, destroy, down, trusting, up
 from deploy.localnet.network import NetworkPaths
 from protocol.auditlog import EvidenceLeaf, decode_leaf
@@ -88,7 +88,7 @@ def sample_cases() -> dict[str, list[Path]]:
     return dict(grouped)
 
 
-async def case_of(agent: AgentClient, case_id: str) -> dict[str, Any]:
+async def case_of(agent: AgentClient, case_id: str) -> Case:
     """`GET /v1/cases/{case_id}`."""
     return await agent.case(case_id)
 

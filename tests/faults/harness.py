@@ -41,7 +41,7 @@ import aiohttp
 
 from deploy.bench.scenarios import bench_case, bench_note
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
-from deploy.client.agent_api import AgentApiError, AgentClient
+from deploy.client.agent_api import AgentApiError, AgentClient, MessageStatus
 from deploy.client.samples import REQUEST_SAMPLE, sample
 from deploy.localnet.devstack import DevStackError, destroy, down, gateway_ca, read_stack, up
 from deploy.localnet.network import NetworkPaths, load_network
@@ -334,7 +334,7 @@ async def _retrying(call: Callable[[], Awaitable[T]], *, within_s: float = 60.0)
 
 async def statuses(
     network: FaultNetwork, session: aiohttp.ClientSession, ids: Iterable[str]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, MessageStatus]:
     """Each message's status and evidence at its sender."""
     sender = network.agent(session, SENDER)
     ids = list(ids)
@@ -382,7 +382,7 @@ async def audit_entries(network: FaultNetwork, session: aiohttp.ClientSession) -
     return entries
 
 
-def _evidence_identities(answer: dict[str, Any], directory: Directory) -> set[str]:
+def _evidence_identities(answer: MessageStatus, directory: Directory) -> set[str]:
     identities = set()
     for item in answer["evidence"]:
         verified = verify_evidence_as_of_its_time(SignedStatement.model_validate(item["statement"]), directory)

@@ -279,3 +279,30 @@ def test_console_uses_no_remote_resource():
         assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text), path
         assert "import(" not in text, path
         assert "@import" not in text, path
+
+
+CONSOLES_DOC = Path(__file__).resolve().parents[2] / "docs" / "CONSOLES.md"
+
+
+def _documented_metrics() -> set[str]:
+    """The metric names of the metrics table of docs/CONSOLES.md (its rows' first cells)."""
+    section = CONSOLES_DOC.read_text(encoding="utf-8").split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `rogatory_")]
+    assert rows, "the metrics table of docs/CONSOLES.md was not found"
+    return {name for row in rows for name in re.findall(r"`(rogatory_[a-z_]+)", row.split(" | ")[0])}
+
+
+def test_every_metric_an_alert_rule_uses_or_a_service_exports_is_documented():
+    """The operators' metrics table names every metric the alert rules watch and every family the gateway and
+    the agents export; and it names none that is not exported."""
+    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+    watched = {  # a histogram's series (_bucket, _sum, _count) are documented by its family's name
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for rule in rules
+        for name in re.findall(r"\brogatory_[a-z_]+\b", rule["expr"])
+    }
+    documented = _documented_metrics()
+    exported = _exported(GatewayMetrics().render(), AgentMetrics().render())
+    assert watched - documented == set(), "alert rules watch undocumented metrics"
+    assert (METRIC_NAMES | AGENT_METRIC_NAMES) - documented == set(), "exported but undocumented"
+    assert documented - exported == set(), "documented but not exported"

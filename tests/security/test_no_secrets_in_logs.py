@@ -12,6 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from deploy.client.agent_api import document_of
 from deploy.localnet.network import NetworkPaths, load_network
 from protocol.keystore import unlock_keystore
 from tests.security.conftest import BD, LY, agent, fresh_request
@@ -61,7 +62,7 @@ async def test_logs_of_a_whole_exchange_hold_no_key_token_password_or_content(se
         bd, ly = agent(security_stack, session, BD), agent(security_stack, session, LY)
         await bd.submit(request)
         received = await ly.wait_for_inbox(request["message_id"], within_s=60)
-        assert received["document"]["requesting_ref"] == marker
+        assert document_of(received)["requesting_ref"] == marker
         await ly.ack(request["message_id"])
         await bd.wait_for_status(request["message_id"], {"retrieved"}, within_s=60)
         async with session.get(

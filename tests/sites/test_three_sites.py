@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy.cli.commands import main
-from deploy.client.agent_api import AgentApiError, AgentClient, poll
+from deploy.client.agent_api import AgentApiError, AgentClient, MessageStatus, document_of, poll
 from deploy.client.samples import ACKNOWLEDGEMENT_SAMPLE, REQUEST_SAMPLE, sample
 from protocol.directory import Directory
 from protocol.encoding import b64encode
@@ -585,14 +585,14 @@ def _exchange(network: Network) -> tuple[str, str]:
         ly = network.agent(session, TRIPOLI)
         received = await ly.wait_for_inbox(request_id, within_s=STEP_S)
         assert received["sender"] == BD
-        assert received["document"]["payload"] == request["payload"]
+        assert document_of(received)["payload"] == request["payload"]
         await ly.ack(request_id)
         accepted = await ly.submit(answer, idempotency_key="sites-answer")
         return str(accepted["message_id"])
 
     answer_id = network.at(TRIPOLI, read_and_answer)
 
-    async def take_answer(session: aiohttp.ClientSession) -> dict[str, Any]:
+    async def take_answer(session: aiohttp.ClientSession) -> MessageStatus:
         bd = network.agent(session, DHAKA)
         received = await bd.wait_for_inbox(answer_id, within_s=STEP_S)
         assert received["sender"] == LY
@@ -604,7 +604,7 @@ def _exchange(network: Network) -> tuple[str, str]:
     for wanted in ("SUBMISSION_ACCEPTED", "RELAY_ACCEPTED", "DELIVERY", "RETRIEVAL"):
         assert wanted in types, f"{wanted} missing from the request's evidence at Dhaka: {types}"
 
-    async def answer_evidence(session: aiohttp.ClientSession) -> dict[str, Any]:
+    async def answer_evidence(session: aiohttp.ClientSession) -> MessageStatus:
         return await network.agent(session, TRIPOLI).wait_for_status(answer_id, {"retrieved"}, within_s=STEP_S)
 
     answered = network.at(TRIPOLI, answer_evidence)
@@ -637,10 +637,10 @@ def _cut_and_restore(network: Network, figure: Callable[[str], None]) -> None:
         network.net.restore(TRIPOLI)
     restored_at = time.monotonic()
 
-    async def delivered(session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+    async def delivered(session: aiohttp.ClientSession) -> list[MessageStatus]:
         bd = network.agent(session, DHAKA)
 
-        async def all_delivered() -> list[dict[str, Any]] | None:
+        async def all_delivered() -> list[MessageStatus] | None:
             statuses = [await bd.message(message_id) for message_id in ids]
             done = all("DELIVERY" in {item["type"] for item in status["evidence"]} for status in statuses)
             return statuses if done else None
@@ -712,8 +712,9 @@ def _revoke(network: Network, figure: Callable[[str], None]) -> None:
         assert status["status"] == "rejected", f"a message under the revoked key ended {status['status']}"
         rejected = [item for item in status["evidence"] if item["type"] == "SUBMISSION_REJECTED"]
         assert rejected, status
-        reason = rejected[0].get("reason") or {}
-        assert reason.get("code") == "KEY_REVOKED", rejected[0]
+        reason = rejected[0].get("reason")
+        assert reason is not None, rejected[0]
+        assert reason["code"] == "KEY_REVOKED", rejected[0]
         return "the hub's gateway refused it: SUBMISSION_REJECTED KEY_REVOKED"
 
     how = network.at(DHAKA, refused)
