@@ -11,7 +11,11 @@ Tables:
 * `idempotency`  `Idempotency-Key` -> (request digest, message id);
 * `evidence`     signed evidence received about our messages, one row per identity;
 * `inbox`        messages received, verified and decrypted, unique on (sender, id);
-* `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed.
+* `evidence_out` evidence this agency issued (DELIVERY, RETRIEVAL), until confirmed;
+* `content_proofs` the sender's signed content statement of every message sent or
+                 received (`CONTENT_PROOF_TABLES_DDL`): with the sealed header kept in
+                 `outbox.sealed` / `inbox.sealed`, what proves who sent exactly which
+                 document, and when (the evidence bundle, `agents.bundles`).
 
 A case's messages are read across `outbox` and `inbox` by their `case_id`
 (`Transaction.case_entries`); the case order and state are `agents.cases`'.
@@ -118,6 +122,22 @@ CREATE TABLE IF NOT EXISTS forks (
     offered_note TEXT NOT NULL,
     detected_at TEXT NOT NULL
 );
+"""
+
+CONTENT_PROOF_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS content_proofs (
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    statement BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (sender, message_id)
+);
+"""
+"""The sender's signed content statement of every message sent or received, kept with it (proof of origin).
+
+The statement holds the attachment keys, so it is sealed at rest like the documents (`content_proof_identity`).
 """
 
 
@@ -231,6 +251,22 @@ def outbox_identity(message_id: str) -> dict[str, str]:
 def inbox_identity(sender: str, message_id: str) -> dict[str, str]:
     """What an inbox document is bound to."""
     return {"record": "inbox", "sender": sender, "message_id": message_id}
+
+
+def content_proof_identity(sender: str, message_id: str) -> dict[str, str]:
+    """What a stored content statement is bound to."""
+    return {"record": "content_proof", "sender": sender, "message_id": message_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentProofRecord:
+    """The sender's content statement and signature over it, exactly as signed, of one message."""
+
+    sender: str
+    message_id: str
+    direction: Literal["sent", "received"]
+    statement: bytes
+    signature: bytes
 
 
 def _outbox(row: Sequence[object], key: StorageKey) -> OutboxRecord:
@@ -411,6 +447,20 @@ class Transaction:
             ),
         )
 
+    async def insert_content_proof(self, record: ContentProofRecord, at: str) -> None:
+        """Keep the sender's signed content statement of a message sent or received (once)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO content_proofs VALUES (?,?,?,?,?,?)",
+            (
+                record.sender,
+                record.message_id,
+                record.direction,
+                self._key.seal(record.statement, content_proof_identity(record.sender, record.message_id)),
+                record.signature,
+                at,
+            ),
+        )
+
     async def mark_retrieved(self, seq: int, at: str) -> None:
         """The agency system took the message."""
         await self._db.execute("UPDATE inbox SET retrieved_at = COALESCE(retrieved_at, ?) WHERE seq = ?", (at, seq))
@@ -508,6 +558,7 @@ class AgentStore:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute(f"PRAGMA synchronous={synchronous}")
             await db.executescript(_SCHEMA)
+            await db.executescript(CONTENT_PROOF_TABLES_DDL)
             await seal_plain_rows(db, storage_key)
             relay_reader = await LoopSqlite.connect(path)
             scan_reader = await aiosqlite.connect(path, isolation_level=None)
@@ -588,6 +639,18 @@ class AgentStore:
         row = await self._db.fetchone("SELECT root_hash FROM witnessed WHERE tree_size = ? LIMIT 1", (tree_size,))
         return None if row is None else bytes(row[0])
 
+    async def content_proof(self, sender: str, message_id: str) -> ContentProofRecord | None:
+        """The sender's signed content statement of (sender, message id), if kept."""
+        row = await self._db.fetchone(
+            "SELECT direction, statement, signature FROM content_proofs WHERE sender = ? AND message_id = ?",
+            (sender, message_id),
+        )
+        if row is None:
+            return None
+        statement = self._key.open(bytes(row[1]), content_proof_identity(sender, message_id))
+        direction: Literal["sent", "received"] = "sent" if row[0] == "sent" else "received"
+        return ContentProofRecord(sender, message_id, direction, statement, bytes(row[2]))
+
     async def fork_count(self) -> int:
         """How many forks of the gateway's log this agent has proof of."""
         row = await self._db.fetchone("SELECT COUNT(*) FROM forks")
@@ -603,13 +666,16 @@ class AgentStore:
 
 
 __all__ = [
+    "CONTENT_PROOF_TABLES_DDL",
     "AgentStore",
     "CaseEntry",
+    "ContentProofRecord",
     "EvidenceRecord",
     "InboxRecord",
     "OutboxRecord",
     "PendingEvidence",
     "Transaction",
+    "content_proof_identity",
     "inbox_identity",
     "outbox_identity",
     "seal_plain_rows",
