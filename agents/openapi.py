@@ -20,6 +20,26 @@ _MESSAGE_ID: Final = {
     "schema": {"type": "string", "format": "uuid"},
 }
 
+
+_BUNDLE_DESCRIPTION = (
+    "One file (application/zip, format `rogatory-evidence-bundle/1`, see docs/AUDIT.md): the document, the "
+    "sender's signed header and content statement, every evidence statement with its inclusion proof to a "
+    "checkpoint of the audit log, the checkpoints with their witnesses' cosignatures, consistency proofs to "
+    "the latest, and the directory versions; its manifest signed by this agency. `rogatory evidence verify` "
+    "checks it with the directory authority's key alone. 409 `PROOFS_PENDING` while something is not yet in a "
+    "checkpoint two witnesses cosigned: ask again after the next checkpoint."
+)
+_BUNDLE_RESPONSES: dict[str, Any] = {
+    "200": {
+        "description": "The bundle",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **_AUTH_ERRORS,
+    "404": problem_response("No such message or case held here"),
+    "409": problem_response("Proofs pending (`PROOFS_PENDING`): ask again shortly"),
+    "503": problem_response("The gateway's audit API is not configured or not reachable"),
+}
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -380,6 +400,41 @@ OPENAPI: Final[dict[str, Any]] = {
                     "404": problem_response("No such received message"),
                     "409": problem_response("Several senders used this id: add ?sender="),
                 },
+            }
+        },
+        "/v1/messages/{message_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getSentMessageEvidenceBundle",
+                "summary": "The evidence bundle of a sent message (a ZIP any third party verifies offline)",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [_MESSAGE_ID],
+                "responses": _BUNDLE_RESPONSES,
+            }
+        },
+        "/v1/inbox/{message_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getReceivedMessageEvidenceBundle",
+                "summary": "The evidence bundle of a received message (a ZIP any third party verifies offline)",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [
+                    _MESSAGE_ID,
+                    {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    **_BUNDLE_RESPONSES,
+                    "409": problem_response(
+                        "Proofs pending (`PROOFS_PENDING`), or several senders used this id: add ?sender="
+                    ),
+                },
+            }
+        },
+        "/v1/cases/{case_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getCaseEvidenceBundle",
+                "summary": "The evidence bundle of a case: every message of it, both ways, in one ZIP",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": _BUNDLE_RESPONSES,
             }
         },
         "/v1/cases/{case_id}": {

@@ -31,6 +31,7 @@ import structlog
 from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
+from agents.bundles import BundleExporter
 from agents.cases import CaseBook
 from agents.directory_feed import gateway_directory_source
 from agents.guard import ApiGuard, RateLimit, RevocationList, parse_token_specs
@@ -140,7 +141,7 @@ def _auditing(
     proofs = ProofFollower(
         store=store, gateway=client, clock=clock, max_merge_delay=timedelta(seconds=settings.max_merge_delay_s)
     )
-    return Auditing(session=session, witness=witness, proofs=proofs)
+    return Auditing(session=session, witness=witness, proofs=proofs, gateway=client)
 
 
 async def _attachments(
@@ -281,9 +282,28 @@ async def _message_path(core: _Core) -> _MessagePath:
     return _MessagePath(attachments, publisher, relay, cases, metrics, inbox, sender_views)
 
 
-def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], exposition: Exposition) -> AgentApi:
+def _api(
+    core: _Core,
+    path: _MessagePath,
+    health: Callable[[], dict[str, Any]],
+    exposition: Exposition,
+    auditing: Auditing | None = None,
+) -> AgentApi:
     """The HTTP API the agency's systems use, behind its tokens, scopes and rate limits."""
     settings = core.settings
+    bundles = (
+        None
+        if auditing is None or auditing.gateway is None
+        else BundleExporter(
+            agency=core.agency,
+            signing_key=core.signing_key,
+            store=core.store,
+            gateway=auditing.gateway,
+            directory=core.current_directory,
+            limits=settings.limits,
+            clock=core.clock,
+        )
+    )
     return AgentApi(
         ApiContext(
             agency=core.agency,
@@ -307,6 +327,7 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]], 
                 rate=RateLimit(settings.api_rate_per_s, settings.api_rate_burst),
                 clock=time.monotonic,
             ),
+            bundles=bundles,
         )
     )
 
@@ -344,7 +365,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         Service(
             name="agent",
             settings=settings,
-            app=_api(core, path, health, exposition).app(),
+            app=_api(core, path, health, exposition, auditing).app(),
             tasks={
                 "inbox": path.inbox.run,
                 "outbox": path.relay.run,

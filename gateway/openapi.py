@@ -144,7 +144,9 @@ OPENAPI: Final[dict[str, Any]] = {
         "/v1/audit/proofs": {
             "post": {
                 "summary": "Inclusion proofs of many leaves, by index or identity, against one tree size",
-                "description": "Roles: operator, auditor, reader.",
+                "description": "Roles: operator, auditor, reader. The proof of an evidence or directory leaf also "
+                "carries the leaf's bytes (`leaf`, base64): whoever can name it by identity may hold it (the "
+                "evidence bundle's source for evidence about a message received).",
                 "security": [{"bearer": []}],
                 "responses": {"200": {"description": "The proofs"}, "400": _PROBLEM, "401": _PROBLEM},
             }
