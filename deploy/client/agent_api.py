@@ -14,6 +14,8 @@ import aiohttp
 T = TypeVar("T")
 
 
+HTTP_OK = 200
+HTTP_CONFLICT = 409
 HTTP_TOO_MANY_REQUESTS = 429
 MAX_RATE_LIMITED_WAIT_S = 60.0
 """How long a call keeps waiting out `429 RATE_LIMITED` answers before it gives up with the last one."""
@@ -96,6 +98,28 @@ class AgentClient:
     async def case(self, case_id: str) -> dict[str, Any]:
         """`GET /v1/cases/{case_id}`."""
         return await self._call("GET", f"/v1/cases/{quote(case_id, safe='')}")
+
+    async def evidence_bundle(self, path: str, *, query: str = "") -> bytes:
+        """`GET {path}/evidence-bundle` (path: `/v1/messages/{id}`, `/v1/inbox/{id}`, `/v1/cases/{case_id}`)."""
+        url = f"{self._base}{path}/evidence-bundle" + (f"?{query}" if query else "")
+        async with self._session.get(url, headers=self._headers) as response:
+            body = await response.read()
+            if response.status != HTTP_OK:
+                raise AgentApiError(response.status, json.loads(body) if body else {})
+            return body
+
+    async def wait_for_evidence_bundle(self, path: str, *, within_s: float = 60.0, query: str = "") -> bytes:
+        """The evidence bundle of `path`, asked again while its proofs are pending (409 `PROOFS_PENDING`)."""
+
+        async def probe() -> bytes | None:
+            try:
+                return await self.evidence_bundle(path, query=query)
+            except AgentApiError as exc:
+                if exc.status == HTTP_CONFLICT and exc.problem.get("code") == "PROOFS_PENDING":
+                    return None
+                raise
+
+        return await poll(probe, within_s=within_s, what=f"the evidence bundle of {path}", interval=0.5)
 
     async def wait_for_status(
         self, message_id: str, wanted: Collection[str], *, within_s: float = 30.0
