@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agents.bundles import BundleExporter, MessageRef, ProofsPending
 from protocol.directory import PublishedSigningKey
 from protocol.document_signature import sign_document, verify_document_signature
 from protocol.encoding import canonical_json
@@ -26,8 +27,9 @@ from protocol.ids import CaseId, KeyId, MessageId
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mla import validate_document
 from tests.agents.harness import InProcessAgent, carry
+from tests.agents.test_auditing import InMemoryGateway
 from tests.agents.test_cases import fresh, new_case, sample
-from tests.support.network import BD, LY, NOW
+from tests.support.network import BD, LY, NOW, LocalNetwork
 
 Agents = tuple[InProcessAgent, InProcessAgent]
 REQUEST = "BD-LY-2025-0011_01_MLA_REQUEST.json"
@@ -170,3 +172,32 @@ async def test_an_evidence_bundle_needs_the_gateways_audit_api(agents: Agents):
     assert (status, answer["code"]) == (503, "SERVICE_UNAVAILABLE")
     status, _ = await bd.call("GET", f"/v1/messages/{uuid.uuid4()}/evidence-bundle")
     assert status == 404
+
+
+class UncosignedGateway(InMemoryGateway):
+    """A gateway whose checkpoints no witness cosigned yet."""
+
+    async def proofs_answer(self, identities: list[str], size: int) -> dict[str, Any]:
+        return {"tree_size": size, "checkpoint": None, "proofs": await self.inclusion_proofs(identities, size)}
+
+
+async def test_no_bundle_is_made_before_two_witnesses_cosigned_a_checkpoint(agents: Agents):
+    """Proofs to a checkpoint nobody witnessed prove nothing to a court: 409 PROOFS_PENDING, ask again later."""
+    bd, ly = agents
+    request = fresh(sample(REQUEST), new_case())
+    assert (await bd.submit(request))[0] == 202
+    await carry(bd, ly)
+    gateway = UncosignedGateway(LocalNetwork())
+    gateway.add(b"a leaf")
+    exporter = BundleExporter(
+        agency=BD,
+        signing_key=bd.keys.signing,
+        store=bd.store,
+        gateway=gateway,
+        directory=lambda: bd.directory,
+        limits=DEFAULT_LIMITS,
+        clock=lambda: NOW,
+    )
+    with pytest.raises(ProofsPending) as pending:
+        await exporter.export([MessageRef("sent", BD, request["message_id"])], scope="message", subject="x")
+    assert pending.value.code == ErrorCode.PROOFS_PENDING

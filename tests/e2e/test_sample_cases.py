@@ -313,6 +313,14 @@ async def test_each_side_downloads_a_case_bundle_that_verifies_offline_with_the_
         assert any(
             item.kind == ItemKind.DOCUMENT_SIGNATURE and item.status == ItemStatus.VERIFIED for item in account.items
         )
+        if messages == 1:  # a case of one message: its message bundles too, from the sender and from the inbox
+            [message] = account.messages
+            side_path = "/v1/messages/" if message.direction == "sent" else "/v1/inbox/"
+            single = await agents[side].wait_for_evidence_bundle(side_path + message.message_id, within_s=60)
+            alone = verify_bundle_file(single, authority=authority)
+            assert alone.verified, alone.first_failure
+            assert (alone.scope, alone.subject) == ("message", message.message_id)
+            assert sorted(event.evidence_type for event in alone.messages[0].events) == sorted(LIFE)
         if messages < 15:
             continue
         fresh = tmp_path / f"auditor-{side}"  # nothing of the network: the file and the key
