@@ -399,6 +399,8 @@ def _header(context: BundleContext, message: MessageItem, verified: _VerifiedMes
         header.message_id != message.message_id
         or header.sender != message.sender
         or header.recipient_agencies != message.recipients
+        or header.message_type != message.message_type
+        or header.case_id != message.case_id
     ):
         raise ValueError("the signed header is about another message than the manifest lists")
     verified.header = header
@@ -571,6 +573,15 @@ def check_report(context: BundleContext) -> Iterable[ItemResult]:
 # -- 7. manifest -----------------------------------------------------------------------------------------------
 
 
+def _scope(manifest: BundleManifest) -> str:
+    """A message bundle holds that message only; a case bundle messages of that case only."""
+    if manifest.scope == "message" and [str(m.message_id) for m in manifest.messages] != [manifest.subject]:
+        raise ValueError(f"a message bundle of {manifest.subject} holds other messages")
+    if manifest.scope == "case" and any(m.case_id != manifest.subject for m in manifest.messages):
+        raise ValueError(f"a bundle of case {manifest.subject} holds a message of another case")
+    return f"{len(manifest.messages)} message(s) of {manifest.scope} {manifest.subject}"
+
+
 def check_manifest(context: BundleContext) -> Iterable[ItemResult]:
     """The exporting agency signed the manifest; it lists exactly the members present, each with its digest."""
     manifest = context.manifest
@@ -586,6 +597,7 @@ def check_manifest(context: BundleContext) -> Iterable[ItemResult]:
         return f"exported by {owner} at {manifest.exported_at.isoformat()}"
 
     yield _run("manifest", ItemKind.MANIFEST, signature)
+    yield _run("manifest scope", ItemKind.MANIFEST, partial(_scope, manifest))
     listed = {member.path: member for member in manifest.members}
     for path in sorted(set(listed) | set(context.contents.members)):
         member = listed.get(path)
