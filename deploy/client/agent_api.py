@@ -16,6 +16,7 @@ T = TypeVar("T")
 
 HTTP_OK = 200
 HTTP_CONFLICT = 409
+HTTP_SERVICE_UNAVAILABLE = 503
 HTTP_TOO_MANY_REQUESTS = 429
 MAX_RATE_LIMITED_WAIT_S = 60.0
 """How long a call keeps waiting out `429 RATE_LIMITED` answers before it gives up with the last one."""
@@ -109,13 +110,15 @@ class AgentClient:
             return body
 
     async def wait_for_evidence_bundle(self, path: str, *, within_s: float = 60.0, query: str = "") -> bytes:
-        """The evidence bundle of `path`, asked again while its proofs are pending (409 `PROOFS_PENDING`)."""
+        """The evidence bundle of `path`, asked again while proofs are pending (409) or the gateway is away (503)."""
 
         async def probe() -> bytes | None:
             try:
                 return await self.evidence_bundle(path, query=query)
             except AgentApiError as exc:
                 if exc.status == HTTP_CONFLICT and exc.problem.get("code") == "PROOFS_PENDING":
+                    return None
+                if exc.status == HTTP_SERVICE_UNAVAILABLE:  # the gateway's audit API away a moment: ask again
                     return None
                 raise
 
