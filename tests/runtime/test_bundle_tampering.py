@@ -11,9 +11,11 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 
+from deploy.cli.commands import main
 from protocol.bundle import MANIFEST, REPORT, read_bundle
 from protocol.bundle_verify import DEFAULT_CHECKS, BundleContext, check_report
 from protocol.checkpoint import NoteSignature, SignedCheckpoint
@@ -310,3 +312,25 @@ def test_a_present_report_fails_without_its_check_and_passes_with_one(built: Bui
     assert report.status == ItemStatus.VERIFIED
     # the manifest changed without a new signature: still caught, as the manifest
     assert first_failure(account).kind == ItemKind.MANIFEST
+
+
+def test_the_command_line_exits_0_on_a_good_bundle_and_1_naming_the_first_bad_item(
+    built: BuiltBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """`rogatory evidence verify FILE --authority-key K`: 0 and VERIFIED; after one evidence statement changed,
+    1 and the item named; without a key, 2."""
+    monkeypatch.delenv("ROGATORY_AUTHORITY_KEY", raising=False)
+    key = b64encode(built.authority.raw)
+    good = tmp_path / "good.zip"
+    good.write_bytes(built.raw)
+    assert main(["evidence", "verify", str(good), "--authority-key", key]) == 0
+    assert "VERIFIED: every item" in capsys.readouterr().out
+    members = members_of(built.raw)
+    item = read_bundle(unpack_bundle(built.raw)).manifest.messages[1].evidence[2]
+    members[item.path] = flip(members[item.path], at=40)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(rezip(members))
+    assert main(["evidence", "verify", str(bad), "--authority-key", key]) == 1
+    out = capsys.readouterr().out
+    assert f"NOT VERIFIED: first failing item: message {built.message_ids[1]} evidence 3" in out
+    assert main(["evidence", "verify", str(good)]) == 2
