@@ -334,3 +334,19 @@ def test_the_command_line_exits_0_on_a_good_bundle_and_1_naming_the_first_bad_it
     out = capsys.readouterr().out
     assert f"NOT VERIFIED: first failing item: message {built.message_ids[1]} evidence 3" in out
     assert main(["evidence", "verify", str(good)]) == 2
+
+
+def test_negative_evidence_verifies_and_is_told_with_its_reason():
+    """A message the recipient refused: its signed NON_DELIVERY, with the reason, is in the account."""
+    built = build_bundle(refused=True)
+    account = verify_bundle_file(built.raw, authority=built.authority)
+    assert account.verified, account.first_failure
+    refused = account.messages[1]
+    assert [event.evidence_type for event in refused.events] == [
+        SENT,
+        "SUBMISSION_ACCEPTED",
+        "RELAY_ACCEPTED",
+        "NON_DELIVERY",
+    ]
+    assert refused.events[-1].actor == BD
+    assert refused.events[-1].reason == "ILLEGAL_TRANSITION: refused in the test"

@@ -26,7 +26,7 @@ from protocol.bundle import (
 from protocol.document_signature import sign_document
 from protocol.encoding import b64encode, canonical_json
 from protocol.envelope import Recipient, seal_with_content_proof
-from protocol.evidence import EvidenceType, issue_evidence, new_statement
+from protocol.evidence import EvidenceType, Reason, issue_evidence, new_statement
 from protocol.ids import AgencyId, CaseId, MessageId
 from protocol.keys import SigningPublicKey
 from runtime.bundles import pack_bundle
@@ -59,8 +59,9 @@ def _document(message_id: str, sender: AgencyId, recipient: AgencyId) -> dict[st
     }
 
 
-def build_bundle() -> BuiltBundle:
-    """The bundle of one case of two messages, as BD's agent would export it."""
+def build_bundle(*, refused: bool = False) -> BuiltBundle:
+    """The bundle of one case of two messages, as BD's agent would export it; with `refused`, BD refused LY's
+    message (NON_DELIVERY, signed by BD) instead of taking it."""
     net = LocalNetwork()
     log = BuiltLog(net)
     signed_directory = net.signed_directory()
@@ -85,15 +86,15 @@ def build_bundle() -> BuiltBundle:
             limits=net.limits,
         )
         leaves: list[tuple[bytes, int, str, str]] = []
-        for minutes, (evidence_type, issuer, key) in enumerate(
-            (
-                (EvidenceType.SUBMISSION_ACCEPTED, "gateway.test", net.evidence_key),
-                (EvidenceType.RELAY_ACCEPTED, "gateway.test", net.evidence_key),
-                (EvidenceType.DELIVERY, recipient, net[recipient].signing),
-                (EvidenceType.RETRIEVAL, recipient, net[recipient].signing),
-            ),
-            start=1,
-        ):
+        steps = [
+            (EvidenceType.SUBMISSION_ACCEPTED, "gateway.test", net.evidence_key),
+            (EvidenceType.RELAY_ACCEPTED, "gateway.test", net.evidence_key),
+            (EvidenceType.DELIVERY, recipient, net[recipient].signing),
+            (EvidenceType.RETRIEVAL, recipient, net[recipient].signing),
+        ]
+        if refused and number == 1:
+            steps[2:] = [(EvidenceType.NON_DELIVERY, recipient, net[recipient].signing)]
+        for minutes, (evidence_type, issuer, key) in enumerate(steps, start=1):
             statement = new_statement(
                 evidence_type,
                 message_id=MessageId(uuid.UUID(message_id)),
@@ -104,6 +105,9 @@ def build_bundle() -> BuiltBundle:
                 case_id=CASE,
                 issuer=issuer,
                 at=created_at + timedelta(minutes=minutes),
+                reason=Reason(code="ILLEGAL_TRANSITION", detail="refused in the test")
+                if evidence_type == EvidenceType.NON_DELIVERY
+                else None,
             )
             signed = issue_evidence(statement, key)
             leaf = encode_leaf(evidence_leaf(signed, statement))
