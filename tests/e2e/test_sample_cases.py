@@ -259,6 +259,7 @@ async def test_message_that_slipped_past_its_sending_agent_is_refused_by_the_rec
 
 # -- evidence bundles (issue 18): each side's case bundle verifies offline with the authority key alone ----------
 
+EXPORT = (sys.executable, "-m", "deploy", "evidence", "export")
 LIFE: tuple[str, ...] = ("SENT", "SUBMISSION_ACCEPTED", "RELAY_ACCEPTED", "DELIVERY", "RETRIEVAL")
 """What the account of each message of a sample case shows once it was retrieved (in time order, the recipient's
 DELIVERY may come before the gateway's RELAY_ACCEPTED: the broker confirms the copy after handing it over)."""
@@ -298,7 +299,8 @@ async def test_each_side_downloads_a_case_bundle_that_verifies_offline_with_the_
     network, agents, case_id, tmp_path
 ):
     """Both agencies' bundles of the case hold every message both ways with its whole life, and verify in a fresh
-    directory that never saw the network: `rogatory evidence verify` with the authority key only exits 0."""
+    directory that never saw the network: `rogatory evidence verify` with the authority key only exits 0 (on the
+    15-message case, over the file `rogatory evidence export` wrote)."""
     await ensure_replayed(agents, case_id)
     authority_text = network["network"]["authority_key"]
     authority = SigningPublicKey(b64decode(authority_text))
@@ -325,10 +327,20 @@ async def test_each_side_downloads_a_case_bundle_that_verifies_offline_with_the_
             continue
         fresh = tmp_path / f"auditor-{side}"  # nothing of the network: the file and the key
         fresh.mkdir()
-        (fresh / "case.zip").write_bytes(raw)
         env = {key: value for key, value in os.environ.items() if not key.startswith("ROGATORY_")} | {
             "HOME": str(fresh)
         }
+        state_dir = network["network"]["state_dir"]
+        exported = subprocess.run(  # the prosecutor's side: `rogatory evidence export` writes the file
+            [*EXPORT, "--case", case_id, "--out", str(fresh / "case.zip"), "--agency", side, "--state-dir", state_dir],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert exported.returncode == 0, exported.stdout + exported.stderr
+        raw = (fresh / "case.zip").read_bytes()
         started = time.perf_counter()
         verified = subprocess.run(
             [sys.executable, "-m", "deploy", "evidence", "verify", "case.zip", "--authority-key", authority_text],
