@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
 
 from agents.attachments import Attachments
+from agents.auditing import GatewayUnreachable
+from agents.bundles import BundleExporter, MessageRef
 from agents.cases import CaseBook, CaseFile, CaseMessage, Direction
 from agents.connectivity import Connectivity
 from agents.errors import Conflict, ContentPurged
@@ -49,6 +51,8 @@ from agents.openapi import OPENAPI
 from agents.store import AgentStore, InboxFilter, InboxRecord
 from agents.submission import SenderKeys, Submission, no_attachment_bodies
 from agents.webhooks import Webhooks
+from protocol.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
+from protocol.bundle import bundle_name
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.errors import (
@@ -102,6 +106,8 @@ class ApiContext:
     """The `/v1/subscriptions` endpoints (`agents.webhooks`); without it, no webhooks."""
     connectivity: Connectivity | None = None
     """Connectivity tests (`agents.connectivity`); without it, `/v1/connectivity-tests` is not served."""
+    bundles: BundleExporter | None = None
+    """Evidence bundles (`agents.bundles`); without the gateway's audit API configured, none (503)."""
 
 
 def _agent_errors(error: Exception) -> web.Response | None:
@@ -148,9 +154,12 @@ class AgentApi:
         router.add_get("/openapi.json", openapi_handler(OPENAPI))
         router.add_post("/v1/messages", self.submit)
         router.add_get("/v1/messages/{message_id}", self.message_status)
+        router.add_get("/v1/messages/{message_id}/evidence-bundle", self.sent_bundle)
         router.add_get("/v1/inbox", self.inbox)
         router.add_post("/v1/inbox/{message_id}/ack", self.ack)
+        router.add_get("/v1/inbox/{message_id}/evidence-bundle", self.received_bundle)
         router.add_get("/v1/schema/{message_type}", self.schema)
+        router.add_get("/v1/cases/{case_id:[^{}]+}/evidence-bundle", self.case_bundle)
         router.add_get("/v1/cases/{case_id:[^{}]+}", self.case)
         lists = Lists(store=self._ctx.store, cases=self._cases, clock=self._ctx.clock)
         for method, path, handler in lists.routes():
@@ -298,8 +307,8 @@ class AgentApi:
         page = page_answer(request, Listing.INBOX, "messages", items, last=last, full=len(fetched) == limit)
         return json_answer(page | {"next": str(last)})
 
-    async def ack(self, request: web.Request) -> web.Response:
-        """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""
+    async def _received(self, request: web.Request) -> InboxRecord | web.Response:
+        """The one received message the path (and `?sender=`) names and the token may read, or the refusal."""
         message_id = _message_id(request)
         sender = request.query.get("sender")
         candidates = await self._ctx.store.inbox_by_message_id(str(message_id))
@@ -324,7 +333,14 @@ class AgentApi:
                 "Ambiguous message id",
                 "several senders used this message id; add ?sender=AGENCY-ID",
             )
-        record = candidates[0]
+        return candidates[0]
+
+    async def ack(self, request: web.Request) -> web.Response:
+        """`POST /v1/inbox/{id}/ack`: the agency system took the message; issue `RETRIEVAL`."""
+        message_id = _message_id(request)
+        record = await self._received(request)
+        if isinstance(record, web.Response):
+            return record
         if record.content_purged_at is not None and record.retrieved_at is None:
             return content_purged(f"the content of message {message_id} was purged", record.content_purged_at)
         retrieved_at = await self._retrieve(record)
@@ -378,6 +394,66 @@ class AgentApi:
         ):
             return problem(404, ErrorCode.NOT_FOUND, "Unknown case", f"no message of case {case_id} is held here")
         return json_answer(_case_answer(found, self._ctx.clock()))
+
+    # -- evidence bundles ------------------------------------------------------------------------
+
+    async def _bundle(self, refs: list[MessageRef], *, scope: Literal["message", "case"], subject: str) -> web.Response:
+        """The bundle of `refs` as a ZIP download; 503 without the audit API, 409 while proofs are pending."""
+        if self._ctx.bundles is None:
+            return problem(
+                503,
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "No audit API",
+                "evidence bundles need the gateway's audit API (ROGATORY_GATEWAY_URL and its token)",
+            )
+        try:
+            raw = await self._ctx.bundles.export(refs, scope=scope, subject=subject)
+        except GatewayUnreachable as exc:
+            log.warning("evidence_bundle_gateway_unreachable", error=str(exc)[:300])
+            response = problem(503, ErrorCode.SERVICE_UNAVAILABLE, "Gateway unreachable", "try again shortly")
+            response.headers["Retry-After"] = "5"
+            return response
+        name = bundle_name(scope, subject, self._ctx.clock())
+        return web.Response(
+            body=raw,
+            content_type=BUNDLE_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def sent_bundle(self, request: web.Request) -> web.Response:
+        """`GET /v1/messages/{id}/evidence-bundle`: the evidence bundle of a sent message."""
+        message_id = str(_message_id(request))
+        record = await self._ctx.store.outbox(message_id)
+        if record is None or not readable(request, record.document, message_id=message_id):
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown message", f"no sent message {message_id}")
+        return await self._bundle(
+            [MessageRef("sent", self._ctx.agency, message_id)], scope="message", subject=message_id
+        )
+
+    async def received_bundle(self, request: web.Request) -> web.Response:
+        """`GET /v1/inbox/{id}/evidence-bundle`: the evidence bundle of a received message."""
+        record = await self._received(request)
+        if isinstance(record, web.Response):
+            return record
+        return await self._bundle(
+            [MessageRef("received", record.sender, record.message_id)], scope="message", subject=record.message_id
+        )
+
+    async def case_bundle(self, request: web.Request) -> web.Response:
+        """`GET /v1/cases/{case_id}/evidence-bundle`: every message of the case, both ways, in one bundle."""
+        case_id = parse_case_id(request.match_info["case_id"])
+        async with self._ctx.store.transaction() as tx:
+            found = await self._cases.case_file(tx, case_id)
+        if found is None or not all(
+            readable(request, message.document.classification, message_id=message.entry.message_id)
+            for message in found.messages
+        ):
+            return problem(404, ErrorCode.NOT_FOUND, "Unknown case", f"no message of case {case_id} is held here")
+        refs = [
+            MessageRef(message.entry.direction, message.entry.sender, message.entry.message_id)
+            for message in found.messages
+        ]
+        return await self._bundle(refs, scope="case", subject=case_id)
 
     async def schema(self, request: web.Request) -> web.Response:
         """`GET /v1/schema/{message_type}`: the JSON Schema of one message type."""

@@ -150,6 +150,10 @@ class GatewayAuditClient:
         proofs: dict[str, Any] = answer["proofs"]
         return proofs
 
+    async def proofs_answer(self, identities: list[str], size: int) -> dict[str, Any]:
+        """`POST /v1/audit/proofs`, the whole answer: the checkpoint of `size` with its cosignatures, the proofs."""
+        return await self._call("POST", "/v1/audit/proofs", {"identities": identities, "size": size})
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedView:
@@ -506,6 +510,8 @@ class Auditing:
     session: aiohttp.ClientSession
     witness: Witness
     proofs: ProofFollower
+    gateway: GatewayAuditClient | None = None
+    """The audit API client the two use (the evidence bundles' source of proofs, `agents.bundles`)."""
 
     def health(self) -> dict[str, Any]:
         """What `/healthz` says of the audit log: the last cosignature, forks, late proofs (and alarms for both)."""

@@ -184,6 +184,35 @@ _PURGED: Final = refusal(
 )
 
 
+_BUNDLE_DESCRIPTION = (
+    "One file (application/zip, format `rogatory-evidence-bundle/1`, see docs/AUDIT.md): the document, the "
+    "sender's signed header and content statement, every evidence statement with its inclusion proof to a "
+    "checkpoint of the audit log, the checkpoints with their witnesses' cosignatures, consistency proofs to "
+    "the latest, and the directory versions; its manifest signed by this agency. `rogatory evidence verify` "
+    "checks it with the directory authority's key alone. 409 `PROOFS_PENDING` while something is not yet in a "
+    "checkpoint two witnesses cosigned: ask again after the next checkpoint."
+)
+_BUNDLE_RESPONSES: dict[str, Any] = {
+    "200": {
+        "description": "The bundle",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **_AUTHENTICATED,
+    "400": _BAD_ID,
+    "404": refusal("No such message or case held here", _E.NOT_FOUND),
+    "409": refusal(
+        "Proofs pending: ask again after the next cosigned checkpoint; or a message stored before proof of origin "
+        "was kept",
+        _E.PROOFS_PENDING,
+        _E.CONTENT_PROOF_MISSING,
+    ),
+    "503": refusal(
+        "The gateway's audit API is not configured or not reachable, or the agent is away for a moment",
+        _E.SERVICE_UNAVAILABLE,
+        _E.DIRECTORY_EXPIRED,
+    ),
+}
+
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
     "info": {
@@ -783,8 +812,11 @@ OPENAPI: Final[dict[str, Any]] = {
                     "413": refusal("Document over the size limit", _E.TOO_LARGE),
                     "415": refusal("Not application/json", _E.UNSUPPORTED_MEDIA_TYPE),
                     "422": refusal(
-                        "Invalid document (every field error in `errors`), an unknown recipient, or no usable key",
+                        "Invalid document (every field error in `errors`), an unknown recipient, no usable key, or a "
+                        "document signature (`integrity.signature`) that is not this agency's JWS over the document",
                         _E.CONTENT_INVALID,
+                        _E.DOCUMENT_SIGNATURE_INVALID,
+                        _E.DOCUMENT_SIGNATURE_UNSUPPORTED,
                         _E.PAYLOAD_DIGEST_MISMATCH,
                         _E.UNSUPPORTED_VERSION,
                         _E.UNKNOWN_AGENCY,
@@ -933,6 +965,45 @@ OPENAPI: Final[dict[str, Any]] = {
                     **_AUTHENTICATED,
                     "404": refusal("No such test started here", _E.NOT_FOUND),
                 },
+            }
+        },
+        "/v1/messages/{message_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getSentMessageEvidenceBundle",
+                "summary": "The evidence bundle of a sent message (a ZIP any third party verifies offline)",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [_MESSAGE_ID],
+                "responses": _BUNDLE_RESPONSES,
+            }
+        },
+        "/v1/inbox/{message_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getReceivedMessageEvidenceBundle",
+                "summary": "The evidence bundle of a received message (a ZIP any third party verifies offline)",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [
+                    _MESSAGE_ID,
+                    {"name": "sender", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    **_BUNDLE_RESPONSES,
+                    "409": refusal(
+                        "Proofs pending, a message stored before proof of origin was kept, or several senders used "
+                        "this id: add `?sender=`",
+                        _E.PROOFS_PENDING,
+                        _E.CONTENT_PROOF_MISSING,
+                        _E.AMBIGUOUS_MESSAGE_ID,
+                    ),
+                },
+            }
+        },
+        "/v1/cases/{case_id}/evidence-bundle": {
+            "get": {
+                "operationId": "getCaseEvidenceBundle",
+                "summary": "The evidence bundle of a case: every message of it, both ways, in one ZIP",
+                "description": _BUNDLE_DESCRIPTION,
+                "parameters": [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": _BUNDLE_RESPONSES,
             }
         },
         "/v1/cases/{case_id}": {

@@ -16,7 +16,10 @@ check returning a value only it can make, which is all the next one takes:
                                                   signature and binding (the header is not
                                                   verified twice);
 5. `validate`             -> ValidMessage         the document parses strictly, validates
-                                                  against its content model, and says what the
+                                                  against its content model, its own signature
+                                                  (`integrity.signature`), if any, verifies as
+                                                  the sender's (`protocol.document_signature`),
+                                                  and it says what the
                                                   signed header says (id, type, case, sender,
                                                   recipient); then `on_opened` checks the
                                                   attachment bodies;
@@ -27,7 +30,9 @@ check returning a value only it can make, which is all the next one takes:
                                                   a message its sending agent should have
                                                   refused, but which slipped through, is refused
                                                   here with `ILLEGAL_TRANSITION`), then store the
-                                                  message and the `DELIVERY` evidence; then ack.
+                                                  message, the sender's signed content statement
+                                                  (proof of origin, beside the sealed header) and
+                                                  the `DELIVERY` evidence; then ack.
 
 Once step 2 authenticated the sender, the view of the audit log its header
 carries (`log_checkpoint`) goes to `on_log_view`, for the witness to compare
@@ -59,10 +64,11 @@ import structlog
 from agents.cases import CaseBook, Direction
 from agents.guard import marking_of
 from agents.status import MessageStatus, status_after
-from agents.store import AgentStore, EvidenceRecord, InboxRecord
+from agents.store import AgentStore, ContentProofRecord, EvidenceRecord, InboxRecord
 from agents.webhooks import EventType, emit, level_of
 from protocol.connectivity import CONNECTIVITY_TEST
-from protocol.directory import Agreement, Directory
+from protocol.directory import Agreement, Directory, PublishedSigningKey
+from protocol.document_signature import document_signature_block, verify_document_signature
 from protocol.encoding import format_timestamp, parse_json_strict
 from protocol.envelope import (
     AuthenticatedHeader,
@@ -324,10 +330,19 @@ class Receiver:
     def validate(self, opened: OpenedMessage) -> ValidMessage:
         """The document is strict JSON, valid for its type, and says what the signed header says."""
         header = opened.header
-        parse_json_strict(
+        parsed = parse_json_strict(
             opened.document, max_bytes=self._limits.max_document_bytes, max_depth=self._limits.max_json_depth
         )
         document = validate_document(opened.document)
+        if isinstance(parsed, dict) and document_signature_block(parsed) is not None:
+            directory = self._directory()
+
+            def signing_key(key_id: KeyId) -> tuple[str, PublishedSigningKey]:
+                entry, key = directory.agency_signing_key(key_id)
+                key.check_usable(created_at=header.created_at, now=header.created_at, what="document signing")
+                return entry.agency_id, key
+
+            verify_document_signature(parsed, signing_key, sender=header.sender)
         mismatches = [
             name
             for name, document_value, header_value in (
@@ -394,6 +409,16 @@ class Receiver:
                     received_at=format_timestamp(now),
                     retrieved_at=None,
                 )
+            )
+            await tx.insert_content_proof(
+                ContentProofRecord(
+                    sender=header.sender,
+                    message_id=str(header.message_id),
+                    direction="received",
+                    statement=opened.content_statement,
+                    signature=opened.content_signature,
+                ),
+                format_timestamp(now),
             )
             await tx.enqueue_evidence(
                 statement.identity,

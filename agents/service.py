@@ -31,6 +31,7 @@ import structlog
 from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
+from agents.bundles import BundleExporter
 from agents.cases import CaseBook
 from agents.connectivity import Connectivity
 from agents.directory_feed import gateway_directory_source
@@ -143,7 +144,7 @@ def _auditing(
     proofs = ProofFollower(
         store=store, gateway=client, clock=clock, max_merge_delay=timedelta(seconds=settings.max_merge_delay_s)
     )
-    return Auditing(session=session, witness=witness, proofs=proofs)
+    return Auditing(session=session, witness=witness, proofs=proofs, gateway=client)
 
 
 async def _attachments(
@@ -342,9 +343,23 @@ def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
     exposition: Exposition,
     guard: ApiGuard,
     webhooks: Webhooks,
+    auditing: Auditing | None = None,
 ) -> AgentApi:
     """The HTTP API the agency's systems use, behind its tokens, scopes and rate limits."""
     settings = core.settings
+    bundles = (
+        None
+        if auditing is None or auditing.gateway is None
+        else BundleExporter(
+            agency=core.agency,
+            signing_key=core.signing_key,
+            store=core.store,
+            gateway=auditing.gateway,
+            directory=core.current_directory,
+            limits=settings.limits,
+            clock=core.clock,
+        )
+    )
     return AgentApi(
         ApiContext(
             agency=core.agency,
@@ -365,6 +380,7 @@ def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
             connectivity=path.links,
             guard=guard,
             webhooks=webhooks,
+            bundles=bundles,
         )
     )
 
@@ -416,7 +432,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
         Service(
             name="agent",
             settings=settings,
-            app=_api(core, path, health, exposition, guard, webhooks).app(),
+            app=_api(core, path, health, exposition, guard, webhooks, auditing).app(),
             tasks={
                 "inbox": path.inbox.run,
                 "webhooks": webhooks.dispatcher.run,

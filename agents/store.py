@@ -16,6 +16,10 @@ Tables:
                  systems' webhook subscriptions (secret sealed), the events each is
                  still owed (written in the transaction of the change that caused
                  them), and the deadlines already announced (`agents.webhooks`).
+* `content_proofs` the sender's signed content statement of every message sent or
+                 received (`CONTENT_PROOF_TABLES_DDL`): with the sealed header kept in
+                 `outbox.sealed` / `inbox.sealed`, what proves who sent exactly which
+                 document, and when (the evidence bundle, `agents.bundles`).
 
 A case's messages are read across `outbox` and `inbox` by their `case_id`
 (`Transaction.case_entries`); the case order and state are `agents.cases`'.
@@ -127,6 +131,22 @@ CREATE TABLE IF NOT EXISTS forks (
     offered_note TEXT NOT NULL,
     detected_at TEXT NOT NULL
 );
+"""
+
+CONTENT_PROOF_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS content_proofs (
+    sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    statement BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    stored_at TEXT NOT NULL,
+    PRIMARY KEY (sender, message_id)
+);
+"""
+"""The sender's signed content statement of every message sent or received, kept with it (proof of origin).
+
+The statement holds the attachment keys, so it is sealed at rest like the documents (`content_proof_identity`).
 """
 
 LIST_TABLES_DDL = """
@@ -367,6 +387,7 @@ AGENT_SCHEMA = Schema(
         Migration(
             4, "lists and connectivity tests", LIST_TABLES_DDL + CONNECTIVITY_TABLES_DDL, sqlite=_index_existing_rows
         ),
+        Migration(5, "proof of origin", CONTENT_PROOF_TABLES_DDL),
     ),
     adopts=("outbox", "inbox", "evidence", "idempotency", "evidence_out", "witnessed", "forks"),
 )
@@ -589,6 +610,22 @@ def inbox_identity(sender: str, message_id: str) -> dict[str, str]:
     return {"record": "inbox", "sender": sender, "message_id": message_id}
 
 
+def content_proof_identity(sender: str, message_id: str) -> dict[str, str]:
+    """What a stored content statement is bound to."""
+    return {"record": "content_proof", "sender": sender, "message_id": message_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentProofRecord:
+    """The sender's content statement and signature over it, exactly as signed, of one message."""
+
+    sender: str
+    message_id: str
+    direction: Literal["sent", "received"]
+    statement: bytes
+    signature: bytes
+
+
 def _outbox(row: Sequence[object], key: StorageKey) -> OutboxRecord:
     values = list(row)[:_OUTBOX_COLUMNS]
     if values[-1] is None:  # content_purged_at: a purged document stays empty
@@ -787,6 +824,20 @@ class Transaction:
             ),
         )
         await self._db.execute(_MARK_CASE, (record.case_id, record.sender))
+
+    async def insert_content_proof(self, record: ContentProofRecord, at: str) -> None:
+        """Keep the sender's signed content statement of a message sent or received (once)."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO content_proofs VALUES (?,?,?,?,?,?)",
+            (
+                record.sender,
+                record.message_id,
+                record.direction,
+                self._key.seal(record.statement, content_proof_identity(record.sender, record.message_id)),
+                record.signature,
+                at,
+            ),
+        )
 
     async def mark_retrieved(self, seq: int, at: str) -> None:
         """The agency system took the message."""
@@ -1300,6 +1351,18 @@ class AgentStore:
         row = await self._db.fetchone("SELECT root_hash FROM witnessed WHERE tree_size = ? LIMIT 1", (tree_size,))
         return None if row is None else bytes(row[0])
 
+    async def content_proof(self, sender: str, message_id: str) -> ContentProofRecord | None:
+        """The sender's signed content statement of (sender, message id), if kept."""
+        row = await self._db.fetchone(
+            "SELECT direction, statement, signature FROM content_proofs WHERE sender = ? AND message_id = ?",
+            (sender, message_id),
+        )
+        if row is None:
+            return None
+        statement = self._key.open(bytes(row[1]), content_proof_identity(sender, message_id))
+        direction: Literal["sent", "received"] = "sent" if row[0] == "sent" else "received"
+        return ContentProofRecord(sender, message_id, direction, statement, bytes(row[2]))
+
     async def fork_count(self) -> int:
         """How many forks of the gateway's log this agent has proof of."""
         row = await self._db.fetchone("SELECT COUNT(*) FROM forks")
@@ -1403,6 +1466,7 @@ class AgentStore:
 __all__ = [
     "AGENT_SCHEMA",
     "CONNECTIVITY_TABLES_DDL",
+    "CONTENT_PROOF_TABLES_DDL",
     "LIST_TABLES_DDL",
     "RETENTION_DDL",
     "WEBHOOK_TABLES_DDL",
@@ -1411,6 +1475,7 @@ __all__ = [
     "CaseFilter",
     "CaseSummary",
     "ConnectivityTest",
+    "ContentProofRecord",
     "EvidenceRecord",
     "InboxFilter",
     "InboxRecord",
@@ -1421,6 +1486,7 @@ __all__ = [
     "Transaction",
     "WebhookDelivery",
     "WebhookSubscription",
+    "content_proof_identity",
     "inbox_identity",
     "outbox_identity",
     "seal_plain_rows",

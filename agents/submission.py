@@ -30,14 +30,15 @@ import structlog
 
 from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
-from agents.store import AgentStore, OutboxRecord
+from agents.store import AgentStore, ContentProofRecord, OutboxRecord
 from protocol.attachments import AttachmentKey
 from protocol.checkpoint import SignedCheckpoint
-from protocol.directory import Directory
+from protocol.directory import Directory, PublishedSigningKey
+from protocol.document_signature import document_signature_block, sign_document, verify_document_signature
 from protocol.encoding import canonical_json, format_timestamp, parse_json_strict, sha256_hex
-from protocol.envelope import Recipient, SealedMessage, seal
+from protocol.envelope import ContentProof, Recipient, SealedMessage, seal_with_content_proof
 from protocol.errors import ContentInvalid, ErrorCode, FieldError, PolicyDenied, ProtocolError
-from protocol.ids import AgencyId, CaseId, MessageId, parse_case_id
+from protocol.ids import AgencyId, CaseId, KeyId, MessageId, parse_case_id
 from protocol.keys import EncryptionPublicKey, SigningPrivateKey
 from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
@@ -68,6 +69,8 @@ class PreparedSubmission:
     sealed: SealedMessage
     created_at: datetime
     expires_at: datetime
+    content_proof: ContentProof
+    """The content statement this agency signed inside the envelope, kept with the message (proof of origin)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,36 @@ def complete_document(
         }
 
 
+def sign_or_check_document(document: dict[str, Any], *, sender: SenderKeys, directory: Directory) -> dict[str, Any]:
+    """The document with its own signature (`protocol.document_signature`): made here, or checked if present.
+
+    Absent: this agent signs the completed document with the agency's signing
+    key. Present: it must be a JWS by this agency under a signing key the
+    directory gives it, over this very document; a placeholder, another format
+    or another signer is refused (422, `DOCUMENT_SIGNATURE_*`), never sent on
+    as if it were a signature.
+    """
+    integrity = document.get("integrity")
+    if document_signature_block(document) is None:
+        if integrity is None or (isinstance(integrity, dict) and integrity.get("signature") is None):
+            return sign_document(document, sender.agency, sender.signing_key)
+        return document  # not an object where one is due: validation names the field
+
+    def lookup(key_id: KeyId) -> tuple[str, PublishedSigningKey]:
+        entry, key = directory.agency_signing_key(key_id)
+        return entry.agency_id, key
+
+    try:
+        verify_document_signature(document, lookup, sender=sender.agency)
+    except ProtocolError as exc:
+        raise ContentInvalid(
+            f"the document's own signature is refused: {exc.detail}",
+            (FieldError(("integrity", "signature"), exc.detail),),
+            code=exc.code,
+        ) from exc
+    return document
+
+
 def prepare_submission(
     submitted: Submitted,
     *,
@@ -140,6 +173,7 @@ def prepare_submission(
     """
     completed = dict(submitted.fields)
     complete_document(completed, now=now, new_message_id=new_message_id, sequence=sequence)
+    completed = sign_or_check_document(completed, sender=sender, directory=directory)
     document_bytes = canonical_json(completed)
     document = validate_document(document_bytes)
     if document.sender.authority_id != sender.agency:
@@ -153,7 +187,7 @@ def prepare_submission(
     assert document.message_id is not None  # filled in by complete_document
     message_id = MessageId(document.message_id)
     expires_at = now + message_ttl
-    sealed = seal(
+    sealed, content_proof = seal_with_content_proof(
         document_bytes,
         message_id=message_id,
         sender=sender.agency,
@@ -178,6 +212,7 @@ def prepare_submission(
         sealed=sealed,
         created_at=now,
         expires_at=expires_at,
+        content_proof=content_proof,
     )
 
 
@@ -248,6 +283,16 @@ async def record_submission(
                 published_at=None,
                 updated_at=at,
             )
+        )
+        await tx.insert_content_proof(
+            ContentProofRecord(
+                sender=document.sender.authority_id,
+                message_id=message_id,
+                direction="sent",
+                statement=prepared.content_proof.statement,
+                signature=prepared.content_proof.signature,
+            ),
+            at,
         )
         if idempotency_key is not None:
             await tx.insert_idempotency(idempotency_key, prepared.request_sha256, message_id, at)

@@ -211,6 +211,8 @@ class GatewayApi:
             record = await self._store.leaf_by_identity(identity)
             if record is not None and record.index < size:
                 proofs[identity] = await self._proof_body(record.index, size, with_checkpoint=False)
+                if record.kind in LEAVES_SHOWN_BY_IDENTITY:
+                    proofs[identity]["leaf"] = b64encode(record.leaf)
         checkpoint = await self._store.checkpoint_at(size)
         return web.json_response(
             {
@@ -294,6 +296,15 @@ def _entry(record: LeafRecord) -> dict[str, Any]:
         "content": decode_leaf(record.leaf).model_dump(mode="json"),
     }
 
+
+LEAVES_SHOWN_BY_IDENTITY: Final = frozenset({"evidence", "directory"})
+"""Kinds of leaf whose bytes a proofs answer carries, to any token holder that names them by identity.
+
+An evidence leaf's identity holds the SHA-256 of the message header it is about: only who holds the
+header (its sender, its recipients, an auditor) can name it, and the leaf tells them nothing the header
+does not, but who did what when. Directory versions are public. So an agency can put the gateway's
+evidence about a message it received, and the directory versions, in an evidence bundle.
+"""
 
 PUBLISHED_AFTER_COSIGNATURES = 2
 """A checkpoint counts as published once this many witnesses cosigned it."""

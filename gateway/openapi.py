@@ -219,7 +219,9 @@ OPENAPI: Final[dict[str, Any]] = {
         "/v1/audit/proofs": {
             "post": {
                 "summary": "Inclusion proofs of many leaves, by index or identity, against one tree size",
-                "description": "Roles: operator, auditor, reader.",
+                "description": "Roles: operator, auditor, reader. The proof of an evidence or directory leaf also "
+                "carries the leaf's bytes (`leaf`, base64): whoever can name it by identity may hold it (the "
+                "evidence bundle's source for evidence about a message received).",
                 "operationId": "getInclusionProofs",
                 "security": [{"bearer": []}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _OBJECT}}},

@@ -230,6 +230,19 @@ class ContentStatement(FrozenModel):
 
 
 @dataclass(frozen=True, slots=True)
+class ContentProof:
+    """The sender's signed content statement, exactly as signed: what proves who said which document.
+
+    The sender gets it from `seal_with_content_proof`, a recipient from
+    `OpenedMessage`; both keep it with the message (it holds the attachment
+    keys: as confidential as the document). `verify_content_proof` checks it.
+    """
+
+    statement: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SealedMessage:
     """A sealed message as framed bytes; nothing in it is trusted until authenticated."""
 
@@ -374,6 +387,43 @@ def seal(
     attachments: Sequence[AttachmentKey] = (),
     log_checkpoint: str | None = None,
 ) -> SealedMessage:
+    """Encrypt and sign `document` for `recipients` (see `seal_with_content_proof`)."""
+    sealed, _ = seal_with_content_proof(
+        document,
+        message_id=message_id,
+        sender=sender,
+        signing_key=signing_key,
+        recipients=recipients,
+        archive_key=archive_key,
+        message_type=message_type,
+        case_id=case_id,
+        created_at=created_at,
+        expires_at=expires_at,
+        limits=limits,
+        random_bytes=random_bytes,
+        attachments=attachments,
+        log_checkpoint=log_checkpoint,
+    )
+    return sealed
+
+
+def seal_with_content_proof(
+    document: bytes,
+    *,
+    message_id: MessageId,
+    sender: AgencyId,
+    signing_key: SigningPrivateKey,
+    recipients: Sequence[Recipient],
+    archive_key: EncryptionPublicKey | None,
+    message_type: str,
+    case_id: CaseId,
+    created_at: datetime,
+    expires_at: datetime,
+    limits: Limits,
+    random_bytes: RandomBytes = nacl.utils.random,
+    attachments: Sequence[AttachmentKey] = (),
+    log_checkpoint: str | None = None,
+) -> tuple[SealedMessage, ContentProof]:
     """Encrypt and sign `document` for `recipients` (see the module docstring).
 
     `log_checkpoint` is the sender's latest witnessed checkpoint note, carried
@@ -403,7 +453,9 @@ def seal(
         created_at=truncate_to_millis(created_at),
         expires_at=truncate_to_millis(expires_at),
     )
-    ciphertext = _encrypt_content(document, binding, attachments, signing_key, nonce=nonce, content_key=content_key)
+    ciphertext, proof = _encrypt_content(
+        document, binding, attachments, signing_key, nonce=nonce, content_key=content_key
+    )
     archive = (
         None
         if archive_key is None
@@ -421,12 +473,13 @@ def seal(
     ).canonical_bytes()
     if len(header_bytes) > limits.max_header_bytes:
         raise LimitExceeded(f"header of {len(header_bytes)} bytes is over the limit of {limits.max_header_bytes}")
-    return SealedMessage(
+    sealed = SealedMessage(
         signer_key_id=signing_key.key_id,
         header_bytes=header_bytes,
         header_signature=signing_key.sign(pae(PAYLOAD_TYPE_HEADER, header_bytes)),
         ciphertext=ciphertext,
     )
+    return sealed, proof
 
 
 def _check_seal_inputs(
@@ -461,7 +514,7 @@ def _encrypt_content(
     *,
     nonce: bytes,
     content_key: bytes,
-) -> bytes:
+) -> tuple[bytes, ContentProof]:
     """Sign the content statement (binding, document digest, attachment keys) and encrypt it with the document."""
     statement = ContentStatement(
         format=CONTENT_FORMAT,
@@ -470,17 +523,12 @@ def _encrypt_content(
         attachments=tuple(attachments) or None,
     )
     statement_bytes = statement.canonical_bytes()
-    plaintext = b"".join(
-        (
-            _U32.pack(len(statement_bytes)),
-            statement_bytes,
-            signing_key.sign(pae(PAYLOAD_TYPE_CONTENT, statement_bytes)),
-            document,
-        )
-    )
-    return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+    signature = signing_key.sign(pae(PAYLOAD_TYPE_CONTENT, statement_bytes))
+    plaintext = b"".join((_U32.pack(len(statement_bytes)), statement_bytes, signature, document))
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, _associated_data(binding), nonce, content_key
     )
+    return ciphertext, ContentProof(statement=statement_bytes, signature=signature)
 
 
 def _sealed_header(
@@ -726,6 +774,7 @@ __all__ = [
     "MAX_LOG_CHECKPOINT_CHARS",
     "AuthenticatedHeader",
     "ContentBinding",
+    "ContentProof",
     "ContentStatement",
     "EnvelopeHeader",
     "FreshHeader",
@@ -739,5 +788,6 @@ __all__ = [
     "open_authenticated",
     "open_sealed",
     "seal",
+    "seal_with_content_proof",
     "verify_content_proof",
 ]

@@ -24,6 +24,7 @@ PAYLOAD_TYPE_CONTENT: Final = "application/vnd.rogatory.content+json; version=1"
 PAYLOAD_TYPE_HEADER: Final = "application/vnd.rogatory.envelope-header+json; version=1"
 PAYLOAD_TYPE_AUDIT_LEAF: Final = "application/vnd.rogatory.audit-leaf+json; version=1"
 PAYLOAD_TYPE_ENROLMENT: Final = "application/vnd.rogatory.enrolment+json; version=1"
+PAYLOAD_TYPE_BUNDLE_MANIFEST: Final = "application/vnd.rogatory.evidence-bundle-manifest+json; version=1"
 
 
 class SignedStatement(BaseModel):
@@ -79,6 +80,7 @@ def verify_statement(
 
 __all__ = [
     "PAYLOAD_TYPE_AUDIT_LEAF",
+    "PAYLOAD_TYPE_BUNDLE_MANIFEST",
     "PAYLOAD_TYPE_CONTENT",
     "PAYLOAD_TYPE_DIRECTORY",
     "PAYLOAD_TYPE_ENROLMENT",

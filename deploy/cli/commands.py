@@ -45,6 +45,7 @@ from deploy.cli.auditor import (
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.db import add_db_commands
+from deploy.cli.evidence import add_evidence_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.cli.ping import add_ping_commands
 from deploy.cli.retention import add_retention_commands
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ping_commands(commands)  # ping --to AGENCY: a connectivity test (deploy.cli.ping)
     add_db_commands(commands)  # db status, db migrate (deploy.cli.db)
     add_retention_commands(commands)  # retention show, retention purge (deploy.cli.retention)
+    add_evidence_commands(commands)  # evidence export / verify (deploy.cli.evidence)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -206,8 +206,14 @@ OPERATIONS: Final[dict[str, str]] = {
     "unsubscribe": "deleteSubscription",
     "start_connectivity_test": "startConnectivityTest",
     "connectivity_test": "getConnectivityTest",
+    "evidence_bundle": "getSentMessageEvidenceBundle",
 }
-"""Each `AgentClient` method and the operation it calls."""
+"""Each `AgentClient` method and the operation it calls (`evidence_bundle` also calls the received message's and
+the case's bundle operations, by its path: `BUNDLE_OPERATIONS`)."""
+BUNDLE_OPERATIONS: Final = frozenset(
+    {"getSentMessageEvidenceBundle", "getReceivedMessageEvidenceBundle", "getCaseEvidenceBundle"}
+)
+"""The evidence bundle operations, all called by `evidence_bundle`."""
 
 TRANSFER_OPERATIONS: Final[dict[str, str]] = {
     "upload_file": "uploadAttachment",
@@ -220,6 +226,9 @@ Observer = Callable[[str, bytes | None, int, object], None]
 """Told of each call: (operationId, the request body or None, the status, the JSON answer)."""
 
 
+HTTP_OK = 200
+HTTP_CONFLICT = 409
+HTTP_SERVICE_UNAVAILABLE = 503
 HTTP_TOO_MANY_REQUESTS = 429
 MAX_RATE_LIMITED_WAIT_S = 60.0
 """How long a call keeps waiting out `429 RATE_LIMITED` answers before it gives up with the last one."""
@@ -243,6 +252,14 @@ def document_of(message: InboxMessage) -> dict[str, Any]:
 
 def _listing(route: str, query: str) -> str:
     return f"{route}?{query.lstrip('?')}" if query else route
+
+
+_BUNDLE_OPERATIONS: Final[dict[str, str]] = {
+    "messages": "getSentMessageEvidenceBundle",
+    "inbox": "getReceivedMessageEvidenceBundle",
+    "cases": "getCaseEvidenceBundle",
+}
+"""The operation of each `evidence_bundle` path's collection."""
 
 
 class AgentApiError(Exception):
@@ -415,6 +432,37 @@ class AgentClient:
         path = f"/v1/connectivity-tests/{quote(test_id, safe='')}"
         return cast("dict[str, Any]", await self._call("getConnectivityTest", "GET", path))
 
+    async def evidence_bundle(self, path: str, *, query: str = "") -> bytes:
+        """`GET {path}/evidence-bundle`, the ZIP (path: `/v1/messages/{id}`, `/v1/inbox/{id}`, `/v1/cases/{id}`)."""
+        parts = path.split("/")
+        operation = _BUNDLE_OPERATIONS.get(parts[2]) if len(parts) == 4 and parts[1] == "v1" else None
+        if operation is None:
+            raise ValueError(f"{path} has no evidence bundle")
+        url = f"{self._base}{path}/evidence-bundle" + (f"?{query}" if query else "")
+        async with self._session.get(url, headers=self._headers) as response:
+            body = await response.read()
+            answer: Any = body if response.status == HTTP_OK else (json.loads(body) if body else {})
+            if self._observer is not None:
+                self._observer(operation, None, response.status, answer)
+            if response.status != HTTP_OK:
+                raise AgentApiError(response.status, answer)
+            return body
+
+    async def wait_for_evidence_bundle(self, path: str, *, within_s: float = 60.0, query: str = "") -> bytes:
+        """The evidence bundle of `path`, asked again while proofs are pending (409) or the gateway is away (503)."""
+
+        async def probe() -> bytes | None:
+            try:
+                return await self.evidence_bundle(path, query=query)
+            except AgentApiError as exc:
+                if exc.status == HTTP_CONFLICT and exc.problem.get("code") == "PROOFS_PENDING":
+                    return None
+                if exc.status == HTTP_SERVICE_UNAVAILABLE:  # the gateway's audit API away a moment: ask again
+                    return None
+                raise
+
+        return await poll(probe, within_s=within_s, what=f"the evidence bundle of {path}", interval=0.5)
+
     async def wait_for_status(
         self, message_id: str, wanted: Collection[str], *, within_s: float = 30.0
     ) -> MessageStatus:
@@ -456,6 +504,7 @@ async def poll(probe: Callable[[], Awaitable[T | None]], *, within_s: float, wha
 
 
 __all__ = [
+    "BUNDLE_OPERATIONS",
     "OPERATIONS",
     "TRANSFER_OPERATIONS",
     "Accepted",

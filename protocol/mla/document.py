@@ -87,7 +87,7 @@ class Languages(FrozenModel):
 
 
 class SignatureFormat(StrEnum):
-    """Format of a signature carried inside the document (the envelope signs anyway)."""
+    """Format of a signature carried inside the document; only JWS is verified, and so accepted, by the agents."""
 
     JWS = "JWS"
     CADES = "CAdES"
@@ -97,7 +97,7 @@ class SignatureFormat(StrEnum):
 
 
 class DocumentSignature(FrozenModel):
-    """A signature block of the agency system, kept as sent; the envelope's signature rules."""
+    """The document's own signature: a JWS by the sending agency's key, made or verified by its agent."""
 
     format: SignatureFormat
     signer: Text

@@ -12,7 +12,8 @@ from aiohttp import test_utils
 
 from agents.auditing import GatewayAuditClient, GatewayUnreachable
 from gateway.api import MAX_IDENTITY_CHARS, MAX_PROOFS_PER_REQUEST, GatewayApi, Role, TokenTable
-from protocol.auditlog import directory_leaf
+from protocol.auditlog import decode_leaf, directory_leaf
+from protocol.encoding import b64decode
 from tests.gateway.conftest import Harness
 from tests.support.network import NOW
 
@@ -106,3 +107,14 @@ async def test_huge_or_infinite_numbers_in_audit_requests_are_refused_with_400(
     ) as answer:
         assert answer.status == 400, await answer.text()
         assert (await answer.json())["code"] == code
+
+
+async def test_the_proofs_answer_carries_the_bytes_of_directory_and_evidence_leaves(
+    harness: Harness, audit_client: Any
+):
+    """An agent naming a directory version by identity gets its leaf with the proof (for its evidence bundle)."""
+    signed = harness.net.signed_directory()
+    async with harness.audit.transaction() as atx:
+        await atx.append(directory_leaf(signed, 2), at=NOW)
+    answer = await audit_client.inclusion_proofs(["directory/2"], harness.audit.size)
+    assert decode_leaf(b64decode(answer["directory/2"]["leaf"])) == directory_leaf(signed, 2)
