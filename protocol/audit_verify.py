@@ -72,10 +72,12 @@ from protocol.auditlog import (
     EvidenceLeaf,
     OperatorActionLeaf,
     RejectedInputLeaf,
+    ReportSignedLeaf,
     dead_letter_identity,
     decode_leaf,
     verify_attachments_leaf,
     verify_leaf_receipt,
+    verify_report_leaf,
 )
 from protocol.checkpoint import (
     Checkpoint,
@@ -351,6 +353,12 @@ class _Walk:
         if isinstance(leaf, BlobDeletedLeaf):
             return self._blob_deleted(index, leaf)
         self._tick(leaf.at)
+        if isinstance(leaf, ReportSignedLeaf):
+            try:
+                verify_report_leaf(leaf, self.directory)
+            except ProtocolError as exc:
+                return AuditProblem(FailureKind.LEAF_INVALID, exc.detail, index, leaf.identity)
+            return None
         if isinstance(leaf, RejectedInputLeaf):
             implied = f"rejected/{leaf.publisher or '-'}/{leaf.body_sha256}"
         elif isinstance(leaf, DeadLetterLeaf):
