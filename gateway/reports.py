@@ -52,7 +52,7 @@ from protocol.reports import (
 )
 from runtime.http import Handler, problem
 from runtime.reports.errors import ReportError, ReportErrorCode
-from runtime.reports.pades import ReportSigner, embedded_files, report_proof, sign_report, signature_count
+from runtime.reports.pades import ReportSigner, embedded_files, report_proof, sign_report_async, signature_count
 
 log = structlog.get_logger("rogatory.gateway.reports")
 
@@ -150,7 +150,7 @@ class ReportSigningApi:
             )
         statements = await self._check_against_log(proof)
         try:
-            signed_pdf = sign_report(
+            signed_pdf = await sign_report_async(
                 pdf,
                 self._signer,
                 reason=f"Rogatory gateway: the evidence of case {proof.case_id} listed in "

@@ -16,6 +16,7 @@ with what was found.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.pdf_embedded import SignatureCoverageLevel
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko_certvalidator import ValidationContext
@@ -116,6 +117,11 @@ def _asn1(certificate: x509.Certificate) -> asn1_x509.Certificate:
 
 
 def sign_report(pdf: bytes, signer: ReportSigner, *, reason: str, location: str = "") -> bytes:
+    """`sign_report_async` for callers without an event loop (a command line)."""
+    return asyncio.run(sign_report_async(pdf, signer, reason=reason, location=location))
+
+
+async def sign_report_async(pdf: bytes, signer: ReportSigner, *, reason: str, location: str = "") -> bytes:
     """`pdf` with one PAdES B-B signature by `signer` appended (an incremental update: the drawn bytes stay)."""
     key_der = signer.key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -135,7 +141,7 @@ def sign_report(pdf: bytes, signer: ReportSigner, *, reason: str, location: str 
     )
     try:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
-        out = signers.sign_pdf(writer, metadata, signer=cms_signer)
+        out = await signers.async_sign_pdf(writer, metadata, signer=cms_signer)
     except (PdfError, SigningError, ValueError) as exc:
         raise ReportSignatureInvalid(f"the PDF could not be signed: {exc}") from exc
     return out.getvalue()
@@ -210,6 +216,11 @@ def drawn_revision(pdf: bytes) -> bytes:
 
 
 def verify_report(pdf: bytes, network_ca: x509.Certificate) -> VerifiedReport:
+    """`verify_report_async` for callers without an event loop (the offline verifier's command line)."""
+    return asyncio.run(verify_report_async(pdf, network_ca))
+
+
+async def verify_report_async(pdf: bytes, network_ca: x509.Certificate) -> VerifiedReport:
     """Check a signed report offline against the network CA (see the module docstring); what it found."""
     try:
         reader = PdfFileReader(io.BytesIO(pdf), strict=False)
@@ -221,7 +232,7 @@ def verify_report(pdf: bytes, network_ca: x509.Certificate) -> VerifiedReport:
     signature = signatures[0]
     context = ValidationContext(trust_roots=[_asn1(network_ca)], allow_fetching=False)
     try:
-        status = validate_pdf_signature(
+        status = await async_validate_pdf_signature(
             signature,
             signer_validation_context=context,
             key_usage_settings=KeyUsageConstraints(
@@ -264,6 +275,8 @@ __all__ = [
     "load_report_signer",
     "report_proof",
     "sign_report",
+    "sign_report_async",
     "signature_count",
     "verify_report",
+    "verify_report_async",
 ]
