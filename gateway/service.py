@@ -25,7 +25,6 @@ import structlog
 from gateway.api import GatewayApi, TokenTable
 from gateway.auditlog import AuditLog
 from gateway.blobs import AttachmentGate, BlobApi, BlobStore, BlobSweeper
-from gateway.reports import ReportSigningApi
 from gateway.console_api import AlertThresholds, ConsoleApi
 from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
 from gateway.deadlines import DeadlineWatcher
@@ -34,6 +33,7 @@ from gateway.directory_api import DirectoryApi
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
+from gateway.reports import ReportSigningApi
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from gateway.transport import DeadDelivery, dead_letter_consumer, deliver_publisher, ingress_consumer

@@ -147,7 +147,9 @@ class GatewaySettings(ServiceSettings):
         """Unset `watched_certificates`: the HTTPS certificate, the AMQP URLs' TLS files, the broker's beside the CA."""
         if not isinstance(values, dict) or "watched_certificates" in values:
             return values
-        own = tuple(Path(str(values[name])) for name in ("http_tls_cert_file", "report_signing_cert_file") if values.get(name))
+        own = tuple(
+            Path(str(values[name])) for name in ("http_tls_cert_file", "report_signing_cert_file") if values.get(name)
+        )
         broker = tls_files_of(str(values.get("amqp_url", "")))
         return values | {"watched_certificates": tuple(dict.fromkeys(own + broker))}
 

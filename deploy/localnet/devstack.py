@@ -163,8 +163,10 @@ def _fresh(certificate: Path, key: Path, now: datetime) -> bool:
 
 
 def ensure_gateway_tls(paths: NetworkPaths, *, now: datetime) -> GatewayTls:
-    """The network's CA (made once), the gateway's HTTPS and document-signing certificates (each issued again
-    within `RENEW_BEFORE` of its end)."""
+    """The network's CA (made once), the gateway's HTTPS and document-signing certificates.
+
+    Each certificate is issued again within `RENEW_BEFORE` of its end.
+    """
     files = _gateway_tls(paths)
     ensure_ca(files.ca_dir, "Rogatory development network CA", now=now)
     if not _fresh(files.certificate, files.key, now):

@@ -235,8 +235,11 @@ def issue_document_signing_certificate(
     organisation: str = "Rogatory",
     now: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate for signing documents (the gateway's PDF reports): digital signature and non-repudiation,
-    extended key usage document signing only, never a TLS server or client."""
+    """A certificate for signing documents (the gateway's PDF reports).
+
+    Key usage digital signature and non-repudiation, extended key usage
+    document signing only: never a TLS server or client.
+    """
     now = now or _now()
     key = _new_key()
     certificate = (

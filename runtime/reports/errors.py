@@ -5,9 +5,9 @@ Tree::
     ServiceError (runtime.errors)
      +-- ReportError                  root; `code` is the stable code an API answers with
           +-- ReportFontsMissing      a script's font is not installed (REPORT_FONTS_MISSING)
-          +-- ReportSigningUnavailable  the gateway has no document-signing certificate (REPORT_SIGNING_UNAVAILABLE)
+          +-- ReportSigningUnavailable  no document-signing certificate (REPORT_SIGNING_UNAVAILABLE)
           +-- ReportProofInvalid      the PDF carries no proof, or one that does not parse (REPORT_PROOF_INVALID)
-          +-- ReportSignatureInvalid  the PDF's signature does not verify under the network CA (REPORT_SIGNATURE_INVALID)
+          +-- ReportSignatureInvalid  the signature does not verify under the network CA (REPORT_SIGNATURE_INVALID)
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.validation import async_validate_pdf_signature
-from pyhanko.sign.validation.pdf_embedded import SignatureCoverageLevel
 from pyhanko.sign.validation.settings import KeyUsageConstraints
+from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
@@ -129,7 +129,7 @@ async def sign_report_async(pdf: bytes, signer: ReportSigner, *, reason: str, lo
     cms_signer = signers.SimpleSigner(
         signing_cert=_asn1(signer.certificate),
         signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
-        cert_registry=SimpleCertificateStore.from_certs([_asn1(signer.ca)]),
+        cert_registry=SimpleCertificateStore.from_certs([_asn1(signer.ca)]),  # type: ignore[no-untyped-call]
     )
     metadata = signers.PdfSignatureMetadata(
         field_name=SIGNATURE_FIELD,
@@ -144,25 +144,21 @@ async def sign_report_async(pdf: bytes, signer: ReportSigner, *, reason: str, lo
         out = await signers.async_sign_pdf(writer, metadata, signer=cms_signer)
     except (PdfError, SigningError, ValueError) as exc:
         raise ReportSignatureInvalid(f"the PDF could not be signed: {exc}") from exc
-    return out.getvalue()
+    return bytes(out.getvalue())
 
 
 def _embedded_files(reader: PdfFileReader) -> dict[str, bytes]:
     """Every file in the document's EmbeddedFiles name tree (a flat `Names` array, as fpdf2 writes it)."""
     found: dict[str, bytes] = {}
-    names = reader.root.get("/Names")
-    tree = names.get_object().get("/EmbeddedFiles") if isinstance(names, DictionaryObject) else None
-    if not isinstance(tree, DictionaryObject):
-        return found
-    flat = tree.get("/Names")
+    names = reader.root["/Names"] if "/Names" in reader.root else None  # noqa: SIM401 - [] resolves references
+    tree = names["/EmbeddedFiles"] if isinstance(names, DictionaryObject) and "/EmbeddedFiles" in names else None
+    flat = tree["/Names"] if isinstance(tree, DictionaryObject) and "/Names" in tree else None
     if not isinstance(flat, ArrayObject):
         return found
     for index in range(0, len(flat) - 1, 2):
-        spec = flat[index + 1].get_object()
-        if not isinstance(spec, DictionaryObject) or "/EF" not in spec:
-            continue
-        stream = spec["/EF"].get_object().get("/F")
-        stream = stream.get_object() if stream is not None else None
+        spec = flat[index + 1]
+        files = spec["/EF"] if isinstance(spec, DictionaryObject) and "/EF" in spec else None
+        stream = files["/F"] if isinstance(files, DictionaryObject) and "/F" in files else None
         if isinstance(stream, StreamObject):
             found[str(flat[index])] = stream.data
     return found

@@ -128,6 +128,7 @@ class _Writer:
             new_y=YPos.NEXT,
             output="LINES",
         )
+        assert isinstance(rows, list)  # what output="LINES" returns
         bottom = pdf.get_y() if pdf.page - 1 == page else top + height * len(rows)
         self.lines.append(PlacedLine(page, top, bottom, text, script, len(rows)))
 

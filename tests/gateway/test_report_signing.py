@@ -90,7 +90,9 @@ def _report(proof: ReportProof) -> CaseReport:
                 sequence=None,
                 created_at=NOW,
                 lines=("Public Security Division",),
-                events=(ReportEvent(actor="gateway.test", at=NOW, evidence_type="SUBMISSION_ACCEPTED", signer_key="k"),),
+                events=(
+                    ReportEvent(actor="gateway.test", at=NOW, evidence_type="SUBMISSION_ACCEPTED", signer_key="k"),
+                ),
             )
             for message in proof.messages
         ),
@@ -113,8 +115,10 @@ async def gateway(harness: Harness, tmp_path):
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     async with aiohttp.ClientSession() as session:
-        yield session, str(server.make_url("/")), x509.load_pem_x509_certificate(
-            (authority.ca_dir / "ca.pem").read_bytes()
+        yield (
+            session,
+            str(server.make_url("/")),
+            x509.load_pem_x509_certificate((authority.ca_dir / "ca.pem").read_bytes()),
         )
     await server.close()
 
@@ -166,7 +170,9 @@ async def test_a_report_listing_another_agencys_message_is_refused_and_not_logge
     pdf = render_report(_report(proof), find_fonts(), proof).pdf
     leaves = len(await harness.store.leaves(limit=1000))
     with pytest.raises(ReportSigningRefused) as refused:
-        await request_report_signature(session, url, agency=BD_POLICE, key=harness.net[BD_POLICE].signing, pdf=pdf, now=NOW)
+        await request_report_signature(
+            session, url, agency=BD_POLICE, key=harness.net[BD_POLICE].signing, pdf=pdf, now=NOW
+        )
     assert (refused.value.status, refused.value.refusal) == (403, "REPORT_NOT_PARTY")
     assert len(await harness.store.leaves(limit=1000)) == leaves
 
