@@ -54,6 +54,8 @@ from tests.protocol.mla.mla_samples import FINAL_STATES, SAMPLES_DIR, read_json,
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 BD, LY = AgencyId("BD-MOHA-PSD"), AgencyId("LY-MLA-CA")
 NEGATIVE_DIR = SAMPLES_DIR / "negative"
+REPORTED_CASE = "BD-LY-2025-0007"
+"""The case whose report the requesting agency has the gateway sign: fifteen messages, Arabic and Bengali."""
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def new_case() -> str:
 async def test_sample_case_replayed_through_the_broker_leaves_both_agents_agreeing(network, directory, agents, case_id):
     """Each message of the case, submitted by its sender's agent and taken by the recipient, leaves both agents
     with the same state and messages as the pure fold; the case ends in the state NOTES.md §5 gives it. The
-    requesting agency's report of the case, drawn from the messages it holds, is signed by the gateway."""
+    requesting agency's report of BD-LY-2025-0007, drawn from the messages it holds, is signed by the gateway."""
     replayed = []
     for path in sample_cases()[case_id]:
         document = json.loads(path.read_bytes())
@@ -134,9 +136,9 @@ async def test_sample_case_replayed_through_the_broker_leaves_both_agents_agreei
         assert mine["deadlines"] == theirs["deadlines"]
     assert mine["state"] == theirs["state"] == FINAL_STATES[case_id]
     assert {mine["role"], theirs["role"]} == {"requesting", "requested"}
-    await report_signed_by_the_gateway(
-        network, directory, [json.loads(p.read_bytes()) for p in sample_cases()[case_id]]
-    )
+    if case_id == REPORTED_CASE:  # one case's report: drawing costs seconds, the others add nothing new
+        documents = [json.loads(path.read_bytes()) for path in sample_cases()[case_id]]
+        await report_signed_by_the_gateway(network, directory, documents)
 
 
 async def report_signed_by_the_gateway(
