@@ -19,6 +19,7 @@ from gateway.reports import ReportSigningApi
 from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.auditlog import EvidenceLeaf, ReportSignedLeaf, decode_leaf, report_leaf_identity, verify_report_leaf
 from protocol.envelope import SealedMessage
+from protocol.errors import ProofInvalid
 from protocol.ids import AgencyId
 from protocol.keys import SigningPrivateKey
 from protocol.reports import ProvenMessage, ProvenStatement, ReportProof
@@ -148,6 +149,10 @@ async def test_the_gateway_signs_a_report_of_its_parties_messages_and_logs_it(ha
     assert leaf.messages == tuple(messages)
     assert leaf.statements == sum(len(message.statements) for message in proof.messages) == 4
     assert verify_report_leaf(leaf, harness.net.directory()).agency == BD
+    other_pdf = "0" * 64  # a leaf claiming the agency asked for another PDF than it signed a request for
+    forged = leaf.model_copy(update={"pdf_sha256": other_pdf, "identity": report_leaf_identity(BD, other_pdf)})
+    with pytest.raises(ProofInvalid):
+        verify_report_leaf(forged, harness.net.directory())
     entries = [LogEntry(r.leaf, r.receipt) for r in await harness.store.leaves(limit=1000)]
     await harness.audit.checkpoint_if_due(NOW, idle_interval=timedelta(0))
     checkpoint = await harness.store.latest_checkpoint()
