@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from fpdf import FPDF
 from pyhanko.pdf_utils.reader import PdfFileReader
 
+from deploy.cli import main
 from deploy.provision.tls import ensure_ca, issue_server_files
 from runtime.reports.errors import ReportErrorCode, ReportProofInvalid, ReportSignatureInvalid, ReportSigningUnavailable
 from runtime.reports.pades import load_report_signer, sign_report, verify_report
@@ -107,3 +108,19 @@ def test_a_signer_whose_certificate_another_ca_issued_is_refused_at_start_up(aut
             authority.ca_dir.parent / "gateway" / f"{GATEWAY}-documents-key.pem",
             other_ca / "ca.pem",
         )
+
+
+def test_the_document_cert_command_issues_the_gateway_a_certificate_the_verifier_accepts(drawn, tmp_path):
+    """`rogatory tls ca` then `rogatory tls document-cert`: the gateway's signer at site set-up, key private."""
+    ca_dir, out = tmp_path / "ca", tmp_path / "gateway"
+    assert main(["tls", "ca", "--ca-dir", str(ca_dir)]) == 0
+    assert (
+        main(["tls", "document-cert", "--name", "gateway.example", "--ca-dir", str(ca_dir), "--out-dir", str(out)]) == 0
+    )
+    key = out / "gateway.example-documents-key.pem"
+    assert key.stat().st_mode & 0o077 == 0
+    signer = load_report_signer(out / "gateway.example-documents.pem", key, ca_dir / "ca.pem")
+    verified = verify_report(
+        sign_report(drawn, signer, reason="test"), x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    )
+    assert verified.signer == "O=Rogatory,CN=gateway.example"
