@@ -25,6 +25,8 @@ from protocol.keys import SigningPrivateKey
 from protocol.reports import ProvenMessage, ProvenStatement, ReportProof
 from runtime.http import error_middleware
 from runtime.reports.account import CaseReport, ReportEvent, ReportMessage
+from runtime.reports.bundle import verify_report_in_bundle_async
+from runtime.reports.errors import ReportProofInvalid
 from runtime.reports.fonts import find_fonts
 from runtime.reports.pades import verify_report_async
 from runtime.reports.render import render_report
@@ -153,6 +155,22 @@ async def test_the_gateway_signs_a_report_of_its_parties_messages_and_logs_it(ha
     forged = leaf.model_copy(update={"pdf_sha256": other_pdf, "identity": report_leaf_identity(BD, other_pdf)})
     with pytest.raises(ProofInvalid):
         verify_report_leaf(forged, harness.net.directory())
+    held = {
+        message_id: [
+            leaf.evidence
+            for leaf in [decode_leaf(r.leaf) for r in await harness.store.leaves(message_id=message_id, limit=100)]
+            if isinstance(leaf, EvidenceLeaf)
+        ]
+        for message_id in messages
+    }
+    in_bundle = await verify_report_in_bundle_async(signed.pdf, ca, subject=CASE, statements=held)
+    assert in_bundle.proof == proof
+    with pytest.raises(ReportProofInvalid, match="does not hold"):  # a bundle of one message only
+        await verify_report_in_bundle_async(signed.pdf, ca, subject=CASE, statements={messages[0]: held[messages[0]]})
+    with pytest.raises(ReportProofInvalid, match="not among"):  # a bundle missing one step of a listed message
+        await verify_report_in_bundle_async(signed.pdf, ca, subject=CASE, statements=held | {messages[1]: []})
+    with pytest.raises(ReportProofInvalid, match="the bundle of"):
+        await verify_report_in_bundle_async(signed.pdf, ca, subject="BD-LY-2025-0011", statements=held)
     entries = [LogEntry(r.leaf, r.receipt) for r in await harness.store.leaves(limit=1000)]
     await harness.audit.checkpoint_if_due(NOW, idle_interval=timedelta(0))
     checkpoint = await harness.store.latest_checkpoint()
