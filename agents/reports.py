@@ -19,13 +19,14 @@ from typing import Final
 
 import aiohttp
 
+from agents.settings import AgentSettings
 from protocol.attachments import sign_blob_request
 from protocol.ids import AgencyId
 from protocol.keys import SigningPrivateKey
 from protocol.reports import REPORT_SIGNING_PATH, ReportProof
 from runtime.reports.account import CaseReport
 from runtime.reports.errors import ReportError, ReportErrorCode
-from runtime.reports.fonts import ReportFonts
+from runtime.reports.fonts import ReportFonts, find_fonts
 from runtime.reports.render import render_report
 
 LEAF_HEADER: Final = "Rogatory-Report-Leaf"
@@ -90,6 +91,11 @@ def _problem(body: bytes) -> tuple[str, str]:
     return str(answer.get("code", "UNKNOWN")), str(answer.get("detail", ""))[:MAX_ERROR_CHARS]
 
 
+def report_fonts(settings: AgentSettings) -> ReportFonts:
+    """The fonts this agent draws reports with (`ROGATORY_REPORT_FONT_DIR`); `ReportFontsMissing` if one is absent."""
+    return find_fonts(settings.report_font_dir)
+
+
 async def draw_and_sign_report(
     session: aiohttp.ClientSession,
     gateway_url: str,
@@ -110,4 +116,10 @@ async def draw_and_sign_report(
     )
 
 
-__all__ = ["ReportSigningRefused", "SignedReport", "draw_and_sign_report", "request_report_signature"]
+__all__ = [
+    "ReportSigningRefused",
+    "SignedReport",
+    "draw_and_sign_report",
+    "report_fonts",
+    "request_report_signature",
+]
