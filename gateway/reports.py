@@ -170,7 +170,9 @@ class ReportSigningApi:
             signer_certificate_sha256=self._signer.certificate.fingerprint(hashes.SHA256()).hex(),
             request=signed_request_statement(request.headers["Authorization"]),
         )
-        parties = sorted({str(signed.agency)} | {str(m.sender) for m in proof.messages})
+        parties = sorted(
+            {str(signed.agency)} | {str(agency) for m in proof.messages for agency in (m.sender, *m.recipients)}
+        )
         async with self._audit.transaction() as atx:
             appended = await atx.append(leaf, at=now, agencies=parties)
         log.info(
@@ -203,6 +205,17 @@ class ReportSigningApi:
                     ReportErrorCode.REPORT_EVIDENCE_UNKNOWN,
                     "Message of another case",
                     f"message {message.message_id} is of case {record.case_id}, the report is of {proof.case_id}",
+                )
+            if (
+                set(map(str, message.recipients)) != set(record.recipients)
+                or message.message_type != record.message_type
+            ):
+                raise _refuse(
+                    422,
+                    ReportErrorCode.REPORT_EVIDENCE_UNKNOWN,
+                    "Message not as logged",
+                    f"message {message.message_id} was a {record.message_type} to {', '.join(record.recipients)}, "
+                    "the report says otherwise",
                 )
             for proven in message.statements:
                 await self._check_statement(str(message.sender), str(message.message_id), proven)

@@ -32,7 +32,7 @@ from runtime.reports.pades import verify_report_async
 from runtime.reports.render import render_report
 from tests.gateway.conftest import Harness
 from tests.reports.conftest import make_authority
-from tests.support.network import BD, BD_POLICE, LY, NOW
+from tests.support.network import BD, BD_POLICE, LY, LY_AGO, NOW
 
 CASE = "BD-LY-2025-0007"
 
@@ -207,6 +207,12 @@ async def test_evidence_not_in_the_log_as_listed_is_refused(harness, gateway):
     forged = message.statements[0].model_copy(update={"payload_sha256": "0" * 64})
     altered = proof.model_copy(update={"messages": (message.model_copy(update={"statements": (forged,)}),)})
     pdf = render_report(_report(altered), find_fonts(), altered).pdf
+    with pytest.raises(ReportSigningRefused) as refused:
+        await request_report_signature(session, url, agency=BD, key=harness.net[BD].signing, pdf=pdf, now=NOW)
+    assert (refused.value.status, refused.value.refusal) == (422, "REPORT_EVIDENCE_UNKNOWN")
+    # A message listed as sent to another agency than the gateway recorded: refused the same way.
+    misaddressed = proof.model_copy(update={"messages": (message.model_copy(update={"recipients": (LY_AGO,)}),)})
+    pdf = render_report(_report(misaddressed), find_fonts(), misaddressed).pdf
     with pytest.raises(ReportSigningRefused) as refused:
         await request_report_signature(session, url, agency=BD, key=harness.net[BD].signing, pdf=pdf, now=NOW)
     assert (refused.value.status, refused.value.refusal) == (422, "REPORT_EVIDENCE_UNKNOWN")
