@@ -24,6 +24,7 @@ index in `Rogatory-Report-Leaf`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -51,7 +52,7 @@ from protocol.reports import (
 )
 from runtime.http import Handler, problem
 from runtime.reports.errors import ReportError, ReportErrorCode
-from runtime.reports.pades import ReportSigner, embedded_files, report_proof, sign_report_async, signature_count
+from runtime.reports.pades import ReportSigner, embedded_files, report_proof, sign_report, signature_count
 
 log = structlog.get_logger("rogatory.gateway.reports")
 
@@ -133,13 +134,12 @@ class ReportSigningApi:
             check_body_digest(signed, pdf_sha256)
         except ProtocolError as exc:
             raise _refuse(400, exc.code, "Body digest mismatch", exc.detail) from exc
-        try:
-            if signature_count(pdf) != 0:
-                raise _refuse(409, "REPORT_ALREADY_SIGNED", "Already signed", "the PDF is signed already")
-            proof = report_proof(pdf)
-            proof_bytes = embedded_files(pdf)[REPORT_PROOF_NAME]
+        try:  # parsing an agency's PDF is CPU work: off the event loop the ingress pipeline shares
+            signatures, proof, proof_bytes = await asyncio.to_thread(_read_report, pdf)
         except ReportError as exc:
             raise _refuse(422, exc.code, "Invalid report", exc.detail) from exc
+        if signatures:
+            raise _refuse(409, ReportErrorCode.REPORT_ALREADY_SIGNED, "Already signed", "the PDF is signed already")
         if proof.agency != signed.agency:
             raise _refuse(
                 403,
@@ -149,7 +149,8 @@ class ReportSigningApi:
             )
         statements = await self._check_against_log(proof)
         try:
-            signed_pdf = await sign_report_async(
+            signed_pdf = await asyncio.to_thread(
+                sign_report,
                 pdf,
                 self._signer,
                 reason=f"Rogatory gateway: the evidence of case {proof.case_id} listed in "
@@ -242,6 +243,11 @@ class ReportSigningApi:
         statement = parse_model(EvidenceStatement, leaf.evidence.payload, what="logged evidence")
         if statement.sender != sender or str(statement.message_id) != message_id:
             raise unknown
+
+
+def _read_report(pdf: bytes) -> tuple[int, ReportProof, bytes]:
+    """How many signatures the PDF carries, its proof and the proof's bytes (`ReportError` if unreadable)."""
+    return signature_count(pdf), report_proof(pdf), embedded_files(pdf)[REPORT_PROOF_NAME]
 
 
 async def _read_body(request: web.Request) -> bytes:

@@ -142,6 +142,9 @@ async def test_the_gateway_signs_a_report_of_its_parties_messages_and_logs_it(ha
     )
     verified = await verify_report_async(signed.pdf, ca)
     assert verified.proof == proof
+    with pytest.raises(ReportSigningRefused) as refused:  # signed once: a second signature is not added
+        await request_report_signature(session, url, agency=BD, key=harness.net[BD].signing, pdf=signed.pdf, now=NOW)
+    assert (refused.value.status, refused.value.refusal) == (409, "REPORT_ALREADY_SIGNED")
     assert verified.drawn_sha256 == signed.drawn_sha256
     record = await harness.store.leaf_by_identity(report_leaf_identity(BD, signed.drawn_sha256))
     assert record is not None
