@@ -124,3 +124,21 @@ def test_the_document_cert_command_issues_the_gateway_a_certificate_the_verifier
         sign_report(drawn, signer, reason="test"), x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
     )
     assert verified.signer == "O=Rogatory,CN=gateway.example"
+
+
+def test_report_verify_command_says_who_signed_and_which_leaf_and_refuses_a_changed_report(
+    drawn, signed, authority, tmp_path, capsys
+):
+    report, out = tmp_path / "report.pdf", tmp_path / "extracted"
+    report.write_bytes(signed)
+    ca_file = str(authority.ca_dir / "ca.pem")
+    assert main(["report", "verify", str(report), "--ca-file", ca_file, "--extract", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("VERIFIED report of case BD-LY-2025-0007, drawn by BD-MOHA-PSD")
+    assert f"CN={GATEWAY}" in printed
+    assert f"report/BD-MOHA-PSD/{hashlib.sha256(drawn).hexdigest()}" in printed
+    assert printed.count("evidence statements") == 15
+    assert (out / "rogatory-report-proof.json").read_bytes() == sample_case_report()[1].canonical_bytes()
+    report.write_bytes(signed.replace(b"/Title (", b"/Title (X", 1)[: len(signed)])
+    assert main(["report", "verify", str(report), "--ca-file", ca_file]) == 1
+    assert capsys.readouterr().out.startswith("NOT VERIFIED REPORT_SIGNATURE_INVALID")
