@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from agents.guard import parse_token_specs
 from protocol.limits import DEFAULT_LIMITS, Limits
 from runtime.certificates import amqps_tls_files
+from runtime.reports.fonts import DEFAULT_FONT_DIR
 from runtime.settings import SHOWN_DEFAULT, ServiceSettings
 from runtime.tls import is_loopback
 
@@ -62,6 +63,11 @@ class AgentSettings(ServiceSettings):
     )
     gateway_token_file: Path | None = Field(
         default=None, description="file holding this agent's reader token for the gateway's audit API"
+    )
+    report_font_dir: Path = Field(
+        default=DEFAULT_FONT_DIR,
+        description="where the case report's fonts are (Noto Sans, Noto Naskh Arabic, Noto Sans Bengali: Debian's "
+        "fonts-noto-core); a missing one is REPORT_FONTS_MISSING, never a report with boxes for letters",
     )
     witness_interval_s: float = Field(
         default=2.0, gt=0, description="seconds between two looks at the gateway's checkpoint"

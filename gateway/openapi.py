@@ -317,6 +317,41 @@ OPENAPI: Final[dict[str, Any]] = {
                 },
             },
         },
+        "/v1/reports/signatures": {
+            "post": {
+                "operationId": "signReport",
+                "summary": "Sign an agency's case report (PAdES) after checking its embedded proof against the log",
+                "description": "Signed by the agency that drew the report (`Rogatory-Signed`, for this path and the "
+                "SHA-256 of the PDF sent). The PDF embeds `rogatory-report-proof.json`; the gateway signs only if "
+                "the agency is the sender or a recipient of every message listed (`REPORT_NOT_PARTY`), each is of "
+                "the report's case and each evidence statement listed is in its log with that payload "
+                "(`REPORT_EVIDENCE_UNKNOWN`). Each signature is a `report_signed` audit leaf, whose index is in "
+                "`Rogatory-Report-Leaf`. 503 `REPORT_SIGNING_UNAVAILABLE` without a document-signing certificate.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The PDF with the gateway's signature appended (an incremental update)",
+                        "headers": {
+                            "Rogatory-Report-Leaf": {
+                                "description": "The index of the `report_signed` leaf in the audit log",
+                                "schema": {"type": "integer"},
+                            }
+                        },
+                        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "400": _PROBLEM,
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
+                    "409": _PROBLEM,
+                    "413": _PROBLEM,
+                    "422": _PROBLEM,
+                    "503": _PROBLEM,
+                },
+            }
+        },
         "/": _get(
             "getConsole",
             "The operator and auditor console (static page; it asks for a token)",

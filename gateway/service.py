@@ -33,6 +33,7 @@ from gateway.directory_api import DirectoryApi
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
+from gateway.reports import ReportSigningApi
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
 from gateway.timestamping import CheckpointStamper, StampAttempt
@@ -50,6 +51,8 @@ from runtime.broker import (
 )
 from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError, TransientFailure
+from runtime.reports.errors import ReportError
+from runtime.reports.pades import ReportSigner, load_report_signer
 from runtime.runner import (
     Clock,
     Service,
@@ -166,6 +169,17 @@ class _Core:
     def held_directory(self) -> Directory:
         """The directory in force, expired or not: for the operator's console, which must show an expired one."""
         return self.directory.held
+
+
+def _report_signer(settings: GatewaySettings) -> ReportSigner | None:
+    """The document-signing certificate and key the gateway signs reports with, if configured."""
+    cert, key, ca = settings.report_signing_cert_file, settings.report_signing_key_file, settings.report_signing_ca_file
+    if cert is None or key is None or ca is None:
+        return None
+    try:
+        return load_report_signer(cert, key, ca)
+    except ReportError as exc:
+        raise ConfigurationError(f"report signing: {exc.detail}") from exc
 
 
 async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
@@ -327,6 +341,13 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
         max_blob_bytes=settings.max_blob_bytes,
         quota_bytes=settings.blob_quota_bytes,
     )
+    reports = ReportSigningApi(
+        store=core.store,
+        audit=core.audit,
+        directory=core.current_directory,
+        clock=core.clock,
+        signer=_report_signer(settings),
+    )
     return GatewayApi(
         store=core.store,
         audit=core.audit,
@@ -342,6 +363,8 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
         # The directory is public material, signed by its authority (gateway.directory_api), no token role.
         extra_routes=consoles.routes()
         + [(method, route, handler, None) for method, route, handler in blobs.routes()]
+        # Report signing: each request is signed by an agency (gateway.reports), no token role.
+        + [(method, route, handler, None) for method, route, handler in reports.routes()]
         + [(method, route, handler, None) for method, route, handler in DirectoryApi(core.store).routes()],
     )
 

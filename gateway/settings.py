@@ -109,11 +109,25 @@ class GatewaySettings(ServiceSettings):
     blob_partial_expiry_s: float = Field(
         default=24 * 3600.0, gt=0, description="seconds before a partial upload nobody continued is removed"
     )
+    report_signing_cert_file: Path | None = Field(
+        default=None,
+        description="the gateway's document-signing certificate (PEM, issued by the network CA: "
+        "`rogatory tls document-cert`), with which it signs agencies' case reports (PAdES)",
+        json_schema_extra={SHOWN_DEFAULT: "none (`POST /v1/reports/signatures` answers 503)"},
+    )
+    report_signing_key_file: Path | None = Field(
+        default=None, description="the private key of that certificate (PEM, unencrypted, mode 0600)"
+    )
+    report_signing_ca_file: Path | None = Field(
+        default=None,
+        description="the network CA's certificate (`ca.pem`), put into each signature as the signer's chain",
+    )
     watched_certificates: tuple[Path, ...] = Field(
         default=(),
         description="PEM files whose expiry the operator console shows. Unset: the gateway's own HTTPS "
         "certificate (`ROGATORY_HTTP_TLS_CERT_FILE`), the `cafile` (and `certfile`) of each `amqps://` URL, and "
-        "the broker's `server.pem` where it lies beside that CA (the layout of `deploy/provision/tls.py`); "
+        "the broker's `server.pem` where it lies beside that CA (the layout of `deploy/provision/tls.py`), "
+        "and the document-signing certificate (`ROGATORY_REPORT_SIGNING_CERT_FILE`); "
         "set but empty: none",
         json_schema_extra={SHOWN_DEFAULT: "the HTTPS and broker TLS files"},
     )
@@ -127,13 +141,26 @@ class GatewaySettings(ServiceSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _report_signing_all_or_nothing(self) -> GatewaySettings:
+        """The document-signing certificate, its key and the CA are set together, or none of them."""
+        given = (self.report_signing_cert_file, self.report_signing_key_file, self.report_signing_ca_file)
+        if any(value is not None for value in given) and any(value is None for value in given):
+            raise ValueError(
+                "set ROGATORY_REPORT_SIGNING_CERT_FILE, ROGATORY_REPORT_SIGNING_KEY_FILE and "
+                "ROGATORY_REPORT_SIGNING_CA_FILE together"
+            )
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _watch_the_broker_certificates_by_default(cls, values: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
         """Unset `watched_certificates`: the HTTPS certificate, the AMQP URLs' TLS files, the broker's beside the CA."""
         if not isinstance(values, dict) or "watched_certificates" in values:
             return values
-        own = (Path(str(values["http_tls_cert_file"])),) if values.get("http_tls_cert_file") else ()
+        own = tuple(
+            Path(str(values[name])) for name in ("http_tls_cert_file", "report_signing_cert_file") if values.get(name)
+        )
         broker = tls_files_of(str(values.get("amqp_url", "")))
         return values | {"watched_certificates": tuple(dict.fromkeys(own + broker))}
 

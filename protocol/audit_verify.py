@@ -72,10 +72,12 @@ from protocol.auditlog import (
     EvidenceLeaf,
     OperatorActionLeaf,
     RejectedInputLeaf,
+    ReportSignedLeaf,
     dead_letter_identity,
     decode_leaf,
     verify_attachments_leaf,
     verify_leaf_receipt,
+    verify_report_leaf,
 )
 from protocol.checkpoint import (
     Checkpoint,
@@ -370,6 +372,8 @@ class _Walk:
         if isinstance(leaf, BlobDeletedLeaf):
             return self._blob_deleted(index, leaf)
         self._tick(leaf.at)
+        if isinstance(leaf, ReportSignedLeaf):
+            return self._report_signed(index, leaf)
         if isinstance(leaf, RejectedInputLeaf):
             implied = f"rejected/{leaf.publisher or '-'}/{leaf.body_sha256}"
         elif isinstance(leaf, DeadLetterLeaf):
@@ -380,6 +384,15 @@ class _Walk:
                 leaf.identity if leaf.identity.startswith("operator/") and len(leaf.identity) > 9 else "operator/…"
             )
         return self._named(index, leaf.identity, implied)
+
+    def _report_signed(self, index: int, leaf: ReportSignedLeaf) -> AuditProblem | None:
+        """The agency's signed request names the PDF and the report endpoint; the identity follows from them."""
+        assert self.directory is not None
+        try:
+            verify_report_leaf(leaf, self.directory)
+        except ProtocolError as exc:
+            return AuditProblem(FailureKind.LEAF_INVALID, exc.detail, index, leaf.identity)
+        return None
 
     @staticmethod
     def _named(index: int, identity: str, implied: str) -> AuditProblem | None:

@@ -16,6 +16,10 @@ Merkle tree with RFC 9162's leaf prefix (`protocol.merkle.leaf_hash`):
   (exact bytes and the sender's signature) and the digest and length of each body's
   ciphertext it commits to; identity `attachments/<sender>/<message id>`. An auditor
   checks it with `verify_attachments_leaf`: which files travelled, without seeing them.
+* `report_signed`: the gateway signed (PAdES) an agency's case report: the agency's signed
+  request (which agency, the SHA-256 of the PDF as drawn), the case, the messages it lists and
+  the digest of the embedded proof, the signing certificate's digest; identity
+  `report/<agency>/<pdf sha256>`. An auditor checks it with `verify_report_leaf`.
 * `blob_deleted`: the gateway deleted an attachment body it held (after its recipients
   retrieved it and the retention period passed, or when nobody could retrieve it any
   more); identity `blob_deleted/<ciphertext digest>/<stored at>`.
@@ -38,7 +42,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from protocol.attachments import AttachmentCommitment
+from protocol.attachments import PAYLOAD_TYPE_BLOB_REQUEST, AttachmentCommitment, BlobRequest
 from protocol.directory import Directory
 from protocol.encoding import Base64Bytes, UtcTimestamp, b64encode, canonical_json, pae, sha256_hex
 from protocol.envelope import EnvelopeHeader
@@ -47,7 +51,8 @@ from protocol.evidence import EvidenceStatement, Reason
 from protocol.ids import AgencyIdField, KeyIdField
 from protocol.keys import SigningPrivateKey, SigningPublicKey
 from protocol.model import FrozenModel, field_errors, parse_model
-from protocol.signing import PAYLOAD_TYPE_HEADER, SignedStatement
+from protocol.reports import REPORT_SIGNING_PATH
+from protocol.signing import PAYLOAD_TYPE_HEADER, SignedStatement, verify_statement
 
 LEAF_FORMAT: Final = "rogatory-leaf/1"
 PAYLOAD_TYPE_LEAF_RECEIPT: Final = "application/vnd.rogatory.leaf-receipt+json; version=1"
@@ -149,6 +154,45 @@ class BlobDeletedLeaf(FrozenModel):
     retrieved_by: tuple[AgencyIdField, ...] = ()
 
 
+class ReportSignedLeaf(FrozenModel):
+    """The gateway signed an agency's case report, having checked its proof against this log."""
+
+    format: Literal["rogatory-leaf/1"] = LEAF_FORMAT
+    kind: Literal["report_signed"] = "report_signed"
+    identity: str = Field(max_length=300)
+    at: UtcTimestamp
+    agency: AgencyIdField
+    case_id: str = Field(max_length=64)
+    pdf_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    proof_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    messages: tuple[str, ...] = Field(min_length=1)
+    statements: int = Field(ge=1)
+    signer_certificate_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    request: SignedStatement
+
+
+def report_leaf_identity(agency: str, pdf_sha256: str) -> str:
+    """The identity of the leaf recording the signature of the report `pdf_sha256` drawn by `agency`."""
+    return f"report/{agency}/{pdf_sha256}"
+
+
+def verify_report_leaf(leaf: ReportSignedLeaf, directory: Directory) -> BlobRequest:
+    """The leaf's request is signed by its agency's key, for the report endpoint and its PDF; its identity follows.
+
+    Returns the verified request. `ProofInvalid` (or the signature's refusal) otherwise.
+    """
+    owner, key = directory.agency_signing_key(leaf.request.key_id)
+    payload = verify_statement(leaf.request, PAYLOAD_TYPE_BLOB_REQUEST, key.verifier)
+    request = parse_model(BlobRequest, payload, what="report signing request", code=ErrorCode.PROOF_INVALID)
+    if owner.agency_id != request.agency or request.agency != leaf.agency:
+        raise ProofInvalid("the report request is signed by another agency than the one it and the leaf name")
+    if request.method != "POST" or request.path != REPORT_SIGNING_PATH or request.body_sha256 != leaf.pdf_sha256:
+        raise ProofInvalid("the agency's signed request is for another endpoint or PDF than the leaf names")
+    if leaf.identity != report_leaf_identity(leaf.agency, leaf.pdf_sha256):
+        raise ProofInvalid("the leaf's identity is not the one its content implies")
+    return request
+
+
 def verify_attachments_leaf(leaf: AttachmentsLeaf, directory: Directory, *, now: datetime) -> EnvelopeHeader:
     """The header in `leaf` is signed by its sender, has the digest evidence names, and commits to the bodies listed.
 
@@ -182,7 +226,8 @@ AuditLeaf = Annotated[
     | OperatorActionLeaf
     | DeadLetterLeaf
     | AttachmentsLeaf
-    | BlobDeletedLeaf,
+    | BlobDeletedLeaf
+    | ReportSignedLeaf,
     Field(discriminator="kind"),
 ]
 _LEAF_ADAPTER: TypeAdapter[AuditLeaf] = TypeAdapter(AuditLeaf)
@@ -243,12 +288,15 @@ __all__ = [
     "EvidenceLeaf",
     "OperatorActionLeaf",
     "RejectedInputLeaf",
+    "ReportSignedLeaf",
     "dead_letter_identity",
     "decode_leaf",
     "directory_leaf",
     "encode_leaf",
     "evidence_leaf",
+    "report_leaf_identity",
     "sign_leaf_receipt",
     "verify_attachments_leaf",
     "verify_leaf_receipt",
+    "verify_report_leaf",
 ]

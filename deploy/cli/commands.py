@@ -48,6 +48,7 @@ from deploy.cli.db import add_db_commands
 from deploy.cli.evidence import add_evidence_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.cli.ping import add_ping_commands
+from deploy.cli.reports import add_commands as add_report_commands
 from deploy.cli.retention import add_retention_commands
 from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_commands(commands)  # db status, db migrate (deploy.cli.db)
     add_retention_commands(commands)  # retention show, retention purge (deploy.cli.retention)
     add_evidence_commands(commands)  # evidence export / verify (deploy.cli.evidence)
+    add_report_commands(commands)  # report verify (deploy.cli.reports)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -2,6 +2,7 @@
 
     rogatory tls ca --ca-dir DIR [--name CN]
     rogatory tls server-cert --name HOST [--also HOST_OR_IP]... --ca-dir DIR --out-dir DIR
+    rogatory tls document-cert --name GATEWAY-ID --ca-dir DIR --out-dir DIR      # the gateway signs reports with it
     rogatory tls client-cert (--agency ID [--user-prefix P] | --user NAME) --ca-dir DIR --out-dir DIR
     rogatory tls client-request (--agency ID [--user-prefix P] | --user NAME) --out-dir DIR   # at the agency
     rogatory tls sign-client --request CSR (--agency ID [--user-prefix P] | --user NAME) --ca-dir DIR --out-dir DIR
@@ -9,7 +10,9 @@
 The CA directory holds `ca.pem` (public: every site gets it) and `ca-key.pem`
 (private: it stays where certificates are issued). `server-cert` issues the
 certificate a listener presents (the gateway's HTTPS, `ROGATORY_HTTP_TLS_*`);
-`client-cert` one whose common name is a broker user, for RabbitMQ's EXTERNAL
+`document-cert` the gateway's document-signing certificate (RFC 9336 document
+signing only), with which it signs the agencies' case reports (PAdES,
+`ROGATORY_REPORT_SIGNING_*`); `client-cert` one whose common name is a broker user, for RabbitMQ's EXTERNAL
 login over AMQPS, with its key made where the CA is. For an agency's own
 login the key is made at the agency instead: `client-request` writes the key
 and a signing request there, only the request travels to the hub, and
@@ -29,6 +32,7 @@ from deploy.provision.tls import (
     TlsError,
     ensure_ca,
     issue_client_certificate,
+    issue_document_signing_files,
     issue_server_files,
     make_client_request,
     sign_client_request,
@@ -55,6 +59,15 @@ def _cmd_ca(args: argparse.Namespace) -> int:
 def _cmd_server_cert(args: argparse.Namespace) -> int:
     try:
         issued = issue_server_files(Path(args.ca_dir), args.name, Path(args.out_dir), also=args.also or ())
+    except TlsError as exc:
+        return _fail(str(exc))
+    sys.stdout.write(f"{issued.certificate}\n{issued.key}\n")
+    return 0
+
+
+def _cmd_document_cert(args: argparse.Namespace) -> int:
+    try:
+        issued = issue_document_signing_files(Path(args.ca_dir), args.name, Path(args.out_dir))
     except TlsError as exc:
         return _fail(str(exc))
     sys.stdout.write(f"{issued.certificate}\n{issued.key}\n")
@@ -102,7 +115,7 @@ def _broker_user_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: Any) -> None:  # noqa: ANN401 - argparse's private subparsers action
-    """Register `tls ca`, `server-cert`, `client-cert`, `client-request` and `sign-client` on the `rogatory` parser."""
+    """Register `tls ca`, `server-cert`, `document-cert`, `client-cert`, `client-request` and `sign-client`."""
     tls = commands.add_parser("tls", help="the network's CA and certificates").add_subparsers(dest="tls", required=True)
     ca = tls.add_parser("ca", help="make the CA in --ca-dir unless one is there")
     ca.add_argument("--ca-dir", required=True)
@@ -114,6 +127,13 @@ def add_commands(commands: Any) -> None:  # noqa: ANN401 - argparse's private su
     server.add_argument("--ca-dir", required=True)
     server.add_argument("--out-dir", required=True, help="writes NAME.pem and NAME-key.pem there")
     server.set_defaults(run=_cmd_server_cert)
+    document = tls.add_parser(
+        "document-cert", help="issue the gateway's document-signing certificate (it signs the case reports)"
+    )
+    document.add_argument("--name", required=True, help="the gateway's id: what a PDF reader shows as the signer")
+    document.add_argument("--ca-dir", required=True)
+    document.add_argument("--out-dir", required=True, help="writes NAME-documents.pem and NAME-documents-key.pem")
+    document.set_defaults(run=_cmd_document_cert)
     client = tls.add_parser("client-cert", help="issue a client certificate for the broker's EXTERNAL login")
     _broker_user_arguments(client)
     client.add_argument("--ca-dir", required=True)

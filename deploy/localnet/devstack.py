@@ -68,6 +68,7 @@ from deploy.provision.tls import (
     BrokerTlsFiles,
     TlsError,
     ensure_ca,
+    issue_document_signing_files,
     issue_server_files,
     machine_broker_tls,
     service_amqp_url,
@@ -90,6 +91,8 @@ STOP_TIMEOUT_S: Final = 15.0
 GATEWAY_TLS_NAME: Final = "localhost"
 DEV_TSA_INTERVAL_S: Final = "2"
 """The dev network time-stamps a checkpoint every 2 s (a real TSA is asked once a minute, the default)."""
+GATEWAY_DOCUMENT_NAME: Final = "rogatory-dev-gateway"
+"""The common name of the dev gateway's document-signing certificate: the signer a PDF reader shows."""
 """The name the dev network's gateway is reached and verified by (its certificate also holds 127.0.0.1)."""
 
 Say = Callable[[str], None]
@@ -117,7 +120,7 @@ def _amqp_url(description: NetworkDescription, user: str, password: str) -> str:
 def _watched_certificates(paths: NetworkPaths) -> dict[str, str]:
     """The gateway's console watches its HTTPS certificate and CA, and the broker's (`deploy.provision.tls`)."""
     https = _gateway_tls(paths)
-    watched = [https.ca_cert, https.certificate]
+    watched = [https.ca_cert, https.certificate, https.document_certificate]
     tls_dir = machine_broker_tls(os.environ)
     if tls_dir is not None:
         watched += [BrokerTlsFiles(tls_dir).ca_cert, BrokerTlsFiles(tls_dir).server_cert]
@@ -131,6 +134,9 @@ class GatewayTls:
     ca_dir: Path
     certificate: Path
     key: Path
+    document_certificate: Path
+    """The gateway's document-signing certificate (it signs the case reports), from the same CA."""
+    document_key: Path
 
     @property
     def ca_cert(self) -> Path:
@@ -141,20 +147,34 @@ class GatewayTls:
 def _gateway_tls(paths: NetworkPaths) -> GatewayTls:
     tls = paths.root / "tls"
     gateway = tls / "gateway"
-    return GatewayTls(tls / "ca", gateway / f"{GATEWAY_TLS_NAME}.pem", gateway / f"{GATEWAY_TLS_NAME}-key.pem")
+    return GatewayTls(
+        tls / "ca",
+        gateway / f"{GATEWAY_TLS_NAME}.pem",
+        gateway / f"{GATEWAY_TLS_NAME}-key.pem",
+        gateway / f"{GATEWAY_DOCUMENT_NAME}-documents.pem",
+        gateway / f"{GATEWAY_DOCUMENT_NAME}-documents-key.pem",
+    )
+
+
+def _fresh(certificate: Path, key: Path, now: datetime) -> bool:
+    try:
+        current = x509.load_pem_x509_certificate(certificate.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return current.not_valid_after_utc - now > RENEW_BEFORE and key.is_file()
 
 
 def ensure_gateway_tls(paths: NetworkPaths, *, now: datetime) -> GatewayTls:
-    """The network's CA (made once) and the gateway's certificate (issued again within `RENEW_BEFORE` of its end)."""
+    """The network's CA (made once), the gateway's HTTPS and document-signing certificates.
+
+    Each certificate is issued again within `RENEW_BEFORE` of its end.
+    """
     files = _gateway_tls(paths)
     ensure_ca(files.ca_dir, "Rogatory development network CA", now=now)
-    try:
-        current = x509.load_pem_x509_certificate(files.certificate.read_bytes())
-        fresh = current.not_valid_after_utc - now > RENEW_BEFORE and files.key.is_file()
-    except (OSError, ValueError):
-        fresh = False
-    if not fresh:
+    if not _fresh(files.certificate, files.key, now):
         issue_server_files(files.ca_dir, GATEWAY_TLS_NAME, files.certificate.parent, also=("127.0.0.1",), now=now)
+    if not _fresh(files.document_certificate, files.document_key, now):
+        issue_document_signing_files(files.ca_dir, GATEWAY_DOCUMENT_NAME, files.document_certificate.parent, now=now)
     return files
 
 
@@ -196,6 +216,9 @@ def _service_environment(
         return common | {
             "ROGATORY_HTTP_TLS_CERT_FILE": str(https.certificate),
             "ROGATORY_HTTP_TLS_KEY_FILE": str(https.key),
+            "ROGATORY_REPORT_SIGNING_CERT_FILE": str(https.document_certificate),
+            "ROGATORY_REPORT_SIGNING_KEY_FILE": str(https.document_key),
+            "ROGATORY_REPORT_SIGNING_CA_FILE": str(https.ca_cert),
             "ROGATORY_AMQP_URL": _amqp_url(description, gateway.broker_user, gateway.broker_password),
             "ROGATORY_HTTP_PORT": str(gateway.http_port),
             "ROGATORY_BROKER_USER_PREFIX": description.broker_user_prefix,

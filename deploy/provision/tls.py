@@ -223,6 +223,63 @@ def _sign_leaf(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+DOCUMENT_SIGNING: Final = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+"""id-kp-documentSigning (RFC 9336), the one extended key usage of the gateway's report-signing certificate."""
+
+
+def issue_document_signing_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    organisation: str = "Rogatory",
+    now: dt.datetime | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for signing documents (the gateway's PDF reports).
+
+    Key usage digital signature and non-repudiation, extended key usage
+    document signing only: never a TLS server or client.
+    """
+    now = now or _now()
+    key = _new_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
 def _load_certificate(path: Path) -> x509.Certificate | None:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
@@ -447,6 +504,28 @@ def issue_server_files(
     return issued
 
 
+def issue_document_signing_files(
+    ca_dir: Path, name: str, out_dir: Path, *, now: dt.datetime | None = None
+) -> IssuedFiles:
+    """The gateway's document-signing certificate for `name` (its gateway id), from the CA in `ca_dir`.
+
+    Written as `<out_dir>/<name>-documents.pem` (0644) and
+    `<name>-documents-key.pem` (0600). The gateway signs the case reports
+    (PAdES) with it; a PDF reader shows `name` as the signer, and a verifier
+    holding the network CA's `ca.pem` checks the chain.
+    """
+    ca_cert, ca_key = _load_ca(ca_dir)
+    certificate, key = issue_document_signing_certificate(ca_cert, ca_key, name, now=now)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TlsError(f"cannot make {out_dir}: {exc}") from exc
+    issued = IssuedFiles(out_dir / f"{name}-documents.pem", out_dir / f"{name}-documents-key.pem")
+    _write(issued.key, _key_pem(key), 0o600)
+    _write(issued.certificate, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    return issued
+
+
 def rabbitmq_conf_block(files: BrokerTlsFiles, *, port: int = TLS_PORT) -> list[str]:
     """The `rabbitmq.conf` lines of the TLS listener (clients may, not must, present a certificate)."""
     return [
@@ -612,6 +691,7 @@ def _user_exists(name: str) -> bool:
 
 __all__ = [
     "DEFAULT_TLS_DIR",
+    "DOCUMENT_SIGNING",
     "TLS_HOST",
     "TLS_PORT",
     "BrokerTlsFiles",
@@ -623,6 +703,8 @@ __all__ = [
     "erlang_listener_options",
     "issue_certificate",
     "issue_client_certificate",
+    "issue_document_signing_certificate",
+    "issue_document_signing_files",
     "issue_server_files",
     "machine_broker_tls",
     "make_ca",

@@ -379,6 +379,11 @@ def _provision(network: Network) -> RabbitNode:
             "tls", "server-cert", "--name", name, "--also", network.hub_address,
             "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "tls"),
         )  # fmt: skip
+    # The gateway's document-signing certificate, from the same CA: it signs the agencies' case reports (PAdES).
+    _run(
+        "tls", "document-cert", "--name", "gateway.hub",
+        "--ca-dir", str(root / HUB / "ca"), "--out-dir", str(root / HUB / "tls"),
+    )  # fmt: skip
     for site in (HUB, DHAKA, TRIPOLI):
         _carry(root / HUB / "ca" / "ca.pem", root / site / NETWORK_CA)
 
@@ -500,6 +505,9 @@ def _start_services(network: Network) -> None:
             "ROGATORY_HTTP_PORT": str(GATEWAY_PORT),
             "ROGATORY_HTTP_TLS_CERT_FILE": str(root / HUB / "tls" / "gateway.hub.pem"),
             "ROGATORY_HTTP_TLS_KEY_FILE": str(root / HUB / "tls" / "gateway.hub-key.pem"),
+            "ROGATORY_REPORT_SIGNING_CERT_FILE": str(root / HUB / "tls" / "gateway.hub-documents.pem"),
+            "ROGATORY_REPORT_SIGNING_KEY_FILE": str(root / HUB / "tls" / "gateway.hub-documents-key.pem"),
+            "ROGATORY_REPORT_SIGNING_CA_FILE": str(root / HUB / "ca" / "ca.pem"),
             "ROGATORY_DATA_DIR": str(root / HUB / "gateway-data"),
             "ROGATORY_DIRECTORY_FILE": str(root / HUB / "directory.json"),
             "ROGATORY_KEYSTORE_FILE": str(root / HUB / "gateway" / "keystore.json"),
