@@ -43,6 +43,7 @@ from deploy.cli.auditor import (
 )
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
+from deploy.cli.recovery import add_recovery_commands
 from deploy.cli.tls import add_commands as add_tls_commands
 from deploy.configuration import RenamedVariable, system_amqp_url, system_management_url, write_reference
 from deploy.localnet.devstack import DevStackError, down, gateway_ca, read_stack, up
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
     add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
+    add_recovery_commands(commands)  # log-recovery hold / excuse / status (deploy.cli.recovery)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -53,6 +53,8 @@ class InMemoryGateway:
     signing_key: SigningPrivateKey | None = None
     max_identities: int | None = None
     """Refuse larger proofs requests, as a gateway refuses a body over its size limit."""
+    presented: list[tuple[str, str]] = field(default_factory=list)
+    offered: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, leaf: bytes, identity: str | None = None) -> None:
         if identity is not None:
@@ -70,6 +72,14 @@ class InMemoryGateway:
 
     async def cosign(self, checkpoint_id: int, line: str) -> None:
         self.cosignatures.append((checkpoint_id, line))
+
+    async def present_witnessed(self, note: str, line: str) -> dict[str, Any]:
+        self.presented.append((note, line))
+        return {"recovering": False, "tree_size": self.tree.size}
+
+    async def offer_leaves(self, leaves: list[dict[str, Any]]) -> dict[str, Any]:
+        self.offered.extend(leaves)
+        return {"recovering": False, "tree_size": self.tree.size}
 
     async def inclusion_proofs(self, identities: list[str], size: int) -> dict[str, Any]:
         if self.max_identities is not None and len(identities) > self.max_identities:

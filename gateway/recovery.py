@@ -1,0 +1,384 @@
+"""The audit log after a lost disk: never sign below what witnesses cosigned; take the lost leaves back.
+
+A gateway restored from a backup holds a shorter log than the one its
+witnesses (the agents) cosigned. Signing a checkpoint of that shorter log, or
+appending a new leaf where a lost one stood, would show the witnesses two
+histories: a fork. So:
+
+* The operator marks a restored store (`rogatory log-recovery hold`): the
+  gateway then starts *held* (`AuditLog.hold`): it appends nothing (a delivery
+  that would append waits, unacknowledged, in the broker), signs no checkpoint
+  and answers `GET /v1/audit/checkpoint` with `503 LOG_RECOVERING`, until every
+  witness of the directory has presented its latest witnessed checkpoint and
+  the log has reached the largest of them.
+* Every witness presents its latest witnessed checkpoint at every round
+  (`POST /v1/audit/witnessed`), cosigned again by its agency's key so the
+  gateway knows who presents it; the note must bear a log key's signature, so
+  nobody can push the gateway to a size it never signed. A presented checkpoint
+  beyond this log holds the log too, held or not (the backstop of an operator
+  who forgot the mark); one that disagrees with this log at its own size is a
+  contradiction: the log stays held for good, and the operator is told.
+* The witnesses give back the leaves they hold (`POST /v1/audit/recovery/leaves`):
+  every evidence statement an agent received is, verbatim, the bytes of one
+  leaf, and its inclusion proof names its index. Once candidates fill every
+  index from this log's size to the witnessed size, and only if the tree they
+  make has the witnessed, cosigned root, they are put back (`import_leaves`):
+  nothing forged or misplaced can pass that check. Candidates without a known
+  index fill what remains in the order of their statements' times.
+* If the leaves cannot be found (a gateway-only leaf: a rejected input, an
+  operator action, a dead letter, an attachments or blob leaf), the log stays
+  held and says how many are missing: continuing would fork it. SECURITY.md
+  ("Lost disk") and docs/OPERATIONS.md ("## Lost disk") say what then.
+
+What the log gets back is not the gateway's state: messages accepted after the
+backup are in the log again, but not in `messages`. `unrecorded_messages`
+names them (the report an operator reads), from the recovered evidence leaves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+
+from gateway.auditlog import AuditLog
+from gateway.store import GatewayStore
+from protocol.auditlog import EvidenceLeaf, decode_leaf
+from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, verify_checkpoint, verify_cosignature
+from protocol.directory import Directory
+from protocol.encoding import b64encode, format_timestamp
+from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
+from protocol.evidence import EvidenceStatement
+from protocol.ids import parse_agency_id
+from protocol.merkle import MerkleTree, leaf_hash
+from protocol.model import parse_model
+
+log = structlog.get_logger("rogatory.gateway.recovery")
+
+HOLD_SETTING: Final = "log_recovery_hold"
+"""Set by `rogatory log-recovery hold` on a restored store: JSON `{"held_at", "restored_size"}`."""
+FLOOR_SETTING: Final = "log_witnessed_floor"
+"""The largest log-signed checkpoint a witness presented beyond this log (the note), kept across restarts."""
+HEARD_SETTING: Final = "log_recovery_heard"
+"""The witnesses that presented their latest checkpoint since the hold (JSON list)."""
+RECOVERED_SETTING: Final = "log_recovery_recovered"
+"""How many leaves were put back, and from where (JSON), once the log reached the witnessed size."""
+MAX_CANDIDATES: Final = 200_000
+"""Candidate leaves kept in memory while held: a day of a busy exchange; past it, offers are ignored."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedLeaf:
+    """A leaf a witness gives back: its bytes and, if its inclusion proof said so, its index."""
+
+    index: int | None
+    data: bytes
+
+
+class LogRecovery:
+    """Holds the log while it is behind its witnesses, and brings it back to their size."""
+
+    def __init__(
+        self,
+        store: GatewayStore,
+        audit: AuditLog,
+        *,
+        directory: Callable[[], Directory],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self._directory = directory
+        self.held_at: str | None = None
+        self.restored_size: int | None = None
+        self.floor: Checkpoint | None = None
+        self.heard: set[str] = set()
+        self.contradiction: str | None = None
+        self.recovered: dict[str, Any] | None = None
+        self.missing = 0
+        self._indexed: dict[int, dict[bytes, bytes]] = {}
+        self._unindexed: dict[str, tuple[str, bytes]] = {}
+        self._announced: tuple[str, int] | None = None
+
+    @classmethod
+    async def load(
+        cls,
+        store: GatewayStore,
+        audit: AuditLog,
+        *,
+        directory: Callable[[], Directory],
+        clock: Callable[[], datetime],
+    ) -> LogRecovery:
+        """The recovery state kept in the store, applied to the log (held before anything can append)."""
+        recovery = cls(store, audit, directory=directory, clock=clock)
+        hold = await store.setting(HOLD_SETTING)
+        if hold is not None:
+            kept = json.loads(hold)
+            recovery.held_at = str(kept["held_at"])
+            recovery.restored_size = int(kept["restored_size"])
+        floor = await store.setting(FLOOR_SETTING)
+        if floor is not None:
+            recovery.floor = SignedCheckpoint.parse(floor).checkpoint
+        heard = await store.setting(HEARD_SETTING)
+        recovery.heard = set(json.loads(heard)) if heard is not None else set()
+        recovered = await store.setting(RECOVERED_SETTING)
+        recovery.recovered = json.loads(recovered) if recovered is not None else None
+        recovery._apply()
+        return recovery
+
+    # -- state -------------------------------------------------------------------------
+
+    def _witnesses(self) -> set[str]:
+        return {str(agency.agency_id) for agency in self._directory().agencies}
+
+    def reason(self) -> str | None:
+        """Why the log is held, or None."""
+        if self.contradiction is not None:
+            return self.contradiction
+        if self.floor is not None and self.floor.size > self._audit.size:
+            return (
+                f"witnesses cosigned a checkpoint of size {self.floor.size}; this log holds {self._audit.size} "
+                f"leaves ({self.missing or self.floor.size - self._audit.size} missing)"
+            )
+        if self.held_at is not None:
+            waiting = sorted(self._witnesses() - self.heard)
+            if waiting:
+                return f"restored from a backup: waiting for the latest witnessed checkpoint of {', '.join(waiting)}"
+        return None
+
+    @property
+    def recovering(self) -> bool:
+        """Whether the log is held."""
+        return self._audit.hold is not None
+
+    def _apply(self) -> None:
+        reason = self.reason()
+        was = self._audit.hold
+        self._audit.hold = reason
+        if reason is not None and (was is None or self._announced != (reason[:40], self._audit.size)):
+            self._announced = (reason[:40], self._audit.size)
+            log.error(
+                "audit_log_recovering",
+                reason=reason,
+                tree_size=self._audit.size,
+                witnessed_size=None if self.floor is None else self.floor.size,
+            )
+        elif reason is None and was is not None:
+            log.info("audit_log_recovery_done", tree_size=self._audit.size, recovered=self.recovered)
+
+    def status(self) -> dict[str, Any]:
+        """What health, metrics and `GET /v1/audit/recovery` say."""
+        return {
+            "recovering": self.recovering,
+            "reason": self._audit.hold,
+            "tree_size": self._audit.size,
+            "witnessed_size": None if self.floor is None else self.floor.size,
+            "restored_size": self.restored_size,
+            "held_at": self.held_at,
+            "witnesses_heard": sorted(self.heard),
+            "missing_leaves": self.missing if self.recovering else 0,
+            "candidate_leaves": len(self._unindexed) + sum(len(c) for c in self._indexed.values()),
+            "recovered": self.recovered,
+        }
+
+    # -- what witnesses present ------------------------------------------------------------
+
+    def _verified(self, note: str, line: str) -> tuple[Checkpoint, str]:
+        """The checkpoint, if a log key signed it, and the agency whose fresh cosignature `line` is."""
+        directory = self._directory()
+        gateway = directory.gateway
+        checkpoint: Checkpoint | None = None
+        failures: list[str] = []
+        for key in gateway.log_keys:
+            try:
+                checkpoint = verify_checkpoint(note, gateway.log_origin, key.verifier, origin=gateway.log_origin)
+                break
+            except ProtocolError as exc:
+                failures.append(exc.detail)
+        if checkpoint is None:
+            raise ProofInvalid(
+                "the presented checkpoint is not signed by a log key: " + "; ".join(failures),
+                code=ErrorCode.CHECKPOINT_INVALID,
+            )
+        try:
+            signature = NoteSignature.from_line(line.rstrip("\n"))
+            witness = directory.agency(parse_agency_id(signature.key_name))
+        except ProtocolError as exc:
+            raise ProofInvalid(
+                f"the presenting cosignature is not by an agency: {exc.detail}", code=ErrorCode.CHECKPOINT_INVALID
+            ) from exc
+        signed = SignedCheckpoint.parse(note).with_signature(signature)
+        for key in witness.signing_keys:
+            try:
+                verify_cosignature(signed, witness.agency_id, key.verifier)
+                return checkpoint, str(witness.agency_id)
+            except ProtocolError:
+                continue
+        raise ProofInvalid(
+            f"the cosignature of {witness.agency_id} on the presented checkpoint does not verify",
+            code=ErrorCode.CHECKPOINT_INVALID,
+        )
+
+    async def present(self, note: str, line: str) -> dict[str, Any]:
+        """A witness's latest witnessed checkpoint (`note`), with its fresh cosignature `line`: check the log by it."""
+        checkpoint, agency = self._verified(note, line)
+        async with self._store.transaction() as tx:
+            if agency not in self.heard:
+                self.heard.add(agency)
+                await tx.set_setting(HEARD_SETTING, json.dumps(sorted(self.heard)))
+            if checkpoint.size <= self._audit.size:
+                if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
+                    self.contradiction = (
+                        f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
+                        "the log was appended to at a lost index (a fork); it stays held"
+                    )
+            elif self.floor is not None and checkpoint.size == self.floor.size:
+                if checkpoint.root_hash != self.floor.root_hash:
+                    self.contradiction = f"witnesses hold two checkpoints of size {checkpoint.size} with other roots"
+            elif self.floor is None or checkpoint.size > self.floor.size:
+                self.floor = checkpoint
+                await tx.set_setting(
+                    FLOOR_SETTING, SignedCheckpoint.parse(note).signed_only_by(checkpoint.origin).to_text()
+                )
+        self._apply()
+        if self.recovering and self._indexed:
+            await self._complete()
+        return self.status()
+
+    async def offer(self, leaves: list[OfferedLeaf]) -> dict[str, Any]:
+        """Leaves a witness gives back; kept as candidates, put back once they rebuild the witnessed root."""
+        floor = self.floor
+        if floor is None or floor.size <= self._audit.size or self.contradiction is not None:
+            return self.status()
+        for offered in leaves:
+            if len(self._unindexed) + len(self._indexed) >= MAX_CANDIDATES:
+                log.warning("audit_log_recovery_candidates_full", limit=MAX_CANDIDATES)
+                break
+            try:
+                leaf = decode_leaf(offered.data)
+            except ProtocolError:
+                continue
+            if offered.index is not None:
+                if self._audit.size <= offered.index < floor.size:
+                    self._indexed.setdefault(offered.index, {})[leaf_hash(offered.data)] = offered.data
+            else:
+                self._unindexed[leaf.identity] = (_leaf_time(leaf), offered.data)
+        await self._complete()
+        return self.status()
+
+    async def _complete(self) -> None:
+        """Fill the missing indexes with candidates; put them back if (and only if) the witnessed root comes out."""
+        floor = self.floor
+        start = self._audit.size
+        if floor is None or floor.size <= start:
+            return
+        placed: list[bytes | None] = []
+        used: set[str] = set()
+        for index in range(start, floor.size):
+            choices = list(self._indexed.get(index, {}).values())
+            placed.append(choices[0] if len(choices) == 1 else None)
+            if len(choices) == 1:
+                used.add(decode_leaf(choices[0]).identity)
+        spare: list[tuple[str, str, bytes]] = []
+        for identity, (moment, candidate) in self._unindexed.items():
+            if identity not in used and await self._store.leaf_by_identity(identity) is None:
+                spare.append((moment, identity, candidate))
+        spare.sort()
+        spare_iter = iter(spare)
+        for position in range(len(placed)):
+            if placed[position] is None:
+                chosen = next(spare_iter, None)
+                placed[position] = None if chosen is None else chosen[2]
+        self.missing = sum(1 for candidate in placed if candidate is None)
+        if self.missing:
+            return
+        leaves = [data for data in placed if data is not None]
+        tree = MerkleTree.from_leaf_hashes([*await self._store.leaf_hashes(), *(leaf_hash(d) for d in leaves)])
+        if tree.root(floor.size) != floor.root_hash:
+            log.warning(
+                "audit_log_recovery_root_mismatch",
+                tree_size=start,
+                witnessed_size=floor.size,
+                indexed=sum(1 for i in range(start, floor.size) if len(self._indexed.get(i, {})) == 1),
+            )
+            self.missing = sum(1 for i in range(start, floor.size) if len(self._indexed.get(i, {})) != 1)
+            return
+        at = self._clock()
+        await self._audit.import_leaves(start, leaves, at=at)
+        self.recovered = {
+            "from_size": start,
+            "to_size": floor.size,
+            "leaves": len(leaves),
+            "root_hash": b64encode(floor.root_hash),
+            "at": format_timestamp(at),
+        }
+        async with self._store.transaction() as tx:
+            await tx.set_setting(RECOVERED_SETTING, json.dumps(self.recovered))
+        self._indexed.clear()
+        self._unindexed.clear()
+        self.missing = 0
+        self._apply()
+
+    # -- the report --------------------------------------------------------------------
+
+    async def unrecorded_messages(self, *, limit: int = 1000) -> list[dict[str, str]]:
+        """Messages the log names after the restored size that the gateway has no record of (lost with the disk)."""
+        if self.restored_size is None:
+            return []
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        start = self.restored_size
+        while len(found) < limit:
+            records = await self._store.leaves(start=start, limit=500)
+            if not records:
+                break
+            for record in records:
+                leaf = decode_leaf(record.leaf)
+                if not isinstance(leaf, EvidenceLeaf):
+                    continue
+                statement = _statement(leaf)
+                if statement.message_id is None:
+                    continue
+                key = (statement.sender, str(statement.message_id))
+                if key in found or await self._store.message(*key) is not None:
+                    continue
+                found[key] = {
+                    "sender": statement.sender,
+                    "message_id": key[1],
+                    "recipient": statement.recipient or "",
+                    "last_evidence": str(statement.evidence_type),
+                }
+            start = records[-1].index + 1
+        return list(found.values())
+
+
+def _statement(leaf: EvidenceLeaf) -> EvidenceStatement:
+    return parse_model(EvidenceStatement, leaf.evidence.payload, what="evidence", code=ErrorCode.MALFORMED_EVIDENCE)
+
+
+def _leaf_time(leaf: Any) -> str:  # noqa: ANN401 - any AuditLeaf
+    """When a leaf's event happened, for ordering candidates without an index (evidence: its statement's time)."""
+    if isinstance(leaf, EvidenceLeaf):
+        return format_timestamp(_statement(leaf).at)
+    at = getattr(leaf, "at", None)
+    return "" if at is None else format_timestamp(at)
+
+
+def hold_value(restored_size: int, now: datetime) -> str:
+    """What `rogatory log-recovery hold` keeps in the store."""
+    return json.dumps({"held_at": format_timestamp(now), "restored_size": restored_size})
+
+
+__all__ = [
+    "FLOOR_SETTING",
+    "HEARD_SETTING",
+    "HOLD_SETTING",
+    "RECOVERED_SETTING",
+    "LogRecovery",
+    "OfferedLeaf",
+    "hold_value",
+]
