@@ -148,6 +148,8 @@ class GatewayApi:
         latest = await self._store.latest_checkpoint()
         if latest is None:
             return problem(404, ErrorCode.NOT_FOUND, "No checkpoint", "no checkpoint has been signed yet")
+        if self._recovery is not None and self._recovery.below_witnessed(latest.tree_size):
+            return _recovering(self._recovery)  # the one kept from before the loss, until the next is signed
         return web.json_response(_checkpoint_body(latest))
 
     async def checkpoints(self, request: web.Request) -> web.Response:
@@ -358,7 +360,8 @@ MAX_RECOVERY_LEAVES: Final = 100
 def _recovering(recovery: LogRecovery) -> web.Response:
     """`503 LOG_RECOVERING`: no checkpoint is served while the log is held; the body says why and how far."""
     status = recovery.status()
-    response = problem(503, ErrorCode.LOG_RECOVERING, "Audit log recovering", str(status["reason"]))
+    reason = status["reason"] or "the log is back to the witnessed size; its checkpoint is being signed"
+    response = problem(503, ErrorCode.LOG_RECOVERING, "Audit log recovering", str(reason))
     response.headers["Retry-After"] = "5"
     return response
 

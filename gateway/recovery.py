@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -155,6 +155,10 @@ class LogRecovery:
     def recovering(self) -> bool:
         """Whether the log is held."""
         return self._audit.hold is not None
+
+    def below_witnessed(self, tree_size: int) -> bool:
+        """Whether a checkpoint of `tree_size` is smaller than one a witness presented: never to be served."""
+        return self.floor is not None and tree_size < self.floor.size
 
     def _apply(self) -> None:
         reason = self.reason()
@@ -323,6 +327,8 @@ class LogRecovery:
         self._unindexed.clear()
         self.missing = 0
         self._apply()
+        if not self.recovering:  # at once: the checkpoint kept from before the loss is below the witnessed one
+            await self._audit.checkpoint_if_due(at, idle_interval=timedelta(0))
 
     # -- the report --------------------------------------------------------------------
 

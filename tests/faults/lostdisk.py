@@ -136,13 +136,13 @@ def leaves_in(database: Path) -> int:
     return int(count)
 
 
-def witness_state(agent_db: Path) -> tuple[int, int]:
-    """(largest size witnessed, forks recorded) in an agent's database."""
+def witness_state(agent_db: Path) -> tuple[int, list[str]]:
+    """(largest size witnessed, the forks recorded) in an agent's database."""
     with sqlite3.connect(f"file:{agent_db}?mode=ro", uri=True) as db:
         (size,) = db.execute("SELECT COALESCE(MAX(tree_size), 0) FROM witnessed").fetchone()
-        (forks,) = db.execute("SELECT COUNT(*) FROM forks").fetchone()
+        forks = [str(detail) for (detail,) in db.execute("SELECT detail FROM forks")]
     db.close()
-    return int(size), int(forks)
+    return int(size), forks
 
 
 async def delivery_counts(
