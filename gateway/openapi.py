@@ -68,6 +68,7 @@ _LOG_RECOVERY: Final[dict[str, Any]] = {
         "held_at": {"type": ["string", "null"]},
         "witnesses_heard": {"type": "array", "items": {"type": "string"}},
         "missing_leaves": {"type": "integer"},
+        "root_mismatch": {"type": "boolean", "description": "the last full set of candidates did not rebuild the root"},
         "candidate_leaves": {"type": "integer"},
         "recovered": {"type": ["object", "null"]},
         "unrecorded_messages": {"type": "array", "items": {"type": "object"}},

@@ -52,7 +52,7 @@ from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, ver
 from protocol.directory import Directory
 from protocol.encoding import b64encode, format_timestamp
 from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
-from protocol.evidence import EvidenceStatement
+from protocol.evidence import EvidenceStatement, EvidenceType
 from protocol.ids import parse_agency_id
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.model import parse_model
@@ -101,6 +101,8 @@ class LogRecovery:
         self.contradiction: str | None = None
         self.recovered: dict[str, Any] | None = None
         self.missing = 0
+        self.root_mismatch = False
+        """The last candidates that filled every index did not rebuild the witnessed root (a wrong or forged leaf)."""
         self._indexed: dict[int, dict[bytes, bytes]] = {}
         self._unindexed: dict[str, tuple[str, bytes]] = {}
         self._announced: tuple[str, int] | None = None
@@ -186,6 +188,7 @@ class LogRecovery:
             "held_at": self.held_at,
             "witnesses_heard": sorted(self.heard),
             "missing_leaves": self.missing if self.recovering else 0,
+            "root_mismatch": self.root_mismatch,
             "candidate_leaves": len(self._unindexed) + sum(len(c) for c in self._indexed.values()),
             "recovered": self.recovered,
         }
@@ -281,23 +284,7 @@ class LogRecovery:
         start = self._audit.size
         if floor is None or floor.size <= start:
             return
-        placed: list[bytes | None] = []
-        used: set[str] = set()
-        for index in range(start, floor.size):
-            choices = list(self._indexed.get(index, {}).values())
-            placed.append(choices[0] if len(choices) == 1 else None)
-            if len(choices) == 1:
-                used.add(decode_leaf(choices[0]).identity)
-        spare: list[tuple[str, str, bytes]] = []
-        for identity, (moment, candidate) in self._unindexed.items():
-            if identity not in used and await self._store.leaf_by_identity(identity) is None:
-                spare.append((moment, identity, candidate))
-        spare.sort()
-        spare_iter = iter(spare)
-        for position in range(len(placed)):
-            if placed[position] is None:
-                chosen = next(spare_iter, None)
-                placed[position] = None if chosen is None else chosen[2]
+        placed = await self._placed(start, floor.size)
         self.missing = sum(1 for candidate in placed if candidate is None)
         if self.missing:
             return
@@ -311,7 +298,9 @@ class LogRecovery:
                 indexed=sum(1 for i in range(start, floor.size) if len(self._indexed.get(i, {})) == 1),
             )
             self.missing = sum(1 for i in range(start, floor.size) if len(self._indexed.get(i, {})) != 1)
+            self.root_mismatch = True
             return
+        self.root_mismatch = False
         at = self._clock()
         await self._audit.import_leaves(start, leaves, at=at)
         self.recovered = {
@@ -329,6 +318,27 @@ class LogRecovery:
         self._apply()
         if not self.recovering:  # at once: the checkpoint kept from before the loss is below the witnessed one
             await self._audit.checkpoint_if_due(at, idle_interval=timedelta(0))
+
+    async def _placed(self, start: int, end: int) -> list[bytes | None]:
+        """A candidate for each index in [start, end): the one offered at it, else the next unplaced by time."""
+        placed: list[bytes | None] = []
+        used: set[str] = set()
+        for index in range(start, end):
+            choices = list(self._indexed.get(index, {}).values())
+            placed.append(choices[0] if len(choices) == 1 else None)
+            if len(choices) == 1:
+                used.add(decode_leaf(choices[0]).identity)
+        spare: list[tuple[str, str, bytes]] = []
+        for identity, (moment, candidate) in self._unindexed.items():
+            if identity not in used and await self._store.leaf_by_identity(identity) is None:
+                spare.append((moment, identity, candidate))
+        spare.sort()
+        unplaced = iter(spare)
+        for position in range(len(placed)):
+            if placed[position] is None:
+                chosen = next(unplaced, None)
+                placed[position] = None if chosen is None else chosen[2]
+        return placed
 
     # -- the report --------------------------------------------------------------------
 
@@ -366,12 +376,17 @@ def _statement(leaf: EvidenceLeaf) -> EvidenceStatement:
     return parse_model(EvidenceStatement, leaf.evidence.payload, what="evidence", code=ErrorCode.MALFORMED_EVIDENCE)
 
 
+_LIFECYCLE: Final = {evidence_type: position // 2 for position, evidence_type in enumerate(EvidenceType)}
+"""One message's evidence in the order it is logged (accepted, relayed, delivered, retrieved), for equal times."""
+
+
 def _leaf_time(leaf: Any) -> str:  # noqa: ANN401 - any AuditLeaf
-    """When a leaf's event happened, for ordering candidates without an index (evidence: its statement's time)."""
+    """Where a leaf without an index goes among others: its event's time, then (evidence) its step in the lifecycle."""
     if isinstance(leaf, EvidenceLeaf):
-        return format_timestamp(_statement(leaf).at)
+        statement = _statement(leaf)
+        return f"{format_timestamp(statement.at)} {_LIFECYCLE[statement.evidence_type]}"
     at = getattr(leaf, "at", None)
-    return "" if at is None else format_timestamp(at)
+    return "" if at is None else f"{format_timestamp(at)} 9"
 
 
 def hold_value(restored_size: int, now: datetime) -> str:

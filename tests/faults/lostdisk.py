@@ -17,15 +17,26 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from deploy.cli.auditor import describe, fetch_snapshot, verify_snapshot
+from deploy.client.agent_api import AgentApiError
 from deploy.localnet.devstack import gateway_ca
 from tests.faults.figures import DELIVERED_STATUSES
-from tests.faults.harness import RECIPIENT, SENDER, FaultNetwork, gateway_ssl, inbox_counts, say, statuses
+from tests.faults.harness import (
+    RECIPIENT,
+    SENDER,
+    FaultNetwork,
+    audit_entries,
+    gateway_ssl,
+    inbox_counts,
+    say,
+    statuses,
+)
 
 
 @dataclass
@@ -170,7 +181,9 @@ async def audit_verdict(network: FaultNetwork) -> tuple[str, bool]:
 __all__ = [
     "RECIPIENT",
     "SENDER",
+    "AgencyLoss",
     "LostDiskFigures",
+    "agency_loss",
     "at_status",
     "audit_verdict",
     "delivered",
@@ -185,3 +198,48 @@ __all__ = [
     "witness_state",
     "witnessed_everywhere",
 ]
+
+
+@dataclass(frozen=True)
+class AgencyLoss:
+    """What the gateway's log names about one agency that its agent no longer holds."""
+
+    sent_unknown: frozenset[str]
+    """Messages the log names with the agency as sender that are not in its agent's outbox."""
+    received_unknown: frozenset[str]
+    """Messages the agency's agent signed a DELIVERY for (in the log) that are not in its inbox."""
+
+
+async def agency_loss(network: FaultNetwork, session: aiohttp.ClientSession, agency: str) -> AgencyLoss:
+    """The report after an agent's disk was lost: the gateway's log against the agent's records (auditor token).
+
+    Evidence identities read `evidence/<type>/<sender>/<message id>/<recipient>/<digest>`.
+    """
+    sent: set[str] = set()
+    received: set[str] = set()
+    for entry in await audit_entries(network, session):
+        if entry["kind"] != "evidence":
+            continue
+        _, evidence_type, sender, message_id, recipient, _ = entry["identity"].split("/")
+        if sender == agency:
+            sent.add(message_id)
+        if recipient == agency and evidence_type == "DELIVERY":
+            received.add(message_id)
+    agent = network.agent(session, agency)
+    sent_unknown = set()
+    for message_id in sorted(sent):
+        try:
+            await agent.message(message_id)
+        except AgentApiError as exc:
+            if exc.status != HTTPStatus.NOT_FOUND:
+                raise
+            sent_unknown.add(message_id)
+    inbox: set[str] = set()
+    cursor = "0"
+    while True:
+        page = await agent.inbox(after=cursor, limit=500)
+        if not page["messages"]:
+            break
+        inbox.update(item["message_id"] for item in page["messages"])
+        cursor = page["next"]
+    return AgencyLoss(frozenset(sent_unknown), frozenset(received - inbox))

@@ -22,9 +22,10 @@ import pytest
 
 from tests.faults.conftest import SYSTEM_AMQP_URL, SYSTEM_MANAGEMENT_URL
 from tests.faults.figures import DELIVERED_STATUSES
-from tests.faults.harness import RECIPIENT, SENDER, FaultNetwork, Traffic, statuses
+from tests.faults.harness import RECIPIENT, SENDER, FaultNetwork, Traffic, inbox_counts, statuses
 from tests.faults.lostdisk import (
     LostDiskFigures,
+    agency_loss,
     at_status,
     audit_verdict,
     delivered,
@@ -71,8 +72,8 @@ async def _until_delivered(network: FaultNetwork, session: Any, ids: Iterable[st
 async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witnesses_and_never_forks(
     tmp_path, session, report
 ):
-    """The gateway's disk is lost after 50 messages went through it since its last backup (30 delivered, 10 relayed
-    to a recipient that is down, their DELIVERY owed) while 10 more wait to be submitted; the backup is restored and
+    """The gateway's disk is lost after 20 messages went through it since its last backup (15 delivered, 5 relayed
+    to a recipient that is down, their DELIVERY owed) while 5 more are submitted; the backup is restored and
     held (`rogatory log-recovery hold`). It signs nothing until the agents gave back the lost leaves and they rebuilt
     the witnessed root, then carries on: nothing forked, nothing delivered twice, each message recovered or reported."""
     started = time.monotonic()
@@ -80,8 +81,8 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
     network = await FaultNetwork.start(tmp_path / "net", amqp_url=SYSTEM_AMQP_URL, management_url=_management())
     try:
         traffic = Traffic(network, session)
-        await traffic.open_cases(2)
-        before = [*traffic.accepted, *await _send(traffic, 20)]
+        await traffic.open_cases(1)
+        before = [*traffic.accepted, *await _send(traffic, 10)]
         await _until_delivered(network, session, before)
         data = network.paths.data("gateway")
         backup = tmp_path / "gateway-backup"
@@ -89,18 +90,18 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
         size_at_backup = leaves_in(backup / "gateway.db")
         say(f"gateway backed up at log size {size_at_backup}")
 
-        delivered_after = await _send(traffic, 30)
+        delivered_after = await _send(traffic, 15)
         await _until_delivered(network, session, delivered_after)
         await network.terminate(RECIPIENT)
-        owed = await _send(traffic, 10)
-        await wait_until("10 messages relayed", lambda: at_status(network, session, owed, RELAYED))
+        owed = await _send(traffic, 5)
+        await wait_until("5 messages relayed", lambda: at_status(network, session, owed, RELAYED))
         witnessed = await witnessed_everywhere(network, session)
         after_backup = [*delivered_after, *owed]
         await wait_until("the sender holds every proof", lambda: proofs_held(network, session, after_backup))
         say(f"log witnessed by every agent at size {witnessed}")
 
         network.kill("gateway")
-        during = await _send(traffic, 10)  # submitted while the gateway is down: they wait in its ingress queue
+        during = await _send(traffic, 5)  # submitted while the gateway is down: they wait in its ingress queue
         restore_data_dir(backup, data)
         await rogatory("log-recovery", "hold", "--data-dir", str(data))
         restore_started = time.time()
@@ -112,7 +113,7 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
             return body if status == 200 and not body["recovering"] and body.get("recovered") else None
 
         recovery: dict[str, Any] = await wait_until("the log recovered", recovered, within_s=120)
-        after_restore = await _send(traffic, 10)
+        after_restore = await _send(traffic, 5)
         await _until_delivered(network, session, [*during, *after_restore])
         await wait_until("the owed messages reached the recipient", lambda: _in_inbox(network, session, owed))
         await witnessed_everywhere(network, session)
@@ -185,6 +186,102 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
         await network.destroy()
 
 
+async def test_agent_disks_lost_and_restored_report_what_they_lost_and_witness_on_without_a_fork(
+    tmp_path, session, report
+):
+    """The sender's and the recipient's agents lose their disks after 10 messages went between them since their last
+    backup; both backups are restored. The messages they lost are named by the gateway's log (reported), their
+    witnesses go on from their restored checkpoint without seeing a fork, and new messages flow, each delivered once."""
+    started = time.monotonic()
+    figures = LostDiskFigures("sender's and recipient's agent disks lost, last backups restored")
+    network = await FaultNetwork.start(tmp_path / "net", amqp_url=SYSTEM_AMQP_URL, management_url=_management())
+    try:
+        traffic = Traffic(network, session)
+        await traffic.open_cases(1)
+        before = [*traffic.accepted, *await _send(traffic, 5)]
+        await _until_delivered(network, session, before)
+        await witnessed_everywhere(network, session)
+        backups = {agency: tmp_path / f"{agency}-backup" for agency in (SENDER, RECIPIENT)}
+        for agency, backup in backups.items():
+            backup_data_dir(network.paths.data(agency), backup)
+        witnessed_at_backup = {agency: witness_state(backup / "agent.db")[0] for agency, backup in backups.items()}
+
+        after_backup = await _send(traffic, 10)
+        await _until_delivered(network, session, after_backup)
+        witnessed_at_loss = await witnessed_everywhere(network, session)
+        for agency, backup in backups.items():
+            network.kill(agency)
+            restore_data_dir(backup, network.paths.data(agency))
+        restored = {agency: witness_state(network.paths.data(agency) / "agent.db")[0] for agency in backups}
+        await network.restart()
+        say("sender's and recipient's agents restored from their backups")
+
+        after_restore = await _send(traffic, 5)
+        await _until_delivered(network, session, after_restore)
+        witnessed_at_end = await witnessed_everywhere(network, session)
+        sender_loss = await agency_loss(network, session, SENDER)
+        recipient_loss = await agency_loss(network, session, RECIPIENT)
+        everything = [*before, *after_backup, *after_restore]
+        inbox = await inbox_counts(network, session)
+        answers = await statuses(network, session, [*before, *after_restore])
+        witnesses = {
+            agency: witness_state(network.paths.data(agency) / "agent.db") for agency in network.stack["agents"]
+        }
+        verdict, consistent = await audit_verdict(network)
+
+        in_outbox = sum(1 for m in after_backup if m not in sender_loss.sent_unknown)
+        in_inbox = sum(1 for m in after_backup if inbox.get(m, 0) >= 1)
+        figures.add(
+            "messages before the backups", f"{len(before)}, still at both agents: {_kept(before, answers, inbox)}"
+        )
+        figures.add("sent after the backup", f"{len(after_backup)}: {in_outbox} in the restored outbox")
+        figures.add(
+            "  reported",
+            f"{len(sender_loss.sent_unknown & set(after_backup))} named by the log's evidence, not in the outbox",
+        )
+        figures.add("received after the backup", f"{len(after_backup)}: {in_inbox} in the restored inbox")
+        figures.add(
+            "  reported",
+            f"{len(recipient_loss.received_unknown & set(after_backup))} with the recipient's DELIVERY in the log, "
+            "not in its inbox",
+        )
+        figures.add(
+            "sent after the restore", f"{len(after_restore)}, delivered once {_kept(after_restore, answers, inbox)}"
+        )
+        figures.add(
+            "log size witnessed",
+            f"at the backups {witnessed_at_backup[SENDER]}/{witnessed_at_backup[RECIPIENT]} (sender/recipient), "
+            f"at the loss {witnessed_at_loss}, restored {restored[SENDER]}/{restored[RECIPIENT]}, "
+            f"at the end {witnessed_at_end}",
+        )
+        figures.add("forks seen by witnesses", sum(len(forks) for _, forks in witnesses.values()))
+        figures.add("in an inbox twice", sum(copies - 1 for copies in inbox.values() if copies > 1))
+        figures.add("audit log", verdict)
+        figures.seconds = time.monotonic() - started
+        report(figures)
+
+        assert in_outbox == 0, "the restored sender holds nothing it sent after its backup"
+        assert in_inbox == 0, "the restored recipient holds nothing it received after its backup"
+        assert set(after_backup) <= sender_loss.sent_unknown, "every message sent after the backup is reported"
+        assert set(after_backup) <= recipient_loss.received_unknown, "every message received after it is reported"
+        assert not sender_loss.sent_unknown & set(before), "nothing from before the backup is reported lost"
+        assert not recipient_loss.received_unknown & set(before), "nothing from before the backup is reported lost"
+        assert _kept(before, answers, inbox) == len(before)
+        assert _kept(after_restore, answers, inbox) == len(after_restore)
+        assert restored == witnessed_at_backup, "each witness went back to its backup's checkpoint"
+        assert witnessed_at_end > witnessed_at_loss >= max(restored.values())
+        assert all(forks == [] for _, forks in witnesses.values()), witnesses
+        assert all(inbox.get(m, 0) <= 1 for m in everything), "a message reached the inbox twice"
+        assert consistent, verdict
+    finally:
+        await network.destroy()
+
+
+def _kept(ids: list[str], answers: dict[str, dict[str, Any]], inbox: Any) -> int:
+    """Messages delivered once, with their DELIVERY at the sender."""
+    return sum(1 for m in ids if inbox.get(m, 0) == 1 and answers[m]["status"] in DELIVERED_STATUSES)
+
+
 def _lost(message_id: str, inbox: Any, status: dict[str, str], unrecorded: set[str]) -> bool:
     """Neither delivered once with its DELIVERY at the sender, nor named by the gateway's report."""
     return (
@@ -194,8 +291,6 @@ def _lost(message_id: str, inbox: Any, status: dict[str, str], unrecorded: set[s
 
 
 async def _in_inbox(network: FaultNetwork, session: Any, ids: list[str]) -> bool:
-    from tests.faults.harness import inbox_counts  # noqa: PLC0415 - only here
-
     inbox = await inbox_counts(network, session)
     return all(inbox.get(m, 0) >= 1 for m in ids)
 
@@ -219,6 +314,3 @@ def _gateway_events(path: Path) -> dict[str, int]:
         if isinstance(record, dict) and record.get("event") in counts:
             counts[str(record["event"])] += 1
     return counts
-
-
-__all__ = ["SENDER", "statuses"]
