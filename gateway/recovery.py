@@ -234,24 +234,26 @@ class LogRecovery:
     async def present(self, note: str, line: str) -> dict[str, Any]:
         """A witness's latest witnessed checkpoint (`note`), with its fresh cosignature `line`: check the log by it."""
         checkpoint, agency = self._verified(note, line)
-        async with self._store.transaction() as tx:
-            if agency not in self.heard:
-                self.heard.add(agency)
-                await tx.set_setting(HEARD_SETTING, json.dumps(sorted(self.heard)))
-            if checkpoint.size <= self._audit.size:
-                if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
-                    self.contradiction = (
-                        f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
-                        "the log was appended to at a lost index (a fork); it stays held"
-                    )
-            elif self.floor is not None and checkpoint.size == self.floor.size:
-                if checkpoint.root_hash != self.floor.root_hash:
-                    self.contradiction = f"witnesses hold two checkpoints of size {checkpoint.size} with other roots"
-            elif self.floor is None or checkpoint.size > self.floor.size:
-                self.floor = checkpoint
-                await tx.set_setting(
-                    FLOOR_SETTING, SignedCheckpoint.parse(note).signed_only_by(checkpoint.origin).to_text()
+        settings: dict[str, str] = {}  # written only when something changed: presentations come every round
+        if agency not in self.heard:
+            self.heard.add(agency)
+            settings[HEARD_SETTING] = json.dumps(sorted(self.heard))
+        if checkpoint.size <= self._audit.size:
+            if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
+                self.contradiction = (
+                    f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
+                    "the log was appended to at a lost index (a fork); it stays held"
                 )
+        elif self.floor is not None and checkpoint.size == self.floor.size:
+            if checkpoint.root_hash != self.floor.root_hash:
+                self.contradiction = f"witnesses hold two checkpoints of size {checkpoint.size} with other roots"
+        elif self.floor is None or checkpoint.size > self.floor.size:
+            self.floor = checkpoint
+            settings[FLOOR_SETTING] = SignedCheckpoint.parse(note).signed_only_by(checkpoint.origin).to_text()
+        if settings:
+            async with self._store.transaction() as tx:
+                for name, value in settings.items():
+                    await tx.set_setting(name, value)
         self._apply()
         if self.recovering and self._indexed:
             await self._complete()
