@@ -484,9 +484,7 @@ class RestoredGateway(InMemoryGateway):
         return {"recovering": True, "tree_size": self.restored_size, "witnessed_size": size, "reason": "restored"}
 
 
-async def test_a_witness_gives_its_evidence_back_to_a_restored_gateway_and_neither_cosigns_nor_cries_fork(
-    net, store
-):
+async def test_a_witness_gives_its_evidence_back_to_a_restored_gateway_and_neither_cosigns_nor_cries_fork(net, store):
     """Presented with a gateway whose log is behind the witnessed checkpoint, the witness gives back the leaf it holds,
     with the index its proof names, and records no fork: the restored log's old checkpoint is never judged."""
     gateway = InMemoryGateway(net)
