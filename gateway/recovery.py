@@ -30,9 +30,12 @@ histories: a fork. So:
   held and says how many are missing: continuing would fork it. SECURITY.md
   ("Lost disk") and docs/OPERATIONS.md ("## Lost disk") say what then.
 
-What the log gets back is not the gateway's state: messages accepted after the
-backup are in the log again, but not in `messages`. `unrecorded_messages`
-names them (the report an operator reads), from the recovered evidence leaves.
+The log's leaves also give back much of the gateway's state: the records of
+the messages they accepted are rebuilt from them (`_rebuild_records`), so that
+evidence still owed about them is matched when it comes and a replay is known.
+What the leaves do not name (a message whose acceptance leaf was not put back)
+has no record: `unrecorded_messages` names those the log mentions (the report
+an operator reads).
 """
 
 from __future__ import annotations
@@ -46,14 +49,15 @@ from typing import Any, Final
 import structlog
 
 from gateway.auditlog import AuditLog
-from gateway.store import GatewayStore
+from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
 from protocol.auditlog import EvidenceLeaf, decode_leaf
 from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, verify_checkpoint, verify_cosignature
 from protocol.directory import Directory
 from protocol.encoding import b64encode, format_timestamp
 from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
-from protocol.evidence import EvidenceStatement, EvidenceType
+from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceStatement, EvidenceType
 from protocol.ids import parse_agency_id
+from protocol.limits import DEFAULT_LIMITS
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.model import parse_model
 
@@ -89,9 +93,11 @@ class LogRecovery:
         *,
         directory: Callable[[], Directory],
         clock: Callable[[], datetime],
+        max_message_ttl: timedelta = DEFAULT_LIMITS.max_message_ttl,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._max_message_ttl = max_message_ttl
         self._audit = audit
         self._directory = directory
         self.held_at: str | None = None
@@ -115,9 +121,10 @@ class LogRecovery:
         *,
         directory: Callable[[], Directory],
         clock: Callable[[], datetime],
+        max_message_ttl: timedelta = DEFAULT_LIMITS.max_message_ttl,
     ) -> LogRecovery:
         """The recovery state kept in the store, applied to the log (held before anything can append)."""
-        recovery = cls(store, audit, directory=directory, clock=clock)
+        recovery = cls(store, audit, directory=directory, clock=clock, max_message_ttl=max_message_ttl)
         hold = await store.setting(HOLD_SETTING)
         if hold is not None:
             kept = json.loads(hold)
@@ -305,10 +312,12 @@ class LogRecovery:
         self.root_mismatch = False
         at = self._clock()
         await self._audit.import_leaves(start, leaves, at=at)
+        rebuilt = await self._rebuild_records(leaves, at)
         self.recovered = {
             "from_size": start,
             "to_size": floor.size,
             "leaves": len(leaves),
+            "messages_rebuilt": rebuilt,
             "root_hash": b64encode(floor.root_hash),
             "at": format_timestamp(at),
         }
@@ -320,6 +329,49 @@ class LogRecovery:
         self._apply()
         if not self.recovering:  # at once: the checkpoint kept from before the loss is below the witnessed one
             await self._audit.checkpoint_if_due(at, idle_interval=timedelta(0))
+
+    async def _rebuild_records(self, leaves: list[bytes], now: datetime) -> int:
+        """The gateway's records of the messages the put-back leaves accepted, rebuilt from them; how many.
+
+        A message's `SUBMISSION_ACCEPTED` statements give its sender, id, digest,
+        type, case, recipients and acceptance time; each recipient's latest
+        evidence gives its copy's state, so that evidence still owed (a
+        DELIVERY, a RETRIEVAL) is matched when it comes, and a replay is known.
+        Its expiry is not in the log: the acceptance time plus the longest
+        lifetime allowed, an upper bound (a deadline may come late, never early).
+        """
+        accepted, copies = _acceptances_and_copies(leaves)
+        rebuilt = 0
+        async with self._store.transaction() as tx:
+            for (sender, message_id), statements in accepted.items():
+                if await tx.message(sender, message_id) is not None:
+                    continue
+                first = statements[0]
+                recipients = tuple(dict.fromkeys(str(s.recipient) for s in statements))
+                expires_at = format_timestamp(first.at + self._max_message_ttl)
+                relayed = all((sender, message_id, r) in copies for r in recipients)
+                await tx.insert_message(
+                    MessageRecord(
+                        sender=sender,
+                        message_id=message_id,
+                        digest=first.message_digest,
+                        message_type=first.message_type or "",
+                        case_id=first.case_id or "",
+                        recipients=recipients,
+                        created_at=format_timestamp(first.at),
+                        expires_at=expires_at,
+                        state=MessageState.RELAYED if relayed else MessageState.ACCEPTED,
+                        received_at=format_timestamp(first.at),
+                    )
+                )
+                rebuilt += 1
+            for (sender, message_id, recipient), state in copies.items():
+                record = await tx.message(sender, message_id)
+                if record is not None:
+                    await tx.set_relay_state(
+                        sender, message_id, recipient, state, format_timestamp(now), expires_at=record.expires_at
+                    )
+        return rebuilt
 
     async def _placed(self, start: int, end: int) -> list[bytes | None]:
         """A candidate for each index in [start, end): the one offered at it, else the next unplaced by time."""
@@ -374,10 +426,37 @@ class LogRecovery:
         return list(found.values())
 
 
+def _acceptances_and_copies(
+    leaves: list[bytes],
+) -> tuple[dict[tuple[str, str], list[EvidenceStatement]], dict[tuple[str, str, str], RelayState]]:
+    """The `SUBMISSION_ACCEPTED` statements by (sender, message id), and each copy's state after its latest evidence."""
+    accepted: dict[tuple[str, str], list[EvidenceStatement]] = {}
+    copies: dict[tuple[str, str, str], RelayState] = {}
+    for data in leaves:
+        leaf = decode_leaf(data)
+        if not isinstance(leaf, EvidenceLeaf):
+            continue
+        statement = _statement(leaf)
+        if statement.message_id is None or statement.recipient is None:
+            continue
+        key = (statement.sender, str(statement.message_id))
+        if statement.evidence_type == EvidenceType.SUBMISSION_ACCEPTED:
+            accepted.setdefault(key, []).append(statement)
+        elif statement.evidence_type in _COPY_STATES:
+            copies[(*key, statement.recipient)] = _COPY_STATES[statement.evidence_type]
+        elif statement.evidence_type in RECIPIENT_EVIDENCE:
+            copies[(*key, statement.recipient)] = RelayState.after(statement.evidence_type)
+    return accepted, copies
+
+
 def _statement(leaf: EvidenceLeaf) -> EvidenceStatement:
     return parse_model(EvidenceStatement, leaf.evidence.payload, what="evidence", code=ErrorCode.MALFORMED_EVIDENCE)
 
 
+_COPY_STATES: Final = {
+    EvidenceType.RELAY_ACCEPTED: RelayState.RELAYED,
+    EvidenceType.RELAY_FAILED: RelayState.RELAY_FAILED,
+}
 _LIFECYCLE: Final = {evidence_type: position // 2 for position, evidence_type in enumerate(EvidenceType)}
 """One message's evidence in the order it is logged (accepted, relayed, delivered, retrieved), for equal times."""
 

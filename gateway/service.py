@@ -157,7 +157,9 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
         return in_force[0]()
 
     # Held (a restored store) before anything appends, the directory leaf included.
-    recovery = await LogRecovery.load(store, audit, directory=directory_in_force, clock=clock)
+    recovery = await LogRecovery.load(
+        store, audit, directory=directory_in_force, clock=clock, max_message_ttl=settings.limits.max_message_ttl
+    )
     holder = await DirectoryHolder.load(
         settings.directory_file, authority=authority, store=store, audit=audit, now=clock(), limits=settings.limits
     )

@@ -104,6 +104,30 @@ async def test_the_lost_leaves_given_back_rebuild_the_witnessed_root_and_release
     assert latest.tree_size == harness.audit.size
 
 
+async def test_the_records_of_messages_accepted_after_the_backup_are_rebuilt_from_the_leaves(
+    harness: Harness, restored: Restored
+):
+    """The message accepted after the backup is known again (replay record, its copy relayed), so the recipient's
+    evidence about it is matched when it comes; the report names nothing the gateway has no record of."""
+    await _present_all(harness, restored)
+    start = restored.audit.size
+    await restored.recovery.offer([OfferedLeaf(start + i, leaf) for i, leaf in enumerate(restored.lost)])
+    assert restored.recovery.recovered is not None
+    assert restored.recovery.recovered["messages_rebuilt"] == 1
+    assert await restored.recovery.unrecorded_messages() == []
+    (lost_message,) = {r.message_id for r in await harness.store.leaves(start=start, limit=100) if r.message_id}
+    assert lost_message is not None
+    original = await harness.store.message(BD, lost_message)
+    rebuilt = await restored.store.message(BD, lost_message)
+    assert original is not None
+    assert rebuilt is not None
+    assert (rebuilt.digest, rebuilt.recipients, rebuilt.state) == (original.digest, original.recipients, original.state)
+    for recipient in original.recipients:
+        assert await restored.store.relay_state(BD, lost_message, recipient) == await harness.store.relay_state(
+            BD, lost_message, recipient
+        )
+
+
 async def test_leaves_without_an_index_are_placed_by_their_time_and_kept_only_if_the_root_comes_out(
     harness: Harness, restored: Restored
 ):
