@@ -55,7 +55,12 @@ from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, ver
 from protocol.directory import Directory
 from protocol.encoding import b64encode, format_timestamp
 from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
-from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceStatement, EvidenceType
+from protocol.evidence import (
+    RECIPIENT_EVIDENCE,
+    EvidenceStatement,
+    EvidenceType,
+    verify_evidence_as_of_its_time,
+)
 from protocol.ids import parse_agency_id
 from protocol.limits import DEFAULT_LIMITS
 from protocol.merkle import MerkleTree, leaf_hash
@@ -111,6 +116,10 @@ class LogRecovery:
         """The last candidates that filled every index did not rebuild the witnessed root (a wrong or forged leaf)."""
         self._indexed: dict[int, dict[bytes, bytes]] = {}
         self._unindexed: dict[str, tuple[str, bytes]] = {}
+        self._spares: list[bytes] = []
+        self._released = False
+        """The log got back to the witnessed size: once no longer held, sign its checkpoint and append the spares."""
+        """Candidates left once the log is back (evidence past the witnessed size), appended once it is released."""
         self._announced: tuple[str, int] | None = None
 
     @classmethod
@@ -264,6 +273,7 @@ class LogRecovery:
         self._apply()
         if self.recovering and self._indexed:
             await self._complete()
+        await self._after_release()
         return self.status()
 
     async def offer(self, leaves: list[OfferedLeaf]) -> dict[str, Any]:
@@ -318,17 +328,67 @@ class LogRecovery:
             "to_size": floor.size,
             "leaves": len(leaves),
             "messages_rebuilt": rebuilt,
+            "unwitnessed_appended": 0,
             "root_hash": b64encode(floor.root_hash),
             "at": format_timestamp(at),
         }
         async with self._store.transaction() as tx:
             await tx.set_setting(RECOVERED_SETTING, json.dumps(self.recovered))
+        self._spares = [data for _, data in self._unindexed.values()]
+        self._released = True
         self._indexed.clear()
         self._unindexed.clear()
         self.missing = 0
         self._apply()
-        if not self.recovering:  # at once: the checkpoint kept from before the loss is below the witnessed one
-            await self._audit.checkpoint_if_due(at, idle_interval=timedelta(0))
+        await self._after_release()
+
+    async def _after_release(self) -> None:
+        """Once the log is back and no longer held: its checkpoint at once, then the unwitnessed evidence."""
+        if self.recovering or not self._released:
+            return
+        spares, self._spares, self._released = self._spares, [], False
+        now = self._clock()
+        await self._audit.checkpoint_if_due(now, idle_interval=timedelta(0))  # the one kept is below the witnessed
+        await self._append_unwitnessed(spares, now)
+
+    async def _append_unwitnessed(self, spares: list[bytes], now: datetime) -> None:
+        """Evidence agents hold that the log lost past the witnessed size, appended anew once the log is back.
+
+        No root vouches for these: each is appended only as what it is, a
+        signed evidence statement that verifies under the directory (the
+        gateway's evidence key or the issuing agency's key), once, at the end
+        of the log and at the time of the recovery. Without it the agents
+        holding them would wait for their inclusion proofs for ever.
+        """
+        appended: list[bytes] = []
+        directory = self._directory()
+        async with self._audit.transaction() as atx:
+            for data in sorted(spares, key=lambda d: _leaf_time(decode_leaf(d))):
+                leaf = decode_leaf(data)
+                if not isinstance(leaf, EvidenceLeaf):
+                    continue
+                try:
+                    statement = verify_evidence_as_of_its_time(leaf.evidence, directory).statement
+                except ProtocolError as exc:
+                    log.warning("audit_log_recovery_leaf_refused", identity=leaf.identity[:300], error=exc.detail[:300])
+                    continue
+                added = await atx.append(
+                    leaf,
+                    at=now,
+                    message_id=None if statement.message_id is None else str(statement.message_id),
+                    agencies=tuple(a for a in (statement.sender, statement.recipient) if a is not None),
+                )
+                if added.added:
+                    appended.append(data)
+        if appended:
+            rebuilt = await self._rebuild_records(appended, now)
+            self.recovered = (self.recovered or {}) | {
+                "unwitnessed_appended": len(appended),
+                "messages_rebuilt": ((self.recovered or {}).get("messages_rebuilt", 0) + rebuilt),
+            }
+            async with self._store.transaction() as tx:
+                await tx.set_setting(RECOVERED_SETTING, json.dumps(self.recovered))
+            log.info("audit_log_recovery_unwitnessed_appended", leaves=len(appended), messages_rebuilt=rebuilt)
 
     async def _rebuild_records(self, leaves: list[bytes], now: datetime) -> int:
         """The gateway's records of the messages the put-back leaves accepted, rebuilt from them; how many.

@@ -8,6 +8,7 @@ when they rebuild the witnessed root.
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,10 +19,11 @@ import pytest
 from gateway.auditlog import AuditLog
 from gateway.recovery import HOLD_SETTING, LogRecovery, OfferedLeaf, hold_value
 from gateway.store import GatewayStore
-from protocol.auditlog import OperatorActionLeaf, encode_leaf
+from protocol.auditlog import EvidenceLeaf, OperatorActionLeaf, decode_leaf, encode_leaf, evidence_leaf
 from protocol.checkpoint import Checkpoint, SignedCheckpoint, cosign_checkpoint, sign_checkpoint
 from protocol.errors import ProofInvalid
-from protocol.ids import AgencyId
+from protocol.evidence import EvidenceStatement, issue_evidence
+from protocol.ids import AgencyId, MessageId
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree
 from runtime.errors import TransientFailure
@@ -39,7 +41,10 @@ class Restored:
     witnessed: str
     """The note of the checkpoint of the lost log (size M) that witnesses cosigned."""
     lost: list[bytes]
-    """The leaves the restored log lacks, in order."""
+    """The leaves the restored log lacks up to the witnessed size, in order."""
+    beyond: list[bytes]
+    """The leaves appended after the witnessed checkpoint (a third message): never cosigned."""
+    witnessed_size: int
 
 
 async def _restored(harness: Harness, path: Path, *, hold: bool = True) -> Restored:
@@ -48,6 +53,8 @@ async def _restored(harness: Harness, path: Path, *, hold: bool = True) -> Resto
     await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=BD))
     witnessed = await harness.audit.checkpoint_if_due(NOW, idle_interval=HOUR)
     assert witnessed is not None
+    witnessed_size = harness.audit.size
+    await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=BD))
     leaves = [record.leaf for record in await harness.store.leaves(limit=1000)]
     store = await GatewayStore.open(path / "restored.db")
     audit = AuditLog(store, MerkleTree(), origin=harness.audit.origin, log_key=harness.net.log_key)
@@ -56,7 +63,9 @@ async def _restored(harness: Harness, path: Path, *, hold: bool = True) -> Resto
         async with store.transaction() as tx:
             await tx.set_setting(HOLD_SETTING, hold_value(backup_size, NOW))
     recovery = await LogRecovery.load(store, audit, directory=harness.net.directory, clock=lambda: NOW)
-    return Restored(store, audit, recovery, witnessed, leaves[backup_size:])
+    return Restored(
+        store, audit, recovery, witnessed, leaves[backup_size:witnessed_size], leaves[witnessed_size:], witnessed_size
+    )
 
 
 @pytest.fixture
@@ -82,7 +91,7 @@ async def test_a_restored_log_is_held_appends_nothing_and_signs_no_checkpoint(ha
     with pytest.raises(TransientFailure):
         async with restored.audit.transaction() as atx:
             await atx.append(_operator_leaf(), at=NOW)
-    assert restored.audit.size + len(restored.lost) == harness.audit.size
+    assert restored.audit.size + len(restored.lost) == restored.witnessed_size
 
 
 async def test_the_lost_leaves_given_back_rebuild_the_witnessed_root_and_release_the_log(
@@ -93,15 +102,15 @@ async def test_the_lost_leaves_given_back_rebuild_the_witnessed_root_and_release
     await _present_all(harness, restored)
     status = restored.recovery.status()
     assert status["recovering"]
-    assert status["witnessed_size"] == harness.audit.size
+    assert status["witnessed_size"] == restored.witnessed_size
     start = restored.audit.size
     await restored.recovery.offer([OfferedLeaf(start + i, leaf) for i, leaf in enumerate(restored.lost)])
     assert not restored.recovery.recovering
-    assert restored.audit.size == harness.audit.size
-    assert restored.audit.tree.root() == harness.audit.tree.root()
+    assert restored.audit.size == restored.witnessed_size
+    assert restored.audit.tree.root() == harness.audit.tree.root(restored.witnessed_size)
     latest = await restored.store.latest_checkpoint()
     assert latest is not None
-    assert latest.tree_size == harness.audit.size
+    assert latest.tree_size == restored.witnessed_size
 
 
 async def test_the_records_of_messages_accepted_after_the_backup_are_rebuilt_from_the_leaves(
@@ -115,7 +124,11 @@ async def test_the_records_of_messages_accepted_after_the_backup_are_rebuilt_fro
     assert restored.recovery.recovered is not None
     assert restored.recovery.recovered["messages_rebuilt"] == 1
     assert await restored.recovery.unrecorded_messages() == []
-    (lost_message,) = {r.message_id for r in await harness.store.leaves(start=start, limit=100) if r.message_id}
+    (lost_message,) = {
+        r.message_id
+        for r in await harness.store.leaves(start=start, limit=100)
+        if r.message_id and r.index < restored.witnessed_size
+    }
     assert lost_message is not None
     original = await harness.store.message(BD, lost_message)
     rebuilt = await restored.store.message(BD, lost_message)
@@ -135,7 +148,37 @@ async def test_leaves_without_an_index_are_placed_by_their_time_and_kept_only_if
     await _present_all(harness, restored)
     await restored.recovery.offer([OfferedLeaf(None, leaf) for leaf in reversed(restored.lost)])
     assert not restored.recovery.recovering
-    assert restored.audit.tree.root() == harness.audit.tree.root()
+    assert restored.audit.tree.root(restored.witnessed_size) == harness.audit.tree.root(restored.witnessed_size)
+
+
+async def test_evidence_past_the_witnessed_size_is_appended_anew_once_verified(harness: Harness, restored: Restored):
+    """Evidence agents hold from after the last witnessed checkpoint (no root vouches for it) is appended after the
+    witnessed size once its signature verifies, and its message is known again; an unsigned one is refused."""
+    await _present_all(harness, restored)
+    start = restored.audit.size
+    evidence = [leaf for leaf in restored.beyond if decode_leaf(leaf).kind == "evidence"]
+    assert evidence
+    forged = _forged_evidence(evidence[0], harness)
+    offered = [OfferedLeaf(start + i, leaf) for i, leaf in enumerate(restored.lost)]
+    await restored.recovery.offer([*offered, *(OfferedLeaf(None, leaf) for leaf in [*evidence, forged])])
+    assert not restored.recovery.recovering
+    assert restored.audit.size == restored.witnessed_size + len(evidence)
+    for leaf in evidence:
+        assert await restored.store.leaf_by_identity(decode_leaf(leaf).identity) is not None
+    assert await restored.store.leaf_by_identity(decode_leaf(forged).identity) is None
+    assert restored.recovery.recovered is not None
+    assert restored.recovery.recovered["unwitnessed_appended"] == len(evidence)
+    assert restored.recovery.recovered["messages_rebuilt"] == 2
+
+
+def _forged_evidence(leaf: bytes, harness: Harness) -> bytes:
+    """The same statement under another message id, signed by a key the directory does not know."""
+    original = decode_leaf(leaf)
+    assert isinstance(original, EvidenceLeaf)
+    statement = EvidenceStatement.model_validate_json(original.evidence.payload)
+    forged = statement.model_copy(update={"message_id": MessageId(uuid.uuid4())})
+    signed = issue_evidence(forged, SigningPrivateKey.generate())
+    return encode_leaf(evidence_leaf(signed, forged))
 
 
 async def test_a_forged_leaf_at_a_lost_index_is_never_put_back(harness: Harness, restored: Restored):
