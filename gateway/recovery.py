@@ -254,16 +254,7 @@ class LogRecovery:
         if agency not in self.heard:
             self.heard.add(agency)
             settings[HEARD_SETTING] = json.dumps(sorted(self.heard))
-        if checkpoint.size <= self._audit.size:
-            if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
-                self.contradiction = (
-                    f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
-                    "the log was appended to at a lost index (a fork); it stays held"
-                )
-        elif self.floor is not None and checkpoint.size == self.floor.size:
-            if checkpoint.root_hash != self.floor.root_hash:
-                self.contradiction = f"witnesses hold two checkpoints of size {checkpoint.size} with other roots"
-        elif self.floor is None or checkpoint.size > self.floor.size:
+        if await self._judge(checkpoint, agency):
             self.floor = checkpoint
             settings[FLOOR_SETTING] = SignedCheckpoint.parse(note).signed_only_by(checkpoint.origin).to_text()
         if settings:
@@ -275,6 +266,23 @@ class LogRecovery:
             await self._complete()
         await self._after_release()
         return self.status()
+
+    async def _judge(self, checkpoint: Checkpoint, agency: str) -> bool:
+        """Whether `checkpoint` is the new largest witnessed size this log is behind; a contradiction is recorded."""
+        if checkpoint.size <= self._audit.size:
+            if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
+                self.contradiction = (
+                    f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
+                    "the log was appended to at a lost index (a fork); it stays held"
+                )
+            return False
+        if self.floor is not None and checkpoint.size == self.floor.size:
+            if checkpoint.root_hash != self.floor.root_hash:
+                self.contradiction = f"witnesses hold two checkpoints of size {checkpoint.size} with other roots"
+            return False
+        if await self._store.leaves(start=checkpoint.size - 1, limit=1):
+            return False  # the database holds it: another gateway process appended (this one's tree is behind)
+        return self.floor is None or checkpoint.size > self.floor.size
 
     async def offer(self, leaves: list[OfferedLeaf]) -> dict[str, Any]:
         """Leaves a witness gives back; kept as candidates, put back once they rebuild the witnessed root."""
