@@ -25,6 +25,10 @@ histories: a fork. So:
   make has the witnessed, cosigned root, they are put back (`import_leaves`):
   nothing forged or misplaced can pass that check. Candidates without a known
   index fill what remains in the order of their statements' times.
+* Evidence the witnesses give back from past the witnessed size (appended
+  after the last cosigned checkpoint: no root vouches for it) is appended
+  anew once the log is released, each only if its signature verifies under
+  the directory (`_append_unwitnessed`).
 * If the leaves cannot be found (a gateway-only leaf: a rejected input, an
   operator action, a dead letter, an attachments or blob leaf), the log stays
   held and says how many are missing: continuing would fork it. SECURITY.md
