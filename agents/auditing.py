@@ -89,6 +89,8 @@ MAX_REMEMBERED_FORGERIES: Final = 1000
 
 LEAVES_PER_OFFER: Final = 100
 """Leaves given back in one request to a recovering gateway (its limit per request)."""
+REOFFER_AFTER: Final = timedelta(minutes=1)
+"""A held gateway whose sizes did not move is given the leaves again after this (it keeps candidates in memory)."""
 PROOFS_PER_REQUEST: Final = 100
 MAX_GATEWAY_ANSWER_BYTES: Final = 16 << 20
 """The largest gateway answer read: a proofs answer of `PROOFS_PER_REQUEST` leaves of a 2^40 tree is < 1 MiB."""
@@ -250,6 +252,7 @@ class Witness:
         self.gateway_recovering = False
         """The gateway said, at the last round, that its log is held behind a witnessed checkpoint."""
         self.leaves_given_back = 0
+        self._offered: tuple[int, int, datetime] | None = None
         self.last_witnessed_at: datetime | None = None
         self._cosigned: set[tuple[int, bytes]] = set()
         """(checkpoint id, note text) cosigned: a gateway restored from a backup numbers its checkpoints again."""
@@ -318,12 +321,17 @@ class Witness:
             return False
         tree_size, witnessed_size = status.get("tree_size"), status.get("witnessed_size")
         given = 0
-        if isinstance(tree_size, int) and isinstance(witnessed_size, int) and witnessed_size > tree_size:
-            leaves = await self._leaves_to_give_back(tree_size, witnessed_size)
+        if (
+            isinstance(tree_size, int)
+            and isinstance(witnessed_size, int)
+            and self._offer_due(tree_size, witnessed_size)
+        ):
+            leaves = await self._leaves_to_give_back(int(str(tree_size)), int(str(witnessed_size)))
             for start in range(0, len(leaves), LEAVES_PER_OFFER):
                 await self._gateway.offer_leaves(leaves[start : start + LEAVES_PER_OFFER])
             given = len(leaves)
             self.leaves_given_back += given
+            self._offered = (int(str(tree_size)), int(str(witnessed_size)), self._clock())
         log.warning(
             "gateway_log_recovering",
             tree_size=tree_size,
@@ -332,6 +340,15 @@ class Witness:
             reason=str(status.get("reason"))[:300],
         )
         return True
+
+    def _offer_due(self, tree_size: int, witnessed_size: int) -> bool:
+        """Give back leaves when the gateway's sizes changed, or again after `REOFFER_AFTER` (it may have restarted)."""
+        if witnessed_size <= tree_size:
+            return False
+        if self._offered is None:
+            return True
+        offered_tree, offered_witnessed, at = self._offered
+        return (offered_tree, offered_witnessed) != (tree_size, witnessed_size) or self._clock() - at >= REOFFER_AFTER
 
     async def _leaves_to_give_back(self, tree_size: int, witnessed_size: int) -> list[dict[str, Any]]:
         """The evidence this agent holds, as leaves, that a log of `tree_size` may lack.

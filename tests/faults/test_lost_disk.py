@@ -78,7 +78,7 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
     held (`rogatory log-recovery hold`). It signs nothing until the agents gave back the lost leaves and they rebuilt
     the witnessed root, then carries on: nothing forked, nothing delivered twice, each message recovered or reported."""
     started = time.monotonic()
-    figures = LostDiskFigures("gateway disk lost mid-stream, last backup restored")
+    figures = LostDiskFigures("gateway disk lost with messages in flight, last backup restored")
     network = await FaultNetwork.start(tmp_path / "net", amqp_url=SYSTEM_AMQP_URL, management_url=_management())
     try:
         traffic = Traffic(network, session)
