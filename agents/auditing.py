@@ -321,17 +321,8 @@ class Witness:
             return False
         tree_size, witnessed_size = status.get("tree_size"), status.get("witnessed_size")
         given = 0
-        if (
-            isinstance(tree_size, int)
-            and isinstance(witnessed_size, int)
-            and self._offer_due(tree_size, witnessed_size)
-        ):
-            leaves = await self._leaves_to_give_back(int(str(tree_size)), int(str(witnessed_size)))
-            for start in range(0, len(leaves), LEAVES_PER_OFFER):
-                await self._gateway.offer_leaves(leaves[start : start + LEAVES_PER_OFFER])
-            given = len(leaves)
-            self.leaves_given_back += given
-            self._offered = (int(str(tree_size)), int(str(witnessed_size)), self._clock())
+        if isinstance(tree_size, int) and isinstance(witnessed_size, int):
+            given = await self._give_back(tree_size, witnessed_size)
         log.warning(
             "gateway_log_recovering",
             tree_size=tree_size,
@@ -340,6 +331,17 @@ class Witness:
             reason=str(status.get("reason"))[:300],
         )
         return True
+
+    async def _give_back(self, tree_size: int, witnessed_size: int) -> int:
+        """Give the held gateway the leaves it may lack, if due; how many were given."""
+        if not self._offer_due(tree_size, witnessed_size):
+            return 0
+        leaves = await self._leaves_to_give_back(tree_size, witnessed_size)
+        for start in range(0, len(leaves), LEAVES_PER_OFFER):
+            await self._gateway.offer_leaves(leaves[start : start + LEAVES_PER_OFFER])
+        self.leaves_given_back += len(leaves)
+        self._offered = (tree_size, witnessed_size, self._clock())
+        return len(leaves)
 
     def _offer_due(self, tree_size: int, witnessed_size: int) -> bool:
         """Give back leaves when the gateway's sizes changed, or again after `REOFFER_AFTER` (it may have restarted)."""
