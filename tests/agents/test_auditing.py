@@ -507,3 +507,6 @@ async def test_a_witness_gives_its_evidence_back_to_a_restored_gateway_and_neith
     assert restored.cosignatures == []
     assert witness.forks_detected == 0
     assert witness.gateway_recovering
+    await witness.observe()  # the next round: presented again, the same leaves not given again so soon
+    assert len(restored.presented) == 2
+    assert len(restored.offered) == 1
