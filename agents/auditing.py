@@ -30,6 +30,16 @@ over the leaf it rebuilds from the evidence itself (never over a hash the
 gateway supplies), and keeps it with the evidence. Evidence without a proof
 after the maximum merge delay raises an alarm (health, log, count).
 
+A gateway that lost its disk and was restored from a backup holds a shorter
+log than the one its witnesses cosigned. So at every round the witness first
+presents its latest witnessed checkpoint (`present_witnessed`, cosigned
+afresh so the gateway knows whose it is): a gateway behind it holds its log
+(`gateway.recovery`) and answers `recovering`; the witness then gives back
+the leaves it holds past the gateway's size (each evidence statement it
+received is, verbatim, one leaf, and its inclusion proof names the index)
+and cosigns nothing that round. The gateway puts them back only if they
+rebuild the witnessed root, so the witness's history is never rewritten.
+
 Nothing here trusts the gateway: every answer is checked against the
 directory and this agent's own history.
 """
@@ -77,6 +87,10 @@ is signed at most every second), so this is minutes of traffic; past it a view i
 MAX_REMEMBERED_FORGERIES: Final = 1000
 """Forged cosignature lines remembered so that each alarms once; past it a new one still counts and alarms."""
 
+LEAVES_PER_OFFER: Final = 100
+"""Leaves given back in one request to a recovering gateway (its limit per request)."""
+REOFFER_AFTER: Final = timedelta(minutes=1)
+"""A held gateway whose sizes did not move is given the leaves again after this (it keeps candidates in memory)."""
 PROOFS_PER_REQUEST: Final = 100
 MAX_GATEWAY_ANSWER_BYTES: Final = 16 << 20
 """The largest gateway answer read: a proofs answer of `PROOFS_PER_REQUEST` leaves of a 2^40 tree is < 1 MiB."""
@@ -106,6 +120,12 @@ class GatewayAuditApi(Protocol):
 
     async def inclusion_proofs(self, identities: list[str], size: int) -> dict[str, Any]:
         """Proofs by leaf identity in the tree of `size`: `index` and `proof` (base64 nodes)."""
+
+    async def present_witnessed(self, note: str, line: str) -> dict[str, Any]:
+        """Present this witness's latest witnessed checkpoint with a fresh cosignature; the log's recovery state."""
+
+    async def offer_leaves(self, leaves: list[dict[str, Any]]) -> dict[str, Any]:
+        """Give back leaves (`index` or None, base64 `leaf`) to a gateway that is recovering its log."""
 
 
 class GatewayAuditClient:
@@ -153,6 +173,14 @@ class GatewayAuditClient:
     async def proofs_answer(self, identities: list[str], size: int) -> dict[str, Any]:
         """`POST /v1/audit/proofs`, the whole answer: the checkpoint of `size` with its cosignatures, the proofs."""
         return await self._call("POST", "/v1/audit/proofs", {"identities": identities, "size": size})
+
+    async def present_witnessed(self, note: str, line: str) -> dict[str, Any]:
+        """`POST /v1/audit/witnessed`."""
+        return await self._call("POST", "/v1/audit/witnessed", {"checkpoint": note, "cosignature": line})
+
+    async def offer_leaves(self, leaves: list[dict[str, Any]]) -> dict[str, Any]:
+        """`POST /v1/audit/recovery/leaves`."""
+        return await self._call("POST", "/v1/audit/recovery/leaves", {"leaves": leaves})
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +253,13 @@ class Witness:
         self._views = sender_views or SenderViews()
         self.forks_detected = 0
         self.forged_cosignatures = 0
+        self.gateway_recovering = False
+        """The gateway said, at the last round, that its log is held behind a witnessed checkpoint."""
+        self.leaves_given_back = 0
+        self._offered: tuple[int, int, datetime] | None = None
         self.last_witnessed_at: datetime | None = None
-        self._cosigned: set[int] = set()
+        self._cosigned: set[tuple[int, bytes]] = set()
+        """(checkpoint id, note text) cosigned: a gateway restored from a backup numbers its checkpoints again."""
         self._forgeries_seen: set[str] = set()
         self._forked_views: set[str] = set()
 
@@ -245,7 +278,9 @@ class Witness:
         )
 
     async def observe(self) -> WitnessedCheckpoint | None:
-        """One round: fetch, verify, check consistency, cosign. None if nothing new was witnessed."""
+        """One round: present, fetch, verify, check consistency, cosign. None if nothing new was witnessed."""
+        if await self._present():
+            return None
         answer = await self._gateway.latest_checkpoint()
         note = str(answer["checkpoint"])
         checkpoint_id = int(answer["checkpoint_id"])
@@ -259,15 +294,86 @@ class Witness:
             if problem is not None:
                 await self._record_fork(problem, held_note, note, now)
                 return None
-        if checkpoint_id in self._cosigned:
+        if (checkpoint_id, checkpoint.body()) in self._cosigned:
             return None
         line = cosign_checkpoint(SignedCheckpoint.parse(note), self._agency, self._key, int(now.timestamp()))
         await self._gateway.cosign(checkpoint_id, line.to_line())
         async with self._store.transaction() as tx:
             await tx.insert_witnessed(checkpoint.size, checkpoint.root_hash, checkpoint_id, note, format_timestamp(now))
-        self._cosigned.add(checkpoint_id)
+        self._cosigned.add((checkpoint_id, checkpoint.body()))
         self.last_witnessed_at = now
         return WitnessedCheckpoint(checkpoint, note)
+
+    async def _present(self) -> bool:
+        """Present the latest witnessed checkpoint; whether the gateway is recovering its log (then give back leaves).
+
+        A gateway that does not know the endpoint (an older one) is not recovering anything.
+        """
+        held = await self._store.latest_witnessed()
+        if held is None:
+            return False
+        _, _, note = held
+        line = cosign_checkpoint(SignedCheckpoint.parse(note), self._agency, self._key, int(self._clock().timestamp()))
+        try:
+            status = await self._gateway.present_witnessed(note, line.to_line())
+        except GatewayUnreachable as exc:
+            log.debug("witnessed_checkpoint_not_presented", error=str(exc)[:200])
+            self.gateway_recovering = False
+            return False
+        self.gateway_recovering = bool(status.get("recovering"))
+        if not self.gateway_recovering:
+            return False
+        tree_size, witnessed_size = status.get("tree_size"), status.get("witnessed_size")
+        given = 0
+        if isinstance(tree_size, int) and isinstance(witnessed_size, int):
+            given = await self._give_back(tree_size, witnessed_size)
+        log.warning(
+            "gateway_log_recovering",
+            tree_size=tree_size,
+            witnessed_size=witnessed_size,
+            leaves_given_back=given,
+            reason=str(status.get("reason"))[:300],
+        )
+        return True
+
+    async def _give_back(self, tree_size: int, witnessed_size: int) -> int:
+        """Give the held gateway the leaves it may lack, if due; how many were given."""
+        if not self._offer_due(tree_size, witnessed_size):
+            return 0
+        leaves = await self._leaves_to_give_back(tree_size, witnessed_size)
+        for start in range(0, len(leaves), LEAVES_PER_OFFER):
+            await self._gateway.offer_leaves(leaves[start : start + LEAVES_PER_OFFER])
+        self.leaves_given_back += len(leaves)
+        self._offered = (tree_size, witnessed_size, self._clock())
+        return len(leaves)
+
+    def _offer_due(self, tree_size: int, witnessed_size: int) -> bool:
+        """Give back leaves when the gateway's sizes changed, or again after `REOFFER_AFTER` (it may have restarted)."""
+        if witnessed_size <= tree_size:
+            return False
+        if self._offered is None:
+            return True
+        offered_tree, offered_witnessed, at = self._offered
+        return (offered_tree, offered_witnessed) != (tree_size, witnessed_size) or self._clock() - at >= REOFFER_AFTER
+
+    async def _leaves_to_give_back(self, tree_size: int, witnessed_size: int) -> list[dict[str, Any]]:
+        """The evidence this agent holds, as leaves, that a log of `tree_size` may lack.
+
+        Those whose proof puts them in [tree_size, witnessed_size), and those
+        without a proof yet (the gateway places them, and keeps them only if
+        the witnessed root comes out).
+        """
+        leaves = []
+        for record in await self._store.evidence_for_recovery():
+            index: int | None = None
+            if record.inclusion_proof is not None:
+                index = int(json.loads(record.inclusion_proof)["leaf_index"])
+                if not tree_size <= index < witnessed_size:
+                    continue
+            signed = SignedStatement.model_validate_json(record.signed)
+            statement = EvidenceStatement.model_validate_json(signed.payload)
+            leaves.append({"index": index, "leaf": b64encode(encode_leaf(evidence_leaf(signed, statement)))})
+        return leaves
 
     async def _contradiction(self, checkpoint: Checkpoint, held_size: int, held_root: bytes) -> str | None:
         """Why `checkpoint` cannot extend the history this agent witnessed, or None if it does."""
@@ -523,6 +629,8 @@ class Auditing:
             "forks_detected": witness.forks_detected,
             "cosignatures_forged": witness.forged_cosignatures,
             "inclusion_proofs_overdue": proofs.overdue,
+            "gateway_log_recovering": witness.gateway_recovering,
+            "leaves_given_back": witness.leaves_given_back,
         }
         alarms = [
             *(["the gateway's audit log is forked"] if witness.forks_detected else []),

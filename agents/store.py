@@ -1339,6 +1339,11 @@ class AgentStore:
         )
         return [_evidence(row) for row in rows]
 
+    async def evidence_for_recovery(self, limit: int = 20_000) -> list[EvidenceRecord]:
+        """The most recent evidence held, newest first: the leaves a recovering gateway may have lost."""
+        rows = await self._db.fetchall("SELECT * FROM evidence ORDER BY received_at DESC LIMIT ?", (limit,))
+        return [_evidence(row) for row in rows]
+
     async def latest_witnessed(self) -> tuple[int, bytes, str] | None:
         """The largest checkpoint this agent witnessed: (size, root hash, note)."""
         row = await self._db.fetchone(

@@ -28,11 +28,12 @@ from aiohttp import web
 from gateway.accounts import Account, Role, TokenTable
 from gateway.auditlog import AuditLog
 from gateway.openapi import OPENAPI
+from gateway.recovery import LogRecovery, OfferedLeaf
 from gateway.store import CheckpointRecord, GatewayStore, LeafRecord
 from protocol.audit_verify import LogEntry, verify_audit_log
 from protocol.auditlog import decode_leaf
 from protocol.directory import Directory
-from protocol.encoding import b64encode, format_timestamp, parse_json_strict, parse_timestamp
+from protocol.encoding import b64decode, b64encode, format_timestamp, parse_json_strict, parse_timestamp
 from protocol.errors import ErrorCode, MalformedInput, ProofInvalid
 from protocol.ids import parse_agency_id, parse_message_id
 from protocol.keys import SigningPublicKey
@@ -70,6 +71,7 @@ class GatewayApi:
         *,
         store: GatewayStore,
         audit: AuditLog,
+        recovery: LogRecovery | None = None,
         tokens: TokenTable,
         health: Callable[[], dict[str, Any]],
         directory: Callable[[], Directory],
@@ -83,6 +85,7 @@ class GatewayApi:
         self._authority = authority
         self._store = store
         self._audit = audit
+        self._recovery = recovery
         self._tokens = tokens
         self._health = health
         self._directory = directory
@@ -103,6 +106,9 @@ class GatewayApi:
             ("POST", "/v1/audit/proofs", self.inclusion_proofs, ANYONE_WITH_A_TOKEN),
             ("GET", "/v1/audit/proof/consistency", self.consistency_proof, ANYONE_WITH_A_TOKEN),
             ("GET", "/v1/audit/verification", self.verification, AUDITORS),
+            ("POST", "/v1/audit/witnessed", self.present_witnessed, ANYONE_WITH_A_TOKEN),
+            ("POST", "/v1/audit/recovery/leaves", self.offer_recovery_leaves, ANYONE_WITH_A_TOKEN),
+            ("GET", "/v1/audit/recovery", self.log_recovery, AUDITORS),
         ]
         if self._operations is not None:
             routes += [(method, path, handler, OPERATORS) for method, path, handler in self._operations.routes()]
@@ -134,10 +140,17 @@ class GatewayApi:
     # -- handlers ----------------------------------------------------------------------
 
     async def checkpoint(self, _request: web.Request) -> web.Response:
-        """The latest signed checkpoint with its cosignatures (published once two witnesses cosigned)."""
+        """The latest signed checkpoint with its cosignatures (published once two witnesses cosigned).
+
+        None while the log is held (`gateway.recovery`): the latest one kept is older than what witnesses hold.
+        """
+        if self._recovery is not None and self._recovery.recovering:
+            return _recovering(self._recovery)
         latest = await self._store.latest_checkpoint()
         if latest is None:
             return problem(404, ErrorCode.NOT_FOUND, "No checkpoint", "no checkpoint has been signed yet")
+        if self._recovery is not None and self._recovery.below_witnessed(latest.tree_size):
+            return _recovering(self._recovery)  # the one kept from before the loss, until the next is signed
         return web.json_response(_checkpoint_body(latest))
 
     async def checkpoints(self, request: web.Request) -> web.Response:
@@ -168,6 +181,46 @@ class GatewayApi:
         record = await self._store.checkpoint(checkpoint_id)
         assert record is not None  # add_cosignature found it
         return web.json_response(_checkpoint_body(record), status=201 if added else 200)
+
+    async def present_witnessed(self, request: web.Request) -> web.Response:
+        """A witness presents its latest witnessed checkpoint, cosigned afresh: the log checks itself against it."""
+        body = await _json_object(request)
+        note, line = body.get("checkpoint"), body.get("cosignature")
+        if not isinstance(note, str) or not isinstance(line, str):
+            raise MalformedInput('expected {"checkpoint": note, "cosignature": line}', code=ErrorCode.INVALID_PARAMETER)
+        if self._recovery is None:
+            return web.json_response({"recovering": False, "tree_size": self._audit.size})
+        try:
+            status = await self._recovery.present(note, line)
+        except ProofInvalid as exc:
+            return problem(422, exc.code, "Checkpoint refused", exc.detail)
+        return web.json_response(status)
+
+    async def offer_recovery_leaves(self, request: web.Request) -> web.Response:
+        """A witness gives back leaves it holds (`{"leaves": [{"index": int | null, "leaf": base64}]}`) while held."""
+        body = await _json_object(request)
+        listed = body.get("leaves")
+        if not isinstance(listed, list) or len(listed) > MAX_RECOVERY_LEAVES:
+            raise MalformedInput(
+                f'expected {{"leaves": [...]}} of at most {MAX_RECOVERY_LEAVES}', code=ErrorCode.INVALID_PARAMETER
+            )
+        offered = []
+        for item in listed:
+            index = item.get("index") if isinstance(item, dict) else None
+            data = item.get("leaf") if isinstance(item, dict) else None
+            if not isinstance(data, str) or not (index is None or (_is_int(index) and index >= 0)):
+                raise MalformedInput("each leaf is {index, leaf}", code=ErrorCode.INVALID_PARAMETER)
+            offered.append(OfferedLeaf(index, b64decode(data)))
+        if self._recovery is None:
+            return web.json_response({"recovering": False, "tree_size": self._audit.size})
+        return web.json_response(await self._recovery.offer(offered))
+
+    async def log_recovery(self, _request: web.Request) -> web.Response:
+        """Where the recovery of the log stands, and the messages the log names that the gateway lost."""
+        if self._recovery is None:
+            return web.json_response({"recovering": False, "tree_size": self._audit.size, "unrecorded_messages": []})
+        unrecorded = await self._recovery.unrecorded_messages()
+        return web.json_response(self._recovery.status() | {"unrecorded_messages": unrecorded})
 
     async def entries(self, request: web.Request) -> web.Response:
         """Log entries with their indexes, oldest first, filtered."""
@@ -308,6 +361,19 @@ evidence about a message it received, and the directory versions, in an evidence
 
 PUBLISHED_AFTER_COSIGNATURES = 2
 """A checkpoint counts as published once this many witnesses cosigned it."""
+
+
+MAX_RECOVERY_LEAVES: Final = 100
+"""Leaves given back in one request (each up to a few KiB, inside `MAX_REQUEST_BYTES` with room)."""
+
+
+def _recovering(recovery: LogRecovery) -> web.Response:
+    """`503 LOG_RECOVERING`: no checkpoint is served while the log is held; the body says why and how far."""
+    status = recovery.status()
+    reason = status["reason"] or "the log is back to the witnessed size; its checkpoint is being signed"
+    response = problem(503, ErrorCode.LOG_RECOVERING, "Audit log recovering", str(reason))
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _checkpoint_body(record: CheckpointRecord) -> dict[str, Any]:

@@ -11,13 +11,20 @@ are signed by the log key, separate from the evidence key: at every interval
 in which the log grew, and at least every idle interval otherwise, so that
 witnesses can tell a live log from a stalled or hidden one. Witnesses (the
 agencies' agents) send back cosignatures, which are verified and kept.
+
+While the log is held (`hold`, set by `gateway.recovery` after a restored
+disk: witnesses hold a checkpoint larger than this log), nothing is
+appended (`TransientFailure`: the delivery waits, unacknowledged, and is
+retried) and no checkpoint is signed: the only way forward is
+`import_leaves`, the lost leaves given back, which `gateway.recovery` only
+calls once they rebuild the witnessed root.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,15 +34,25 @@ from typing import Final
 import structlog
 
 from gateway.store import GatewayStore, LeafRecord, Transaction
-from protocol.auditlog import AuditLeaf, DirectoryLeaf, decode_leaf, encode_leaf, sign_leaf_receipt
+from protocol.auditlog import (
+    AttachmentsLeaf,
+    AuditLeaf,
+    DirectoryLeaf,
+    EvidenceLeaf,
+    decode_leaf,
+    encode_leaf,
+    sign_leaf_receipt,
+)
 from protocol.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, sign_checkpoint, verify_cosignature
 from protocol.directory import Directory
 from protocol.encoding import format_timestamp
 from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
+from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_agency_id
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash
 from protocol.model import parse_model
+from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.auditlog")
 
@@ -56,8 +73,17 @@ class AppendedLeaf:
 class AuditTransaction:
     """A store transaction that can also append leaves."""
 
-    def __init__(self, tx: Transaction, base_size: int, *, origin: str, log_key: SigningPrivateKey) -> None:
+    def __init__(
+        self,
+        tx: Transaction,
+        base_size: int,
+        *,
+        origin: str,
+        log_key: SigningPrivateKey,
+        held: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.tx = tx
+        self._held = held
         self.base_size = base_size
         self._origin = origin
         self._log_key = log_key
@@ -75,6 +101,9 @@ class AuditTransaction:
         existing = await self.tx.leaf_index(leaf.identity)
         if existing is not None:
             return AppendedLeaf(existing, added=False)
+        reason = self._held()
+        if reason is not None:
+            raise TransientFailure(f"the audit log is held: {reason}")
         data = encode_leaf(leaf)
         digest = leaf_hash(data)
         index = self.base_size + len(self.pending)
@@ -106,6 +135,8 @@ class AuditLog:
         self._last_checkpoint_size = -1
         self._last_checkpoint_at: datetime | None = None
         self._append_seconds: deque[float] = deque(maxlen=APPEND_SAMPLES)
+        self.hold: str | None = None
+        """Why nothing may be appended nor signed (the log is behind what witnesses cosigned), or None."""
 
     @classmethod
     async def load(cls, store: GatewayStore, *, origin: str, log_key: SigningPrivateKey) -> AuditLog:
@@ -143,7 +174,9 @@ class AuditLog:
         """
         started = time.perf_counter()
         async with self._store.transaction() as tx:
-            audit_tx = AuditTransaction(tx, await tx.next_leaf_index(), origin=self._origin, log_key=self._log_key)
+            audit_tx = AuditTransaction(
+                tx, await tx.next_leaf_index(), origin=self._origin, log_key=self._log_key, held=lambda: self.hold
+            )
             yield audit_tx
             if audit_tx.pending:
                 tx.after_commit(partial(self._extend, audit_tx.base_size, tuple(audit_tx.pending)))
@@ -172,7 +205,12 @@ class AuditLog:
             self._tree.append(digest)
 
     async def checkpoint_if_due(self, now: datetime, *, idle_interval: timedelta) -> str | None:
-        """Sign and keep a checkpoint if the tree grew, or if the last one is older than `idle_interval`."""
+        """Sign and keep a checkpoint if the tree grew, or if the last one is older than `idle_interval`.
+
+        Never while the log is held: a checkpoint of this tree would be smaller than one witnesses cosigned.
+        """
+        if self.hold is not None:
+            return None
         size = self._tree.size
         grew = size != self._last_checkpoint_size
         idle_due = self._last_checkpoint_at is None or now - self._last_checkpoint_at >= idle_interval
@@ -190,6 +228,38 @@ class AuditLog:
         self._last_checkpoint_size = size
         self._last_checkpoint_at = now
         return note
+
+    async def import_leaves(self, first_index: int, leaves: Sequence[bytes], *, at: datetime) -> None:
+        """Put back leaves this log lost, at `first_index` on: the caller verified they rebuild a witnessed root.
+
+        Each gets its receipt again (Ed25519 is deterministic: the very
+        receipt signed the first time). The time of the first append is
+        lost with the disk: `appended_at` is the time of the import.
+        """
+        if first_index != self._tree.size:
+            raise ProofInvalid(f"leaves imported at {first_index} onto a log of {self._tree.size}")
+        digests = []
+        async with self._store.transaction() as tx:
+            for offset, data in enumerate(leaves):
+                leaf = decode_leaf(data)
+                digest = leaf_hash(data)
+                index = first_index + offset
+                message_id, agencies = leaf_parties(leaf)
+                await tx.insert_leaf(
+                    LeafRecord(
+                        index=index,
+                        identity=leaf.identity,
+                        kind=leaf.kind,
+                        message_id=message_id,
+                        leaf=data,
+                        leaf_hash=digest,
+                        receipt=sign_leaf_receipt(self._origin, index, digest, self._log_key),
+                        appended_at=format_timestamp(at),
+                    ),
+                    agencies,
+                )
+                digests.append(digest)
+            tx.after_commit(partial(self._extend, first_index, tuple(digests)))
 
     async def add_cosignature(
         self, checkpoint_id: int, signature_line: str, directory: Directory, *, now: datetime
@@ -252,4 +322,17 @@ class AuditLog:
         return current
 
 
-__all__ = ["TIME_EXTENSION", "AppendedLeaf", "AuditLog", "AuditTransaction"]
+def leaf_parties(leaf: AuditLeaf) -> tuple[str | None, tuple[str, ...]]:
+    """The message id and the agencies a leaf concerns, as the log indexes them (evidence: sender and recipient)."""
+    if isinstance(leaf, EvidenceLeaf):
+        statement = parse_model(
+            EvidenceStatement, leaf.evidence.payload, what="evidence", code=ErrorCode.MALFORMED_EVIDENCE
+        )
+        message_id = None if statement.message_id is None else str(statement.message_id)
+        return message_id, tuple(a for a in (statement.sender, statement.recipient) if a is not None)
+    if isinstance(leaf, AttachmentsLeaf):
+        return leaf.message_id, (leaf.sender,)
+    return None, ()
+
+
+__all__ = ["TIME_EXTENSION", "AppendedLeaf", "AuditLog", "AuditTransaction", "leaf_parties"]

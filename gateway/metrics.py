@@ -60,6 +60,8 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_gateway_checkpoint_cosignatures",
         "rogatory_gateway_checkpoint_timestamps_total",
         "rogatory_gateway_timestamp_age_seconds",
+        "rogatory_gateway_log_recovering",
+        "rogatory_gateway_log_witnessed_size",
         "rogatory_gateway_witness_last_cosignature_age_seconds",
         "rogatory_gateway_dead_letters",
         "rogatory_gateway_consumer_up",
@@ -126,6 +128,16 @@ class GatewayMetrics(ServiceMetrics):
             "rogatory_gateway_management_up", "1 when the broker's management API answered the last scrape.", registry=r
         )
         self.log_entries = Gauge("rogatory_gateway_log_entries", "Entries in the audit log.", registry=r)
+        self.log_recovering = Gauge(
+            "rogatory_gateway_log_recovering",
+            "1 while the audit log is held behind a checkpoint its witnesses cosigned (a restored disk), else 0.",
+            registry=r,
+        )
+        self.log_witnessed_size = Gauge(
+            "rogatory_gateway_log_witnessed_size",
+            "The largest log size a witness presented beyond this log (0: none); the log is held below it.",
+            registry=r,
+        )
         self.awaiting_checkpoint = Gauge(
             "rogatory_gateway_entries_awaiting_checkpoint",
             "Audit log entries not yet covered by a signed checkpoint (their proofs are delayed).",

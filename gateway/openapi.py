@@ -89,6 +89,26 @@ _BLOB: Final[dict[str, Any]] = {
     "properties": {"sha256": {"type": "string"}, "size_bytes": {"type": "integer"}, "complete": {"type": "boolean"}},
 }
 
+_LOG_RECOVERY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "The audit log's recovery after a lost disk (gateway.recovery).",
+    "properties": {
+        "recovering": {"type": "boolean", "description": "the log is held: no append, no checkpoint"},
+        "reason": {"type": ["string", "null"]},
+        "tree_size": {"type": "integer"},
+        "witnessed_size": {"type": ["integer", "null"], "description": "the largest size a witness presented"},
+        "restored_size": {"type": ["integer", "null"], "description": "the log's size when it was held at restore"},
+        "held_at": {"type": ["string", "null"]},
+        "witnesses_heard": {"type": "array", "items": {"type": "string"}},
+        "missing_leaves": {"type": "integer"},
+        "root_mismatch": {"type": "boolean", "description": "the last full set of candidates did not rebuild the root"},
+        "candidate_leaves": {"type": "integer"},
+        "recovered": {"type": ["object", "null"]},
+        "unrecorded_messages": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["recovering", "tree_size"],
+}
+
 
 def _query(name: str, description: str, schema_type: str = "integer", required: bool = False) -> dict[str, Any]:
     return {
@@ -109,7 +129,7 @@ OPENAPI: Final[dict[str, Any]] = {
     },
     "components": {
         "securitySchemes": BEARER_SCHEME,
-        "schemas": shared_schemas(),
+        "schemas": shared_schemas() | {"LogRecovery": _LOG_RECOVERY},
     },
     "paths": {
         "/healthz": _get("getHealth", "Liveness and readiness"),
@@ -232,6 +252,60 @@ OPENAPI: Final[dict[str, Any]] = {
                     "403": _PROBLEM,
                     "413": _PROBLEM,
                     "503": _PROBLEM,
+                },
+            }
+        },
+        "/v1/audit/witnessed": {
+            "post": {
+                "operationId": "presentWitnessedCheckpoint",
+                "summary": "A witness presents its latest witnessed checkpoint; the log checks itself against it",
+                "description": "Roles: operator, auditor, reader. Body: {checkpoint, cosignature}: the note as the "
+                "witness holds it (signed by a log key) and the witness's fresh C2SP cosignature line over it, which "
+                "names the presenting agency. A checkpoint beyond this log holds the log (no append, no checkpoint) "
+                "until the lost leaves are back (SECURITY.md, Lost disk).",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "Where the log's recovery stands",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogRecovery"}}},
+                    },
+                    "400": _PROBLEM,
+                    "401": _PROBLEM,
+                    "422": _PROBLEM,
+                },
+            }
+        },
+        "/v1/audit/recovery/leaves": {
+            "post": {
+                "operationId": "offerRecoveryLeaves",
+                "summary": "A witness gives back leaves the held log lost (evidence it received, with its index)",
+                "description": "Roles: operator, auditor, reader. Body: {leaves: [{index: int | null, leaf: base64}]}, "
+                "at most 100. Kept as candidates; put back only once they rebuild the witnessed, cosigned root.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "Where the log's recovery stands",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogRecovery"}}},
+                    },
+                    "400": _PROBLEM,
+                    "401": _PROBLEM,
+                },
+            }
+        },
+        "/v1/audit/recovery": {
+            "get": {
+                "operationId": "getLogRecovery",
+                "summary": "Where the log's recovery after a lost disk stands, and the messages the gateway lost",
+                "description": "Roles: operator, auditor. `unrecorded_messages`: messages the log names after the "
+                "restored size that the gateway has no record of.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "The recovery and the report",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogRecovery"}}},
+                    },
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
                 },
             }
         },

@@ -33,6 +33,7 @@ from gateway.directory_api import DirectoryApi
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
+from gateway.recovery import LogRecovery
 from gateway.reports import ReportSigningApi
 from gateway.settings import GatewaySettings
 from gateway.store import GatewayStore
@@ -161,6 +162,8 @@ class _Core:
     directory: DirectoryWatch
     """The directory in force: reloaded from its file, each new version logged first, refused once expired."""
     identity: GatewayIdentity
+    recovery: LogRecovery
+    """The log held while it is behind its witnesses (a restored disk), and brought back (`gateway.recovery`)."""
 
     def current_directory(self) -> Directory:
         """The directory in force now (`DirectoryExpired` once it expired)."""
@@ -191,6 +194,15 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     store = await _open_store(settings)
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
+    in_force: list[Callable[[], Directory]] = [lambda: first_directory]
+
+    def directory_in_force() -> Directory:
+        return in_force[0]()
+
+    # Held (a restored store) before anything appends, the directory leaf included.
+    recovery = await LogRecovery.load(
+        store, audit, directory=directory_in_force, clock=clock, max_message_ttl=settings.limits.max_message_ttl
+    )
     holder = await DirectoryHolder.load(
         settings.directory_file, authority=authority, store=store, audit=audit, now=clock(), limits=settings.limits
     )
@@ -212,7 +224,8 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
         evidence_key=evidence_key,
         broker_user_prefix=settings.broker_user_prefix,
     )
-    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity)
+    in_force[0] = lambda: watch.held
+    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity, recovery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,17 +312,27 @@ async def _message_path(core: _Core) -> _MessagePath:
 
 
 def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
-    """`/healthz`: ok while the ingress is consumed; the dead letters' consumer, the log's size, the directory."""
+    """`/healthz`: ok while the ingress is consumed; the dead letters' consumer, the log's size, the directory.
+
+    `recovering` (answered 200) while the log is held after a lost disk (`gateway.recovery`).
+    """
 
     def health() -> dict[str, Any]:
         connected = path.ingress.connected.is_set()
         alarms = core.directory.alarms()
+        status = "ok" if connected and not alarms else "degraded"
+        recovering = core.recovery.reason()
+        if recovering is not None:
+            # Still 200: the witnesses must reach a held gateway to bring its log back (a balancer must keep it).
+            status = "recovering" if status == "ok" else status
+            alarms = [*alarms, f"audit log recovering: {recovering}"]
         return {
-            "status": "ok" if connected and not alarms else "degraded",
+            "status": status,
             "service": "gateway",
             "ingress_connected": connected,
             "dead_letters_connected": path.dead_letter_intake.connected.is_set(),
             "tree_size": core.audit.size,
+            "log_recovery": core.recovery.status(),
             **core.directory.health(),
             **({"alarms": alarms} if alarms else {}),
         }
@@ -351,6 +374,7 @@ def _api(core: _Core, path: _MessagePath, health: Callable[[], dict[str, Any]]) 
     return GatewayApi(
         store=core.store,
         audit=core.audit,
+        recovery=core.recovery,
         tokens=tokens,
         health=health,
         directory=core.current_directory,
@@ -376,6 +400,10 @@ async def run_gateway(
     core = await _open_core(settings, clock)
     path = await _message_path(core)
     audit = core.audit
+    path.metrics.log_recovering.set_function(lambda: 1.0 if core.recovery.recovering else 0.0)
+    path.metrics.log_witnessed_size.set_function(
+        lambda: float(core.recovery.floor.size if core.recovery.floor is not None else 0)
+    )
 
     async def last_checkpoint() -> None:
         with contextlib.suppress(TransientFailure):

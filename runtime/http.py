@@ -157,13 +157,17 @@ def error_middleware(service_errors: ServiceErrors = _no_service_errors) -> Any:
     return errors
 
 
+HEALTHY_STATUSES: Final = frozenset({"ok", "recovering"})
+"""`recovering`: a gateway whose log is held after a lost disk; its witnesses must reach it to bring the log back."""
+
+
 def health_handler(health: Health) -> Handler:
-    """`GET /healthz`: the service's health, 200 while `ok`, 503 otherwise."""
+    """`GET /healthz`: the service's health, 200 while `ok` (or `recovering`: up, and must stay reachable), else 503."""
 
     async def healthz(_request: web.Request) -> web.Response:
         """Liveness and readiness."""
         answer = dict(health())
-        return json_answer(answer, status=200 if answer.get("status") == "ok" else 503)
+        return json_answer(answer, status=200 if answer.get("status") in HEALTHY_STATUSES else 503)
 
     return healthz
 

@@ -48,6 +48,7 @@ from deploy.cli.db import add_db_commands
 from deploy.cli.evidence import add_evidence_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.cli.ping import add_ping_commands
+from deploy.cli.recovery import add_recovery_commands
 from deploy.cli.reports import add_commands as add_report_commands
 from deploy.cli.retention import add_retention_commands
 from deploy.cli.tls import add_commands as add_tls_commands
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_commands(commands)  # retention show, retention purge (deploy.cli.retention)
     add_evidence_commands(commands)  # evidence export / verify (deploy.cli.evidence)
     add_report_commands(commands)  # report verify (deploy.cli.reports)
+    add_recovery_commands(commands)  # log-recovery hold / excuse / status (deploy.cli.recovery)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

@@ -53,6 +53,8 @@ class InMemoryGateway:
     signing_key: SigningPrivateKey | None = None
     max_identities: int | None = None
     """Refuse larger proofs requests, as a gateway refuses a body over its size limit."""
+    presented: list[tuple[str, str]] = field(default_factory=list)
+    offered: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, leaf: bytes, identity: str | None = None) -> None:
         if identity is not None:
@@ -70,6 +72,14 @@ class InMemoryGateway:
 
     async def cosign(self, checkpoint_id: int, line: str) -> None:
         self.cosignatures.append((checkpoint_id, line))
+
+    async def present_witnessed(self, note: str, line: str) -> dict[str, Any]:
+        self.presented.append((note, line))
+        return {"recovering": False, "tree_size": self.tree.size}
+
+    async def offer_leaves(self, leaves: list[dict[str, Any]]) -> dict[str, Any]:
+        self.offered.extend(leaves)
+        return {"recovering": False, "tree_size": self.tree.size}
 
     async def inclusion_proofs(self, identities: list[str], size: int) -> dict[str, Any]:
         if self.max_identities is not None and len(identities) > self.max_identities:
@@ -460,3 +470,43 @@ async def test_honest_cosignatures_of_other_witnesses_raise_no_alarm(net, store)
     witness = witness_of(net, store, cosigned_gateway(net, by=net[LY].signing))
     assert await witness.observe() is not None
     assert witness.forged_cosignatures == 0
+
+
+@dataclass
+class RestoredGateway(InMemoryGateway):
+    """A gateway restored from a backup of `restored_size` leaves: it answers `recovering` to what is presented."""
+
+    restored_size: int = 0
+
+    async def present_witnessed(self, note: str, line: str) -> dict[str, Any]:
+        self.presented.append((note, line))
+        size = SignedCheckpoint.parse(note).checkpoint.size
+        return {"recovering": True, "tree_size": self.restored_size, "witnessed_size": size, "reason": "restored"}
+
+
+async def test_a_witness_gives_its_evidence_back_to_a_restored_gateway_and_neither_cosigns_nor_cries_fork(net, store):
+    """Presented with a gateway whose log is behind the witnessed checkpoint, the witness gives back the leaf it holds,
+    with the index its proof names, and records no fork: the restored log's old checkpoint is never judged."""
+    gateway = InMemoryGateway(net)
+    filler(gateway, 3)
+    identity, leaf = await keep_evidence(store, net)
+    gateway.add(leaf, identity)
+    witness = witness_of(net, store, gateway)
+    await witness.observe()
+    follower = ProofFollower(store=store, gateway=gateway, clock=lambda: NOW, max_merge_delay=timedelta(minutes=1))
+    assert await follower.follow() == 1
+    restored = RestoredGateway(net, restored_size=3)
+    filler(restored, 3)
+    witness._gateway = restored
+    assert await witness.observe() is None
+    assert len(restored.presented) == 1
+    (note, line) = restored.presented[0]
+    assert SignedCheckpoint.parse(note).checkpoint.size == 4
+    assert NoteSignature.from_line(line.rstrip("\n")).key_name == BD
+    assert restored.offered == [{"index": 3, "leaf": b64encode(leaf)}]
+    assert restored.cosignatures == []
+    assert witness.forks_detected == 0
+    assert witness.gateway_recovering
+    await witness.observe()  # the next round: presented again, the same leaves not given again so soon
+    assert len(restored.presented) == 2
+    assert len(restored.offered) == 1
