@@ -47,6 +47,7 @@ from runtime.broker import (
     QueueConsumer,
     service_endpoints,
 )
+from runtime.data_dir import DataDirClaim, claim_data_dir, identity_of, released
 from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError, TransientFailure
 from runtime.runner import (
@@ -129,6 +130,8 @@ class _Core:
     directory: DirectoryWatch
     """The directory in force: reloaded from its file, each new version logged first, refused once expired."""
     identity: GatewayIdentity
+    claim: DataDirClaim
+    """The lock on the data directory, held until the stores closed (`runtime.data_dir`)."""
 
     def current_directory(self) -> Directory:
         """The directory in force now (`DirectoryExpired` once it expired)."""
@@ -145,6 +148,35 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
     evidence_key, log_key = _load_keys(settings)
     first_directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     _check_keys_listed(first_directory, evidence_key, log_key)
+    identity = identity_of(
+        "gateway", first_directory.gateway.gateway_id, (evidence_key.public_key.raw, log_key.public_key.raw)
+    )
+    claim = await asyncio.to_thread(claim_data_dir, settings.data_dir, identity)
+    try:
+        return await _open_claimed(
+            settings,
+            clock,
+            claim,
+            authority=authority,
+            first_directory=first_directory,
+            evidence_key=evidence_key,
+            log_key=log_key,
+        )
+    except BaseException:
+        claim.release()
+        raise
+
+
+async def _open_claimed(
+    settings: GatewaySettings,
+    clock: Clock,
+    claim: DataDirClaim,
+    *,
+    authority: SigningPublicKey,
+    first_directory: Directory,
+    evidence_key: SigningPrivateKey,
+    log_key: SigningPrivateKey,
+) -> _Core:
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     store = await _open_store(settings)
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
@@ -169,7 +201,7 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
         evidence_key=evidence_key,
         broker_user_prefix=settings.broker_user_prefix,
     )
-    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity)
+    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity, claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +380,13 @@ async def run_gateway(
                 "blobs": lambda stopping: path.sweeper.run(stopping, interval=settings.blob_sweep_s),
                 "directory": core.directory.run,
             },
-            closers=[path.publisher.close, path.blob_store.close, core.store.close, report_append_latency],
+            closers=[
+                path.publisher.close,
+                path.blob_store.close,
+                core.store.close,
+                report_append_latency,
+                released(core.claim),
+            ],
             last_words=last_checkpoint,
             started={
                 "directory_version": core.directory.held.version,

@@ -13,6 +13,8 @@
     rogatory bench-attachments [--mib N] [--state-dir DIR] [--json PATH]
     rogatory config-reference [--out PATH]
     rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
+    rogatory backup --data-dir DIR --out FILE [--database-url URL] [--include-keystore] (deploy.cli.backup)
+    rogatory restore FILE --data-dir DIR [--database-url URL]
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -41,6 +43,7 @@ from deploy.cli.auditor import (
     verify_snapshot,
     write_export,
 )
+from deploy.cli.backup import add_backup_commands
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.files import add_commands as add_attachment_commands
 from deploy.cli.tls import add_commands as add_tls_commands
@@ -254,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_site_commands(commands)  # authority, agency, gateway init, broker provision (deploy.site)
     add_credential_commands(commands)  # accounts add / revoke / list, tokens create / revoke (deploy.cli.credentials)
     add_tls_commands(commands)  # tls ca, server-cert, client-cert (deploy.cli.tls)
+    add_backup_commands(commands)  # backup, restore (deploy.cli.backup)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")
