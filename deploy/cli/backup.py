@@ -117,9 +117,14 @@ class BackupError(Exception):
 # -- what a data directory holds ------------------------------------------------------------------
 
 
+def _read_only(database: Path) -> str:
+    """A SQLite URI opening `database` read-only (its path percent-encoded)."""
+    return database.resolve().as_uri() + "?mode=ro"
+
+
 def schema_version(database: Path) -> int | None:
     """The schema version a SQLite store records (`schema_migrations`), None when it records none."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+    with contextlib.closing(sqlite3.connect(_read_only(database), uri=True)) as connection:
         try:
             row = connection.execute(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}").fetchone()  # noqa: S608
         except sqlite3.Error:
@@ -177,7 +182,7 @@ def service_kind(data_dir: Path) -> ServiceKind | None:
 
 def referenced_files(kind: ServiceKind, index: Path) -> set[str]:
     """Body files (relative to the data directory) a snapshot of an attachment index names."""
-    with contextlib.closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True)) as connection:
+    with contextlib.closing(sqlite3.connect(_read_only(index), uri=True)) as connection:
         try:
             if kind == "gateway":
                 rows = connection.execute("SELECT sha256 FROM blobs WHERE deleted_at IS NULL").fetchall()
@@ -291,7 +296,7 @@ def _snapshot_sqlite(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database (the online backup API, in one step)."""
     target.unlink(missing_ok=True)
     with (
-        contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as live,
+        contextlib.closing(sqlite3.connect(_read_only(source), uri=True)) as live,
         contextlib.closing(sqlite3.connect(target)) as copy,
     ):
         live.backup(copy)
@@ -401,6 +406,7 @@ def backup(
             _pg_dump(database_url, staging / POSTGRES_MEMBER)
             stores["postgresql"] = {"schema_version": asyncio.run(postgres_schema_version(database_url))}
         for name, path in databases:  # the records first, then the indexes of the bodies they point to
+            sys.stderr.write(f"backup: snapshot of {name} ({_mib(path.stat().st_size)} without its WAL)\n")
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             _snapshot_sqlite(path, staging / name)
         with partial.open("wb") as sink, tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -586,7 +592,7 @@ def verify_archive(archive: Path, staging: Path, progress: Progress) -> dict[str
 def _check_databases(restored: Path) -> None:
     for path in sorted(restored.rglob("*")):
         if path.is_file() and _is_sqlite(path):
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            with contextlib.closing(sqlite3.connect(_read_only(path), uri=True)) as connection:
                 verdict = [row[0] for row in connection.execute("PRAGMA integrity_check").fetchall()]
             if verdict != ["ok"]:
                 raise BackupError(
@@ -622,6 +628,27 @@ def _carry_keystore(target: Path, restored: Path, notes: list[str]) -> None:
     if (restored / KEYSTORE_NAME).exists() and (restored / KEYSTORE_NAME).read_bytes() != current.read_bytes():
         notes.append(f"kept the target's {KEYSTORE_NAME}, not the backup's (which differs)")
     shutil.copy2(current, restored / KEYSTORE_NAME)
+
+
+def processes_using(directory: Path) -> list[int]:
+    """Processes (other than this one) with a file open under `directory`, as far as /proc shows them.
+
+    Besides the lock (`runtime.data_dir`): it also sees a service of a
+    release before the lock, or a `sqlite3` shell. Run as root, it sees
+    every process; as another user, only that user's.
+    """
+    inside = str(directory)
+    found: list[int] = []
+    for descriptors in Path("/proc").glob("[0-9]*/fd"):
+        if descriptors.parent.name == str(os.getpid()):
+            continue
+        try:
+            links = [str(link.readlink()) for link in descriptors.iterdir()]
+        except OSError:
+            continue
+        if any(link == inside or link.startswith(inside + "/") for link in links):
+            found.append(int(descriptors.parent.name))
+    return sorted(found)
 
 
 def _target_of(data_dir: Path) -> Path:
@@ -682,6 +709,11 @@ def restore(archive: Path, data_dir: Path, *, database_url: str | None = None) -
     target = _target_of(data_dir)
     if target.is_dir() and data_dir_in_use(target):
         raise BackupError(f"{target} is in use by a running service (or a restore): stop it first", EXIT_IN_USE)
+    if target.is_dir() and (users := processes_using(target)):
+        raise BackupError(
+            f"{target} is in use: process {', '.join(map(str, users))} has files open in it; stop it first",
+            EXIT_IN_USE,
+        )
     progress = Progress("restore", total_bytes=archive.stat().st_size)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.restore-", dir=target.parent))
@@ -837,6 +869,7 @@ __all__ = [
     "add_backup_commands",
     "backup",
     "postgres_schema_version",
+    "processes_using",
     "restore",
     "schema_version",
     "verify_archive",
