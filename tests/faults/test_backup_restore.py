@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -50,10 +49,7 @@ from tests.faults.harness import RECIPIENT, SENDER, FaultNetwork, Traffic, settl
 from tests.gateway.conftest import fresh_postgres_database
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.e2e]
-POSTGRES_OPT_IN = pytest.mark.skipif(
-    os.environ.get("ROGATORY_BACKUP_POSTGRES") != "1",
-    reason="a second network for the gateway on PostgreSQL (~40 s): opt-in, ROGATORY_BACKUP_POSTGRES=1",
-)
+
 
 NOTES = 80
 NOTES_PER_SECOND = 10.0
@@ -318,7 +314,6 @@ async def test_foreign_backup_is_refused(network: FaultNetwork, tmp_path: Path) 
         assert snapshot_of(target) == before
 
 
-@POSTGRES_OPT_IN
 async def test_gateway_on_postgresql_round_trip(
     tmp_path_factory: pytest.TempPathFactory, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
