@@ -656,17 +656,17 @@ def _target_of(data_dir: Path) -> Path:
     return data_dir.resolve() if data_dir.exists() else data_dir.parent.resolve() / data_dir.name
 
 
-def _check_database_choice(staging: Path, database_url: str | None) -> bool:
-    """Whether the backup holds a PostgreSQL dump; `--database-url` given exactly when it does (else exit 2)."""
+def _database_to_restore(staging: Path, given: str | None, default: str | None) -> str | None:
+    """The database to restore the backup's dump into: `--database-url` (else `default`) exactly when it has one."""
     has_dump = (staging / POSTGRES_MEMBER).exists()
-    if has_dump and database_url is None:
+    if not has_dump and given is not None:
+        raise BackupError("--database-url given, but this backup holds no PostgreSQL dump", EXIT_USAGE)
+    if has_dump and (given or default) is None:
         raise BackupError(
             "this backup holds the gateway's PostgreSQL records: give --database-url (or ROGATORY_DATABASE_URL)",
             EXIT_USAGE,
         )
-    if not has_dump and database_url is not None:
-        raise BackupError("--database-url given, but this backup holds no PostgreSQL dump", EXIT_USAGE)
-    return has_dump
+    return (given or default) if has_dump else None
 
 
 def _restore_database(staging: Path, database_url: str, kept: Path) -> None:
@@ -702,8 +702,13 @@ def _swap(target: Path, restored: Path, previous: Path) -> Path | None:
     return previous
 
 
-def restore(archive: Path, data_dir: Path, *, database_url: str | None = None) -> RestoreSummary:
-    """Verify `archive`, then replace `data_dir` (and the PostgreSQL database) with its content."""
+def restore(
+    archive: Path, data_dir: Path, *, database_url: str | None = None, default_database_url: str | None = None
+) -> RestoreSummary:
+    """Verify `archive`, then replace `data_dir` (and the PostgreSQL database) with its content.
+
+    `default_database_url` (`ROGATORY_DATABASE_URL`) is used only for a backup that holds a PostgreSQL dump.
+    """
     if not archive.is_file():
         raise BackupError(f"{archive} is not a file", EXIT_USAGE)
     target = _target_of(data_dir)
@@ -722,7 +727,7 @@ def restore(archive: Path, data_dir: Path, *, database_url: str | None = None) -
         manifest = verify_archive(archive, staging, progress)
         restored = staging / "data"
         restored.mkdir(exist_ok=True, mode=0o700)
-        has_dump = _check_database_choice(staging, database_url)
+        database_url = _database_to_restore(staging, database_url, default_database_url)
         notes = _check_owner(manifest, target)
         _check_databases(restored)
         if target.is_dir():
@@ -732,7 +737,7 @@ def restore(archive: Path, data_dir: Path, *, database_url: str | None = None) -
             _carry_keystore(target, restored, notes)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         previous_database = None
-        if has_dump and database_url is not None:
+        if database_url is not None:
             previous_database = target.with_name(f"{target.name}.previous-{stamp}.postgresql.dump")
             _restore_database(staging, database_url, previous_database)
         previous = _swap(target, restored, target.with_name(f"{target.name}.previous-{stamp}"))
@@ -764,9 +769,9 @@ def _fail(error: BackupError) -> int:
     return error.status
 
 
-def _database_url(args: argparse.Namespace) -> str | None:
-    value = args.database_url or os.environ.get("ROGATORY_DATABASE_URL") or None
-    return str(value) if value else None
+def _environment_database_url() -> str | None:
+    """`ROGATORY_DATABASE_URL`, the gateway's setting: the default where a gateway's PostgreSQL is meant."""
+    return os.environ.get("ROGATORY_DATABASE_URL") or None
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
@@ -774,7 +779,8 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         summary = backup(
             Path(args.data_dir),
             Path(args.out),
-            database_url=_database_url(args),
+            database_url=args.database_url
+            or (_environment_database_url() if service_kind(Path(args.data_dir)) == "gateway" else None),
             include_keystore=args.include_keystore,
         )
     except BackupError as exc:
@@ -803,7 +809,12 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     try:
-        summary = restore(Path(args.file), Path(args.data_dir), database_url=_database_url(args))
+        summary = restore(
+            Path(args.file),
+            Path(args.data_dir),
+            database_url=args.database_url,
+            default_database_url=_environment_database_url(),
+        )
     except BackupError as exc:
         return _fail(exc)
     except (OSError, sqlite3.Error) as exc:
