@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+import structlog
+
 from runtime.errors import ConfigurationError
 from runtime.private_files import private_directory, write_private
 
@@ -36,6 +38,7 @@ CLAIM_WAIT_S: Final = 15.0
 """How long a starting service waits for another process to release the data directory."""
 
 ServiceKind = Literal["agent", "gateway"]
+log = structlog.get_logger("rogatory.data_dir")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +153,8 @@ def claim_data_dir(data_dir: Path, identity: ServiceIdentity, *, wait_s: float =
     try:
         if read_identity(data_dir) != identity:
             write_private(data_dir / IDENTITY_FILE, (json.dumps(identity.to_json(), indent=1) + "\n").encode())
-    except OSError as exc:
-        os.close(descriptor)
-        raise ConfigurationError(f"cannot write {data_dir / IDENTITY_FILE}: {exc}") from exc
+    except OSError as exc:  # a full disk must not stop a start: the identity only serves backups
+        log.warning("identity_not_written", path=str(data_dir / IDENTITY_FILE), error=str(exc)[:300])
     return DataDirClaim(descriptor)
 
 
