@@ -156,6 +156,11 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
+def _is_store(name: str, path: Path) -> bool:
+    """A service's SQLite database: `*.db` at the top of the data directory (never a body that happens to be one)."""
+    return "/" not in name and name.endswith(".db") and _is_sqlite(path)
+
+
 def _skipped(relative: PurePosixPath, *, include_keystore: bool) -> bool:
     """Whether a file of the data directory stays out of the backup."""
     name = relative.name
@@ -384,23 +389,20 @@ def _check_source(data_dir: Path, *, database_url: str | None, include_keystore:
     return kind
 
 
-def backup(
-    data_dir: Path, out: Path, *, database_url: str | None = None, include_keystore: bool = False
-) -> BackupSummary:
-    """Write a backup of `data_dir` (and the gateway's PostgreSQL database) to `out`."""
-    data_dir = data_dir.resolve()
-    kind = _check_source(data_dir, database_url=database_url, include_keystore=include_keystore)
-    keystore_file = data_dir / KEYSTORE_NAME
-    files = list(_data_files(data_dir, include_keystore=include_keystore))
-    databases = [(name, path) for name, path in files if _is_sqlite(path)]
-    databases.sort(key=lambda item: (item[0] not in MAIN_DATABASES, item[0]))
-    bodies = [(name, path) for name, path in files if (name, path) not in databases]
-    progress = Progress("backup", total_bytes=sum(path.stat().st_size for _, path in files))
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+def _write_archive(
+    kind: ServiceKind,
+    data_dir: Path,
+    partial: Path,
+    *,
+    databases: list[tuple[str, Path]],
+    bodies: list[tuple[str, Path]],
+    database_url: str | None,
+    progress: Progress,
+    header: dict[str, Any],
+) -> tuple[ServiceIdentity | None, set[str], int]:
+    """Snapshot the stores, then write every member and the manifest to `partial`; (identity, absent, members)."""
     stores: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix=".rogatory-backup-", dir=out.parent) as staging_name:
+    with tempfile.TemporaryDirectory(prefix=".rogatory-backup-", dir=partial.parent) as staging_name:
         staging = Path(staging_name)
         if database_url is not None:
             _pg_dump(database_url, staging / POSTGRES_MEMBER)
@@ -424,11 +426,11 @@ def backup(
                 "format": FORMAT,
                 "kind": kind,
                 "identity": None if identity is None else identity.to_json(),
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "created_at": header["created_at"],
                 "software_version": _software_version(),
                 "source": str(data_dir),
                 "database": "postgresql" if database_url is not None else "sqlite",
-                "keystore_included": include_keystore,
+                "keystore_included": header["include_keystore"],
                 "stores": stores,
                 "absent_at_source": sorted(absent),
                 "members": sorted(writer.members.values(), key=lambda member: str(member["name"])),
@@ -438,7 +440,42 @@ def backup(
             writer.add_bytes(MANIFEST_DIGEST, f"{hashlib.sha256(encoded).hexdigest()}  {MANIFEST}\n".encode())
         with partial.open("rb") as written:
             os.fsync(written.fileno())
-        partial.replace(out)
+    return identity, absent, len(writer.members)
+
+
+def backup(
+    data_dir: Path, out: Path, *, database_url: str | None = None, include_keystore: bool = False
+) -> BackupSummary:
+    """Write a backup of `data_dir` (and the gateway's PostgreSQL database) to `out`."""
+    data_dir = data_dir.resolve()
+    kind = _check_source(data_dir, database_url=database_url, include_keystore=include_keystore)
+    keystore_file = data_dir / KEYSTORE_NAME
+    files = list(_data_files(data_dir, include_keystore=include_keystore))
+    databases = [(name, path) for name, path in files if _is_store(name, path)]
+    databases.sort(key=lambda item: (item[0] not in MAIN_DATABASES, item[0]))
+    bodies = [(name, path) for name, path in files if (name, path) not in databases]
+    progress = Progress("backup", total_bytes=sum(path.stat().st_size for _, path in files))
+    out = out.resolve()
+    if out.is_relative_to(data_dir):
+        raise BackupError(f"--out {out} is inside the data directory it backs up: write it elsewhere", EXIT_USAGE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        identity, absent, members = _write_archive(
+            kind,
+            data_dir,
+            partial,
+            databases=databases,
+            bodies=bodies,
+            database_url=database_url,
+            progress=progress,
+            header={"created_at": started_at, "include_keystore": include_keystore},
+        )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
     keystore = (
         "included"
         if include_keystore
@@ -448,7 +485,7 @@ def backup(
     )
     return BackupSummary(
         out=out,
-        members=len(writer.members),
+        members=members,
         bytes=out.stat().st_size,
         seconds=progress.seconds(),
         kind=kind,
@@ -590,8 +627,8 @@ def verify_archive(archive: Path, staging: Path, progress: Progress) -> dict[str
 
 
 def _check_databases(restored: Path) -> None:
-    for path in sorted(restored.rglob("*")):
-        if path.is_file() and _is_sqlite(path):
+    for path in sorted(restored.glob("*.db")):
+        if path.is_file() and _is_store(path.name, path):
             with contextlib.closing(sqlite3.connect(_read_only(path), uri=True)) as connection:
                 verdict = [row[0] for row in connection.execute("PRAGMA integrity_check").fetchall()]
             if verdict != ["ok"]:
