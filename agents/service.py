@@ -51,12 +51,13 @@ from agents.webhooks import AddressPolicy, DeliveryPolicy, WebhookDispatcher, We
 from protocol.directory import Directory
 from protocol.errors import ProtocolError
 from protocol.ids import AgencyId, parse_agency_id
-from protocol.keys import EncryptionPrivateKey, SigningPrivateKey
+from protocol.keys import EncryptionPrivateKey, SigningPrivateKey, SigningPublicKey
 from protocol.keystore import previous_keys
 from protocol.signing import SignedStatement
 from protocol.storage import StorageKey
 from protocol.topology import inbox_queue
 from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
+from runtime.data_dir import DataDirClaim, ServiceIdentity, claim_data_dir, identity_of, released
 from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
@@ -81,8 +82,8 @@ log = structlog.get_logger("rogatory.agent")
 
 def _load_keys(
     settings: AgentSettings,
-) -> tuple[SigningPrivateKey, EncryptionPrivateKey, list[EncryptionPrivateKey], StorageKey]:
-    """Signing key, current encryption key, encryption keys rotated out (mail in flight), storage key.
+) -> tuple[SigningPrivateKey, EncryptionPrivateKey, list[EncryptionPrivateKey], StorageKey, ServiceIdentity]:
+    """Signing key, current encryption key, encryption keys rotated out (mail in flight), storage key, identity.
 
     The storage key is added to the keystore on first start (`agents.storage_key`).
     """
@@ -91,9 +92,12 @@ def _load_keys(
         previous = [EncryptionPrivateKey(secret) for secret in previous_keys(keys, "encryption")]
         signing = SigningPrivateKey(key_named(keys, "signing", settings.keystore_file))
         encryption = EncryptionPrivateKey(key_named(keys, "encryption", settings.keystore_file))
+        signing_keys = [signing, *(SigningPrivateKey(seed) for seed in previous_keys(keys, "signing"))]
     except ProtocolError as exc:
         raise ConfigurationError(f"cannot unlock the keystore {settings.keystore_file}: {exc}") from exc
-    return signing, encryption, previous, storage_key(keys, settings.keystore_file, settings.keystore_passphrase_file)
+    identity = identity_of("agent", settings.agency, (key.public_key.raw for key in signing_keys))
+    storage = storage_key(keys, settings.keystore_file, settings.keystore_passphrase_file)
+    return signing, encryption, previous, storage, identity
 
 
 def _check_keys_listed(
@@ -183,6 +187,8 @@ class _Core:
     store: AgentStore
     directory_session: aiohttp.ClientSession | None
     """For the poll of the gateway's `GET /v1/directory`, when `ROGATORY_GATEWAY_URL` is set."""
+    claim: DataDirClaim
+    """The lock on the data directory, held until the store closed (`runtime.data_dir`)."""
 
     def current_directory(self) -> Directory:
         """The directory in force now (`DirectoryExpired` once it expired)."""
@@ -193,7 +199,36 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     """Keys and directory verified (and held against rollback), then the store."""
     agency = parse_agency_id(settings.agency)
     authority = authority_key(settings.authority_key)
-    signing_key, encryption_key, previous_encryption_keys, storage = _load_keys(settings)
+    signing_key, encryption_key, previous_encryption_keys, storage, identity = _load_keys(settings)
+    claim = await asyncio.to_thread(claim_data_dir, settings.data_dir, identity)  # before anything is written there
+    try:
+        return await _open_claimed(
+            settings,
+            clock,
+            claim,
+            agency=agency,
+            authority=authority,
+            signing_key=signing_key,
+            keys=(*previous_encryption_keys, encryption_key),
+            storage=storage,
+        )
+    except BaseException:
+        claim.release()
+        raise
+
+
+async def _open_claimed(
+    settings: AgentSettings,
+    clock: Clock,
+    claim: DataDirClaim,
+    *,
+    agency: AgencyId,
+    authority: SigningPublicKey,
+    signing_key: SigningPrivateKey,
+    keys: tuple[EncryptionPrivateKey, ...],
+    storage: StorageKey,
+) -> _Core:
+    encryption_key = keys[-1]
     directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
@@ -228,8 +263,7 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
     store = await AgentStore.open(
         settings.data_dir / "agent.db", storage_key=storage, synchronous=settings.sqlite_synchronous
     )
-    keys = (*previous_encryption_keys, encryption_key)
-    return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store, session)
+    return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store, session, claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +484,7 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
                 *([] if auditing is None else [auditing.close]),
                 *([] if core.directory_session is None else [core.directory_session.close]),
                 store.close,
+                released(core.claim),
             ],
             started={
                 "directory_version": core.directory.held.version,

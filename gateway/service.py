@@ -50,6 +50,7 @@ from runtime.broker import (
     QueueConsumer,
     service_endpoints,
 )
+from runtime.data_dir import DataDirClaim, claim_data_dir, identity_of, released
 from runtime.directory import DirectoryWatch
 from runtime.errors import ConfigurationError, TransientFailure
 from runtime.reports.errors import ReportError
@@ -164,6 +165,8 @@ class _Core:
     identity: GatewayIdentity
     recovery: LogRecovery
     """The log held while it is behind its witnesses (a restored disk), and brought back (`gateway.recovery`)."""
+    claim: DataDirClaim
+    """The lock on the data directory, held until the stores closed (`runtime.data_dir`)."""
 
     def current_directory(self) -> Directory:
         """The directory in force now (`DirectoryExpired` once it expired)."""
@@ -191,6 +194,35 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
     evidence_key, log_key = _load_keys(settings)
     first_directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
     _check_keys_listed(first_directory, evidence_key, log_key)
+    identity = identity_of(
+        "gateway", first_directory.gateway.gateway_id, (evidence_key.public_key.raw, log_key.public_key.raw)
+    )
+    claim = await asyncio.to_thread(claim_data_dir, settings.data_dir, identity)
+    try:
+        return await _open_claimed(
+            settings,
+            clock,
+            claim,
+            authority=authority,
+            first_directory=first_directory,
+            evidence_key=evidence_key,
+            log_key=log_key,
+        )
+    except BaseException:
+        claim.release()
+        raise
+
+
+async def _open_claimed(
+    settings: GatewaySettings,
+    clock: Clock,
+    claim: DataDirClaim,
+    *,
+    authority: SigningPublicKey,
+    first_directory: Directory,
+    evidence_key: SigningPrivateKey,
+    log_key: SigningPrivateKey,
+) -> _Core:
     endpoints = service_endpoints(settings.amqp_url, heartbeat_s=settings.amqp_heartbeat_s)
     store = await _open_store(settings)
     audit = await AuditLog.load(store, origin=first_directory.gateway.log_origin, log_key=log_key)
@@ -225,7 +257,7 @@ async def _open_core(settings: GatewaySettings, clock: Clock) -> _Core:
         broker_user_prefix=settings.broker_user_prefix,
     )
     in_force[0] = lambda: watch.held
-    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity, recovery)
+    return _Core(settings, clock, authority, endpoints, store, audit, watch, identity, recovery, claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +446,13 @@ async def run_gateway(
 
     consumers = (path.ingress, path.dead_letter_intake)
     tasks: dict[str, Task] = {}
-    closers = [path.publisher.close, path.blob_store.close, core.store.close, report_append_latency]
+    closers = [
+        path.publisher.close,
+        path.blob_store.close,
+        core.store.close,
+        report_append_latency,
+        released(core.claim),
+    ]
     if settings.tsa_url is not None:
         tsa = TimestampClient(settings.tsa_url, timeout_s=settings.tsa_timeout_s)
         tasks["timestamps"] = _timestamps(core, path.metrics, tsa)

@@ -15,6 +15,8 @@
     rogatory config-reference [--out PATH]
     rogatory tls (ca | server-cert | client-cert) ... (deploy.cli.tls)
     rogatory ping --to AGENCY [--timeout S] [--no-wait] [--json] (--agent URL --token T | --state-dir DIR --agency ID)
+    rogatory backup --data-dir DIR --out FILE [--database-url URL] [--include-keystore] (deploy.cli.backup)
+    rogatory restore FILE --data-dir DIR [--database-url URL]
 
 The broker is the one at `ROGATORY_SYSTEM_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/),
 its management API at `ROGATORY_SYSTEM_MANAGEMENT_URL` (default: same host, port 15672).
@@ -43,6 +45,7 @@ from deploy.cli.auditor import (
     verify_snapshot,
     write_export,
 )
+from deploy.cli.backup import add_backup_commands
 from deploy.cli.credentials import add_commands as add_credential_commands
 from deploy.cli.db import add_db_commands
 from deploy.cli.evidence import add_evidence_commands
@@ -278,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evidence_commands(commands)  # evidence export / verify (deploy.cli.evidence)
     add_report_commands(commands)  # report verify (deploy.cli.reports)
     add_recovery_commands(commands)  # log-recovery hold / excuse / status (deploy.cli.recovery)
+    add_backup_commands(commands)  # backup, restore (deploy.cli.backup)
 
     reference = commands.add_parser("config-reference", help="write the environment variables' reference (Markdown)")
     reference.add_argument("--out", help="the file to write, e.g. docs/CONFIGURATION.md (default: standard output)")

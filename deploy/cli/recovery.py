@@ -46,16 +46,26 @@ async def _size(store: GatewayStore) -> int:
     return len(await store.leaf_hashes())
 
 
-async def _hold(args: argparse.Namespace) -> dict[str, Any]:
-    store = await _open(args)
+async def hold_log(data_dir: Path, database_url: str | None) -> int:
+    """Mark the gateway store of `data_dir` (or `database_url`) as restored: its log is held at start; its size."""
+    store = (
+        await GatewayStore.open_postgres(database_url)
+        if database_url
+        else await GatewayStore.open(data_dir / "gateway.db")
+    )
     try:
         size = await _size(store)
         async with store.transaction() as tx:
             await tx.set_setting(HOLD_SETTING, hold_value(size, datetime.now(UTC)))
             await tx.set_setting(HEARD_SETTING, json.dumps([]))
-        return {"held": True, "restored_size": size}
+        return size
     finally:
         await store.close()
+
+
+async def _hold(args: argparse.Namespace) -> dict[str, Any]:
+    size = await hold_log(Path(args.data_dir), args.database_url)
+    return {"held": True, "restored_size": size}
 
 
 async def _excuse(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,4 +125,7 @@ def add_recovery_commands(commands: Any) -> None:  # noqa: ANN401 - argparse's p
     status.set_defaults(run=_runner(_status))
 
 
-__all__ = ["add_recovery_commands"]
+__all__ = [
+    "add_recovery_commands",
+    "hold_log",
+]

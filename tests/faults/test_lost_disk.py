@@ -35,13 +35,12 @@ from tests.faults.lostdisk import (
     leaves_in,
     log_size,
     proofs_held,
-    rogatory,
     say,
     wait_until,
     witness_state,
     witnessed_everywhere,
 )
-from tests.support.backup import backup_data_dir, restore_data_dir
+from tests.support.backup import backup_data_dir, database_in, restore_data_dir
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.e2e]
 
@@ -86,9 +85,9 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
         before = [*traffic.accepted, *await _send(traffic, 10)]
         await _until_delivered(network, session, before)
         data = network.paths.data("gateway")
-        backup = tmp_path / "gateway-backup"
-        backup_data_dir(data, backup)
-        size_at_backup = leaves_in(backup / "gateway.db")
+        backup = tmp_path / "gateway-backup.tar"
+        await backup_data_dir(data, backup)
+        size_at_backup = leaves_in(database_in(backup, "gateway.db", tmp_path / "gateway-backed-up"))
         say(f"gateway backed up at log size {size_at_backup}")
 
         delivered_after = await _send(traffic, 15)
@@ -103,8 +102,8 @@ async def test_gateway_disk_lost_and_restored_gets_its_log_back_from_the_witness
 
         network.kill("gateway")
         during = await _send(traffic, 5)  # submitted while the gateway is down: they wait in its ingress queue
-        restore_data_dir(backup, data)
-        await rogatory("log-recovery", "hold", "--data-dir", str(data))
+        restored_said = await restore_data_dir(backup, data)  # a restored gateway's log starts held
+        assert "starts held" in restored_said, restored_said
         restore_started = time.time()
         await network.restart()  # the gateway with its restored disk, and the recipient back
         say("gateway restored from its backup and started held")
@@ -214,17 +213,20 @@ async def test_agent_disks_lost_and_restored_report_what_they_lost_and_witness_o
         before = [*traffic.accepted, *await _send(traffic, 5)]
         await _until_delivered(network, session, before)
         await witnessed_everywhere(network, session)
-        backups = {agency: tmp_path / f"{agency}-backup" for agency in (SENDER, RECIPIENT)}
+        backups = {agency: tmp_path / f"{agency}-backup.tar" for agency in (SENDER, RECIPIENT)}
         for agency, backup in backups.items():
-            backup_data_dir(network.paths.data(agency), backup)
-        witnessed_at_backup = {agency: witness_state(backup / "agent.db")[0] for agency, backup in backups.items()}
+            await backup_data_dir(network.paths.data(agency), backup)
+        witnessed_at_backup = {
+            agency: witness_state(database_in(backup, "agent.db", tmp_path / f"{agency}-backed-up"))[0]
+            for agency, backup in backups.items()
+        }
 
         after_backup = await _send(traffic, 10)
         await _until_delivered(network, session, after_backup)
         witnessed_at_loss = await witnessed_everywhere(network, session)
         for agency, backup in backups.items():
             network.kill(agency)
-            restore_data_dir(backup, network.paths.data(agency))
+            await restore_data_dir(backup, network.paths.data(agency))
         restored = {agency: witness_state(network.paths.data(agency) / "agent.db")[0] for agency in backups}
         await network.restart()
         say("sender's and recipient's agents restored from their backups")

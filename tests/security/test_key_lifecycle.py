@@ -176,12 +176,14 @@ def test_agent_holds_rotated_encryption_keys_from_its_keystore(tmp_path: Path) -
             "gateway_broker_user": "gateway",
         }
     )
-    loaded_signing, current, retired, _ = _load_keys(settings)
+    loaded_signing, current, retired, _, identity = _load_keys(settings)
     assert (loaded_signing.key_id, current.key_id, [key.key_id for key in retired]) == (
         signing.key_id,
         second.key_id,
         [first.key_id],
     )
+    assert identity.name == LY
+    assert len(identity.signing_keys) == 1  # only the encryption key was rotated here
 
 
 def test_dev_stack_keys_were_made_by_the_tool_and_lie_encrypted_and_private(security_stack: dict[str, Any]) -> None:

@@ -1,51 +1,43 @@
-"""A service's data directory backed up and restored, the way `rogatory backup` / `rogatory restore` do it.
-
-Stand-in until those commands are on main (the lead swaps these two
-functions for them): every SQLite database (`*.db`) is copied with SQLite's
-online backup API, consistent while the service writes to it; every other
-file beside them (keys, certificates, attachment bodies) is copied as is;
-write-ahead logs are not (the backup of their database includes them).
-`restore_data_dir` replaces the data directory with the backup's copy, as a
-new disk holding the last backup would.
-"""
+"""A service's data directory backed up and restored with `rogatory backup` / `rogatory restore`, as an operator
+does it, and a database read back out of a backup archive (for the drills' figures)."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
+import asyncio
+import sys
+import tarfile
 from pathlib import Path
 
-_SKIPPED_SUFFIXES = ("-wal", "-shm", "-journal")
+from deploy.cli.backup import DATA_PREFIX
 
 
-def backup_data_dir(data_dir: Path, out: Path) -> list[Path]:
-    """Back `data_dir` up into the directory `out` (created); the databases copied."""
-    databases = []
-    for source in sorted(data_dir.rglob("*")):
-        target = out / source.relative_to(data_dir)
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        if source.name.endswith(_SKIPPED_SUFFIXES) or not source.is_file():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.suffix == ".db":
-            with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as live, sqlite3.connect(target) as copy:
-                live.backup(copy)
-            live.close()
-            copy.close()
-            databases.append(target)
-        else:
-            shutil.copy2(source, target)
-    out.chmod(0o700)
-    return databases
+async def _rogatory(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, f"rogatory {' '.join(args)}: {err.decode()[-800:]}"
+    return out.decode() + err.decode()
 
 
-def restore_data_dir(backup: Path, data_dir: Path) -> None:
-    """Replace `data_dir` by the backup's copy: what was written since the backup is gone."""
-    shutil.rmtree(data_dir)
-    shutil.copytree(backup, data_dir)
-    data_dir.chmod(0o700)
+async def backup_data_dir(data_dir: Path, archive: Path) -> str:
+    """`rogatory backup --data-dir DATA_DIR --out ARCHIVE`, online; what it said."""
+    return await _rogatory("backup", "--data-dir", str(data_dir), "--out", str(archive))
 
 
-__all__ = ["backup_data_dir", "restore_data_dir"]
+async def restore_data_dir(archive: Path, data_dir: Path) -> str:
+    """`rogatory restore ARCHIVE --data-dir DATA_DIR` onto a stopped service (a gateway's log starts held)."""
+    return await _rogatory("restore", str(archive), "--data-dir", str(data_dir))
+
+
+def database_in(archive: Path, name: str, into: Path) -> Path:
+    """The database `name` (e.g. `gateway.db`) as the backup archive holds it, extracted under `into`."""
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, mode="r:") as tar:
+        member = tar.extractfile(DATA_PREFIX + name)
+        assert member is not None, f"{archive} holds no {name}"
+        (into / name).write_bytes(member.read())
+    return into / name
+
+
+__all__ = ["backup_data_dir", "database_in", "restore_data_dir"]
