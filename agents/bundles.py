@@ -22,8 +22,8 @@ in a checkpoint two witnesses cosigned cannot be proven: `ProofsPending`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -104,7 +104,10 @@ class BundleExporter:
         directory: Callable[[], Directory],
         limits: Limits,
         clock: Callable[[], datetime],
+        report: Callable[[bytes], Awaitable[bytes | None]] | None = None,
     ) -> None:
+        """`report` draws and has signed the clerk's PDF of a bundle (`agents.bundle_report`); None: no report."""
+        self._report = report
         self._agency = agency
         self._key = signing_key
         self._store = store
@@ -145,7 +148,13 @@ class BundleExporter:
             latest_tree_size=latest_size,
             consistency=tuple(consistency),
         )
-        return pack_bundle(assemble_bundle(parts, self._key))
+        raw = pack_bundle(assemble_bundle(parts, self._key))
+        if self._report is None:
+            return raw
+        signed_report = await self._report(raw)
+        if signed_report is None:
+            return raw
+        return pack_bundle(assemble_bundle(replace(parts, report=signed_report), self._key))
 
     async def _latest(self, origin: str) -> tuple[int, str]:
         """The latest checkpoint at least two witnesses cosigned: the gateway's latest, or the latest witnessed."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,7 @@ import structlog
 from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
 from agents.auditing import Auditing, GatewayAuditClient, ProofFollower, SenderViews, Witness
+from agents.bundle_report import draw_bundle_report
 from agents.bundles import BundleExporter
 from agents.cases import CaseBook
 from agents.connectivity import Connectivity
@@ -41,6 +42,7 @@ from agents.held_directory import remember_directory
 from agents.metrics import AgentMetrics
 from agents.outbox import OutboxRelay
 from agents.receiving import InboxDelivery, Received, Receiver, ReceiverKeys
+from agents.reports import report_fonts, request_report_signature
 from agents.retention import Retention
 from agents.settings import AgentSettings
 from agents.storage_key import storage_key
@@ -63,6 +65,7 @@ from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.private_files import PRIVATE_UMASK
+from runtime.reports.errors import ReportError
 from runtime.runner import (
     Clock,
     Service,
@@ -370,6 +373,31 @@ def _webhooks(core: _Core, path: _MessagePath, guard: ApiGuard) -> Webhooks:
     return Webhooks(store=core.store, dispatcher=dispatcher, addresses=addresses, policy=policy, clock=core.clock)
 
 
+def _bundle_report(core: _Core, auditing: Auditing) -> Callable[[bytes], Awaitable[bytes | None]] | None:
+    """The clerk's signed PDF of each exported bundle (`agents.bundle_report`), if this agent can draw one."""
+    settings = core.settings
+    if settings.gateway_url is None:
+        return None
+    try:
+        fonts = report_fonts(settings)
+    except ReportError as exc:
+        log.warning("bundle_reports_disabled", reason=str(exc)[:300])
+        return None
+    gateway_url = settings.gateway_url
+    authority = authority_key(settings.authority_key)
+
+    async def sign(pdf: bytes) -> bytes:
+        signed = await request_report_signature(
+            auditing.session, gateway_url, agency=core.agency, key=core.signing_key, pdf=pdf, now=core.clock()
+        )
+        return signed.pdf
+
+    async def report(raw: bytes) -> bytes | None:
+        return await draw_bundle_report(raw, authority=authority, fonts=fonts, sign=sign, drawn_at=core.clock())
+
+    return report
+
+
 def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
     core: _Core,
     path: _MessagePath,
@@ -392,6 +420,7 @@ def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
             directory=core.current_directory,
             limits=settings.limits,
             clock=core.clock,
+            report=_bundle_report(core, auditing),
         )
     )
     return AgentApi(

@@ -28,6 +28,9 @@ class ItemStatus(StrEnum):
     FAILED = "FAILED"
     ABSENT = "ABSENT"
     """An optional item (report, time-stamp) the bundle does not hold: reported, not a failure."""
+    UNCHECKED = "UNCHECKED"
+    """An optional item the bundle holds but this verifier was not given the means to check (the signed report
+    without the network CA): reported, not a failure, and not vouched for."""
 
 
 class ItemKind(StrEnum):

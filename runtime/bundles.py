@@ -15,12 +15,15 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from protocol.bundle import MAX_BUNDLE_BYTES, MAX_MEMBER_BYTES, MAX_MEMBERS, checkpoint_path
+from cryptography import x509
+
+from protocol.bundle import MAX_BUNDLE_BYTES, MAX_MEMBER_BYTES, MAX_MEMBERS, REPORT, checkpoint_path
 from protocol.bundle_verify import (
     DEFAULT_CHECKS,
     BundleContext,
     ItemCheck,
     check_checkpoints,
+    check_report,
     check_timestamps,
     verify_bundle,
 )
@@ -28,6 +31,9 @@ from protocol.checkpoint import SignedCheckpoint
 from protocol.errors import ErrorCode, LimitExceeded, MalformedInput, ProtocolError
 from protocol.evidence_account import BundleAccount, ItemKind, ItemResult, ItemStatus
 from protocol.keys import SigningPublicKey
+from protocol.signing import SignedStatement
+from runtime.reports.bundle import verify_report_in_bundle
+from runtime.reports.errors import ReportError
 from runtime.timestamps import verify_timestamp
 
 _FIXED_TIME: Final = (1980, 1, 1, 0, 0, 0)
@@ -114,6 +120,54 @@ def check_timestamp_tokens(context: BundleContext) -> Iterable[ItemResult]:
             )
 
 
+def report_check(network_ca: x509.Certificate | None) -> ItemCheck:
+    """The report slot, filled: `report.pdf` must be the gateway's signed report of this very bundle.
+
+    One PAdES signature over the whole file by a document-signing certificate `network_ca` issued, and an
+    embedded proof listing only this bundle's messages and evidence (`runtime.reports.bundle`). Without the
+    network CA a present report is reported unchecked.
+    """
+
+    def check_signed_report(context: BundleContext) -> Iterable[ItemResult]:
+        report = context.manifest.report
+        if report is None:
+            yield ItemResult(REPORT, ItemKind.REPORT, ItemStatus.ABSENT, "no report in this bundle")
+            return
+        if network_ca is None:
+            detail = "a signed report is present; give the network CA (--network-ca) to check its signature"
+            yield ItemResult(report.path, ItemKind.REPORT, ItemStatus.UNCHECKED, detail)
+            return
+        members = context.contents.members
+        pdf = members.get(report.path)
+        if pdf is None:
+            yield ItemResult(report.path, ItemKind.REPORT, ItemStatus.FAILED, "member missing from the bundle")
+            return
+        statements = {
+            str(message.message_id): [SignedStatement.from_json(members[item.path]) for item in message.evidence]
+            for message in context.manifest.messages
+        }
+        try:
+            verified = verify_report_in_bundle(pdf, network_ca, subject=context.manifest.subject, statements=statements)
+        except ReportError as exc:
+            yield ItemResult(report.path, ItemKind.REPORT, ItemStatus.FAILED, f"{exc.code}: {exc}"[:300])
+            return
+        yield ItemResult(
+            report.path,
+            ItemKind.REPORT,
+            ItemStatus.VERIFIED,
+            f"signed by {verified.signer} (PAdES), its proof lists {len(verified.proof.messages)} message(s) of this "
+            "bundle",
+        )
+
+    return check_signed_report
+
+
+def bundle_checks(network_ca: x509.Certificate | None = None) -> tuple[ItemCheck, ...]:
+    """The protocol's checks with both slots filled: RFC 3161 tokens and the signed report."""
+    with_tokens = _with_timestamp_tokens(DEFAULT_CHECKS)
+    return tuple(report_check(network_ca) if check is check_report else check for check in with_tokens)
+
+
 def _with_timestamp_tokens(checks: Sequence[ItemCheck]) -> tuple[ItemCheck, ...]:
     """`checks` with the RFC 3161 check in the time-stamp slot.
 
@@ -129,8 +183,11 @@ def _with_timestamp_tokens(checks: Sequence[ItemCheck]) -> tuple[ItemCheck, ...]
     return tuple(out)
 
 
-BUNDLE_CHECKS: Final[tuple[ItemCheck, ...]] = _with_timestamp_tokens(DEFAULT_CHECKS)
-"""The protocol's checks, with the RFC 3161 tokens verified (`runtime.timestamps`)."""
+
+
+BUNDLE_CHECKS: Final[tuple[ItemCheck, ...]] = bundle_checks()
+"""The protocol's checks, with the RFC 3161 tokens verified (`runtime.timestamps`) and a signed report listed
+unchecked (checking it needs the network CA: `bundle_checks(network_ca)`)."""
 
 
 def verify_bundle_file(
@@ -144,4 +201,12 @@ def verify_bundle_file(
     return verify_bundle(members, authority=authority, bundle_bytes=len(raw), checks=checks)
 
 
-__all__ = ["BUNDLE_CHECKS", "check_timestamp_tokens", "pack_bundle", "unpack_bundle", "verify_bundle_file"]
+__all__ = [
+    "BUNDLE_CHECKS",
+    "bundle_checks",
+    "check_timestamp_tokens",
+    "pack_bundle",
+    "report_check",
+    "unpack_bundle",
+    "verify_bundle_file",
+]

@@ -48,7 +48,7 @@ from protocol.mla import replay_case, validate_document
 from protocol.reports import ProvenMessage, ProvenStatement, ReportProof
 from protocol.signing import SignedStatement
 from protocol.topology import KIND_SEALED_MESSAGE, SUBMIT_EXCHANGE
-from runtime.bundles import verify_bundle_file
+from runtime.bundles import bundle_checks, verify_bundle_file
 from runtime.reports.account import CaseReport, ReportEvent, ReportMessage, document_lines
 from runtime.reports.fonts import find_fonts
 from runtime.reports.pades import verify_report_async
@@ -488,6 +488,13 @@ async def test_each_side_downloads_a_case_bundle_that_verifies_offline_with_the_
         elapsed = time.perf_counter() - started
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "VERIFIED: every item" in verified.stdout
+        assert "unchecked: report.pdf" in verified.stdout  # the authority key alone cannot check the PDF's signature
+        ca = x509.load_pem_x509_certificate((Path(state_dir) / "tls" / "ca" / "ca.pem").read_bytes())
+        # pyHanko's validation runs its own event loop: off this one
+        with_ca = await asyncio.to_thread(verify_bundle_file, raw, authority=authority, checks=bundle_checks(ca))
+        (report,) = [item for item in with_ca.items if item.kind == ItemKind.REPORT]
+        assert report.status == ItemStatus.VERIFIED, report.detail  # the clerk's PDF, signed by the gateway
+        assert GATEWAY_DOCUMENT_NAME in report.detail
         took = next(line for line in verified.stdout.splitlines() if line.startswith("Verification took"))
         print(  # the figures the issue asks for: what the 15-message bundle weighs, how long verifying it takes
             f"\n{case_id} bundle of {side}: {len(raw):,} bytes, {messages} messages; {took.lower()} "

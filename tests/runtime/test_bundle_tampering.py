@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from deploy.cli.commands import main
 from deploy.localnet.tsa import TimestampAuthorityKeys
@@ -24,7 +25,7 @@ from protocol.encoding import b64decode, b64encode
 from protocol.evidence_account import SENT, BundleAccount, ItemKind, ItemResult, ItemStatus
 from protocol.keys import SigningPrivateKey
 from protocol.signing import SignedStatement
-from runtime.bundles import unpack_bundle, verify_bundle_file
+from runtime.bundles import bundle_checks, unpack_bundle, verify_bundle_file
 from tests.support.bundles import BuiltBundle, build_bundle, stamp
 from tests.support.network import BD, LY
 
@@ -287,7 +288,8 @@ def test_something_that_is_not_a_bundle_is_refused(built: BuiltBundle):
 
 
 def test_a_present_report_fails_without_its_check_and_passes_with_one(built: BuiltBundle):
-    """The report slot: absent is ABSENT; present and no check installed fails; an installed check decides."""
+    """The report slot: absent is ABSENT; present and no check installed fails (the pure protocol), unchecked
+    without the network CA (the runtime's checks), decided by the installed check."""
 
     def add_report(members: dict[str, bytes]) -> None:
         members[REPORT] = b"%PDF-1.7 test"
@@ -297,8 +299,17 @@ def test_a_present_report_fails_without_its_check_and_passes_with_one(built: Bui
 
         edit_manifest(members, edit)
 
-    failure = first_failure(tampered(built, add_report))
+    members = members_of(built.raw)
+    add_report(members)
+    protocol_alone = verify_bundle_file(rezip(members), authority=built.authority, checks=DEFAULT_CHECKS)
+    failure = first_failure(protocol_alone)
     assert (failure.kind, failure.item) == (ItemKind.REPORT, REPORT)
+    # The runtime's checks: without the network CA the report is listed unchecked; with one, this is no report.
+    unchecked = tampered(built, add_report)
+    assert next(item for item in unchecked.items if item.kind == ItemKind.REPORT).status == ItemStatus.UNCHECKED
+    some_ca = x509.load_der_x509_certificate(TimestampAuthorityKeys.generate("Some CA").root_der)
+    with_ca = verify_bundle_file(rezip(members), authority=built.authority, checks=bundle_checks(some_ca))
+    assert next(item for item in with_ca.items if item.kind == ItemKind.REPORT).status == ItemStatus.FAILED
 
     def report_check(context: BundleContext) -> Iterable[ItemResult]:
         data = context.member(REPORT)
