@@ -183,8 +183,6 @@ def _with_timestamp_tokens(checks: Sequence[ItemCheck]) -> tuple[ItemCheck, ...]
     return tuple(out)
 
 
-
-
 BUNDLE_CHECKS: Final[tuple[ItemCheck, ...]] = bundle_checks()
 """The protocol's checks, with the RFC 3161 tokens verified (`runtime.timestamps`) and a signed report listed
 unchecked (checking it needs the network CA: `bundle_checks(network_ca)`)."""
