@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 
+from deploy.provision.tls import make_ca
 from runtime.private_files import write_private
 
 ROOT_CERTIFICATE: Final = "root.pem"
@@ -53,35 +54,14 @@ class TimestampAuthorityKeys:
 
     @classmethod
     def generate(cls, name: str = "Rogatory Dev TSA") -> TimestampAuthorityKeys:
-        """Fresh keys and certificates (RSA 2048, valid from yesterday for ten years)."""
+        """Fresh keys and certificates: a root CA and the time-stamping certificate it issues.
+
+        The root is `deploy.provision.tls.make_ca`'s; the time-stamping key is RSA 2048 (pyHanko's
+        time-stamper signs with RSA), its certificate valid from yesterday for ten years.
+        """
         start = datetime.now(UTC) - timedelta(days=1)
-        root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Root")])
-        root = (
-            x509.CertificateBuilder()
-            .subject_name(root_name)
-            .issuer_name(root_name)
-            .public_key(root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(root_key, hashes.SHA256())
-        )
+        root, root_key = make_ca(f"{name} Root")
+        root_name = root.subject
         tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         tsa = (
             x509.CertificateBuilder()
