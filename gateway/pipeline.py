@@ -44,11 +44,22 @@ publisher), `match_evidence` -> MatchedEvidence (about a message relayed to
 its issuer), `check_evidence_timely` -> TimelyEvidence (dated between the
 message's acceptance and now, within the clock skew, by a key not retired
 longer than the grace), then `forward_evidence` logs it and forwards it to
-the message's sender. Deadlines are not the pipeline's: `gateway.deadlines`.
+the message's sender. A batch of evidence (`KIND_EVIDENCE_BATCH`) is taken
+statement by statement, each through the same steps as a single delivery
+of it: a bad statement is refused alone (its own `rejected_input` leaf),
+the good ones are kept, and a statement seen before adds nothing; a batch
+that is not one at all is refused whole, as a malformed single evidence is.
+Deadlines are not the pipeline's: `gateway.deadlines`.
+
+The evidence a sender is owed is committed for the outgoing relay, which
+sends what waits for one agency as one message: the relay is woken once
+the relay outcome is logged, not at the acceptance, so that an exchange's
+`SUBMISSION_ACCEPTED` and `RELAY_ACCEPTED` leave together.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +91,7 @@ from protocol.evidence import (
     VerifiedEvidence,
     check_evidence_time,
     new_statement,
+    parse_evidence_batch,
     parse_signed_evidence,
     verify_evidence,
 )
@@ -87,7 +99,7 @@ from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.policy import decide_exchange
 from protocol.steps import StepToken
-from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from protocol.topology import KIND_EVIDENCE, KIND_EVIDENCE_BATCH, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
 from runtime.errors import RoutingFailed
 
@@ -272,6 +284,8 @@ class IngressPipeline:
             return await self._handle_sealed_message(delivery)
         if delivery.kind == KIND_EVIDENCE:
             return await self._handle_evidence(delivery)
+        if delivery.kind == KIND_EVIDENCE_BATCH:
+            return await self._handle_evidence_batch(delivery)
         await self._record_rejected_input(
             delivery,
             Reason(code=ErrorCode.MALFORMED_ENVELOPE, detail=f"unknown message kind {str(delivery.kind)[:60]!r}"),
@@ -402,7 +416,7 @@ class IngressPipeline:
             for recipient in header.recipient_agencies:
                 statement = self._statement(EvidenceType.SUBMISSION_ACCEPTED, authenticated, recipient, now)
                 await issue_gateway_evidence(atx, self._identity, statement)
-        self._wake_relay()
+        # The relay is woken once the relay outcome is logged (`record_relay`): both leave together.
         return AcceptedSubmission(authenticated=authenticated, step=_STEP)
 
     def recall_acceptance(self, redelivery: Redelivery) -> AcceptedSubmission | None:
@@ -527,6 +541,36 @@ class IngressPipeline:
             message_id=matched.record.message_id,
             sender=matched.verified.statement.sender,
         )
+
+    async def _handle_evidence_batch(self, delivery: IngressDelivery) -> Outcome:
+        """Each statement as a single delivery of it; all finished before anything is raised."""
+        try:
+            self.identify_publisher(delivery, self._directory.current)
+            statements = parse_evidence_batch(delivery.body, self._limits)
+        except ProtocolError as exc:
+            await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
+            return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
+        singles = [
+            IngressDelivery(body=raw, kind=KIND_EVIDENCE, user_id=delivery.user_id, amqp_message_id=None)
+            for raw in statements
+        ]
+        outcomes = await asyncio.gather(*(self._handle_evidence(single) for single in singles), return_exceptions=True)
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failure is not None:
+            raise failure
+        results = [outcome.result for outcome in outcomes if isinstance(outcome, Outcome)]
+        log.info(
+            "evidence_batch_processed",
+            publisher=(delivery.user_id or "")[:200],
+            statements=len(results),
+            forwarded=results.count(OutcomeResult.FORWARDED),
+            duplicate=results.count(OutcomeResult.DUPLICATE),
+            rejected=results.count(OutcomeResult.REJECTED),
+        )
+        result = next(
+            (r for r in (OutcomeResult.FORWARDED, OutcomeResult.DUPLICATE) if r in results), OutcomeResult.REJECTED
+        )
+        return Outcome(kind=OutcomeKind.EVIDENCE, result=result)
 
     def authenticate_evidence(
         self, delivery: IngressDelivery, publisher: IdentifiedPublisher, directory: Directory, now: datetime
