@@ -50,10 +50,18 @@ class OutboxRelay(Relay):
         publisher: OutboxPublisher,
         *,
         clock: Callable[[], datetime],
+        agency: str,
         poll_interval: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        """A relay for `agency`'s outbox.
+
+        All of this agency's evidence travels under one AMQP message id,
+        `evidence/<agency>`, so that the gateway takes it in the order it was
+        published (its consumer takes deliveries of one message id in turn).
+        """
         super().__init__(poll_interval=poll_interval)
+        self._evidence_id = f"evidence/{agency}"
         self._store = store
         self._publisher = publisher
         self._clock = clock
@@ -80,7 +88,8 @@ class OutboxRelay(Relay):
                 destination=lambda _item: "gateway",
                 kind=lambda item: KIND_SEALED_MESSAGE if isinstance(item, OutboxRecord) else KIND_EVIDENCE,
                 body=lambda item: item.sealed if isinstance(item, OutboxRecord) else item.body,
-                message_id=lambda item: item.message_id,
+                message_id=lambda item: item.message_id if isinstance(item, OutboxRecord) else self._evidence_id,
+                batch_id=lambda _destination: self._evidence_id,
                 limits=self._limits,
             )
             confirmed, failure = await publish_window(messages, self._publish)

@@ -252,7 +252,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         if attachments is None
         else BlobPushingPublisher(connector, routing_key=agency, push=attachments.push_for)
     )
-    relay = OutboxRelay(store, publisher, clock=clock, limits=settings.limits)
+    relay = OutboxRelay(store, publisher, clock=clock, agency=agency, limits=settings.limits)
     cases = CaseBook(agency)
     sender_views = SenderViews()
     receiver = Receiver(
@@ -267,6 +267,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         limits=settings.limits,
         clock=clock,
         wake_relay=relay.wake,
+        relay_write=relay.committing,
         cases=cases,
         on_opened=None if attachments is None else attachments.accept_opened,
         on_log_view=sender_views.offer,

@@ -59,6 +59,7 @@ class OutgoingRelay(Relay):
                 kind=lambda record: record.kind,
                 body=lambda record: record.body,
                 message_id=lambda record: record.message_id,
+                batch_id=lambda agency: f"evidence-batch/{agency}",
                 limits=self._limits,
             )
             confirmed, failure = await publish_window(messages, self._publish)

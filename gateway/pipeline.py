@@ -49,6 +49,12 @@ statement by statement, each through the same steps as a single delivery
 of it: a bad statement is refused alone (its own `rejected_input` leaf),
 the good ones are kept, and a statement seen before adds nothing; a batch
 that is not one at all is refused whole, as a malformed single evidence is.
+Statements about different messages are taken concurrently, those about
+one message in their order; an agent publishes all its evidence under one
+AMQP message id, so the consumer takes its batches in the order published.
+Recipient evidence of a copy whose relay is not logged yet (its write
+failed after the broker confirmed it) logs `RELAY_ACCEPTED` first, so the
+log never holds a `DELIVERY` before its relay.
 Deadlines are not the pipeline's: `gateway.deadlines`.
 
 The evidence a sender is owed is committed for the outgoing relay, which
@@ -60,7 +66,9 @@ the relay outcome is logged, not at the acceptance, so that an exchange's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -68,7 +76,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from gateway.auditlog import AuditLog
+from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.blobs import AttachmentGate
 from gateway.issuing import GatewayIdentity, issue_gateway_evidence
 from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
@@ -102,6 +110,7 @@ from protocol.steps import StepToken
 from protocol.topology import KIND_EVIDENCE, KIND_EVIDENCE_BATCH, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
 from runtime.errors import RoutingFailed
+from runtime.supervision import KeyedLocks
 
 log = structlog.get_logger("rogatory.gateway.pipeline")
 
@@ -266,8 +275,12 @@ class IngressPipeline:
         clock: Callable[[], datetime],
         attachments: AttachmentGate | None,
         wake_relay: Callable[[], None] = lambda: None,
+        relay_write: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
     ) -> None:
-        """`attachments` is the blob store's gate; None: a gateway that keeps no bodies refuses every attachment."""
+        """`attachments` is the blob store's gate; None: a gateway that keeps no bodies refuses every attachment.
+
+        `wake_relay` and `relay_write` are the outgoing relay's `wake` and `committing`.
+        """
         self._attachments = attachments
         self._identity = identity
         self._directory = directory
@@ -277,6 +290,8 @@ class IngressPipeline:
         self._limits = limits
         self._clock = clock
         self._wake_relay = wake_relay
+        self._relay_write = relay_write
+        self._evidence_turns = KeyedLocks()
 
     async def handle(self, delivery: IngressDelivery) -> Outcome:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -449,7 +464,7 @@ class IngressPipeline:
         now = self._clock()
         header = accepted.header
         evidence_type = EvidenceType.RELAY_ACCEPTED if failure is None else EvidenceType.RELAY_FAILED
-        async with self._audit.transaction() as atx:
+        async with self._relay_write(), self._audit.transaction() as atx:
             if await atx.tx.relay_state(header.sender, str(header.message_id), recipient) is None:
                 await atx.tx.set_relay_state(
                     header.sender,
@@ -529,12 +544,21 @@ class IngressPipeline:
         directory = self._directory.current
         try:
             publisher = self.identify_publisher(delivery, directory)
-            matched = await self.match_evidence(self.authenticate_evidence(delivery, publisher, directory, now))
-            timely = self.check_evidence_timely(matched, now)
+            authenticated = self.authenticate_evidence(delivery, publisher, directory, now)
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
             return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
-        added = await self.forward_evidence(timely, now)
+        statement = authenticated.verified.statement
+        # Statements about one message take turns in the order they came (nothing above waited): a
+        # batch's RETRIEVAL is never logged before the DELIVERY ahead of it in the same batch.
+        async with self._evidence_turns.hold(f"{statement.sender}/{statement.message_id}"):
+            try:
+                matched = await self.match_evidence(authenticated)
+                timely = self.check_evidence_timely(matched, now)
+            except ProtocolError as exc:
+                await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
+                return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
+            added = await self.forward_evidence(timely, now)
         return Outcome(
             kind=OutcomeKind.EVIDENCE,
             result=OutcomeResult.FORWARDED if added else OutcomeResult.DUPLICATE,
@@ -606,7 +630,10 @@ class IngressPipeline:
         """Log the evidence, move the copy's state and forward it to the sender, once; whether it was new."""
         statement = matched.verified.statement
         record = matched.record
-        async with self._audit.transaction() as atx:
+        async with self._relay_write(), self._audit.transaction() as atx:
+            assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
+            if await atx.tx.relay_state(record.sender, record.message_id, statement.recipient) is None:
+                await self._relay_proven_by_recipient(atx, record, statement.recipient, now)
             appended = await atx.append(
                 evidence_leaf(matched.verified.signed, statement),
                 at=now,
@@ -614,7 +641,6 @@ class IngressPipeline:
                 agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
             )
             if appended.added:
-                assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
                 await atx.tx.set_relay_state(
                     record.sender,
                     record.message_id,
@@ -631,6 +657,40 @@ class IngressPipeline:
                 )
         self._wake_relay()
         return appended.added
+
+    async def _relay_proven_by_recipient(
+        self, atx: AuditTransaction, record: MessageRecord, recipient: AgencyId, now: datetime
+    ) -> None:
+        """Log `RELAY_ACCEPTED` for a copy whose recipient's signed evidence arrived before its relay was logged.
+
+        The copy was published and confirmed, but the write that logs it
+        failed (a disk full, a crash) and waits for the submission to come
+        back; the recipient's statement, which only a copy the gateway
+        published can produce, proves the relay. Logging it here keeps the
+        log's order (no `DELIVERY` before `RELAY_ACCEPTED`); the relay's own
+        write, when it comes, finds both on record and adds nothing.
+        """
+        statement = new_statement(
+            EvidenceType.RELAY_ACCEPTED,
+            message_id=parse_message_id(record.message_id),
+            message_digest=record.digest,
+            sender=parse_agency_id(record.sender),
+            recipient=recipient,
+            message_type=record.message_type,
+            case_id=record.case_id,
+            issuer=self._identity.gateway_id,
+            at=now,
+        )
+        await issue_gateway_evidence(atx, self._identity, statement)
+        await atx.tx.set_relay_state(
+            record.sender,
+            record.message_id,
+            recipient,
+            RelayState.RELAYED,
+            format_timestamp(now),
+            expires_at=record.expires_at,
+        )
+        log.warning("relay_logged_from_recipient_evidence", message_id=record.message_id, recipient=recipient)
 
     # -- shared ------------------------------------------------------------------------------
 

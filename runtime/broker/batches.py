@@ -12,7 +12,6 @@ and `Limits.max_evidence_batch_bytes`. No timer holds anything back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,13 +51,19 @@ def batch_outgoing(
     kind: Callable[[T], str],
     body: Callable[[T], bytes],
     message_id: Callable[[T], str],
+    batch_id: Callable[[str], str],
     limits: Limits,
 ) -> list[Outgoing[T]]:
     """Group the evidence among `items` by destination into bounded batches, oldest first; others go alone.
 
     A group of one is published as the single statement it is
-    (`KIND_EVIDENCE`), so a relay that is idle sends exactly what it sent
-    before batching existed. Items of any other kind are never batched.
+    (`KIND_EVIDENCE`, under `message_id`), so a relay that is idle sends what
+    it sent before batching existed. Items of any other kind are never
+    batched. A batch's AMQP message id is `batch_id(destination)`: consumers
+    take deliveries of one message id in the broker's order
+    (`QueueConsumer`), so a constant id per publisher keeps its batches in
+    the order it published them (a `RETRIEVAL` never overtakes the
+    `DELIVERY` an earlier batch carried).
     """
     messages: list[Outgoing[T]] = []
     groups: dict[str, list[list[T]]] = {}
@@ -87,8 +92,7 @@ def batch_outgoing(
                 messages.append(Outgoing(key, KIND_EVIDENCE, message_id(item), body(item), (item,)))
                 continue
             batch = encode_evidence_batch([body(item) for item in chunk])
-            batch_id = "evidence-batch/" + hashlib.sha256(batch).hexdigest()[:32]
-            messages.append(Outgoing(key, KIND_EVIDENCE_BATCH, batch_id, batch, tuple(chunk)))
+            messages.append(Outgoing(key, KIND_EVIDENCE_BATCH, batch_id(key), batch, tuple(chunk)))
     return messages
 
 

@@ -17,6 +17,8 @@ from protocol.evidence import (
     issue_evidence,
     new_statement,
     parse_evidence_batch,
+    parse_signed_evidence,
+    verify_evidence,
 )
 from protocol.ids import parse_message_id
 from protocol.limits import DEFAULT_LIMITS
@@ -52,7 +54,7 @@ async def _delivered(bd: InProcessAgent, ly: InProcessAgent, count: int) -> list
 
 async def _deliveries_sent_by(ly: InProcessAgent) -> RecordingPort:
     port = RecordingPort()
-    await OutboxRelay(ly.store, port, clock=lambda: NOW).drain()
+    await OutboxRelay(ly.store, port, clock=lambda: NOW, agency=ly.agency).drain()
     return port
 
 
@@ -65,10 +67,11 @@ def _inbox(body: bytes, kind: str = KIND_EVIDENCE_BATCH) -> InboxDelivery:
 
 
 async def test_recipients_deliveries_leave_as_one_batch(agents: tuple[InProcessAgent, InProcessAgent]) -> None:
+    """One broker message, under the AMQP message id all of LY's evidence travels under (the gateway's order)."""
     bd, ly = agents
     await _delivered(bd, ly, 3)
     port = await _deliveries_sent_by(ly)
-    assert [kind for kind, _, _ in port.published] == [KIND_EVIDENCE_BATCH]
+    assert [(kind, amqp_id) for kind, amqp_id, _ in port.published] == [(KIND_EVIDENCE_BATCH, f"evidence/{LY}")]
     assert len(parse_evidence_batch(port.published[0][2], DEFAULT_LIMITS)) == 3
     assert await ly.store.pending_evidence() == []
 
@@ -77,7 +80,10 @@ async def test_a_single_delivery_leaves_alone_as_the_old_kind(agents: tuple[InPr
     bd, ly = agents
     (message_id,) = await _delivered(bd, ly, 1)
     port = await _deliveries_sent_by(ly)
-    assert [(kind, sent_id) for kind, sent_id, _ in port.published] == [(KIND_EVIDENCE, message_id)]
+    ((kind, amqp_id, body),) = port.published
+    assert (kind, amqp_id) == (KIND_EVIDENCE, f"evidence/{LY}")
+    statement = verify_evidence(parse_signed_evidence(body, DEFAULT_LIMITS), ly.directory, now=NOW).statement
+    assert (statement.evidence_type, str(statement.message_id)) == (EvidenceType.DELIVERY, message_id)
 
 
 async def test_batch_moves_each_message_and_a_redelivered_batch_is_a_no_op(

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass
 
 from gateway.outgoing import OutgoingRelay
+from protocol.audit_verify import LogEntry, verify_audit_log
+from protocol.checkpoint import Checkpoint, sign_checkpoint
 from protocol.encoding import sha256_hex
 from protocol.envelope import SealedMessage
 from protocol.errors import ErrorCode
@@ -231,3 +233,35 @@ async def test_batch_over_the_statement_limit_is_refused_whole(harness: Harness)
     outcome = await harness.pipeline.handle(harness.delivery(batch, publisher=LY, kind=KIND_EVIDENCE_BATCH))
     assert (outcome.result, outcome.code) == ("rejected", ErrorCode.TOO_LARGE)
     assert (await harness.outgoing()).count((BD, EvidenceType.DELIVERY)) == 0
+
+
+async def test_statements_about_one_message_are_logged_in_their_order_within_a_batch(harness: Harness) -> None:
+    """DELIVERY then RETRIEVAL of one message in one batch, beside another message's: the log keeps their order."""
+    first, second = await _relayed(harness, 2)
+    retrieval = (
+        issue_evidence(
+            new_statement(
+                EvidenceType.RETRIEVAL,
+                message_id=first.message_id,
+                message_digest=first.sealed.digest,
+                sender=BD,
+                recipient=LY,
+                issuer=LY,
+                at=NOW,
+            ),
+            harness.net[LY].signing,
+        )
+        .model_dump_json()
+        .encode()
+    )
+    batch = _batch([_delivery_by_ly(harness, first), _delivery_by_ly(harness, second), retrieval])
+    outcome = await harness.pipeline.handle(harness.delivery(batch, publisher=LY, kind=KIND_EVIDENCE_BATCH))
+    assert outcome.result == "forwarded"
+    entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
+    tree = harness.audit.tree
+    note = sign_checkpoint(
+        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+    ).to_text()
+    report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
+    assert report.consistent, report.problem
+    assert (await harness.evidence_types()).count("RETRIEVAL") == 1
