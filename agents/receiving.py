@@ -55,9 +55,7 @@ version the authority did not sign, nor an older one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -193,7 +191,6 @@ class Receiver:
         cases: CaseBook,
         on_opened: Callable[[OpenedMessage, MessageDocument], Awaitable[None]] | None,
         wake_relay: Callable[[], None] = lambda: None,
-        relay_write: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
         on_log_view: Callable[[AgencyId, str], None] | None = None,
         on_directory: Callable[[bytes], Awaitable[Offered]] | None = None,
     ) -> None:
@@ -204,8 +201,7 @@ class Receiver:
         `on_log_view` takes each authenticated sender's view of the audit log
         (`SenderViews.offer`); None for an agent without a witness.
         `on_directory` judges a pushed directory version (`DirectoryWatch.offer`);
-        None drops pushed versions. `wake_relay` and `relay_write` are the
-        outbox relay's `wake` and `committing`.
+        None drops pushed versions.
         """
         self._keys = keys
         self._cases = cases
@@ -215,7 +211,6 @@ class Receiver:
         self._limits = limits
         self._clock = clock
         self._wake_relay = wake_relay
-        self._relay_write = relay_write
         self._on_opened = on_opened
         self._on_log_view = on_log_view
         self._on_directory = on_directory
@@ -369,7 +364,7 @@ class Receiver:
             at=now,
         )
         signed = issue_evidence(statement, self._keys.signing_key)
-        async with self._relay_write(), self._store.transaction() as tx:
+        async with self._store.transaction() as tx:
             if await tx.inbox_entry(header.sender, str(header.message_id)) is not None:
                 return
             await self._cases.admit(tx, document, Direction.RECEIVED)

@@ -267,7 +267,6 @@ async def _message_path(core: _Core) -> _MessagePath:
         limits=settings.limits,
         clock=clock,
         wake_relay=relay.wake,
-        relay_write=relay.committing,
         cases=cases,
         on_opened=None if attachments is None else attachments.accept_opened,
         on_log_view=sender_views.offer,

@@ -66,9 +66,7 @@ the relay outcome is logged, not at the acceptance, so that an exchange's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -275,12 +273,8 @@ class IngressPipeline:
         clock: Callable[[], datetime],
         attachments: AttachmentGate | None,
         wake_relay: Callable[[], None] = lambda: None,
-        relay_write: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
     ) -> None:
-        """`attachments` is the blob store's gate; None: a gateway that keeps no bodies refuses every attachment.
-
-        `wake_relay` and `relay_write` are the outgoing relay's `wake` and `committing`.
-        """
+        """`attachments` is the blob store's gate; None: a gateway that keeps no bodies refuses every attachment."""
         self._attachments = attachments
         self._identity = identity
         self._directory = directory
@@ -290,7 +284,6 @@ class IngressPipeline:
         self._limits = limits
         self._clock = clock
         self._wake_relay = wake_relay
-        self._relay_write = relay_write
         self._evidence_turns = KeyedLocks()
 
     async def handle(self, delivery: IngressDelivery) -> Outcome:
@@ -464,7 +457,7 @@ class IngressPipeline:
         now = self._clock()
         header = accepted.header
         evidence_type = EvidenceType.RELAY_ACCEPTED if failure is None else EvidenceType.RELAY_FAILED
-        async with self._relay_write(), self._audit.transaction() as atx:
+        async with self._audit.transaction() as atx:
             if await atx.tx.relay_state(header.sender, str(header.message_id), recipient) is None:
                 await atx.tx.set_relay_state(
                     header.sender,
@@ -630,7 +623,7 @@ class IngressPipeline:
         """Log the evidence, move the copy's state and forward it to the sender, once; whether it was new."""
         statement = matched.verified.statement
         record = matched.record
-        async with self._relay_write(), self._audit.transaction() as atx:
+        async with self._audit.transaction() as atx:
             assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
             if await atx.tx.relay_state(record.sender, record.message_id, statement.recipient) is None:
                 await self._relay_proven_by_recipient(atx, record, statement.recipient, now)

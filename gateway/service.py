@@ -233,7 +233,6 @@ async def _message_path(core: _Core) -> _MessagePath:
         limits=settings.limits,
         clock=clock,
         wake_relay=relay.wake,
-        relay_write=relay.committing,
         attachments=AttachmentGate(blob_store),
     )
     dead_letters = DeadLetters(

@@ -9,14 +9,6 @@ by identity. The broker away and the disk away are the same to this loop: it
 backs off and tries again, and never ends before shutdown (a relay that died
 would leave work unsent while the service looks healthy). At shutdown it
 makes one last, bounded attempt; what is left waits for the next start.
-
-Writers that commit something for the relay may say so (`committing`): a
-relay woken while such writes are underway lets those (and only those, the
-ones already underway when it woke) land before it reads what is pending,
-the way a group commit lets the series in progress join the COMMIT. When
-nothing is underway it drains at once, so an idle relay adds no latency;
-under load, what several writers commit at nearly the same moment leaves in
-one publish (`runtime.broker.batches`).
 """
 
 from __future__ import annotations
@@ -24,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
 
 import structlog
@@ -37,8 +29,6 @@ T = TypeVar("T")
 
 FIRST_RETRY_DELAY_S: Final = 0.5
 MAX_RETRY_DELAY_S: Final = 10.0
-MAX_JOIN_S: Final = 1.0
-"""The longest a woken relay waits for writes underway to land (a writer stuck on a disk away must not hold it)."""
 LAST_DRAIN_S: Final = 5.0
 """At shutdown, how long the last attempt to publish what is committed may take (the rest waits for the next start)."""
 
@@ -63,31 +53,10 @@ class Relay(ABC):
         self._wake = asyncio.Event()
         self._retry_delay = FIRST_RETRY_DELAY_S
         self._retry_event = self.name + "_retry"
-        self._underway: dict[int, asyncio.Event] = {}
-        self._next_writer = 0
 
     def wake(self) -> None:
         """Something was committed: publish it soon."""
         self._wake.set()
-
-    @contextlib.asynccontextmanager
-    async def committing(self) -> AsyncIterator[None]:
-        """Around a write that commits something for this relay: a relay woken meanwhile lets it land first."""
-        writer, landed = self._next_writer, asyncio.Event()
-        self._next_writer += 1
-        self._underway[writer] = landed
-        try:
-            yield
-        finally:
-            del self._underway[writer]
-            landed.set()
-
-    async def _join_writes_underway(self) -> None:
-        """Wait for the writes underway now (not for any that start later), at most `MAX_JOIN_S`."""
-        underway = list(self._underway.values())
-        if underway:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(landed.wait() for landed in underway)), timeout=MAX_JOIN_S)
 
     @abstractmethod
     async def drain(self) -> None:
@@ -99,7 +68,6 @@ class Relay(ABC):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval)
             self._wake.clear()
-            await self._join_writes_underway()
             try:
                 await self.drain()
             except TransientFailure as exc:

@@ -58,57 +58,6 @@ async def test_idle_relay_drains_a_single_commit_at_once() -> None:
     assert relay.drains == [["a"]]
 
 
-async def test_woken_relay_lets_writes_underway_land_and_sends_them_together() -> None:
-    """Group commit: a write already underway when the relay woke joins the same drain."""
-    relay = RecordingRelay()
-    land = asyncio.Event()
-
-    async def writer() -> None:
-        async with relay.committing():
-            await land.wait()
-            relay.pending.append("b")
-        relay.wake()
-
-    async with running(relay):
-        underway = asyncio.create_task(writer())
-        await _let_the_loop_run()
-        relay.pending.append("a")
-        relay.wake()
-        await _let_the_loop_run()
-        assert relay.drains == []  # held for the write underway, not drained without it
-        land.set()
-        await underway
-        await asyncio.wait_for(relay.drained.wait(), timeout=30)
-    assert relay.drains == [["a", "b"]]
-
-
-async def test_writes_started_after_the_wake_do_not_hold_the_relay() -> None:
-    """Only what was underway when the relay woke is waited for: a steady stream of writers cannot starve it."""
-    relay = RecordingRelay()
-    first, later = asyncio.Event(), asyncio.Event()
-
-    async def writer(gate: asyncio.Event, name: str) -> None:
-        async with relay.committing():
-            await gate.wait()
-            relay.pending.append(name)
-        relay.wake()
-
-    async with running(relay):
-        underway = asyncio.create_task(writer(first, "b"))
-        await _let_the_loop_run()
-        relay.pending.append("a")
-        relay.wake()
-        await _let_the_loop_run()
-        started_later = asyncio.create_task(writer(later, "c"))
-        await _let_the_loop_run()
-        first.set()
-        await underway
-        await asyncio.wait_for(relay.drained.wait(), timeout=30)
-        assert relay.drains == [["a", "b"]]
-        later.set()
-        await started_later
-
-
 def _evidence(n: int) -> bytes:
     return b'{"statement":"' + b"x" * n + b'"}'
 
