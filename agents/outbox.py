@@ -6,7 +6,9 @@ which the gateway recognises (a lost confirm costs a duplicate the gateway
 drops, never a loss). A submission whose lifetime ended before it could be
 published is marked `EXPIRED` and never sent. Evidence this agency issued
 as a recipient (`DELIVERY`, `RETRIEVAL`) travels the same way and is
-forgotten once confirmed. The loop itself, its backoff and its last drain at
+forgotten once confirmed; what is pending when the relay drains leaves as
+one batch (`runtime.broker.batch_outgoing`: alone as `KIND_EVIDENCE` when
+it is one statement, as `KIND_EVIDENCE_BATCH` when several waited). The loop itself, its backoff and its last drain at
 shutdown are `runtime.broker.Relay`'s.
 """
 
@@ -23,8 +25,9 @@ from agents.status import MessageStatus
 from agents.store import AgentStore, OutboxRecord, PendingEvidence
 from agents.webhooks import EventType, emit, level_of
 from protocol.encoding import format_timestamp, parse_timestamp
+from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
-from runtime.broker import Relay, publish_window
+from runtime.broker import Outgoing, Relay, batch_outgoing, publish_window
 
 log = structlog.get_logger("rogatory.agent.outbox")
 
@@ -47,20 +50,31 @@ class OutboxRelay(Relay):
         publisher: OutboxPublisher,
         *,
         clock: Callable[[], datetime],
+        agency: str,
         poll_interval: float = 1.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        """A relay for `agency`'s outbox.
+
+        All of this agency's evidence travels under one AMQP message id,
+        `evidence/<agency>`, so that the gateway takes it in the order it was
+        published (its consumer takes deliveries of one message id in turn).
+        """
         super().__init__(poll_interval=poll_interval)
+        self._evidence_id = f"evidence/{agency}"
         self._store = store
         self._publisher = publisher
         self._clock = clock
+        self._limits = limits
 
     async def drain(self) -> None:
         """Publish everything pending; raise `TransientFailure` if the broker is away.
 
-        Each batch is one confirm window: every publish in flight at once, each
+        Each drain is one confirm window: every publish in flight at once, each
         awaited for its own confirm; what was confirmed is then marked (or
         deleted) in one transaction. A submission is marked published only
-        after its own confirm.
+        after its own confirm; the pending evidence leaves in batches
+        (`batch_outgoing`), all to the gateway.
         """
         while True:
             queued = await self._store.queued()
@@ -69,18 +83,26 @@ class OutboxRelay(Relay):
                 return
             sendable = await self._expire(queued)
             window: list[OutboxRecord | PendingEvidence] = [*sendable, *evidence]
-            confirmed, failure = await publish_window(window, self._publish)
+            messages = batch_outgoing(
+                window,
+                destination=lambda _item: "gateway",
+                kind=lambda item: KIND_SEALED_MESSAGE if isinstance(item, OutboxRecord) else KIND_EVIDENCE,
+                body=lambda item: item.sealed if isinstance(item, OutboxRecord) else item.body,
+                message_id=lambda item: item.message_id if isinstance(item, OutboxRecord) else self._evidence_id,
+                batch_id=lambda _destination: self._evidence_id,
+                limits=self._limits,
+            )
+            confirmed, failure = await publish_window(messages, self._publish)
+            items = [item for message in confirmed for item in message.items]
             await self._settle(
-                [item for item in confirmed if isinstance(item, OutboxRecord)],
-                [item.evidence_out_id for item in confirmed if isinstance(item, PendingEvidence)],
+                [item for item in items if isinstance(item, OutboxRecord)],
+                [item.evidence_out_id for item in items if isinstance(item, PendingEvidence)],
             )
             if failure is not None:
                 raise failure
 
-    def _publish(self, item: OutboxRecord | PendingEvidence) -> Awaitable[None]:
-        if isinstance(item, OutboxRecord):
-            return self._publisher.publish(body=item.sealed, kind=KIND_SEALED_MESSAGE, message_id=item.message_id)
-        return self._publisher.publish(body=item.body, kind=KIND_EVIDENCE, message_id=item.message_id)
+    def _publish(self, message: Outgoing[OutboxRecord | PendingEvidence]) -> Awaitable[None]:
+        return self._publisher.publish(body=message.body, kind=message.kind, message_id=message.message_id)
 
     async def _expire(self, queued: list[OutboxRecord]) -> list[OutboxRecord]:
         """Mark the submissions that expired unsent; the others, still to be published."""

@@ -44,6 +44,12 @@ one before that cannot be attributed to anyone and is logged and dropped.
 
 Evidence about our own messages is verified against the directory, matched
 with the outbox (same message id and digest), kept, and moves the status.
+It comes one statement a delivery (`KIND_EVIDENCE`) or several in a batch
+(`KIND_EVIDENCE_BATCH`, what the gateway sends when more than one statement
+for this agency waited): each statement of a batch takes the same steps on
+its own, so a bad one is refused alone while the good ones are kept, and a
+statement seen before (a redelivered batch, or the same statement in two
+batches) adds nothing. A batch that is not one at all is refused whole.
 
 A directory version the gateway pushed (`KIND_DIRECTORY`) goes to
 `on_directory` (`DirectoryWatch.offer`), which trusts only the authority's
@@ -53,6 +59,7 @@ version the authority did not sign, nor an older one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -93,6 +100,7 @@ from protocol.evidence import (
     VerifiedEvidence,
     issue_evidence,
     new_statement,
+    parse_evidence_batch,
     parse_signed_evidence,
     verify_evidence,
 )
@@ -102,7 +110,7 @@ from protocol.limits import Limits
 from protocol.mla import MessageDocument, validate_document
 from protocol.policy import decide_exchange
 from protocol.steps import StepToken
-from protocol.topology import KIND_DIRECTORY, KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from protocol.topology import KIND_DIRECTORY, KIND_EVIDENCE, KIND_EVIDENCE_BATCH, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
 from runtime.directory import Offered
 from runtime.errors import TransientFailure
@@ -234,6 +242,8 @@ class Receiver:
             return await self.receive_message(delivery.body)
         if delivery.kind == KIND_EVIDENCE:
             return await self.receive_evidence(delivery.body)
+        if delivery.kind == KIND_EVIDENCE_BATCH:
+            return await self.receive_evidence_batch(delivery.body)
         if delivery.kind == KIND_DIRECTORY:
             return await self.receive_directory(delivery.body)
         log.warning("inbox_delivery_unknown_kind", kind=str(delivery.kind)[:80])
@@ -534,6 +544,35 @@ class Receiver:
             sender=statement.sender,
             code=statement.evidence_type,
         )
+
+    async def receive_evidence_batch(self, body: bytes) -> Received:
+        """Each statement of a batch as `receive_evidence` takes one: refused alone, kept once.
+
+        The statements are taken concurrently (their writes share the store's
+        group commit) and all are finished before anything is raised: a
+        transient failure of one retries the whole delivery, in which the
+        statements already kept are duplicates.
+        """
+        try:
+            statements = parse_evidence_batch(body, self._limits)
+        except ProtocolError as exc:
+            log.warning("evidence_batch_refused", code=str(exc.code), detail=exc.detail[:300])
+            return Received(kind="evidence-batch", result=ReceivedResult.REFUSED, code=exc.code)
+        outcomes = await asyncio.gather(*(self.receive_evidence(raw) for raw in statements), return_exceptions=True)
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failure is not None:
+            raise failure
+        received = [outcome for outcome in outcomes if isinstance(outcome, Received)]
+        counts = {result: sum(1 for r in received if r.result == result) for result in ReceivedResult}
+        log.info(
+            "evidence_batch_received",
+            statements=len(received),
+            kept=counts[ReceivedResult.KEPT],
+            duplicate=counts[ReceivedResult.DUPLICATE],
+            refused=counts[ReceivedResult.REFUSED],
+        )
+        result = next((r for r in (ReceivedResult.KEPT, ReceivedResult.DUPLICATE) if counts[r]), ReceivedResult.REFUSED)
+        return Received(kind="evidence-batch", result=result)
 
     async def _match(self, verified: VerifiedEvidence) -> None:
         """The evidence is about a message this agency sent, with the digest it sealed."""

@@ -293,7 +293,7 @@ async def _message_path(core: _Core) -> _MessagePath:
         if attachments is None
         else BlobPushingPublisher(connector, routing_key=agency, push=attachments.push_for)
     )
-    relay = OutboxRelay(store, publisher, clock=clock)
+    relay = OutboxRelay(store, publisher, clock=clock, agency=agency, limits=settings.limits)
     cases = CaseBook(agency)
     sender_views = SenderViews()
     links = Connectivity(

@@ -29,12 +29,15 @@ relayed, as its records show, is ever published again into an inbox.
      `resumed`;
    * evidence from a recipient that died at the ingress: none is owed, but the
      gateway finishes it through the pipeline too (verify, log once, forward),
-     or a delivered message would stay `relayed` at its sender;
+     or a delivered message would stay `relayed` at its sender; a dead batch
+     of evidence is split there, statement by statement: the good ones are
+     kept, each bad one refused alone (its own `rejected_input` leaf);
    * a message the gateway relayed that died in `mla.inbox.<AGENCY>`:
      `NON_DELIVERY` (`DELIVERY_LIMIT_EXCEEDED`) issued by the gateway, unless
      the recipient's evidence about it is already in;
    * evidence that died in an inbox (a sender's agent failing on it): none,
-     held for the operator.
+     held for the operator (a batch is re-driven whole, once every statement
+     in it is checked again).
 
 Finishing through the pipeline is tried once per dead letter; if it fails
 with anything but a transient failure, the dead letter stays held (a poison
@@ -74,11 +77,24 @@ from protocol.directory import Directory
 from protocol.encoding import format_timestamp, sha256_hex
 from protocol.envelope import AuthenticatedHeader, SealedMessage, authenticate_header
 from protocol.errors import ErrorCode, MalformedInput, ProtocolError
-from protocol.evidence import EvidenceType, Reason, new_statement, parse_signed_evidence, verify_evidence
+from protocol.evidence import (
+    EvidenceType,
+    Reason,
+    new_statement,
+    parse_evidence_batch,
+    parse_signed_evidence,
+    verify_evidence,
+)
 from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.policy import exchange_agreement
-from protocol.topology import INBOX_QUEUE_PREFIX, INGRESS_QUEUE, KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from protocol.topology import (
+    EVIDENCE_KINDS,
+    INBOX_QUEUE_PREFIX,
+    INGRESS_QUEUE,
+    KIND_EVIDENCE,
+    KIND_SEALED_MESSAGE,
+)
 from runtime.broker import ManagementAccess, queue_figures
 from runtime.errors import ManagementUnavailable, RoutingFailed, TransientFailure
 from runtime.http import Handler, problem
@@ -370,7 +386,7 @@ class DeadLetters:
         """Evidence that died at the ingress, or a submission the gateway had accepted and not relayed to all."""
         if record.queue != INGRESS_QUEUE:
             return False
-        return record.kind == KIND_EVIDENCE or await self._accepted_unrelayed(record)
+        return record.kind in EVIDENCE_KINDS or await self._accepted_unrelayed(record)
 
     async def _accepted_unrelayed(self, record: DeadLetterRecord) -> bool:
         if record.kind != KIND_SEALED_MESSAGE or record.sender is None or record.message_id is None:
@@ -636,12 +652,16 @@ class DeadLetters:
                 exchange_agreement(
                     directory, header.header.sender, parse_agency_id(recipient), header.header.message_type, now
                 )
-            elif record.kind == KIND_EVIDENCE:
-                verified = verify_evidence(parse_signed_evidence(record.body, self._limits), directory, now=now)
-                statement = verified.statement
-                logged = await self._store.leaf_by_identity(evidence_leaf(verified.signed, statement).identity)
-                if statement.sender != recipient or logged is None:
-                    raise OperationConflict(f"{refused}: evidence not logged for this agency")
+            elif record.kind in EVIDENCE_KINDS:
+                statements = (
+                    [record.body] if record.kind == KIND_EVIDENCE else parse_evidence_batch(record.body, self._limits)
+                )
+                for raw in statements:  # a batch goes back whole, so every statement in it must qualify
+                    verified = verify_evidence(parse_signed_evidence(raw, self._limits), directory, now=now)
+                    statement = verified.statement
+                    logged = await self._store.leaf_by_identity(evidence_leaf(verified.signed, statement).identity)
+                    if statement.sender != recipient or logged is None:
+                        raise OperationConflict(f"{refused}: evidence not logged for this agency")
             else:
                 raise OperationConflict(f"{refused}: kind {record.kind[:60]!r}")
         except ProtocolError as exc:

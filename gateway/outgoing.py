@@ -3,8 +3,10 @@
 Evidence for senders is first committed with the audit leaf it belongs to,
 then published from here with confirms, then deleted. A crash in between
 publishes it again; agents drop the duplicate by the evidence's identity.
-The loop itself, its backoff and its last drain at shutdown are
-`runtime.broker.Relay`'s.
+The evidence an agency is owed leaves in batches (`runtime.broker.batch_outgoing`):
+what is pending for one agency when the relay drains is one broker message,
+alone as `KIND_EVIDENCE` when it is one statement. The loop itself, its
+backoff and its last drain at shutdown are `runtime.broker.Relay`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import structlog
 
 from gateway.pipeline import Publisher
 from gateway.store import GatewayStore, OutgoingRecord
-from runtime.broker import Relay, publish_window
+from protocol.limits import DEFAULT_LIMITS, Limits
+from runtime.broker import Outgoing, Relay, batch_outgoing, publish_window
 from runtime.errors import RoutingFailed
 
 log = structlog.get_logger("rogatory.gateway.outgoing")
@@ -24,42 +27,67 @@ class OutgoingRelay(Relay):
 
     name = "outgoing"
 
-    def __init__(self, store: GatewayStore, publisher: Publisher, *, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: GatewayStore,
+        publisher: Publisher,
+        *,
+        poll_interval: float = 1.0,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__(poll_interval=poll_interval)
         self._store = store
         self._publisher = publisher
+        self._limits = limits
 
     async def drain(self) -> None:
         """Publish everything pending; raise `TransientFailure` if the broker or the disk is away.
 
-        A batch is published as one confirm window (every publish in flight at
-        once, each awaited for its own confirm), then the confirmed ones are
-        deleted together: the broker's round trip and the delete are paid once
-        per batch, not once per evidence.
+        What is pending is grouped into one message per agency and batch
+        (`batch_outgoing`), published as one confirm window (every publish in
+        flight at once, each awaited for its own confirm), then the confirmed
+        ones are deleted together: the broker's round trip and the delete are
+        paid once per drain, a broker message once per agency and batch.
         """
         while True:
             pending = await self._store.pending_outgoing()
             if not pending:
                 return
-            confirmed, failure = await publish_window(pending, self._publish)
+            messages = batch_outgoing(
+                pending,
+                destination=lambda record: record.routing_key,
+                kind=lambda record: record.kind,
+                body=lambda record: record.body,
+                message_id=lambda record: record.message_id,
+                batch_id=lambda agency: f"evidence-batch/{agency}",
+                limits=self._limits,
+            )
+            confirmed, failure = await publish_window(messages, self._publish)
             if confirmed:
                 # Published and confirmed: forget them (if this fails, they are published again: harmless).
-                await self._store.delete_outgoing([record.outgoing_id for record in confirmed])
+                await self._store.delete_outgoing(
+                    [record.outgoing_id for message in confirmed for record in message.items]
+                )
             if failure is not None:
                 raise failure
 
-    async def _publish(self, record: OutgoingRecord) -> None:
+    async def _publish(self, message: Outgoing[OutgoingRecord]) -> None:
         try:
             await self._publisher.publish(
-                routing_key=record.routing_key,
-                body=record.body,
-                kind=record.kind,
-                message_id=record.message_id,
+                routing_key=message.destination,
+                body=message.body,
+                kind=message.kind,
+                message_id=message.message_id,
             )
         except RoutingFailed:
             # The agency's inbox is gone (agency removed from the network): the
             # evidence stays in the audit log, where the agency can still prove it.
-            log.warning("outgoing_unroutable", routing_key=record.routing_key, message_id=record.message_id)
+            log.warning(
+                "outgoing_unroutable",
+                routing_key=message.destination,
+                message_id=message.message_id,
+                statements=len(message.items),
+            )
 
 
 __all__ = ["OutgoingRelay"]

@@ -44,11 +44,28 @@ publisher), `match_evidence` -> MatchedEvidence (about a message relayed to
 its issuer), `check_evidence_timely` -> TimelyEvidence (dated between the
 message's acceptance and now, within the clock skew, by a key not retired
 longer than the grace), then `forward_evidence` logs it and forwards it to
-the message's sender. Deadlines are not the pipeline's: `gateway.deadlines`.
+the message's sender. A batch of evidence (`KIND_EVIDENCE_BATCH`) is taken
+statement by statement, each through the same steps as a single delivery
+of it: a bad statement is refused alone (its own `rejected_input` leaf),
+the good ones are kept, and a statement seen before adds nothing; a batch
+that is not one at all is refused whole, as a malformed single evidence is.
+Statements about different messages are taken concurrently, those about
+one message in their order; an agent publishes all its evidence under one
+AMQP message id, so the consumer takes its batches in the order published.
+Recipient evidence of a copy whose relay is not logged yet (its write
+failed after the broker confirmed it) logs `RELAY_ACCEPTED` first, so the
+log never holds a `DELIVERY` before its relay.
+Deadlines are not the pipeline's: `gateway.deadlines`.
+
+The evidence a sender is owed is committed for the outgoing relay, which
+sends what waits for one agency as one message: the relay is woken once
+the relay outcome is logged, not at the acceptance, so that an exchange's
+`SUBMISSION_ACCEPTED` and `RELAY_ACCEPTED` leave together.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,7 +74,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from gateway.auditlog import AuditLog
+from gateway.auditlog import AuditLog, AuditTransaction
 from gateway.blobs import AttachmentGate
 from gateway.issuing import GatewayIdentity, issue_gateway_evidence
 from gateway.store import GatewayStore, MessageRecord, MessageState, RelayState
@@ -80,6 +97,7 @@ from protocol.evidence import (
     VerifiedEvidence,
     check_evidence_time,
     new_statement,
+    parse_evidence_batch,
     parse_signed_evidence,
     verify_evidence,
 )
@@ -87,9 +105,10 @@ from protocol.ids import AgencyId, MessageId, parse_agency_id, parse_message_id
 from protocol.limits import Limits
 from protocol.policy import decide_exchange
 from protocol.steps import StepToken
-from protocol.topology import KIND_EVIDENCE, KIND_SEALED_MESSAGE
+from protocol.topology import KIND_EVIDENCE, KIND_EVIDENCE_BATCH, KIND_SEALED_MESSAGE
 from runtime.broker import Handled
 from runtime.errors import RoutingFailed
+from runtime.supervision import KeyedLocks
 
 log = structlog.get_logger("rogatory.gateway.pipeline")
 
@@ -265,6 +284,7 @@ class IngressPipeline:
         self._limits = limits
         self._clock = clock
         self._wake_relay = wake_relay
+        self._evidence_turns = KeyedLocks()
 
     async def handle(self, delivery: IngressDelivery) -> Outcome:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -272,6 +292,8 @@ class IngressPipeline:
             return await self._handle_sealed_message(delivery)
         if delivery.kind == KIND_EVIDENCE:
             return await self._handle_evidence(delivery)
+        if delivery.kind == KIND_EVIDENCE_BATCH:
+            return await self._handle_evidence_batch(delivery)
         await self._record_rejected_input(
             delivery,
             Reason(code=ErrorCode.MALFORMED_ENVELOPE, detail=f"unknown message kind {str(delivery.kind)[:60]!r}"),
@@ -402,7 +424,7 @@ class IngressPipeline:
             for recipient in header.recipient_agencies:
                 statement = self._statement(EvidenceType.SUBMISSION_ACCEPTED, authenticated, recipient, now)
                 await issue_gateway_evidence(atx, self._identity, statement)
-        self._wake_relay()
+        # The relay is woken once the relay outcome is logged (`record_relay`): both leave together.
         return AcceptedSubmission(authenticated=authenticated, step=_STEP)
 
     def recall_acceptance(self, redelivery: Redelivery) -> AcceptedSubmission | None:
@@ -515,18 +537,57 @@ class IngressPipeline:
         directory = self._directory.current
         try:
             publisher = self.identify_publisher(delivery, directory)
-            matched = await self.match_evidence(self.authenticate_evidence(delivery, publisher, directory, now))
-            timely = self.check_evidence_timely(matched, now)
+            authenticated = self.authenticate_evidence(delivery, publisher, directory, now)
         except ProtocolError as exc:
             await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
             return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
-        added = await self.forward_evidence(timely, now)
+        statement = authenticated.verified.statement
+        # Statements about one message take turns in the order they came (nothing above waited): a
+        # batch's RETRIEVAL is never logged before the DELIVERY ahead of it in the same batch.
+        async with self._evidence_turns.hold(f"{statement.sender}/{statement.message_id}"):
+            try:
+                matched = await self.match_evidence(authenticated)
+                timely = self.check_evidence_timely(matched, now)
+            except ProtocolError as exc:
+                await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
+                return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
+            added = await self.forward_evidence(timely, now)
         return Outcome(
             kind=OutcomeKind.EVIDENCE,
             result=OutcomeResult.FORWARDED if added else OutcomeResult.DUPLICATE,
             message_id=matched.record.message_id,
             sender=matched.verified.statement.sender,
         )
+
+    async def _handle_evidence_batch(self, delivery: IngressDelivery) -> Outcome:
+        """Each statement as a single delivery of it; all finished before anything is raised."""
+        try:
+            self.identify_publisher(delivery, self._directory.current)
+            statements = parse_evidence_batch(delivery.body, self._limits)
+        except ProtocolError as exc:
+            await self._record_rejected_input(delivery, Reason(code=exc.code, detail=exc.detail[:1000]))
+            return Outcome(kind=OutcomeKind.EVIDENCE, result=OutcomeResult.REJECTED, code=exc.code)
+        singles = [
+            IngressDelivery(body=raw, kind=KIND_EVIDENCE, user_id=delivery.user_id, amqp_message_id=None)
+            for raw in statements
+        ]
+        outcomes = await asyncio.gather(*(self._handle_evidence(single) for single in singles), return_exceptions=True)
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+        if failure is not None:
+            raise failure
+        results = [outcome.result for outcome in outcomes if isinstance(outcome, Outcome)]
+        log.info(
+            "evidence_batch_processed",
+            publisher=(delivery.user_id or "")[:200],
+            statements=len(results),
+            forwarded=results.count(OutcomeResult.FORWARDED),
+            duplicate=results.count(OutcomeResult.DUPLICATE),
+            rejected=results.count(OutcomeResult.REJECTED),
+        )
+        result = next(
+            (r for r in (OutcomeResult.FORWARDED, OutcomeResult.DUPLICATE) if r in results), OutcomeResult.REJECTED
+        )
+        return Outcome(kind=OutcomeKind.EVIDENCE, result=result)
 
     def authenticate_evidence(
         self, delivery: IngressDelivery, publisher: IdentifiedPublisher, directory: Directory, now: datetime
@@ -563,6 +624,9 @@ class IngressPipeline:
         statement = matched.verified.statement
         record = matched.record
         async with self._audit.transaction() as atx:
+            assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
+            if await atx.tx.relay_state(record.sender, record.message_id, statement.recipient) is None:
+                await self._relay_proven_by_recipient(atx, record, statement.recipient, now)
             appended = await atx.append(
                 evidence_leaf(matched.verified.signed, statement),
                 at=now,
@@ -570,7 +634,6 @@ class IngressPipeline:
                 agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
             )
             if appended.added:
-                assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
                 await atx.tx.set_relay_state(
                     record.sender,
                     record.message_id,
@@ -587,6 +650,40 @@ class IngressPipeline:
                 )
         self._wake_relay()
         return appended.added
+
+    async def _relay_proven_by_recipient(
+        self, atx: AuditTransaction, record: MessageRecord, recipient: AgencyId, now: datetime
+    ) -> None:
+        """Log `RELAY_ACCEPTED` for a copy whose recipient's signed evidence arrived before its relay was logged.
+
+        The copy was published and confirmed, but the write that logs it
+        failed (a disk full, a crash) and waits for the submission to come
+        back; the recipient's statement, which only a copy the gateway
+        published can produce, proves the relay. Logging it here keeps the
+        log's order (no `DELIVERY` before `RELAY_ACCEPTED`); the relay's own
+        write, when it comes, finds both on record and adds nothing.
+        """
+        statement = new_statement(
+            EvidenceType.RELAY_ACCEPTED,
+            message_id=parse_message_id(record.message_id),
+            message_digest=record.digest,
+            sender=parse_agency_id(record.sender),
+            recipient=recipient,
+            message_type=record.message_type,
+            case_id=record.case_id,
+            issuer=self._identity.gateway_id,
+            at=now,
+        )
+        await issue_gateway_evidence(atx, self._identity, statement)
+        await atx.tx.set_relay_state(
+            record.sender,
+            record.message_id,
+            recipient,
+            RelayState.RELAYED,
+            format_timestamp(now),
+            expires_at=record.expires_at,
+        )
+        log.warning("relay_logged_from_recipient_evidence", message_id=record.message_id, recipient=recipient)
 
     # -- shared ------------------------------------------------------------------------------
 

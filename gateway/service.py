@@ -281,7 +281,7 @@ async def _message_path(core: _Core) -> _MessagePath:
     settings, clock, store, audit = core.settings, core.clock, core.store, core.audit
     publisher = deliver_publisher(FailoverConnector(core.endpoints, service="gateway"))
     metrics = GatewayMetrics()
-    relay = OutgoingRelay(store, publisher)
+    relay = OutgoingRelay(store, publisher, limits=settings.limits)
     blob_store = await BlobStore.open(settings.data_dir)
     pipeline = IngressPipeline(
         identity=core.identity,

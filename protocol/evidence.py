@@ -13,10 +13,20 @@ header bytes the sender signed; negative evidence carries a reason code.
 issuer, and that the issuer is allowed to issue that type of evidence;
 `check_evidence_time` bounds its `at`, the issuer's claim, by the receiver's
 record of the message and its clock.
+
+Evidence travels one statement a message (`KIND_EVIDENCE`: the signed
+statement's bytes) or several for one destination together
+(`KIND_EVIDENCE_BATCH`: `encode_evidence_batch`), each statement in a batch
+exactly the bytes it would travel as alone. A batch carries no signature of
+its own: each statement is signed and verified on its own, the broker vouches
+for who published the batch (`user_id`), and nothing is claimed of the batch
+as a whole (which statements travel together is the relay's accident), so a
+signature over it would prove nothing a receiver uses.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -169,6 +179,53 @@ def parse_signed_evidence(raw: bytes, limits: Limits) -> SignedStatement:
     return SignedStatement.from_json(raw)
 
 
+EVIDENCE_BATCH_FORMAT: Final = "rogatory-evidence-batch/1"
+
+
+def encode_evidence_batch(statements: list[bytes]) -> bytes:
+    """One batch of signed statements (each as `parse_signed_evidence` takes it), in order.
+
+    `{"format": "rogatory-evidence-batch/1", "statements": ["<signed statement>", ...]}`:
+    each statement is a JSON string holding its exact bytes, so a receiver
+    checks the very bytes a single delivery would carry.
+    """
+    return json.dumps(
+        {"format": EVIDENCE_BATCH_FORMAT, "statements": [raw.decode("utf-8") for raw in statements]},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def parse_evidence_batch(raw: bytes, limits: Limits) -> list[bytes]:
+    """The statements of a batch, unparsed and unverified (each is then taken as a single delivery's body).
+
+    Refuses the batch as a whole (`MalformedInput`) only when it is not a
+    batch at all: over its size or count, not strict JSON, another format,
+    or an entry that is not a string. A statement that is bad on its own is
+    the receiver's to refuse alone.
+    """
+    if len(raw) > limits.max_evidence_batch_bytes:
+        raise MalformedInput(f"evidence batch of {len(raw)} bytes is over the limit", code=ErrorCode.TOO_LARGE)
+    document = parse_json_strict(raw, max_bytes=limits.max_evidence_batch_bytes, max_depth=3)
+    if not isinstance(document, dict) or set(document) != {"format", "statements"}:
+        raise MalformedInput("an evidence batch is an object of `format` and `statements`")
+    if document["format"] != EVIDENCE_BATCH_FORMAT:
+        raise MalformedInput(f"evidence batch format {str(document['format'])[:60]!r} is not {EVIDENCE_BATCH_FORMAT}")
+    statements = document["statements"]
+    if not isinstance(statements, list) or not statements:
+        raise MalformedInput("an evidence batch holds a non-empty list of statements")
+    if len(statements) > limits.max_evidence_batch_statements:
+        raise MalformedInput(
+            f"evidence batch of {len(statements)} statements is over the limit", code=ErrorCode.TOO_LARGE
+        )
+    if not all(isinstance(statement, str) for statement in statements):
+        raise MalformedInput("each statement of an evidence batch is a string")
+    try:
+        return [statement.encode("utf-8") for statement in statements]
+    except UnicodeEncodeError as exc:
+        raise MalformedInput("a statement of an evidence batch is not valid text") from exc
+
+
 def verify_evidence(signed: SignedStatement, directory: Directory, *, now: datetime) -> VerifiedEvidence:
     """Verify `signed` and check its issuer may issue its type of evidence, as of `now`.
 
@@ -244,6 +301,7 @@ def _verify_evidence(signed: SignedStatement, directory: Directory, *, now: date
 
 
 __all__ = [
+    "EVIDENCE_BATCH_FORMAT",
     "EVIDENCE_FORMAT",
     "GATEWAY_EVIDENCE",
     "NEGATIVE_EVIDENCE",
@@ -253,8 +311,10 @@ __all__ = [
     "Reason",
     "VerifiedEvidence",
     "check_evidence_time",
+    "encode_evidence_batch",
     "issue_evidence",
     "new_statement",
+    "parse_evidence_batch",
     "parse_signed_evidence",
     "verify_evidence",
     "verify_evidence_as_of_its_time",

@@ -33,6 +33,14 @@ class Limits:
     max_evidence_bytes: int = 16 * 1024
     """A signed evidence statement as it travels."""
 
+    max_evidence_batch_statements: int = 64
+    """Statements in one evidence batch: enough to cut the broker's messages by an order of magnitude
+    at saturation, few enough that one bad or slow batch holds little back."""
+
+    max_evidence_batch_bytes: int = 1024 * 1024
+    """An evidence batch as it travels (the statements with their framing): far under the broker's
+    own limit (`protocol.topology.BROKER_MAX_MESSAGE_BYTES`)."""
+
     max_directory_bytes: int = 8 * 1024 * 1024
     """A signed directory: agencies, keys and agreements of a whole network."""
 

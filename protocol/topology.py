@@ -34,6 +34,10 @@ INBOX_QUEUE_PREFIX: Final = "mla.inbox."
 # AMQP `type` property of what travels, so consumers dispatch before parsing.
 KIND_SEALED_MESSAGE: Final = "rogatory.sealed-message.v1"
 KIND_EVIDENCE: Final = "rogatory.evidence.v1"
+KIND_EVIDENCE_BATCH: Final = "rogatory.evidence-batch.v1"
+"""Several signed evidence statements for one destination in one message (`protocol.evidence.EvidenceBatch`)."""
+EVIDENCE_KINDS: Final = frozenset({KIND_EVIDENCE, KIND_EVIDENCE_BATCH})
+"""Both ways evidence travels: a receiver takes either (a network mid-upgrade sends both)."""
 KIND_DIRECTORY: Final = "rogatory.directory.v1"
 """A signed directory version, as the authority issued it: the gateway pushes each new one to every inbox."""
 
@@ -48,10 +52,12 @@ __all__ = [
     "DEAD_LETTER_EXCHANGE",
     "DEAD_LETTER_QUEUE",
     "DELIVER_EXCHANGE",
+    "EVIDENCE_KINDS",
     "INBOX_QUEUE_PREFIX",
     "INGRESS_QUEUE",
     "KIND_DIRECTORY",
     "KIND_EVIDENCE",
+    "KIND_EVIDENCE_BATCH",
     "KIND_SEALED_MESSAGE",
     "SUBMIT_EXCHANGE",
     "inbox_queue",

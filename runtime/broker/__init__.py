@@ -9,6 +9,7 @@ configure permission.
 
 from __future__ import annotations
 
+from runtime.broker.batches import Outgoing, batch_outgoing
 from runtime.broker.connection import (
     BrokerEndpoints,
     FailoverConnector,
@@ -30,8 +31,10 @@ __all__ = [
     "FailoverConnector",
     "Handled",
     "ManagementAccess",
+    "Outgoing",
     "QueueConsumer",
     "Relay",
+    "batch_outgoing",
     "consumers_down",
     "endpoints_from_setting",
     "node_of",

@@ -218,3 +218,43 @@ async def test_log_of_a_busy_pipeline_verifies(harness):
     report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
     assert report.consistent, report.problem
     assert report.evidence == 5
+
+
+async def test_recipient_evidence_before_the_relay_is_logged_keeps_the_log_in_order(harness):
+    """The copy reached LY but logging its relay failed (its confirm lost, a disk full): LY's DELIVERY comes first.
+
+    The gateway logs RELAY_ACCEPTED before the DELIVERY (only a copy it published can produce the recipient's
+    statement), the submission coming back routes no second copy and adds nothing, and the log verifies.
+    """
+    message_id = MessageId(uuid.uuid4())
+    sealed = harness.net.seal(message_id=message_id)
+    harness.broker.down = True
+    with pytest.raises(BrokerUnavailable):
+        await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    harness.broker.down = False
+    statement = new_statement(
+        EvidenceType.DELIVERY,
+        message_id=message_id,
+        message_digest=sealed.digest,
+        sender=BD,
+        recipient=LY,
+        issuer=LY,
+        at=NOW,
+    )
+    evidence = issue_evidence(statement, harness.net[LY].signing).model_dump_json().encode()
+    outcome = await harness.pipeline.handle(harness.delivery(evidence, publisher=LY, kind=KIND_EVIDENCE))
+    assert outcome.result == "forwarded"
+    again = await harness.pipeline.handle(harness.delivery(sealed.to_bytes(), publisher=BD))
+    assert again.result == "duplicate"
+    assert harness.broker.confirmed == []  # no second copy
+    assert await harness.evidence_types() == ["SUBMISSION_ACCEPTED", "RELAY_ACCEPTED", "DELIVERY"]
+    assert sorted(t for _, t in await harness.outgoing()) == sorted(
+        [EvidenceType.SUBMISSION_ACCEPTED, EvidenceType.RELAY_ACCEPTED, EvidenceType.DELIVERY]
+    )
+    entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
+    tree = harness.audit.tree
+    note = sign_checkpoint(
+        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+    ).to_text()
+    report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
+    assert report.consistent, report.problem
