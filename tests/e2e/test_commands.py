@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -41,19 +40,6 @@ def test_demo_succeeds_and_prints_evidence_and_verdict():
         assert out.count(evidence) >= 2, evidence
     assert out.count("signature ok, in the audit log at #") == 8
     assert "published (cosigned by 2+ witnesses) up to size" in out
-
-
-def test_bench_prints_whole_path_and_raw_broker_figures(tmp_path):
-    """`rogatory bench` runs the whole path and the raw baseline in one run and writes its figures."""
-    figures_file = tmp_path / "bench.json"
-    result = rogatory("bench", "--messages", "10", "--pairs", "1", "--no-large", "--json", str(figures_file))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures = json.loads(figures_file.read_text())
-    assert figures["messages"] == 10
-    assert figures["whole_path_per_s"] > 0
-    assert figures["raw_broker_per_s"] > 0
-    assert figures["latency_p50_ms"] <= figures["latency_p99_ms"] <= figures["latency_max_ms"]
-    assert "raw broker" in result.stdout
 
 
 def test_dev_up_on_an_existing_network_restarts_what_is_down_with_its_data(tmp_path):
