@@ -237,7 +237,8 @@ async def test_a_database_from_before_the_lists_is_numbered_when_opened(tmp_path
         db.execute("DROP TABLE case_index")
         db.execute("DROP TABLE connectivity_tests")
         db.execute("DROP TABLE connectivity_received")
-        db.execute("DELETE FROM schema_migrations WHERE version = 4")
+        db.execute("DROP TABLE content_proofs")
+        db.execute("DELETE FROM schema_migrations WHERE version >= 4")  # a database at step 3
     reopened = await AgentStore.open(tmp_path / f"{BD}.db", storage_key=key, synchronous="NORMAL")
     try:
         sent = await reopened.sent_page(0, 100, SentFilter())

@@ -280,8 +280,19 @@ async def written_in_plain(path: Path, key: StorageKey) -> dict[str, Any]:
     await store.close()
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (request["message_id"], LY, "MLA_REQUEST", request["case_id"], None, document, "0" * 64, b"sealed", *LATER),
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # the last: content_purged_at (step 2)
+            (
+                request["message_id"],
+                LY,
+                "MLA_REQUEST",
+                request["case_id"],
+                None,
+                document,
+                "0" * 64,
+                b"sealed",
+                *LATER,
+                None,
+            ),
         )
         db.execute(
             "INSERT INTO inbox (sender, message_id, digest, message_type, case_id, in_reply_to, document, sealed, "
@@ -315,7 +326,15 @@ class _Received:
         return (sender, message_id)
 
     async def inbox_by_message_id(self, message_id: str) -> list[Any]:
-        return [SimpleNamespace(sender=BD, message_id=message_id, document=b'{"classification": "UNCLASSIFIED"}')]
+        return [
+            SimpleNamespace(
+                sender=BD,
+                message_id=message_id,
+                document=b'{"classification": "UNCLASSIFIED"}',
+                content_purged_at=None,
+                retrieved_at=None,
+            )
+        ]
 
 
 async def test_a_received_attachment_body_and_its_key_lie_on_disk_encrypted_and_are_served_in_plain(tmp_path):
