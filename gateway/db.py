@@ -8,7 +8,9 @@ translates placeholders to `$n` and those two types to `BYTEA` and
 
 Both run one writer at a time (`transaction()`), which is what keeps audit
 leaf indexes dense; PostgreSQL additionally takes an advisory lock so that
-two gateway processes sharing one database serialise their appends.
+two gateway processes sharing one database serialise their appends. Rows
+that several processes would otherwise all take (the outbox) are claimed
+in a PostgreSQL transaction of their own (`claiming()`), without that lock.
 
 Database errors become `StoreUnavailable` (a transient failure: the work is
 retried), whatever the engine.
@@ -333,6 +335,37 @@ class PostgresDatabase:
                 member.run_hooks()
             finally:
                 await self._pool.release(connection)
+
+    @asynccontextmanager
+    async def claiming(self) -> AsyncIterator[Connection]:
+        """A transaction without the writers' lock, for rows claimed with `FOR UPDATE SKIP LOCKED`.
+
+        The rows it locks are this process's until it ends (committed, rolled
+        back, or its connection gone with a dead process): another process's
+        claim skips them. Nothing appended to the log may run in it.
+        """
+        try:
+            connection = await self._pool.acquire()
+        except _PG_ERRORS as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        try:
+            transaction = connection.transaction()
+            try:
+                await transaction.start()
+            except _PG_ERRORS as exc:
+                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+            try:
+                yield _PostgresConnection(connection)
+            except BaseException:
+                await _quietly(transaction.rollback())
+                raise
+            try:
+                await transaction.commit()
+            except _PG_ERRORS as exc:
+                await _quietly(transaction.rollback())
+                raise StoreUnavailable(f"cannot commit: {exc}") from exc
+        finally:
+            await self._pool.release(connection)
 
     def reader(self) -> Connection:
         """Reads go to any pooled connection."""

@@ -55,6 +55,7 @@ METRIC_NAMES: Final = frozenset(
         "rogatory_queue_deliver_rate",
         "rogatory_gateway_management_up",
         "rogatory_gateway_log_entries",
+        "rogatory_gateway_leader",
         "rogatory_gateway_entries_awaiting_checkpoint",
         "rogatory_gateway_checkpoint_age_seconds",
         "rogatory_gateway_checkpoint_cosignatures",
@@ -128,6 +129,11 @@ class GatewayMetrics(ServiceMetrics):
             "rogatory_gateway_management_up", "1 when the broker's management API answered the last scrape.", registry=r
         )
         self.log_entries = Gauge("rogatory_gateway_log_entries", "Entries in the audit log.", registry=r)
+        self.leader = Gauge(
+            "rogatory_gateway_leader",
+            "1 while this gateway process leads (signs checkpoints: gateway.leadership), else 0.",
+            registry=r,
+        )
         self.log_recovering = Gauge(
             "rogatory_gateway_log_recovering",
             "1 while the audit log is held behind a checkpoint its witnesses cosigned (a restored disk), else 0.",

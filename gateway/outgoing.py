@@ -3,6 +3,9 @@
 Evidence for senders is first committed with the audit leaf it belongs to,
 then published from here with confirms, then deleted. A crash in between
 publishes it again; agents drop the duplicate by the evidence's identity.
+Several gateway processes on one PostgreSQL database each run a relay; each
+row is claimed by one of them (`GatewayStore.outgoing_batch`), so a row is
+published twice only when a process died between publishing and forgetting.
 The evidence an agency is owed leaves in batches (`runtime.broker.batch_outgoing`):
 what is pending for one agency when the relay drains is one broker message,
 alone as `KIND_EVIDENCE` when it is one statement. The loop itself, its
@@ -14,7 +17,7 @@ from __future__ import annotations
 import structlog
 
 from gateway.pipeline import Publisher
-from gateway.store import GatewayStore, OutgoingRecord
+from gateway.store import GatewayStore, OutgoingBatch, OutgoingRecord
 from protocol.limits import DEFAULT_LIMITS, Limits
 from runtime.broker import Outgoing, Relay, batch_outgoing, publish_window
 from runtime.errors import RoutingFailed
@@ -43,33 +46,39 @@ class OutgoingRelay(Relay):
     async def drain(self) -> None:
         """Publish everything pending; raise `TransientFailure` if the broker or the disk is away.
 
-        What is pending is grouped into one message per agency and batch
-        (`batch_outgoing`), published as one confirm window (every publish in
-        flight at once, each awaited for its own confirm), then the confirmed
-        ones are deleted together: the broker's round trip and the delete are
-        paid once per drain, a broker message once per agency and batch.
+        What is pending is taken in batches this process alone publishes
+        (`GatewayStore.outgoing_batch`: with several gateway processes on one
+        PostgreSQL database, another process's relay skips them), grouped into
+        one message per agency and batch (`batch_outgoing`), published as one
+        confirm window (every publish in flight at once, each awaited for its
+        own confirm), then the confirmed ones are forgotten together: the
+        broker's round trip and the delete are paid once per drain, a broker
+        message once per agency and batch.
         """
         while True:
-            pending = await self._store.pending_outgoing()
-            if not pending:
-                return
-            messages = batch_outgoing(
-                pending,
-                destination=lambda record: record.routing_key,
-                kind=lambda record: record.kind,
-                body=lambda record: record.body,
-                message_id=lambda record: record.message_id,
-                batch_id=lambda agency: f"evidence-batch/{agency}",
-                limits=self._limits,
-            )
-            confirmed, failure = await publish_window(messages, self._publish)
-            if confirmed:
-                # Published and confirmed: forget them (if this fails, they are published again: harmless).
-                await self._store.delete_outgoing(
-                    [record.outgoing_id for message in confirmed for record in message.items]
-                )
+            async with self._store.outgoing_batch() as batch:
+                if not batch.records:
+                    return
+                failure = await self._publish_batch(batch)
             if failure is not None:
                 raise failure
+
+    async def _publish_batch(self, batch: OutgoingBatch) -> BaseException | None:
+        """Publish one batch and forget what the broker confirmed; the failure that stopped the rest, if any."""
+        messages = batch_outgoing(
+            batch.records,
+            destination=lambda record: record.routing_key,
+            kind=lambda record: record.kind,
+            body=lambda record: record.body,
+            message_id=lambda record: record.message_id,
+            batch_id=lambda agency: f"evidence-batch/{agency}",
+            limits=self._limits,
+        )
+        confirmed, failure = await publish_window(messages, self._publish)
+        if confirmed:
+            # Published and confirmed: forget them (if this fails, they are published again: harmless).
+            await batch.forget([record.outgoing_id for message in confirmed for record in message.items])
+        return failure
 
     async def _publish(self, message: Outgoing[OutgoingRecord]) -> None:
         try:

@@ -8,14 +8,23 @@ consoles, blobs) -> tasks. The watch puts newer directory versions in force
 in force expired (`runtime.directory`). Stopping, supervision and exit statuses are `runtime.runner`'s: the
 consumers stop taking deliveries, finish the one in hand (acking it or
 handing it back) and hand back what they had buffered, the relay drains what
-was committed, a last checkpoint is signed, and the connections close.
+was committed, a last checkpoint is signed (by the leader), and the
+connections close (the leadership lock's first).
+
+Several processes may run one gateway on one PostgreSQL database, each with
+its own data directory (`ROGATORY_BLOB_DIR` shared). In every process:
+the ingress and dead-letter consumers (competing consumers), the outbox
+relay (each row claimed by one process), the directory watch (a version
+adopted twice is one leaf: appends are idempotent on identity), the HTTP
+API. Only in the leader (`gateway.leadership`): checkpoints, time-stamps,
+the deadline sweep and the blob sweeper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +39,7 @@ from gateway.deadletters import DeadLetters, OperationsApi, taken_summary
 from gateway.deadlines import DeadlineWatcher
 from gateway.directory import DirectoryHolder
 from gateway.directory_api import DirectoryApi
+from gateway.leadership import Leadership
 from gateway.metrics import GatewayMetrics, MeasuredPublisher
 from gateway.outgoing import OutgoingRelay
 from gateway.pipeline import GatewayIdentity, IngressDelivery, IngressPipeline, Outcome
@@ -107,24 +117,37 @@ async def _open_store(settings: GatewaySettings) -> GatewayStore:
     return await GatewayStore.open(settings.data_dir / "gateway.db", synchronous=settings.sqlite_synchronous)
 
 
-def _checkpoints(audit: AuditLog, settings: GatewaySettings, clock: Clock) -> Task:
-    """Sign a checkpoint whenever one is due, every `checkpoint_interval_s`."""
-    idle = timedelta(seconds=settings.idle_checkpoint_interval_s)
+def _while_leading(
+    leadership: Leadership, interval_s: float, step: Callable[[], Awaitable[object]], *, failed: str
+) -> Task:
+    """A singleton duty: `step` every `interval_s` seconds, only while this process leads (`gateway.leadership`)."""
 
-    async def checkpoints(stopping: asyncio.Event) -> None:
+    async def duty(stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            try:
-                await audit.checkpoint_if_due(clock(), idle_interval=idle)
-            except TransientFailure as exc:
-                log.warning("checkpoint_failed", error=str(exc)[:300])
+            if leadership.leading:
+                try:
+                    await step()
+                except TransientFailure as exc:
+                    log.warning(failed, error=str(exc)[:300])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
+                await asyncio.wait_for(stopping.wait(), timeout=interval_s)
 
-    return checkpoints
+    return duty
 
 
-def _timestamps(core: _Core, metrics: GatewayMetrics, client: TimestampClient) -> Task:
-    """Time-stamp the newest checkpoint every `tsa_interval_s` (looked at every `checkpoint_interval_s`)."""
+def _checkpoints(audit: AuditLog, settings: GatewaySettings, clock: Clock, leadership: Leadership) -> Task:
+    """Sign a checkpoint whenever one is due, every `checkpoint_interval_s`, while this process leads."""
+    idle = timedelta(seconds=settings.idle_checkpoint_interval_s)
+    return _while_leading(
+        leadership,
+        settings.checkpoint_interval_s,
+        lambda: audit.checkpoint_if_due(clock(), idle_interval=idle),
+        failed="checkpoint_failed",
+    )
+
+
+def _timestamps(core: _Core, metrics: GatewayMetrics, client: TimestampClient, leadership: Leadership) -> Task:
+    """Time-stamp the newest checkpoint every `tsa_interval_s` (looked at every `checkpoint_interval_s`), leading."""
     settings = core.settings
 
     def count(attempt: StampAttempt) -> None:
@@ -137,17 +160,12 @@ def _timestamps(core: _Core, metrics: GatewayMetrics, client: TimestampClient) -
         interval=timedelta(seconds=settings.tsa_interval_s),
         on_attempt=count,
     )
-
-    async def timestamps(stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            try:
-                await stamper.stamp_if_due(core.clock())
-            except TransientFailure as exc:
-                log.warning("timestamp_failed", error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=settings.checkpoint_interval_s)
-
-    return timestamps
+    return _while_leading(
+        leadership,
+        settings.checkpoint_interval_s,
+        lambda: stamper.stamp_if_due(core.clock()),
+        failed="timestamp_failed",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +300,7 @@ async def _message_path(core: _Core) -> _MessagePath:
     publisher = deliver_publisher(FailoverConnector(core.endpoints, service="gateway"))
     metrics = GatewayMetrics()
     relay = OutgoingRelay(store, publisher, limits=settings.limits)
-    blob_store = await BlobStore.open(settings.data_dir)
+    blob_store = await BlobStore.open(settings.blob_dir or settings.data_dir)
     pipeline = IngressPipeline(
         identity=core.identity,
         directory=core.directory,
@@ -343,8 +361,8 @@ async def _message_path(core: _Core) -> _MessagePath:
     )
 
 
-def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
-    """`/healthz`: ok while the ingress is consumed; the dead letters' consumer, the log's size, the directory.
+def _health(core: _Core, path: _MessagePath, leadership: Leadership) -> Callable[[], dict[str, Any]]:
+    """`/healthz`: ok while the ingress is consumed; the dead letters' consumer, the log, the directory, the leader.
 
     `recovering` (answered 200) while the log is held after a lost disk (`gateway.recovery`).
     """
@@ -364,6 +382,7 @@ def _health(core: _Core, path: _MessagePath) -> Callable[[], dict[str, Any]]:
             "ingress_connected": connected,
             "dead_letters_connected": path.dead_letter_intake.connected.is_set(),
             "tree_size": core.audit.size,
+            **leadership.status(),
             "log_recovery": core.recovery.status(),
             **core.directory.health(),
             **({"alarms": alarms} if alarms else {}),
@@ -432,12 +451,16 @@ async def run_gateway(
     core = await _open_core(settings, clock)
     path = await _message_path(core)
     audit = core.audit
+    leadership = Leadership(settings.database_url, retry_s=settings.leader_retry_s)
+    path.metrics.leader.set_function(lambda: 1.0 if leadership.leading else 0.0)
     path.metrics.log_recovering.set_function(lambda: 1.0 if core.recovery.recovering else 0.0)
     path.metrics.log_witnessed_size.set_function(
         lambda: float(core.recovery.floor.size if core.recovery.floor is not None else 0)
     )
 
     async def last_checkpoint() -> None:
+        if not leadership.leading:
+            return  # the leader signs (this process lets go of leadership only after this, `leadership.close`)
         with contextlib.suppress(TransientFailure):
             await audit.checkpoint_if_due(clock(), idle_interval=timedelta(0))
 
@@ -447,6 +470,7 @@ async def run_gateway(
     consumers = (path.ingress, path.dead_letter_intake)
     tasks: dict[str, Task] = {}
     closers = [
+        leadership.close,
         path.publisher.close,
         path.blob_store.close,
         core.store.close,
@@ -455,22 +479,28 @@ async def run_gateway(
     ]
     if settings.tsa_url is not None:
         tsa = TimestampClient(settings.tsa_url, timeout_s=settings.tsa_timeout_s)
-        tasks["timestamps"] = _timestamps(core, path.metrics, tsa)
+        tasks["timestamps"] = _timestamps(core, path.metrics, tsa, leadership)
         closers.insert(0, tsa.close)
     await run_service(
         Service(
             name="gateway",
             settings=settings,
-            app=_api(core, path, _health(core, path)).app(),
+            app=_api(core, path, _health(core, path, leadership)).app(),
             tasks={
                 "ingress": path.ingress.run,
                 "dead_letters": path.dead_letter_intake.run,
                 "watchdog": ConsumerWatchdog(consumers, limit_s=settings.watchdog_s).run,
                 "outgoing": path.relay.run,
-                "checkpoints": _checkpoints(audit, settings, clock),
-                "deadlines": lambda stopping: path.deadlines.run(stopping, interval=settings.deadline_sweep_s),
-                "blobs": lambda stopping: path.sweeper.run(stopping, interval=settings.blob_sweep_s),
                 "directory": core.directory.run,
+                "leadership": leadership.run,
+                # The singleton duties (`gateway.leadership`): one process at a time does them.
+                "checkpoints": _checkpoints(audit, settings, clock, leadership),
+                "deadlines": _while_leading(
+                    leadership, settings.deadline_sweep_s, path.deadlines.sweep, failed="deadline_sweep_failed"
+                ),
+                "blobs": _while_leading(
+                    leadership, settings.blob_sweep_s, path.sweeper.sweep, failed="blob_sweep_failed"
+                ),
                 **tasks,
             },
             closers=closers,
@@ -479,6 +509,7 @@ async def run_gateway(
                 "directory_version": core.directory.held.version,
                 "directory_reload_s": settings.directory_reload_s,
                 "tree_size": audit.size,
+                "leadership": "shared" if leadership.shared else "single",
             },
         ),
         stopping or asyncio.Event(),

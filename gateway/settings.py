@@ -109,6 +109,22 @@ class GatewaySettings(ServiceSettings):
     blob_partial_expiry_s: float = Field(
         default=24 * 3600.0, gt=0, description="seconds before a partial upload nobody continued is removed"
     )
+    blob_dir: Path | None = Field(
+        default=None,
+        description=(
+            "directory of the attachment bodies and their index; several gateway processes sharing one "
+            "PostgreSQL database must share it (one machine's disk: the index is SQLite)"
+        ),
+        json_schema_extra={SHOWN_DEFAULT: "the data directory"},
+    )
+    leader_retry_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "seconds between two tries to lead (the checkpoint signer among processes sharing PostgreSQL), "
+            "and between two checks of the leader's connection"
+        ),
+    )
     report_signing_cert_file: Path | None = Field(
         default=None,
         description="the gateway's document-signing certificate (PEM, issued by the network CA: "

@@ -25,7 +25,7 @@ Tables:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -249,6 +249,14 @@ class OutgoingRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OutgoingBatch:
+    """Publications this process took to publish, and how to forget those the broker confirmed."""
+
+    records: list[OutgoingRecord]
+    forget: Callable[[Sequence[int]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterRecord:
     """One dead letter held for the operator (`gateway.deadletters`)."""
 
@@ -312,6 +320,13 @@ _MESSAGE_COLUMNS = (
     "sender, message_id, digest, message_type, case_id, recipients, created_at, expires_at, state, received_at"
 )
 _LEAF_COLUMNS = "leaf_index, identity, kind, message_id, leaf, leaf_hash, receipt, appended_at"
+
+
+_PENDING_OUTGOING = "SELECT outgoing_id, routing_key, kind, message_id, body FROM outgoing ORDER BY outgoing_id LIMIT ?"
+
+
+def _outgoing(rows: list[Row]) -> list[OutgoingRecord]:
+    return [OutgoingRecord(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
 
 
 def _message(row: Row) -> MessageRecord:
@@ -692,16 +707,35 @@ class GatewayStore:
 
     async def pending_outgoing(self, limit: int = 256) -> list[OutgoingRecord]:
         """Publications committed and not yet confirmed, oldest first."""
-        rows = await self._lookup.fetchall(
-            "SELECT outgoing_id, routing_key, kind, message_id, body FROM outgoing ORDER BY outgoing_id LIMIT ?",
-            (limit,),
-        )
-        return [OutgoingRecord(int(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+        return _outgoing(await self._lookup.fetchall(_PENDING_OUTGOING, (limit,)))
 
     async def delete_outgoing(self, outgoing_ids: Sequence[int]) -> None:
         """Forget publications the broker confirmed."""
         async with self.transaction() as tx:
             await tx.delete_outgoing(outgoing_ids)
+
+    @asynccontextmanager
+    async def outgoing_batch(self, limit: int = 256) -> AsyncIterator[OutgoingBatch]:
+        """Publications to publish, oldest first, each taken by one gateway process at a time.
+
+        PostgreSQL (several processes may share it): the rows are claimed
+        (`FOR UPDATE SKIP LOCKED`) in a transaction held while they are
+        published, so another process's batch skips them, and forgotten in
+        it; a process that dies lets go of its claim with its connection.
+        SQLite (one process): `pending_outgoing`, then `delete_outgoing`.
+        """
+        if isinstance(self._db, PostgresDatabase):
+            async with self._db.claiming() as connection:
+                rows = await connection.fetchall(_PENDING_OUTGOING + " FOR UPDATE SKIP LOCKED", (limit,))
+
+                async def forget(outgoing_ids: Sequence[int]) -> None:
+                    await connection.executemany(
+                        "DELETE FROM outgoing WHERE outgoing_id = ?", [(i,) for i in outgoing_ids]
+                    )
+
+                yield OutgoingBatch(_outgoing(rows), forget)
+            return
+        yield OutgoingBatch(await self.pending_outgoing(limit), self.delete_outgoing)
 
     async def setting(self, name: str) -> str | None:
         """A small piece of kept state."""
@@ -745,6 +779,7 @@ __all__ = [
     "LeafRecord",
     "MessageRecord",
     "MessageState",
+    "OutgoingBatch",
     "OutgoingRecord",
     "RelayRecord",
     "RelayState",
