@@ -348,8 +348,10 @@ async def open_index(path: Path, schema: Schema, *, what: str) -> aiosqlite.Conn
         create_private_database(path)
         await asyncio.to_thread(migrate_sqlite, path, schema)
         db = await aiosqlite.connect(path, isolation_level=None)
-        await db.execute("PRAGMA secure_delete=ON")
-        await db.execute("PRAGMA journal_mode=WAL")
+        # Each pragma's cursor closed: one left open holds its lock, and another process (a second gateway
+        # process sharing the blob directory) could not write.
+        for pragma in ("PRAGMA secure_delete=ON", "PRAGMA journal_mode=WAL"):
+            await (await db.execute(pragma)).close()
         restrict_database(path)
     except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"cannot open the {what}: {exc}") from exc
