@@ -263,12 +263,9 @@ class GatewayApi:
         identities = [str(identity)[:MAX_IDENTITY_CHARS] for identity in listed][:MAX_PROOFS_PER_REQUEST]
         if not 1 <= size <= await self._audit.current_size():
             raise MalformedInput(f"size must be between 1 and {self._audit.size}", code=ErrorCode.INVALID_PARAMETER)
-        found = []
-        for identity in identities:
-            record = await self._store.leaf_by_identity(identity)
-            if record is not None and record.index < size:
-                found.append((identity, record))
-        paths = await self._audit.inclusion_proofs({record.index for _, record in found}, size)  # one read of nodes
+        logged = await self._store.leaves_by_identity(identities)  # one query, then one read of the tree's nodes
+        found = [(i, logged[i]) for i in identities if i in logged and logged[i].index < size]
+        paths = await self._audit.inclusion_proofs({record.index for _, record in found}, size)
         proofs: dict[str, Any] = {}
         for identity, record in found:
             digest, path = paths[record.index]

@@ -82,8 +82,12 @@ APPEND_SAMPLES: Final = 20_000
 """Append latencies kept for `append_latency` (the most recent ones: a bounded window, not a growing list)."""
 TIME_EXTENSION = "time "
 """Prefix of the checkpoint extension line carrying the signing time (POSIX seconds)."""
-NODE_CACHE_ENTRIES: Final = 32_768
-"""Tree nodes (32-byte hashes) kept in memory, least recently used out first: about 6 MB, whatever the log's size."""
+NODE_CACHE_ENTRIES: Final = 8_192
+"""Tree nodes kept in memory, least recently used out first: about 2.7 MB (~330 bytes each), whatever the log's size.
+
+The nodes every proof shares (the upper levels, the right edge) stay in; a proof of an old leaf reads its
+lower nodes (one query with the rest). The whole tree of a million leaves would take 66 MB.
+"""
 
 
 class NodeCache:
@@ -234,9 +238,16 @@ class AuditLog:
         """Why nothing may be appended nor signed (the log is behind what witnesses cosigned), or None."""
 
     @classmethod
-    async def load(cls, store: GatewayStore, *, origin: str, log_key: SigningPrivateKey) -> AuditLog:
+    async def load(
+        cls,
+        store: GatewayStore,
+        *,
+        origin: str,
+        log_key: SigningPrivateKey,
+        cache_entries: int = NODE_CACHE_ENTRIES,
+    ) -> AuditLog:
         """The log of `store`: its size is read; nothing else (the tree is read when needed)."""
-        return cls(store, origin=origin, log_key=log_key, size=await store.tree_size())
+        return cls(store, origin=origin, log_key=log_key, size=await store.tree_size(), cache_entries=cache_entries)
 
     @property
     def size(self) -> int:

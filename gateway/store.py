@@ -778,6 +778,18 @@ class GatewayStore:
         row = await self._lookup.fetchone(f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity = ?", (identity,))
         return None if row is None else _leaf(row)
 
+    async def leaves_by_identity(self, identities: Sequence[str]) -> dict[str, LeafRecord]:
+        """The leaves logged under any of `identities` (at most `MAX_NODE_PARAMETERS` a query), by identity."""
+        found: dict[str, LeafRecord] = {}
+        unique = list(dict.fromkeys(identities))
+        for offset in range(0, len(unique), MAX_NODE_PARAMETERS):
+            part = unique[offset : offset + MAX_NODE_PARAMETERS]
+            rows = await self._lookup.fetchall(
+                f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity IN ({','.join('?' * len(part))})", part
+            )
+            found |= {record.identity: record for record in map(_leaf, rows)}
+        return found
+
     async def latest_checkpoint(self) -> CheckpointRecord | None:
         """The newest checkpoint with its cosignatures, if any."""
         row = await self._read.fetchone(
