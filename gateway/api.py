@@ -233,12 +233,16 @@ class GatewayApi:
         records = await self._store.leaves(start=start, limit=limit, message_id=message_id, agency=agency, since=since)
         next_start = records[-1].index + 1 if len(records) == limit else None
         return web.json_response(
-            {"entries": [_entry(record) for record in records], "next_start": next_start, "tree_size": self._audit.size}
+            {
+                "entries": [_entry(record) for record in records],
+                "next_start": next_start,
+                "tree_size": await self._audit.current_size(),
+            }
         )
 
     async def inclusion_proof(self, request: web.Request) -> web.Response:
         """An inclusion proof of leaf `index` (or the leaf with `identity`) in the tree of `size`."""
-        size = _int_param(request.query, "size", minimum=1, maximum=self._audit.size)
+        size = _int_param(request.query, "size", minimum=1, maximum=await self._audit.current_size())
         identity = request.query.get("identity")
         if identity is not None:
             record = await self._store.leaf_by_identity(identity[:300])
@@ -257,15 +261,17 @@ class GatewayApi:
         if not _is_int(size) or not isinstance(listed, list):
             raise MalformedInput('expected {"size": int, "identities": [...]}', code=ErrorCode.INVALID_PARAMETER)
         identities = [str(identity)[:MAX_IDENTITY_CHARS] for identity in listed][:MAX_PROOFS_PER_REQUEST]
-        if not 1 <= size <= self._audit.size:
+        if not 1 <= size <= await self._audit.current_size():
             raise MalformedInput(f"size must be between 1 and {self._audit.size}", code=ErrorCode.INVALID_PARAMETER)
+        logged = await self._store.leaves_by_identity(identities)  # one query, then one read of the tree's nodes
+        found = [(i, logged[i]) for i in identities if i in logged and logged[i].index < size]
+        paths = await self._audit.inclusion_proofs({record.index for _, record in found}, size)
         proofs: dict[str, Any] = {}
-        for identity in identities:
-            record = await self._store.leaf_by_identity(identity)
-            if record is not None and record.index < size:
-                proofs[identity] = await self._proof_body(record.index, size, with_checkpoint=False)
-                if record.kind in LEAVES_SHOWN_BY_IDENTITY:
-                    proofs[identity]["leaf"] = b64encode(record.leaf)
+        for identity, record in found:
+            digest, path = paths[record.index]
+            proofs[identity] = _proof(record.index, size, digest, path)
+            if record.kind in LEAVES_SHOWN_BY_IDENTITY:
+                proofs[identity]["leaf"] = b64encode(record.leaf)
         checkpoint = await self._store.checkpoint_at(size)
         return web.json_response(
             {
@@ -275,16 +281,11 @@ class GatewayApi:
             }
         )
 
-    async def _proof_body(self, index: int, size: int, *, with_checkpoint: bool = True) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "index": index,
-            "tree_size": size,
-            "leaf_hash": b64encode(self._audit.tree.leaf_hash_at(index)),
-            "proof": [b64encode(node) for node in self._audit.tree.inclusion_proof(index, size)],
-        }
-        if with_checkpoint:
-            checkpoint = await self._store.checkpoint_at(size)
-            body["checkpoint"] = None if checkpoint is None else _checkpoint_body(checkpoint)
+    async def _proof_body(self, index: int, size: int) -> dict[str, Any]:
+        digest, path = await self._audit.inclusion_proof(index, size)
+        body = _proof(index, size, digest, path)
+        checkpoint = await self._store.checkpoint_at(size)
+        body["checkpoint"] = None if checkpoint is None else _checkpoint_body(checkpoint)
         return body
 
     async def verification(self, _request: web.Request) -> web.Response:
@@ -330,10 +331,20 @@ class GatewayApi:
 
     async def consistency_proof(self, request: web.Request) -> web.Response:
         """A consistency proof between tree sizes `from` and `to`."""
-        new_size = _int_param(request.query, "to", minimum=0, maximum=self._audit.size)
+        new_size = _int_param(request.query, "to", minimum=0, maximum=await self._audit.current_size())
         old_size = _int_param(request.query, "from", minimum=0, maximum=new_size)
-        proof = self._audit.tree.consistency_proof(old_size, new_size)
+        proof = await self._audit.consistency_proof(old_size, new_size)
         return web.json_response({"from": old_size, "to": new_size, "proof": [b64encode(node) for node in proof]})
+
+
+def _proof(index: int, size: int, digest: bytes, path: list[bytes]) -> dict[str, Any]:
+    """An inclusion proof as the API gives it."""
+    return {
+        "index": index,
+        "tree_size": size,
+        "leaf_hash": b64encode(digest),
+        "proof": [b64encode(node) for node in path],
+    }
 
 
 def _entry(record: LeafRecord) -> dict[str, Any]:

@@ -1,10 +1,22 @@
-"""The gateway's audit log: leaves in the store, the Merkle tree in memory, signed checkpoints.
+"""The gateway's audit log: leaves and the Merkle tree in the store, signed checkpoints.
 
 Appends happen inside the same database transaction as the state they
 record, so a leaf exists exactly when its effect does. Each leaf is stored
-with the log's receipt (its index and hash, signed). The in-memory tree
-(rebuilt from the stored leaf hashes at start-up) is extended only after
-the transaction commits. Appends are idempotent on the leaf's identity.
+with the log's receipt (its index and hash, signed) and with the hashes of
+the complete subtrees it closes (`tree_nodes`, `protocol.merkle.Frontier`):
+the tree lives in the database, not in the process. Appends are
+idempotent on the leaf's identity.
+
+The tree is read, never held: a root or proof needs O(log n) complete
+subtrees (`protocol.merkle.root_nodes`, `inclusion_nodes`,
+`consistency_nodes`), read in one query (or a few, for a batch of proofs)
+through a bounded LRU cache (`NODE_CACHE_ENTRIES`; a complete subtree's
+hash never changes). Memory does not grow with the log, start-up reads no
+leaf, and several gateway processes sharing one PostgreSQL database serve
+the same roots and proofs: the size is the database's (`current_size`),
+each writer reads the tree's right edge as its transaction sees it (the
+one it cached after its last commit, if no other process appended since),
+and a checkpoint signs the size and root the signing transaction sees.
 
 Checkpoints (C2SP signed notes, with a `time <unix seconds>` extension line)
 are signed by the log key, separate from the evidence key: at every interval
@@ -23,8 +35,8 @@ calls once they rebuild the witnessed root.
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,9 +62,19 @@ from protocol.errors import ErrorCode, ProofInvalid, ProtocolError
 from protocol.evidence import EvidenceStatement
 from protocol.ids import parse_agency_id
 from protocol.keys import SigningPrivateKey
-from protocol.merkle import MerkleTree, leaf_hash
+from protocol.merkle import (
+    Frontier,
+    NodeId,
+    consistency_nodes,
+    consistency_proof_from_nodes,
+    inclusion_nodes,
+    inclusion_proof_from_nodes,
+    leaf_hash,
+    root_from_nodes,
+    root_nodes,
+)
 from protocol.model import parse_model
-from runtime.errors import TransientFailure
+from runtime.errors import StoreUnavailable, TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.auditlog")
 
@@ -60,6 +82,48 @@ APPEND_SAMPLES: Final = 20_000
 """Append latencies kept for `append_latency` (the most recent ones: a bounded window, not a growing list)."""
 TIME_EXTENSION = "time "
 """Prefix of the checkpoint extension line carrying the signing time (POSIX seconds)."""
+NODE_CACHE_ENTRIES: Final = 8_192
+"""Tree nodes kept in memory, least recently used out first: about 2.7 MB (~330 bytes each), whatever the log's size.
+
+The nodes every proof shares (the upper levels, the right edge) stay in; a proof of an old leaf reads its
+lower nodes (one query with the rest). The whole tree of a million leaves would take 66 MB.
+"""
+
+
+class NodeCache:
+    """A bounded LRU map of tree nodes, (level, index) -> hash: only committed complete subtrees go in."""
+
+    def __init__(self, entries: int = NODE_CACHE_ENTRIES) -> None:
+        self._entries = entries
+        self._nodes: OrderedDict[NodeId, bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get_many(self, wanted: Collection[NodeId]) -> tuple[dict[NodeId, bytes], list[NodeId]]:
+        """The cached hashes among `wanted`, and the nodes not cached."""
+        found: dict[NodeId, bytes] = {}
+        missing: list[NodeId] = []
+        for node in wanted:
+            value = self._nodes.get(node)
+            if value is None:
+                missing.append(node)
+            else:
+                self._nodes.move_to_end(node)
+                found[node] = value
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def put_many(self, nodes: dict[NodeId, bytes]) -> None:
+        """Keep `nodes`, forgetting the least recently used beyond the bound."""
+        for node, value in nodes.items():
+            self._nodes[node] = value
+            self._nodes.move_to_end(node)
+        while len(self._nodes) > self._entries:
+            self._nodes.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +145,7 @@ class AuditTransaction:
         origin: str,
         log_key: SigningPrivateKey,
         held: Callable[[], str | None] = lambda: None,
+        edge: Frontier | None = None,
     ) -> None:
         self.tx = tx
         self._held = held
@@ -88,6 +153,31 @@ class AuditTransaction:
         self._origin = origin
         self._log_key = log_key
         self.pending: list[bytes] = []
+        self.frontier: Frontier | None = edge if edge is not None and edge.size == base_size else None
+        """The tree's right edge after this transaction's appends (read from the database at the first one)."""
+
+    async def _edge(self) -> Frontier:
+        """The right edge where the next leaf goes: cached if it is of the size this transaction sees, else read."""
+        if self.frontier is None:
+            wanted = root_nodes(self.base_size)
+            nodes = await self.tx.tree_nodes(wanted)
+            if len(nodes) != len(wanted):
+                missing = [node for node in wanted if node not in nodes]
+                raise StoreUnavailable(
+                    f"the audit tree lacks nodes {missing[:4]} (level, index) of size {self.base_size}"
+                )
+            self.frontier = Frontier.from_nodes(self.base_size, nodes)
+        return self.frontier
+
+    async def insert(self, record: LeafRecord, agencies: Sequence[str]) -> None:
+        """Store `record` at the end of the log with the tree nodes it closes (no identity or hold check)."""
+        frontier = await self._edge()
+        if record.index != frontier.size:
+            raise StoreUnavailable(f"leaf {record.index} appended where the tree ends at {frontier.size}")
+        after, closed = frontier.append(record.leaf_hash)
+        await self.tx.insert_leaf(record, agencies, closed)
+        self.frontier = after
+        self.pending.append(record.leaf_hash)
 
     async def append(
         self,
@@ -107,7 +197,7 @@ class AuditTransaction:
         data = encode_leaf(leaf)
         digest = leaf_hash(data)
         index = self.base_size + len(self.pending)
-        await self.tx.insert_leaf(
+        await self.insert(
             LeafRecord(
                 index=index,
                 identity=leaf.identity,
@@ -120,66 +210,137 @@ class AuditTransaction:
             ),
             agencies,
         )
-        self.pending.append(digest)
         return AppendedLeaf(index, added=True)
 
 
 class AuditLog:
-    """Append-only Merkle log with signed checkpoints (RFC 9162 hashing, C2SP notes)."""
+    """Append-only Merkle log with signed checkpoints (RFC 9162 hashing, C2SP notes), its tree in the store."""
 
-    def __init__(self, store: GatewayStore, tree: MerkleTree, *, origin: str, log_key: SigningPrivateKey) -> None:
+    def __init__(
+        self,
+        store: GatewayStore,
+        *,
+        origin: str,
+        log_key: SigningPrivateKey,
+        size: int = 0,
+        cache_entries: int = NODE_CACHE_ENTRIES,
+    ) -> None:
         self._store = store
-        self._tree = tree
         self._origin = origin
         self._log_key = log_key
-        self._last_checkpoint_size = -1
+        self._size = size
+        self._edge: Frontier | None = None
+        self.cache = NodeCache(cache_entries)
+        """The tree nodes kept in memory (bounded)."""
         self._last_checkpoint_at: datetime | None = None
         self._append_seconds: deque[float] = deque(maxlen=APPEND_SAMPLES)
         self.hold: str | None = None
         """Why nothing may be appended nor signed (the log is behind what witnesses cosigned), or None."""
 
     @classmethod
-    async def load(cls, store: GatewayStore, *, origin: str, log_key: SigningPrivateKey) -> AuditLog:
-        """Rebuild the tree from the stored leaves."""
-        tree = MerkleTree.from_leaf_hashes(await store.leaf_hashes())
-        log = cls(store, tree, origin=origin, log_key=log_key)
-        latest = await store.latest_checkpoint()
-        if latest is not None:
-            log._last_checkpoint_size = latest.tree_size
-        return log
+    async def load(
+        cls,
+        store: GatewayStore,
+        *,
+        origin: str,
+        log_key: SigningPrivateKey,
+        cache_entries: int = NODE_CACHE_ENTRIES,
+    ) -> AuditLog:
+        """The log of `store`: its size is read; nothing else (the tree is read when needed)."""
+        return cls(store, origin=origin, log_key=log_key, size=await store.tree_size(), cache_entries=cache_entries)
 
     @property
     def size(self) -> int:
-        """Number of leaves committed."""
-        return self._tree.size
+        """Number of leaves committed, as last read from the database or committed here (`current_size` reads it)."""
+        return self._size
 
-    @property
-    def tree(self) -> MerkleTree:
-        """The committed tree (read-only use: roots and proofs)."""
-        return self._tree
+    async def current_size(self) -> int:
+        """Number of leaves committed in the database now (by this process or any other sharing it)."""
+        self._size = max(self._size, await self._store.tree_size())
+        return self._size
 
     @property
     def origin(self) -> str:
         """The log's origin line in checkpoints (also the log key's name)."""
         return self._origin
 
+    # -- reading the tree ------------------------------------------------------------
+
+    async def _nodes(self, wanted: Collection[NodeId], tx: Transaction | None = None) -> dict[NodeId, bytes]:
+        """The hashes of `wanted` (committed) nodes: the cache's, the rest in one read (or a few)."""
+        found, missing = self.cache.get_many(wanted)
+        if missing:
+            read = await (self._store.tree_nodes(missing) if tx is None else tx.tree_nodes(missing))
+            if len(read) != len(missing):
+                lacking = sorted(node for node in missing if node not in read)
+                raise StoreUnavailable(
+                    f"the audit tree lacks nodes {lacking[:4]} (level, index): {len(lacking)} missing"
+                )
+            if tx is None:  # read in a transaction: kept only once committed (`_committed`)
+                self.cache.put_many(read)
+            found |= read
+        return found
+
+    async def _require_size(self, size: int) -> None:
+        if size > self._size and size > await self.current_size():
+            raise ProofInvalid(f"tree size {size} is larger than the log, which has {self._size} leaves")
+
+    async def root(self, size: int | None = None) -> bytes:
+        """MTH of the first `size` leaves (default: all committed now)."""
+        size = await self.current_size() if size is None else size
+        await self._require_size(size)
+        return root_from_nodes(size, await self._nodes(root_nodes(size)))
+
+    async def frontier(self, size: int) -> Frontier:
+        """The right edge of the tree of `size` (to extend it with leaves not yet appended, and see its root)."""
+        await self._require_size(size)
+        return Frontier.from_nodes(size, await self._nodes(root_nodes(size)))
+
+    async def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash at `index` and PATH(index, D[size])."""
+        return (await self.inclusion_proofs([index], size))[index]
+
+    async def inclusion_proofs(self, indexes: Collection[int], size: int) -> dict[int, tuple[bytes, list[bytes]]]:
+        """Leaf hash and PATH(index, D[size]) of each of `indexes`, their nodes read together (one or few queries)."""
+        await self._require_size(size)
+        wanted: dict[NodeId, None] = {}
+        for index in indexes:
+            wanted[(0, index)] = None
+            wanted.update(dict.fromkeys(inclusion_nodes(index, size)))
+        nodes = await self._nodes(list(wanted))
+        return {index: (nodes[(0, index)], inclusion_proof_from_nodes(index, size, nodes)) for index in indexes}
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """PROOF(old_size, D[new_size]) (empty when the sizes are 0 or equal)."""
+        await self._require_size(new_size)
+        return consistency_proof_from_nodes(
+            old_size, new_size, await self._nodes(consistency_nodes(old_size, new_size))
+        )
+
+    # -- writing ---------------------------------------------------------------------
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AuditTransaction]:
-        """A write transaction; leaves appended in it join the tree once it commits.
+        """A write transaction; leaves appended in it, with the tree nodes they close, commit with it.
 
         Indexes come from the leaves already in the database as this
-        transaction sees them (one writer at a time), so transactions that
-        share a COMMIT (`gateway.groupcommit`) take consecutive indexes; the
-        tree is extended by the commit callbacks, which run in that same order.
+        transaction sees them (one writer at a time, whichever process), so
+        transactions that share a COMMIT (`gateway.groupcommit`) take
+        consecutive indexes.
         """
         started = time.perf_counter()
         async with self._store.transaction() as tx:
             audit_tx = AuditTransaction(
-                tx, await tx.next_leaf_index(), origin=self._origin, log_key=self._log_key, held=lambda: self.hold
+                tx,
+                await tx.next_leaf_index(),
+                origin=self._origin,
+                log_key=self._log_key,
+                held=lambda: self.hold,
+                edge=self._edge,
             )
             yield audit_tx
             if audit_tx.pending:
-                tx.after_commit(partial(self._extend, audit_tx.base_size, tuple(audit_tx.pending)))
+                tx.after_commit(partial(self._committed, audit_tx.frontier))
         if audit_tx.pending:
             self._append_seconds.append(time.perf_counter() - started)
 
@@ -194,38 +355,45 @@ class AuditLog:
 
         return {"appends": len(ordered), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)}
 
-    def _extend(self, first_index: int, digests: tuple[bytes, ...]) -> None:
-        """Add committed leaves to the in-memory tree, which must end where they begin."""
-        if self._tree.size != first_index:
-            # Another process appended to a shared database: checkpoints go on signing the prefix this
-            # tree holds (consistent, only stale) and the tree is rebuilt from the database at the next start.
-            log.error("audit_tree_behind", tree_size=self._tree.size, first_index=first_index)
+    def _committed(self, edge: Frontier | None) -> None:
+        """Leaves committed here up to `edge.size`: the size known grows, and the edge is kept for the next writer."""
+        if edge is None:
             return
-        for digest in digests:
-            self._tree.append(digest)
+        self._size = max(self._size, edge.size)
+        if self._edge is None or edge.size >= self._edge.size:
+            self._edge = edge  # checked against the size the next transaction sees: another process may append first
+        self.cache.put_many(edge.nodes())
 
     async def checkpoint_if_due(self, now: datetime, *, idle_interval: timedelta) -> str | None:
-        """Sign and keep a checkpoint if the tree grew, or if the last one is older than `idle_interval`.
+        """Sign and keep a checkpoint if the log grew, or if the last one is older than `idle_interval`.
 
-        Never while the log is held: a checkpoint of this tree would be smaller than one witnesses cosigned.
+        The size and root signed are the database's, read in the signing
+        transaction (writers are serialised, so checkpoints are kept in the
+        order of their sizes, whichever process signs). Never while the log
+        is held: a checkpoint of this tree would be smaller than one
+        witnesses cosigned.
         """
         if self.hold is not None:
             return None
-        size = self._tree.size
-        grew = size != self._last_checkpoint_size
+        last = await self._store.last_checkpoint_size()
+        grew = last is None or await self.current_size() != last
         idle_due = self._last_checkpoint_at is None or now - self._last_checkpoint_at >= idle_interval
         if not grew and not idle_due:
             return None
-        checkpoint = Checkpoint(
-            origin=self._origin,
-            size=size,
-            root_hash=self._tree.root(size),
-            extensions=(f"{TIME_EXTENSION}{int(now.timestamp())}",),
-        )
-        note = sign_checkpoint(checkpoint, self._origin, self._log_key).to_text()
         async with self._store.transaction() as tx:
+            size = await tx.next_leaf_index()
+            wanted = root_nodes(size)
+            edge = self._edge if self._edge is not None and self._edge.size == size else None
+            root = edge.root() if edge is not None else root_from_nodes(size, await self._nodes(wanted, tx))
+            checkpoint = Checkpoint(
+                origin=self._origin,
+                size=size,
+                root_hash=root,
+                extensions=(f"{TIME_EXTENSION}{int(now.timestamp())}",),
+            )
+            note = sign_checkpoint(checkpoint, self._origin, self._log_key).to_text()
             await tx.insert_checkpoint(size, note, format_timestamp(now))
-        self._last_checkpoint_size = size
+        self._size = max(self._size, size)
         self._last_checkpoint_at = now
         return note
 
@@ -236,16 +404,17 @@ class AuditLog:
         receipt signed the first time). The time of the first append is
         lost with the disk: `appended_at` is the time of the import.
         """
-        if first_index != self._tree.size:
-            raise ProofInvalid(f"leaves imported at {first_index} onto a log of {self._tree.size}")
-        digests = []
         async with self._store.transaction() as tx:
+            size = await tx.next_leaf_index()
+            if first_index != size:
+                raise ProofInvalid(f"leaves imported at {first_index} onto a log of {size}")
+            audit_tx = AuditTransaction(tx, size, origin=self._origin, log_key=self._log_key, edge=self._edge)
             for offset, data in enumerate(leaves):
                 leaf = decode_leaf(data)
                 digest = leaf_hash(data)
                 index = first_index + offset
                 message_id, agencies = leaf_parties(leaf)
-                await tx.insert_leaf(
+                await audit_tx.insert(
                     LeafRecord(
                         index=index,
                         identity=leaf.identity,
@@ -258,8 +427,8 @@ class AuditLog:
                     ),
                     agencies,
                 )
-                digests.append(digest)
-            tx.after_commit(partial(self._extend, first_index, tuple(digests)))
+            if audit_tx.pending:
+                tx.after_commit(partial(self._committed, audit_tx.frontier))
 
     async def add_cosignature(
         self, checkpoint_id: int, signature_line: str, directory: Directory, *, now: datetime
@@ -335,4 +504,12 @@ def leaf_parties(leaf: AuditLeaf) -> tuple[str | None, tuple[str, ...]]:
     return None, ()
 
 
-__all__ = ["TIME_EXTENSION", "AppendedLeaf", "AuditLog", "AuditTransaction", "leaf_parties"]
+__all__ = [
+    "NODE_CACHE_ENTRIES",
+    "TIME_EXTENSION",
+    "AppendedLeaf",
+    "AuditLog",
+    "AuditTransaction",
+    "NodeCache",
+    "leaf_parties",
+]

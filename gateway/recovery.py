@@ -67,7 +67,7 @@ from protocol.evidence import (
 )
 from protocol.ids import parse_agency_id
 from protocol.limits import DEFAULT_LIMITS
-from protocol.merkle import MerkleTree, leaf_hash
+from protocol.merkle import leaf_hash
 from protocol.model import parse_model
 
 log = structlog.get_logger("rogatory.gateway.recovery")
@@ -254,6 +254,7 @@ class LogRecovery:
     async def present(self, note: str, line: str) -> dict[str, Any]:
         """A witness's latest witnessed checkpoint (`note`), with its fresh cosignature `line`: check the log by it."""
         checkpoint, agency = self._verified(note, line)
+        await self._audit.current_size()  # another gateway process sharing the database may have appended
         settings: dict[str, str] = {}  # written only when something changed: presentations come every round
         if agency not in self.heard:
             self.heard.add(agency)
@@ -274,7 +275,7 @@ class LogRecovery:
     async def _judge(self, checkpoint: Checkpoint, agency: str) -> bool:
         """Whether `checkpoint` is the new largest witnessed size this log is behind; a contradiction is recorded."""
         if checkpoint.size <= self._audit.size:
-            if self._audit.tree.root(checkpoint.size) != checkpoint.root_hash:
+            if await self._audit.root(checkpoint.size) != checkpoint.root_hash:
                 self.contradiction = (
                     f"{agency} holds a checkpoint of size {checkpoint.size} whose root is not this log's: "
                     "the log was appended to at a lost index (a fork); it stays held"
@@ -291,6 +292,7 @@ class LogRecovery:
     async def offer(self, leaves: list[OfferedLeaf]) -> dict[str, Any]:
         """Leaves a witness gives back; kept as candidates, put back once they rebuild the witnessed root."""
         floor = self.floor
+        await self._audit.current_size()
         if floor is None or floor.size <= self._audit.size or self.contradiction is not None:
             return self.status()
         for offered in leaves:
@@ -312,7 +314,7 @@ class LogRecovery:
     async def _complete(self) -> None:
         """Fill the missing indexes with candidates; put them back if (and only if) the witnessed root comes out."""
         floor = self.floor
-        start = self._audit.size
+        start = await self._audit.current_size()
         if floor is None or floor.size <= start:
             return
         placed = await self._placed(start, floor.size)
@@ -320,8 +322,8 @@ class LogRecovery:
         if self.missing:
             return
         leaves = [data for data in placed if data is not None]
-        tree = MerkleTree.from_leaf_hashes([*await self._store.leaf_hashes(), *(leaf_hash(d) for d in leaves)])
-        if tree.root(floor.size) != floor.root_hash:
+        rebuilt_edge, _ = (await self._audit.frontier(start)).extend(leaf_hash(d) for d in leaves)
+        if rebuilt_edge.root() != floor.root_hash:
             log.warning(
                 "audit_log_recovery_root_mismatch",
                 tree_size=start,

@@ -12,6 +12,11 @@ Tables:
 * `relays`       one row per (message, recipient): relayed, delivered, retrieved...;
 * `leaves`       the audit log, append-only, `identity` unique (idempotent append),
                  each with the log's signed receipt over (index, leaf hash);
+* `tree_nodes`   the log's Merkle tree: the hash of every complete, power-of-two
+                 aligned subtree of level >= 1 (level 0 is `leaves.leaf_hash`),
+                 written in the transaction that appends the leaf closing it, so
+                 that any gateway process reads roots and proofs from here
+                 (`gateway.auditlog`) instead of holding the tree;
 * `checkpoints`  every signed tree head, in signing order;
 * `cosignatures` witnesses' cosignatures of checkpoints;
 * `checkpoint_timestamps` RFC 3161 time-stamps over checkpoints (`gateway.timestamping`);
@@ -25,14 +30,17 @@ Tables:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Final
 
 from gateway.db import Connection, Database, PostgresDatabase, Row, SqliteDatabase
 from protocol.evidence import RECIPIENT_EVIDENCE, EvidenceType
+from protocol.merkle import Frontier, NodeId
 from runtime.errors import StoreUnavailable
 from runtime.schema import Migration, Schema
 
@@ -134,11 +142,78 @@ CREATE TABLE IF NOT EXISTS checkpoint_timestamps (
 """
 """A time-stamp authority's token over a checkpoint's signed note (kept only once verified)."""
 
+TREE_NODES_DDL = """
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    level INTEGER NOT NULL,
+    node_index BIGINT NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, node_index)
+)
+"""
+"""The hash of each complete subtree of the audit log's tree of level >= 1: leaves `[node_index << level, ...)`."""
+
+_INSERT_NODE = "INSERT INTO tree_nodes (level, node_index, hash) VALUES (?,?,?)"
+FILL_BATCH: Final = 10_000
+"""Leaves read (and nodes written) at a time when step 3 computes the tree of an existing log."""
+
+
+def _closed_rows(closed: Sequence[tuple[NodeId, bytes]]) -> list[tuple[int, int, bytes]]:
+    return [(level, index, value) for (level, index), value in closed]
+
+
+def _fill_tree_nodes_sqlite(connection: sqlite3.Connection) -> None:
+    """Step 3 on SQLite: the tree of the leaves already logged, a batch of leaves at a time (O(log n) in memory)."""
+    frontier = Frontier.empty()
+    while True:
+        rows = connection.execute(
+            "SELECT leaf_index, leaf_hash FROM leaves WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?",
+            (frontier.size, FILL_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        frontier, closed = _extend_checked(frontier, rows)
+        connection.executemany(_INSERT_NODE, _closed_rows(closed))
+
+
+async def _fill_tree_nodes_postgres(connection: Any) -> None:  # noqa: ANN401 - an asyncpg connection
+    """Step 3 on PostgreSQL: as on SQLite."""
+    frontier = Frontier.empty()
+    while True:
+        rows = await connection.fetch(
+            "SELECT leaf_index, leaf_hash FROM leaves WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2",
+            frontier.size,
+            FILL_BATCH,
+        )
+        if not rows:
+            return
+        frontier, closed = _extend_checked(frontier, [tuple(row) for row in rows])
+        await connection.executemany(
+            "INSERT INTO tree_nodes (level, node_index, hash) VALUES ($1, $2, $3)", _closed_rows(closed)
+        )
+
+
+def _extend_checked(frontier: Frontier, rows: Sequence[Row]) -> tuple[Frontier, list[tuple[NodeId, bytes]]]:
+    closed: list[tuple[NodeId, bytes]] = []
+    for index, value in rows:
+        if int(index) != frontier.size:
+            raise StoreUnavailable(f"audit log has a gap: index {frontier.size} is missing")
+        frontier, more = frontier.append(bytes(value))
+        closed += more
+    return frontier, closed
+
+
 GATEWAY_SCHEMA = Schema(
     "gateway",
     (
         Migration(1, "release 504c590", SCHEMA),
         Migration(2, "checkpoint time-stamps", CHECKPOINT_TIMESTAMPS_DDL),
+        Migration(
+            3,
+            "audit tree nodes",
+            TREE_NODES_DDL,
+            sqlite=_fill_tree_nodes_sqlite,
+            postgres=_fill_tree_nodes_postgres,
+        ),
     ),
     adopts=("messages", "relays", "leaves", "checkpoints", "cosignatures", "outgoing", "settings", "dead_letters"),
 )
@@ -357,6 +432,44 @@ def _leaf(row: Row) -> LeafRecord:
     )
 
 
+MAX_NODE_PARAMETERS: Final = 900
+"""Parameters of one query reading tree nodes (below SQLite's oldest limit, 999): more nodes, more queries."""
+
+
+async def _read_nodes(connection: Connection, wanted: Collection[NodeId]) -> dict[NodeId, bytes]:
+    """The stored hashes of `wanted` nodes (level 0 from `leaves`), in one query per `MAX_NODE_PARAMETERS`."""
+    by_level: dict[int, list[int]] = {}
+    for level, index in wanted:
+        by_level.setdefault(level, []).append(index)
+    found: dict[NodeId, bytes] = {}
+    chunks: list[list[tuple[int, list[int]]]] = [[]]
+    used = 0
+    for level, indexes in sorted(by_level.items()):
+        for offset in range(0, len(indexes), MAX_NODE_PARAMETERS - 1):
+            part = indexes[offset : offset + MAX_NODE_PARAMETERS - 1]
+            if used + len(part) + 1 > MAX_NODE_PARAMETERS:
+                chunks.append([])
+                used = 0
+            chunks[-1].append((level, part))
+            used += len(part) + 1
+    for chunk in chunks:
+        selects, params = [], []
+        for level, indexes in chunk:
+            marks = ",".join("?" * len(indexes))
+            if level == 0:
+                selects.append(f"SELECT 0, leaf_index, leaf_hash FROM leaves WHERE leaf_index IN ({marks})")
+                params += indexes
+            else:
+                selects.append(
+                    f"SELECT level, node_index, hash FROM tree_nodes WHERE level = ? AND node_index IN ({marks})"
+                )
+                params += [level, *indexes]
+        if selects:
+            for level, index, value in await connection.fetchall(" UNION ALL ".join(selects), params):
+                found[(int(level), int(index))] = bytes(value)
+    return found
+
+
 class Transaction:
     """The writes allowed inside one transaction (and the reads they depend on)."""
 
@@ -427,8 +540,26 @@ class Transaction:
         row = await self._c.fetchone("SELECT leaf_index FROM leaves WHERE identity = ?", (identity,))
         return None if row is None else int(row[0])
 
-    async def insert_leaf(self, record: LeafRecord, agencies: Sequence[str]) -> None:
-        """Append one leaf at `record.index` (the caller keeps indexes dense)."""
+    async def tree_nodes(self, wanted: Collection[NodeId]) -> dict[NodeId, bytes]:
+        """The hashes of `wanted` tree nodes as this transaction sees them (those not stored are left out)."""
+        return await _read_nodes(self._c, wanted)
+
+    async def last_checkpoint_size(self) -> int | None:
+        """The tree size of the newest checkpoint, as this transaction sees it."""
+        row = await self._c.fetchone("SELECT tree_size FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1")
+        return None if row is None else int(row[0])
+
+    async def insert_leaf(
+        self, record: LeafRecord, agencies: Sequence[str], closes: Sequence[tuple[NodeId, bytes]] = ()
+    ) -> None:
+        """Append one leaf at `record.index` (the caller keeps indexes dense) with the tree nodes it `closes`.
+
+        `closes` is what `protocol.merkle.Frontier.append` gives for this
+        leaf: the complete subtrees ending with it, stored in this same
+        transaction, so that a committed leaf never lacks its tree.
+        """
+        if closes:
+            await self._c.executemany(_INSERT_NODE, _closed_rows(closes))
         await self._c.execute(
             "INSERT INTO leaves (leaf_index, identity, kind, message_id, agencies, leaf, leaf_hash, receipt, "
             "appended_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -609,8 +740,21 @@ class GatewayStore:
             for row in rows
         ]
 
+    async def tree_size(self) -> int:
+        """The number of leaves committed (they are dense from 0)."""
+        row = await self._lookup.fetchone("SELECT MAX(leaf_index) FROM leaves")
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    async def tree_nodes(self, wanted: Collection[NodeId]) -> dict[NodeId, bytes]:
+        """The committed hashes of `wanted` tree nodes (those not stored are left out), in one or few queries."""
+        return await _read_nodes(self._lookup, wanted)
+
+    async def last_checkpoint_size(self) -> int | None:
+        """The tree size of the newest checkpoint, if any."""
+        return await Transaction(self._lookup).last_checkpoint_size()
+
     async def leaf_hashes(self) -> list[bytes]:
-        """Every leaf hash in index order (to rebuild the tree at start-up)."""
+        """Every leaf hash in index order (for tests and tools: the gateway itself reads `tree_nodes`)."""
         rows = await self._read.fetchall("SELECT leaf_index, leaf_hash FROM leaves ORDER BY leaf_index")
         hashes: list[bytes] = []
         for expected, (index, leaf_hash) in enumerate(rows):
@@ -648,6 +792,18 @@ class GatewayStore:
         """The leaf with this identity, if logged."""
         row = await self._lookup.fetchone(f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity = ?", (identity,))
         return None if row is None else _leaf(row)
+
+    async def leaves_by_identity(self, identities: Sequence[str]) -> dict[str, LeafRecord]:
+        """The leaves logged under any of `identities` (at most `MAX_NODE_PARAMETERS` a query), by identity."""
+        found: dict[str, LeafRecord] = {}
+        unique = list(dict.fromkeys(identities))
+        for offset in range(0, len(unique), MAX_NODE_PARAMETERS):
+            part = unique[offset : offset + MAX_NODE_PARAMETERS]
+            rows = await self._lookup.fetchall(
+                f"SELECT {_LEAF_COLUMNS} FROM leaves WHERE identity IN ({','.join('?' * len(part))})", part
+            )
+            found |= {record.identity: record for record in map(_leaf, rows)}
+        return found
 
     async def latest_checkpoint(self) -> CheckpointRecord | None:
         """The newest checkpoint with its cosignatures, if any."""
@@ -772,6 +928,7 @@ __all__ = [
     "CHECKPOINT_TIMESTAMPS_DDL",
     "GATEWAY_SCHEMA",
     "SCHEMA",
+    "TREE_NODES_DDL",
     "CheckpointRecord",
     "CheckpointTimestamp",
     "DeadLetterRecord",

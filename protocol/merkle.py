@@ -15,6 +15,15 @@ Two halves live here:
   the hash of every complete (perfect, power-of-two aligned) subtree, level by
   level. Any tree of a size up to the current one is a run of such subtrees,
   so roots and proofs for any earlier size cost O(log n) hashing.
+* The node functions (`root_nodes`, `inclusion_nodes`, `consistency_nodes`,
+  and `root_from_nodes`, `inclusion_proof_from_nodes`,
+  `consistency_proof_from_nodes`) are what a log kept in a database uses: a
+  complete subtree is named `(level, index)` (leaves `[index << level,
+  (index + 1) << level)`; level 0 is a leaf hash), the first say WHICH of
+  them a root or proof of given sizes needs (O(log n) of them), the second
+  compute the result from a mapping of exactly those. `Frontier` is the
+  right edge of a tree (O(log n) hashes): appending a leaf to it gives the
+  complete subtrees that leaf closes, which the log stores with the leaf.
 * `verify_inclusion` and `verify_consistency` are what auditors and agents
   run. They follow RFC 9162 §2.1.3.2 and §2.1.4.2 step by step and return
   nothing: a proof either verifies or raises `ProofInvalid` saying what was
@@ -32,10 +41,14 @@ bound by the signed checkpoint that carries both; verify sizes from there.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from protocol.errors import ErrorCode, ProofInvalid
+
+NodeId = tuple[int, int]
+"""A complete, power-of-two aligned subtree: `(level, index)`, over leaves `[index << level, (index + 1) << level)`."""
 
 HASH_BYTES: Final = 32
 LEAF_PREFIX: Final = b"\x00"
@@ -229,6 +242,172 @@ class MerkleTree:
         return result
 
 
+# -- complete subtrees: which nodes a root or proof needs, and the result from them ---------------------
+
+
+def subtree_nodes(start: int, end: int) -> list[NodeId]:
+    """The complete aligned subtrees that make up leaves `[start, end)`, left to right (largest first).
+
+    For a range the RFC recursion produces (it starts on a multiple of a
+    power of two at least as large as itself: the whole tree, a proof's
+    range), the sizes decrease left to right, and MTH of the range is their
+    hashes folded from the right (`_fold`).
+    """
+    nodes: list[NodeId] = []
+    position, remaining = start, end - start
+    while remaining > 0:
+        level = remaining.bit_length() - 1
+        while position & ((1 << level) - 1):  # not aligned: a smaller subtree first (never for RFC ranges)
+            level -= 1
+        nodes.append((level, position >> level))
+        position += 1 << level
+        remaining -= 1 << level
+    return nodes
+
+
+def _fold(pieces: Sequence[bytes]) -> bytes:
+    """MTH of a range from its complete subtrees' hashes, largest first: fold from the right."""
+    result = pieces[-1]
+    for piece in reversed(pieces[:-1]):
+        result = node_hash(piece, result)
+    return result
+
+
+def _range_from_nodes(start: int, end: int, nodes: Mapping[NodeId, bytes]) -> bytes:
+    pieces = []
+    for node in subtree_nodes(start, end):
+        value = nodes.get(node)
+        if value is None:
+            raise _refuse(f"the node {node} (level, index) that MTH of leaves [{start}, {end}) needs was not given")
+        _require_hash(value, f"node {node}")
+        pieces.append(value)
+    return _fold(pieces)
+
+
+def _require_index(index: int, size: int) -> None:
+    _require_size(size, "tree size")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+        raise _refuse(f"leaf index {index!r} is not in a tree of size {size}")
+
+
+def _require_sizes(old_size: int, new_size: int) -> None:
+    _require_size(old_size, "old tree size")
+    _require_size(new_size, "new tree size")
+    if old_size > new_size:
+        raise _refuse(f"old tree size {old_size} is larger than new tree size {new_size}")
+
+
+def _union(ranges: Iterable[tuple[int, int]]) -> list[NodeId]:
+    seen: dict[NodeId, None] = {}
+    for start, end in ranges:
+        seen.update(dict.fromkeys(subtree_nodes(start, end)))
+    return list(seen)
+
+
+def root_nodes(size: int) -> list[NodeId]:
+    """The complete subtrees whose hashes make MTH(D[size]) (none for size 0): also the tree's right edge."""
+    _require_size(size, "tree size")
+    return subtree_nodes(0, size)
+
+
+def inclusion_nodes(index: int, size: int) -> list[NodeId]:
+    """The complete subtrees whose hashes make PATH(index, D[size]) (not the leaf itself: that is `(0, index)`)."""
+    _require_index(index, size)
+    return _union(_inclusion_ranges(index, size))
+
+
+def consistency_nodes(old_size: int, new_size: int) -> list[NodeId]:
+    """The complete subtrees whose hashes make PROOF(old_size, D[new_size])."""
+    _require_sizes(old_size, new_size)
+    return _union(_consistency_ranges(old_size, new_size))
+
+
+def root_from_nodes(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:
+    """MTH(D[size]) from the hashes of (at least) `root_nodes(size)`."""
+    _require_size(size, "tree size")
+    return EMPTY_ROOT if size == 0 else _range_from_nodes(0, size, nodes)
+
+
+def inclusion_proof_from_nodes(index: int, size: int, nodes: Mapping[NodeId, bytes]) -> list[bytes]:
+    """PATH(index, D[size]) from the hashes of (at least) `inclusion_nodes(index, size)`."""
+    _require_index(index, size)
+    return [_range_from_nodes(start, end, nodes) for start, end in _inclusion_ranges(index, size)]
+
+
+def consistency_proof_from_nodes(old_size: int, new_size: int, nodes: Mapping[NodeId, bytes]) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) from the hashes of (at least) `consistency_nodes(old_size, new_size)`."""
+    _require_sizes(old_size, new_size)
+    return [_range_from_nodes(start, end, nodes) for start, end in _consistency_ranges(old_size, new_size)]
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    """The right edge of a tree of `size` leaves: the hashes of `root_nodes(size)`, largest first.
+
+    O(log n) hashes are all it takes to append: each new leaf closes the
+    complete subtrees that end with it (one per trailing 1 bit of its index),
+    and their left halves are on the edge. What `append` returns is what a
+    log stored in a database writes with the leaf.
+    """
+
+    size: int
+    hashes: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _require_size(self.size, "tree size")
+        if len(self.hashes) != self.size.bit_count():
+            raise _refuse(
+                f"the edge of a tree of size {self.size} has {self.size.bit_count()} nodes, not {len(self.hashes)}"
+            )
+        for position, value in enumerate(self.hashes):
+            _require_hash(value, f"edge node {position}")
+
+    @classmethod
+    def empty(cls) -> Frontier:
+        """The edge of the empty tree."""
+        return cls(0, ())
+
+    @classmethod
+    def from_nodes(cls, size: int, nodes: Mapping[NodeId, bytes]) -> Frontier:
+        """The edge of the tree of `size` from the hashes of (at least) `root_nodes(size)`."""
+        found = []
+        for node in root_nodes(size):
+            value = nodes.get(node)
+            if value is None:
+                raise _refuse(f"the node {node} (level, index) of the edge of a tree of size {size} was not given")
+            found.append(value)
+        return cls(size, tuple(found))
+
+    def nodes(self) -> dict[NodeId, bytes]:
+        """The edge as (level, index) -> hash."""
+        return dict(zip(root_nodes(self.size), self.hashes, strict=True))
+
+    def root(self) -> bytes:
+        """MTH of the tree this is the edge of."""
+        return EMPTY_ROOT if not self.hashes else _fold(self.hashes)
+
+    def append(self, leaf_hash: bytes) -> tuple[Frontier, list[tuple[NodeId, bytes]]]:
+        """The edge once `leaf_hash` is appended, and the complete subtrees of level >= 1 it closed, lowest first."""
+        _require_hash(leaf_hash, "leaf hash")
+        edge = list(self.hashes)
+        closed: list[tuple[NodeId, bytes]] = []
+        value, level, index = leaf_hash, 0, self.size
+        while index & 1:  # the new node is a right half: its left sibling ends the edge; their parent is complete
+            value = node_hash(edge.pop(), value)
+            level, index = level + 1, index >> 1
+            closed.append(((level, index), value))
+        edge.append(value)
+        return Frontier(self.size + 1, tuple(edge)), closed
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> tuple[Frontier, list[tuple[NodeId, bytes]]]:
+        """`append` for each of `leaf_hashes` in turn: the last edge, and every subtree closed."""
+        frontier, closed = self, []
+        for value in leaf_hashes:
+            frontier, more = frontier.append(value)
+            closed += more
+        return frontier, closed
+
+
 def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
     """The root `proof` leads to from `leaf_hash` at `index` (RFC 9162 §2.1.3.2, steps 1-4)."""
     _require_hash(leaf_hash, "leaf hash")
@@ -343,11 +522,20 @@ __all__ = [
     "HASH_BYTES",
     "LEAF_PREFIX",
     "NODE_PREFIX",
+    "Frontier",
     "MerkleTree",
+    "NodeId",
+    "consistency_nodes",
+    "consistency_proof_from_nodes",
+    "inclusion_nodes",
+    "inclusion_proof_from_nodes",
     "leaf_hash",
     "node_hash",
     "root_from_inclusion_proof",
+    "root_from_nodes",
+    "root_nodes",
     "roots_from_consistency_proof",
+    "subtree_nodes",
     "verify_consistency",
     "verify_inclusion",
 ]

@@ -43,7 +43,7 @@ async def _open(args: argparse.Namespace) -> GatewayStore:
 
 
 async def _size(store: GatewayStore) -> int:
-    return len(await store.leaf_hashes())
+    return await store.tree_size()
 
 
 async def hold_log(data_dir: Path, database_url: str | None) -> int:

@@ -258,9 +258,11 @@ async def test_statements_about_one_message_are_logged_in_their_order_within_a_b
     outcome = await harness.pipeline.handle(harness.delivery(batch, publisher=LY, kind=KIND_EVIDENCE_BATCH))
     assert outcome.result == "forwarded"
     entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
-    tree = harness.audit.tree
+    size = await harness.audit.current_size()
     note = sign_checkpoint(
-        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+        Checkpoint("rogatory.test/audit-log", size, await harness.audit.root(size)),
+        "rogatory.test/audit-log",
+        harness.net.log_key,
     ).to_text()
     report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
     assert report.consistent, report.problem

@@ -104,7 +104,7 @@ async def test_no_member_is_released_as_committed_when_sqlite_ended_the_transact
 
 
 async def test_concurrent_pipeline_keeps_audit_indexes_dense_and_the_tree_equal_to_the_store(harness: Harness):
-    """Messages handled concurrently get dense leaf indexes, and the in-memory tree is the stored leaves' tree."""
+    """Messages handled concurrently get dense leaf indexes, and the stored tree nodes make the stored leaves' tree."""
     bodies = [harness.net.seal().to_bytes() for _ in range(BODIES)]
     outcomes = await asyncio.gather(*(harness.pipeline.handle(harness.delivery(b, publisher=BD)) for b in bodies))
     assert {outcome.result for outcome in outcomes} == {"relayed"}
@@ -114,7 +114,7 @@ async def test_concurrent_pipeline_keeps_audit_indexes_dense_and_the_tree_equal_
     )  # the directory, then accepted and relayed
     stored = MerkleTree.from_leaf_hashes(await harness.store.leaf_hashes())
     assert harness.audit.size == stored.size
-    assert harness.audit.tree.root(stored.size) == stored.root(stored.size)
+    assert await harness.audit.root(stored.size) == stored.root(stored.size)
 
 
 async def test_the_writer_waits_on_the_disk_off_the_loop_and_alone_on_its_connection(

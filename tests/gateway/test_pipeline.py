@@ -211,9 +211,11 @@ async def test_log_of_a_busy_pipeline_verifies(harness):
         )
     )
     entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
-    tree = harness.audit.tree
+    size = await harness.audit.current_size()
     note = sign_checkpoint(
-        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+        Checkpoint("rogatory.test/audit-log", size, await harness.audit.root(size)),
+        "rogatory.test/audit-log",
+        harness.net.log_key,
     ).to_text()
     report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
     assert report.consistent, report.problem
@@ -252,9 +254,11 @@ async def test_recipient_evidence_before_the_relay_is_logged_keeps_the_log_in_or
         [EvidenceType.SUBMISSION_ACCEPTED, EvidenceType.RELAY_ACCEPTED, EvidenceType.DELIVERY]
     )
     entries = [LogEntry(record.leaf, record.receipt) for record in await harness.store.leaves(limit=1000)]
-    tree = harness.audit.tree
+    size = await harness.audit.current_size()
     note = sign_checkpoint(
-        Checkpoint("rogatory.test/audit-log", tree.size, tree.root()), "rogatory.test/audit-log", harness.net.log_key
+        Checkpoint("rogatory.test/audit-log", size, await harness.audit.root(size)),
+        "rogatory.test/audit-log",
+        harness.net.log_key,
     ).to_text()
     report = verify_audit_log(entries, [note], authority=harness.net.authority.public_key)
     assert report.consistent, report.problem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -12,8 +13,11 @@ from aiohttp import test_utils
 
 from agents.auditing import GatewayAuditClient, GatewayUnreachable
 from gateway.api import MAX_IDENTITY_CHARS, MAX_PROOFS_PER_REQUEST, GatewayApi, Role, TokenTable
+from gateway.auditlog import AuditLog
 from protocol.auditlog import decode_leaf, directory_leaf
+from protocol.checkpoint import verify_checkpoint
 from protocol.encoding import b64decode
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from tests.gateway.conftest import Harness
 from tests.support.network import NOW
 
@@ -118,3 +122,31 @@ async def test_the_proofs_answer_carries_the_bytes_of_directory_and_evidence_lea
         await atx.append(directory_leaf(signed, 2), at=NOW)
     answer = await audit_client.inclusion_proofs(["directory/2"], harness.audit.size)
     assert decode_leaf(b64decode(answer["directory/2"]["leaf"])) == directory_leaf(signed, 2)
+
+
+async def test_proofs_cover_leaves_another_gateway_process_appended(harness: Harness, audit_client: Any):
+    """The API's log appended none of them: sizes, roots and proofs come from the database, not from this process.
+
+    A second `AuditLog` on the same store stands for a second gateway process; it signs the checkpoint.
+    """
+    other = await AuditLog.load(harness.store, origin=harness.audit.origin, log_key=harness.net.log_key)
+    async with other.transaction() as atx:
+        for version in range(2, 9):
+            await atx.append(directory_leaf(harness.net.signed_directory(), version), at=NOW)
+    assert harness.audit.size == 1  # as this process last saw it
+    note = await other.checkpoint_if_due(NOW, idle_interval=timedelta(hours=1))
+    assert note is not None
+    checkpoint = verify_checkpoint(note, harness.audit.origin, harness.net.log_key.public_key)
+    assert checkpoint.size == 8
+
+    identities = [f"directory/{version}" for version in range(1, 9)]
+    answer = await audit_client.proofs_answer(identities, checkpoint.size)
+    assert answer["checkpoint"]["tree_size"] == checkpoint.size
+    for index, identity in enumerate(identities):
+        proof = answer["proofs"][identity]
+        assert proof["index"] == index
+        nodes = [b64decode(node) for node in proof["proof"]]
+        verify_inclusion(leaf_hash(b64decode(proof["leaf"])), index, checkpoint.size, nodes, checkpoint.root_hash)
+    consistency = await audit_client.consistency_proof(3, checkpoint.size)
+    verify_consistency(3, checkpoint.size, await harness.audit.root(3), checkpoint.root_hash, consistency)
+    assert harness.audit.size == checkpoint.size  # the API read the database's size

@@ -25,7 +25,6 @@ from protocol.errors import ProofInvalid
 from protocol.evidence import EvidenceStatement, issue_evidence
 from protocol.ids import AgencyId, MessageId
 from protocol.keys import SigningPrivateKey
-from protocol.merkle import MerkleTree
 from runtime.errors import TransientFailure
 from tests.gateway.conftest import Harness
 from tests.support.network import BD, NOW
@@ -57,7 +56,7 @@ async def _restored(harness: Harness, path: Path, *, hold: bool = True) -> Resto
     await harness.pipeline.handle(harness.delivery(harness.net.seal().to_bytes(), publisher=BD))
     leaves = [record.leaf for record in await harness.store.leaves(limit=1000)]
     store = await GatewayStore.open(path / "restored.db")
-    audit = AuditLog(store, MerkleTree(), origin=harness.audit.origin, log_key=harness.net.log_key)
+    audit = AuditLog(store, origin=harness.audit.origin, log_key=harness.net.log_key)
     await audit.import_leaves(0, leaves[:backup_size], at=NOW)
     if hold:
         async with store.transaction() as tx:
@@ -107,7 +106,7 @@ async def test_the_lost_leaves_given_back_rebuild_the_witnessed_root_and_release
     await restored.recovery.offer([OfferedLeaf(start + i, leaf) for i, leaf in enumerate(restored.lost)])
     assert not restored.recovery.recovering
     assert restored.audit.size == restored.witnessed_size
-    assert restored.audit.tree.root() == harness.audit.tree.root(restored.witnessed_size)
+    assert await restored.audit.root() == await harness.audit.root(restored.witnessed_size)
     latest = await restored.store.latest_checkpoint()
     assert latest is not None
     assert latest.tree_size == restored.witnessed_size
@@ -148,7 +147,7 @@ async def test_leaves_without_an_index_are_placed_by_their_time_and_kept_only_if
     await _present_all(harness, restored)
     await restored.recovery.offer([OfferedLeaf(None, leaf) for leaf in reversed(restored.lost)])
     assert not restored.recovery.recovering
-    assert restored.audit.tree.root(restored.witnessed_size) == harness.audit.tree.root(restored.witnessed_size)
+    assert await restored.audit.root(restored.witnessed_size) == await harness.audit.root(restored.witnessed_size)
 
 
 async def test_evidence_past_the_witnessed_size_is_appended_anew_once_verified(harness: Harness, restored: Restored):

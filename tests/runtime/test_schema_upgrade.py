@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from gateway.store import GATEWAY_SCHEMA, GatewayStore
 from protocol.audit_verify import LogEntry
 from protocol.keystore import unlock_keystore
 from protocol.limits import DEFAULT_LIMITS
+from protocol.merkle import MerkleTree, root_from_nodes
 from protocol.storage import STORAGE_KEY_NAME, StorageKey
 from runtime.errors import ConfigurationError, StoreUnavailable
 from runtime.runner import EXIT_CONFIGURATION
@@ -86,6 +88,19 @@ def _sqlite_rows(path: Path, columns: dict[str, list[str]] | None = None) -> dic
         connection.close()
 
 
+def _assert_the_tree_of(leaf_hashes: list[bytes], node_rows: Sequence[Sequence[Any]]) -> None:
+    """`tree_nodes` rows (level, node_index, hash) are exactly the complete subtrees of level >= 1 of these leaves."""
+    count = len(leaf_hashes)
+    assert count > 2
+    nodes = {(int(level), int(index)): bytes(value) for level, index, value in node_rows}
+    assert len(nodes) == len(node_rows) == count - count.bit_count()  # n - popcount(n) complete subtrees above 0
+    for (level, index), value in nodes.items():
+        assert value == MerkleTree.from_leaf_hashes(leaf_hashes[index << level : (index + 1) << level]).root()
+    assert root_from_nodes(count, {(0, i): h for i, h in enumerate(leaf_hashes)} | nodes) == (
+        MerkleTree.from_leaf_hashes(leaf_hashes).root()
+    )
+
+
 def _columns(path: Path) -> dict[str, list[str]]:
     connection = sqlite3.connect(path)
     try:
@@ -130,7 +145,12 @@ def test_every_sqlite_store_of_release_504c590_is_adopted_and_migrated_without_l
         migrated_rows = _sqlite_rows(path, columns)
         added = set(migrated_rows) - set(rows)
         numbered = {"outbox_order", "case_index"}  # step 4 numbers the sent messages and cases already held
-        assert all(not migrated_rows[table] for table in added - numbered)  # other tables added: empty
+        computed = {"tree_nodes"}  # the gateway's step 3 computes the tree of the leaves already logged
+        assert all(not migrated_rows[table] for table in added - numbered - computed)  # other tables added: empty
+        if "leaves" in rows:
+            leaves = sorted(rows["leaves"], key=lambda row: row[columns["leaves"].index("leaf_index")])
+            hashes = [bytes(row[columns["leaves"].index("leaf_hash")]) for row in leaves]
+            _assert_the_tree_of(hashes, migrated_rows["tree_nodes"])
         if "outbox" in rows:
             assert len(migrated_rows["outbox_order"]) == len(rows["outbox"])
             cases = {row[columns["outbox"].index("case_id")] for row in rows["outbox"]}
@@ -356,10 +376,14 @@ async def test_a_postgresql_gateway_database_of_release_504c590_migrates_and_its
             + "\n  ".join(f"{table}: {before[table]} -> {after[table]}" for table in sorted(before))
         )
         assert {table: after[table] for table in before} == before
-        assert all(not after[table] for table in set(after) - set(before))  # tables added: empty
+        assert all(not after[table] for table in set(after) - set(before) - {"tree_nodes"})  # tables added: empty
         assert before["leaves"] > 0
         connection = await asyncpg.connect(url)
         try:
+            _assert_the_tree_of(
+                [bytes(row[0]) for row in await connection.fetch("SELECT leaf_hash FROM leaves ORDER BY leaf_index")],
+                await connection.fetch("SELECT level, node_index, hash FROM tree_nodes"),
+            )
             assert [
                 tuple(r) for r in await connection.fetch("SELECT * FROM leaves ORDER BY leaf_index")
             ] == leaves_before
