@@ -184,6 +184,14 @@ def _check_checkpoints(checkpoints: list[tuple[int, str, str]], leaves: list[byt
         )
 
 
+def _processed(path: Path) -> int:
+    """Ingress deliveries one gateway process took (its `ingress_processed` log lines)."""
+    try:
+        return sum('"ingress_processed"' in line for line in path.read_text(errors="replace").splitlines())
+    except OSError:
+        return 0
+
+
 def _leadership_events(paths: list[Path]) -> list[str]:
     found = []
     for path in paths:
@@ -248,6 +256,9 @@ async def test_leader_of_several_gateway_processes_killed_mid_traffic_hands_over
             say(f"{len(checkpoints)} checkpoints over {len(leaves)} leaves; {', '.join(events)}")
             _check_checkpoints(checkpoints, leaves, kills)
             assert sum(event.endswith("leadership_acquired") for event in events) >= processes, events
+            shares = {e.name: _processed(e.log) for e in extras} | {"gateway": _processed(network.paths.log("gateway"))}
+            say(f"ingress deliveries taken: {shares}")
+            assert all(shares.values()), f"every process took a share of the traffic: {shares}"
             figures.check()
         finally:
             with contextlib.suppress(Exception):
