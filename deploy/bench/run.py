@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Final
 
 from deploy.bench.baseline import RAW_MIN_MESSAGES, Baseline, raw_broker
+from deploy.bench.gateways import LOCAL_POSTGRES_URL, throwaway_database
 from deploy.bench.report import BenchFigures, bench_figures, print_figures
 from deploy.bench.scenarios import (
     LARGE_CONTENT_BYTES,
@@ -64,6 +65,7 @@ from deploy.bench.scenarios import (
 )
 from deploy.client.samples import REQUESTED, REQUESTING
 from deploy.localnet.network import bench_pair
+from gateway.db import redacted_url
 
 DEFAULT_PAIRS: Final = 10
 """Benchmark pairs of the many-agencies scenario (20 agencies beside the 4 of the dev network)."""
@@ -79,6 +81,12 @@ class BenchOptions:
     soak_messages: int = 0
     requests: bool = True
     """Also the sample MLA request (about 17 KB, each opening a new case), not only notes in open cases."""
+    gateways: int = 1
+    """Gateway processes (1, 2 or 3); more than one share one PostgreSQL log (`deploy.bench.gateways`)."""
+    database_url: str | None = None
+    """The PostgreSQL database of `gateways` > 1 (None: a throwaway one on `postgres_admin_url`'s server)."""
+    postgres_admin_url: str = LOCAL_POSTGRES_URL
+    """Where a throwaway database is made when `database_url` is None."""
 
 
 def run_bench(
@@ -95,18 +103,44 @@ def run_bench(
     options = options or BenchOptions(messages=messages)
     root = state_dir or Path(tempfile.mkdtemp(prefix="rogatory-bench-"))
     out = json_out or root / "bench.json"
-    say(f"Rogatory bench: {options.messages} messages a scenario, whole path vs. raw broker")
-    figures = asyncio.run(_run(root, amqp_url, management_url, options, say))
+    processes = "1 gateway process" if options.gateways == 1 else f"{options.gateways} gateway processes on PostgreSQL"
+    say(f"Rogatory bench: {options.messages} messages a scenario, whole path vs. raw broker; {processes}")
+    figures = asyncio.run(_run_with_database(root, amqp_url, management_url, options, say))
     print_figures(figures, say)
     out.write_text(json.dumps(asdict(figures), indent=2, ensure_ascii=False) + "\n")
     say(f"  figures written to {out}")
     return 0
 
 
-async def _run(
+async def _run_with_database(
     root: Path, amqp_url: str, management_url: str | None, options: BenchOptions, say: Callable[[str], None]
 ) -> BenchFigures:
-    pair_net = BenchNetwork(root / "pair", amqp_url=amqp_url, management_url=management_url, bench_pairs=0, say=say)
+    """The bench on the gateway's store: SQLite for one process, PostgreSQL (given or throwaway) for several."""
+    if options.gateways == 1 or options.database_url is not None:
+        return await _run(root, amqp_url, management_url, options, say, database_url=options.database_url)
+    async with throwaway_database(options.postgres_admin_url) as database_url:
+        say(f"  gateway records in a throwaway PostgreSQL database: {redacted_url(database_url)}")
+        return await _run(root, amqp_url, management_url, options, say, database_url=database_url)
+
+
+async def _run(
+    root: Path,
+    amqp_url: str,
+    management_url: str | None,
+    options: BenchOptions,
+    say: Callable[[str], None],
+    *,
+    database_url: str | None,
+) -> BenchFigures:
+    pair_net = BenchNetwork(
+        root / "pair",
+        amqp_url=amqp_url,
+        management_url=management_url,
+        bench_pairs=0,
+        say=say,
+        gateways=options.gateways,
+        database_url=database_url,
+    )
     scenarios: list[ScenarioFigures] = []
     baselines: list[Baseline] = []
     one_pair = ((REQUESTING, REQUESTED),)
@@ -167,7 +201,13 @@ async def _run(
         await pair_net.destroy()
     if options.pairs:
         many_net = BenchNetwork(
-            root / "many", amqp_url=amqp_url, management_url=management_url, bench_pairs=options.pairs, say=say
+            root / "many",
+            amqp_url=amqp_url,
+            management_url=management_url,
+            bench_pairs=options.pairs,
+            say=say,
+            gateways=options.gateways,
+            database_url=database_url,
         )
         pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
         try:

@@ -25,6 +25,7 @@ from typing import Any, Final
 import aiohttp
 
 from deploy.bench.broker_messages import settled_counts
+from deploy.bench.gateways import ExtraGateways, GatewayRecords, shared_environment
 from deploy.bench.processes import (
     ProcessFigures,
     broker_cpu_seconds,
@@ -223,7 +224,15 @@ class BenchNetwork:
     """A dev network in `root` whose processes each scenario starts afresh."""
 
     def __init__(
-        self, root: Path, *, amqp_url: str, management_url: str | None, bench_pairs: int, say: Callable[[str], None]
+        self,
+        root: Path,
+        *,
+        amqp_url: str,
+        management_url: str | None,
+        bench_pairs: int,
+        say: Callable[[str], None],
+        gateways: int = 1,
+        database_url: str | None = None,
     ) -> None:
         self.root = root
         self.paths = NetworkPaths(root)
@@ -232,33 +241,46 @@ class BenchNetwork:
         self._bench_pairs = bench_pairs
         self._say = say
         self.cases: dict[tuple[str, str], list[str]] = {}
+        self.gateways = gateways
+        """Gateway processes (`deploy.bench.gateways`): more than one share `database_url`."""
+        self.database_url = database_url if gateways > 1 else None
+        self.extra_gateways = ExtraGateways.none(root)
 
     async def start(self) -> dict[str, Any]:
-        """Start (or restart) the network's processes; its `stack.json`."""
-        return await up(
+        """Start (or restart) the network's processes, and the extra gateway processes; its `stack.json`."""
+        environment = dict(BENCH_ENVIRONMENT)
+        if self.database_url is not None:
+            environment |= shared_environment(self.root, self.database_url)
+        stack = await up(
             self.root,
             amqp_url=self.amqp_url,
             management_url=self.management_url,
             say=lambda _: None,
-            service_environment=BENCH_ENVIRONMENT,
+            service_environment=environment,
             bench_pairs=self._bench_pairs,
         )
+        if self.gateways > 1:
+            self.extra_gateways.start(self.gateways - 1)
+            await self.extra_gateways.wait_consuming()
+        return stack
 
     def stop(self) -> None:
-        """Stop its processes, keeping their data."""
+        """Stop its processes (the extra gateway processes first), keeping their data."""
+        self.extra_gateways.stop()
         down(self.root, say=lambda _: None)
 
     async def destroy(self) -> None:
         """Delete the stopped network: its vhost, broker users and state directory."""
+        self.extra_gateways.stop()
         await destroy(self.root, amqp_url=self.amqp_url, management_url=self.management_url)
 
     def agent_db(self, agency: str) -> Path:
         """The database of `agency`'s agent."""
         return self.paths.data(agency) / "agent.db"
 
-    def gateway_db(self) -> Path:
-        """The gateway's database."""
-        return self.paths.data("gateway") / "gateway.db"
+    def gateway_records(self) -> GatewayRecords:
+        """The gateway's records: its SQLite file, or the PostgreSQL database its processes share."""
+        return GatewayRecords(self.paths.data("gateway") / "gateway.db", self.database_url)
 
     def audit_append(self) -> dict[str, float | int]:
         """The gateway's last `audit_append_latency` log line (written when it stops)."""
@@ -377,16 +399,14 @@ def _message_stages(
     by_sender: dict[str, list[str]] = {}
     for item in sent:
         by_sender.setdefault(item.sender, []).append(item.message_id)
-    with _read_only(network.gateway_db()) as gateway:
-        gateway_received = {
-            (str(r[0]), str(r[1])): parse_timestamp(str(r[2]))
-            for r in gateway.execute("SELECT sender, message_id, received_at FROM messages")
-        }
-        leaves: dict[str, int] = {}
-        for row in gateway.execute(
-            "SELECT message_id FROM leaves WHERE leaf_index >= ? AND kind = 'evidence'", (first_leaf,)
-        ):
-            leaves[str(row[0])] = leaves.get(str(row[0]), 0) + 1
+    gateway = network.gateway_records()
+    gateway_received = {
+        (str(r[0]), str(r[1])): parse_timestamp(str(r[2]))
+        for r in gateway.rows("SELECT sender, message_id, received_at FROM messages")
+    }
+    leaves: dict[str, int] = {}
+    for row in gateway.rows("SELECT message_id FROM leaves WHERE leaf_index >= ? AND kind = 'evidence'", (first_leaf,)):
+        leaves[str(row[0])] = leaves.get(str(row[0]), 0) + 1
     totals: list[float] = []
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     missing: list[str] = []
@@ -432,9 +452,8 @@ def _message_stages(
 
 
 def _max_leaf(network: BenchNetwork) -> int:
-    with _read_only(network.gateway_db()) as gateway:
-        row = gateway.execute("SELECT MAX(leaf_index) FROM leaves").fetchone()
-    return 0 if row is None or row[0] is None else int(row[0]) + 1
+    rows = network.gateway_records().rows("SELECT MAX(leaf_index) FROM leaves")
+    return 0 if not rows or rows[0][0] is None else int(rows[0][0]) + 1
 
 
 def _sealed_size(network: BenchNetwork, sent: list[_Sent]) -> int:
@@ -459,7 +478,8 @@ async def run_scenario(network: BenchNetwork, scenario: Scenario, say: Callable[
             vhost = str(stack["network"]["vhost"])
             counting = scenario.count_broker_messages
             counts_before = await settled_counts(network.amqp_url, network.management_url, vhost) if counting else None
-            meter = _Meter.start(network, stack_pids(stack, agencies), soak=scenario.soak)
+            pids = stack_pids(stack, agencies) | network.extra_gateways.pids()
+            meter = _Meter.start(network, pids, soak=scenario.soak)
             rate = "saturation" if scenario.offered_per_s is None else f"{scenario.offered_per_s:.1f}/s offered"
             say(f"  {scenario.name}: {scenario.messages} messages, {len(scenario.pairs)} pair(s), {rate}")
             sent, submit_s, wall = await _send(network, scenario, document, clients, meter)

@@ -196,6 +196,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             large=not args.no_large,
             soak_messages=args.soak_messages,
             requests=not args.no_requests,
+            gateways=args.gateways,
+            database_url=args.database_url,
         ),
     )
 
@@ -216,6 +218,12 @@ def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     bench.add_argument("--no-requests", action="store_true", help="skip the sample MLA requests scenario")
     bench.add_argument(
         "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
+    )
+    bench.add_argument(
+        "--gateways", type=int, choices=(1, 2, 3), default=1, help="gateway processes (2, 3: on one PostgreSQL log)"
+    )
+    bench.add_argument(
+        "--database-url", help="the PostgreSQL database of --gateways 2 or 3 (default: a throwaway one, local server)"
     )
     bench.add_argument("--state-dir")
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")

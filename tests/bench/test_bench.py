@@ -128,3 +128,24 @@ def test_the_broker_messages_an_exchange_costs_are_counted_by_the_broker(figures
         assert scenario["broker_published_per_exchange"] >= 2, scenario["name"]
         assert scenario["broker_delivered_per_exchange"] >= 2, scenario["name"]
     assert isinstance(figures["targets"]["broker_messages_per_exchange"]["met"], bool)
+
+
+def test_bench_runs_on_two_gateway_processes_sharing_one_postgresql_log(tmp_path: Path):
+    """`--gateways 2`: a second gateway process on a throwaway PostgreSQL database; every message complete, the
+    second process measured beside the first."""
+    out = tmp_path / "figures.json"
+    small = ["--messages", "8", "--pairs", "0", "--no-large", "--no-requests"]
+    where = ["--state-dir", str(tmp_path / "state"), "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy", "bench", *small, "--gateways", "2", *where],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 gateway processes on PostgreSQL" in result.stdout
+    figures: dict[str, Any] = json.loads(out.read_text())
+    for scenario in figures["scenarios"]:
+        assert scenario["complete"], scenario["incomplete"]
+        assert {"gateway", "gateway-2"} <= {process["name"] for process in scenario["processes"]}
