@@ -258,6 +258,27 @@ class TimelyEvidence(_Verified):
     record: MessageRecord
 
 
+_STAGE: Final = {
+    RelayState.RELAYED: 0,
+    RelayState.RELAY_FAILED: 0,
+    RelayState.DELIVERY: 1,
+    RelayState.NON_DELIVERY: 1,
+    RelayState.RETRIEVAL: 2,
+    RelayState.NON_RETRIEVAL: 2,
+}
+"""How far a copy got: its state never goes back to an earlier stage."""
+
+
+def _went_back(current: RelayState | None, after: RelayState) -> bool:
+    """Whether `after` is an earlier stage than `current`: the recipient's later evidence was logged first.
+
+    Several gateway processes take a recipient's evidence concurrently (competing consumers of the
+    ingress), so its `RETRIEVAL` may be logged before its `DELIVERY`: both are logged and forwarded,
+    and the copy stays retrieved (else the deadline sweep would call a retrieved copy unretrieved).
+    """
+    return current is not None and _STAGE[after] < _STAGE[current]
+
+
 class IngressPipeline:
     """Takes one ingress delivery through the steps of the module docstring."""
 
@@ -625,7 +646,8 @@ class IngressPipeline:
         record = matched.record
         async with self._audit.transaction() as atx:
             assert statement.recipient is not None  # checked by verify_evidence for recipient evidence
-            if await atx.tx.relay_state(record.sender, record.message_id, statement.recipient) is None:
+            current = await atx.tx.relay_state(record.sender, record.message_id, statement.recipient)
+            if current is None:
                 await self._relay_proven_by_recipient(atx, record, statement.recipient, now)
             appended = await atx.append(
                 evidence_leaf(matched.verified.signed, statement),
@@ -633,14 +655,12 @@ class IngressPipeline:
                 message_id=str(statement.message_id),
                 agencies=(statement.sender, *((statement.recipient,) if statement.recipient else ())),
             )
-            if appended.added:
+            after = RelayState.after(statement.evidence_type)
+            if appended.added and not _went_back(current, after):
                 await atx.tx.set_relay_state(
-                    record.sender,
-                    record.message_id,
-                    statement.recipient,
-                    RelayState.after(statement.evidence_type),
-                    format_timestamp(now),
+                    record.sender, record.message_id, statement.recipient, after, format_timestamp(now)
                 )
+            if appended.added:
                 await atx.tx.enqueue(
                     statement.sender,
                     KIND_EVIDENCE,

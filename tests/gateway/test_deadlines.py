@@ -83,3 +83,16 @@ async def test_retrieved_message_gets_no_non_retrieval(harness):
     await recipient_says(harness, EvidenceType.RETRIEVAL, message_id, digest)
     harness.clock[0] = NOW + RETRIEVAL + timedelta(days=1)
     assert await watcher(harness).sweep() == 0
+
+
+async def test_retrieval_logged_before_its_delivery_still_counts_as_retrieved(harness):
+    """Two gateway processes may log a recipient's RETRIEVAL before its DELIVERY: the copy stays retrieved, so
+    the sweep never declares it unretrieved, and both are forwarded."""
+    message_id, digest = await relay_one(harness, ttl=timedelta(days=7))
+    await recipient_says(harness, EvidenceType.RETRIEVAL, message_id, digest)
+    await recipient_says(harness, EvidenceType.DELIVERY, message_id, digest)
+    harness.clock[0] = NOW + RETRIEVAL + timedelta(days=1)
+    assert await watcher(harness).sweep() == 0
+    forwarded = await harness.outgoing()
+    assert (BD, EvidenceType.RETRIEVAL) in forwarded
+    assert (BD, EvidenceType.DELIVERY) in forwarded
