@@ -30,7 +30,13 @@ commits to its SHA-256 and length, logged in an `attachments` leaf).
 * **Deleted after retrieval.** A recipient confirms retrieval after it has
   verified the body; once every recipient did and the retention period has
   passed (or the message expired unretrieved, plus the retention period), the
-  body is deleted and a `blob_deleted` leaf records it.
+  body is deleted and a `blob_deleted` leaf records it. The sweeper runs in
+  the gateway's leading process only (`gateway.leadership`).
+* **Shared by the gateway's processes.** Bodies and their index live in the
+  data directory, or in `ROGATORY_BLOB_DIR`, which every process of a gateway
+  sharing one PostgreSQL database must be given (one machine's local disk:
+  the index is SQLite, safe across processes there, not over NFS). The
+  replay cache of signed requests is each process's own.
 
 The gateway pipeline refuses (with `SUBMISSION_REJECTED`, `ATTACHMENT_MISSING`
 or `ATTACHMENT_MISMATCH`) an envelope whose committed bodies are not stored,
@@ -40,7 +46,6 @@ have another length, or were uploaded by another agency (`AttachmentGate`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -64,7 +69,7 @@ from protocol.encoding import format_timestamp, parse_timestamp
 from protocol.envelope import AuthenticatedHeader, SealedMessage
 from protocol.errors import AuthenticationFailed, ErrorCode, FreshnessViolation, PolicyDenied, ProtocolError
 from protocol.ids import AgencyId
-from runtime.errors import StoreUnavailable, TransientFailure
+from runtime.errors import StoreUnavailable
 from runtime.http import Handler, problem
 from runtime.schema import Migration, Schema
 from runtime.sqlite import open_index
@@ -490,16 +495,6 @@ class BlobSweeper:
             await self._store.forget(blob.sha256, now)
             log.info("blob_deleted", sha256=blob.sha256, reason=deletion.reason, length=blob.length)
         return len(due)
-
-    async def run(self, stopping: asyncio.Event, *, interval: float) -> None:
-        """Sweep every `interval` seconds until `stopping` is set."""
-        while not stopping.is_set():
-            try:
-                await self.sweep()
-            except TransientFailure as exc:
-                log.warning("blob_sweep_failed", error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval)
 
 
 # -- HTTP --------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@
 Both are issued by the gateway (`time_out`, through the same
 `gateway.issuing.issue_gateway_evidence` as the pipeline's evidence), logged,
 and sent to the message's sender like any other evidence. Deadlines are
-settings.
+settings. The gateway sweeps every `ROGATORY_DEADLINE_SWEEP_S` in its leading
+process only (`gateway.leadership`); a second sweeper would issue nothing
+(each copy's state is checked again inside the transaction), only repeat
+the queries.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Final
@@ -30,7 +31,6 @@ from protocol.encoding import format_timestamp
 from protocol.errors import ErrorCode
 from protocol.evidence import EvidenceType, Reason, new_statement
 from protocol.ids import parse_agency_id, parse_message_id
-from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.gateway.deadlines")
 
@@ -122,16 +122,6 @@ class DeadlineWatcher:
             recipient=relay.recipient,
         )
         return True
-
-    async def run(self, stopping: asyncio.Event, *, interval: float) -> None:
-        """Sweep every `interval` seconds until `stopping` is set."""
-        while not stopping.is_set():
-            try:
-                await self.sweep()
-            except TransientFailure as exc:
-                log.warning("deadline_sweep_failed", error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=interval)
 
 
 __all__ = ["RETRIEVAL_DEADLINE_PASSED", "DeadlineWatcher"]

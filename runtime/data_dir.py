@@ -12,6 +12,10 @@ directory whose lock is held (a running service, or another restore):
 `data_dir_in_use`. A second process started on a directory already
 claimed waits a little for it (a predecessor finishing its stop), then
 refuses to start (`ConfigurationError`).
+
+Several processes of one gateway sharing a PostgreSQL database each claim a
+data directory of their own: each writes the same identity (the gateway's)
+into its own, and nothing compares the directories with one another.
 """
 
 from __future__ import annotations
