@@ -137,6 +137,14 @@ async def _record(
         )
     at = format_timestamp(now)
     async with audit.transaction() as atx:
+        # Checked again where writers are serialised: another gateway process on the same database
+        # may have taken a newer version since the check above (then nothing is logged: rolled back).
+        newer = int(await atx.tx.setting(_HELD_VERSION) or 0)
+        if directory.version < newer:
+            raise ConfigurationError(
+                f"{ErrorCode.DIRECTORY_ROLLBACK}: directory version {directory.version} is older than "
+                f"version {newer}, taken meanwhile by another gateway process"
+            )
         appended = await atx.append(directory_leaf(signed, directory.version), at=now)
         await atx.tx.set_setting(_HELD_VERSION, str(directory.version))
         await atx.tx.set_setting(_HELD_DIGEST, digest)

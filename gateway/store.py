@@ -607,6 +607,11 @@ class Transaction:
         )
         return changed == 1
 
+    async def setting(self, name: str) -> str | None:
+        """A small piece of kept state, as this transaction sees it."""
+        row = await self._c.fetchone("SELECT value FROM settings WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
     async def set_setting(self, name: str, value: str) -> None:
         """Keep a small piece of state (the directory version held, for example)."""
         await self._c.execute(

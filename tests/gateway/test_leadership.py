@@ -7,15 +7,21 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from gateway.auditlog import AuditLog
+from gateway.directory import DirectoryHolder, held_version
 from gateway.leadership import LEADER_LOCK_KEY, Leadership
 from gateway.outgoing import OutgoingRelay
 from gateway.store import GatewayStore
-from runtime.errors import BrokerUnavailable
+from protocol.directory import Directory, sign_directory
+from protocol.signing import SignedStatement
+from runtime.errors import BrokerUnavailable, ConfigurationError
 from tests.gateway.conftest import InMemoryBroker, fresh_postgres_database
+from tests.support.network import NOW, LocalNetwork
 
 RETRY_S = 0.2
 AT = "2026-01-01T00:00:00Z"
@@ -152,3 +158,48 @@ async def test_a_claim_ended_without_confirms_leaves_its_rows_to_the_next_relay(
             for store in stores:
                 with contextlib.suppress(Exception):
                     await store.close()
+
+
+async def _process(url: str, net: LocalNetwork, file: Path) -> tuple[GatewayStore, AuditLog, DirectoryHolder]:
+    """One gateway process's store, log and directory holder, on the shared database."""
+    store = await GatewayStore.open_postgres(url)
+    audit = await AuditLog.load(store, origin="rogatory.test/audit-log", log_key=net.log_key)
+    holder = await DirectoryHolder.load(
+        file, authority=net.authority.public_key, store=store, audit=audit, now=NOW, limits=net.limits
+    )
+    return store, audit, holder
+
+
+def _signed(net: LocalNetwork, version: int) -> tuple[SignedStatement, Directory]:
+    directory = net.directory(version=version)
+    return sign_directory(directory, net.authority), directory
+
+
+async def test_two_processes_adopting_one_directory_version_log_one_leaf_and_never_go_back(tmp_path: Path):
+    """Both processes adopt version 2: one leaf. One adopts 3; the other, having read 'held 1' before that
+    commit, then adopts 2: refused in its transaction, the version held stays 3, no leaf of 2 after 3."""
+    net = LocalNetwork()
+    file = tmp_path / "directory.json"
+    file.write_bytes(net.signed_directory().model_dump_json().encode())
+    async with fresh_postgres_database() as url:
+        first, second = await _process(url, net, file), await _process(url, net, file)
+        try:
+            for store, audit, holder in (first, second):
+                await holder.adopt(*_signed(net, 2), store=store, audit=audit, now=NOW)
+            directory_leaves = [r.identity for r in await first[0].leaves(limit=100) if r.kind == "directory"]
+            assert directory_leaves == ["directory/1", "directory/2"]
+            await first[2].adopt(*_signed(net, 3), store=first[0], audit=first[1], now=NOW)
+            stale = second[0]
+
+            async def held_before_the_other_commit(name: str) -> str | None:
+                return "1" if name == "directory_version" else None
+
+            stale.setting = held_before_the_other_commit  # type: ignore[method-assign]
+            with pytest.raises(ConfigurationError, match="another gateway process"):
+                await second[2].adopt(*_signed(net, 2), store=stale, audit=second[1], now=NOW)
+            assert await held_version(first[0]) == 3
+            directory_leaves = [r.identity for r in await first[0].leaves(limit=100) if r.kind == "directory"]
+            assert directory_leaves == ["directory/1", "directory/2", "directory/3"]
+        finally:
+            for store, _, _ in (first, second):
+                await store.close()
