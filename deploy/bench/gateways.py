@@ -8,7 +8,9 @@ throwaway one made on the local server and dropped at the end,
 (same keys, same directory, same environment as the one `dev up` starts,
 their own data directory and port) consume the same ingress queue
 (`ExtraGateways`). One of them leads (`gateway.leadership`). With `N` = 1
-the bench runs as it always did (SQLite in the gateway's data directory).
+the bench runs as it always did (SQLite in the gateway's data directory),
+or on PostgreSQL when `--database-url` is given (the fair comparison with
+`N` > 1: the same store).
 
 The bench reads the gateway's records to time the stages (`GatewayRecords`):
 from the SQLite file, or from PostgreSQL.

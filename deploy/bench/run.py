@@ -84,7 +84,8 @@ class BenchOptions:
     gateways: int = 1
     """Gateway processes (1, 2 or 3); more than one share one PostgreSQL log (`deploy.bench.gateways`)."""
     database_url: str | None = None
-    """The PostgreSQL database of `gateways` > 1 (None: a throwaway one on `postgres_admin_url`'s server)."""
+    """The gateway's PostgreSQL database, whatever `gateways` (None: SQLite for one process, a throwaway
+    database on `postgres_admin_url`'s server for more)."""
     postgres_admin_url: str = LOCAL_POSTGRES_URL
     """Where a throwaway database is made when `database_url` is None."""
 
@@ -103,7 +104,8 @@ def run_bench(
     options = options or BenchOptions(messages=messages)
     root = state_dir or Path(tempfile.mkdtemp(prefix="rogatory-bench-"))
     out = json_out or root / "bench.json"
-    processes = "1 gateway process" if options.gateways == 1 else f"{options.gateways} gateway processes on PostgreSQL"
+    store = "SQLite" if options.gateways == 1 and options.database_url is None else "PostgreSQL"
+    processes = f"{options.gateways} gateway process{'es' if options.gateways > 1 else ''} on {store}"
     say(f"Rogatory bench: {options.messages} messages a scenario, whole path vs. raw broker; {processes}")
     figures = asyncio.run(_run_with_database(root, amqp_url, management_url, options, say))
     print_figures(figures, say)

@@ -243,7 +243,8 @@ class BenchNetwork:
         self.cases: dict[tuple[str, str], list[str]] = {}
         self.gateways = gateways
         """Gateway processes (`deploy.bench.gateways`): more than one share `database_url`."""
-        self.database_url = database_url if gateways > 1 else None
+        self.database_url = database_url
+        """The gateway's PostgreSQL database (None: SQLite in its data directory, one process only)."""
         self.extra_gateways = ExtraGateways.none(root)
 
     async def start(self) -> dict[str, Any]:

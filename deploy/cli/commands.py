@@ -223,7 +223,8 @@ def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--gateways", type=int, choices=(1, 2, 3), default=1, help="gateway processes (2, 3: on one PostgreSQL log)"
     )
     bench.add_argument(
-        "--database-url", help="the PostgreSQL database of --gateways 2 or 3 (default: a throwaway one, local server)"
+        "--database-url",
+        help="the gateway's PostgreSQL database (default: SQLite for 1 gateway, a throwaway local database for more)",
     )
     bench.add_argument("--state-dir")
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
