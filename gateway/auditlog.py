@@ -382,9 +382,10 @@ class AuditLog:
             return None
         async with self._store.transaction() as tx:
             size = await tx.next_leaf_index()
-            wanted = root_nodes(size)
+            if not idle_due and await tx.last_checkpoint_size() == size:
+                return None  # another process signed this size since the look above
             edge = self._edge if self._edge is not None and self._edge.size == size else None
-            root = edge.root() if edge is not None else root_from_nodes(size, await self._nodes(wanted, tx))
+            root = edge.root() if edge is not None else root_from_nodes(size, await self._nodes(root_nodes(size), tx))
             checkpoint = Checkpoint(
                 origin=self._origin,
                 size=size,

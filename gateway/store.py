@@ -558,8 +558,6 @@ class Transaction:
         leaf: the complete subtrees ending with it, stored in this same
         transaction, so that a committed leaf never lacks its tree.
         """
-        if closes:
-            await self._c.executemany(_INSERT_NODE, _closed_rows(closes))
         await self._c.execute(
             "INSERT INTO leaves (leaf_index, identity, kind, message_id, agencies, leaf, leaf_hash, receipt, "
             "appended_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -575,6 +573,8 @@ class Transaction:
                 record.appended_at,
             ),
         )
+        if closes:
+            await self._c.executemany(_INSERT_NODE, _closed_rows(closes))
 
     async def enqueue(self, routing_key: str, kind: str, message_id: str, body: bytes, at: str) -> None:
         """Commit a publication to be made once this transaction commits."""

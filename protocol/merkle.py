@@ -9,21 +9,23 @@ one-byte prefix, so that no leaf can pass for a node (RFC 9162 §2.1.1)::
     MTH(D[n])       = node_hash(MTH(D[0:k]), MTH(D[k:n]))
                       with k the largest power of two smaller than n
 
-Two halves live here:
+Three parts live here:
 
-* `MerkleTree` is what the log keeps: an append-only list of leaf hashes plus
-  the hash of every complete (perfect, power-of-two aligned) subtree, level by
-  level. Any tree of a size up to the current one is a run of such subtrees,
-  so roots and proofs for any earlier size cost O(log n) hashing.
-* The node functions (`root_nodes`, `inclusion_nodes`, `consistency_nodes`,
-  and `root_from_nodes`, `inclusion_proof_from_nodes`,
-  `consistency_proof_from_nodes`) are what a log kept in a database uses: a
-  complete subtree is named `(level, index)` (leaves `[index << level,
-  (index + 1) << level)`; level 0 is a leaf hash), the first say WHICH of
-  them a root or proof of given sizes needs (O(log n) of them), the second
-  compute the result from a mapping of exactly those. `Frontier` is the
-  right edge of a tree (O(log n) hashes): appending a leaf to it gives the
-  complete subtrees that leaf closes, which the log stores with the leaf.
+* `MerkleTree` is a whole tree in memory (what an auditor's verifier rebuilds,
+  and tests): an append-only list of leaf hashes plus the hash of every
+  complete (perfect, power-of-two aligned) subtree, level by level. Any tree
+  of a size up to the current one is a run of such subtrees, so roots and
+  proofs for any earlier size cost O(log n) hashing.
+* The node functions are what a log kept in a database uses (the gateway's,
+  `gateway.auditlog`, which holds no tree). A complete subtree is named
+  `(level, index)`: leaves `[index << level, (index + 1) << level)`, level 0
+  a leaf hash. `root_nodes`, `inclusion_nodes` and `consistency_nodes` say
+  WHICH of them a root or proof of given sizes needs (O(log n) of them);
+  `root_from_nodes`, `inclusion_proof_from_nodes` and
+  `consistency_proof_from_nodes` compute it from a mapping of those.
+  `Frontier` is the right edge of a tree (O(log n) hashes): appending a leaf
+  to it gives the complete subtrees that leaf closes, which the log stores
+  with the leaf.
 * `verify_inclusion` and `verify_consistency` are what auditors and agents
   run. They follow RFC 9162 §2.1.3.2 and §2.1.4.2 step by step and return
   nothing: a proof either verifies or raises `ProofInvalid` saying what was

@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
+import gateway.store
 from gateway.auditlog import AuditLog
-from gateway.store import GatewayStore, LeafRecord
+from gateway.db import PostgresDatabase, SqliteDatabase
+from gateway.store import GATEWAY_SCHEMA, GatewayStore, LeafRecord
 from protocol.auditlog import OperatorActionLeaf, encode_leaf
 from protocol.checkpoint import Checkpoint, verify_checkpoint
 from protocol.errors import ProofInvalid
 from protocol.keys import SigningPrivateKey
 from protocol.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
+from runtime.schema import Schema, sqlite_status
 from tests.gateway.conftest import fresh_postgres_database
 from tests.support.network import NOW
 
@@ -205,3 +208,65 @@ async def test_the_gateway_holds_a_bounded_cache_of_nodes_whatever_the_size_of_i
         assert held_full < held_half * 1.25 + 200_000  # not proportional to the log: doubling it changes nothing
     finally:
         await store.close()
+
+
+STEP_2 = Schema("gateway", GATEWAY_SCHEMA.migrations[:2], adopts=GATEWAY_SCHEMA.adopts)
+"""The gateway's schema before the tree moved to the database."""
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_a_log_written_before_the_tree_was_stored_migrates_and_goes_on(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version-2 database (leaves, no nodes) gets its leaves' tree at step 3, in batches; appends continue it."""
+    monkeypatch.setattr(gateway.store, "FILL_BATCH", 7)  # many batches, and batches that end mid-subtree
+    count = 100
+    datas = [encode_leaf(_action(f"old-{index}")) for index in range(count)]
+    rows = [
+        (index, f"operator/old-{index}", "operator_action", None, ",,", data, leaf_hash(data), b"-", "")
+        for index, data in enumerate(datas)
+    ]
+    insert = (
+        "INSERT INTO leaves (leaf_index, identity, kind, message_id, agencies, leaf, leaf_hash, receipt, appended_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?)"
+    )
+
+    async def check(store: GatewayStore) -> None:
+        audit = await AuditLog.load(store, origin=ORIGIN, log_key=SigningPrivateKey.generate())
+        assert audit.size == count
+        assert await audit.root() == MerkleTree.from_leaf_hashes([leaf_hash(d) for d in datas]).root()
+        await _append(audit, ["new-1", "new-2", "new-3"])
+        reference = await _stored_tree(store)
+        assert reference.size == count + 3
+        assert await audit.root() == reference.root()
+        for index in (0, 63, 64, 99, 100, 102):
+            assert (await audit.inclusion_proof(index, reference.size))[1] == reference.inclusion_proof(
+                index, reference.size
+            )
+        assert await audit.consistency_proof(count, reference.size) == reference.consistency_proof(
+            count, reference.size
+        )
+
+    if engine == "sqlite":
+        path = tmp_path / "gateway.db"
+        old = await SqliteDatabase.open(path, STEP_2)
+        async with old.transaction() as connection:
+            await connection.executemany(insert, rows)
+        await old.close()
+        assert sqlite_status(path, GATEWAY_SCHEMA).version == 2
+        store = await GatewayStore.open(path)
+        try:
+            await check(store)
+        finally:
+            await store.close()
+        return
+    async with fresh_postgres_database() as url:
+        old_pg = await PostgresDatabase.open(url, STEP_2)
+        async with old_pg.transaction() as connection:
+            await connection.executemany(insert, rows)
+        await old_pg.close()
+        store = await GatewayStore.open_postgres(url)
+        try:
+            await check(store)
+        finally:
+            await store.close()
