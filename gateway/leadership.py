@@ -72,8 +72,6 @@ class Leadership:
         self._connection: asyncpg.Connection | None = None
         self._leading = url is None
         self._closed = False
-        self.changed = asyncio.Event()
-        """Set whenever leadership is taken or lost (cleared by whoever waits on it)."""
 
     @property
     def leading(self) -> bool:
@@ -127,7 +125,6 @@ class Leadership:
         if leading == self._leading:
             return
         self._leading = leading
-        self.changed.set()
         if leading:
             log.info("leadership_acquired", database=redacted_url(self._url or ""))
         else:
