@@ -79,6 +79,8 @@ class BenchOptions:
     soak_messages: int = 0
     requests: bool = True
     """Also the sample MLA request (about 17 KB, each opening a new case), not only notes in open cases."""
+    profile_dir: Path | None = None
+    """Where each service process writes its cProfile when it stops (`ROGATORY_PROFILE_DIR`); none if `None`."""
 
 
 def run_bench(
@@ -106,7 +108,14 @@ def run_bench(
 async def _run(
     root: Path, amqp_url: str, management_url: str | None, options: BenchOptions, say: Callable[[str], None]
 ) -> BenchFigures:
-    pair_net = BenchNetwork(root / "pair", amqp_url=amqp_url, management_url=management_url, bench_pairs=0, say=say)
+    pair_net = BenchNetwork(
+        root / "pair",
+        amqp_url=amqp_url,
+        management_url=management_url,
+        bench_pairs=0,
+        say=say,
+        profile_dir=options.profile_dir,
+    )
     scenarios: list[ScenarioFigures] = []
     baselines: list[Baseline] = []
     one_pair = ((REQUESTING, REQUESTED),)
@@ -167,7 +176,12 @@ async def _run(
         await pair_net.destroy()
     if options.pairs:
         many_net = BenchNetwork(
-            root / "many", amqp_url=amqp_url, management_url=management_url, bench_pairs=options.pairs, say=say
+            root / "many",
+            amqp_url=amqp_url,
+            management_url=management_url,
+            bench_pairs=options.pairs,
+            say=say,
+            profile_dir=options.profile_dir,
         )
         pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
         try:

@@ -223,9 +223,19 @@ class BenchNetwork:
     """A dev network in `root` whose processes each scenario starts afresh."""
 
     def __init__(
-        self, root: Path, *, amqp_url: str, management_url: str | None, bench_pairs: int, say: Callable[[str], None]
+        self,
+        root: Path,
+        *,
+        amqp_url: str,
+        management_url: str | None,
+        bench_pairs: int,
+        say: Callable[[str], None],
+        profile_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self._environment = dict(BENCH_ENVIRONMENT)
+        if profile_dir is not None:
+            self._environment["ROGATORY_PROFILE_DIR"] = str(profile_dir.resolve())
         self.paths = NetworkPaths(root)
         self.amqp_url = amqp_url
         self.management_url = management_url
@@ -240,7 +250,7 @@ class BenchNetwork:
             amqp_url=self.amqp_url,
             management_url=self.management_url,
             say=lambda _: None,
-            service_environment=BENCH_ENVIRONMENT,
+            service_environment=self._environment,
             bench_pairs=self._bench_pairs,
         )
 

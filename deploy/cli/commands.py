@@ -7,7 +7,7 @@
                           [--ca-file PEM]
     rogatory audit export --gateway URL --out PATH [--token T] [--ca-file PEM]
     rogatory bench [--messages N] [--pairs P] [--no-large] [--no-requests] [--soak-messages N]
-                   [--state-dir DIR] [--json PATH]
+                   [--state-dir DIR] [--json PATH] [--profile-dir DIR]
     rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
@@ -196,6 +196,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             large=not args.no_large,
             soak_messages=args.soak_messages,
             requests=not args.no_requests,
+            profile_dir=Path(args.profile_dir) if args.profile_dir else None,
         ),
     )
 
@@ -218,6 +219,10 @@ def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--soak-messages", type=int, default=0, help="add a long run sampling resident memory (e.g. 100000)"
     )
     bench.add_argument("--state-dir")
+    bench.add_argument(
+        "--profile-dir",
+        help="profile every service process (cProfile, slower) and write <service>-<pid>.prof files here",
+    )
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
 
