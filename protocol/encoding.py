@@ -161,8 +161,8 @@ def load_json(raw: bytes | str) -> Any:  # noqa: ANN401 - JSON is Any by nature
         raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
 
 
-def _check_depth_and_text(value: object, max_depth: int) -> None:
-    """Refuse nesting deeper than `max_depth` and strings with lone surrogates."""
+def _check_depth_and_text(value: object, max_depth: int, *, texts: bool = True) -> None:
+    """Refuse nesting deeper than `max_depth` and (if `texts`) strings with lone surrogates or NUL."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -170,13 +170,15 @@ def _check_depth_and_text(value: object, max_depth: int) -> None:
             if depth > max_depth:
                 raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
             for key, child in item.items():
-                _check_text(key)
-                stack.append((child, depth + 1))
+                if texts:
+                    _check_text(key)
+                if texts or isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
         elif isinstance(item, list):
             if depth > max_depth:
                 raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
+            stack.extend((child, depth + 1) for child in item if texts or isinstance(child, dict | list))
+        elif texts and isinstance(item, str):
             _check_text(item)
 
 
@@ -209,7 +211,9 @@ def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # 
         ) from exc
     except ValueError as exc:  # a conversion error no hook anticipated: still a refusal, never a crash
         raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
-    _check_depth_and_text(value, max_depth)
+    # A lone surrogate or a NUL can only come from a `\\u` escape: text decoded as UTF-8 holds no surrogate,
+    # and the parser refuses raw control characters in strings. Without one, only the depth is walked.
+    _check_depth_and_text(value, max_depth, texts="\\u" in text)
     return value
 
 
