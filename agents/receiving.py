@@ -71,7 +71,7 @@ import structlog
 from agents.cases import CaseBook, Direction
 from agents.guard import marking_of
 from agents.status import MessageStatus, status_after
-from agents.store import AgentStore, ContentProofRecord, EvidenceRecord, InboxRecord
+from agents.store import AgentStore, ContentProofRecord, EvidenceRecord, InboxRecord, OutboxRecord
 from agents.webhooks import EventType, emit, level_of
 from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.directory import Agreement, Directory, PublishedSigningKey
@@ -343,7 +343,7 @@ class Receiver:
         parsed = parse_json_strict(
             opened.document, max_bytes=self._limits.max_document_bytes, max_depth=self._limits.max_json_depth
         )
-        document = validate_document(opened.document)
+        document = validate_document(opened.document, parsed=parsed)
         if isinstance(parsed, dict) and document_signature_block(parsed) is not None:
             directory = self._directory()
 
@@ -489,7 +489,7 @@ class Receiver:
         now = self._clock()
         try:
             verified = verify_evidence(parse_signed_evidence(body, self._limits), self._directory(), now=now)
-            await self._match(verified)
+            record = await self._match(verified)
         except ProtocolError as exc:
             log.warning("evidence_refused", code=str(exc.code), detail=exc.detail[:300])
             return Received(kind="evidence", result=ReceivedResult.REFUSED, code=exc.code)
@@ -512,9 +512,10 @@ class Receiver:
                     inclusion_proof=None,
                 )
             )
-            record = await tx.outbox(message_id)
-            if added and record is not None:
-                current = MessageStatus(record.status)
+            # The status is read again in the transaction that moves it; the rest of the row never changes.
+            status = await tx.outbox_status(message_id)
+            if added and status is not None:
+                current = MessageStatus(status)
                 new = status_after(current, statement.evidence_type, None if reason is None else reason.code)
                 if new != current:
                     await tx.set_status(message_id, new, None if reason is None else reason.code, format_timestamp(now))
@@ -574,8 +575,8 @@ class Receiver:
         result = next((r for r in (ReceivedResult.KEPT, ReceivedResult.DUPLICATE) if counts[r]), ReceivedResult.REFUSED)
         return Received(kind="evidence-batch", result=result)
 
-    async def _match(self, verified: VerifiedEvidence) -> None:
-        """The evidence is about a message this agency sent, with the digest it sealed."""
+    async def _match(self, verified: VerifiedEvidence) -> OutboxRecord:
+        """The outbox row of the message the evidence is about: one this agency sent, with the digest it sealed."""
         statement = verified.statement
         record = None if statement.message_id is None else await self._store.outbox(str(statement.message_id))
         if statement.sender != self._keys.agency or record is None or record.digest != statement.message_digest:
@@ -584,6 +585,7 @@ class Receiver:
                 "this agency did not seal",
                 code=ErrorCode.EVIDENCE_MISMATCH,
             )
+        return record
 
 
 __all__ = [

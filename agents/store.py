@@ -715,6 +715,11 @@ class Transaction:
         row = await self._db.fetchone("SELECT * FROM outbox WHERE message_id = ?", (message_id,))
         return None if row is None else _outbox(row, self._key)
 
+    async def outbox_status(self, message_id: str) -> str | None:
+        """The status of outbox row `message_id`, if any: read without the row's bytes."""
+        row = await self._db.fetchone("SELECT status FROM outbox WHERE message_id = ?", (message_id,))
+        return None if row is None else str(row[0])
+
     async def insert_outbox(self, record: OutboxRecord) -> None:
         """Record a new submission (status `queued`)."""
         await self._db.execute(
