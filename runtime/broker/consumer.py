@@ -115,8 +115,9 @@ class ConsumerRole(Generic[D, R]):
     queue: str
     convert: Callable[[aio_pika.abc.AbstractIncomingMessage], D]
     summary: Callable[[R], Mapping[str, object]]
-    processed_event: str
-    """The event logged, with `summary`'s fields, for each delivery acknowledged."""
+    processed_event: str | None
+    """The event logged, with `summary`'s fields, for each delivery acknowledged; `None` for a role whose
+    handler writes the delivery's one line itself (the canonical `message_processed`, `runtime.logs`)."""
 
 
 class QueueConsumer(Generic[D, R]):
@@ -317,7 +318,8 @@ class QueueConsumer(Generic[D, R]):
                 await self._settle(message.nack(requeue=True), "hand back")
                 return
         await self._settle(message.ack(), "acknowledge")
-        log.info(self._role.processed_event, **self._role.summary(result))
+        if self._role.processed_event is not None:
+            log.info(self._role.processed_event, **self._role.summary(result))
 
     async def _settle(self, operation: Awaitable[None], what: str) -> None:
         """Acknowledge or hand back; a channel gone means the broker redelivers: consume again."""
