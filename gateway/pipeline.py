@@ -327,7 +327,7 @@ class IngressPipeline:
                 kind=OutcomeKind.MESSAGE, result=OutcomeResult.REJECTED, code=exc.code, sender=publisher.agency
             )
         accepted = await self.record_acceptance(complete, now)
-        await self._route_and_record(accepted)
+        await self._route_and_record(accepted, just_accepted=True)
         header = accepted.header
         return Outcome(
             kind=OutcomeKind.MESSAGE,
@@ -473,13 +473,23 @@ class IngressPipeline:
                 await atx.tx.set_message_state(header.sender, str(header.message_id), MessageState.RELAYED)
         self._wake_relay()
 
-    async def _route_and_record(self, accepted: AcceptedSubmission) -> None:
+    async def _route_and_record(self, accepted: AcceptedSubmission, *, just_accepted: bool = False) -> None:
+        """Route to each recipient not yet relayed to, and log each relay; `just_accepted`: none was.
+
+        A message accepted by this very delivery has no relay on record (its
+        deliveries take turns, and the replay check found none), so its
+        recipients are not looked up; `record_relay` checks again in its write.
+        """
         header = accepted.header
-        pending = [
-            recipient
-            for recipient in header.recipient_agencies
-            if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
-        ]
+        pending = (
+            list(header.recipient_agencies)
+            if just_accepted
+            else [
+                recipient
+                for recipient in header.recipient_agencies
+                if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
+            ]
+        )
         for index, recipient in enumerate(pending):
             failure = await self.route(accepted, recipient)
             await self.record_relay(accepted, recipient, failure, last=index == len(pending) - 1)
