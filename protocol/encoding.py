@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -191,6 +192,10 @@ def _check_text(text: str) -> None:
         raise MalformedInput("string holds a NUL character", code=ErrorCode.INVALID_UNICODE)
 
 
+_SUSPECT_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+"""An escape that may be a NUL or a surrogate (`parse_json_strict` then checks every string)."""
+
+
 def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # noqa: ANN401 - JSON is Any by nature
     """Parse UTF-8 JSON bytes, refusing anything two parsers might read differently."""
     if len(raw) > max_bytes:
@@ -211,9 +216,10 @@ def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # 
         ) from exc
     except ValueError as exc:  # a conversion error no hook anticipated: still a refusal, never a crash
         raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
-    # A lone surrogate or a NUL can only come from a `\\u` escape: text decoded as UTF-8 holds no surrogate,
-    # and the parser refuses raw control characters in strings. Without one, only the depth is walked.
-    _check_depth_and_text(value, max_depth, texts="\\u" in text)
+    # A lone surrogate or a NUL can only come from an escape (`\\ud800`, `\\u0000`): text decoded as UTF-8
+    # holds no surrogate, and the parser refuses raw control characters in strings. Without such an escape
+    # (`_SUSPECT_ESCAPE` may also match what is none, which only costs the walk), only the depth is walked.
+    _check_depth_and_text(value, max_depth, texts=_SUSPECT_ESCAPE.search(text) is not None)
     return value
 
 
