@@ -60,6 +60,7 @@ version the authority did not sign, nor an older one.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,6 +117,9 @@ from runtime.directory import Offered
 from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.agent.receiving")
+
+MARKINGS_KEPT: Final = 4096
+"""Sent messages whose classification is remembered for their evidence (each gets three or more statements)."""
 
 _STEP: Final = StepToken("agents.receiving")
 """Only this module's checks hold it: `AllowedHeader`, `ValidMessage` and `UnseenMessage` are theirs alone."""
@@ -232,6 +236,7 @@ class Receiver:
         self._on_log_view = on_log_view
         self._on_directory = on_directory
         self._on_probe = on_probe
+        self._markings: OrderedDict[tuple[str, str], object] = OrderedDict()
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -535,7 +540,7 @@ class Receiver:
                         "previous_status": str(current),
                         "status": str(new),
                     },
-                    level=level_of(marking_of(record.document)),
+                    level=level_of(self._marking_of(record)),
                     at=now,
                 )
         return Received(
@@ -574,6 +579,18 @@ class Receiver:
         )
         result = next((r for r in (ReceivedResult.KEPT, ReceivedResult.DUPLICATE) if counts[r]), ReceivedResult.REFUSED)
         return Received(kind="evidence-batch", result=result)
+
+    def _marking_of(self, record: OutboxRecord) -> object:
+        """The classification of a sent message, read from its document once, not at each of its evidence."""
+        key = (record.message_id, record.digest)
+        if key in self._markings:
+            self._markings.move_to_end(key)
+            return self._markings[key]
+        marking = marking_of(record.document)
+        self._markings[key] = marking
+        if len(self._markings) > MARKINGS_KEPT:
+            self._markings.popitem(last=False)
+        return marking
 
     async def _match(self, verified: VerifiedEvidence) -> OutboxRecord:
         """The outbox row of the message the evidence is about: one this agency sent, with the digest it sealed."""
