@@ -106,7 +106,7 @@ def test_a_service_asked_to_profile_itself_writes_its_profile_when_it_stops(tmp_
     subprocess.run([sys.executable, "-c", PROFILED_SERVICE, str(profiles)], check=True, capture_output=True)
     written = list(profiles.glob("agent-*.prof"))
     assert len(written) == 1
-    assert pstats.Stats(str(written[0])).total_calls > 0
+    assert pstats.Stats(str(written[0])).get_stats_profile().func_profiles  # calls, as pstats reads them
 
     subprocess.run([sys.executable, "-c", PROFILED_SERVICE], check=True, capture_output=True, cwd=tmp_path)
     assert list(tmp_path.rglob("*.prof")) == written
