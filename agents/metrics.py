@@ -162,6 +162,7 @@ class AgentMetrics(ServiceMetrics):
                 result=received.result,
                 code=received.code,
                 duration_ms=round(elapsed * 1000, 2),
+                **(received.batch or {}),
             )
             return received
 

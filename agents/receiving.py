@@ -570,15 +570,17 @@ class Receiver:
             raise failure
         received = [outcome for outcome in outcomes if isinstance(outcome, Received)]
         counts = {result: sum(1 for r in received if r.result == result) for result in ReceivedResult}
-        log.info(
-            "evidence_batch_received",
-            statements=len(received),
-            kept=counts[ReceivedResult.KEPT],
-            duplicate=counts[ReceivedResult.DUPLICATE],
-            refused=counts[ReceivedResult.REFUSED],
-        )
         result = next((r for r in (ReceivedResult.KEPT, ReceivedResult.DUPLICATE) if counts[r]), ReceivedResult.REFUSED)
-        return Received(kind="evidence-batch", result=result)
+        return Received(  # its counts go on the delivery's one line (`message_processed`)
+            kind="evidence-batch",
+            result=result,
+            batch={
+                "statements": len(received),
+                "kept": counts[ReceivedResult.KEPT],
+                "duplicate": counts[ReceivedResult.DUPLICATE],
+                "refused": counts[ReceivedResult.REFUSED],
+            },
+        )
 
     def _marking_of(self, record: OutboxRecord) -> object:
         """The classification of a sent message, read from its document once, not at each of its evidence."""

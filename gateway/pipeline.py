@@ -586,18 +586,19 @@ class IngressPipeline:
         if failure is not None:
             raise failure
         results = [outcome.result for outcome in outcomes if isinstance(outcome, Outcome)]
-        log.info(
-            "evidence_batch_processed",
-            publisher=(delivery.user_id or "")[:200],
-            statements=len(results),
-            forwarded=results.count(OutcomeResult.FORWARDED),
-            duplicate=results.count(OutcomeResult.DUPLICATE),
-            rejected=results.count(OutcomeResult.REJECTED),
-        )
         result = next(
             (r for r in (OutcomeResult.FORWARDED, OutcomeResult.DUPLICATE) if r in results), OutcomeResult.REJECTED
         )
-        return Outcome(kind=OutcomeKind.EVIDENCE, result=result)
+        return Outcome(  # its counts go on the delivery's one line (`message_processed`, with the publisher)
+            kind=OutcomeKind.EVIDENCE,
+            result=result,
+            batch={
+                "statements": len(results),
+                "forwarded": results.count(OutcomeResult.FORWARDED),
+                "duplicate": results.count(OutcomeResult.DUPLICATE),
+                "rejected": results.count(OutcomeResult.REJECTED),
+            },
+        )
 
     def authenticate_evidence(
         self, delivery: IngressDelivery, publisher: IdentifiedPublisher, directory: Directory, now: datetime

@@ -61,6 +61,8 @@ class Handled(Generic[ResultT]):
     code: str | None = None
     message_id: str | None = None
     sender: str | None = None
+    batch: Mapping[str, int] | None = None
+    """For a delivery of several items (a batch of evidence): how many ended how, logged on its one line."""
 
     def summary(self) -> Mapping[str, object]:
         """The fields the consumer logs once the delivery is acknowledged."""
@@ -70,6 +72,7 @@ class Handled(Generic[ResultT]):
             "code": self.code,
             "message_id": self.message_id,
             "sender": self.sender,
+            **(self.batch or {}),
         }
 
 
