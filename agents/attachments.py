@@ -112,6 +112,8 @@ UPLOAD_CHUNK_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_MAX_RECEIVED_BODY_BYTES: Final = 16 * 1024**3
 """The largest body this agent downloads for a received message (`ROGATORY_MAX_RECEIVED_BODY_BYTES`);
 a larger one is refused unread, whatever its sender committed to."""
+DIGESTS_PER_QUERY: Final = 500
+"""Digests looked up in one query (`uploads_of`): under SQLite's limit on a statement's variables."""
 ORPHAN_AFTER: Final = timedelta(minutes=5)
 """A body recorded for a message that never reached the inbox (refused after opening) is dropped after this."""
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -360,6 +362,24 @@ class AttachmentStore:
             if self.blob_path(upload.ciphertext_sha256).exists():
                 return upload
         return None
+
+    async def uploads_of(self, plaintext_sha256s: Sequence[str]) -> dict[str, Upload]:
+        """`upload_of` each digest that has one, in one query a chunk of digests (a request lists several)."""
+        wanted = sorted(set(plaintext_sha256s))
+        found: dict[str, Upload] = {}
+        for start in range(0, len(wanted), DIGESTS_PER_QUERY):
+            chunk = wanted[start : start + DIGESTS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            async with self._db.execute(
+                f"SELECT * FROM uploads WHERE plaintext_sha256 IN ({marks}) ORDER BY created_at DESC",  # noqa: S608 - marks only
+                chunk,
+            ) as cursor:
+                rows = await cursor.fetchall()
+            for row in rows:
+                upload = self._upload(row)
+                if upload.plaintext_sha256 not in found and self.blob_path(upload.ciphertext_sha256).exists():
+                    found[upload.plaintext_sha256] = upload
+        return found
 
     async def record_received(self, sender: str, message_id: str, keys: Sequence[AttachmentKey], at: str) -> None:
         """Remember the bodies a received message carries, as `pending` (once per body)."""
@@ -988,13 +1008,16 @@ class Attachments:
         if not isinstance(entries, list):
             return ()
         keys: list[AttachmentKey] = []
+        uploads = await self._store.uploads_of(
+            [entry["sha256"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("sha256"), str)]
+        )
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 continue
             attachment_id, sha256 = entry.get("attachment_id"), entry.get("sha256")
             if not isinstance(attachment_id, str) or not isinstance(sha256, str):
                 continue  # the content model reports it
-            upload = await self._store.upload_of(sha256)
+            upload = uploads.get(sha256)
             if upload is None:
                 continue  # a description only
             size = entry.get("size_bytes")

@@ -66,7 +66,9 @@ fold's messages, the fold stands as it is; if the fold's messages are a
 prefix of the stored ones it folds the rest, else it folds again from the
 start. The store is the truth; the cache is trusted no
 further than that check. Every call runs inside a store transaction, which
-also serialises them.
+also serialises them. A submission numbers its message (`next_sequence`) and
+admits it (`admit`) in one transaction: the rows read for the number stand
+for the admission, as nothing else can write between the two.
 """
 
 from __future__ import annotations
@@ -237,6 +239,8 @@ class CaseBook:
         self._cached_documents = cached_documents
         self._folds: OrderedDict[str, _Fold] = OrderedDict()
         self._locks = KeyedLocks()
+        self._read_in: tuple[Transaction, str, Mapping[Identity, CaseEntry]] | None = None
+        """The transaction and case `next_sequence` last brought up to date with the store, and its rows."""
 
     @contextlib.asynccontextmanager
     async def serialised(self, case_id: str | None) -> AsyncIterator[None]:
@@ -246,7 +250,8 @@ class CaseBook:
 
     async def next_sequence(self, tx: Transaction, case_id: str) -> int:
         """The number the next message of the case gets: one more than the highest held."""
-        fold, _ = await self._fold(tx, case_id)
+        fold, entries = await self._fold(tx, case_id)
+        self._read_in = (tx, case_id, entries)
         return max((position.sequence for position in fold.positions), default=0) + 1
 
     async def admit(self, tx: Transaction, document: MessageDocument, direction: Direction) -> CaseState | None:
@@ -254,10 +259,12 @@ class CaseBook:
 
         Call it in the transaction that then stores the message: if that
         transaction rolls back, the next call sees the store without it and
-        folds again.
+        folds again. If `next_sequence` read the case in this same transaction,
+        the case's rows are not read again: the transaction holds the store's
+        only writer, so they are as they were (module docstring, "Caching").
         """
         try:
-            fold, entries = await self._fold(tx, document.case_id)
+            fold, entries = await self._fold(tx, document.case_id, reuse_read=True)
         except ContentPurged as exc:
             raise IllegalTransition(
                 f"{document.message_type}: case {document.case_id} is closed and its content was purged "
@@ -327,15 +334,24 @@ class CaseBook:
 
     # -- the fold -------------------------------------------------------------------------
 
-    async def _fold(self, tx: Transaction, case_id: str) -> tuple[_Fold, Mapping[Identity, CaseEntry]]:
-        """The case's fold brought up to date with the store, and its rows by message."""
+    async def _fold(
+        self, tx: Transaction, case_id: str, *, reuse_read: bool = False
+    ) -> tuple[_Fold, Mapping[Identity, CaseEntry]]:
+        """The case's fold brought up to date with the store, and its rows by message.
+
+        With `reuse_read`, the rows `next_sequence` read in this very transaction stand for the store's (once).
+        """
+        read_in, self._read_in = self._read_in, None
+        fold = self._folds.get(case_id)
+        if reuse_read and read_in is not None and read_in[0] is tx and read_in[1] == case_id and fold is not None:
+            self._remember(case_id, fold)
+            return fold, read_in[2]
         held = await tx.case_entries(case_id, self._agency)
         purged = [entry.content_purged_at for entry in held if entry.content_purged_at is not None]
         if purged:
             self._folds.pop(case_id, None)
             raise ContentPurged(f"the content of case {case_id} was purged (retention)", purged_at=max(purged))
         entries = {(entry.sender, entry.message_id): entry for entry in held if counts_in_case(entry)}
-        fold = self._folds.get(case_id)
         if fold is not None and entries.keys() == fold.documents.keys():
             # The same messages as folded: the fold is the store's (positions come from the documents alone).
             self._remember(case_id, fold)

@@ -140,15 +140,16 @@ class AgentMetrics(ServiceMetrics):
             self.stage_seconds.labels("receive").observe(elapsed)
             self.deliveries.labels(received.kind, received.result).inc()
             case_id = recipient = None
+            # Only the columns the line needs: never the rows' sealed bytes.
             if received.kind == "evidence" and received.message_id:
-                sent = await store.outbox(received.message_id)
+                sent = await store.outbox_summary(received.message_id)
                 if sent is not None:
-                    case_id, recipient = sent.case_id, sent.recipient
+                    case_id, recipient, created_at = sent
                     if received.result == "kept":  # for kept evidence, `code` is its type (`agents.receiving`)
-                        self._observe_delay(sent.created_at, str(received.code), clock())
+                        self._observe_delay(created_at, str(received.code), clock())
             elif received.message_id and received.sender:
-                entry = await store.inbox_entry_of(received.sender, received.message_id)
-                case_id, recipient = (None, None) if entry is None else (entry.case_id, agency)
+                case_id = await store.inbox_case_id(received.sender, received.message_id)
+                recipient = None if case_id is None else agency
             if received.code is not None and received.result in {"refused", "dropped"}:
                 self.errors.labels(str(received.code)).inc()
             log_message(
@@ -161,6 +162,7 @@ class AgentMetrics(ServiceMetrics):
                 result=received.result,
                 code=received.code,
                 duration_ms=round(elapsed * 1000, 2),
+                **(received.batch or {}),
             )
             return received
 

@@ -60,6 +60,7 @@ version the authority did not sign, nor an older one.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,7 +72,7 @@ import structlog
 from agents.cases import CaseBook, Direction
 from agents.guard import marking_of
 from agents.status import MessageStatus, status_after
-from agents.store import AgentStore, ContentProofRecord, EvidenceRecord, InboxRecord
+from agents.store import AgentStore, ContentProofRecord, EvidenceRecord, InboxRecord, OutboxRecord
 from agents.webhooks import EventType, emit, level_of
 from protocol.connectivity import CONNECTIVITY_TEST
 from protocol.directory import Agreement, Directory, PublishedSigningKey
@@ -116,6 +117,9 @@ from runtime.directory import Offered
 from runtime.errors import TransientFailure
 
 log = structlog.get_logger("rogatory.agent.receiving")
+
+MARKINGS_KEPT: Final = 4096
+"""Sent messages whose classification is remembered for their evidence (each gets three or more statements)."""
 
 _STEP: Final = StepToken("agents.receiving")
 """Only this module's checks hold it: `AllowedHeader`, `ValidMessage` and `UnseenMessage` are theirs alone."""
@@ -232,6 +236,7 @@ class Receiver:
         self._on_log_view = on_log_view
         self._on_directory = on_directory
         self._on_probe = on_probe
+        self._markings: OrderedDict[tuple[str, str], object] = OrderedDict()
 
     async def handle(self, delivery: InboxDelivery) -> Received:
         """Process one delivery to a durable end state; raise only `TransientFailure`."""
@@ -343,7 +348,7 @@ class Receiver:
         parsed = parse_json_strict(
             opened.document, max_bytes=self._limits.max_document_bytes, max_depth=self._limits.max_json_depth
         )
-        document = validate_document(opened.document)
+        document = validate_document(opened.document, parsed=parsed)
         if isinstance(parsed, dict) and document_signature_block(parsed) is not None:
             directory = self._directory()
 
@@ -489,7 +494,7 @@ class Receiver:
         now = self._clock()
         try:
             verified = verify_evidence(parse_signed_evidence(body, self._limits), self._directory(), now=now)
-            await self._match(verified)
+            record = await self._match(verified)
         except ProtocolError as exc:
             log.warning("evidence_refused", code=str(exc.code), detail=exc.detail[:300])
             return Received(kind="evidence", result=ReceivedResult.REFUSED, code=exc.code)
@@ -512,9 +517,10 @@ class Receiver:
                     inclusion_proof=None,
                 )
             )
-            record = await tx.outbox(message_id)
-            if added and record is not None:
-                current = MessageStatus(record.status)
+            # The status is read again in the transaction that moves it; the rest of the row never changes.
+            status = await tx.outbox_status(message_id)
+            if added and status is not None:
+                current = MessageStatus(status)
                 new = status_after(current, statement.evidence_type, None if reason is None else reason.code)
                 if new != current:
                     await tx.set_status(message_id, new, None if reason is None else reason.code, format_timestamp(now))
@@ -534,7 +540,7 @@ class Receiver:
                         "previous_status": str(current),
                         "status": str(new),
                     },
-                    level=level_of(marking_of(record.document)),
+                    level=level_of(self._marking_of(record)),
                     at=now,
                 )
         return Received(
@@ -564,18 +570,32 @@ class Receiver:
             raise failure
         received = [outcome for outcome in outcomes if isinstance(outcome, Received)]
         counts = {result: sum(1 for r in received if r.result == result) for result in ReceivedResult}
-        log.info(
-            "evidence_batch_received",
-            statements=len(received),
-            kept=counts[ReceivedResult.KEPT],
-            duplicate=counts[ReceivedResult.DUPLICATE],
-            refused=counts[ReceivedResult.REFUSED],
-        )
         result = next((r for r in (ReceivedResult.KEPT, ReceivedResult.DUPLICATE) if counts[r]), ReceivedResult.REFUSED)
-        return Received(kind="evidence-batch", result=result)
+        return Received(  # its counts go on the delivery's one line (`message_processed`)
+            kind="evidence-batch",
+            result=result,
+            batch={
+                "statements": len(received),
+                "kept": counts[ReceivedResult.KEPT],
+                "duplicate": counts[ReceivedResult.DUPLICATE],
+                "refused": counts[ReceivedResult.REFUSED],
+            },
+        )
 
-    async def _match(self, verified: VerifiedEvidence) -> None:
-        """The evidence is about a message this agency sent, with the digest it sealed."""
+    def _marking_of(self, record: OutboxRecord) -> object:
+        """The classification of a sent message, read from its document once, not at each of its evidence."""
+        key = (record.message_id, record.digest)
+        if key in self._markings:
+            self._markings.move_to_end(key)
+            return self._markings[key]
+        marking = marking_of(record.document)
+        self._markings[key] = marking
+        if len(self._markings) > MARKINGS_KEPT:
+            self._markings.popitem(last=False)
+        return marking
+
+    async def _match(self, verified: VerifiedEvidence) -> OutboxRecord:
+        """The outbox row of the message the evidence is about: one this agency sent, with the digest it sealed."""
         statement = verified.statement
         record = None if statement.message_id is None else await self._store.outbox(str(statement.message_id))
         if statement.sender != self._keys.agency or record is None or record.digest != statement.message_digest:
@@ -584,6 +604,7 @@ class Receiver:
                 "this agency did not seal",
                 code=ErrorCode.EVIDENCE_MISMATCH,
             )
+        return record
 
 
 __all__ = [

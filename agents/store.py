@@ -715,6 +715,11 @@ class Transaction:
         row = await self._db.fetchone("SELECT * FROM outbox WHERE message_id = ?", (message_id,))
         return None if row is None else _outbox(row, self._key)
 
+    async def outbox_status(self, message_id: str) -> str | None:
+        """The status of outbox row `message_id`, if any: read without the row's bytes."""
+        row = await self._db.fetchone("SELECT status FROM outbox WHERE message_id = ?", (message_id,))
+        return None if row is None else str(row[0])
+
     async def insert_outbox(self, record: OutboxRecord) -> None:
         """Record a new submission (status `queued`)."""
         await self._db.execute(
@@ -1326,6 +1331,20 @@ class AgentStore:
         """The inbox row of (sender, message id), if any."""
         row = await self._db.fetchone("SELECT * FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id))
         return None if row is None else _inbox(row, self._key)
+
+    async def inbox_case_id(self, sender: str, message_id: str) -> str | None:
+        """The case of inbox row (sender, message id), if any: read without the row's bytes."""
+        row = await self._db.fetchone(
+            "SELECT case_id FROM inbox WHERE sender = ? AND message_id = ?", (sender, message_id)
+        )
+        return None if row is None else str(row[0])
+
+    async def outbox_summary(self, message_id: str) -> tuple[str, str, str] | None:
+        """(case id, recipient, created at) of outbox row `message_id`, if any: read without the row's bytes."""
+        row = await self._db.fetchone(
+            "SELECT case_id, recipient, created_at FROM outbox WHERE message_id = ?", (message_id,)
+        )
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
     async def inbox_by_message_id(self, message_id: str) -> list[InboxRecord]:
         """Received messages with this id (from any sender)."""

@@ -10,7 +10,8 @@ sender is this agency; an agreement allows the exchange; seal for the
 recipient's current encryption key (and this agency's archive), with this
 agent's latest witnessed checkpoint in the header (the log's lines only), so
 that the recipient can compare the sender's view of the audit log with its own.
-`record_submission` then, in one store transaction, returns the earlier
+`record_in` then, in the same store transaction as the numbering (so the
+case's rows are read once), returns the earlier
 answer to a repeated submission, or admits the message to its case (an
 illegal one raises `IllegalTransition`: 409) and records it in the outbox,
 before anything is published, and wakes the outbox relay. `Submission`
@@ -30,7 +31,7 @@ import structlog
 
 from agents.cases import CaseBook, Direction
 from agents.errors import Conflict
-from agents.store import AgentStore, ContentProofRecord, OutboxRecord
+from agents.store import AgentStore, ContentProofRecord, OutboxRecord, Transaction
 from protocol.attachments import AttachmentKey
 from protocol.checkpoint import SignedCheckpoint
 from protocol.directory import Directory, PublishedSigningKey
@@ -175,7 +176,7 @@ def prepare_submission(
     complete_document(completed, now=now, new_message_id=new_message_id, sequence=sequence)
     completed = sign_or_check_document(completed, sender=sender, directory=directory)
     document_bytes = canonical_json(completed)
-    document = validate_document(document_bytes)
+    document = validate_document(document_bytes, parsed=completed)
     if document.sender.authority_id != sender.agency:
         raise PolicyDenied(
             f"sender.authority_id is {document.sender.authority_id}, but this agent speaks for {sender.agency}",
@@ -233,7 +234,20 @@ async def record_submission(
     idempotency_key: str | None,
     now: datetime,
 ) -> Accepted:
-    """Put `prepared` in the outbox, or return the earlier submission it repeats.
+    """`record_in` in a transaction of its own."""
+    async with store.transaction() as tx:
+        return await record_in(tx, prepared, cases=cases, idempotency_key=idempotency_key, now=now)
+
+
+async def record_in(
+    tx: Transaction,
+    prepared: PreparedSubmission,
+    *,
+    cases: CaseBook,
+    idempotency_key: str | None,
+    now: datetime,
+) -> Accepted:
+    """In `tx`: put `prepared` in the outbox, or return the earlier submission it repeats.
 
     The same document under the same message id (or the same idempotency key)
     is the same submission; a different document under either is a `Conflict`.
@@ -243,59 +257,58 @@ async def record_submission(
     """
     message_id = str(prepared.message_id)
     at = format_timestamp(now)
-    async with store.transaction() as tx:
-        if idempotency_key is not None:
-            earlier = await tx.idempotency(idempotency_key)
-            if earlier is not None:
-                earlier_digest, earlier_id = earlier
-                if earlier_digest != prepared.request_sha256:
-                    raise Conflict(
-                        f"Idempotency-Key was already used for another document (message {earlier_id})",
-                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                    )
-                record = await tx.outbox(earlier_id)
-                assert record is not None  # written in the same transaction as the key
-                return Accepted(earlier_id, record.status, created=False)
-        existing = await tx.outbox(message_id)
-        if existing is not None:
-            if existing.request_sha256 != prepared.request_sha256:
+    if idempotency_key is not None:
+        earlier = await tx.idempotency(idempotency_key)
+        if earlier is not None:
+            earlier_digest, earlier_id = earlier
+            if earlier_digest != prepared.request_sha256:
                 raise Conflict(
-                    f"message id {message_id} was already used for another document", ErrorCode.MESSAGE_ID_CONFLICT
+                    f"Idempotency-Key was already used for another document (message {earlier_id})",
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
                 )
-            return Accepted(message_id, existing.status, created=False)
-        document = prepared.document
-        await cases.admit(tx, document, Direction.SENT)
-        await tx.insert_outbox(
-            OutboxRecord(
-                message_id=message_id,
-                recipient=document.recipient.authority_id,
-                message_type=document.message_type,
-                case_id=document.case_id,
-                in_reply_to=None if document.in_reply_to is None else str(document.in_reply_to),
-                document=prepared.document_bytes,
-                request_sha256=prepared.request_sha256,
-                sealed=prepared.sealed.to_bytes(),
-                digest=prepared.sealed.digest,
-                status=STATUS_QUEUED,
-                status_reason=None,
-                created_at=format_timestamp(prepared.created_at),
-                expires_at=format_timestamp(prepared.expires_at),
-                published_at=None,
-                updated_at=at,
+            record = await tx.outbox(earlier_id)
+            assert record is not None  # written in the same transaction as the key
+            return Accepted(earlier_id, record.status, created=False)
+    existing = await tx.outbox(message_id)
+    if existing is not None:
+        if existing.request_sha256 != prepared.request_sha256:
+            raise Conflict(
+                f"message id {message_id} was already used for another document", ErrorCode.MESSAGE_ID_CONFLICT
             )
+        return Accepted(message_id, existing.status, created=False)
+    document = prepared.document
+    await cases.admit(tx, document, Direction.SENT)
+    await tx.insert_outbox(
+        OutboxRecord(
+            message_id=message_id,
+            recipient=document.recipient.authority_id,
+            message_type=document.message_type,
+            case_id=document.case_id,
+            in_reply_to=None if document.in_reply_to is None else str(document.in_reply_to),
+            document=prepared.document_bytes,
+            request_sha256=prepared.request_sha256,
+            sealed=prepared.sealed.to_bytes(),
+            digest=prepared.sealed.digest,
+            status=STATUS_QUEUED,
+            status_reason=None,
+            created_at=format_timestamp(prepared.created_at),
+            expires_at=format_timestamp(prepared.expires_at),
+            published_at=None,
+            updated_at=at,
         )
-        await tx.insert_content_proof(
-            ContentProofRecord(
-                sender=document.sender.authority_id,
-                message_id=message_id,
-                direction="sent",
-                statement=prepared.content_proof.statement,
-                signature=prepared.content_proof.signature,
-            ),
-            at,
-        )
-        if idempotency_key is not None:
-            await tx.insert_idempotency(idempotency_key, prepared.request_sha256, message_id, at)
+    )
+    await tx.insert_content_proof(
+        ContentProofRecord(
+            sender=document.sender.authority_id,
+            message_id=message_id,
+            direction="sent",
+            statement=prepared.content_proof.statement,
+            signature=prepared.content_proof.signature,
+        ),
+        at,
+    )
+    if idempotency_key is not None:
+        await tx.insert_idempotency(idempotency_key, prepared.request_sha256, message_id, at)
     return Accepted(message_id, STATUS_QUEUED, created=True)
 
 
@@ -332,11 +345,12 @@ class Submission:
         bodies = await self.attachment_bodies(submitted.fields)
         witnessed = await self.store.latest_witnessed()
         case_id = submitted.case_id
-        async with self.cases.serialised(case_id):
+        # One transaction numbers, prepares and records: the case's rows are read once, and nothing
+        # else writes in between (preparing is synchronous: it holds the writer only while it computes).
+        async with self.cases.serialised(case_id), self.store.transaction() as tx:
             sequence = None
             if case_id is not None and not submitted.numbered:
-                async with self.store.transaction() as tx:
-                    sequence = await self.cases.next_sequence(tx, case_id)
+                sequence = await self.cases.next_sequence(tx, case_id)
             now = self.clock()
             prepared = prepare_submission(
                 submitted,
@@ -349,9 +363,7 @@ class Submission:
                 attachments=tuple(bodies),
                 witnessed_note=None if witnessed is None else witnessed[2],
             )
-            accepted = await record_submission(
-                self.store, prepared, cases=self.cases, idempotency_key=idempotency_key, now=now
-            )
+            accepted = await record_in(tx, prepared, cases=self.cases, idempotency_key=idempotency_key, now=now)
         if accepted.created:
             self.wake_relay()
             log.info(
@@ -375,5 +387,6 @@ __all__ = [
     "no_attachment_bodies",
     "prepare_submission",
     "read_submission",
+    "record_in",
     "record_submission",
 ]

@@ -225,6 +225,7 @@ class GatewayMetrics(ServiceMetrics):
                 result=outcome.result,
                 code=outcome.code,
                 duration_ms=round(elapsed * 1000, 2),
+                **(outcome.batch or {}),
             )
             return outcome
 

@@ -348,7 +348,7 @@ class IngressPipeline:
                 kind=OutcomeKind.MESSAGE, result=OutcomeResult.REJECTED, code=exc.code, sender=publisher.agency
             )
         accepted = await self.record_acceptance(complete, now)
-        await self._route_and_record(accepted)
+        await self._route_and_record(accepted, just_accepted=True)
         header = accepted.header
         return Outcome(
             kind=OutcomeKind.MESSAGE,
@@ -494,13 +494,23 @@ class IngressPipeline:
                 await atx.tx.set_message_state(header.sender, str(header.message_id), MessageState.RELAYED)
         self._wake_relay()
 
-    async def _route_and_record(self, accepted: AcceptedSubmission) -> None:
+    async def _route_and_record(self, accepted: AcceptedSubmission, *, just_accepted: bool = False) -> None:
+        """Route to each recipient not yet relayed to, and log each relay; `just_accepted`: none was.
+
+        A message accepted by this very delivery has no relay on record (its
+        deliveries take turns, and the replay check found none), so its
+        recipients are not looked up; `record_relay` checks again in its write.
+        """
         header = accepted.header
-        pending = [
-            recipient
-            for recipient in header.recipient_agencies
-            if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
-        ]
+        pending = (
+            list(header.recipient_agencies)
+            if just_accepted
+            else [
+                recipient
+                for recipient in header.recipient_agencies
+                if await self._store.relay_state(header.sender, str(header.message_id), recipient) is None
+            ]
+        )
         for index, recipient in enumerate(pending):
             failure = await self.route(accepted, recipient)
             await self.record_relay(accepted, recipient, failure, last=index == len(pending) - 1)
@@ -597,18 +607,19 @@ class IngressPipeline:
         if failure is not None:
             raise failure
         results = [outcome.result for outcome in outcomes if isinstance(outcome, Outcome)]
-        log.info(
-            "evidence_batch_processed",
-            publisher=(delivery.user_id or "")[:200],
-            statements=len(results),
-            forwarded=results.count(OutcomeResult.FORWARDED),
-            duplicate=results.count(OutcomeResult.DUPLICATE),
-            rejected=results.count(OutcomeResult.REJECTED),
-        )
         result = next(
             (r for r in (OutcomeResult.FORWARDED, OutcomeResult.DUPLICATE) if r in results), OutcomeResult.REJECTED
         )
-        return Outcome(kind=OutcomeKind.EVIDENCE, result=result)
+        return Outcome(  # its counts go on the delivery's one line (`message_processed`, with the publisher)
+            kind=OutcomeKind.EVIDENCE,
+            result=result,
+            batch={
+                "statements": len(results),
+                "forwarded": results.count(OutcomeResult.FORWARDED),
+                "duplicate": results.count(OutcomeResult.DUPLICATE),
+                "rejected": results.count(OutcomeResult.REJECTED),
+            },
+        )
 
     def authenticate_evidence(
         self, delivery: IngressDelivery, publisher: IdentifiedPublisher, directory: Directory, now: datetime

@@ -54,15 +54,16 @@ INGRESS: Final[ConsumerRole[IngressDelivery, Outcome]] = ConsumerRole(
     queue=INGRESS_QUEUE,
     convert=_ingress_delivery,
     summary=Outcome.summary,
-    processed_event="ingress_processed",
+    processed_event=None,
 )
-"""`mla.gateway.ingress`: what agencies submit, handed to `IngressPipeline.handle`."""
+"""`mla.gateway.ingress`: what agencies submit, handed to `IngressPipeline.handle` (whose measured handler
+logs each delivery's one line, `message_processed`: one line a delivery, not two)."""
 
 
 def ingress_consumer(
     connector: FailoverConnector, handle: Callable[[IngressDelivery], Awaitable[Outcome]], *, prefetch: int
 ) -> QueueConsumer[IngressDelivery, Outcome]:
-    """Consumes `mla.gateway.ingress`; logs `ingress_processed` for each delivery acknowledged."""
+    """Consumes `mla.gateway.ingress`; each delivery's line is the handler's `message_processed`."""
     return QueueConsumer(connector, INGRESS, handle, policy=ConsumerPolicy(prefetch=prefetch))
 
 

@@ -41,6 +41,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -364,7 +365,13 @@ class SignedCheckpoint:
 
     @classmethod
     def parse(cls, text: bytes | str) -> SignedCheckpoint:
-        """Read a checkpoint note without verifying any signature; see `verify_checkpoint`."""
+        """Read a checkpoint note without verifying any signature; see `verify_checkpoint`.
+
+        Text notes are remembered (`_parsed_note`): every message a sender seals
+        between two checkpoints carries the same note, read at each hop.
+        """
+        if isinstance(text, str) and len(text) <= REMEMBERED_NOTE_CHARS:
+            return _parsed_note(text)
         note = SignedNote.parse(text)
         return cls(Checkpoint.parse(note.body), note.signatures)
 
@@ -384,6 +391,19 @@ class SignedCheckpoint:
     def signed_only_by(self, key_name: str) -> SignedCheckpoint:
         """This checkpoint with only the signature lines named `key_name` (the log's: what a message header carries)."""
         return SignedCheckpoint(self.checkpoint, tuple(s for s in self.signatures if s.key_name == key_name))
+
+
+PARSED_NOTES_KEPT: Final = 64
+"""Checkpoint notes whose parse is remembered: a value is immutable, so it is the same however often it is read."""
+REMEMBERED_NOTE_CHARS: Final = 16 * 1024
+"""Only notes up to this long are remembered (a header's note is at most as long): at most 1 MiB of them."""
+
+
+@functools.lru_cache(maxsize=PARSED_NOTES_KEPT)
+def _parsed_note(text: str) -> SignedCheckpoint:
+    """`SignedCheckpoint.parse` of a text note (a refused one raises each time: errors are not remembered)."""
+    note = SignedNote.parse(text)
+    return SignedCheckpoint(Checkpoint.parse(note.body), note.signatures)
 
 
 def sign_checkpoint(checkpoint: Checkpoint, key_name: str, key: SigningPrivateKey) -> SignedCheckpoint:

@@ -65,11 +65,13 @@ def _invalid(detail: str) -> AuthenticationFailed:
 
 def signed_payload(document: dict[str, Any]) -> bytes:
     """What the signature covers: the canonical document without `integrity.signature` (nor an emptied `integrity`)."""
-    unsigned = json.loads(json.dumps(document))
+    unsigned = dict(document)  # only the top level and `integrity` change: the rest is shared, never altered
     integrity = unsigned.get("integrity")
     if isinstance(integrity, dict):
-        integrity.pop("signature", None)
-        if not integrity:
+        integrity = {name: value for name, value in integrity.items() if name != "signature"}
+        if integrity:
+            unsigned["integrity"] = integrity
+        else:
             del unsigned["integrity"]
     return canonical_json(unsigned)
 
@@ -82,8 +84,8 @@ def sign_document(document: dict[str, Any], agency: str, key: SigningPrivateKey)
     """A copy of `document` with `integrity.signature` made by `agency`'s signing `key` (replacing none)."""
     protected = _b64url(canonical_json({"alg": "EdDSA", "kid": str(key.key_id)}))
     signature = key.sign(_signing_input(protected, signed_payload(document)))
-    signed: dict[str, Any] = json.loads(json.dumps(document))
-    integrity = signed.setdefault("integrity", {})
+    signed = dict(document)  # a new top level and `integrity`; the rest is shared with `document`, never altered
+    integrity = signed["integrity"] = dict(signed.get("integrity") or {})
     integrity["signature"] = {
         "format": JWS_FORMAT,
         "signer": agency,

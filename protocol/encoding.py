@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -161,8 +162,8 @@ def load_json(raw: bytes | str) -> Any:  # noqa: ANN401 - JSON is Any by nature
         raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
 
 
-def _check_depth_and_text(value: object, max_depth: int) -> None:
-    """Refuse nesting deeper than `max_depth` and strings with lone surrogates."""
+def _check_depth_and_text(value: object, max_depth: int, *, texts: bool = True) -> None:
+    """Refuse nesting deeper than `max_depth` and (if `texts`) strings with lone surrogates or NUL."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -170,13 +171,15 @@ def _check_depth_and_text(value: object, max_depth: int) -> None:
             if depth > max_depth:
                 raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
             for key, child in item.items():
-                _check_text(key)
-                stack.append((child, depth + 1))
+                if texts:
+                    _check_text(key)
+                if texts or isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
         elif isinstance(item, list):
             if depth > max_depth:
                 raise LimitExceeded(f"nesting deeper than {max_depth}", code=ErrorCode.NESTING_TOO_DEEP)
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
+            stack.extend((child, depth + 1) for child in item if texts or isinstance(child, dict | list))
+        elif texts and isinstance(item, str):
             _check_text(item)
 
 
@@ -187,6 +190,10 @@ def _check_text(text: str) -> None:
         raise MalformedInput("string holds a lone surrogate escape", code=ErrorCode.INVALID_UNICODE) from exc
     if "\x00" in text:
         raise MalformedInput("string holds a NUL character", code=ErrorCode.INVALID_UNICODE)
+
+
+_SUSPECT_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+"""An escape that may be a NUL or a surrogate (`parse_json_strict` then checks every string)."""
 
 
 def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # noqa: ANN401 - JSON is Any by nature
@@ -209,7 +216,10 @@ def parse_json_strict(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:  # 
         ) from exc
     except ValueError as exc:  # a conversion error no hook anticipated: still a refusal, never a crash
         raise MalformedInput(f"not JSON: {str(exc)[:200]}", code=ErrorCode.MALFORMED_JSON) from exc
-    _check_depth_and_text(value, max_depth)
+    # A lone surrogate or a NUL can only come from an escape (`\\ud800`, `\\u0000`): text decoded as UTF-8
+    # holds no surrogate, and the parser refuses raw control characters in strings. Without such an escape
+    # (`_SUSPECT_ESCAPE` may also match what is none, which only costs the walk), only the depth is walked.
+    _check_depth_and_text(value, max_depth, texts=_SUSPECT_ESCAPE.search(text) is not None)
     return value
 
 

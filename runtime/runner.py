@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,6 +170,31 @@ def _stop_on_signals(stopping: asyncio.Event) -> None:
 S = TypeVar("S", bound=ServiceSettings)
 
 
+@contextlib.contextmanager
+def _profiled(profile_dir: Path | None, name: str) -> Iterator[None]:
+    """Run the body under cProfile and write `<name>-<pid>.prof` to `profile_dir` at the end; nothing if `None`.
+
+    A diagnostic for `rogatory bench --profile-dir` (`ROGATORY_PROFILE_DIR`):
+    the profile covers the whole life of the process, start and stop included.
+    """
+    if profile_dir is None:
+        yield
+        return
+    import cProfile  # noqa: PLC0415 - only a profiled process needs it
+    import os  # noqa: PLC0415 - the process id names the file
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        path = profile_dir / f"{name}-{os.getpid()}.prof"
+        profiler.dump_stats(path)
+        log.info(_event(name, "profile_written"), path=str(path))
+
+
 def service_main(
     name: Literal["agent", "gateway"],
     *,
@@ -187,7 +212,8 @@ def service_main(
         raise SystemExit(EXIT_CONFIGURATION) from exc
     configure_logging(settings.log_format, service=name)
     try:
-        asyncio.run(run(settings))
+        with _profiled(settings.profile_dir, name):
+            asyncio.run(run(settings))
     except ConfigurationError as exc:
         log.error(_event(name, "configuration_invalid"), error=str(exc))
         raise SystemExit(EXIT_CONFIGURATION) from exc

@@ -93,6 +93,13 @@ class ServiceSettings(BaseModel):
     log_format: Literal["json", "console"] = Field(
         default="json", description="`json` lines for collectors, or `console` for people"
     )
+    profile_dir: Path | None = Field(
+        default=None,
+        description="diagnostics: profile the process with cProfile and write `<service>-<pid>.prof` to this "
+        "directory when it stops (read with `python -m pstats`); it slows the service, so leave it unset in "
+        "production (`rogatory bench --profile-dir` sets it for the benchmark's services)",
+        json_schema_extra={SHOWN_DEFAULT: "none (no profiling)"},
+    )
     limits: Limits = Field(default=DEFAULT_LIMITS, description="sizes, counts and time windows of the exchange")
 
     @field_validator("amqp_url")

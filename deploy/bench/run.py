@@ -88,6 +88,8 @@ class BenchOptions:
     database on `postgres_admin_url`'s server for more)."""
     postgres_admin_url: str = LOCAL_POSTGRES_URL
     """Where a throwaway database is made when `database_url` is None."""
+    profile_dir: Path | None = None
+    """Where each service process writes its cProfile when it stops (`ROGATORY_PROFILE_DIR`); none if `None`."""
 
 
 def run_bench(
@@ -142,6 +144,7 @@ async def _run(
         say=say,
         gateways=options.gateways,
         database_url=database_url,
+        profile_dir=options.profile_dir,
     )
     scenarios: list[ScenarioFigures] = []
     baselines: list[Baseline] = []
@@ -210,6 +213,7 @@ async def _run(
             say=say,
             gateways=options.gateways,
             database_url=database_url,
+            profile_dir=options.profile_dir,
         )
         pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
         try:

@@ -233,8 +233,12 @@ class BenchNetwork:
         say: Callable[[str], None],
         gateways: int = 1,
         database_url: str | None = None,
+        profile_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self._environment = dict(BENCH_ENVIRONMENT)
+        if profile_dir is not None:
+            self._environment["ROGATORY_PROFILE_DIR"] = str(profile_dir.resolve())
         self.paths = NetworkPaths(root)
         self.amqp_url = amqp_url
         self.management_url = management_url
@@ -249,7 +253,7 @@ class BenchNetwork:
 
     async def start(self) -> dict[str, Any]:
         """Start (or restart) the network's processes, and the extra gateway processes; its `stack.json`."""
-        environment = dict(BENCH_ENVIRONMENT)
+        environment = dict(self._environment)
         if self.database_url is not None:
             environment |= shared_environment(self.root, self.database_url)
         stack = await up(

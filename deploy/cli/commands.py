@@ -7,7 +7,7 @@
                           [--ca-file PEM]
     rogatory audit export --gateway URL --out PATH [--token T] [--ca-file PEM]
     rogatory bench [--messages N] [--pairs P] [--no-large] [--no-requests] [--soak-messages N]
-                   [--state-dir DIR] [--json PATH]
+                   [--state-dir DIR] [--json PATH] [--profile-dir DIR]
     rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
@@ -198,6 +198,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             requests=not args.no_requests,
             gateways=args.gateways,
             database_url=args.database_url,
+            profile_dir=Path(args.profile_dir) if args.profile_dir else None,
         ),
     )
 
@@ -227,6 +228,10 @@ def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="the gateway's PostgreSQL database (default: SQLite for 1 gateway, a throwaway local database for more)",
     )
     bench.add_argument("--state-dir")
+    bench.add_argument(
+        "--profile-dir",
+        help="profile every service process (cProfile, slower) and write <service>-<pid>.prof files here",
+    )
     bench.add_argument("--json", help="write the figures to this file (default: bench.json in the state dir)")
     bench.set_defaults(run=_cmd_bench)
 

@@ -256,17 +256,20 @@ def _code_for(errors: tuple[FieldError, ...]) -> ErrorCode:
     return ErrorCode.CONTENT_INVALID
 
 
-def validate_document(raw: bytes) -> MessageDocument:
+def validate_document(raw: bytes, *, parsed: Any = None) -> MessageDocument:  # noqa: ANN401 - JSON is Any
     """Validate a message document, or raise `ContentInvalid` listing every problem.
 
     `raw` is UTF-8 JSON that the caller has already passed through
-    `protocol.encoding.parse_json_strict` (size, depth, duplicate keys).
+    `protocol.encoding.parse_json_strict` (size, depth, duplicate keys);
+    `parsed` is what that returned, if the caller kept it (a value equal to
+    it: the JSON is then not parsed again for the digest check).
     Validation is strict JSON mode: `"5"` is not `5`, unknown fields are
     refused, text is taken as it is. Envelope errors, payload errors (their
     `loc` starting with `"payload"`), rule violations and a wrong
     `integrity.payload_sha256` are all reported together.
     """
-    parsed = load_json(raw)
+    if parsed is None:
+        parsed = load_json(raw)
     errors: list[FieldError] = []
     document: MessageDocument | None = None
     try:

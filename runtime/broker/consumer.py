@@ -61,6 +61,8 @@ class Handled(Generic[ResultT]):
     code: str | None = None
     message_id: str | None = None
     sender: str | None = None
+    batch: Mapping[str, int] | None = None
+    """For a delivery of several items (a batch of evidence): how many ended how, logged on its one line."""
 
     def summary(self) -> Mapping[str, object]:
         """The fields the consumer logs once the delivery is acknowledged."""
@@ -70,6 +72,7 @@ class Handled(Generic[ResultT]):
             "code": self.code,
             "message_id": self.message_id,
             "sender": self.sender,
+            **(self.batch or {}),
         }
 
 
@@ -115,8 +118,9 @@ class ConsumerRole(Generic[D, R]):
     queue: str
     convert: Callable[[aio_pika.abc.AbstractIncomingMessage], D]
     summary: Callable[[R], Mapping[str, object]]
-    processed_event: str
-    """The event logged, with `summary`'s fields, for each delivery acknowledged."""
+    processed_event: str | None
+    """The event logged, with `summary`'s fields, for each delivery acknowledged; `None` for a role whose
+    handler writes the delivery's one line itself (the canonical `message_processed`, `runtime.logs`)."""
 
 
 class QueueConsumer(Generic[D, R]):
@@ -317,7 +321,8 @@ class QueueConsumer(Generic[D, R]):
                 await self._settle(message.nack(requeue=True), "hand back")
                 return
         await self._settle(message.ack(), "acknowledge")
-        log.info(self._role.processed_event, **self._role.summary(result))
+        if self._role.processed_event is not None:
+            log.info(self._role.processed_event, **self._role.summary(result))
 
     async def _settle(self, operation: Awaitable[None], what: str) -> None:
         """Acknowledge or hand back; a channel gone means the broker redelivers: consume again."""

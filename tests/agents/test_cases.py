@@ -409,3 +409,51 @@ async def test_the_case_cache_is_bounded_by_the_documents_it_holds_and_stays_exa
         assert again is not None
         assert again.state is CaseState.ACKNOWLEDGED
         assert [m.position for m in again.messages] == [m.position for m in files[case_id].messages]  # type: ignore[union-attr]
+
+
+class _RolledBack(Exception):
+    """Ends a test transaction without keeping what it wrote."""
+
+
+async def test_numbering_and_admitting_in_one_transaction_read_the_case_once(agents: Agents) -> None:
+    """A submission's number and admission share one read of the case; in another transaction it is read again."""
+    bd, _ = agents
+    case_id = new_case()
+    await open_case(agents, case_id)
+    book = bd.cases
+    document = validate_document(canonical_json(fresh(sample("BD-LY-2025-0011_04_WITHDRAWAL.json"), case_id)))
+    reads: list[str] = []
+
+    def counted(tx: Any) -> None:
+        read = tx.case_entries
+
+        async def case_entries(case: str, agency: str) -> Any:
+            reads.append(case)
+            return await read(case, agency)
+
+        tx.case_entries = case_entries
+
+    async def number_and_admit() -> None:
+        async with bd.store.transaction() as tx:
+            counted(tx)
+            assert await book.next_sequence(tx, case_id) == 2
+            assert await book.admit(tx, document, Direction.SENT) is not None
+            raise _RolledBack
+
+    async def admit_alone() -> None:
+        async with bd.store.transaction() as tx:
+            counted(tx)
+            await book.admit(tx, document, Direction.SENT)
+            raise _RolledBack
+
+    with pytest.raises(_RolledBack):
+        await number_and_admit()
+    assert reads == [case_id]
+
+    reads.clear()
+    async with bd.store.transaction() as tx:
+        counted(tx)
+        await book.next_sequence(tx, case_id)
+    with pytest.raises(_RolledBack):
+        await admit_alone()
+    assert reads == [case_id, case_id]

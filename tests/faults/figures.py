@@ -5,7 +5,7 @@
 * delivered once: accepted messages in the recipient's inbox exactly once, whose sender
   holds the recipient's `DELIVERY` evidence (the chain reached the sender);
 * duplicates suppressed: redeliveries the services recognised, from their JSON logs
-  (gateway `ingress_processed` and agents' `inbox_processed` with `result=duplicate`);
+  (the gateway's and agents' `message_processed` lines with `result=duplicate`);
 * duplicates reaching an inbox: extra copies of a message in the recipient's inbox;
 * lost: accepted messages neither delivered nor answered with negative evidence;
 * negative evidence: accepted messages whose sender's status is `rejected`, `failed`
@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from runtime.logs import CANONICAL_EVENT
 
 NEGATIVE_STATUSES = frozenset({"rejected", "failed", "expired"})
 DELIVERED_STATUSES = frozenset({"delivered", "retrieved"})
@@ -98,8 +100,8 @@ class Figures:
 def duplicates_from_logs(state_dir: Path) -> dict[str, int]:
     """Redeliveries recognised, by service, from the services' JSON log lines."""
     found: Counter[str] = Counter()
-    logs = [("gateway", state_dir / "gateway" / "gateway.log", "ingress_processed")]
-    logs += [(path.parent.name, path, "inbox_processed") for path in sorted((state_dir / "agents").glob("*/agent.log"))]
+    logs = [("gateway", state_dir / "gateway" / "gateway.log", CANONICAL_EVENT)]
+    logs += [(path.parent.name, path, CANONICAL_EVENT) for path in sorted((state_dir / "agents").glob("*/agent.log"))]
     for service, path, event in logs:
         try:
             lines = path.read_text(errors="replace").splitlines()

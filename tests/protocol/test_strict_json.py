@@ -21,6 +21,10 @@ def parse(raw: bytes):
         (b'{"a": 1, "a": 2}', ErrorCode.DUPLICATE_KEY),
         (b'{"a": "\\ud800"}', ErrorCode.INVALID_UNICODE),
         (b'{"a": "\\u0000"}', ErrorCode.INVALID_UNICODE),
+        (b'{"\\uDC00": 1}', ErrorCode.INVALID_UNICODE),
+        (b'{"a": [{"b": ["x", "\\uDBFF"]}]}', ErrorCode.INVALID_UNICODE),
+        (b'{"a": "\\ud83d\\ude00", "b": "\\ud83d"}', ErrorCode.INVALID_UNICODE),
+        (b'{"a": [{"b": [[[[[[[[1]]]]]]]]}]}', ErrorCode.NESTING_TOO_DEEP),
         (b"\xff\xfe{}", ErrorCode.INVALID_UNICODE),
         (b'{"a": NaN}', ErrorCode.MALFORMED_JSON),
         (b'{"a": Infinity}', ErrorCode.MALFORMED_JSON),
@@ -45,6 +49,11 @@ def test_arabic_and_bengali_parse_unchanged():
     """Text outside ASCII is kept exactly, not normalised."""
     text = "\u0627\u0644\u0633\u0644\u0637\u0629 \u09ac\u09be\u0982\u09b2\u09be e\u0301"
     assert parse(f'{{"t": "{text}"}}'.encode())["t"] == text
+
+
+def test_escaped_text_that_is_neither_a_nul_nor_a_lone_surrogate_is_kept():
+    """Escapes of ordinary characters and of a surrogate pair parse to the characters they name."""
+    assert parse(b'{"\\u0627": "\\ud83d\\ude00\\u09ac\\u00e9\\\\ud800"}') == {"\u0627": "\U0001f600\u09ac\u00e9\\ud800"}
 
 
 def test_huge_integers_and_infinities_are_refused_by_every_protocol_parser():

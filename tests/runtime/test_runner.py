@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import pstats
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -77,3 +80,33 @@ async def test_a_stopping_service_takes_no_new_connection_while_its_tasks_finish
         assert refused, "a new connection was served after the stop began"
     release.set()
     await asyncio.wait_for(running, timeout=15)
+
+
+PROFILED_SERVICE = """
+import asyncio, sys
+from pathlib import Path
+from runtime.runner import service_main
+from runtime.settings import ServiceSettings
+
+async def run(_settings):
+    await asyncio.sleep(0)
+
+profile_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+service_main(
+    "agent",
+    read_settings=lambda _env: ServiceSettings.model_construct(log_format="json", profile_dir=profile_dir),
+    run=run,
+)
+"""
+
+
+def test_a_service_asked_to_profile_itself_writes_its_profile_when_it_stops(tmp_path: Path):
+    """With `profile_dir` set, the process's cProfile is written there at exit; without it, nothing is."""
+    profiles = tmp_path / "profiles"
+    subprocess.run([sys.executable, "-c", PROFILED_SERVICE, str(profiles)], check=True, capture_output=True)
+    written = list(profiles.glob("agent-*.prof"))
+    assert len(written) == 1
+    assert pstats.Stats(str(written[0])).get_stats_profile().func_profiles  # calls, as pstats reads them
+
+    subprocess.run([sys.executable, "-c", PROFILED_SERVICE], check=True, capture_output=True, cwd=tmp_path)
+    assert list(tmp_path.rglob("*.prof")) == written
