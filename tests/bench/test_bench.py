@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from deploy.bench import scenarios
 from deploy.bench.baseline import Baseline, baseline_for
 from deploy.bench.scenarios import STAGES, Latency
+from deploy.provision.broker import ManagementUnreachable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
 
@@ -34,6 +36,23 @@ def test_each_scenario_is_compared_with_the_baseline_of_its_size():
     small, large = Baseline(4830, 2000, 900.0, "amqp"), Baseline(66832, 2000, 400.0, "amqp")
     assert baseline_for([small, large], 4836) is small
     assert baseline_for([small, large], 66830) is large
+
+
+async def test_a_failed_cleanup_is_said_and_never_hides_the_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The management API not answering at the end of a run: a warning naming what was left, no exception."""
+
+    async def unreachable(*_args: object, **_kwargs: object) -> None:
+        raise ManagementUnreachable("management API timed out")
+
+    monkeypatch.setattr(scenarios, "destroy", unreachable)
+    said: list[str] = []
+    network = scenarios.BenchNetwork(
+        tmp_path / "pair", amqp_url="amqp://127.0.0.1:1/", management_url=None, bench_pairs=0, say=said.append
+    )
+    await network.destroy()
+    assert len(said) == 1
+    assert "could not delete the bench network" in said[0]
+    assert "management API timed out" in said[0]
 
 
 @pytest.fixture(scope="module")
