@@ -63,7 +63,7 @@ from deploy.bench.scenarios import (
     run_scenario,
 )
 from deploy.client.samples import REQUESTED, REQUESTING
-from deploy.localnet.network import bench_pair
+from deploy.localnet.network import bench_hosts, bench_pair
 
 DEFAULT_PAIRS: Final = 10
 """Benchmark pairs of the many-agencies scenario (20 agencies beside the 4 of the dev network)."""
@@ -79,6 +79,8 @@ class BenchOptions:
     soak_messages: int = 0
     requests: bool = True
     """Also the sample MLA request (about 17 KB, each opening a new case), not only notes in open cases."""
+    agencies_per_process: int = 0
+    """The many-agencies scenario's agencies run this many to an agent process (`agents.hosting`); 0: one each."""
 
 
 def run_bench(
@@ -169,6 +171,7 @@ async def _run(
         many_net = BenchNetwork(
             root / "many", amqp_url=amqp_url, management_url=management_url, bench_pairs=options.pairs, say=say
         )
+        many_net.hosts = bench_hosts(options.pairs, options.agencies_per_process)
         pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
         try:
             scenarios.append(

@@ -232,6 +232,8 @@ class BenchNetwork:
         self._bench_pairs = bench_pairs
         self._say = say
         self.cases: dict[tuple[str, str], list[str]] = {}
+        self.hosts: tuple[tuple[str, ...], ...] = ()
+        """Groups of agencies each run by one agent process (`agents.hosting`); set before the first start."""
 
     async def start(self) -> dict[str, Any]:
         """Start (or restart) the network's processes; its `stack.json`."""
@@ -242,6 +244,7 @@ class BenchNetwork:
             say=lambda _: None,
             service_environment=BENCH_ENVIRONMENT,
             bench_pairs=self._bench_pairs,
+            hosts=self.hosts,
         )
 
     def stop(self) -> None:
