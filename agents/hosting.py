@@ -37,25 +37,31 @@ it again, as a single agent does: the agencies' data is all a restart needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import structlog
 from aiohttp import web
 
+from agents.directory_feed import gateway_directory_source
 from agents.guard import RateLimit, RateLimiter, hash_token, parse_token_specs, required_scope
 from agents.service import AgencyParts, open_agency
 from agents.settings import AgentSettings
 from protocol.errors import ErrorCode
 from protocol.ids import AgencyId
-from runtime.errors import ConfigurationError, ServiceUnhealthy
+from runtime.directory import Source
+from runtime.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from runtime.http import HEALTHY_STATUSES, json_answer, problem, unauthorized
 from runtime.logs import configure_logging
 from runtime.runner import EXIT_CONFIGURATION, Clock, Service, Task, run_service, utc_now
 from runtime.supervision import EXIT_UNHEALTHY
+from runtime.tls import client_context
 
 log = structlog.get_logger("rogatory.agent.host")
 
@@ -239,15 +245,77 @@ class AgencyRouter:
             return await parts.app._handle(request)  # noqa: SLF001 - aiohttp's own entry to an application
 
 
-async def open_agencies(host: HostSettings, clock: Clock = utc_now) -> list[AgencyParts]:
-    """Open every hosted agency, one after the other; on a failure, close those opened and name the agency."""
+class SharedDirectorySource:
+    """One poll of a gateway's `GET /v1/directory` for every hosted agency that asks within `max_age_s`.
+
+    Each agency's watch still verifies what it is given (`runtime.directory`); only the fetch is shared, so
+    that a host of hundreds asks the gateway once per interval, not once per agency. A failed fetch is
+    remembered for as long, so that an away gateway is not asked again by each agency.
+    """
+
+    def __init__(self, fetch: Source, *, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._at: float | None = None
+        self._answer: bytes | TransientFailure = b""
+
+    async def __call__(self) -> bytes:
+        """The gateway's signed directory, as fetched at most `max_age_s` ago."""
+        async with self._lock:
+            if self._at is None or self._clock() - self._at >= self._max_age_s:
+                try:
+                    self._answer = await self._fetch()
+                except TransientFailure as exc:
+                    self._answer = exc
+                self._at = self._clock()
+            if isinstance(self._answer, TransientFailure):
+                raise self._answer
+            return self._answer
+
+
+@dataclass
+class SharedDirectories:
+    """The shared directory polls of a host, one per gateway (URL and CA), and the sessions they use."""
+
+    sources: dict[tuple[str, Path | None], SharedDirectorySource] = field(default_factory=dict)
+    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+
+    def for_agency(self, settings: AgentSettings) -> Source | None:
+        """The poll of the agency's gateway, shared with the other agencies of the same gateway."""
+        if settings.gateway_url is None:
+            return None
+        key = (settings.gateway_url, settings.gateway_ca_file)
+        if key not in self.sources:
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=15),
+                connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
+            )
+            self.sessions.append(session)
+            fetch = gateway_directory_source(session, settings.gateway_url, limits=settings.limits)
+            self.sources[key] = SharedDirectorySource(fetch, max_age_s=settings.directory_reload_s)
+        return self.sources[key]
+
+    async def close(self) -> None:
+        """Close the sessions (after the agencies stopped)."""
+        for session in self.sessions:
+            await session.close()
+
+
+async def open_agencies(host: HostSettings, shared: SharedDirectories, clock: Clock = utc_now) -> list[AgencyParts]:
+    """Open every hosted agency, one after the other; on a failure, close those opened and name the agency.
+
+    The agencies poll the gateway's directory through `shared`, which the caller closes after them.
+    """
     opened: list[AgencyParts] = []
     started = time.monotonic()
     try:
         for settings in host.agencies:
             try:
                 # In a task of its own, so that the agency the opening binds to the log context stays there.
-                opened.append(await asyncio.create_task(open_agency(settings, clock)))
+                opening = open_agency(settings, clock, directory_source=shared.for_agency(settings))
+                opened.append(await asyncio.create_task(opening))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"hosted agency {settings.agency} cannot start: {exc}") from exc
             if len(opened) % PROGRESS_EVERY == 0 and len(opened) < len(host.agencies):
@@ -272,7 +340,12 @@ def _bound(agency: AgencyId, task: Task) -> Task:
 
 async def run_host(host: HostSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
     """Run every hosted agency in this process until `stopping` is set (or SIGTERM/SIGINT arrives)."""
-    opened = await open_agencies(host, clock)
+    shared = SharedDirectories()
+    try:
+        opened = await open_agencies(host, shared, clock)
+    except BaseException:
+        await shared.close()
+        raise
     listener = host.listener
     router = AgencyRouter(opened, rate=RateLimit(listener.api_rate_per_s, listener.api_rate_burst))
     tasks: dict[str, Task] = {
@@ -285,11 +358,27 @@ async def run_host(host: HostSettings, *, stopping: asyncio.Event | None = None,
             settings=listener,
             app=router.app(),
             tasks=tasks,
-            closers=[close for parts in opened for close in parts.closers],
+            closers=[*(close for parts in opened for close in parts.closers), shared.close],
             started=started,
         ),
         stopping or asyncio.Event(),
     )
+
+
+DESCRIPTORS_PER_AGENCY: Final = 16
+"""About what one hosted agency holds open (measured: 14): AMQP and HTTP sockets, SQLite files and their WAL."""
+
+
+def _raise_descriptor_limit(agencies: int) -> None:
+    """Raise the soft limit on open files to the hard one; warn if even that is short for `agencies`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    wanted = 64 + DESCRIPTORS_PER_AGENCY * agencies
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("host_descriptor_limit_low", limit=soft, wanted=wanted, agencies=agencies)
 
 
 def main(environ: Mapping[str, str]) -> None:
@@ -305,6 +394,7 @@ def main(environ: Mapping[str, str]) -> None:
         log.error("agent_configuration_invalid", error=str(exc))
         raise SystemExit(EXIT_CONFIGURATION) from exc
     configure_logging(host.listener.log_format, service="agent")
+    _raise_descriptor_limit(len(host.agencies))
     try:
         asyncio.run(run_host(host))
     except ConfigurationError as exc:
@@ -320,6 +410,8 @@ __all__ = [
     "PROCESS_VARIABLES",
     "AgencyRouter",
     "HostSettings",
+    "SharedDirectories",
+    "SharedDirectorySource",
     "main",
     "open_agencies",
     "read_env_file",

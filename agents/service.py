@@ -61,7 +61,7 @@ from protocol.storage import StorageKey
 from protocol.topology import inbox_queue
 from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
 from runtime.data_dir import DataDirClaim, ServiceIdentity, claim_data_dir, identity_of, released
-from runtime.directory import DirectoryWatch
+from runtime.directory import DirectoryWatch, Source
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -200,8 +200,11 @@ class _Core:
         return self.directory.current
 
 
-async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
-    """Keys and directory verified (and held against rollback), then the store."""
+async def _open_core(settings: AgentSettings, clock: Clock, directory_source: Source | None = None) -> _Core:
+    """Keys and directory verified (and held against rollback), then the store.
+
+    `directory_source` replaces the agency's own poll of the gateway's `GET /v1/directory` (a host's shared one).
+    """
     agency = parse_agency_id(settings.agency)
     authority = authority_key(settings.authority_key)
     signing_key, encryption_key, previous_encryption_keys, storage, identity = _load_keys(settings)
@@ -216,6 +219,7 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
             signing_key=signing_key,
             keys=(*previous_encryption_keys, encryption_key),
             storage=storage,
+            directory_source=directory_source,
         )
     except BaseException:
         claim.release()
@@ -232,6 +236,7 @@ async def _open_claimed(
     signing_key: SigningPrivateKey,
     keys: tuple[EncryptionPrivateKey, ...],
     storage: StorageKey,
+    directory_source: Source | None,
 ) -> _Core:
     encryption_key = keys[-1]
     directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
@@ -243,7 +248,7 @@ async def _open_claimed(
 
     session = (
         None
-        if settings.gateway_url is None
+        if settings.gateway_url is None or directory_source is not None
         else aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=15),
             connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
@@ -258,7 +263,9 @@ async def _open_claimed(
         interval_s=settings.directory_reload_s,
         adopt=adopt,
         sources=(
-            {}
+            {"gateway": directory_source}
+            if directory_source is not None
+            else {}
             if session is None or settings.gateway_url is None
             else {"gateway": gateway_directory_source(session, settings.gateway_url, limits=settings.limits)}
         ),
@@ -486,9 +493,15 @@ class AgencyParts:
             await close()
 
 
-async def open_agency(settings: AgentSettings, clock: Clock = utc_now) -> AgencyParts:
-    """One agency's agent, from its settings: keys, directory, store, message path, API and tasks."""
-    core = await _open_core(settings, clock)
+async def open_agency(
+    settings: AgentSettings, clock: Clock = utc_now, *, directory_source: Source | None = None
+) -> AgencyParts:
+    """One agency's agent, from its settings: keys, directory, store, message path, API and tasks.
+
+    `directory_source`, if given, is where the agency polls the gateway's directory instead of its own
+    `GET /v1/directory` (a host's one fetch for all its agencies, `agents.hosting`).
+    """
+    core = await _open_core(settings, clock, directory_source)
     try:
         path = await _message_path(core)
     except BaseException:

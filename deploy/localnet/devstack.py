@@ -83,7 +83,9 @@ from runtime.tls import client_context
 
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 READY_TIMEOUT_S: Final = 60.0
-"""How long `up` waits for every service's `/healthz` before giving up."""
+"""How long `up` waits for every service's `/healthz` before giving up (a small network)."""
+READY_TIMEOUT_PER_AGENCY_S: Final = 0.5
+"""And this much more per agency: a network of hundreds has as many keystores to unlock and inboxes to open."""
 KEY_WARNING_WINDOW: Final = timedelta(days=30)
 """`up` warns about keys expiring sooner than this with no successor: time to rotate."""
 STOP_TIMEOUT_S: Final = 15.0
@@ -381,7 +383,7 @@ async def _wait_ready(launch: ServiceLaunch, pid: int, paths: NetworkPaths, dead
                         return
             if time.monotonic() > deadline:
                 raise DevStackError(
-                    f"{launch.name} did not become ready at {url} within {READY_TIMEOUT_S:.0f} s; its log says:\n"
+                    f"{launch.name} did not become ready at {url} in time; its log says:\n"
                     f"{_tail(paths.log(launch.name))}"
                 )
             await asyncio.sleep(0.2)
@@ -539,7 +541,7 @@ async def up(
     previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agents") or {}).items()})
     previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agent_hosts") or {}).items()})
     pids: dict[str, int | None] = {}
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + READY_TIMEOUT_S + READY_TIMEOUT_PER_AGENCY_S * len(description.agents)
     for launch in launches(description, paths, endpoint):
         pid = previous_pids.get(launch.name)
         if isinstance(pid, int) and _process_alive(pid, launch.module, root):

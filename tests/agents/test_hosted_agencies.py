@@ -21,7 +21,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agents.hosting import HOSTED_AGENCIES_VARIABLE, HostSettings, open_agencies, read_env_file
+from agents.directory_feed import DirectoryUnavailable
+from agents.hosting import (
+    HOSTED_AGENCIES_VARIABLE,
+    HostSettings,
+    SharedDirectories,
+    SharedDirectorySource,
+    open_agencies,
+    read_env_file,
+)
 from deploy.bench.scenarios import request_between
 from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.localnet.devstack import destroy, down, trusting, up
@@ -225,16 +233,20 @@ async def test_an_agency_that_cannot_start_is_named_and_the_others_are_closed(ho
             values["ROGATORY_KEYSTORE_PASSPHRASE_FILE"] = str(wrong)
         (copied / f"{agency}.env").write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     host = HostSettings.from_environ({HOSTED_AGENCIES_VARIABLE: str(copied), "ROGATORY_HTTP_PORT": "0"})
-    with pytest.raises(ConfigurationError, match=f"hosted agency {BD_POLICE} cannot start"):
-        await open_agencies(host)
-    # BD was opened and closed: its data directory can be claimed again at once.
-    (copied / f"{BD_POLICE}.env").unlink()
-    reopened = await open_agencies(
-        HostSettings.from_environ({HOSTED_AGENCIES_VARIABLE: str(copied), "ROGATORY_HTTP_PORT": "0"})
-    )
-    assert [parts.agency for parts in reopened] == [BD]
-    for parts in reopened:
-        await parts.close()
+    shared = SharedDirectories()
+    try:
+        with pytest.raises(ConfigurationError, match=f"hosted agency {BD_POLICE} cannot start"):
+            await open_agencies(host, shared)
+        # BD was opened and closed: its data directory can be claimed again at once.
+        (copied / f"{BD_POLICE}.env").unlink()
+        reopened = await open_agencies(
+            HostSettings.from_environ({HOSTED_AGENCIES_VARIABLE: str(copied), "ROGATORY_HTTP_PORT": "0"}), shared
+        )
+        assert [parts.agency for parts in reopened] == [BD]
+        for parts in reopened:
+            await parts.close()
+    finally:
+        await shared.close()
 
 
 def _host_files(folder: Path, files: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -283,3 +295,28 @@ def test_an_invalid_hosted_agency_file_is_named(tmp_path):
     with pytest.raises(ConfigurationError, match=r"hosted agency file .*BD-MOHA-PSD\.env: .*ROGATORY_AGENCY"):
         HostSettings.from_environ(environ)
     assert HostSettings.from_environ(_host_files(tmp_path / "two", {LY_AGO: _agency_file(LY_AGO, "d" * 64)}))
+
+
+async def test_a_host_asks_the_gateway_for_its_directory_once_per_interval_not_once_per_agency():
+    """Hundreds of hosted agencies poll the directory: one fetch serves all within the interval, a failed
+    one too (an away gateway is not asked again by each agency), and the next interval fetches again."""
+    now = [0.0]
+    fetched: list[float] = []
+    answers: list[bytes | Exception] = [b"v1", DirectoryUnavailable("gateway away"), b"v2"]
+
+    async def fetch() -> bytes:
+        fetched.append(now[0])
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    shared = SharedDirectorySource(fetch, max_age_s=5.0, clock=lambda: now[0])
+    assert await asyncio.gather(*(shared() for _ in range(300))) == [b"v1"] * 300
+    now[0] = 5.0
+    for _ in range(3):
+        with pytest.raises(DirectoryUnavailable):
+            await shared()
+    now[0] = 10.0
+    assert await shared() == b"v2"
+    assert fetched == [0.0, 5.0, 10.0]
