@@ -31,6 +31,7 @@ from deploy.bench.processes import (
     broker_cpu_spent,
     broker_pids,
     cpu_seconds,
+    hosted_once,
     memory_mb,
     process_figures,
     runqueue_seconds,
@@ -462,7 +463,7 @@ async def run_scenario(network: BenchNetwork, scenario: Scenario, say: Callable[
             vhost = str(stack["network"]["vhost"])
             counting = scenario.count_broker_messages
             counts_before = await settled_counts(network.amqp_url, network.management_url, vhost) if counting else None
-            meter = _Meter.start(network, stack_pids(stack, agencies), soak=scenario.soak)
+            meter = _Meter.start(network, hosted_once(stack_pids(stack, agencies), stack), soak=scenario.soak)
             rate = "saturation" if scenario.offered_per_s is None else f"{scenario.offered_per_s:.1f}/s offered"
             say(f"  {scenario.name}: {scenario.messages} messages, {len(scenario.pairs)} pair(s), {rate}")
             sent, submit_s, wall = await _send(network, scenario, document, clients, meter)

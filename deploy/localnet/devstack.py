@@ -550,6 +550,8 @@ async def up(
             pid = _start(launch, paths)
             say(f"  {launch.name:<18} started (pid {pid}, port {launch.port})")
         pids[launch.name] = pid
+        # What runs is written down at once: a start that fails later leaves `down` what to stop.
+        write_private(paths.stack, json.dumps(_stack_document(description, paths, pids), indent=2).encode("utf-8"))
         # The gateway first: agents' evidence goes through it.
         if launch.name == "gateway":
             await _wait_ready(launch, pid, paths, deadline)
