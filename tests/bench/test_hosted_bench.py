@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from deploy.bench.processes import hosted_once
 from deploy.localnet.network import bench_hosts, bench_pair
 
@@ -21,7 +23,7 @@ def test_every_benchmark_agency_is_hosted_once_and_pairs_stay_together():
 
 def test_a_host_process_is_measured_once_not_once_per_agency():
     """Ten hosted agencies share one pid: the bench counts that process once, under the host's name."""
-    stack = {
+    stack: dict[str, Any] = {
         "agents": {
             **{f"BD-BENCH-{index:02d}": {"pid": 7, "host": "agents-host-1"} for index in range(1, 11)},
             "LY-MLA-CA": {"pid": 8},
