@@ -24,8 +24,9 @@ each is healthy); `GET /openapi.json` is the one API's; `GET /metrics` is the
 token's agency's own exposition.
 
 Start and stop: agencies open one after the other (progress logged every
-`PROGRESS_EVERY`); one that cannot start (a keystore that does not unlock, a
-key the directory does not list) stops the start with a configuration error
+`PROGRESS_EVERY`), and their tasks start `START_SPACING_S` apart; one
+that cannot start (a keystore that does not unlock, a key the directory
+does not list) stops the start with a configuration error
 naming the agency, after closing those already opened. Each agency's tasks
 run under the one runner's supervision, named `AGENCY/task` and logged with
 the agency bound; stopping stops every agency's tasks, then closes every
@@ -81,6 +82,10 @@ PROCESS_VARIABLES: Final = frozenset(
 """The process's own variables (its one listener, its logs): from its environment, never from a hosted file."""
 PROGRESS_EVERY: Final = 50
 """A host logs its start-up progress every this many agencies opened."""
+START_SPACING_S: Final = 0.05
+"""Seconds between two hosted agencies' starts (their broker connections, TLS handshakes, first polls): a host of
+500 starts over 25 s instead of opening 1,000 broker connections at once, which stalls a small broker for tens
+of seconds, every other client's connections included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,12 +333,14 @@ async def open_agencies(host: HostSettings, shared: SharedDirectories, clock: Cl
     return opened
 
 
-def _bound(agency: AgencyId, task: Task) -> Task:
-    """The task, run with its agency bound to the log context (and to every task it starts)."""
+def _bound(agency: AgencyId, task: Task, *, after_s: float) -> Task:
+    """The task, started `after_s` seconds late, with its agency bound to the log context (and its tasks')."""
 
     async def run(stopping: asyncio.Event) -> None:
         structlog.contextvars.bind_contextvars(agency=agency)
-        await task(stopping)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=after_s)
+        await task(stopping)  # a task asked to stop before it began finishes at once
 
     return run
 
@@ -349,7 +356,9 @@ async def run_host(host: HostSettings, *, stopping: asyncio.Event | None = None,
     listener = host.listener
     router = AgencyRouter(opened, rate=RateLimit(listener.api_rate_per_s, listener.api_rate_burst))
     tasks: dict[str, Task] = {
-        f"{parts.agency}/{name}": _bound(parts.agency, task) for parts in opened for name, task in parts.tasks.items()
+        f"{parts.agency}/{name}": _bound(parts.agency, task, after_s=index * START_SPACING_S)
+        for index, parts in enumerate(opened)
+        for name, task in parts.tasks.items()
     }
     started: dict[str, Any] = {"hosted_agencies": len(opened)}
     await run_service(

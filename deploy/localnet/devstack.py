@@ -10,6 +10,14 @@ the broker again (idempotent), renews the directory if it is about to expire,
 and starts whatever is not running, with its data and keys. `down` stops what
 `up` started and keeps the data.
 
+A network made with `hosts` (`rogatory dev up --host A,B,C`, the bench's
+`--agencies-per-process`) runs each group of agencies in one agent process
+(`agents.hosting`) named `agents-host-N`: `up` writes each hosted agency's
+variables into `<state>/agents/agents-host-N/hosted/<AGENCY>.env` (what its
+own process would have been given, less the listener's) and starts
+`python -m agents` with `ROGATORY_HOSTED_AGENCIES_DIR` pointing there;
+`stack.json` gives each hosted agency the host's URL and pid (docs/API.md).
+
 `up` is also the dev network's supervisor: a service that exited (killed,
 or stopped by its own watchdog with status 70) is started again by the next
 `up`, and the data it left is all it needs. The broker may be one node or
