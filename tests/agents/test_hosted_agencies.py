@@ -20,8 +20,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import test_utils, web
 
-from agents.directory_feed import DirectoryUnavailable
+from agents.directory_feed import DirectoryUnavailable, gateway_directory_source
 from agents.hosting import (
     HOSTED_AGENCIES_VARIABLE,
     HostSettings,
@@ -33,6 +34,7 @@ from agents.hosting import (
 from deploy.bench.scenarios import request_between
 from deploy.client.agent_api import AgentApiError, AgentClient
 from deploy.localnet.devstack import destroy, down, trusting, up
+from protocol.limits import DEFAULT_LIMITS
 from runtime.errors import ConfigurationError
 from tests.support.devstack import AMQP_URL, MANAGEMENT_URL
 
@@ -320,3 +322,23 @@ async def test_a_host_asks_the_gateway_for_its_directory_once_per_interval_not_o
     now[0] = 10.0
     assert await shared() == b"v2"
     assert fetched == [0.0, 5.0, 10.0]
+
+
+async def test_a_directory_of_hundreds_of_agencies_is_read_whole_from_the_gateway():
+    """A directory of 500 agencies is ~460 KB, more than one read of the answer returns: the poll reads it all
+    (a first chunk alone was refused as malformed, every 5 s, by every agency)."""
+    body = b'{"payload": "' + b"A" * 700_000 + b'"}'
+
+    async def directory(_request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(_request)
+        for start in range(0, len(body), 8192):  # in small writes, as a large answer arrives
+            await response.write(body[start : start + 8192])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/directory", directory)
+    async with test_utils.TestServer(app) as server, aiohttp.ClientSession() as client:
+        fetch = gateway_directory_source(client, str(server.make_url("/")), limits=DEFAULT_LIMITS)
+        assert await fetch() == body
