@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -54,13 +56,15 @@ from agents.directory_feed import gateway_directory_source
 from agents.guard import RateLimit, RateLimiter, hash_token, parse_token_specs, required_scope
 from agents.service import AgencyParts, open_agency
 from agents.settings import AgentSettings
+from protocol.directory import Directory
 from protocol.errors import ErrorCode
 from protocol.ids import AgencyId
+from protocol.keys import SigningPublicKey
 from runtime.directory import Source
 from runtime.errors import ConfigurationError, ServiceUnhealthy, TransientFailure
 from runtime.http import HEALTHY_STATUSES, json_answer, problem, unauthorized
 from runtime.logs import configure_logging
-from runtime.runner import EXIT_CONFIGURATION, Clock, Service, Task, run_service, utc_now
+from runtime.runner import EXIT_CONFIGURATION, Clock, Service, Task, read_directory, run_service, utc_now
 from runtime.supervision import EXIT_UNHEALTHY
 from runtime.tls import client_context
 
@@ -286,6 +290,7 @@ class SharedDirectories:
 
     sources: dict[tuple[str, Path | None], SharedDirectorySource] = field(default_factory=dict)
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    directories: dict[tuple[bytes, bytes], Directory] = field(default_factory=dict)
 
     def for_agency(self, settings: AgentSettings) -> Source | None:
         """The poll of the agency's gateway, shared with the other agencies of the same gateway."""
@@ -301,6 +306,21 @@ class SharedDirectories:
             fetch = gateway_directory_source(session, settings.gateway_url, limits=settings.limits)
             self.sources[key] = SharedDirectorySource(fetch, max_age_s=settings.directory_reload_s)
         return self.sources[key]
+
+    def read_directory(self, settings: AgentSettings, authority: SigningPublicKey, now: datetime) -> Directory:
+        """The directory file verified once for every agency that starts from the same bytes and authority.
+
+        The agencies then hold one parsed directory, not one each (a directory of 500 agencies is about 460 KB
+        signed), until a newer version arrives.
+        """
+        try:
+            raw = settings.directory_file.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"directory {settings.directory_file} refused: {exc}") from exc
+        key = (hashlib.sha256(raw).digest(), authority.raw)
+        if key not in self.directories:
+            self.directories[key] = read_directory(settings.directory_file, authority, now=now, limits=settings.limits)
+        return self.directories[key]
 
     async def close(self) -> None:
         """Close the sessions (after the agencies stopped)."""
@@ -319,7 +339,12 @@ async def open_agencies(host: HostSettings, shared: SharedDirectories, clock: Cl
         for settings in host.agencies:
             try:
                 # In a task of its own, so that the agency the opening binds to the log context stays there.
-                opening = open_agency(settings, clock, directory_source=shared.for_agency(settings))
+                opening = open_agency(
+                    settings,
+                    clock,
+                    directory_source=shared.for_agency(settings),
+                    directory_reader=shared.read_directory,
+                )
                 opened.append(await asyncio.create_task(opening))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"hosted agency {settings.agency} cannot start: {exc}") from exc

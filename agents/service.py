@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -200,7 +200,20 @@ class _Core:
         return self.directory.current
 
 
-async def _open_core(settings: AgentSettings, clock: Clock, directory_source: Source | None = None) -> _Core:
+DirectoryReader = Callable[[AgentSettings, SigningPublicKey, datetime], Directory]
+"""Reads and verifies an agent's directory file at start (a host shares one reading among its agencies)."""
+
+
+def _read_own_directory(settings: AgentSettings, authority: SigningPublicKey, now: datetime) -> Directory:
+    return read_directory(settings.directory_file, authority, now=now, limits=settings.limits)
+
+
+async def _open_core(
+    settings: AgentSettings,
+    clock: Clock,
+    directory_source: Source | None = None,
+    directory_reader: DirectoryReader = _read_own_directory,
+) -> _Core:
     """Keys and directory verified (and held against rollback), then the store.
 
     `directory_source` replaces the agency's own poll of the gateway's `GET /v1/directory` (a host's shared one).
@@ -220,6 +233,7 @@ async def _open_core(settings: AgentSettings, clock: Clock, directory_source: So
             keys=(*previous_encryption_keys, encryption_key),
             storage=storage,
             directory_source=directory_source,
+            directory_reader=directory_reader,
         )
     except BaseException:
         claim.release()
@@ -237,9 +251,10 @@ async def _open_claimed(
     keys: tuple[EncryptionPrivateKey, ...],
     storage: StorageKey,
     directory_source: Source | None,
+    directory_reader: DirectoryReader,
 ) -> _Core:
     encryption_key = keys[-1]
-    directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
+    directory = directory_reader(settings, authority, clock())
     remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
 
@@ -494,14 +509,19 @@ class AgencyParts:
 
 
 async def open_agency(
-    settings: AgentSettings, clock: Clock = utc_now, *, directory_source: Source | None = None
+    settings: AgentSettings,
+    clock: Clock = utc_now,
+    *,
+    directory_source: Source | None = None,
+    directory_reader: DirectoryReader = _read_own_directory,
 ) -> AgencyParts:
     """One agency's agent, from its settings: keys, directory, store, message path, API and tasks.
 
     `directory_source`, if given, is where the agency polls the gateway's directory instead of its own
-    `GET /v1/directory` (a host's one fetch for all its agencies, `agents.hosting`).
+    `GET /v1/directory` (a host's one fetch for all its agencies, `agents.hosting`); `directory_reader`
+    reads its directory file at start (a host's reads each file once and shares the parsed directory).
     """
-    core = await _open_core(settings, clock, directory_source)
+    core = await _open_core(settings, clock, directory_source, directory_reader)
     try:
         path = await _message_path(core)
     except BaseException:
@@ -610,4 +630,4 @@ def main() -> None:
     )
 
 
-__all__ = ["AgencyParts", "main", "open_agency", "run_agent"]
+__all__ = ["AgencyParts", "DirectoryReader", "main", "open_agency", "run_agent"]

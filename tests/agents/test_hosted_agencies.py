@@ -222,11 +222,11 @@ async def _exit_status(pid: int) -> int:
 
 async def test_an_agency_that_cannot_start_is_named_and_the_others_are_closed(hosted_stack, tmp_path):
     """A hosted agency whose keystore does not unlock stops the start with an error naming it; the agency
-    opened before it is closed again (its data directory's lock released)."""
+    opened before it is closed again (its data directory's lock released, so that it opens again at once)."""
     folder = Path(hosted_stack["network"]["state_dir"]) / "agents" / HOST / "hosted"
     copied = tmp_path / "hosted"
     copied.mkdir()
-    for agency in (BD, BD_POLICE):  # BD opens first (files are read in name order), the police unit fails
+    for agency in (BD, BD_POLICE, LY_AGO):  # BD opens first (files are read in name order), the police unit fails
         values = read_env_file(folder / f"{agency}.env")
         values["ROGATORY_DATA_DIR"] = str(tmp_path / agency / "data")  # the running host holds the real ones
         if agency == BD_POLICE:
@@ -244,7 +244,8 @@ async def test_an_agency_that_cannot_start_is_named_and_the_others_are_closed(ho
         reopened = await open_agencies(
             HostSettings.from_environ({HOSTED_AGENCIES_VARIABLE: str(copied), "ROGATORY_HTTP_PORT": "0"}), shared
         )
-        assert [parts.agency for parts in reopened] == [BD]
+        assert [parts.agency for parts in reopened] == [BD, LY_AGO]
+        assert len(shared.directories) == 1  # the two agencies hold one parsed directory, not one each
         for parts in reopened:
             await parts.close()
     finally:
