@@ -52,7 +52,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from agents.directory_feed import gateway_directory_source
+from agents.directory_feed import DirectoryUnavailable, gateway_directory_source
 from agents.guard import RateLimit, RateLimiter, hash_token, parse_token_specs, required_scope
 from agents.service import AgencyParts, open_agency
 from agents.settings import AgentSettings
@@ -268,25 +268,29 @@ class SharedDirectorySource:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._at: float | None = None
-        self._answer: bytes | TransientFailure = b""
+        self._answer: bytes = b""
+        self._failure: str | None = None
 
     async def __call__(self) -> bytes:
         """The gateway's signed directory, as fetched at most `max_age_s` ago."""
         async with self._lock:
             if self._at is None or self._clock() - self._at >= self._max_age_s:
                 try:
-                    self._answer = await self._fetch()
+                    self._answer, self._failure = await self._fetch(), None
                 except TransientFailure as exc:
-                    self._answer = exc
+                    self._failure = str(exc)
                 self._at = self._clock()
-            if isinstance(self._answer, TransientFailure):
-                raise self._answer
+            if self._failure is not None:
+                raise DirectoryUnavailable(self._failure)  # a new one each time: none grows a traceback per agency
             return self._answer
 
 
 @dataclass
 class SharedDirectories:
-    """The shared directory polls of a host, one per gateway (URL and CA), and the sessions they use."""
+    """What a host's agencies share of their directory: its polls, their sessions, its parsed versions.
+
+    One poll of `GET /v1/directory` per gateway (URL and CA), and one parsed directory per file content.
+    """
 
     sources: dict[tuple[str, Path | None], SharedDirectorySource] = field(default_factory=dict)
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
