@@ -242,11 +242,16 @@ class BenchNetwork:
             self.root,
             amqp_url=self.amqp_url,
             management_url=self.management_url,
-            say=lambda _: None,
+            say=self._enrolment_progress,
             service_environment=BENCH_ENVIRONMENT,
             bench_pairs=self._bench_pairs,
             hosts=self.hosts,
         )
+
+    def _enrolment_progress(self, line: str) -> None:
+        """Of what `dev up` says, only how far a large network's enrolment is (`agency sites made: 50/504`)."""
+        if line.lstrip().startswith(("agency sites made", "agencies enrolled")):
+            self._say(line)
 
     def stop(self) -> None:
         """Stop its processes, keeping their data."""
