@@ -92,7 +92,7 @@ from runtime.tls import client_context
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 READY_TIMEOUT_S: Final = 60.0
 """How long `up` waits for every service's `/healthz` before giving up (a small network)."""
-READY_TIMEOUT_PER_AGENCY_S: Final = 0.5
+READY_TIMEOUT_PER_AGENCY_S: Final = 1.0
 """And this much more per agency: a network of hundreds has as many keystores to unlock and inboxes to open."""
 KEY_WARNING_WINDOW: Final = timedelta(days=30)
 """`up` warns about keys expiring sooner than this with no successor: time to rotate."""
