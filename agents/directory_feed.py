@@ -22,6 +22,17 @@ class DirectoryUnavailable(TransientFailure):
     """The gateway's `GET /v1/directory` did not answer with a directory (away, an error, too large)."""
 
 
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or its first `limit` bytes if it is longer (one `read(n)` returns what has arrived)."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 def gateway_directory_source(session: aiohttp.ClientSession, gateway_url: str, *, limits: Limits) -> Source:
     """Fetch the gateway's `GET /v1/directory` (no token: the directory is public, signed material)."""
     url = gateway_url.rstrip("/") + "/v1/directory"
@@ -32,7 +43,7 @@ def gateway_directory_source(session: aiohttp.ClientSession, gateway_url: str, *
             async with session.get(url) as answer:
                 if answer.status != 200:
                     raise DirectoryUnavailable(f"GET {url} answered {answer.status}")
-                raw = await answer.content.read(most + 1)
+                raw = await _read_at_most(answer.content, most + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DirectoryUnavailable(f"GET {url}: {type(exc).__name__}") from exc
         if len(raw) > most:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import structlog
+from aiohttp import web
 
 from agents.api import AgentApi, ApiContext
 from agents.attachments import Attachments, BlobPushingPublisher
@@ -60,7 +61,7 @@ from protocol.storage import StorageKey
 from protocol.topology import inbox_queue
 from runtime.broker import BrokerEndpoints, FailoverConnector, QueueConsumer, service_endpoints
 from runtime.data_dir import DataDirClaim, ServiceIdentity, claim_data_dir, identity_of, released
-from runtime.directory import DirectoryWatch
+from runtime.directory import DirectoryWatch, Source
 from runtime.errors import ConfigurationError
 from runtime.http import Exposition
 from runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -69,6 +70,7 @@ from runtime.reports.errors import ReportError
 from runtime.runner import (
     Clock,
     Service,
+    Task,
     authority_key,
     key_named,
     read_directory,
@@ -198,8 +200,24 @@ class _Core:
         return self.directory.current
 
 
-async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
-    """Keys and directory verified (and held against rollback), then the store."""
+DirectoryReader = Callable[[AgentSettings, SigningPublicKey, datetime], Directory]
+"""Reads and verifies an agent's directory file at start (a host shares one reading among its agencies)."""
+
+
+def _read_own_directory(settings: AgentSettings, authority: SigningPublicKey, now: datetime) -> Directory:
+    return read_directory(settings.directory_file, authority, now=now, limits=settings.limits)
+
+
+async def _open_core(
+    settings: AgentSettings,
+    clock: Clock,
+    directory_source: Source | None = None,
+    directory_reader: DirectoryReader = _read_own_directory,
+) -> _Core:
+    """Keys and directory verified (and held against rollback), then the store.
+
+    `directory_source` replaces the agency's own poll of the gateway's `GET /v1/directory` (a host's shared one).
+    """
     agency = parse_agency_id(settings.agency)
     authority = authority_key(settings.authority_key)
     signing_key, encryption_key, previous_encryption_keys, storage, identity = _load_keys(settings)
@@ -214,6 +232,8 @@ async def _open_core(settings: AgentSettings, clock: Clock) -> _Core:
             signing_key=signing_key,
             keys=(*previous_encryption_keys, encryption_key),
             storage=storage,
+            directory_source=directory_source,
+            directory_reader=directory_reader,
         )
     except BaseException:
         claim.release()
@@ -230,9 +250,11 @@ async def _open_claimed(
     signing_key: SigningPrivateKey,
     keys: tuple[EncryptionPrivateKey, ...],
     storage: StorageKey,
+    directory_source: Source | None,
+    directory_reader: DirectoryReader,
 ) -> _Core:
     encryption_key = keys[-1]
-    directory = read_directory(settings.directory_file, authority, now=clock(), limits=settings.limits)
+    directory = directory_reader(settings, authority, clock())
     remember_directory(settings.data_dir, directory)
     _check_keys_listed(directory, agency, signing_key, encryption_key)
 
@@ -241,7 +263,7 @@ async def _open_claimed(
 
     session = (
         None
-        if settings.gateway_url is None
+        if settings.gateway_url is None or directory_source is not None
         else aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=15),
             connector=aiohttp.TCPConnector(ssl=client_context(settings.gateway_ca_file)),
@@ -256,7 +278,9 @@ async def _open_claimed(
         interval_s=settings.directory_reload_s,
         adopt=adopt,
         sources=(
-            {}
+            {"gateway": directory_source}
+            if directory_source is not None
+            else {}
             if session is None or settings.gateway_url is None
             else {"gateway": gateway_directory_source(session, settings.gateway_url, limits=settings.limits)}
         ),
@@ -267,6 +291,14 @@ async def _open_claimed(
         settings.data_dir / "agent.db", storage_key=storage, synchronous=settings.sqlite_synchronous
     )
     return _Core(settings, clock, agency, signing_key, keys, watch, endpoints, store, session, claim)
+
+
+async def _close_core(core: _Core) -> None:
+    """Close what `_open_core` opened (for an agency whose start failed past it)."""
+    if core.directory_session is not None:
+        await core.directory_session.close()
+    await core.store.close()
+    core.claim.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,10 +480,53 @@ def _api(  # noqa: PLR0917 - the parts the API stands on, each built once
     )
 
 
-async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
-    """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
-    core = await _open_core(settings, clock)
-    path = await _message_path(core)
+@dataclass(frozen=True, slots=True)
+class AgencyParts:
+    """One agency's agent, built and not yet running: what the runner serves, runs and closes for it.
+
+    Built by `open_agency`, the one function both modes use: `run_agent`
+    runs one in its process, `agents.hosting` runs several in one process.
+    """
+
+    agency: AgencyId
+    settings: AgentSettings
+    app: web.Application
+    """The agency's HTTP API (`agents.api`), behind its own tokens."""
+    guard: ApiGuard
+    """The agency's tokens, revocations and rate limits (the host routes a request by its token)."""
+    health: Callable[[], dict[str, Any]]
+    """The agency's `/healthz` answer."""
+    tasks: Mapping[str, Task]
+    closers: Sequence[Callable[[], Awaitable[None]]]
+    """What to close after the tasks ended, in this order (the store and the data directory's lock last)."""
+    started: Mapping[str, object]
+    """Figures for the `agent_started` log line."""
+
+    async def close(self) -> None:
+        """Close what `open_agency` opened, for an agency that will not run (another failed to start)."""
+        for close in self.closers:
+            await close()
+
+
+async def open_agency(
+    settings: AgentSettings,
+    clock: Clock = utc_now,
+    *,
+    directory_source: Source | None = None,
+    directory_reader: DirectoryReader = _read_own_directory,
+) -> AgencyParts:
+    """One agency's agent, from its settings: keys, directory, store, message path, API and tasks.
+
+    `directory_source`, if given, is where the agency polls the gateway's directory instead of its own
+    `GET /v1/directory` (a host's one fetch for all its agencies, `agents.hosting`); `directory_reader`
+    reads its directory file at start (a host's reads each file once and shares the parsed directory).
+    """
+    core = await _open_core(settings, clock, directory_source, directory_reader)
+    try:
+        path = await _message_path(core)
+    except BaseException:
+        await _close_core(core)
+        raise
     attachments, store = path.attachments, core.store
     auditing = _auditing(
         settings,
@@ -491,42 +566,63 @@ async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None =
     async def purge_when_due(stopping: asyncio.Event) -> None:
         await retention.run(stopping, interval=settings.retention_interval_s)
 
+    api = _api(core, path, health, exposition, guard, webhooks, auditing)
+    return AgencyParts(
+        agency=core.agency,
+        settings=settings,
+        app=api.app(),
+        guard=guard,
+        health=health,
+        tasks={
+            "inbox": path.inbox.run,
+            "webhooks": webhooks.dispatcher.run,
+            "outbox": path.relay.run,
+            "watchdog": ConsumerWatchdog((path.inbox,), limit_s=settings.watchdog_s).run,
+            "directory": core.directory.run,
+            **({} if attachments is None else {"attachments": attachments.run}),
+            **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
+            **({} if settings.retention_after_close_days is None else {"retention": purge_when_due}),
+        },
+        closers=[
+            path.publisher.close,
+            webhooks.dispatcher.close,
+            *([] if attachments is None else [attachments.close]),
+            *([] if auditing is None else [auditing.close]),
+            *([] if core.directory_session is None else [core.directory_session.close]),
+            store.close,
+            released(core.claim),
+        ],
+        started={
+            "directory_version": core.directory.held.version,
+            "directory_reload_s": settings.directory_reload_s,
+        },
+    )
+
+
+async def run_agent(settings: AgentSettings, *, stopping: asyncio.Event | None = None, clock: Clock = utc_now) -> None:
+    """Run one agent until `stopping` is set (or SIGTERM/SIGINT arrives)."""
+    parts = await open_agency(settings, clock)
     await run_service(
         Service(
             name="agent",
             settings=settings,
-            app=_api(core, path, health, exposition, guard, webhooks, auditing).app(),
-            tasks={
-                "inbox": path.inbox.run,
-                "webhooks": webhooks.dispatcher.run,
-                "outbox": path.relay.run,
-                "watchdog": ConsumerWatchdog((path.inbox,), limit_s=settings.watchdog_s).run,
-                "directory": core.directory.run,
-                **({} if attachments is None else {"attachments": attachments.run}),
-                **({} if auditing is None else auditing.tasks(interval=settings.witness_interval_s)),
-                **({} if settings.retention_after_close_days is None else {"retention": purge_when_due}),
-            },
-            closers=[
-                path.publisher.close,
-                webhooks.dispatcher.close,
-                *([] if attachments is None else [attachments.close]),
-                *([] if auditing is None else [auditing.close]),
-                *([] if core.directory_session is None else [core.directory_session.close]),
-                store.close,
-                released(core.claim),
-            ],
-            started={
-                "directory_version": core.directory.held.version,
-                "directory_reload_s": settings.directory_reload_s,
-            },
+            app=parts.app,
+            tasks=parts.tasks,
+            closers=parts.closers,
+            started=parts.started,
         ),
         stopping or asyncio.Event(),
     )
 
 
 def main() -> None:
-    """Entry point of `python -m agents`."""
+    """Entry point of `python -m agents`: one agency, or the agencies of `ROGATORY_HOSTED_AGENCIES_DIR`."""
     os.umask(PRIVATE_UMASK)  # besides the modes set at creation: whatever else the agent writes is private
+    if os.environ.get("ROGATORY_HOSTED_AGENCIES_DIR"):
+        from agents.hosting import main as host_main  # noqa: PLC0415 - host mode's module builds on this one
+
+        host_main(os.environ)
+        return
     service_main(
         "agent",
         read_settings=AgentSettings.from_environ,
@@ -534,4 +630,4 @@ def main() -> None:
     )
 
 
-__all__ = ["main", "run_agent"]
+__all__ = ["AgencyParts", "DirectoryReader", "main", "open_agency", "run_agent"]

@@ -57,6 +57,14 @@ COMMAND_LINE: Final = (
         "the agent token of `rogatory send`, `inbox` and `fetch` when `--token` is absent",
     ),
     Variable(
+        "ROGATORY_HOSTED_AGENCIES_DIR",
+        "path (optional)",
+        "none (one agency, from the variables above)",
+        "host mode of `python -m agents` (`agents.hosting`): one process runs every agency of this directory, "
+        "each from its `<AGENCY>.env` file of agent variables laid over the process's environment; the listener "
+        "(`ROGATORY_HTTP_*`, `ROGATORY_LOG_FORMAT`) is the process's",
+    ),
+    Variable(
         "ROGATORY_BROKER_TLS_DIR",
         "path",
         "`/etc/rabbitmq/tls`",

@@ -124,6 +124,12 @@ def stack_pids(stack: dict[str, Any], names: Sequence[str]) -> dict[str, int]:
     return pids
 
 
+def hosted_once(pids: dict[str, int], stack: dict[str, Any]) -> dict[str, int]:
+    """`pids` with the agencies an agent host runs (`agents.hosting`) counted once, under the host's name."""
+    hosts = {agency: entry["host"] for agency, entry in stack["agents"].items() if entry.get("host")}
+    return {hosts.get(name, name): pid for name, pid in pids.items()}
+
+
 def process_figures(
     pids: dict[str, int], cpu_before: dict[str, float], waiting_before: dict[str, float], wall: float
 ) -> list[ProcessFigures]:
@@ -147,6 +153,7 @@ __all__ = [
     "broker_cpu_spent",
     "broker_pids",
     "cpu_seconds",
+    "hosted_once",
     "memory_mb",
     "process_figures",
     "runqueue_seconds",

@@ -64,7 +64,7 @@ from deploy.bench.scenarios import (
     run_scenario,
 )
 from deploy.client.samples import REQUESTED, REQUESTING
-from deploy.localnet.network import bench_pair
+from deploy.localnet.network import bench_hosts, bench_pair
 from gateway.db import redacted_url
 
 DEFAULT_PAIRS: Final = 10
@@ -90,6 +90,8 @@ class BenchOptions:
     """Where a throwaway database is made when `database_url` is None."""
     profile_dir: Path | None = None
     """Where each service process writes its cProfile when it stops (`ROGATORY_PROFILE_DIR`); none if `None`."""
+    agencies_per_process: int = 0
+    """The many-agencies scenario's agencies run this many to an agent process (`agents.hosting`); 0: one each."""
 
 
 def run_bench(
@@ -215,6 +217,7 @@ async def _run(
             database_url=database_url,
             profile_dir=options.profile_dir,
         )
+        many_net.hosts = bench_hosts(options.pairs, options.agencies_per_process)
         pairs = tuple(bench_pair(index) for index in range(1, options.pairs + 1))
         try:
             scenarios.append(

@@ -32,6 +32,7 @@ from deploy.bench.processes import (
     broker_cpu_spent,
     broker_pids,
     cpu_seconds,
+    hosted_once,
     memory_mb,
     process_figures,
     runqueue_seconds,
@@ -250,6 +251,8 @@ class BenchNetwork:
         self.database_url = database_url
         """The gateway's PostgreSQL database (None: SQLite in its data directory, one process only)."""
         self.extra_gateways = ExtraGateways.none(root)
+        self.hosts: tuple[tuple[str, ...], ...] = ()
+        """Groups of agencies each run by one agent process (`agents.hosting`); set before the first start."""
 
     async def start(self) -> dict[str, Any]:
         """Start (or restart) the network's processes, and the extra gateway processes; its `stack.json`."""
@@ -260,14 +263,20 @@ class BenchNetwork:
             self.root,
             amqp_url=self.amqp_url,
             management_url=self.management_url,
-            say=lambda _: None,
+            say=self._enrolment_progress,
             service_environment=environment,
             bench_pairs=self._bench_pairs,
+            hosts=self.hosts,
         )
         if self.gateways > 1:
             self.extra_gateways.start(self.gateways - 1)
             await self.extra_gateways.wait_consuming()
         return stack
+
+    def _enrolment_progress(self, line: str) -> None:
+        """Of what `dev up` says, only how far a large network's enrolment is (`agency sites made: 50/504`)."""
+        if line.lstrip().startswith(("agency sites made", "agencies enrolled")):
+            self._say(line)
 
     def stop(self) -> None:
         """Stop its processes (the extra gateway processes first), keeping their data."""
@@ -494,7 +503,7 @@ async def run_scenario(network: BenchNetwork, scenario: Scenario, say: Callable[
             vhost = str(stack["network"]["vhost"])
             counting = scenario.count_broker_messages
             counts_before = await settled_counts(network.amqp_url, network.management_url, vhost) if counting else None
-            pids = stack_pids(stack, agencies) | network.extra_gateways.pids()
+            pids = hosted_once(stack_pids(stack, agencies), stack) | network.extra_gateways.pids()
             meter = _Meter.start(network, pids, soak=scenario.soak)
             rate = "saturation" if scenario.offered_per_s is None else f"{scenario.offered_per_s:.1f}/s offered"
             say(f"  {scenario.name}: {scenario.messages} messages, {len(scenario.pairs)} pair(s), {rate}")

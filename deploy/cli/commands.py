@@ -1,13 +1,14 @@
 """`rogatory`: the one command line of the project (docs/API.md, "Command line").
 
-    rogatory dev up --state-dir DIR [--detach]
+    rogatory dev up --state-dir DIR [--detach] [--host AGENCY,AGENCY...]...
     rogatory dev down --state-dir DIR
     rogatory demo [--state-dir DIR] [--keep]
     rogatory audit verify (--gateway URL | --export PATH) [--token T] [--authority-key K | --state-dir DIR]
                           [--ca-file PEM]
     rogatory audit export --gateway URL --out PATH [--token T] [--ca-file PEM]
-    rogatory bench [--messages N] [--pairs P] [--no-large] [--no-requests] [--soak-messages N]
-                   [--state-dir DIR] [--json PATH] [--profile-dir DIR]
+    rogatory bench [--messages N] [--pairs P] [--agencies-per-process K] [--gateways N] [--database-url URL]
+                   [--no-large] [--no-requests] [--soak-messages N] [--state-dir DIR] [--json PATH]
+                   [--profile-dir DIR]
     rogatory send DOCUMENT.json [--attach FILE]... (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory inbox (--agent URL --token T | --state-dir DIR --agency ID)
     rogatory fetch MESSAGE_ID [ATTACHMENT_ID] --out PATH (--agent URL --token T | --state-dir DIR --agency ID)
@@ -80,7 +81,8 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
 def _cmd_dev_up(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     try:
-        stack = asyncio.run(up(state_dir, amqp_url=_amqp_url(), management_url=_management_url()))
+        hosts = [tuple(part.strip() for part in group.split(",") if part.strip()) for group in args.host or ()]
+        stack = asyncio.run(up(state_dir, amqp_url=_amqp_url(), management_url=_management_url(), hosts=hosts))
     except (DevStackError, BrokerAdminError, OSError) as exc:
         return _fail(str(exc))
     print(f"gateway  {stack['gateway']['url']}")
@@ -199,6 +201,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             gateways=args.gateways,
             database_url=args.database_url,
             profile_dir=Path(args.profile_dir) if args.profile_dir else None,
+            agencies_per_process=args.agencies_per_process,
         ),
     )
 
@@ -214,6 +217,12 @@ def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     bench.add_argument("--messages", type=int, default=500, help="messages in each scenario")
     bench.add_argument(
         "--pairs", type=int, default=10, help="pairs of agencies of the many-agencies scenario (0: skip it)"
+    )
+    bench.add_argument(
+        "--agencies-per-process",
+        type=int,
+        default=0,
+        help="run the many-agencies scenario's agencies K to an agent process (agents.hosting; 0: one process each)",
     )
     bench.add_argument("--no-large", action="store_true", help="skip the 64 KB scenario")
     bench.add_argument("--no-requests", action="store_true", help="skip the sample MLA requests scenario")
@@ -249,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev_up = dev.add_parser("up", help="create or restart a local network and write DIR/stack.json")
     dev_up.add_argument("--state-dir", required=True)
     dev_up.add_argument("--detach", action="store_true", help="return once ready, leaving it running")
+    dev_up.add_argument(
+        "--host",
+        action="append",
+        metavar="AGENCY,AGENCY...",
+        help="a new network runs these agencies in one agent process (agents.hosting); repeat for several hosts",
+    )
     dev_up.set_defaults(run=_cmd_dev_up)
     dev_down = dev.add_parser("down", help="stop what `up` started; keep the data")
     dev_down.add_argument("--state-dir", required=True)

@@ -10,6 +10,14 @@ the broker again (idempotent), renews the directory if it is about to expire,
 and starts whatever is not running, with its data and keys. `down` stops what
 `up` started and keeps the data.
 
+A network made with `hosts` (`rogatory dev up --host A,B,C`, the bench's
+`--agencies-per-process`) runs each group of agencies in one agent process
+(`agents.hosting`) named `agents-host-N`: `up` writes each hosted agency's
+variables into `<state>/agents/agents-host-N/hosted/<AGENCY>.env` (what its
+own process would have been given, less the listener's) and starts
+`python -m agents` with `ROGATORY_HOSTED_AGENCIES_DIR` pointing there;
+`stack.json` gives each hosted agency the host's URL and pid (docs/API.md).
+
 `up` is also the dev network's supervisor: a service that exited (killed,
 or stopped by its own watchdog with status 70) is started again by the next
 `up`, and the data it left is all it needs. The broker may be one node or
@@ -39,7 +47,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +56,7 @@ from typing import Any, Final
 import aiohttp
 from cryptography import x509
 
+from agents.hosting import HOSTED_AGENCIES_VARIABLE, PROCESS_VARIABLES
 from deploy.localnet.network import (
     NetworkDescription,
     NetworkPaths,
@@ -82,7 +91,9 @@ from runtime.tls import client_context
 
 DEFAULT_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 READY_TIMEOUT_S: Final = 60.0
-"""How long `up` waits for every service's `/healthz` before giving up."""
+"""How long `up` waits for every service's `/healthz` before giving up (a small network)."""
+READY_TIMEOUT_PER_AGENCY_S: Final = 1.0
+"""And this much more per agency: a network of hundreds has as many keystores to unlock and inboxes to open."""
 KEY_WARNING_WINDOW: Final = timedelta(days=30)
 """`up` warns about keys expiring sooner than this with no successor: time to rotate."""
 STOP_TIMEOUT_S: Final = 15.0
@@ -276,8 +287,29 @@ def launches(
     services += [
         ServiceLaunch(agency, "agents", entry.http_port, _service_environment(description, paths, agency))
         for agency, entry in description.agents.items()
+        if description.host_of(agency) is None
     ]
+    services += [_host_launch(description, paths, name) for name in description.agent_hosts]
     return services
+
+
+def _host_launch(description: NetworkDescription, paths: NetworkPaths, name: str) -> ServiceLaunch:
+    """One agent process hosting several agencies: each agency's variables in its own file (`agents.hosting`).
+
+    The files are written again at each `up` (0600, in `<state>/agents/<host>/hosted/`), from the same
+    network description: an agency's settings are those it would have in a process of its own, less the
+    listener's, which the host process has.
+    """
+    host = description.agent_hosts[name]
+    folder = paths.service_dir(name) / "hosted"
+    process: dict[str, str] = {}
+    for agency in host.agencies:
+        environment = _service_environment(description, paths, agency)
+        process |= {key: value for key, value in environment.items() if key in PROCESS_VARIABLES}
+        lines = [f"{key}={value}" for key, value in environment.items() if key not in PROCESS_VARIABLES]
+        write_private(folder / f"{agency}.env", ("\n".join(lines) + "\n").encode("utf-8"))
+    process |= {"ROGATORY_HTTP_PORT": str(host.http_port), HOSTED_AGENCIES_VARIABLE: str(folder)}
+    return ServiceLaunch(name, "agents", host.http_port, process)
 
 
 def _process_alive(pid: int, module: str, root: Path) -> bool:
@@ -359,7 +391,7 @@ async def _wait_ready(launch: ServiceLaunch, pid: int, paths: NetworkPaths, dead
                         return
             if time.monotonic() > deadline:
                 raise DevStackError(
-                    f"{launch.name} did not become ready at {url} within {READY_TIMEOUT_S:.0f} s; its log says:\n"
+                    f"{launch.name} did not become ready at {url} in time; its log says:\n"
                     f"{_tail(paths.log(launch.name))}"
                 )
             await asyncio.sleep(0.2)
@@ -409,13 +441,28 @@ def _stack_document(
         },
         "agents": {
             agency: {
-                "url": f"http://127.0.0.1:{entry.http_port}",
+                "url": f"http://127.0.0.1:{_agent_port(description, agency)}",
                 "token": entry.token,
                 "amqp_url": _amqp_url(description, entry.broker_user, entry.broker_password),
-                "pid": pids.get(agency),
+                "pid": pids.get(description.host_of(agency) or agency),
+                **({} if description.host_of(agency) is None else {"host": description.host_of(agency)}),
             }
             for agency, entry in description.agents.items()
         },
+        **(
+            {
+                "agent_hosts": {
+                    name: {
+                        "url": f"http://127.0.0.1:{host.http_port}",
+                        "agencies": list(host.agencies),
+                        "pid": pids.get(name),
+                    }
+                    for name, host in description.agent_hosts.items()
+                }
+            }
+            if description.agent_hosts
+            else {}
+        ),
         **({"tsa": {"url": tsa_url(description), "pid": pids.get("tsa")}} if description.tsa_port is not None else {}),
         "network": {
             "network_id": description.network_id,
@@ -428,6 +475,20 @@ def _stack_document(
     }
 
 
+def _agent_port(description: NetworkDescription, agency: str) -> int:
+    """The port `agency`'s API is served on: its own process's, or its host's."""
+    host = description.host_of(agency)
+    return description.agents[agency].http_port if host is None else description.agent_hosts[host].http_port
+
+
+def _stack_entry(stack: dict[str, Any], name: str) -> dict[str, Any]:
+    """The `stack.json` entry of one launched process (the gateway, the TSA, an agent or an agent host)."""
+    if name in {"gateway", "tsa"}:
+        return stack.get(name) or {}
+    entry: dict[str, Any] = (stack.get("agent_hosts") or {}).get(name) or stack["agents"].get(name) or {}
+    return entry
+
+
 async def up(
     root: Path,
     *,
@@ -436,13 +497,15 @@ async def up(
     say: Say = print,
     service_environment: dict[str, str] | None = None,
     bench_pairs: int = 0,
+    hosts: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
     """Create or restart the network in `root`; return the `stack.json` document.
 
     `amqp_url` is one broker or the comma-separated nodes of a cluster (as the
     administrator); `service_environment` (extra `ROGATORY_*` settings for every
-    service) is kept with a new network and ignored for an existing one, as is
-    `bench_pairs` (pairs of agencies added for `rogatory bench`).
+    service) is kept with a new network and ignored for an existing one, as are
+    `bench_pairs` (pairs of agencies added for `rogatory bench`) and `hosts`
+    (groups of agencies each run by one agent process, `agents.hosting`).
     """
     root = root.resolve()
     paths = NetworkPaths(root)
@@ -453,7 +516,13 @@ async def up(
         if description is None:
             say(f"creating a new network in {root}")
             description = create_network(
-                root, amqp_url=amqp_url, now=now, service_environment=service_environment, bench_pairs=bench_pairs
+                root,
+                amqp_url=amqp_url,
+                now=now,
+                service_environment=service_environment,
+                bench_pairs=bench_pairs,
+                hosts=hosts,
+                say=say,
             )
         else:
             say(f"restarting network {description.network_id} from {root}")
@@ -478,8 +547,9 @@ async def up(
         "tsa": (previous.get("tsa") or {}).get("pid"),
     }
     previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agents") or {}).items()})
+    previous_pids.update({name: entry.get("pid") for name, entry in (previous.get("agent_hosts") or {}).items()})
     pids: dict[str, int | None] = {}
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + READY_TIMEOUT_S + READY_TIMEOUT_PER_AGENCY_S * len(description.agents)
     for launch in launches(description, paths, endpoint):
         pid = previous_pids.get(launch.name)
         if isinstance(pid, int) and _process_alive(pid, launch.module, root):
@@ -488,6 +558,8 @@ async def up(
             pid = _start(launch, paths)
             say(f"  {launch.name:<18} started (pid {pid}, port {launch.port})")
         pids[launch.name] = pid
+        # What runs is written down at once: a start that fails later leaves `down` what to stop.
+        write_private(paths.stack, json.dumps(_stack_document(description, paths, pids), indent=2).encode("utf-8"))
         # The gateway first: agents' evidence goes through it.
         if launch.name == "gateway":
             await _wait_ready(launch, pid, paths, deadline)
@@ -564,12 +636,7 @@ def down(root: Path, *, say: Say = print) -> None:
         raise DevStackError(f"no network in {root} (no stack.json)")
     running: dict[str, tuple[int, str]] = {}
     for launch in launches(description, paths):
-        entry = (
-            (stack.get(launch.name) or {})
-            if launch.name in {"gateway", "tsa"}
-            else stack["agents"].get(launch.name, {})
-        )
-        pid = entry.get("pid")
+        pid = _stack_entry(stack, launch.name).get("pid")
         if isinstance(pid, int) and _process_alive(pid, launch.module, root):
             running[launch.name] = (pid, launch.module)
     # Agents first, so their last evidence still reaches a running gateway; the TSA last.
@@ -591,7 +658,7 @@ def down(root: Path, *, say: Say = print) -> None:
     stack["gateway"]["pid"] = None
     if "tsa" in stack:
         stack["tsa"]["pid"] = None
-    for entry in stack["agents"].values():
+    for entry in (*stack["agents"].values(), *(stack.get("agent_hosts") or {}).values()):
         entry["pid"] = None
     write_private(paths.stack, json.dumps(stack, indent=2).encode("utf-8"))
     say(f"stopped; data kept in {root}")

@@ -42,6 +42,7 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -114,6 +115,15 @@ class GatewayEntryFile(ServiceSecrets):
     """A network made before scrapes needed a token gets one each time it is read (never written back)."""
 
 
+class AgentHostEntry(BaseModel):
+    """One agent process hosting several agencies (`agents.hosting`): its port and its agencies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    http_port: int
+    agencies: tuple[str, ...]
+
+
 class NetworkDescription(BaseModel):
     """`network.json`: everything about a dev network that is not a key or a directory."""
 
@@ -137,6 +147,12 @@ class NetworkDescription(BaseModel):
     agents: dict[str, AgentEntry]
     tsa_port: int | None = None
     """The dev time-stamp authority's port (`deploy.localnet.tsa`); None for a network made before it existed."""
+    agent_hosts: dict[str, AgentHostEntry] = {}
+    """Agent processes hosting several agencies, by name (`agents-host-1`...); every other agency has its own."""
+
+    def host_of(self, agency: str) -> str | None:
+        """The name of the host process that runs `agency`, or None if it runs in a process of its own."""
+        return next((name for name, host in self.agent_hosts.items() if agency in host.agencies), None)
 
     def amqp_url(self, user: str, password: str) -> str:
         """The AMQP URL of one broker identity in this network's vhost (one per node, comma-separated)."""
@@ -273,11 +289,15 @@ def create_network(
     now: datetime,
     service_environment: dict[str, str] | None = None,
     bench_pairs: int = 0,
+    hosts: Sequence[Sequence[str]] = (),
+    say: Callable[[str], None] | None = None,
 ) -> NetworkDescription:
     """Make the keys, signed directory, secrets and files of a new dev network in `root`, by the site commands.
 
     `amqp_url` is one broker, or the comma-separated nodes of a cluster.
     `bench_pairs` adds that many pairs of agencies (`bench_pair`) for `rogatory bench`.
+    `hosts` groups agencies that run together in one agent process each (`agents.hosting`);
+    `say` is told the progress of a large network's enrolment.
     """
     paths = NetworkPaths(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -289,13 +309,18 @@ def create_network(
 
     authority_passphrase = _passphrase()
     info = init_authority(paths.authority, network=network_id, passphrase=authority_passphrase.encode())
-    agent_entries = {
-        agency: _init_agency_site(paths, agency, name, country, prefix=prefix)
-        for agency, (name, country) in (DEV_AGENCIES | bench_agencies(bench_pairs)).items()
-    }
+    agencies = DEV_AGENCIES | bench_agencies(bench_pairs)
+    unknown = sorted({agency for group in hosts for agency in group} - set(agencies))
+    if unknown:
+        raise SiteError(f"cannot host agencies the network does not have: {', '.join(unknown)}")
+    agent_entries: dict[str, AgentEntry] = {}
+    for agency, (name, country) in agencies.items():
+        agent_entries[agency] = _init_agency_site(paths, agency, name, country, prefix=prefix)
+        _progress(say, "agency sites made", len(agent_entries), len(agencies))
     gateway_passphrase = _init_gateway_site(paths, network_id)
-    for agency in agent_entries:
+    for count, agency in enumerate(agent_entries, start=1):
         add_agency(paths.authority, paths.enrolment(agency), now=now, key_validity=KEY_VALIDITY)
+        _progress(say, "agencies enrolled", count, len(agent_entries))
     add_gateway(paths.authority, paths.enrolment("gateway"), now=now, key_validity=KEY_VALIDITY)
     for agreement in dev_agreements() + bench_agreements(bench_pairs):
         add_agreement(
@@ -341,9 +366,22 @@ def create_network(
         ),
         agents=agent_entries,
         tsa_port=_free_port(),
+        agent_hosts={
+            f"agents-host-{index}": AgentHostEntry(http_port=_free_port(), agencies=tuple(group))
+            for index, group in enumerate((group for group in hosts if group), start=1)
+        },
     )
     write_private(paths.description, description.model_dump_json(indent=2).encode("utf-8"))
     return description
+
+
+PROGRESS_EVERY: Final = 50
+"""A network of more agencies than this tells its enrolment's progress every this many."""
+
+
+def _progress(say: Callable[[str], None] | None, what: str, done: int, total: int) -> None:
+    if say is not None and total > PROGRESS_EVERY and (done % PROGRESS_EVERY == 0 or done == total):
+        say(f"  {what}: {done}/{total}")
 
 
 def _init_agency_site(paths: NetworkPaths, agency: str, name: str, country: str, *, prefix: str) -> AgentEntry:
@@ -405,6 +443,18 @@ def bench_agencies(pairs: int) -> dict[str, tuple[str, str]]:
     return agencies
 
 
+def bench_hosts(pairs: int, per_process: int) -> tuple[tuple[str, ...], ...]:
+    """The agencies of `pairs` benchmark pairs, `per_process` to an agent process (none hosted if 0).
+
+    Each pair stays in one process where it can, so that a host's agencies mostly exchange between themselves
+    as the pairs of single-agency processes do between two processes: the path is the same (broker, gateway).
+    """
+    if per_process <= 0:
+        return ()
+    agencies = [agency for index in range(1, pairs + 1) for agency in bench_pair(index)]
+    return tuple(tuple(agencies[start : start + per_process]) for start in range(0, len(agencies), per_process))
+
+
 def bench_agreements(pairs: int) -> tuple[DevAgreement, ...]:
     """One agreement per benchmark pair, both ways, every message type."""
     agreements = []
@@ -448,12 +498,14 @@ def renew_directory_if_due(root: Path, description: NetworkDescription, *, now: 
 __all__ = [
     "DEV_AGENCIES",
     "AgentEntry",
+    "AgentHostEntry",
     "DevAgreement",
     "GatewayEntryFile",
     "NetworkDescription",
     "NetworkPaths",
     "bench_agencies",
     "bench_agreements",
+    "bench_hosts",
     "bench_pair",
     "create_network",
     "dev_agreements",
