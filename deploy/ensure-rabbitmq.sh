@@ -16,6 +16,7 @@
 #   ROGATORY_BROKER_TLS_DIR            CA and broker certificate            (default /etc/rabbitmq/tls)
 #   ROGATORY_BROKER_TLS_PORT           the AMQPS listener on 127.0.0.1      (default 5671)
 #   ROGATORY_PYTHON                    a Python with this project and `cryptography` (default .venv/bin/python)
+#   ROGATORY_BROKER_NOFILE             the broker's open-file limit from its next start (default 65536)
 #
 # TLS: deploy/provision/tls.py makes a CA and a certificate for `localhost` (once; again
 # only when missing or near expiry) and writes the AMQPS listener into the
@@ -37,6 +38,8 @@ CONFIG_FILE="${RABBITMQ_CONFIG_FILE:-/etc/rabbitmq/rabbitmq.conf}"
 TLS_DIR="${ROGATORY_BROKER_TLS_DIR:-/etc/rabbitmq/tls}"
 TLS_PORT="${ROGATORY_BROKER_TLS_PORT:-5671}"
 TLS_PYTHON="${ROGATORY_PYTHON:-$ROOT/.venv/bin/python}"
+BROKER_NOFILE="${ROGATORY_BROKER_NOFILE:-65536}"
+NOFILE_DROPIN=/etc/systemd/system/rabbitmq-server.service.d/rogatory-nofile.conf
 
 log() { printf 'ensure-rabbitmq: %s\n' "$*"; }
 die() { printf 'ensure-rabbitmq: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -111,6 +114,23 @@ max_message_size="$(cd "$ROOT" && as_root "$TLS_PYTHON" -m deploy.provision.brok
     || die "deploy/provision/broker_limits.py could not write max_message_size into $CONFIG_FILE"
 log "max_message_size = $max_message_size in $CONFIG_FILE"
 
+# 1d. Open files: a network of hundreds of agencies holds two broker connections per agency (docs/OPERATIONS.md,
+# "Host many agencies in one process"), and RabbitMQ refuses every connection, everyone's, once its file handles
+# are spent (1,024 by default: about 200 agencies). The limit is raised for the next start (a systemd drop-in, the
+# init script's defaults file, this shell for -detached); a running node keeps its own and is only warned about.
+if [[ -d /etc/systemd/system ]] && [[ ! -f "$NOFILE_DROPIN" ]]; then
+    as_root mkdir -p "$(dirname "$NOFILE_DROPIN")"
+    printf '[Service]\nLimitNOFILE=%s\n' "$BROKER_NOFILE" | as_root tee "$NOFILE_DROPIN" >/dev/null
+    as_root systemctl daemon-reload >/dev/null 2>&1 || true
+    log "open-file limit $BROKER_NOFILE for the next start: $NOFILE_DROPIN"
+fi
+if [[ -f /etc/default/rabbitmq-server ]] && ! grep -q '^ulimit -n' /etc/default/rabbitmq-server; then
+    printf '\n# rogatory (deploy/ensure-rabbitmq.sh): two connections per agency\nulimit -n %s\n' "$BROKER_NOFILE" \
+        | as_root tee -a /etc/default/rabbitmq-server >/dev/null
+    log "open-file limit $BROKER_NOFILE for the next start: /etc/default/rabbitmq-server"
+fi
+ulimit -n "$BROKER_NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 # 2. Running? Never restart a node that runs.
 if node_answers || port_open "$AMQP_HOST" "$AMQP_PORT"; then
     log "broker is running (rabbitmqctl status or port $AMQP_PORT answers): not touching it"
@@ -142,6 +162,18 @@ until as_root rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
     sleep 2
 done
 log "node is up"
+
+# 3b. A running node's own open-file limit (read from /proc: rabbitmqctl's figure needs the management plugin).
+beam_pid="$(pgrep -o beam.smp 2>/dev/null || true)"
+if [[ -n "$beam_pid" && -r "/proc/$beam_pid/limits" ]]; then
+    node_nofile="$(awk '/^Max open files/ {print $4}' "/proc/$beam_pid/limits")"
+    if [[ "$node_nofile" =~ ^[0-9]+$ ]] && ((node_nofile < BROKER_NOFILE)); then
+        log "WARNING: the running broker may open $node_nofile files (about $((node_nofile / 5)) agencies); it gets" \
+            "$BROKER_NOFILE at its next start (restart it when convenient: this script never restarts a running node)"
+    else
+        log "the running broker may open $node_nofile files"
+    fi
+fi
 
 # 4. Plugins, enabled online (no restart).
 missing=()
