@@ -125,7 +125,10 @@ if [[ -d /etc/systemd/system ]] && [[ ! -f "$NOFILE_DROPIN" ]]; then
     log "open-file limit $BROKER_NOFILE for the next start: $NOFILE_DROPIN"
 fi
 if [[ -f /etc/default/rabbitmq-server ]] && ! grep -q '^ulimit -n' /etc/default/rabbitmq-server; then
-    printf '\n# rogatory (deploy/ensure-rabbitmq.sh): two connections per agency\nulimit -n %s\n' "$BROKER_NOFILE" \
+    # As high as allowed: where the hard limit cannot be raised (a container without CAP_SYS_RESOURCE), the hard
+    # limit; never a failing line (the init script runs under `set -e` and would not start the broker at all).
+    printf '\n# rogatory (deploy/ensure-rabbitmq.sh): two connections per agency\n%s\n' \
+        "ulimit -n $BROKER_NOFILE 2>/dev/null || ulimit -n \"\$(ulimit -H -n)\" 2>/dev/null || true" \
         | as_root tee -a /etc/default/rabbitmq-server >/dev/null
     log "open-file limit $BROKER_NOFILE for the next start: /etc/default/rabbitmq-server"
 fi
