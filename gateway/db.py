@@ -356,8 +356,14 @@ class PostgresWriter:
             raise
 
     async def close(self) -> None:
-        """Close the connection, rolling back whatever it holds."""
-        await self._drop()
+        """Close the connection (the server rolls back whatever it holds)."""
+        connection, self._connection = self._connection, None
+        if connection is None or connection.is_closed():
+            return
+        try:
+            await connection.close(timeout=5)
+        except _PG_ERRORS:
+            connection.terminate()
 
     async def _drop(self) -> None:
         connection, self._connection = self._connection, None
