@@ -170,3 +170,30 @@ async def test_the_series_holds_the_writers_lock_another_process_waits_for(
     release.set()
     await holding
     assert await observer.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+
+
+async def test_a_body_cancelled_in_a_statement_is_undone_alone(database: tuple[PostgresDatabase, asyncpg.Pool]):
+    """A body cancelled while PostgreSQL runs its statement leaves nothing behind; the series it shared commits."""
+    db, observer = database
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO rows (n) VALUES (1)")
+            started.set()
+            await tx.execute("SELECT pg_sleep(30)")
+
+    async def other() -> None:
+        await started.wait()
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO rows (n) VALUES (2)")
+
+    cancelled = asyncio.create_task(slow())
+    waiting = asyncio.create_task(other())
+    await started.wait()
+    await asyncio.sleep(0.2)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.wait_for(waiting, timeout=10)
+    assert await _committed(observer) == {2}
