@@ -8,7 +8,11 @@ translates placeholders to `$n` and those two types to `BYTEA` and
 
 Both run one writer at a time (`transaction()`), which is what keeps audit
 leaf indexes dense; PostgreSQL additionally takes an advisory lock so that
-two gateway processes sharing one database serialise their appends. Rows
+two gateway processes sharing one database serialise their appends. On both,
+write transactions go through a `GroupCommitter` (`runtime.groupcommit`):
+under load a series of them shares one database transaction (each under a
+savepoint) and one COMMIT; on PostgreSQL the series runs on a dedicated
+connection, and the advisory lock is taken once per series. Rows
 that several processes would otherwise all take (the outbox) are claimed
 in a PostgreSQL transaction of their own (`claiming()`), without that lock.
 
@@ -30,8 +34,9 @@ import aiosqlite
 import asyncpg
 
 from runtime.errors import StoreUnavailable
+from runtime.groupcommit import GroupCommitter, Member
 from runtime.schema import Schema, migrate_postgres, migrate_sqlite
-from runtime.sqlite import GroupCommitter, LoopSqlite, Member
+from runtime.sqlite import LoopSqlite
 
 Row = Sequence[Any]
 _PLACEHOLDER = re.compile(r"\?")
@@ -198,7 +203,7 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, the COMMIT possibly shared: `gateway.groupcommit`)."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, the COMMIT possibly shared: `runtime.groupcommit`)."""
         async with self.committer.transaction() as member:
             yield _SqliteInline(self._db, member)
 
@@ -242,18 +247,16 @@ _PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Ti
 
 
 class _PostgresConnection:
-    def __init__(self, connection: asyncpg.Connection | asyncpg.Pool, *, in_transaction: bool = False) -> None:
+    """A pooled connection (reads, claims), or the writer's connection inside one member of a series."""
+
+    def __init__(self, connection: asyncpg.Connection | asyncpg.Pool, member: Member | None = None) -> None:
         self._connection = connection
-        self._hooks: list[Callable[[], None]] | None = [] if in_transaction else None
+        self._member = member
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        if self._hooks is None:
+        if self._member is None:
             raise RuntimeError("after_commit outside a write transaction")
-        self._hooks.append(callback)
-
-    def run_hooks(self) -> None:
-        for hook in self._hooks or ():
-            hook()
+        self._member.after_commit(callback)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -282,14 +285,105 @@ class _PostgresConnection:
         return [tuple(row) for row in rows]
 
 
+class _CommitRefused(Exception):
+    """PostgreSQL answered COMMIT with ROLLBACK: the transaction had been aborted, nothing is durable."""
+
+
+class PostgresWriter:
+    """The dedicated connection of a process's write transactions (`runtime.groupcommit.SeriesConnection`).
+
+    Not from the pool: a series of bodies keeps its transaction open on it
+    between bodies. It is opened on the first BEGIN and opened again when it
+    broke (the series it carried failed with it). A series begins with BEGIN
+    and the writers' advisory lock (`pg_advisory_xact_lock`), which its
+    COMMIT or ROLLBACK releases; another process's writers wait for it
+    meanwhile.
+    """
+
+    errors: tuple[type[BaseException], ...] = (*_PG_ERRORS, _CommitRefused)
+
+    def __init__(self, url: str, *, lock_key: int = _WRITER_LOCK_KEY) -> None:
+        self._url = url
+        self._lock_key = lock_key
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def lock_key(self) -> int:
+        """The writers' advisory lock: every gateway process sharing the database takes the same."""
+        return self._lock_key
+
+    @property
+    def connection(self) -> asyncpg.Connection:
+        """The open connection (a series is under way on it)."""
+        if self._connection is None:
+            raise RuntimeError("no write transaction is open")
+        return self._connection
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on a live connection."""
+        connection = self._connection
+        return connection is not None and not connection.is_closed() and connection.is_in_transaction()
+
+    async def begin(self) -> None:
+        """(Re)connect if needed, BEGIN, and wait for the writers' advisory lock; on failure, drop the connection."""
+        try:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = None
+                self._connection = await asyncpg.connect(self._url, timeout=15)
+            await self._connection.execute("BEGIN")
+            await self._connection.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
+        except BaseException:
+            await self._drop()
+            raise
+
+    async def execute(self, sql: str) -> object:
+        """A statement without parameters (the series' savepoints)."""
+        return await self.connection.execute(sql)
+
+    async def commit(self) -> None:
+        """COMMIT; an aborted transaction (answered ROLLBACK) or a lost connection raises."""
+        status = await self.connection.execute("COMMIT")
+        if status != "COMMIT":
+            raise _CommitRefused(f"PostgreSQL answered {status!r} to COMMIT")
+
+    async def rollback(self) -> None:
+        """ROLLBACK; if even that fails, the connection is dropped (a new one is opened for the next series)."""
+        try:
+            await self.connection.execute("ROLLBACK")
+        except BaseException:
+            await self._drop()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection (the server rolls back whatever it holds)."""
+        connection, self._connection = self._connection, None
+        if connection is None or connection.is_closed():
+            return
+        try:
+            await connection.close(timeout=5)
+        except _PG_ERRORS:
+            connection.terminate()
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()
+
+
 class PostgresDatabase:
-    """An asyncpg pool; writers serialised by an advisory lock held for each transaction."""
+    """An asyncpg pool for reads and claims, and a dedicated writer under group commit (`runtime.groupcommit`).
+
+    Write transactions are serialised within the process by the committer and
+    across processes by the writers' advisory lock, taken once per series.
+    """
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, writer: PostgresWriter) -> None:
         self._pool = pool
-        self._write_lock = asyncio.Lock()
+        self.writer = writer
+        self.committer = GroupCommitter(writer)
 
     @classmethod
     async def open(cls, url: str, schema: Schema, *, pool_size: int = 4) -> PostgresDatabase:
@@ -304,37 +398,13 @@ class PostgresDatabase:
                 raise
         except _PG_ERRORS as exc:
             raise StoreUnavailable(f"cannot open PostgreSQL database: {exc}") from exc
-        return cls(pool)
+        return cls(pool, PostgresWriter(url))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        """One write transaction holding the writers' advisory lock."""
-        async with self._write_lock:
-            try:
-                connection = await self._pool.acquire()
-            except _PG_ERRORS as exc:
-                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-            try:
-                transaction = connection.transaction()
-                try:
-                    await transaction.start()
-                    await connection.execute("SELECT pg_advisory_xact_lock($1)", _WRITER_LOCK_KEY)
-                except _PG_ERRORS as exc:
-                    raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-                member = _PostgresConnection(connection, in_transaction=True)
-                try:
-                    yield member
-                except BaseException:
-                    await _quietly(transaction.rollback())
-                    raise
-                try:
-                    await transaction.commit()
-                except _PG_ERRORS as exc:
-                    await _quietly(transaction.rollback())
-                    raise StoreUnavailable(f"cannot commit: {exc}") from exc
-                member.run_hooks()
-            finally:
-                await self._pool.release(connection)
+        """One write transaction under the writers' advisory lock, its COMMIT possibly shared with others."""
+        async with self.committer.transaction() as member:
+            yield _PostgresConnection(self.writer.connection, member)
 
     @asynccontextmanager
     async def claiming(self) -> AsyncIterator[Connection]:
@@ -376,7 +446,8 @@ class PostgresDatabase:
         return _PostgresConnection(self._pool)
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the writer's connection and the pool."""
+        await self.writer.close()
         await self._pool.close()
 
 
@@ -387,4 +458,13 @@ async def _quietly(operation: Any) -> None:  # noqa: ANN401 - an awaitable of as
         return
 
 
-__all__ = ["Connection", "Database", "PostgresDatabase", "Row", "SqliteDatabase", "redacted_url", "to_postgres"]
+__all__ = [
+    "Connection",
+    "Database",
+    "PostgresDatabase",
+    "PostgresWriter",
+    "Row",
+    "SqliteDatabase",
+    "redacted_url",
+    "to_postgres",
+]
