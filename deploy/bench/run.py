@@ -44,6 +44,7 @@ never enforced: nothing here fails on a number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -118,15 +119,43 @@ def run_bench(
     return 0
 
 
+class _NetworkDatabases:
+    """The gateway's store of each bench network: SQLite for one process, else a PostgreSQL database of its own.
+
+    Two networks never share one: each logs its own directory as version 1,
+    and a gateway refuses a database holding another network's (`DIRECTORY_ROLLBACK`).
+    A given `--database-url` serves the first network; the next gets a
+    throwaway database on that server, as every network does without one.
+    """
+
+    def __init__(self, options: BenchOptions, say: Callable[[str], None], cleanup: contextlib.AsyncExitStack) -> None:
+        self._options = options
+        self._say = say
+        self._cleanup = cleanup
+        self._given_taken = False
+
+    async def open(self, network: str) -> str | None:
+        """The database URL of `network`'s gateway processes (None: SQLite in its data directory)."""
+        options = self._options
+        if options.gateways == 1 and options.database_url is None:
+            return None
+        if options.database_url is not None and not self._given_taken:
+            self._given_taken = True
+            return options.database_url
+        server = options.database_url or options.postgres_admin_url
+        url = await self._cleanup.enter_async_context(throwaway_database(server))
+        self._say(f"  the {network} network's gateway records in a throwaway PostgreSQL database: {redacted_url(url)}")
+        return url
+
+
 async def _run_with_database(
     root: Path, amqp_url: str, management_url: str | None, options: BenchOptions, say: Callable[[str], None]
 ) -> BenchFigures:
-    """The bench on the gateway's store: SQLite for one process, PostgreSQL (given or throwaway) for several."""
-    if options.gateways == 1 or options.database_url is not None:
-        return await _run(root, amqp_url, management_url, options, say, database_url=options.database_url)
-    async with throwaway_database(options.postgres_admin_url) as database_url:
-        say(f"  gateway records in a throwaway PostgreSQL database: {redacted_url(database_url)}")
-        return await _run(root, amqp_url, management_url, options, say, database_url=database_url)
+    """The bench, each of its networks on a gateway store of its own (dropped at the end if made for it)."""
+    async with contextlib.AsyncExitStack() as cleanup:
+        return await _run(
+            root, amqp_url, management_url, options, say, databases=_NetworkDatabases(options, say, cleanup)
+        )
 
 
 async def _run(
@@ -136,8 +165,9 @@ async def _run(
     options: BenchOptions,
     say: Callable[[str], None],
     *,
-    database_url: str | None,
+    databases: _NetworkDatabases,
 ) -> BenchFigures:
+    database_url = await databases.open("pair")
     pair_net = BenchNetwork(
         root / "pair",
         amqp_url=amqp_url,
@@ -214,7 +244,7 @@ async def _run(
             bench_pairs=options.pairs,
             say=say,
             gateways=options.gateways,
-            database_url=database_url,
+            database_url=await databases.open("many"),
             profile_dir=options.profile_dir,
         )
         many_net.hosts = bench_hosts(options.pairs, options.agencies_per_process)

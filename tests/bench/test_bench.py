@@ -151,9 +151,10 @@ def test_the_broker_messages_an_exchange_costs_are_counted_by_the_broker(figures
 
 def test_bench_runs_on_two_gateway_processes_sharing_one_postgresql_log(tmp_path: Path):
     """`--gateways 2`: a second gateway process on a throwaway PostgreSQL database; every message complete, the
-    second process measured beside the first."""
+    second process measured beside the first. With the many-agencies scenario (its agencies hosted two to a
+    process) too: each network gets a database of its own (one holding another network's directory is refused)."""
     out = tmp_path / "figures.json"
-    small = ["--messages", "8", "--pairs", "0", "--no-large", "--no-requests"]
+    small = ["--messages", "8", "--pairs", "1", "--agencies-per-process", "2", "--no-large", "--no-requests"]
     where = ["--state-dir", str(tmp_path / "state"), "--json", str(out)]
     result = subprocess.run(
         [sys.executable, "-m", "deploy", "bench", *small, "--gateways", "2", *where],
@@ -164,6 +165,8 @@ def test_bench_runs_on_two_gateway_processes_sharing_one_postgresql_log(tmp_path
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 gateway processes on PostgreSQL" in result.stdout
+    assert "the pair network's gateway records in a throwaway PostgreSQL database" in result.stdout
+    assert "the many network's gateway records in a throwaway PostgreSQL database" in result.stdout
     figures: dict[str, Any] = json.loads(out.read_text())
     for scenario in figures["scenarios"]:
         assert scenario["complete"], scenario["incomplete"]
