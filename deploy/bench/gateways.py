@@ -23,7 +23,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from typing import Any, Final
 import asyncpg
 
 from deploy.localnet.devstack import launches
-from deploy.localnet.network import NetworkPaths, load_network
+from deploy.localnet.network import NetworkPaths, free_port, load_network
 from gateway.db import redacted_url, to_postgres
 
 LOCAL_POSTGRES_URL: Final = "postgresql://rogatory:rogatory@127.0.0.1:5432/postgres"
@@ -76,13 +75,6 @@ def shared_environment(root: Path, database_url: str) -> dict[str, str]:
     return {"ROGATORY_DATABASE_URL": database_url, "ROGATORY_BLOB_DIR": str(root.resolve() / "blobs")}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class ExtraGateways:
     """Gateway processes 2..N of a dev network, started after `dev up` and stopped before `dev down`."""
@@ -111,7 +103,7 @@ class ExtraGateways:
             environment = (
                 base
                 | gateway.environment
-                | {"ROGATORY_DATA_DIR": str(home / "data"), "ROGATORY_HTTP_PORT": str(_free_port())}
+                | {"ROGATORY_DATA_DIR": str(home / "data"), "ROGATORY_HTTP_PORT": str(free_port())}
             )
             with (home / "gateway.log").open("ab") as sink:
                 self.processes[name] = subprocess.Popen(

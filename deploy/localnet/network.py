@@ -262,7 +262,8 @@ def sha256_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (for a service of a local network)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
@@ -357,7 +358,7 @@ def create_network(
         gateway=GatewayEntryFile(
             broker_user=prefix + "gateway",
             broker_password=secrets.token_urlsafe(24),
-            http_port=_free_port(),
+            http_port=free_port(),
             keystore_passphrase=gateway_passphrase,
             operator_token=secrets.token_urlsafe(32),
             auditor_token=secrets.token_urlsafe(32),
@@ -365,9 +366,9 @@ def create_network(
             metrics_token=secrets.token_urlsafe(32),
         ),
         agents=agent_entries,
-        tsa_port=_free_port(),
+        tsa_port=free_port(),
         agent_hosts={
-            f"agents-host-{index}": AgentHostEntry(http_port=_free_port(), agencies=tuple(group))
+            f"agents-host-{index}": AgentHostEntry(http_port=free_port(), agencies=tuple(group))
             for index, group in enumerate((group for group in hosts if group), start=1)
         },
     )
@@ -392,7 +393,7 @@ def _init_agency_site(paths: NetworkPaths, agency: str, name: str, country: str,
     return AgentEntry(
         broker_user=prefix + agency,
         broker_password=secrets.token_urlsafe(24),
-        http_port=_free_port(),
+        http_port=free_port(),
         keystore_passphrase=passphrase,
         token=secrets.token_urlsafe(32),
     )
@@ -509,6 +510,7 @@ __all__ = [
     "bench_pair",
     "create_network",
     "dev_agreements",
+    "free_port",
     "load_network",
     "renew_directory_if_due",
     "sha256_token",

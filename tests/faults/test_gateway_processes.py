@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ import asyncpg
 import pytest
 
 from deploy.localnet.devstack import launches
-from deploy.localnet.network import load_network
+from deploy.localnet.network import free_port, load_network
 from protocol.checkpoint import SignedCheckpoint
 from protocol.encoding import parse_timestamp
 from protocol.merkle import MerkleTree
@@ -52,13 +51,6 @@ HANDOVER_BOUND_S = 20.0
 
 def _management() -> str:
     return SYSTEM_MANAGEMENT_URL or f"http://{urlsplit(SYSTEM_AMQP_URL).hostname or '127.0.0.1'}:15672"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -85,7 +77,7 @@ def _start_extra(network: FaultNetwork, number: int) -> ExtraGateway:
     gateway = next(launch for launch in launches(description, network.paths) if launch.name == "gateway")
     home = network.root / f"gateway-{number}"
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("ROGATORY_")}
     environment |= gateway.environment | {"ROGATORY_DATA_DIR": str(home / "data"), "ROGATORY_HTTP_PORT": str(port)}
     log = home / "gateway.log"
