@@ -199,15 +199,22 @@ async def test_messages_wait_in_each_agencys_queue_while_the_host_is_stopped(hos
     assert restarted["agent_hosts"][HOST]["pid"] != host_pid
     hosted_stack["agent_hosts"][HOST]["pid"] = restarted["agent_hosts"][HOST]["pid"]
     for agency, test in pings.items():
+        # The pong and the ping's DELIVERY travel separately (the evidence in a batch): either may come first.
         answer = await ly.connectivity_test(test["test_id"])
         for _ in range(150):
-            if answer["state"] == "completed":
+            if answer["state"] == "completed" and _delivery(answer) is not None:
                 break
             await asyncio.sleep(0.2)
             answer = await ly.connectivity_test(test["test_id"])
         assert answer["state"] == "completed", agency
-        delivery = next(item for item in answer["ping"]["evidence"] if item["type"] == "DELIVERY")
+        delivery = _delivery(answer)
+        assert delivery is not None, answer["ping"]["evidence"]
         assert delivery["signed_by"] == agency
+
+
+def _delivery(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The ping's `DELIVERY` evidence in a connectivity test's answer, once its sender holds it."""
+    return next((item for item in answer["ping"]["evidence"] if item["type"] == "DELIVERY"), None)
 
 
 async def _exit_status(pid: int) -> int:

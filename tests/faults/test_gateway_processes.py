@@ -177,9 +177,9 @@ def _check_checkpoints(checkpoints: list[tuple[int, str, str]], leaves: list[byt
 
 
 def _processed(path: Path) -> int:
-    """Ingress deliveries one gateway process took (its `ingress_processed` log lines)."""
+    """Ingress deliveries one gateway process took (its `message_processed` log lines: one a delivery)."""
     try:
-        return sum('"ingress_processed"' in line for line in path.read_text(errors="replace").splitlines())
+        return sum('"message_processed"' in line for line in path.read_text(errors="replace").splitlines())
     except OSError:
         return 0
 
